@@ -1,0 +1,5 @@
+"""`python -m colibri` runs the CLI."""
+
+from colibri.cli import main
+
+main()

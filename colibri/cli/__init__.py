@@ -1,0 +1,78 @@
+"""The colibri command line.  Commands are thin: parse, call one service method, render.
+
+Errors raised below (ColibriError) are turned into one line on stderr and an exit code here, in
+``main()``, and nowhere else.
+"""
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from colibri.cli import context, output
+from colibri.errors import EXIT_CODES, ColibriError
+
+EPILOG = "Exit codes: " + "; ".join(f"{code} {text.split(' (')[0]}" for code, text in EXIT_CODES.items())
+
+app = typer.Typer(
+    name="colibri",
+    no_args_is_help=True,
+    help="Run private AI agents in FreeBSD jails: one tenant = one jail = one Vaultwarden collection.",
+    epilog=EPILOG,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (TOML). Default /usr/local/etc/colibri/colibri.toml. [env var: COLIBRI_CONFIG]",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")] = False,
+) -> None:
+    """Run private AI agents in FreeBSD jails: one tenant = one jail = one Vaultwarden collection."""
+    ctx.obj = context.Context(config_path=config, debug=debug)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    from colibri.cli import config as config_cmds
+    from colibri.cli import tenants
+
+    tenants.register(app)
+    config_cmds.register(app)
+
+
+_register()
+
+
+def run(argv: list[str]) -> int:
+    """Run one command line and return its exit code (``main`` without ``sys.exit``)."""
+    as_json = "--json" in argv
+    try:
+        app(args=argv, prog_name="colibri")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except ColibriError as exc:
+        if "--debug" in argv:
+            traceback.print_exc()
+        output.error(str(exc), as_json=as_json, kind=type(exc).__name__, code=exc.exit_code)
+        return exc.exit_code
+    return 0
+
+
+def main() -> None:
+    """Entry point of the ``colibri`` script: run the app and map errors to exit codes."""
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,98 @@
+"""Pure value types and rules: tenant ids, tenant states.  No I/O here."""
+
+import enum
+import re
+
+from colibri.errors import InvalidTenantId, StateConflict
+
+TENANT_ID_MAX = 32
+"""Why 32: the tenant id names the jail, the Vaultwarden collection and the agent's Unix socket
+path.  FreeBSD's sun_path holds 104 bytes and the socket lives at
+``/var/run/colibri/agents/<tenant>/agent.sock`` (35 bytes without the id); ZFS dataset paths,
+``jls`` columns and DNS labels (63) all stay comfortable at 32.  Bastille itself has no limit."""
+
+_JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+_ALL_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_RESERVED = re.compile(r"[aA][lL][lL]", re.ASCII)
+
+
+def validate_tenant_id(value: str) -> str:
+    """Return ``value`` if it is a safe tenant id (== Bastille jail name == collection name).
+
+    Bastille's own rule (reference §2.2 validate_name) is ``^[A-Za-z0-9][A-Za-z0-9_-]*$`` and not
+    all digits; colibri also refuses ``ALL``/``all`` (Bastille's every-jail target, §1.7) and caps
+    the length.  Raises InvalidTenantId with a one-line reason.
+    """
+    shown = _printable(value)
+    if not value:
+        raise InvalidTenantId("invalid tenant id: it is empty")
+    if len(value) > TENANT_ID_MAX:
+        raise InvalidTenantId(
+            f"invalid tenant id {shown}: longer than {TENANT_ID_MAX} characters ({len(value)})"
+        )
+    if not _JAIL_NAME.fullmatch(value):
+        raise InvalidTenantId(
+            f"invalid tenant id {shown}: use ASCII letters, digits, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    if _ALL_DIGITS.fullmatch(value):
+        raise InvalidTenantId(f"invalid tenant id {shown}: all digits would be read as a jail id (JID)")
+    if _RESERVED.fullmatch(value):
+        raise InvalidTenantId(f"invalid tenant id {shown}: reserved, bastille reads it as every jail")
+    return value
+
+
+def prefix_clash(new_id: str, existing: list[str]) -> str | None:
+    """Return an existing id that Bastille could confuse with ``new_id`` by prefix autocomplete.
+
+    Bastille resolves an unknown target by ``grep -E "^TARGET"`` (reference §1.7 step 5), so while
+    one of two jails is missing, ``agent`` selects ``agent1``.  colibri checks exact names before
+    every call anyway; refusing prefix pairs at registration keeps operators' own bastille calls
+    safe too.
+    """
+    for other in existing:
+        if other != new_id and (other.startswith(new_id) or new_id.startswith(other)):
+            return other
+    return None
+
+
+def _printable(value: str) -> str:
+    """Show a rejected value safely: escaped, and cut to 40 characters."""
+    text = value.encode("unicode_escape").decode("ascii")
+    return repr(text[:40] + ("..." if len(text) > 40 else ""))
+
+
+class TenantStatus(enum.StrEnum):
+    """The tenant's lifecycle.
+
+    registered → spawning → active | failed;  failed → spawning (retry);  active ⇄ stopped;
+    active | stopped | failed → spawning (converge again);  registered | stopped | failed → removed;
+    removed → registered (registered again).
+    """
+
+    REGISTERED = "registered"
+    SPAWNING = "spawning"
+    ACTIVE = "active"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    REMOVED = "removed"
+
+
+_TRANSITIONS: dict[TenantStatus, frozenset[TenantStatus]] = {
+    TenantStatus.REGISTERED: frozenset({TenantStatus.SPAWNING, TenantStatus.REMOVED}),
+    TenantStatus.SPAWNING: frozenset({TenantStatus.ACTIVE, TenantStatus.FAILED, TenantStatus.SPAWNING}),
+    TenantStatus.ACTIVE: frozenset(
+        {TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING, TenantStatus.REMOVED}
+    ),
+    TenantStatus.FAILED: frozenset({TenantStatus.SPAWNING, TenantStatus.STOPPED, TenantStatus.REMOVED}),
+    TenantStatus.STOPPED: frozenset(
+        {TenantStatus.ACTIVE, TenantStatus.SPAWNING, TenantStatus.FAILED, TenantStatus.REMOVED}
+    ),
+    TenantStatus.REMOVED: frozenset({TenantStatus.REGISTERED}),
+}
+
+
+def check_transition(tenant_id: str, current: TenantStatus, new: TenantStatus) -> None:
+    """Raise StateConflict unless ``current → new`` is an edge of the state machine."""
+    if new not in _TRANSITIONS[current]:
+        raise StateConflict(f"tenant {tenant_id} is {current}; it cannot become {new}")

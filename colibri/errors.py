@@ -1,0 +1,221 @@
+"""The one error tree of colibri, and the only place exit codes are defined.
+
+Services and adapters raise these; only ``colibri.cli.main`` turns them into a line on stderr
+(or a JSON error envelope) and an exit code.  Codes follow borg's idea: the class carries its code.
+
+    ColibriError                         1  generic failure
+    ├── ConfigError                      3  invalid settings or config file
+    ├── NotFound                         4  a named object is missing
+    │   ├── TenantNotFound
+    │   ├── JailNotFound
+    │   ├── AgentNotFound
+    │   ├── TaskNotFound
+    │   └── TemplateNotFound
+    ├── Conflict                         5  already exists, or in the wrong state
+    │   ├── TenantExists
+    │   ├── JailExists
+    │   └── StateConflict
+    ├── PermissionDenied                 6  insufficient privilege or unsafe permissions
+    │   └── NeedsRoot
+    ├── InvalidInput                     7  a value given on the command line or in a request is invalid
+    │   └── InvalidTenantId
+    ├── ExternalError                   10  an external command failed
+    │   ├── ToolMissing
+    │   └── CommandFailed
+    ├── BastilleError                   11  bastille did not do what was asked
+    ├── JailError                       11  a jail backend (bastille or sandbox) failed
+    ├── SecretsError                    12  the vault or the secrets source failed (fail-closed)
+    │   └── VaultLocked
+    ├── RemoteError                     13  a remote host (ssh) failed
+    ├── CommandTimeout                  14  an external command or request timed out
+    ├── StoreError                      15  the database failed
+    │   └── SchemaTooNew
+    └── DaemonError                     16  the colibri daemon is not reachable or refused
+Messages never contain secrets: errors from tools whose output may hold secrets are raised
+``from None`` with a message written by colibri.
+"""
+
+
+class ColibriError(Exception):
+    """Something went wrong."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ColibriError):
+    """Invalid settings or configuration file."""
+
+    exit_code = 3
+
+
+class NotFound(ColibriError):
+    """A named object does not exist."""
+
+    exit_code = 4
+
+
+class TenantNotFound(NotFound):
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant not found: {tenant_id}")
+        self.tenant_id = tenant_id
+
+
+class JailNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"jail not found: {name}")
+        self.name = name
+
+
+class AgentNotFound(NotFound):
+    """An agent id the daemon does not know."""
+
+
+class TaskNotFound(NotFound):
+    """A task id the daemon does not know."""
+
+
+class TemplateNotFound(NotFound):
+    """A jail template that does not exist."""
+
+
+class Conflict(ColibriError):
+    """The object already exists, or is in a state that forbids the operation."""
+
+    exit_code = 5
+
+
+class TenantExists(Conflict):
+    """A tenant of that id exists with different fields."""
+
+
+class JailExists(Conflict):
+    """A jail of that name exists and colibri did not create it."""
+
+
+class StateConflict(Conflict):
+    """The operation is not allowed in the object's current state."""
+
+
+class PermissionDenied(ColibriError):
+    """Insufficient privilege, or a file or directory with unsafe permissions."""
+
+    exit_code = 6
+
+
+class NeedsRoot(PermissionDenied):
+    """The operation must run as root."""
+
+
+class InvalidInput(ColibriError):
+    """A value given on the command line or in a request is invalid."""
+
+    exit_code = 7
+
+
+class InvalidTenantId(InvalidInput):
+    """A tenant id that is not a safe Bastille jail name."""
+
+
+class ExternalError(ColibriError):
+    """An external command failed."""
+
+    exit_code = 10
+
+
+class ToolMissing(ExternalError):
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"required program not found: {tool}")
+        self.tool = tool
+
+
+class CommandFailed(ExternalError):
+    """A command exited non-zero.  ``stderr_tail`` is only kept when the output cannot hold secrets."""
+
+    def __init__(self, argv: tuple[str, ...], exit_status: int, detail: str = "") -> None:
+        shown = " ".join(argv[:3]) + (" ..." if len(argv) > 3 else "")
+        suffix = f": {detail}" if detail else ""
+        super().__init__(f"command failed with exit status {exit_status}: {shown}{suffix}")
+        self.argv = argv
+        self.exit_status = exit_status
+        self.detail = detail
+
+
+class BastilleError(ColibriError):
+    """bastille failed, or said it succeeded while the jail is not in the state asked for."""
+
+    exit_code = 11
+
+
+class JailError(ColibriError):
+    """A jail backend could not do what was asked."""
+
+    exit_code = 11
+
+
+class SecretsError(ColibriError):
+    """The vault or the staged secrets could not be read or rendered; nothing was written."""
+
+    exit_code = 12
+
+
+class VaultLocked(SecretsError):
+    """The vault could not be unlocked."""
+
+
+class RemoteError(ColibriError):
+    """A remote host could not be reached or refused the command."""
+
+    exit_code = 13
+
+
+class CommandTimeout(ColibriError):
+    exit_code = 14
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} s: {what}")
+        self.seconds = seconds
+
+
+class StoreError(ColibriError):
+    """The database could not be opened, read or written."""
+
+    exit_code = 15
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer colibri."""
+
+
+class DaemonError(ColibriError):
+    """The colibri daemon is not reachable or refused the request."""
+
+    exit_code = 16
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "generic failure (ColibriError), or an aborted confirmation",
+    2: "bad command line (usage error)",
+    3: "invalid settings or configuration file (ConfigError)",
+    4: "a named tenant, jail, agent, task or template does not exist (NotFound)",
+    5: "already exists with other fields, or in a state that forbids it (Conflict)",
+    6: "insufficient privilege or unsafe permissions (PermissionDenied)",
+    7: "invalid value, e.g. a tenant id (InvalidInput)",
+    10: "an external command failed or is missing (ExternalError)",
+    11: "a jail backend (bastille or sandbox) failed (BastilleError, JailError)",
+    12: "secrets could not be fetched or written; the old .env is kept (SecretsError)",
+    13: "a remote host failed (RemoteError)",
+    14: "a command or request timed out (CommandTimeout)",
+    15: "the database failed (StoreError)",
+    16: "the colibri daemon is unreachable or refused (DaemonError)",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
+}
+"""Every exit code colibri uses; README.md and `colibri --help` show this table."""

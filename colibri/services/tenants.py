@@ -1,0 +1,107 @@
+"""Tenants: register, list, show, remove.  tenant id == jail name == collection name."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from colibri.domain import TenantStatus, check_transition, prefix_clash, validate_tenant_id
+from colibri.errors import StateConflict, TenantExists, TenantNotFound
+from colibri.store.db import Store
+from colibri.store.models import Tenant, tenant_public, utcnow
+from colibri.store.repos import TenantRepo
+
+# States in which the tenant may still own a jail on its host.
+HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
+
+
+@dataclass(frozen=True)
+class Registration:
+    tenant: dict[str, Any]
+    created: bool
+
+
+class TenantService:
+    def __init__(self, store: Store, default_host: str) -> None:
+        self._store = store
+        self._default_host = default_host
+
+    def register(self, tenant_id: str, collection: str | None, host: str | None) -> Registration:
+        """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
+
+        ``collection`` defaults to the tenant id (1:1:1); pass ``""`` for a tenant with no
+        collection (provisioning is then a no-op).  Raises InvalidTenantId, TenantExists.
+        """
+        validate_tenant_id(tenant_id)
+        wanted_collection = tenant_id if collection is None else (collection or None)
+        wanted_host = host or self._default_host
+        with self._store.session() as session:
+            repo = TenantRepo(session)
+            existing = repo.get_for_update(tenant_id)
+            if existing is not None and existing.status != TenantStatus.REMOVED:
+                return Registration(self._same_or_conflict(existing, wanted_collection, wanted_host), False)
+            clash = prefix_clash(tenant_id, [t for t in repo.ids() if t != tenant_id])
+            if clash is not None:
+                raise TenantExists(
+                    f"tenant id {tenant_id} clashes with tenant {clash}: bastille would match one "
+                    "as a prefix of the other; choose another id"
+                )
+            if existing is not None:  # a removed tenant comes back
+                check_transition(tenant_id, TenantStatus(existing.status), TenantStatus.REGISTERED)
+                existing.collection_name = wanted_collection
+                existing.collection_id = None
+                existing.host = wanted_host
+                existing.status = TenantStatus.REGISTERED
+                existing.last_error = None
+                existing.updated_at = utcnow()
+                return Registration(tenant_public(existing), True)
+            tenant = Tenant(
+                tenant_id=tenant_id,
+                jail_name=tenant_id,
+                collection_name=wanted_collection,
+                host=wanted_host,
+                status=TenantStatus.REGISTERED,
+            )
+            repo.add(tenant)
+            return Registration(tenant_public(tenant), True)
+
+    @staticmethod
+    def _same_or_conflict(existing: Tenant, collection: str | None, host: str) -> dict[str, Any]:
+        differences = []
+        if existing.collection_name != collection:
+            differences.append(f"collection {existing.collection_name!r} (asked {collection!r})")
+        if existing.host != host:
+            differences.append(f"host {existing.host!r} (asked {host!r})")
+        if differences:
+            raise TenantExists(
+                f"tenant {existing.tenant_id} is already registered with " + ", ".join(differences)
+            )
+        return tenant_public(existing)
+
+    def all(self, status: TenantStatus | None = None) -> list[dict[str, Any]]:
+        """All tenants (removed ones only when asked for by status), ordered by id."""
+        with self._store.session() as session:
+            return [tenant_public(t) for t in TenantRepo(session).find(status)]
+
+    def show(self, tenant_id: str) -> dict[str, Any]:
+        """One tenant.  Raises TenantNotFound."""
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get(tenant_id)
+            if tenant is None:
+                raise TenantNotFound(tenant_id)
+            return tenant_public(tenant)
+
+    def remove(self, tenant_id: str) -> dict[str, Any]:
+        """Mark a tenant removed.  Refuses (StateConflict) while it may still have a jail."""
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            status = TenantStatus(tenant.status)
+            if status in HAS_JAIL:
+                raise StateConflict(
+                    f"tenant {tenant_id} is {status} and may still have a jail; "
+                    f"run 'colibri remove-tenant {tenant_id} --destroy-jail' to destroy it first"
+                )
+            check_transition(tenant_id, status, TenantStatus.REMOVED)
+            tenant.status = TenantStatus.REMOVED
+            tenant.updated_at = utcnow()
+            return tenant_public(tenant)

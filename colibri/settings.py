@@ -1,0 +1,207 @@
+"""Settings: defaults, then the TOML config file, then ``COLIBRI_*`` environment variables.
+
+The config file is ``/usr/local/etc/colibri/colibri.toml`` for root (``$XDG_CONFIG_HOME/colibri/
+colibri.toml`` otherwise), or the path in ``COLIBRI_CONFIG`` or ``--config``.  Every field is
+documented in ``etc/colibri.toml.sample``.  Paths follow hier(7) for root and XDG for other users,
+so a newcomer can try colibri without root.
+"""
+
+import os
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from colibri.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/usr/local/etc/colibri/colibri.toml")
+ENV_PREFIX = "COLIBRI_"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_config_path() -> Path:
+    if _is_root():
+        return SYSTEM_CONFIG
+    return _xdg("XDG_CONFIG_HOME", ".config") / "colibri" / "colibri.toml"
+
+
+def _default_state_dir() -> Path:
+    return Path("/var/db/colibri") if _is_root() else _xdg("XDG_DATA_HOME", ".local/share") / "colibri"
+
+
+def _default_run_dir() -> Path:
+    if _is_root():
+        return Path("/var/run/colibri")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "colibri" if runtime else _default_state_dir() / "run"
+
+
+def _default_log_dir() -> Path:
+    return Path("/var/log/colibri") if _is_root() else _xdg("XDG_STATE_HOME", ".local/state") / "colibri"
+
+
+def _default_backend() -> Literal["bastille", "sandbox"]:
+    return "bastille" if sys.platform.startswith("freebsd") else "sandbox"
+
+
+def _default_credentials_dir() -> Path:
+    if _is_root():
+        return Path("/usr/local/etc/colibri/credentials")
+    return default_config_path().parent / "credentials"
+
+
+class Settings(BaseSettings):
+    """Every colibri setting.  Environment variables are ``COLIBRI_`` + the upper-cased name."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # where things live
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    run_dir: Path = Field(default_factory=_default_run_dir)
+    log_dir: Path = Field(default_factory=_default_log_dir)
+    database_url: str | None = None
+    database_timeout: float = Field(default=5.0, gt=0)
+    host: str = Field(default_factory=lambda: os.uname().nodename)
+
+    # jails
+    jail_backend: Literal["bastille", "sandbox"] = Field(default_factory=_default_backend)
+    jail_template: str = "colibri/agent"
+    jail_user: str = "agent"
+    bastille_path: str = "bastille"
+    bastille_config: Path | None = None
+    bastille_release: str = "14.3-RELEASE"
+    bastille_prefix: Path = Path("/usr/local/bastille")
+    jail_ip_pool: str = "10.17.89.0/24"
+    sandbox_dir: Path | None = None
+    spawn_parallelism: int = Field(default=4, ge=1, le=64)
+
+    # secrets
+    vault_url: str | None = None
+    vault_organization_id: str | None = None
+    vault_credentials_dir: Path = Field(default_factory=_default_credentials_dir)
+    bw_path: str = "bw"
+    bw_timeout: float = Field(default=60.0, gt=0)
+    staged_secrets_dir: Path | None = None
+
+    # daemon
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    heartbeat_rate_limit: float = Field(default=200.0, gt=0)
+    agent_stale_after: float = Field(default=30.0, gt=0)
+    agent_lost_after: float = Field(default=90.0, gt=0)
+    task_lease_seconds: float = Field(default=300.0, gt=0)
+    task_max_attempts: int = Field(default=3, ge=1)
+    reconcile_interval: float = Field(default=300.0, ge=0)
+    metrics_address: str | None = None
+    log_target: Literal["stderr", "syslog"] = "stderr"
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL of the store."""
+        return self.database_url or f"sqlite:///{self.state_dir / 'colibri.db'}"
+
+    @property
+    def jails_dir(self) -> Path:
+        """Where the sandbox backend keeps its jail roots."""
+        return self.sandbox_dir or self.state_dir / "jails"
+
+    @property
+    def staged_dir(self) -> Path:
+        """Where operators stage a tenant's ``provider.env`` (root-only)."""
+        return self.staged_secrets_dir or self.state_dir / "staged"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file; the file's values arrive as init kwargs.
+        return (env_settings, init_settings)
+
+
+def config_path(explicit: Path | None) -> tuple[Path, bool]:
+    """The config file to read, and whether the operator named it (then it must exist)."""
+    if explicit is not None:
+        return explicit, True
+    from_env = os.environ.get("COLIBRI_CONFIG")
+    if from_env:
+        return Path(from_env), True
+    return default_config_path(), False
+
+
+def read_config_file(path: Path, required: bool) -> dict[str, Any]:
+    """Parse the TOML config file; a missing default file is empty, anything else bad is ConfigError."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file not found: {path}") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    return data
+
+
+def load_settings(explicit: Path | None = None) -> tuple[Settings, dict[str, str]]:
+    """Build the settings and say where each value came from (``default``, ``file:PATH``, ``env:NAME``)."""
+    path, required = config_path(explicit)
+    data = read_config_file(path, required)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        origin = f"{ENV_PREFIX}{name.upper()}" if f"{ENV_PREFIX}{name.upper()}" in os.environ else str(path)
+        raise ConfigError(f"invalid setting {name} (from {origin}): {first['msg']}") from None
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        if env_name in os.environ:
+            sources[name] = f"env:{env_name}"
+        elif name in data:
+            sources[name] = f"file:{path}"
+        else:
+            sources[name] = "default"
+    return settings, sources
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain JSON-able values, secrets masked."""
+    shown: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown[name] = "********"
+        elif name == "database_url" and value:
+            shown[name] = mask_url(value)
+        elif isinstance(value, Path):
+            shown[name] = str(value)
+        else:
+            shown[name] = value
+    return shown
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL such as ``postgresql://user:pw@host/db``."""
+    return re.sub(r"(//[^/:@]*:)[^/]*@", r"\1********@", url)

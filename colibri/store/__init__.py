@@ -1,0 +1,1 @@
+"""The SQL store: SQLModel tables, the engine, migrations and repositories (queries only)."""

@@ -1,0 +1,223 @@
+"""The engine, schema migrations applied on open, and sessions with errors mapped to StoreError.
+
+SQLite (the default) runs in WAL mode with foreign keys on and a busy timeout; any SQLAlchemy URL
+works (PostgreSQL is tested).  Migrations run automatically when colibri opens the store, under
+a lock (a lock file beside an SQLite database, an advisory lock on PostgreSQL), after a backup
+copy of an existing SQLite database.  A database migrated by a newer colibri is refused.
+"""
+
+import contextlib
+import fcntl
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, create_engine
+
+from colibri.errors import SchemaTooNew, StoreError
+from colibri.store.migrations import HEAD
+
+_PG_MIGRATION_LOCK = 0x636F6C6962  # "colib": the advisory-lock key for migrations
+
+
+def make_engine(url: str, timeout: float = 5.0) -> Engine:
+    """Create the engine for ``url``; for SQLite, create its directory and set the pragmas."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, parsed.database, timeout)
+    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(parsed, timeout))
+
+
+def _pg_connect_args(parsed: Any, timeout: float) -> dict[str, Any]:
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    return {"connect_timeout": max(1, int(timeout))}
+
+
+def _sqlite_engine(url: str, database: str | None, timeout: float) -> Engine:
+    if database and database != ":memory:":
+        folder = Path(database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            raise StoreError(f"cannot create the database directory {folder}: {exc.strerror}") from None
+    engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
+    busy_ms = int(timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if database and database != ":memory:":
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def describe_error(exc: SQLAlchemyError, url: str) -> str:
+    """One line about a database error; never the SQL statement or its parameters."""
+    orig = getattr(exc, "orig", None)
+    detail = str(orig if orig is not None else exc).strip().splitlines()[0] if str(orig or exc) else ""
+    where = _where(url)
+    if "database is locked" in detail:
+        return f"the database {where} is locked by another process; try again"
+    if "unable to open database file" in detail:
+        return f"cannot open the database {where}: check that the directory exists and is writable"
+    if "readonly database" in detail:
+        return f"the database {where} is read-only: check its permissions"
+    return f"database error ({where}): {detail}"
+
+
+def _where(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return parsed.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def translate_errors(url: str) -> Iterator[None]:
+    """Turn SQLAlchemy/DBAPI errors into StoreError with a safe one-line message."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        raise StoreError(describe_error(exc, url)) from None
+    except SQLAlchemyError as exc:
+        raise StoreError(describe_error(exc, url)) from None
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema revision recorded in the database, or None for an empty database."""
+    try:
+        row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    except (OperationalError, DBAPIError) as exc:
+        message = str(getattr(exc, "orig", exc))
+        if "no such table" in message or "does not exist" in message:
+            conn.rollback()
+            return None
+        raise
+    return None if row is None else str(row[0])
+
+
+def migrate(engine: Engine, url: str) -> str | None:
+    """Bring the schema to HEAD.  Returns the revision found before, or None if nothing was done.
+
+    The fast path (schema already at HEAD) imports no Alembic at all: startup time matters.
+    """
+    with translate_errors(url), engine.connect() as conn:
+        found = current_revision(conn)
+        conn.rollback()
+    if found == HEAD:
+        return None
+    _check_known(found)
+    with translate_errors(url), _migration_lock(engine, url) as conn:
+        found = current_revision(conn)
+        if found == HEAD:
+            return None
+        _check_known(found)
+        if found is not None:
+            _backup_sqlite(url, found)
+        _run_alembic(conn)
+        conn.commit()
+    return found or "empty"
+
+
+def _check_known(found: str | None) -> None:
+    if found is None:
+        return
+    from colibri.store.migrations.history import known_revisions
+
+    if found not in known_revisions():
+        raise SchemaTooNew(
+            f"the database schema ({found}) is newer than this colibri knows (head {HEAD}); "
+            "upgrade colibri, or point it at another database"
+        )
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine, url: str) -> Iterator[Connection]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        lock_path = Path(f"{parsed.database}.migrate.lock")
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            with engine.connect() as conn:
+                yield conn
+        return
+    with engine.connect() as conn:
+        if parsed.get_backend_name() == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        yield conn
+
+
+def _backup_sqlite(url: str, revision: str) -> None:
+    """Copy an SQLite database aside before migrating it, so a failed upgrade loses nothing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    source = sqlite3.connect(parsed.database)
+    target = sqlite3.connect(f"{parsed.database}.before-{revision}")
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
+def _run_alembic(conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
+
+
+def open_engine(url: str, timeout: float = 5.0) -> Engine:
+    """Create the engine and migrate the schema: what every command does first."""
+    engine = make_engine(url, timeout)
+    try:
+        migrate(engine, url)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine, url: str) -> Iterator[Session]:
+    """A session that commits on success, rolls back on error, and maps DB errors to StoreError."""
+    with translate_errors(url), Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+class Store:
+    """An opened, migrated store; services open short sessions from it."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
+        self.engine = open_engine(url, timeout)
+
+    def session(self) -> contextlib.AbstractContextManager[Session]:
+        return session_scope(self.engine, self.url)
+
+    def check(self) -> None:
+        """Raise StoreError unless a trivial query works (for health checks)."""
+        with translate_errors(self.url), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()

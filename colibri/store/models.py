@@ -1,0 +1,50 @@
+"""SQLModel tables.  Public views are plain dicts built in ``to_public`` functions; no secret is
+ever stored here (the vault's collection *id* is an identifier, not a secret)."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Tenant(SQLModel, table=True):
+    """One tenant: tenant id == jail name == Vaultwarden collection (1:1:1)."""
+
+    __tablename__ = "tenants"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    jail_name: str = Field(max_length=64, unique=True)
+    collection_name: str | None = Field(default=None, max_length=255)
+    collection_id: str | None = Field(default=None, max_length=64)
+    host: str = Field(max_length=255)
+    status: str = Field(max_length=16, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = Field(default=None, max_length=2000)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite returns naive datetimes; they were written as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def tenant_public(tenant: Tenant) -> dict[str, Any]:
+    """The tenant as shown by ``show-tenant`` and ``list-tenants`` (stable keys, see README)."""
+    return {
+        "tenant_id": tenant.tenant_id,
+        "jail_name": tenant.jail_name,
+        "collection_name": tenant.collection_name,
+        "collection_id": tenant.collection_id,
+        "host": tenant.host,
+        "status": tenant.status,
+        "created_at": _iso(tenant.created_at),
+        "updated_at": _iso(tenant.updated_at),
+        "last_error": tenant.last_error,
+    }

@@ -1,0 +1,65 @@
+"""Shared test set-up: a clean environment, tmp settings, and honest gating of real parts.
+
+A test that needs a real program (bw, bwrap, PostgreSQL, sshd) calls ``require(...)``: it skips
+on a developer machine without it, and FAILS under CI (CI=true), so CI never passes by skipping.
+"""
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip locally, fail in CI, when a real part is missing."""
+    if ok:
+        return
+    if in_ci():
+        pytest.fail(f"required for this test and missing in CI: {what}")
+    pytest.skip(f"missing: {what}")
+
+
+def require_program(name: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"program {name}")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Drop COLIBRI_* and BW_* from the environment and point colibri's paths at tmp dirs."""
+    for name in list(os.environ):
+        if name.startswith(("COLIBRI_", "BW_", "BITWARDENCLI_")):
+            monkeypatch.delenv(name)
+    home = tmp_path / "colibri-home"
+    config = home / "colibri.toml"
+    home.mkdir()
+    config.write_text("")
+    monkeypatch.setenv("COLIBRI_CONFIG", str(config))
+    monkeypatch.setenv("COLIBRI_STATE_DIR", str(home / "db"))
+    monkeypatch.setenv("COLIBRI_RUN_DIR", str(home / "run"))
+    monkeypatch.setenv("COLIBRI_LOG_DIR", str(home / "log"))
+    monkeypatch.setenv("COLIBRI_HOST", "testhost")
+    yield
+
+
+pytest_plugins = ["tests.servers.postgres"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly how many store tests ran on the real PostgreSQL server."""
+    passed = [r for r in terminalreporter.stats.get("passed", []) if "[postgres]" in r.nodeid]
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "[postgres]" in r.nodeid]
+    if passed or failed:
+        terminalreporter.write_line(
+            f"PostgreSQL store suite: {len(passed)} passed, {len(failed)} failed on a real server"
+        )

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, then lints, type-checks and runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff check";  ruff check .
+echo "== ruff format"; ruff format --check .
+echo "== mypy";        mypy --strict colibri
+echo "== pytest";      pytest "$@"
