@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from colibri.errors import SchemaTooNew, StoreError
-from colibri.store.migrations import HEAD
+from colibri.store.migrations import head
 
 _PG_MIGRATION_LOCK = 0x636F6C6962  # "colib": the advisory-lock key for migrations
 
@@ -114,12 +114,12 @@ def migrate(engine: Engine, url: str) -> str | None:
     with translate_errors(url), engine.connect() as conn:
         found = current_revision(conn)
         conn.rollback()
-    if found == HEAD:
+    if found == head():
         return None
     _check_known(found)
     with translate_errors(url), _migration_lock(engine, url) as conn:
         found = current_revision(conn)
-        if found == HEAD:
+        if found == head():
             return None
         _check_known(found)
         if found is not None:
@@ -136,7 +136,7 @@ def _check_known(found: str | None) -> None:
 
     if found not in known_revisions():
         raise SchemaTooNew(
-            f"the database schema ({found}) is newer than this colibri knows (head {HEAD}); "
+            f"the database schema ({found}) is newer than this colibri knows (head {head()}); "
             "upgrade colibri, or point it at another database"
         )
 

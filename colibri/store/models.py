@@ -1,6 +1,7 @@
 """SQLModel tables.  Public views are plain dicts built in ``to_public`` functions; no secret is
 ever stored here (the vault's collection *id* is an identifier, not a secret)."""
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,14 @@ class Tenant(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     last_error: str | None = Field(default=None, max_length=2000)
+    # jails and spawning (migration 0002)
+    backend: str | None = Field(default=None, max_length=16)
+    jail_root: str | None = Field(default=None, max_length=1024)
+    ip_address: str | None = Field(default=None, max_length=64, unique=True)
+    template: str | None = Field(default=None, max_length=255)
+    capabilities: str | None = None  # JSON list of capability names
+    spawn_step: str | None = Field(default=None, max_length=32)
+    adopted: bool = False
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -47,4 +56,11 @@ def tenant_public(tenant: Tenant) -> dict[str, Any]:
         "created_at": _iso(tenant.created_at),
         "updated_at": _iso(tenant.updated_at),
         "last_error": tenant.last_error,
+        "backend": tenant.backend,
+        "jail_root": tenant.jail_root,
+        "ip_address": tenant.ip_address,
+        "template": tenant.template,
+        "capabilities": json.loads(tenant.capabilities) if tenant.capabilities else [],
+        "spawn_step": tenant.spawn_step,
+        "adopted": tenant.adopted,
     }

@@ -1,0 +1,136 @@
+"""The JailBackend interface, shared by the bastille (FreeBSD) and sandbox (Linux) backends.
+
+A jail is named like its tenant.  Backends raise JailNotFound, JailExists or JailError
+(BastilleError for bastille); every mutation is verified before it returns, since bastille's exit
+status does not say whether it worked.
+"""
+
+import enum
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from colibri.adapters.runner import CommandResult
+from colibri.errors import JailError
+
+
+class JailState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class JailInfo:
+    name: str
+    state: JailState
+    root: Path
+    ip: str | None = None
+    managed: bool = False
+    """True when colibri created the jail (its marker file is in the jail's directory)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    host_path: Path
+    jail_path: str
+    read_only: bool = True
+
+
+class JailBackend(Protocol):
+    """What colibri needs from a jail manager."""
+
+    name: str
+
+    def create(self, name: str, *, ip: str | None, template: str | None) -> JailInfo:
+        """Create (not start) a jail owned by colibri.  JailExists if any jail of that name exists."""
+        ...
+
+    def start(self, name: str) -> JailInfo: ...
+
+    def stop(self, name: str) -> JailInfo: ...
+
+    def restart(self, name: str) -> JailInfo: ...
+
+    def destroy(self, name: str) -> None:
+        """Stop and remove the jail.  Refuses a jail colibri did not create (JailError)."""
+        ...
+
+    def info(self, name: str) -> JailInfo:
+        """The jail's state; state ABSENT when there is no such jail."""
+        ...
+
+    def list(self) -> list[JailInfo]: ...
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> CommandResult:
+        """Run a command inside the running jail; exit status as the command's own."""
+        ...
+
+    def copy_in(self, name: str, source: Path, jail_path: str, *, mode: int = 0o644) -> None:
+        """Copy a host file or directory tree into the jail (no symlink in the jail is followed)."""
+        ...
+
+    def mount(self, name: str, mount: Mount) -> None:
+        """Mount a host directory into the jail (from its next start on, and now if running)."""
+        ...
+
+    def root(self, name: str) -> Path:
+        """The jail's root directory on the host."""
+        ...
+
+    def user_ids(self, name: str, user: str) -> tuple[int, int]:
+        """The uid/gid of ``user`` from the jail's own /etc/passwd (never the host's)."""
+        ...
+
+
+def parse_passwd(text: str, user: str) -> tuple[int, int] | None:
+    """Find ``user`` in passwd(5) text; None when absent.  Malformed lines are skipped."""
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == user:
+            try:
+                return int(fields[2]), int(fields[3])
+            except ValueError:
+                return None
+    return None
+
+
+def read_jail_passwd(root: Path, user: str) -> tuple[int, int]:
+    """Read ``etc/passwd`` under a jail root without following symlinks; raise JailError if the
+    user is missing (a compromised jail could point etc/passwd anywhere, so no-follow)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        root_fd = os.open(root, flags | os.O_DIRECTORY)
+        try:
+            etc_fd = os.open("etc", flags | os.O_DIRECTORY, dir_fd=root_fd)
+            try:
+                fd = os.open("passwd", flags, dir_fd=etc_fd)
+                with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
+                    text = handle.read(1 << 20)
+            finally:
+                os.close(etc_fd)
+        finally:
+            os.close(root_fd)
+    except OSError as exc:
+        raise JailError(f"cannot read the jail's /etc/passwd under {root}: {exc.strerror}") from None
+    ids = parse_passwd(text, user)
+    if ids is None:
+        raise JailError(f"user {user} is missing from the jail's /etc/passwd ({root})")
+    return ids
+
+
+def env_list(mapping: Mapping[str, str] | None) -> list[str]:
+    return [f"{k}={v}" for k, v in (mapping or {}).items()]
