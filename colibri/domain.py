@@ -66,8 +66,8 @@ class TenantStatus(enum.StrEnum):
     """The tenant's lifecycle.
 
     registered → spawning → active | failed;  failed → spawning (retry);  active ⇄ stopped;
-    active | stopped | failed → spawning (converge again);  registered | stopped | failed → removed;
-    removed → registered (registered again).
+    active | stopped | failed → spawning (converge again);  active | stopped | failed → registered
+    (its jail destroyed);  registered | stopped | failed → removed;  removed → registered.
     """
 
     REGISTERED = "registered"
@@ -80,13 +80,23 @@ class TenantStatus(enum.StrEnum):
 
 _TRANSITIONS: dict[TenantStatus, frozenset[TenantStatus]] = {
     TenantStatus.REGISTERED: frozenset({TenantStatus.SPAWNING, TenantStatus.REMOVED}),
-    TenantStatus.SPAWNING: frozenset({TenantStatus.ACTIVE, TenantStatus.FAILED, TenantStatus.SPAWNING}),
-    TenantStatus.ACTIVE: frozenset(
-        {TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING, TenantStatus.REMOVED}
+    TenantStatus.SPAWNING: frozenset(
+        {TenantStatus.ACTIVE, TenantStatus.FAILED, TenantStatus.SPAWNING, TenantStatus.STOPPED}
     ),
-    TenantStatus.FAILED: frozenset({TenantStatus.SPAWNING, TenantStatus.STOPPED, TenantStatus.REMOVED}),
+    TenantStatus.ACTIVE: frozenset(
+        {TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING, TenantStatus.REGISTERED}
+    ),
+    TenantStatus.FAILED: frozenset(
+        {TenantStatus.SPAWNING, TenantStatus.STOPPED, TenantStatus.REMOVED, TenantStatus.REGISTERED}
+    ),
     TenantStatus.STOPPED: frozenset(
-        {TenantStatus.ACTIVE, TenantStatus.SPAWNING, TenantStatus.FAILED, TenantStatus.REMOVED}
+        {
+            TenantStatus.ACTIVE,
+            TenantStatus.SPAWNING,
+            TenantStatus.FAILED,
+            TenantStatus.REMOVED,
+            TenantStatus.REGISTERED,
+        }
     ),
     TenantStatus.REMOVED: frozenset({TenantStatus.REGISTERED}),
 }

@@ -62,7 +62,7 @@ class JailBackend(Protocol):
         """The jail's state; state ABSENT when there is no such jail."""
         ...
 
-    def list(self) -> list[JailInfo]: ...
+    def list_jails(self) -> list[JailInfo]: ...
 
     def exec(
         self,
@@ -75,6 +75,10 @@ class JailBackend(Protocol):
         timeout: float = 60.0,
     ) -> CommandResult:
         """Run a command inside the running jail; exit status as the command's own."""
+        ...
+
+    def service_argv(self, service: str, verb: str) -> list[str]:
+        """The command that runs ``service VERB`` inside this backend's jails (rc.d)."""
         ...
 
     def copy_in(self, name: str, source: Path, jail_path: str, *, mode: int = 0o644) -> None:

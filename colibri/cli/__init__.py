@@ -49,10 +49,15 @@ def _root(
 
 def _register() -> None:
     from colibri.cli import config as config_cmds
-    from colibri.cli import tenants
+    from colibri.cli import jails, tenants
 
     tenants.register(app)
+    jails.register(app)
     config_cmds.register(app)
+    from colibri.cli import daemon, hive
+
+    daemon.register(app)
+    hive.register(app)
 
 
 _register()

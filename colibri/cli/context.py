@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from colibri.adapters.daemon_client import DaemonClient
+    from colibri.adapters.jail import JailBackend
+    from colibri.services.jails import JailService
+    from colibri.services.spawn import SpawnService
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
     from colibri.store.db import Store
@@ -48,6 +52,57 @@ class Context:
         from colibri.services.tenants import TenantService
 
         return TenantService(self.store, self.settings.host)
+
+    def backend(self) -> "JailBackend":
+        """The jail backend chosen by the jail_backend setting."""
+        from colibri.adapters.runner import ShRunner
+        from colibri.resources import shipped
+
+        settings = self.settings
+        runner = ShRunner(
+            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        )
+        if settings.jail_backend == "sandbox":
+            from colibri.adapters.sandbox import Sandbox
+
+            return Sandbox(settings.jails_dir, shipped("jails"), settings.jail_user, runner)
+        from colibri.adapters.bastille import Bastille
+
+        return Bastille.from_settings(settings, runner, shipped("jails"))
+
+    def spawner(self) -> "SpawnService":
+        from colibri.resources import shipped
+        from colibri.services.spawn import SpawnPaths, SpawnService
+
+        settings = self.settings
+        paths = SpawnPaths(
+            settings.run_dir,
+            shipped("skills"),
+            settings.jail_user,
+            settings.jail_ip_pool,
+            settings.jail_template,
+        )
+        return SpawnService(self.store, self.backend(), paths, provision=None)
+
+    def jails(self) -> "JailService":
+        from colibri.services.jails import JailService
+
+        return JailService(self.store, self.backend(), self.settings.run_dir / "locks")
+
+    def daemon_client(self) -> "DaemonClient":
+        """The daemon's admin socket (``run_dir/admin.sock``)."""
+        from colibri.adapters.daemon_client import DaemonClient
+
+        return DaemonClient(self.settings.run_dir / "admin.sock")
+
+    def run_daemon(self, log_target: str | None) -> None:
+        """Run the hive daemon in the foreground until SIGTERM (the daemon opens its own store)."""
+        from colibri.daemon.server import run_forever
+
+        settings = self.settings
+        if log_target is not None:
+            settings = settings.model_copy(update={"log_target": log_target})
+        run_forever(settings, self.config_path)
 
     def close(self) -> None:
         if self._store is not None:

@@ -60,3 +60,40 @@ def fields(record: dict[str, Any], keys: Sequence[str]) -> None:
     for key in keys:
         value = record.get(key)
         sys.stdout.write(f"{key.ljust(width)}  {'-' if value is None else value}\n")
+
+
+class StepPrinter:
+    """Shows pipeline steps as they run: a live spinner on a terminal, plain lines otherwise,
+    one JSON object per line with ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._json = as_json
+        self._tty = sys.stdout.isatty() and not as_json
+        self._status: Any = None
+
+    def __call__(self, tenant: str, step: str, state: str, detail: str) -> None:
+        if self._json:
+            emit_json_line({"tenant": tenant, "step": step, "state": state, "detail": detail})
+        elif self._tty:
+            self._rich(tenant, step, state, detail)
+        elif state != "start":
+            sys.stdout.write(f"[{tenant}] {step}: {state}{(' - ' + detail) if detail else ''}\n")
+            sys.stdout.flush()
+
+    def _rich(self, tenant: str, step: str, state: str, detail: str) -> None:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        if state == "start":
+            self.close()
+            self._status = console.status(f"[{tenant}] {step} ...")
+            self._status.start()
+            return
+        self.close()
+        mark = {"done": "[green]ok[/]", "fail": "[red]FAILED[/]", "skip": "skipped"}.get(state, state)
+        console.print(f"[{tenant}] {step}: {mark}{(' - ' + detail) if detail else ''}", markup=True)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None

@@ -1,0 +1,302 @@
+"""The ``bastille`` jail backend: drives the bastille 1.4.x command on FreeBSD.
+
+Facts this follows (shared/reference/bastille.md): thin is the default (``-T`` would be thick);
+``destroy -afy``; ``NO_COLOR=1`` and no tty; targets are fuzzy (prefix autocomplete, JIDs, tags,
+ALL), so the exact name is checked before every call; exit status 0 does not mean success, so
+every mutation is verified afterwards (the jail's files, ``jls``); bastille has no locks, so
+mutations hold a host-wide lock; template ``--arg`` values are eval'd, so none are passed.
+``exec`` uses jexec(8) directly, since ``bastille cmd`` collapses exit codes to 0/1.
+"""
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from colibri.adapters import jailfs
+from colibri.adapters.jail import JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.locks import host_lock
+from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
+from colibri.errors import (
+    BastilleError,
+    CommandFailed,
+    JailExists,
+    JailNotFound,
+    TemplateNotFound,
+    ToolMissing,
+)
+
+MARKER = "colibri.json"
+SUPPORTED_MAJOR = 1
+_VERSION = re.compile(r"\b(\d+)\.(\d+)\.(\d+)")
+
+
+class Bastille:
+    """JailBackend on bastille(8)."""
+
+    name = "bastille"
+    needs_ip = True
+
+    def __init__(
+        self,
+        runner: CommandRunner,
+        *,
+        bastille: str,
+        prefix: Path,
+        release: str,
+        config: Path | None,
+        locks_dir: Path,
+        intents_dir: Path,
+        templates_source: Path,
+    ) -> None:
+        self._run = runner
+        self._bastille = bastille
+        self._prefix = prefix
+        self._release = release
+        self._config = config
+        self._locks = locks_dir
+        self._intents = intents_dir
+        self._templates_source = templates_source
+        self._checked = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, runner: CommandRunner, templates_source: Path) -> "Bastille":
+        return cls(
+            runner,
+            bastille=settings.bastille_path,
+            prefix=settings.bastille_prefix,
+            release=settings.bastille_release,
+            config=settings.bastille_config,
+            locks_dir=settings.run_dir / "locks",
+            intents_dir=settings.state_dir / "bastille-intents",
+            templates_source=templates_source,
+        )
+
+    # ---- running bastille ------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = {"NO_COLOR": "1"}
+        if self._config is not None:
+            env["BASTILLE_CONFIG"] = str(self._config)
+        return env
+
+    def _bastille_run(self, *args: str, timeout: float = 600.0) -> CommandResult:
+        self.check_version()
+        try:
+            return self._run([self._bastille, *args], env=self._env(), timeout=timeout, ok_codes=(0, 1))
+        except ToolMissing:
+            raise BastilleError(f"bastille not found ({self._bastille}); install sysutils/bastille") from None
+
+    def check_version(self) -> str:
+        """Read ``bastille --version`` (stderr in 1.4.x, stdout elsewhere); refuse unknown majors."""
+        if self._checked:
+            return ""
+        try:
+            result = self._run([self._bastille, "--version"], env=self._env(), timeout=30, ok_codes=(0, 1))
+        except ToolMissing:
+            raise BastilleError(f"bastille not found ({self._bastille}); install sysutils/bastille") from None
+        match = _VERSION.search(result.out + result.err)
+        if match is None:
+            raise BastilleError(f"cannot read the bastille version from '{self._bastille} --version'")
+        if int(match.group(1)) != SUPPORTED_MAJOR:
+            raise BastilleError(
+                f"bastille {match.group(0)} is not supported: colibri drives bastille {SUPPORTED_MAJOR}.x (1.4 tested)"
+            )
+        self._checked = True
+        return match.group(0)
+
+    def _fail(self, what: str, result: CommandResult) -> BastilleError:
+        detail = stderr_tail(result.stderr) or stderr_tail(result.stdout)
+        return BastilleError(f"bastille {what} failed{': ' + detail if detail else ''}")
+
+    # ---- queries -------------------------------------------------------------------------------------
+    @property
+    def jails_dir(self) -> Path:
+        return self._prefix / "jails"
+
+    def root(self, name: str) -> Path:
+        return self.jails_dir / name / "root"
+
+    def _names(self) -> list[str]:
+        result = self._bastille_run("list", "jails", timeout=60)
+        if result.exit_code != 0:
+            if "No jails found" in result.err:
+                return []
+            raise self._fail("list jails", result)
+        return [line.strip() for line in result.out.splitlines() if line.strip()]
+
+    def _running(self, name: str) -> bool:
+        try:
+            result = self._run(["jls", "-j", name, "name"], timeout=30, ok_codes=(0, 1))
+        except CommandFailed:
+            return False
+        return result.exit_code == 0 and result.out.strip() == name
+
+    def info(self, name: str) -> JailInfo:
+        home = self.jails_dir / name
+        if home.is_symlink() or not (home / "jail.conf").is_file():
+            return JailInfo(name, JailState.ABSENT, self.root(name))
+        state = JailState.RUNNING if self._running(name) else JailState.STOPPED
+        marker = self._marker(name)
+        return JailInfo(
+            name, state, self.root(name), marker.get("ip") if marker else None, marker is not None
+        )
+
+    def list_jails(self) -> list[JailInfo]:
+        return [self.info(n) for n in self._names()]
+
+    def user_ids(self, name: str, user: str) -> tuple[int, int]:
+        self._require(name)
+        return read_jail_passwd(self.root(name), user)
+
+    def _require(self, name: str) -> None:
+        if name not in self._names():
+            raise JailNotFound(name)
+
+    def _marker(self, name: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.jails_dir / name / MARKER).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if data.get("created_by") == "colibri" else None
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    def create(self, name: str, *, ip: str | None, template: str | None) -> JailInfo:
+        """``bastille create NAME RELEASE IP`` (thin), then the agent template; verified, and a
+        partial jail left by a failed create is destroyed again (it was ours: we hold the lock and
+        checked the exact name was free)."""
+        if ip is None:
+            raise BastilleError(f"bastille jail {name} needs an IP address")
+        wanted = template or "colibri/agent"
+        with host_lock(self._locks, "bastille"):
+            self._install_template(wanted)
+            intent = self._intents / name
+            existing = self.info(name)
+            if existing.state is not JailState.ABSENT or name in self._names():
+                if not intent.exists():
+                    raise JailExists(f"a jail named {name} already exists and colibri did not create it")
+                self._destroy_locked(name)  # our own half-made jail from an interrupted create
+            self._intents.mkdir(parents=True, exist_ok=True, mode=0o700)
+            intent.write_text(json.dumps({"ip": ip, "template": wanted}))
+            try:
+                self._create_locked(name, ip, wanted)
+            except BaseException:
+                if self.info(name).state is not JailState.ABSENT:
+                    self._destroy_locked(name)
+                intent.unlink(missing_ok=True)
+                raise
+            intent.unlink(missing_ok=True)
+        return self.info(name)
+
+    def _create_locked(self, name: str, ip: str, template: str) -> None:
+        result = self._bastille_run("create", name, self._release, ip)
+        if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
+            raise self._fail(f"create {name}", result)
+        if not self._running(name):
+            started = self._bastille_run("start", name)
+            if not self._running(name):
+                raise self._fail(f"start {name} after create", started)
+        applied = self._bastille_run("template", name, template)
+        if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
+            raise self._fail(f"template {name} {template}", applied)
+        marker = {"created_by": "colibri", "name": name, "ip": ip, "template": template}
+        (self.jails_dir / name / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+    def _install_template(self, template: str) -> None:
+        """colibri's own templates (``colibri/NAME``) are copied from the package into bastille's
+        templates dir; any other name must already be there."""
+        namespace, _, short = template.partition("/")
+        target = self._prefix / "templates" / template
+        if namespace == "colibri" and (self._templates_source / short / "Bastillefile").is_file():
+            jailfs.copy_tree(self._templates_source / short, self._prefix / "templates", template)
+        if not (target / "Bastillefile").is_file():
+            raise TemplateNotFound(f"template not found: {template} (looked for {target / 'Bastillefile'})")
+
+    def start(self, name: str) -> JailInfo:
+        with host_lock(self._locks, "bastille"):
+            self._require(name)
+            result = self._bastille_run("start", name)
+            if not self._running(name):  # "already running" and jail -c failures both exit 0
+                raise self._fail(f"start {name}", result)
+        return self.info(name)
+
+    def stop(self, name: str) -> JailInfo:
+        with host_lock(self._locks, "bastille"):
+            self._require(name)
+            result = self._bastille_run("stop", name)
+            if self._running(name):
+                raise self._fail(f"stop {name}", result)
+        return self.info(name)
+
+    def restart(self, name: str) -> JailInfo:
+        self.stop(name)
+        return self.start(name)
+
+    def destroy(self, name: str) -> None:
+        """``bastille destroy -afy NAME`` of a jail colibri created; verified gone."""
+        with host_lock(self._locks, "bastille"):
+            if self.info(name).state is JailState.ABSENT:
+                raise JailNotFound(name)
+            if self._marker(name) is None:
+                raise BastilleError(f"jail {name} was not created by colibri; refusing to destroy it")
+            self._destroy_locked(name)
+
+    def _destroy_locked(self, name: str) -> None:
+        self._require(name)
+        result = self._bastille_run("destroy", "-afy", name)
+        if (self.jails_dir / name).exists() or self._running(name):  # busy datasets exit 0 (#1666)
+            raise self._fail(f"destroy {name} (the jail is still there)", result)
+
+    # ---- inside the jail -----------------------------------------------------------------------------
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> CommandResult:
+        if not self._running(name):
+            raise BastilleError(f"jail {name} is not running")
+        command = ["jexec", "-l", "-U", user or "root", name]
+        if env:
+            command += ["/usr/bin/env", *env_list(env)]
+        return self._run([*command, *argv], stdin=stdin, timeout=timeout, ok_codes=tuple(range(256)))
+
+    def service_argv(self, service: str, verb: str) -> list[str]:
+        return ["/usr/sbin/service", service, verb]
+
+    def copy_in(self, name: str, source: Path, jail_path: str, *, mode: int = 0o644) -> None:
+        self._require(name)
+        if source.is_dir():
+            jailfs.copy_tree(source, self.root(name), jail_path)
+        else:
+            jailfs.write_file(self.root(name), jail_path, source.read_bytes(), mode=mode)
+
+    def mount(self, name: str, mount: Mount) -> None:
+        """A nullfs mount recorded in the jail's fstab (applied by ``bastille mount`` when running,
+        by jail(8)'s mount.fstab at the next start otherwise)."""
+        with host_lock(self._locks, "bastille"):
+            self._require(name)
+            fstab = self.jails_dir / name / "fstab"
+            target = str(self.root(name)) + "/" + mount.jail_path.lstrip("/")
+            options = "ro" if mount.read_only else "rw"
+            line = f"{mount.host_path} {target} nullfs {options} 0 0"
+            current = fstab.read_text() if fstab.exists() else ""
+            if any(ln.split()[:2] == line.split()[:2] for ln in current.splitlines() if ln.strip()):
+                return
+            with jailfs.open_dir(self.root(name), mount.jail_path, create=True):
+                pass
+            if self._running(name):
+                result = self._bastille_run(
+                    "mount", name, str(mount.host_path), mount.jail_path, "nullfs", options, "0", "0"
+                )
+                if line.split()[:2] not in [
+                    ln.split()[:2] for ln in fstab.read_text().splitlines() if ln.strip()
+                ]:
+                    raise self._fail(f"mount {name}", result)
+                return
+            with fstab.open("a") as handle:
+                handle.write(line + "\n")

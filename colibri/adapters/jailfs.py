@@ -1,0 +1,146 @@
+"""Host-side file operations inside a jail root that never follow a symlink.
+
+Thin jails are full of absolute symlinks, and a compromised jail can plant more, so every path
+inside a jail is walked one component at a time from the jail root with directory file
+descriptors and O_NOFOLLOW.  Writes are atomic: temp file in the same directory, fsync, rename,
+fsync of the directory.
+"""
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from colibri.errors import JailError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _parts(rel: str) -> list[str]:
+    parts = [p for p in PurePosixPath(rel).parts if p not in ("/", "", ".")]
+    if any(p == ".." for p in parts):
+        raise JailError(f"path {rel!r} inside the jail may not contain '..'")
+    return parts
+
+
+@contextlib.contextmanager
+def open_dir(
+    root: Path, rel: str, *, create: bool = False, mode: int = 0o755, owner: tuple[int, int] | None = None
+) -> Iterator[int]:
+    """Yield a directory fd for ``root/rel``, walked without following symlinks.
+
+    With ``create``, missing directories are made with ``mode`` (and ``owner`` when given).
+    Raises JailError when a component is a symlink, not a directory, or cannot be opened.
+    """
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise JailError(f"cannot open jail root {root}: {exc.strerror}") from None
+    try:
+        for part in _parts(rel):
+            nxt = _step(fd, part, create=create, mode=mode, owner=owner, where=f"{root}/{rel}")
+            os.close(fd)
+            fd = nxt
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _step(fd: int, part: str, *, create: bool, mode: int, owner: tuple[int, int] | None, where: str) -> int:
+    try:
+        nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise JailError(f"no such directory in the jail: {where}") from None
+        try:
+            os.mkdir(part, mode, dir_fd=fd)
+            if owner is not None:
+                os.chown(part, *owner, dir_fd=fd, follow_symlinks=False)
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            raise JailError(f"cannot create {part} in {where}: {exc.strerror}") from None
+    except OSError as exc:
+        reason = "is a symlink or not a directory (refused)" if exc.errno in (40, 20) else exc.strerror
+        raise JailError(f"unsafe path in the jail {where}: {part} {reason}") from None
+    return nxt
+
+
+def write_file(
+    root: Path,
+    rel: str,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+    dir_owner: tuple[int, int] | None = None,
+) -> bool:
+    """Atomically write ``data`` to ``root/rel``; returns False (and writes nothing) if unchanged."""
+    parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
+    with open_dir(root, parent, create=True, owner=dir_owner) as dirfd:
+        if _same_content(dirfd, name, data, mode, owner):
+            return False
+        tmp = f".{name}.colibri-{secrets.token_hex(6)}"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd
+        )
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+                handle.flush()
+            if owner is not None:
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dirfd)
+            raise
+        os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        os.fsync(dirfd)
+    return True
+
+
+def _same_content(dirfd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o7777) != mode or (owner is not None and (st.st_uid, st.st_gid) != owner):
+            return False
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(len(data) + 1) == data
+    finally:
+        os.close(fd)
+
+
+def read_file(root: Path, rel: str, limit: int = 1 << 20) -> bytes:
+    """Read ``root/rel`` without following symlinks (JailError if absent or unsafe)."""
+    parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
+    with open_dir(root, parent) as dirfd:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError as exc:
+            raise JailError(f"cannot read {rel} in jail {root}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(limit)
+
+
+def copy_tree(source: Path, root: Path, rel: str, *, owner: tuple[int, int] | None = None) -> None:
+    """Copy a trusted host file or tree into ``root/rel``, keeping modes; symlinks in the source are
+    skipped, and nothing in the jail is followed."""
+    if source.is_symlink():
+        return
+    if source.is_file():
+        write_file(root, rel, source.read_bytes(), mode=source.stat().st_mode & 0o777, owner=owner)
+        return
+    with open_dir(root, rel, create=True, owner=owner):
+        pass
+    for child in sorted(source.iterdir()):
+        if child.name == "__pycache__":
+            continue
+        copy_tree(child, root, f"{rel}/{child.name}", owner=owner)

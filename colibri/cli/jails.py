@@ -1,0 +1,154 @@
+"""``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``reconcile``."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from colibri.cli import context, output
+from colibri.errors import ColibriError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="JSON output; progress as one JSON object per line.")]
+TenantArg = Annotated[str, typer.Argument(help="Tenant id (== jail name).")]
+Capabilities = Annotated[
+    list[str] | None,
+    typer.Option("--capability", help="Capability the agent offers: NAME or NAME@VERSION (repeatable)."),
+]
+
+
+def spawn_agent(
+    ctx: typer.Context,
+    tenants: Annotated[list[str], typer.Argument(help="Tenant id(s); several are spawned in parallel.")],
+    template: Annotated[
+        str | None, typer.Option(help="Jail template (default: setting jail_template).")
+    ] = None,
+    capability: Capabilities = None,
+    jail_name: Annotated[
+        str | None, typer.Option(help="Adopt this existing jail (needs --jail-root).")
+    ] = None,
+    jail_root: Annotated[Path | None, typer.Option(help="Root path of the jail to adopt.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create and start each tenant's jail, provision its secrets, start its mother skill.
+
+    Safe to run again: it resumes where a previous run stopped and converges. --jail-name and
+    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it).
+    """
+    cli = context.get(ctx)
+    if (jail_name is None) != (jail_root is None):
+        raise typer.BadParameter("--jail-name and --jail-root go together")
+    if jail_name is not None and len(tenants) != 1:
+        raise typer.BadParameter("adopting a jail takes exactly one tenant")
+    adopt = (jail_name, jail_root) if jail_name is not None and jail_root is not None else None
+    printer = output.StepPrinter(as_json)
+    service = cli.spawner()
+    try:
+        if len(tenants) == 1:
+            record = service.spawn(
+                tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer
+            )
+            _done([record["tenant_id"]], as_json)
+            return
+        errors = service.spawn_many(
+            tenants,
+            cli.settings.spawn_parallelism,
+            on_step=printer,
+            template=template,
+            capabilities=capability,
+        )
+    finally:
+        printer.close()
+    _report_many(errors, as_json)
+
+
+def _done(tenants: list[str], as_json: bool) -> None:
+    if as_json:
+        output.emit_json_line({"ok": True, "active": tenants})
+    else:
+        output.line(f"active: {' '.join(tenants)}")
+
+
+def _report_many(errors: dict[str, ColibriError | None], as_json: bool) -> None:
+    failed = {t: e for t, e in errors.items() if e is not None}
+    _done([t for t, e in errors.items() if e is None], as_json)
+    if failed:
+        worst = max(failed.values(), key=lambda e: e.exit_code)
+        summary = "; ".join(f"{t}: {e}" for t, e in failed.items())
+        raise type(worst)(f"{len(failed)} of {len(errors)} spawns failed: {summary}")
+
+
+def spawn_local(
+    ctx: typer.Context,
+    tenant: TenantArg,
+    home: Annotated[Path, typer.Option(help="Home directory the agent runs in (its .env goes here).")],
+    capability: Capabilities = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a tenant's agent without a jail: secrets into HOME/.env, the mother as a host process."""
+    printer = output.StepPrinter(as_json)
+    try:
+        context.get(ctx).spawner().spawn_local(tenant, home, capabilities=capability, on_step=printer)
+    finally:
+        printer.close()
+    _done([tenant], as_json)
+
+
+def start_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
+    """Start a stopped agent's jail and its mother skill."""
+    _show(context.get(ctx).jails().start(tenant), as_json, f"started {tenant}")
+
+
+def stop_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
+    """Stop an agent's jail; the tenant becomes 'stopped'."""
+    _show(context.get(ctx).jails().stop(tenant), as_json, f"stopped {tenant}")
+
+
+def destroy_agent(
+    ctx: typer.Context,
+    tenant: TenantArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Destroy a tenant's jail (never one colibri did not create). The tenant stays registered."""
+    if not yes and not typer.confirm(f"Destroy the jail of tenant {tenant} and everything in it?"):
+        raise typer.Abort()
+    _show(context.get(ctx).jails().destroy(tenant), as_json, f"destroyed the jail of {tenant}")
+
+
+def reconcile(
+    ctx: typer.Context,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare the store with the jail backend and report (or --apply repairs for) each difference."""
+    from colibri.services.jails import describe_drifts
+
+    drifts = describe_drifts(context.get(ctx).jails().reconcile(apply=apply))
+    if as_json:
+        output.emit_json(drifts)
+    elif not drifts:
+        output.line("no drift")
+    else:
+        output.table(
+            ("KIND", "JAIL", "TENANT", "ACTION", "APPLIED"),
+            ((d["kind"], d["jail"], d["tenant"], d["action"], d["error"] or ("yes" if d["applied"] else "no"))
+             for d in drifts),
+        )  # fmt: skip
+
+
+def _show(record: dict[str, object], as_json: bool, text: str) -> None:
+    if as_json:
+        output.emit_json(record)
+    else:
+        output.line(text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("spawn-agent")(spawn_agent)
+    app.command("spawn-local")(spawn_local)
+    app.command("start-agent")(start_agent)
+    app.command("stop-agent")(stop_agent)
+    app.command("destroy-agent")(destroy_agent)
+    app.command("reconcile")(reconcile)

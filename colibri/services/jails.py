@@ -1,0 +1,173 @@
+"""Agents' jails after spawn: start, stop, destroy, and reconcile the store with the backend."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from colibri.adapters.jail import JailBackend, JailState
+from colibri.adapters.localhome import LocalHome
+from colibri.adapters.locks import host_lock
+from colibri.domain import TenantStatus, check_transition
+from colibri.errors import ColibriError, JailError, StateConflict, TenantNotFound
+from colibri.store.db import Store
+from colibri.store.models import Tenant, tenant_public, utcnow
+from colibri.store.repos import TenantRepo
+
+SHOULD_RUN = frozenset({TenantStatus.ACTIVE})
+HAS_JAIL = frozenset({TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING})
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between the store and the backend, and what reconcile does about it."""
+
+    kind: str  # orphan_jail | foreign_jail | missing_jail | stopped_jail | running_jail
+    jail: str
+    tenant: str | None
+    action: str
+    applied: bool = False
+    error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JailService:
+    def __init__(self, store: Store, backend: JailBackend, locks_dir: Path) -> None:
+        self._store = store
+        self._backend = backend
+        self._locks = locks_dir
+
+    def start(self, tenant_id: str) -> dict[str, Any]:
+        """Start a stopped agent's jail (or local mother).  Raises TenantNotFound, StateConflict."""
+        with host_lock(self._locks, f"spawn-{tenant_id}", wait=None):
+            tenant = self._tenant(tenant_id)
+            self._require_spawned(tenant)
+            if tenant.backend == "local":
+                raise StateConflict(f"tenant {tenant_id} runs locally; run 'colibri spawn-local' to start it")
+            self._backend.start(tenant.jail_name)
+            self._backend.exec(
+                tenant.jail_name, self._backend.service_argv("colibri_mother", "start"), timeout=30
+            )
+            return self._set_status(tenant_id, TenantStatus.ACTIVE)
+
+    def stop(self, tenant_id: str) -> dict[str, Any]:
+        """Stop an agent's jail (or local mother); the tenant becomes ``stopped``."""
+        with host_lock(self._locks, f"spawn-{tenant_id}", wait=None):
+            tenant = self._tenant(tenant_id)
+            self._require_spawned(tenant)
+            if tenant.backend == "local" and tenant.jail_root:
+                LocalHome(Path(tenant.jail_root)).stop()
+            elif self._backend.info(tenant.jail_name).state is JailState.RUNNING:
+                self._backend.stop(tenant.jail_name)
+            return self._set_status(tenant_id, TenantStatus.STOPPED)
+
+    def destroy(self, tenant_id: str) -> dict[str, Any]:
+        """Destroy the tenant's jail.  Refused for an adopted jail or one without colibri's marker.
+        The tenant goes back to ``registered`` and its IP returns to the pool."""
+        with host_lock(self._locks, f"spawn-{tenant_id}", wait=None):
+            tenant = self._tenant(tenant_id)
+            if tenant.adopted:
+                raise StateConflict(
+                    f"jail {tenant.jail_name} was adopted, not created by colibri; refusing to destroy it"
+                )
+            if tenant.backend == "local" and tenant.jail_root:
+                LocalHome(Path(tenant.jail_root)).stop()
+            elif tenant.backend not in (None, "local"):
+                info = self._backend.info(tenant.jail_name)
+                if info.state is not JailState.ABSENT:
+                    if not info.managed:
+                        raise JailError(
+                            f"jail {tenant.jail_name} was not created by colibri; refusing to destroy it"
+                        )
+                    self._backend.destroy(tenant.jail_name)
+            return self._reset(tenant_id)
+
+    def reconcile(self, apply: bool = False) -> list[Drift]:
+        """Compare the store with the backend.  Dry-run by default; ``apply`` repairs what is safe:
+        starts jails that should run, stops jails of stopped tenants, marks tenants whose jail is
+        gone as failed.  Orphan and foreign jails are only reported: destroying is an operator's call."""
+        with self._store.session() as session:
+            tenants = {t.jail_name: t for t in TenantRepo(session).find(include_removed=True)}
+            for tenant in tenants.values():
+                session.expunge(tenant)
+        jails = {j.name: j for j in self._backend.list_jails()}
+        drifts = [self._drift_of_jail(j, tenants.get(n)) for n, j in jails.items()]
+        for name, tenant in tenants.items():
+            if name not in jails and tenant.backend == self._backend.name and tenant.status in SHOULD_RUN:
+                drifts.append(Drift("missing_jail", name, tenant.tenant_id, "mark the tenant failed"))
+        found = [d for d in drifts if d is not None]
+        return [self._apply(d) for d in found] if apply else found
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _drift_of_jail(self, jail: Any, tenant: Tenant | None) -> Drift | None:
+        if tenant is None or tenant.status == TenantStatus.REMOVED or tenant.backend != self._backend.name:
+            if not jail.managed:
+                return Drift("foreign_jail", jail.name, None, "none: not colibri's")
+            return Drift("orphan_jail", jail.name, tenant.tenant_id if tenant else None,
+                         "report only: destroy it with the backend if it is not needed")  # fmt: skip
+        status = TenantStatus(tenant.status)
+        if status in SHOULD_RUN and jail.state is JailState.STOPPED:
+            return Drift("stopped_jail", jail.name, tenant.tenant_id, "start the jail and its agent")
+        if status is TenantStatus.STOPPED and jail.state is JailState.RUNNING:
+            return Drift("running_jail", jail.name, tenant.tenant_id, "stop the jail")
+        return None
+
+    def _apply(self, drift: Drift) -> Drift:
+        try:
+            if drift.kind == "stopped_jail" and drift.tenant:
+                self._backend.start(drift.jail)
+                self._backend.exec(
+                    drift.jail, self._backend.service_argv("colibri_mother", "start"), timeout=30
+                )
+            elif drift.kind == "running_jail":
+                self._backend.stop(drift.jail)
+            elif drift.kind == "missing_jail" and drift.tenant:
+                self._set_status(drift.tenant, TenantStatus.FAILED, error="reconcile: the jail is missing")
+            else:
+                return drift
+        except ColibriError as exc:
+            return Drift(drift.kind, drift.jail, drift.tenant, drift.action, False, str(exc))
+        return Drift(drift.kind, drift.jail, drift.tenant, drift.action, True)
+
+    def _tenant(self, tenant_id: str) -> Tenant:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            session.expunge(tenant)
+            return tenant
+
+    @staticmethod
+    def _require_spawned(tenant: Tenant) -> None:
+        if TenantStatus(tenant.status) not in HAS_JAIL or tenant.backend is None:
+            raise StateConflict(
+                f"tenant {tenant.tenant_id} has no agent yet; run 'colibri spawn-agent' first"
+            )
+
+    def _set_status(self, tenant_id: str, status: TenantStatus, error: str | None = None) -> dict[str, Any]:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            assert tenant is not None
+            if tenant.status != status:
+                check_transition(tenant_id, TenantStatus(tenant.status), status)
+            tenant.status = status
+            tenant.last_error = error
+            tenant.updated_at = utcnow()
+            return tenant_public(tenant)
+
+    def _reset(self, tenant_id: str) -> dict[str, Any]:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            assert tenant is not None
+            if tenant.status != TenantStatus.REGISTERED:
+                check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.REGISTERED)
+            tenant.status = TenantStatus.REGISTERED
+            for name in ("backend", "jail_root", "ip_address", "spawn_step", "last_error"):
+                setattr(tenant, name, None)
+            tenant.updated_at = utcnow()
+            return tenant_public(tenant)
+
+
+def describe_drifts(drifts: list[Drift]) -> list[dict[str, Any]]:
+    return [d.public() for d in drifts]

@@ -1,0 +1,440 @@
+"""The spawn pipeline: a tenant goes from a row in the store to a running agent in its jail.
+
+A resumable state machine recorded in ``tenants.spawn_step``:
+
+    jail_created → jail_started → secrets_provisioned → mother_installed → mother_started → active
+
+Every step looks at the real state first and does only what is missing, so running spawn again
+after a crash, a kill -9 or an error picks up where it stopped and converges.  A failure marks
+the tenant ``failed`` with the reason; the agent is never started when provisioning failed.
+"""
+
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from colibri import __version__
+from colibri.adapters import jailfs
+from colibri.adapters.jail import JailBackend, JailInfo, JailState, Mount
+from colibri.adapters.localhome import LocalHome
+from colibri.adapters.locks import host_lock
+from colibri.domain import TenantStatus, check_transition
+from colibri.errors import (
+    ColibriError,
+    InvalidInput,
+    JailError,
+    JailExists,
+    StateConflict,
+    TenantNotFound,
+)
+from colibri.store.db import Store
+from colibri.store.models import Tenant, tenant_public, utcnow
+from colibri.store.repos import TenantRepo
+
+STEPS = (
+    "jail_created",
+    "jail_started",
+    "secrets_provisioned",
+    "mother_installed",
+    "mother_started",
+    "active",
+)
+LOCAL_STEPS = ("home_checked", "secrets_provisioned", "mother_installed", "mother_started", "active")
+
+SKILL_DIR = "/usr/local/share/colibri/skills/mother"
+HANDLERS_DIR = "/usr/local/libexec/colibri/handlers"
+IDENTITY = "/usr/local/etc/colibri/agent.json"
+JAIL_SOCKET_DIR = "/var/run/colibri"
+MOTHER = "colibri_mother"
+
+_CAPABILITY = re.compile(r"([a-z0-9][a-z0-9._-]{0,63})(?:@([A-Za-z0-9._-]{1,32}))?", re.ASCII)
+
+StepCallback = Callable[[str, str, str, str], None]
+"""on_step(tenant, step, state, detail) with state in start | done | skip | fail."""
+
+
+def parse_capabilities(values: list[str]) -> list[dict[str, str]]:
+    """``name`` or ``name@version`` → [{"name", "version"}]; names double as handler file names."""
+    parsed: dict[str, dict[str, str]] = {}
+    for value in values:
+        match = _CAPABILITY.fullmatch(value)
+        if match is None:
+            raise InvalidInput(
+                f"invalid capability {value[:40]!r}: use NAME or NAME@VERSION "
+                "(lower-case letters, digits, '.', '_', '-')"
+            )
+        parsed[match.group(1)] = {"name": match.group(1), "version": match.group(2) or "1"}
+    return list(parsed.values())
+
+
+@dataclass(frozen=True)
+class SpawnPaths:
+    run_dir: Path
+    skills_dir: Path
+    jail_user: str
+    ip_pool: str
+    default_template: str
+
+    @property
+    def locks(self) -> Path:
+        return self.run_dir / "locks"
+
+    def socket_dir(self, tenant_id: str) -> Path:
+        return self.run_dir / "agents" / tenant_id
+
+
+class SpawnService:
+    def __init__(
+        self,
+        store: Store,
+        backend: JailBackend,
+        paths: SpawnPaths,
+        provision: Callable[[str], Any] | None,
+        notify_daemon: Callable[[str], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._paths = paths
+        self._provision = provision
+        self._notify = notify_daemon
+
+    # ---- public --------------------------------------------------------------------------------
+    def spawn(
+        self,
+        tenant_id: str,
+        *,
+        template: str | None = None,
+        capabilities: list[str] | None = None,
+        adopt: tuple[str, Path] | None = None,
+        on_step: StepCallback | None = None,
+    ) -> dict[str, Any]:
+        """Run (or resume) the pipeline for one tenant; returns the tenant.  Raises TenantNotFound,
+        StateConflict (another spawn of the tenant runs), JailExists, the backend's and the secrets'
+        errors (the tenant is then ``failed`` with the reason)."""
+        caps = parse_capabilities(capabilities) if capabilities is not None else None
+        report = on_step or _quiet
+        with host_lock(self._paths.locks, f"spawn-{tenant_id}", wait=None):
+            tenant = self._begin(tenant_id, template, caps, backend=self._backend.name)
+            try:
+                self._run_steps(tenant, adopt, report)
+            except ColibriError as exc:
+                self._fail(tenant_id, exc)
+                raise
+            return self._finish(tenant_id)
+
+    def spawn_many(
+        self, tenant_ids: list[str], parallelism: int, on_step: StepCallback | None = None, **options: Any
+    ) -> dict[str, ColibriError | None]:
+        """Spawn several tenants, at most ``parallelism`` at once; returns each one's error or None."""
+        results: dict[str, ColibriError | None] = {}
+
+        def one(tid: str) -> None:
+            try:
+                self.spawn(tid, on_step=on_step, **options)
+                results[tid] = None
+            except ColibriError as exc:
+                results[tid] = exc
+
+        with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+            list(pool.map(one, tenant_ids))
+        return {tid: results[tid] for tid in tenant_ids}
+
+    def spawn_local(
+        self,
+        tenant_id: str,
+        home: Path,
+        *,
+        capabilities: list[str] | None = None,
+        on_step: StepCallback | None = None,
+    ) -> dict[str, Any]:
+        """The same chain without a jail: secrets into ``home/.env``, the mother as a host process."""
+        caps = parse_capabilities(capabilities) if capabilities is not None else None
+        report = on_step or _quiet
+        with host_lock(self._paths.locks, f"spawn-{tenant_id}", wait=None):
+            tenant = self._begin(tenant_id, None, caps, backend="local")
+            try:
+                self._run_local(tenant, home, report)
+            except ColibriError as exc:
+                self._fail(tenant_id, exc)
+                raise
+            return self._finish(tenant_id)
+
+    # ---- the jail pipeline -------------------------------------------------------------------------
+    def _run_steps(self, tenant: Tenant, adopt: tuple[str, Path] | None, report: StepCallback) -> None:
+        name = tenant.jail_name
+        with _step(report, tenant.tenant_id, "jail_created") as say:
+            info = self._ensure_jail(tenant, adopt)
+            self._ensure_socket_mount(name)
+            say(f"{'adopted' if tenant.adopted else 'jail'} {name} at {info.root}")
+        self._record(tenant.tenant_id, "jail_created", jail_root=str(info.root), adopted=tenant.adopted)
+
+        with _step(report, tenant.tenant_id, "jail_started") as say:
+            if self._backend.info(name).state is not JailState.RUNNING:
+                self._backend.start(name)
+            self._expect(name, JailState.RUNNING)
+            say("running")
+        self._record(tenant.tenant_id, "jail_started")
+
+        with _step(report, tenant.tenant_id, "secrets_provisioned") as say:
+            say(self._provision_secrets(tenant.tenant_id))
+        self._record(tenant.tenant_id, "secrets_provisioned")
+
+        with _step(report, tenant.tenant_id, "mother_installed") as say:
+            self._install_mother(tenant)
+            say(f"skill in {SKILL_DIR}, identity in {IDENTITY}")
+        self._record(tenant.tenant_id, "mother_installed")
+
+        with _step(report, tenant.tenant_id, "mother_started") as say:
+            if self._notify is not None:
+                self._notify(tenant.tenant_id)
+            say(self._start_mother(name))
+        self._record(tenant.tenant_id, "mother_started")
+
+    def _ensure_jail(self, tenant: Tenant, adopt: tuple[str, Path] | None) -> JailInfo:
+        name = tenant.jail_name
+        info = self._backend.info(name)
+        if adopt is not None:
+            return self._adopt(tenant, info, *adopt)
+        if info.state is JailState.ABSENT:
+            ip = self._allocate_ip(tenant.tenant_id) if _needs_ip(self._backend) else None
+            return self._backend.create(name, ip=ip, template=tenant.template)
+        if not info.managed and not tenant.adopted:
+            raise JailExists(
+                f"a jail named {name} exists and colibri did not create it; to use it, adopt it: "
+                f"colibri spawn-agent {tenant.tenant_id} --jail-name {name} --jail-root {info.root}"
+            )
+        return info
+
+    def _adopt(self, tenant: Tenant, info: JailInfo, name: str, root: Path) -> JailInfo:
+        if name != tenant.jail_name:
+            raise InvalidInput(
+                f"--jail-name {name} must be the tenant's jail name {tenant.jail_name} (1:1:1)"
+            )
+        if info.state is JailState.ABSENT:
+            raise JailError(f"cannot adopt jail {name}: the {self._backend.name} backend has no such jail")
+        if root.is_symlink():
+            raise JailError(f"cannot adopt jail {name}: --jail-root {root} is a symlink")
+        if root.resolve() != info.root.resolve() or info.root.is_symlink():
+            raise JailError(f"cannot adopt jail {name}: its root is {info.root}, not {root}")
+        tenant.adopted = True
+        return info
+
+    def _ensure_socket_mount(self, name: str) -> None:
+        socket_dir = self._paths.socket_dir(name)
+        socket_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._backend.mount(name, Mount(socket_dir, JAIL_SOCKET_DIR, read_only=False))
+
+    def _expect(self, name: str, state: JailState) -> None:
+        actual = self._backend.info(name).state
+        if actual is not state:
+            raise JailError(f"jail {name} is {actual} after the backend said it was {state}")
+
+    def _provision_secrets(self, tenant_id: str) -> str:
+        if self._provision is None:
+            return "no secrets service configured"
+        result = self._provision(tenant_id)
+        return str(getattr(result, "message", result) or "provisioned")
+
+    def _install_mother(self, tenant: Tenant) -> None:
+        name = tenant.jail_name
+        root = self._backend.root(name)
+        source = self._paths.skills_dir / "mother"
+        jailfs.copy_tree(source, root, SKILL_DIR)
+        jailfs.copy_tree(source / "handlers", root, HANDLERS_DIR)
+        caps = json.loads(tenant.capabilities or "[]")
+        for cap in caps:
+            _require_handler(root, cap["name"], source / "handlers")
+        identity = self._identity(
+            tenant, caps, JAIL_SOCKET_DIR, f"/home/{self._paths.jail_user}/.env", HANDLERS_DIR
+        )
+        jailfs.write_file(root, IDENTITY, identity, mode=0o644)
+
+    def _identity(
+        self, tenant: Tenant, caps: list[dict[str, str]], sock: str, env: str, handlers: str
+    ) -> bytes:
+        document = {
+            "tenant": tenant.tenant_id,
+            "agent_id": f"{tenant.tenant_id}-1",
+            "user": self._paths.jail_user,
+            "capabilities": caps,
+            "socket": f"{sock}/agent.sock",
+            "env_file": env,
+            "handlers_dir": handlers,
+            "mother_version": __version__,
+        }
+        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+    def _start_mother(self, name: str) -> str:
+        result = self._backend.exec(name, self._backend.service_argv(MOTHER, "start"), timeout=30)
+        if result.exit_code != 0:
+            raise JailError(f"the mother skill did not start in jail {name} (exit {result.exit_code})")
+        for _ in range(20):
+            status = self._backend.exec(name, self._backend.service_argv(MOTHER, "status"), timeout=10)
+            if status.exit_code != 0:
+                raise JailError(
+                    f"the mother skill exited right after starting in jail {name}: {_log_tail(self, name)}"
+                )
+            time.sleep(0.05)
+        return status.out.strip()
+
+    # ---- spawn-local ---------------------------------------------------------------------------------
+    def _run_local(self, tenant: Tenant, home: Path, report: StepCallback) -> None:
+        with _step(report, tenant.tenant_id, "home_checked") as say:
+            if not home.is_absolute() or home.is_symlink() or not home.is_dir():
+                raise InvalidInput(
+                    f"--home {home} must be an existing directory, given as an absolute path, not a symlink"
+                )
+            say(str(home))
+        self._record(tenant.tenant_id, "home_checked", jail_root=str(home))
+        with _step(report, tenant.tenant_id, "secrets_provisioned") as say:
+            say(self._provision_secrets(tenant.tenant_id))
+        self._record(tenant.tenant_id, "secrets_provisioned")
+        local = LocalHome(home)
+        with _step(report, tenant.tenant_id, "mother_installed") as say:
+            uid, gid = local.owner()
+            jailfs.open_dir(home, ".colibri", create=True, mode=0o700, owner=(uid, gid)).__enter__()
+            socket_dir = self._paths.socket_dir(tenant.tenant_id)
+            socket_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            caps = json.loads(tenant.capabilities or "[]")
+            handlers = self._paths.skills_dir / "mother" / "handlers"
+            for cap in caps:
+                _require_handler(self._paths.skills_dir / "mother", cap["name"], handlers, rel="handlers")
+            identity = self._identity(tenant, caps, str(socket_dir), str(home / ".env"), str(handlers))
+            jailfs.write_file(home, ".colibri/agent.json", identity, mode=0o644)
+            say(str(home / ".colibri/agent.json"))
+        self._record(tenant.tenant_id, "mother_installed")
+        with _step(report, tenant.tenant_id, "mother_started") as say:
+            if self._notify is not None:
+                self._notify(tenant.tenant_id)
+            pid = local.start(self._paths.skills_dir / "mother" / "mother.py", home / ".colibri/agent.json")
+            time.sleep(0.5)
+            if local.pid() != pid:
+                raise JailError(
+                    f"the mother skill exited right after starting (see {local.state / 'mother.log'})"
+                )
+            say(f"pid {pid}")
+        self._record(tenant.tenant_id, "mother_started")
+
+    # ---- store ---------------------------------------------------------------------------------------
+    def _begin(
+        self, tenant_id: str, template: str | None, caps: list[dict[str, str]] | None, backend: str
+    ) -> Tenant:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            if tenant.backend not in (None, backend) and tenant.jail_root:
+                raise StateConflict(
+                    f"tenant {tenant_id} runs on the {tenant.backend} backend; "
+                    f"destroy its agent before using {backend}"
+                )
+            check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.SPAWNING)
+            tenant.status = TenantStatus.SPAWNING
+            tenant.backend = backend
+            tenant.template = (
+                template or tenant.template or (self._paths.default_template if backend != "local" else None)
+            )
+            if caps is not None:
+                tenant.capabilities = json.dumps(caps)
+            tenant.last_error = None
+            tenant.updated_at = utcnow()
+            session.flush()
+            session.expunge(tenant)
+            return tenant
+
+    def _record(self, tenant_id: str, step: str, **fields: Any) -> None:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            assert tenant is not None
+            tenant.spawn_step = step
+            for key, value in fields.items():
+                setattr(tenant, key, value)
+            tenant.updated_at = utcnow()
+
+    def _finish(self, tenant_id: str) -> dict[str, Any]:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            assert tenant is not None
+            check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.ACTIVE)
+            tenant.status = TenantStatus.ACTIVE
+            tenant.spawn_step = "active"
+            tenant.updated_at = utcnow()
+            return tenant_public(tenant)
+
+    def _fail(self, tenant_id: str, exc: ColibriError) -> None:
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            if tenant is None or tenant.status != TenantStatus.SPAWNING:
+                return
+            tenant.status = TenantStatus.FAILED
+            tenant.last_error = str(exc)[:2000]
+            tenant.updated_at = utcnow()
+
+    def _allocate_ip(self, tenant_id: str) -> str:
+        """The tenant's IP from the pool: kept if it has one, else the lowest free address."""
+        with host_lock(self._paths.locks, "ip-pool"), self._store.session() as session:
+            repo = TenantRepo(session)
+            tenant = repo.get_for_update(tenant_id)
+            assert tenant is not None
+            if tenant.ip_address:
+                return tenant.ip_address
+            used = {t.ip_address for t in repo.find(include_removed=True) if t.ip_address}
+            network = ipaddress.ip_network(self._paths.ip_pool, strict=False)
+            for candidate in list(network.hosts())[1:]:  # the first host is the gateway by convention
+                if str(candidate) not in used:
+                    tenant.ip_address = str(candidate)
+                    return str(candidate)
+        raise JailError(f"the jail IP pool {self._paths.ip_pool} is exhausted")
+
+
+def _needs_ip(backend: JailBackend) -> bool:
+    return bool(getattr(backend, "needs_ip", False))
+
+
+def _require_handler(root: Path, capability: str, shipped: Path, rel: str = HANDLERS_DIR) -> None:
+    try:
+        jailfs.read_file(root, f"{rel}/{capability}", limit=1)
+    except JailError:
+        raise InvalidInput(
+            f"no handler for capability {capability}: add an executable named {capability} to {shipped}"
+        ) from None
+
+
+def _log_tail(service: SpawnService, name: str) -> str:
+    try:
+        data = jailfs.read_file(service._backend.root(name), "var/log/colibri_mother.log", limit=1 << 16)
+    except JailError:
+        return "no log"
+    lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no log"
+
+
+def _quiet(tenant: str, step: str, state: str, detail: str) -> None:
+    return None
+
+
+class _step:
+    """Report a step's start, then done (with a detail) or fail (with the error)."""
+
+    def __init__(self, report: StepCallback, tenant: str, step: str) -> None:
+        self._report, self._tenant, self._step = report, tenant, step
+        self._detail = ""
+
+    def __enter__(self) -> Callable[[str], None]:
+        self._report(self._tenant, self._step, "start", "")
+        return self._say
+
+    def _say(self, detail: str) -> None:
+        self._detail = detail
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self._report(self._tenant, self._step, "done", self._detail)
+        elif isinstance(exc, ColibriError):
+            self._report(self._tenant, self._step, "fail", str(exc))
