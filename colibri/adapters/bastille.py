@@ -100,7 +100,8 @@ class Bastille:
             raise BastilleError(f"cannot read the bastille version from '{self._bastille} --version'")
         if int(match.group(1)) != SUPPORTED_MAJOR:
             raise BastilleError(
-                f"bastille {match.group(0)} is not supported: colibri drives bastille {SUPPORTED_MAJOR}.x (1.4 tested)"
+                f"bastille {match.group(0)} is not supported: "
+                f"colibri drives bastille {SUPPORTED_MAJOR}.x (1.4 tested)"
             )
         self._checked = True
         return match.group(0)

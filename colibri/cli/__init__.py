@@ -54,10 +54,6 @@ def _register() -> None:
     tenants.register(app)
     jails.register(app)
     config_cmds.register(app)
-    from colibri.cli import daemon, hive
-
-    daemon.register(app)
-    hive.register(app)
 
 
 _register()
