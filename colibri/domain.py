@@ -27,13 +27,10 @@ def validate_tenant_id(value: str) -> str:
     if not value:
         raise InvalidTenantId("invalid tenant id: it is empty")
     if len(value) > TENANT_ID_MAX:
-        raise InvalidTenantId(
-            f"invalid tenant id {shown}: longer than {TENANT_ID_MAX} characters ({len(value)})"
-        )
+        raise InvalidTenantId(f"invalid tenant id {shown}: longer than {TENANT_ID_MAX} characters ({len(value)})")
     if not _JAIL_NAME.fullmatch(value):
         raise InvalidTenantId(
-            f"invalid tenant id {shown}: use ASCII letters, digits, '-' and '_', "
-            "starting with a letter or digit"
+            f"invalid tenant id {shown}: use ASCII letters, digits, '-' and '_', starting with a letter or digit"
         )
     if _ALL_DIGITS.fullmatch(value):
         raise InvalidTenantId(f"invalid tenant id {shown}: all digits would be read as a jail id (JID)")

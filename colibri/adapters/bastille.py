@@ -100,8 +100,7 @@ class Bastille:
             raise BastilleError(f"cannot read the bastille version from '{self._bastille} --version'")
         if int(match.group(1)) != SUPPORTED_MAJOR:
             raise BastilleError(
-                f"bastille {match.group(0)} is not supported: "
-                f"colibri drives bastille {SUPPORTED_MAJOR}.x (1.4 tested)"
+                f"bastille {match.group(0)} is not supported: colibri drives bastille {SUPPORTED_MAJOR}.x (1.4 tested)"
             )
         self._checked = True
         return match.group(0)
@@ -139,9 +138,7 @@ class Bastille:
             return JailInfo(name, JailState.ABSENT, self.root(name))
         state = JailState.RUNNING if self._running(name) else JailState.STOPPED
         marker = self._marker(name)
-        return JailInfo(
-            name, state, self.root(name), marker.get("ip") if marker else None, marker is not None
-        )
+        return JailInfo(name, state, self.root(name), marker.get("ip") if marker else None, marker is not None)
 
     def list_jails(self) -> list[JailInfo]:
         return [self.info(n) for n in self._names()]
@@ -294,9 +291,7 @@ class Bastille:
                 result = self._bastille_run(
                     "mount", name, str(mount.host_path), mount.jail_path, "nullfs", options, "0", "0"
                 )
-                if line.split()[:2] not in [
-                    ln.split()[:2] for ln in fstab.read_text().splitlines() if ln.strip()
-                ]:
+                if line.split()[:2] not in [ln.split()[:2] for ln in fstab.read_text().splitlines() if ln.strip()]:
                     raise self._fail(f"mount {name}", result)
                 return
             with fstab.open("a") as handle:

@@ -81,9 +81,7 @@ def write_file(
         if _same_content(dirfd, name, data, mode, owner):
             return False
         tmp = f".{name}.colibri-{secrets.token_hex(6)}"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd
-        )
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
         try:
             with os.fdopen(fd, "wb", closefd=False) as handle:
                 handle.write(data)

@@ -97,9 +97,7 @@ class Sandbox:
         namespace, _, short = wanted.partition("/")
         folder = self._templates / short
         if namespace != "colibri" or not short or not (folder / "sandbox").is_dir():
-            raise TemplateNotFound(
-                f"template not found: {wanted} (sandbox templates live in {self._templates})"
-            )
+            raise TemplateNotFound(f"template not found: {wanted} (sandbox templates live in {self._templates})")
         return folder
 
     def _build_root(self, root: Path, name: str, template: Path) -> None:
@@ -156,9 +154,7 @@ class Sandbox:
         init = self._wait_for_init(ns_init)
         if init is None:
             self._kill(name)
-            raise JailError(
-                f"sandbox jail {name} started but its /etc/rc did not (see {run / 'console.log'})"
-            )
+            raise JailError(f"sandbox jail {name} started but its /etc/rc did not (see {run / 'console.log'})")
         return self.info(name)
 
     def _bwrap_argv(self, name: str, info_fd: int) -> list[str]:

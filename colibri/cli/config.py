@@ -20,9 +20,7 @@ def version(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
 
 
 @config_app.command("show")
-def show(
-    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False
-) -> None:
+def show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Show the effective settings and where each came from (default, file or env). Secrets are masked."""
     from colibri.settings import describe
 

@@ -58,9 +58,7 @@ class Context:
         from colibri.resources import shipped
 
         settings = self.settings
-        runner = ShRunner(
-            {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        )
+        runner = ShRunner({"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
         if settings.jail_backend == "sandbox":
             from colibri.adapters.sandbox import Sandbox
 

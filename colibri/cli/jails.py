@@ -19,13 +19,9 @@ Capabilities = Annotated[
 def spawn_agent(
     ctx: typer.Context,
     tenants: Annotated[list[str], typer.Argument(help="Tenant id(s); several are spawned in parallel.")],
-    template: Annotated[
-        str | None, typer.Option(help="Jail template (default: setting jail_template).")
-    ] = None,
+    template: Annotated[str | None, typer.Option(help="Jail template (default: setting jail_template).")] = None,
     capability: Capabilities = None,
-    jail_name: Annotated[
-        str | None, typer.Option(help="Adopt this existing jail (needs --jail-root).")
-    ] = None,
+    jail_name: Annotated[str | None, typer.Option(help="Adopt this existing jail (needs --jail-root).")] = None,
     jail_root: Annotated[Path | None, typer.Option(help="Root path of the jail to adopt.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -44,9 +40,7 @@ def spawn_agent(
     service = cli.spawner()
     try:
         if len(tenants) == 1:
-            record = service.spawn(
-                tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer
-            )
+            record = service.spawn(tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer)
             _done([record["tenant_id"]], as_json)
             return
         errors = service.spawn_many(
@@ -117,9 +111,7 @@ def destroy_agent(
 
 def reconcile(
     ctx: typer.Context,
-    apply: Annotated[
-        bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")
-    ] = False,
+    apply: Annotated[bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Compare the store with the jail backend and report (or --apply repairs for) each difference."""

@@ -7,9 +7,7 @@ import typer
 from colibri.cli import context, output
 from colibri.domain import TenantStatus
 
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")
-]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 TenantArg = Annotated[str, typer.Argument(help="Tenant id: also the jail name and the collection name.")]
 
 SHOW_KEYS = (
@@ -23,9 +21,7 @@ def register_tenant(
     tenant: TenantArg,
     collection: Annotated[
         str | None,
-        typer.Option(
-            help="Vaultwarden collection name (default: the tenant id). '' for none.", show_default=False
-        ),
+        typer.Option(help="Vaultwarden collection name (default: the tenant id). '' for none.", show_default=False),
     ] = None,
     host: Annotated[
         str | None,

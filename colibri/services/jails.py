@@ -46,9 +46,7 @@ class JailService:
             if tenant.backend == "local":
                 raise StateConflict(f"tenant {tenant_id} runs locally; run 'colibri spawn-local' to start it")
             self._backend.start(tenant.jail_name)
-            self._backend.exec(
-                tenant.jail_name, self._backend.service_argv("colibri_mother", "start"), timeout=30
-            )
+            self._backend.exec(tenant.jail_name, self._backend.service_argv("colibri_mother", "start"), timeout=30)
             return self._set_status(tenant_id, TenantStatus.ACTIVE)
 
     def stop(self, tenant_id: str) -> dict[str, Any]:
@@ -77,9 +75,7 @@ class JailService:
                 info = self._backend.info(tenant.jail_name)
                 if info.state is not JailState.ABSENT:
                     if not info.managed:
-                        raise JailError(
-                            f"jail {tenant.jail_name} was not created by colibri; refusing to destroy it"
-                        )
+                        raise JailError(f"jail {tenant.jail_name} was not created by colibri; refusing to destroy it")
                     self._backend.destroy(tenant.jail_name)
             return self._reset(tenant_id)
 
@@ -117,9 +113,7 @@ class JailService:
         try:
             if drift.kind == "stopped_jail" and drift.tenant:
                 self._backend.start(drift.jail)
-                self._backend.exec(
-                    drift.jail, self._backend.service_argv("colibri_mother", "start"), timeout=30
-                )
+                self._backend.exec(drift.jail, self._backend.service_argv("colibri_mother", "start"), timeout=30)
             elif drift.kind == "running_jail":
                 self._backend.stop(drift.jail)
             elif drift.kind == "missing_jail" and drift.tenant:
@@ -141,9 +135,7 @@ class JailService:
     @staticmethod
     def _require_spawned(tenant: Tenant) -> None:
         if TenantStatus(tenant.status) not in HAS_JAIL or tenant.backend is None:
-            raise StateConflict(
-                f"tenant {tenant.tenant_id} has no agent yet; run 'colibri spawn-agent' first"
-            )
+            raise StateConflict(f"tenant {tenant.tenant_id} has no agent yet; run 'colibri spawn-agent' first")
 
     def _set_status(self, tenant_id: str, status: TenantStatus, error: str | None = None) -> dict[str, Any]:
         with self._store.session() as session:

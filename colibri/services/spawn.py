@@ -213,9 +213,7 @@ class SpawnService:
 
     def _adopt(self, tenant: Tenant, info: JailInfo, name: str, root: Path) -> JailInfo:
         if name != tenant.jail_name:
-            raise InvalidInput(
-                f"--jail-name {name} must be the tenant's jail name {tenant.jail_name} (1:1:1)"
-            )
+            raise InvalidInput(f"--jail-name {name} must be the tenant's jail name {tenant.jail_name} (1:1:1)")
         if info.state is JailState.ABSENT:
             raise JailError(f"cannot adopt jail {name}: the {self._backend.name} backend has no such jail")
         if root.is_symlink():
@@ -250,14 +248,10 @@ class SpawnService:
         caps = json.loads(tenant.capabilities or "[]")
         for cap in caps:
             _require_handler(root, cap["name"], source / "handlers")
-        identity = self._identity(
-            tenant, caps, JAIL_SOCKET_DIR, f"/home/{self._paths.jail_user}/.env", HANDLERS_DIR
-        )
+        identity = self._identity(tenant, caps, JAIL_SOCKET_DIR, f"/home/{self._paths.jail_user}/.env", HANDLERS_DIR)
         jailfs.write_file(root, IDENTITY, identity, mode=0o644)
 
-    def _identity(
-        self, tenant: Tenant, caps: list[dict[str, str]], sock: str, env: str, handlers: str
-    ) -> bytes:
+    def _identity(self, tenant: Tenant, caps: list[dict[str, str]], sock: str, env: str, handlers: str) -> bytes:
         document = {
             "tenant": tenant.tenant_id,
             "agent_id": f"{tenant.tenant_id}-1",
@@ -277,9 +271,7 @@ class SpawnService:
         for _ in range(20):
             status = self._backend.exec(name, self._backend.service_argv(MOTHER, "status"), timeout=10)
             if status.exit_code != 0:
-                raise JailError(
-                    f"the mother skill exited right after starting in jail {name}: {_log_tail(self, name)}"
-                )
+                raise JailError(f"the mother skill exited right after starting in jail {name}: {_log_tail(self, name)}")
             time.sleep(0.05)
         return status.out.strip()
 
@@ -315,24 +307,19 @@ class SpawnService:
             pid = local.start(self._paths.skills_dir / "mother" / "mother.py", home / ".colibri/agent.json")
             time.sleep(0.5)
             if local.pid() != pid:
-                raise JailError(
-                    f"the mother skill exited right after starting (see {local.state / 'mother.log'})"
-                )
+                raise JailError(f"the mother skill exited right after starting (see {local.state / 'mother.log'})")
             say(f"pid {pid}")
         self._record(tenant.tenant_id, "mother_started")
 
     # ---- store ---------------------------------------------------------------------------------------
-    def _begin(
-        self, tenant_id: str, template: str | None, caps: list[dict[str, str]] | None, backend: str
-    ) -> Tenant:
+    def _begin(self, tenant_id: str, template: str | None, caps: list[dict[str, str]] | None, backend: str) -> Tenant:
         with self._store.session() as session:
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)
             if tenant.backend not in (None, backend) and tenant.jail_root:
                 raise StateConflict(
-                    f"tenant {tenant_id} runs on the {tenant.backend} backend; "
-                    f"destroy its agent before using {backend}"
+                    f"tenant {tenant_id} runs on the {tenant.backend} backend; destroy its agent before using {backend}"
                 )
             check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.SPAWNING)
             tenant.status = TenantStatus.SPAWNING

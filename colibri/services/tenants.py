@@ -71,9 +71,7 @@ class TenantService:
         if existing.host != host:
             differences.append(f"host {existing.host!r} (asked {host!r})")
         if differences:
-            raise TenantExists(
-                f"tenant {existing.tenant_id} is already registered with " + ", ".join(differences)
-            )
+            raise TenantExists(f"tenant {existing.tenant_id} is already registered with " + ", ".join(differences))
         return tenant_public(existing)
 
     def all(self, status: TenantStatus | None = None) -> list[dict[str, Any]]:

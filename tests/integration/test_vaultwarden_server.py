@@ -100,9 +100,7 @@ def _login(server: VaultwardenServer, user: User) -> dict[str, object]:
 def test_python_client_decrypts_the_seeded_vault(vaultwarden: VaultwardenServer) -> None:
     world = seed(vaultwarden)
     token = _login(vaultwarden, world.bob)
-    sync = client.request(
-        vaultwarden, "GET", "/api/sync?excludeDomains=true", token=str(token["access_token"])
-    )
+    sync = client.request(vaultwarden, "GET", "/api/sync?excludeDomains=true", token=str(token["access_token"]))
     plain = client.decrypt_vault(token, sync.json(), BOB_PW)
     # bob is a plain member with access to tenant-b only
     assert set(plain["collections"]) == {"tenant-b"}

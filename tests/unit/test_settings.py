@@ -39,9 +39,7 @@ def test_unknown_setting(tmp_path: Path) -> None:
 
 def test_invalid_value_names_its_origin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLIBRI_SPAWN_PARALLELISM", "lots")
-    with pytest.raises(
-        ConfigError, match=r"invalid setting spawn_parallelism \(from COLIBRI_SPAWN_PARALLELISM\)"
-    ):
+    with pytest.raises(ConfigError, match=r"invalid setting spawn_parallelism \(from COLIBRI_SPAWN_PARALLELISM\)"):
         load_settings()
 
 

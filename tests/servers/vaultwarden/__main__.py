@@ -21,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.servers.vaultwarden", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: ephemeral)")
     parser.add_argument("--cert-out", type=Path, help="where to write the self-signed certificate (PEM)")
-    parser.add_argument(
-        "--seed", type=Path, help="JSON seed file (format: tests/servers/vaultwarden/seed.py)"
-    )
+    parser.add_argument("--seed", type=Path, help="JSON seed file (format: tests/servers/vaultwarden/seed.py)")
     parser.add_argument(
         "--no-user-key-id-route", action="store_true", help="404 on the user-key-id route like Vaultwarden"
     )

@@ -88,9 +88,7 @@ def decrypt_vault(token_reply: dict[str, Any], sync: dict[str, Any], password: s
     items = {
         dec(c["name"], c["organizationId"]): {
             "notes": dec(c["notes"], c["organizationId"]),
-            "fields": {
-                dec(f["name"], c["organizationId"]): dec(f["value"], c["organizationId"]) for f in c["fields"]
-            },
+            "fields": {dec(f["name"], c["organizationId"]): dec(f["value"], c["organizationId"]) for f in c["fields"]},
             "collectionIds": c["collectionIds"],
         }
         for c in sync["ciphers"]

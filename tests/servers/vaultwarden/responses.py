@@ -356,8 +356,7 @@ def sync(vault: Vault, user: User) -> Json:
     with vault.lock:
         orgs = {org.id: (org, m) for org, m in vault.memberships(user)}
         collections = [
-            collection_details(c, orgs[c.org_id][0].key, orgs[c.org_id][1])
-            for c in vault.visible_collections(user)
+            collection_details(c, orgs[c.org_id][0].key, orgs[c.org_id][1]) for c in vault.visible_collections(user)
         ]
         ciphers = [cipher(item, cols, orgs[item.org_id][0].key) for item, cols in vault.visible_items(user)]
         return {

@@ -164,9 +164,7 @@ class VaultwardenServer:
         self._httpd = httpd
         self.url = f"https://127.0.0.1:{httpd.server_address[1]}"
         self.tokens = auth.TokenIssuer(self.url, self.token_ttl)
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, args=(0.05,), name="vaultwarden-test", daemon=True
-        )
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="vaultwarden-test", daemon=True)
         self._thread.start()
         return self
 
@@ -301,9 +299,7 @@ class VaultwardenServer:
         client_id = form.get("client_id", "")
         if form.get("scope") != auth.API_KEY_SCOPE:
             raise HttpError(400, responses.api_error("Scope not supported", "invalid_scope"))
-        user = (
-            self.vault.users.get(client_id.removeprefix("user.")) if client_id.startswith("user.") else None
-        )
+        user = self.vault.users.get(client_id.removeprefix("user.")) if client_id.startswith("user.") else None
         if user is None:
             raise HttpError(400, responses.api_error("Invalid client_id", "invalid_client"))
         if not hmac.compare_digest(form.get("client_secret", ""), user.client_secret):

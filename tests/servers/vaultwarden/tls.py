@@ -22,9 +22,7 @@ from cryptography.x509.oid import NameOID
 def _certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "colibri vaultwarden test server")])
     now = dt.datetime.now(dt.UTC)
-    san = x509.SubjectAlternativeName(
-        [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-    )
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")])
     return (
         x509.CertificateBuilder()
         .subject_name(name)

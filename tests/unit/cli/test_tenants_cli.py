@@ -141,8 +141,6 @@ def test_help_lists_exit_codes() -> None:
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "colibri", "version"], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([sys.executable, "-m", "colibri", "version"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert done.stdout.startswith("colibri ")
