@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     bw_path: str = "bw"
     bw_timeout: float = Field(default=60.0, gt=0)
     staged_secrets_dir: Path | None = None
+    vault_ca_file: Path | None = None
+    secrets_allowed_roots: list[Path] | None = None
 
     # daemon
     heartbeat_interval: float = Field(default=10.0, gt=0)
@@ -115,6 +117,13 @@ class Settings(BaseSettings):
     def jails_dir(self) -> Path:
         """Where the sandbox backend keeps its jail roots."""
         return self.sandbox_dir or self.state_dir / "jails"
+
+    @property
+    def allowed_secret_roots(self) -> list[Path]:
+        """Where provisioning may write a .env: bastille's and the sandbox's jail directories."""
+        if self.secrets_allowed_roots is not None:
+            return list(self.secrets_allowed_roots)
+        return [self.bastille_prefix / "jails", self.jails_dir]
 
     @property
     def staged_dir(self) -> Path:
@@ -197,6 +206,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             shown[name] = mask_url(value)
         elif isinstance(value, Path):
             shown[name] = str(value)
+        elif isinstance(value, list):
+            shown[name] = [str(v) if isinstance(v, Path) else v for v in value]
         else:
             shown[name] = value
     return shown

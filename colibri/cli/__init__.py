@@ -54,6 +54,9 @@ def _register() -> None:
     tenants.register(app)
     jails.register(app)
     config_cmds.register(app)
+    from colibri.cli import vault
+
+    vault.register(app)
 
 
 _register()

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from colibri.adapters.bitwarden import Bitwarden
     from colibri.adapters.jail import JailBackend
     from colibri.services.jails import JailService
+    from colibri.services.secrets import SecretsService, VaultService
     from colibri.services.spawn import SpawnService
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
@@ -85,6 +87,53 @@ class Context:
         from colibri.services.jails import JailService
 
         return JailService(self.store, self.backend(), self.settings.run_dir / "locks")
+
+    def secrets(self) -> "SecretsService":
+        """Secrets provisioning: the bw adapter, the operator's credentials and the store."""
+        from colibri.adapters.credentials import CredentialStore
+        from colibri.services.secrets import SecretsConfig, SecretsService
+
+        settings = self.settings
+        config = SecretsConfig(
+            host=settings.host,
+            jail_user=settings.jail_user,
+            staged_dir=settings.staged_dir,
+            allowed_roots=tuple(settings.allowed_secret_roots),
+            organization_id=settings.vault_organization_id,
+        )
+        credentials = CredentialStore(settings.vault_credentials_dir)
+        return SecretsService(self.store, config, self._bitwarden(), credentials)
+
+    def vault(self) -> "VaultService":
+        """``colibri vault login|status|check``."""
+        from colibri.adapters.credentials import CredentialStore
+        from colibri.services.secrets import VaultService
+
+        settings = self.settings
+        credentials = CredentialStore(settings.vault_credentials_dir)
+        return VaultService(self._bitwarden(), credentials, settings.vault_url, settings.vault_organization_id)
+
+    def _bitwarden(self) -> "Bitwarden | None":
+        """The bw adapter, or None while vault_url / vault_organization_id are unset."""
+        import os
+
+        from colibri.adapters.bitwarden import Bitwarden, BwConfig
+        from colibri.adapters.runner import ShRunner
+
+        settings = self.settings
+        if not settings.vault_url or not settings.vault_organization_id:
+            return None
+        config = BwConfig(
+            bw_path=settings.bw_path,
+            appdata_dir=settings.state_dir / "bw",
+            server_url=settings.vault_url,
+            organization_id=settings.vault_organization_id,
+            ca_file=settings.vault_ca_file,
+            timeout=settings.bw_timeout,
+        )
+        # bw is a node script (#!/usr/bin/env node): node must be on PATH; nothing else is passed.
+        path = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        return Bitwarden(ShRunner({"PATH": path}), config)
 
     def close(self) -> None:
         if self._store is not None:

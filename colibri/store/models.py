@@ -34,6 +34,11 @@ class Tenant(SQLModel, table=True):
     capabilities: str | None = None  # JSON list of capability names
     spawn_step: str | None = Field(default=None, max_length=32)
     adopted: bool = False
+    # secrets (migration 0003): ok | stale | none; the daemon compares secrets_changed_at
+    secrets_status: str | None = Field(default=None, max_length=16)
+    secrets_error: str | None = Field(default=None, max_length=2000)
+    secrets_changed_at: datetime | None = None
+    secrets_checked_at: datetime | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -63,4 +68,8 @@ def tenant_public(tenant: Tenant) -> dict[str, Any]:
         "capabilities": json.loads(tenant.capabilities) if tenant.capabilities else [],
         "spawn_step": tenant.spawn_step,
         "adopted": tenant.adopted,
+        "secrets_status": tenant.secrets_status,
+        "secrets_error": tenant.secrets_error,
+        "secrets_changed_at": _iso(tenant.secrets_changed_at),
+        "secrets_checked_at": _iso(tenant.secrets_checked_at),
     }

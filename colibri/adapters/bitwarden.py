@@ -1,0 +1,382 @@
+"""The Bitwarden CLI (``bw``) as colibri uses it: one locked, private data directory and one
+unlocked session per operation.
+
+* bw keeps its state in ``BITWARDENCLI_APPDATA_DIR``: colibri gives it a 0700 directory of its own
+  (``<state_dir>/bw``) that nothing else uses.
+* Every use holds a lock: a thread lock for this process and ``fcntl.flock`` on ``colibri.lock``
+  in that directory for the host.  bw is not safe to run concurrently on one directory: each
+  ``unlock`` invalidates every earlier session key (reference: bw.md, "Sessions race").
+* Before any login or unlock the server URL bw is configured for must equal ``vault_url``
+  (normalised), so a credential is never sent to another server.
+* Login uses the operator's API key (``BW_CLIENTID``/``BW_CLIENTSECRET`` in the child's
+  environment); unlock uses ``--passwordenv``.  The session key lives in a local variable and in
+  the environment of the bw children only, never in argv, a file, a log or the store; the vault
+  is locked again when the operation ends, also on error.
+* ``BW_NOINTERACTION=true`` always: without it a stale session prompts, and with no TTY exits 0
+  with empty stdout (a silent false success).
+* Only stdout is parsed.  stderr is looked at for a few known markers to choose colibri's own
+  message; it is never shown, logged or put in an exception (it may hold secrets).
+"""
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from colibri.adapters.credentials import OperatorCredentials
+from colibri.adapters.runner import CommandResult, CommandRunner
+from colibri.errors import PermissionDenied, SecretsError, VaultLocked
+
+ANY_EXIT = tuple(range(256))  # bw's exit status is judged here, not by the runner
+LOCK_NAME = "colibri.lock"
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+# (marker in bw's stderr, colibri's message).  First match wins.
+_MARKERS: tuple[tuple[str, str], ...] = (
+    ("Insecure URL", "the vault URL must use https"),
+    ("certificate", "the vault server's TLS certificate is not trusted (set vault_ca_file)"),
+    ("ECONNREFUSED", "cannot reach the vault server (connection refused)"),
+    ("ENOTFOUND", "cannot reach the vault server (unknown host)"),
+    ("ETIMEDOUT", "cannot reach the vault server (timed out)"),
+    ("client_id or client_secret is incorrect", "the vault refused the API key: wrong client id or secret"),
+    ("decryption operation failed", "wrong master password: bw could not decrypt the vault key"),
+    ("Invalid master password", "wrong master password"),
+    ("Vault is locked", "the vault is locked: bw refused the session key"),
+    ("JSON", "the vault server answered something that is not valid JSON"),
+    ("FetchError", "cannot reach the vault server"),
+)
+_BACKFILL_MARKERS = ("KeyIdBackfill", "user key id", "user-key-id")
+
+
+def normalise_url(url: str) -> str:
+    """``HTTPS://Vault.Example.org:443/`` → ``https://vault.example.org``: scheme and host
+    lower-cased, the default port and trailing slashes dropped."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"https": 443, "http": 80}.get(scheme)
+    netloc = host if parts.port in (None, default) else f"{host}:{parts.port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True)
+class BwConfig:
+    bw_path: str
+    appdata_dir: Path
+    server_url: str
+    organization_id: str
+    ca_file: Path | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class BwStatus:
+    server_url: str | None
+    status: str  # unauthenticated | locked | unlocked
+    user_email: str | None = None
+
+
+@dataclass(frozen=True)
+class VaultCollection:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class VaultItem:
+    id: str
+    name: str
+    collection_ids: tuple[str, ...]
+    notes: str | None
+    fields: tuple[tuple[str, str], ...]  # (name, value) in the item's order
+
+
+@dataclass(frozen=True)
+class VaultSnapshot:
+    """What one unlocked session read: the organization's collections and items."""
+
+    collections: tuple[VaultCollection, ...]
+    items: tuple[VaultItem, ...]
+    bw_calls: int = 0
+
+
+@dataclass
+class _Session:
+    key: str
+    calls: list[str] = field(default_factory=list)
+
+
+def _message(result: CommandResult, what: str) -> str:
+    err = result.err
+    for marker, text in _MARKERS:
+        if marker in err:
+            return f"bw {what} failed: {text}"
+    return f"bw {what} failed with exit status {result.exit_code}"
+
+
+def _json(result: CommandResult, what: str) -> Any:
+    try:
+        return json.loads(result.out)
+    except ValueError:
+        raise SecretsError(f"bw {what} printed something that is not JSON") from None
+
+
+def parse_status(data: Any) -> BwStatus:
+    if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+        raise SecretsError("bw status printed an unexpected document")
+    url = data.get("serverUrl")
+    email = data.get("userEmail")
+    return BwStatus(url if isinstance(url, str) else None, data["status"], email if isinstance(email, str) else None)
+
+
+def parse_collections(data: Any) -> tuple[VaultCollection, ...]:
+    if not isinstance(data, list):
+        raise SecretsError("bw list collections printed an unexpected document")
+    return tuple(VaultCollection(str(c["id"]), str(c.get("name") or "")) for c in data if isinstance(c, dict))
+
+
+def _field_value(item: dict[str, Any], raw: dict[str, Any]) -> str:
+    """A custom field's value; a linked field (type 3) takes the login's username or password."""
+    if raw.get("type") == 3:
+        login = item.get("login") or {}
+        linked = {100: "username", 101: "password"}.get(raw.get("linkedId") or 0)
+        value = login.get(linked) if linked else None
+        return "" if value is None else str(value)
+    value = raw.get("value")
+    return "" if value is None else str(value)
+
+
+def parse_items(data: Any) -> tuple[VaultItem, ...]:
+    if not isinstance(data, list):
+        raise SecretsError("bw list items printed an unexpected document")
+    items = []
+    for raw in data:
+        if not isinstance(raw, dict) or not raw.get("id"):
+            raise SecretsError("bw list items printed an item without an id")
+        fields = tuple(
+            (str(f.get("name") or ""), _field_value(raw, f)) for f in raw.get("fields") or () if isinstance(f, dict)
+        )
+        notes = raw.get("notes")
+        items.append(
+            VaultItem(
+                id=str(raw["id"]),
+                name=str(raw.get("name") or ""),
+                collection_ids=tuple(str(c) for c in raw.get("collectionIds") or ()),
+                notes=notes if isinstance(notes, str) else None,
+                fields=fields,
+            )
+        )
+    return tuple(items)
+
+
+class Bitwarden:
+    """The bw CLI with colibri's rules (see the module docstring).  No work at construction."""
+
+    def __init__(self, runner: CommandRunner, config: BwConfig) -> None:
+        self._run = runner
+        self._config = config
+        self.calls = 0  # bw processes started by this object (benchmarks count them)
+
+    @property
+    def config(self) -> BwConfig:
+        return self._config
+
+    # --- argv and environment (pure; unit tests assert them) -----------------------------------
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {
+            "BITWARDENCLI_APPDATA_DIR": str(self._config.appdata_dir),
+            "HOME": str(self._config.appdata_dir),
+            "BW_NOINTERACTION": "true",
+            "NO_COLOR": "1",
+        }
+        if self._config.ca_file is not None:
+            env["NODE_EXTRA_CA_CERTS"] = str(self._config.ca_file)
+        env.update(extra or {})
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [self._config.bw_path, *args]
+
+    def _bw(self, args: Sequence[str], extra_env: Mapping[str, str] | None = None) -> CommandResult:
+        self.calls += 1
+        return self._run(
+            self.argv(*args),
+            env=self.env(extra_env),
+            timeout=self._config.timeout,
+            ok_codes=ANY_EXIT,
+            secret_output=True,
+        )
+
+    # --- the lock and the data directory -------------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        path = self._config.appdata_dir
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = os.lstat(path)
+        except OSError as exc:
+            raise SecretsError(f"cannot create the bw data directory {path}: {exc.strerror}") from None
+        if not os.path.isdir(path) or os.path.islink(path) or info.st_uid != os.geteuid():
+            raise PermissionDenied(f"the bw data directory {path} must be a directory owned by uid {os.geteuid()}")
+        if info.st_mode & 0o077:
+            os.chmod(path, 0o700)  # ours: tighten rather than refuse
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the process-wide and host-wide lock of the data directory."""
+        self._prepare_dir()
+        key = str(self._config.appdata_dir)
+        with _THREAD_LOCKS_GUARD:
+            thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
+        deadline_s = max(600.0, 10 * self._config.timeout)
+        if not thread_lock.acquire(timeout=deadline_s):
+            raise SecretsError(f"another provisioning in this process holds the bw lock for over {deadline_s:g} s")
+        try:
+            fd = os.open(self._config.appdata_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                _flock(fd, deadline_s, self._config.appdata_dir)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+        finally:
+            thread_lock.release()
+
+    # --- operations ----------------------------------------------------------------------------
+
+    def status(self) -> BwStatus:
+        """``bw status`` (takes the lock).  Never shows a value."""
+        with self.locked():
+            return self._status()
+
+    def _status(self) -> BwStatus:
+        result = self._bw(["status"])
+        if result.exit_code != 0:
+            raise SecretsError(_message(result, "status"))
+        return parse_status(_json(result, "status"))
+
+    def _ensure_server(self, allow_configure: bool) -> BwStatus:
+        """Make sure bw talks to ``server_url``; configure it only while logged out."""
+        wanted = normalise_url(self._config.server_url)
+        if not wanted.startswith("https://"):
+            raise SecretsError(f"vault_url must be an https:// URL (bw refuses anything else): {wanted}")
+        current = self._status()
+        if current.server_url is not None and normalise_url(current.server_url) == wanted:
+            return current
+        if current.status != "unauthenticated" and not allow_configure:
+            raise SecretsError(
+                f"bw in {self._config.appdata_dir} is logged in to "
+                f"{current.server_url or 'the default server'}, not to vault_url {wanted}: "
+                "refusing to send credentials; run 'colibri vault login'"
+            )
+        if current.status != "unauthenticated":
+            self._bw(["logout"])
+        result = self._bw(["config", "server", wanted])
+        if result.exit_code != 0:
+            raise SecretsError(_message(result, "config server"))
+        current = self._status()
+        if current.server_url is None or normalise_url(current.server_url) != wanted:
+            raise SecretsError(f"bw did not accept the server URL {wanted}")
+        return current
+
+    def _login(self, credentials: OperatorCredentials) -> None:
+        client_id, client_secret, _ = credentials.values()
+        result = self._bw(["login", "--apikey"], {"BW_CLIENTID": client_id, "BW_CLIENTSECRET": client_secret})
+        if result.exit_code != 0:
+            raise SecretsError(_message(result, "login --apikey"))
+
+    def _unlock(self, credentials: OperatorCredentials) -> str:
+        password = credentials.master_password.get_secret_value()
+        for attempt in (1, 2):
+            result = self._bw(["unlock", "--passwordenv", "BW_PASSWORD", "--raw"], {"BW_PASSWORD": password})
+            key = result.out.strip()
+            if result.exit_code == 0 and key:
+                return key
+            # Vaultwarden without the user-key-id route: bw 2026.9.0 fails its first unlock,
+            # stores a cooldown, and succeeds on a retry (reference: bw.md).
+            if attempt == 1 and any(m in result.err for m in _BACKFILL_MARKERS):
+                continue
+            if result.exit_code == 0:
+                raise VaultLocked("bw unlock printed no session key")
+            raise VaultLocked(_message(result, "unlock"))
+        raise VaultLocked("bw unlock failed twice")  # pragma: no cover - the loop returns or raises
+
+    def _lock(self) -> None:
+        self._bw(["lock"])  # best effort: a failure here must not hide the operation's result
+
+    @contextmanager
+    def _unlocked(self, credentials: OperatorCredentials, allow_configure: bool) -> Iterator[_Session]:
+        status = self._ensure_server(allow_configure)
+        if status.status == "unauthenticated":
+            self._login(credentials)
+        try:
+            session = _Session(self._unlock(credentials))
+            yield session
+        finally:
+            self._lock()
+
+    def _session_json(self, session: _Session, args: Sequence[str], what: str) -> Any:
+        result = self._bw(args, {"BW_SESSION": session.key})
+        if result.exit_code != 0:
+            raise SecretsError(_message(result, what))
+        return _json(result, what)
+
+    def snapshot(self, credentials: OperatorCredentials) -> VaultSnapshot:
+        """Unlock once, sync once, list the organization's collections and items once, lock.
+
+        Raises SecretsError (server mismatch or unreachable, bad API key, bad output),
+        VaultLocked (wrong master password), CommandTimeout, ToolMissing.
+        """
+        return self._fetch(credentials, fresh_login=False, items=True)
+
+    def login(self, credentials: OperatorCredentials) -> VaultSnapshot:
+        """Point bw at ``vault_url`` and log in again with ``credentials`` (logging out first),
+        then unlock, sync and list the organization's collections: what ``colibri vault login``
+        proves before it stores the credentials.  Raises as :meth:`snapshot`."""
+        return self._fetch(credentials, fresh_login=True, items=False)
+
+    def _fetch(self, credentials: OperatorCredentials, *, fresh_login: bool, items: bool) -> VaultSnapshot:
+        org = self._config.organization_id
+        start = self.calls
+        with self.locked():
+            if fresh_login:
+                self._reset_login()
+            with self._unlocked(credentials, allow_configure=fresh_login) as session:
+                result = self._bw(["sync"], {"BW_SESSION": session.key})
+                if result.exit_code != 0:
+                    raise SecretsError(_message(result, "sync"))
+                listed = self._session_json(
+                    session, ["list", "collections", "--organizationid", org], "list collections"
+                )
+                found = (
+                    self._session_json(session, ["list", "items", "--organizationid", org], "list items")
+                    if items
+                    else []
+                )
+        return VaultSnapshot(parse_collections(listed), parse_items(found), self.calls - start)
+
+    def _reset_login(self) -> None:
+        if self._status().status != "unauthenticated":
+            self._bw(["logout"])
+
+
+def _flock(fd: int, deadline_s: float, where: Path) -> None:
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > end:
+                raise SecretsError(f"another colibri process holds the bw lock in {where}") from None
+            time.sleep(0.05)

@@ -1,0 +1,122 @@
+"""``colibri provision`` and ``colibri vault login|status|check``."""
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import SecretStr
+
+from colibri.cli import context, output
+from colibri.errors import InvalidInput, SecretsError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
+
+vault_app = typer.Typer(
+    name="vault", no_args_is_help=True, help="The operator's Vaultwarden credentials and the bw CLI."
+)
+
+
+def _render(result: dict[str, Any]) -> None:
+    where = f" -> {result['path']}" if result.get("path") else ""
+    output.line(f"{result['tenant_id']}: {result['outcome']}: {result['message']}{where}")
+
+
+def provision(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Argument(help="Tenant id (omit with --all).", show_default=False)] = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all", help="Every tenant of this host: one vault session for all.")
+    ] = False,
+    rebind: Annotated[
+        bool, typer.Option("--rebind", help="Resolve the collection by name again, forgetting its stored id.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a tenant's secrets (its collection, or a staged provider.env) to the 0600 .env in its jail.
+
+    Fail-closed: on any error the old .env is kept, the tenant is marked stale and the exit code is 12.
+    """
+    if (tenant is None) == (not all_tenants):
+        raise typer.BadParameter("give a TENANT or --all (not both)")
+    service = context.get(ctx).secrets()
+    results = [service.provision(tenant, rebind=rebind)] if tenant else service.provision_all()
+    shown = [r.public() for r in results]
+    if as_json:
+        output.emit_json(shown[0] if tenant else shown)
+    else:
+        for record in shown:
+            _render(record)
+    failed = [r.tenant_id for r in results if r.outcome == "failed"]
+    if failed:
+        raise SecretsError(f"{len(failed)} of {len(results)} tenants failed: {', '.join(failed)}")
+
+
+def _read_credentials(from_stdin: bool) -> Any:
+    from colibri.adapters.credentials import OperatorCredentials
+
+    if from_stdin:
+        lines = sys.stdin.read().split("\n")
+        if len(lines) < 3 or not all(lines[:3]):
+            raise InvalidInput("--stdin wants three lines: client id, client secret, master password")
+        values = lines[:3]
+    else:
+        values = [
+            typer.prompt("API key client_id (user.…)"),
+            typer.prompt("API key client_secret", hide_input=True),
+            typer.prompt("Master password", hide_input=True),
+        ]
+    return OperatorCredentials(*(SecretStr(v) for v in values))
+
+
+@vault_app.command("login")
+def login(
+    ctx: typer.Context,
+    files: Annotated[
+        bool,
+        typer.Option("--files", help="Store in vault_credentials_dir (headless hosts) instead of the keyring."),
+    ] = False,
+    from_stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read client id, client secret, master password as 3 lines.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Prove the operator's API key and master password against the vault, then store them."""
+    credentials = _read_credentials(from_stdin)
+    result = context.get(ctx).vault().login(credentials, "files" if files else "keyring")
+    if as_json:
+        output.emit_json(result)
+    else:
+        output.line(f"logged in; credentials stored in {result['stored_in']}")
+        output.line(f"collections visible: {len(result['collections'])}")
+
+
+@vault_app.command("status")
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Show what is configured and whether it works (never a credential's value)."""
+    result = context.get(ctx).vault().status()
+    if as_json:
+        output.emit_json(result)
+        return
+    present = result.get("credentials") or {}
+    shown = {**result, "credentials": ", ".join(f"{k} {'set' if v else 'MISSING'}" for k, v in present.items())}
+    shown["problems"] = "; ".join(result["problems"]) or None
+    keys = [k for k in shown if k != "problems"] + ["problems"]
+    output.fields(shown, keys)
+
+
+@vault_app.command("check")
+def check(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Unlock the vault, sync and list the organization's collections, then lock it again."""
+    result = context.get(ctx).vault().check()
+    if as_json:
+        output.emit_json(result)
+    else:
+        output.line(
+            f"vault OK: {len(result['collections'])} collections, {result['items']} items "
+            f"({result['bw_calls']} bw calls)"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("provision")(provision)
+    app.add_typer(vault_app)

@@ -1,0 +1,368 @@
+"""Provisioning a tenant's secrets into a 0600 ``.env`` inside its jail (or home, for spawn-local).
+
+Sources, in this order:
+1. a staged ``<staged_dir>/<tenant>/provider.env`` on the host (root-only), if present;
+2. nothing, when the tenant has no collection (``collection_name`` NULL): a no-op that says so;
+3. the tenant's Vaultwarden collection, resolved by name within the organization; its id is
+   stored, so a renamed or deleted collection is detected and reported.
+
+Fail-closed: any error leaves the previous ``.env`` exactly as it was, marks the tenant's secrets
+``stale`` with the reason, and is raised (``provision``) or reported (``provision_all``).  A batch
+costs one unlock, one sync and one listing of the organization's items, however many tenants.
+``secrets_changed_at`` moves only when a ``.env`` really changed: the daemon's cue to tell the
+agent.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from colibri.adapters import envfile
+from colibri.adapters.bitwarden import Bitwarden, VaultCollection, VaultItem, VaultSnapshot, normalise_url
+from colibri.adapters.credentials import CredentialStore, OperatorCredentials, read_staged
+from colibri.domain import TenantStatus
+from colibri.errors import ColibriError, SecretsError, TenantNotFound
+from colibri.store.db import Store
+from colibri.store.models import Tenant, utcnow
+from colibri.store.repos import TenantRepo
+
+JAIL_BACKENDS = ("sandbox", "bastille")
+
+
+class VaultReader(Protocol):
+    def snapshot(self, credentials: OperatorCredentials) -> VaultSnapshot: ...
+
+
+class CredentialSource(Protocol):
+    def load(self) -> OperatorCredentials: ...
+
+
+@dataclass(frozen=True)
+class SecretsConfig:
+    host: str
+    jail_user: str
+    staged_dir: Path
+    allowed_roots: tuple[Path, ...]
+    organization_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    tenant_id: str
+    outcome: str  # written | unchanged | skipped | failed
+    source: str | None = None
+    path: str | None = None
+    keys: tuple[str, ...] = ()
+    message: str = ""
+    error: ColibriError | None = None
+
+    def public(self) -> dict[str, Any]:
+        """JSON-able, without values (key names only)."""
+        shown: dict[str, Any] = {
+            "tenant_id": self.tenant_id,
+            "outcome": self.outcome,
+            "source": self.source,
+            "path": self.path,
+            "keys": list(self.keys),
+            "message": self.message,
+        }
+        if self.error is not None:
+            shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
+        return shown
+
+
+@dataclass(frozen=True)
+class _Plan:
+    tenant_id: str
+    host: str
+    collection_name: str | None
+    collection_id: str | None
+    backend: str | None
+    jail_root: str | None
+    staged: str | None  # the staged provider.env text
+    staged_error: ColibriError | None = None
+
+
+class SecretsService:
+    """Provision tenants' secrets.  Adapters and the store are given, never built here."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: SecretsConfig,
+        vault: VaultReader | None,
+        credentials: CredentialSource,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._vault = vault
+        self._credentials = credentials
+
+    def provision(self, tenant_id: str, *, rebind: bool = False) -> ProvisionResult:
+        """Provision one tenant; the spawn pipeline calls this before the agent starts.
+
+        ``rebind`` forgets the stored collection id and resolves the name again.  Raises
+        TenantNotFound, SecretsError/VaultLocked, PermissionDenied, CommandTimeout, ToolMissing;
+        the tenant is then marked stale and its old .env is untouched.
+        """
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            plan = self._plan(tenant)
+        result = self._run([plan], rebind=rebind, batch=False)[0]
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def provision_all(self) -> list[ProvisionResult]:
+        """Provision every tenant of this host that has a jail: one vault session for all.
+
+        Failures are reported per tenant (outcome ``failed``), never raised, except a store error.
+        """
+        with self._store.session() as session:
+            tenants = [t for t in TenantRepo(session).find() if t.host == self._config.host]
+            plans = [self._plan(t) for t in tenants]
+        return self._run(plans, rebind=False, batch=True)
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def _plan(self, tenant: Tenant) -> _Plan:
+        staged, staged_error = None, None
+        try:
+            staged = read_staged(self._config.staged_dir, tenant.tenant_id)
+        except ColibriError as exc:
+            staged_error = exc
+        return _Plan(
+            tenant.tenant_id,
+            tenant.host,
+            tenant.collection_name,
+            tenant.collection_id,
+            tenant.backend,
+            tenant.jail_root,
+            staged,
+            staged_error,
+        )
+
+    def _run(self, plans: Sequence[_Plan], *, rebind: bool, batch: bool) -> list[ProvisionResult]:
+        needs_vault = [
+            p for p in plans if p.staged is None and not p.staged_error and p.collection_name and self._has_target(p)
+        ]
+        snapshot: VaultSnapshot | None = None
+        vault_error: ColibriError | None = None
+        if needs_vault:
+            try:
+                snapshot = self._snapshot()
+            except ColibriError as exc:
+                vault_error = exc
+        results = []
+        for plan in plans:
+            try:
+                results.append(self._one(plan, snapshot, vault_error, rebind, batch))
+            except ColibriError as exc:
+                self._mark(plan.tenant_id, "stale", str(exc))
+                results.append(ProvisionResult(plan.tenant_id, "failed", message=str(exc), error=exc))
+        return results
+
+    def _has_target(self, plan: _Plan) -> bool:
+        return plan.host == self._config.host and bool(plan.jail_root) and plan.backend is not None
+
+    def _snapshot(self) -> VaultSnapshot:
+        if self._vault is None or not self._config.organization_id:
+            raise SecretsError(
+                "the vault is not configured (set vault_url and vault_organization_id), and no "
+                f"provider.env is staged in {self._config.staged_dir}"
+            )
+        return self._vault.snapshot(self._credentials.load())
+
+    # --- one tenant ----------------------------------------------------------------------------
+
+    def _one(
+        self,
+        plan: _Plan,
+        snapshot: VaultSnapshot | None,
+        vault_error: ColibriError | None,
+        rebind: bool,
+        batch: bool,
+    ) -> ProvisionResult:
+        if plan.staged_error is not None:
+            raise plan.staged_error
+        if plan.staged is None and not plan.collection_name:
+            self._mark(plan.tenant_id, "none", None)
+            return ProvisionResult(plan.tenant_id, "skipped", message="tenant has no collection: nothing to do")
+        if not self._has_target(plan):
+            reason = self._no_target_reason(plan)
+            if batch:
+                return ProvisionResult(plan.tenant_id, "skipped", message=reason)
+            raise SecretsError(reason)
+        collection_id = None
+        if plan.staged is not None:
+            source = "staged provider.env"
+            entries = envfile.parse_lines(plan.staged, f"{self._config.staged_dir}/{plan.tenant_id}/provider.env")
+        else:
+            if vault_error is not None:
+                raise vault_error
+            assert snapshot is not None and plan.collection_name is not None
+            source = f"collection {plan.collection_name}"
+            collection_id = resolve_collection(plan, snapshot.collections, self._config.organization_id, rebind)
+            entries = entries_of(snapshot.items, collection_id)
+        content = envfile.render(entries, f"secrets of tenant {plan.tenant_id} from {source}")
+        path, changed = self._write(plan, content)
+        self._mark(plan.tenant_id, "ok", None, changed=changed, collection_id=collection_id)
+        keys = tuple(sorted({e.key for e in entries}))
+        return ProvisionResult(
+            plan.tenant_id,
+            "written" if changed else "unchanged",
+            source,
+            str(path),
+            keys,
+            f"{len(keys)} keys from {source}" + ("" if changed else " (no change)"),
+        )
+
+    def _no_target_reason(self, plan: _Plan) -> str:
+        if plan.host != self._config.host:
+            return f"tenant {plan.tenant_id} runs on host {plan.host}, not on {self._config.host}"
+        return f"tenant {plan.tenant_id} has no jail yet: spawn it first"
+
+    def _write(self, plan: _Plan, content: bytes) -> tuple[Path, bool]:
+        assert plan.jail_root is not None
+        root = Path(plan.jail_root)
+        allowed = self._config.allowed_roots
+        if plan.backend in JAIL_BACKENDS:
+            return envfile.write_jail_env(root, self._config.jail_user, content, allowed)
+        if plan.backend == "local":
+            return envfile.write_home_env(root, content, allowed)
+        raise SecretsError(f"tenant {plan.tenant_id}: unknown jail backend {plan.backend!r}")
+
+    def _mark(
+        self,
+        tenant_id: str,
+        status: str,
+        error: str | None,
+        *,
+        changed: bool = False,
+        collection_id: str | None = None,
+    ) -> None:
+        now = utcnow()
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            if tenant is None:
+                return
+            tenant.secrets_status = status
+            tenant.secrets_error = error[:2000] if error else None
+            if status != "stale":
+                tenant.secrets_checked_at = now
+            if changed:
+                tenant.secrets_changed_at = now
+            if collection_id is not None:
+                tenant.collection_id = collection_id
+
+
+def resolve_collection(
+    plan: _Plan, collections: Sequence[VaultCollection], organization_id: str | None, rebind: bool
+) -> str:
+    """The id of the tenant's collection; a renamed, deleted or ambiguous one is an error."""
+    name, stored, tenant = plan.collection_name, plan.collection_id, plan.tenant_id
+    named = [c for c in collections if c.name == name]
+    if len(named) > 1:
+        raise SecretsError(f"{len(named)} collections are named {name!r} in the organization: rename all but one")
+    if stored and not rebind:
+        current = next((c for c in collections if c.id == stored), None)
+        if current is None:
+            hint = f"; a new collection of that name exists: 'colibri provision {tenant} --rebind' uses it"
+            raise SecretsError(
+                f"the collection {name!r} of tenant {tenant} (id {stored}) was deleted" + (hint if named else "")
+            )
+        if current.name != name:
+            raise SecretsError(
+                f"the collection of tenant {tenant} (id {stored}) was renamed from {name!r} to "
+                f"{current.name!r}: rename it back, or run 'colibri provision {tenant} --rebind'"
+            )
+        return stored
+    if not named:
+        raise SecretsError(f"collection {name!r} not found in organization {organization_id}")
+    return named[0].id
+
+
+def entries_of(items: Sequence[VaultItem], collection_id: str) -> list[envfile.Entry]:
+    """Custom fields and note lines of the collection's items, in a stable order."""
+    entries: list[envfile.Entry] = []
+    chosen = sorted((i for i in items if collection_id in i.collection_ids), key=lambda i: (i.name, i.id))
+    for item in chosen:
+        label = f"item {item.name!r} ({item.id})"
+        entries += [
+            envfile.Entry(name, value, f"{label} field {envfile.shown_key(name)}") for name, value in item.fields
+        ]
+        if item.notes:
+            entries += envfile.parse_lines(item.notes, f"{label} notes")
+    return entries
+
+
+class VaultService:
+    """``colibri vault login|status|check``: what is configured and whether it works, no values."""
+
+    def __init__(
+        self,
+        bitwarden: Bitwarden | None,
+        credentials: CredentialStore,
+        vault_url: str | None,
+        organization_id: str | None,
+    ) -> None:
+        self._bw = bitwarden
+        self._credentials = credentials
+        self._url = vault_url
+        self._org = organization_id
+
+    def _require_bw(self) -> Bitwarden:
+        if self._bw is None:
+            raise SecretsError("the vault is not configured: set vault_url and vault_organization_id")
+        return self._bw
+
+    def status(self) -> dict[str, Any]:
+        """Settings, which credentials are present, and bw's own state.  Never a value."""
+        shown: dict[str, Any] = {
+            "vault_url": self._url,
+            "organization_id": self._org,
+            "credentials_source": self._credentials.source(),
+            "credentials_dir": str(self._credentials.directory),
+        }
+        problems: list[str] = []
+        try:
+            shown["credentials"] = self._credentials.present()
+        except ColibriError as exc:
+            shown["credentials"] = {}
+            problems.append(str(exc))
+        if self._bw is None:
+            problems.append("vault_url and vault_organization_id must both be set")
+        else:
+            shown["bw_data_dir"] = str(self._bw.config.appdata_dir)
+            try:
+                state = self._bw.status()
+                shown["bw_server_url"] = state.server_url
+                shown["bw_login"] = state.status
+                shown["server_matches"] = state.server_url is not None and normalise_url(
+                    state.server_url
+                ) == normalise_url(self._bw.config.server_url)
+            except ColibriError as exc:
+                problems.append(str(exc))
+        shown["problems"] = problems
+        return shown
+
+    def check(self) -> dict[str, Any]:
+        """Unlock, sync and list the organization's collections once.  Raises on any failure."""
+        snapshot = self._require_bw().snapshot(self._credentials.load())
+        return {
+            "vault_url": self._url,
+            "organization_id": self._org,
+            "collections": sorted(c.name for c in snapshot.collections),
+            "items": len(snapshot.items),
+            "bw_calls": snapshot.bw_calls,
+        }
+
+    def login(self, credentials: OperatorCredentials, to: str) -> dict[str, Any]:
+        """Prove ``credentials`` against the vault (fresh login), then store them in ``to``
+        (``keyring`` or ``files``).  Nothing is stored when the proof fails."""
+        snapshot = self._require_bw().login(credentials)
+        where = self._credentials.save(credentials, to)
+        return {"stored_in": where, "collections": sorted(c.name for c in snapshot.collections)}

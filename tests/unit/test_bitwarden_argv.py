@@ -1,0 +1,271 @@
+"""The bw adapter with a FakeRunner injected: argv, environment, call order, error mapping."""
+
+import json
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from colibri.adapters.bitwarden import Bitwarden, BwConfig, normalise_url
+from colibri.adapters.credentials import OperatorCredentials
+from colibri.adapters.runner import CommandResult
+from colibri.errors import SecretsError, VaultLocked
+
+ORG = "7d3c7f2e-0000-4000-8000-000000000001"
+URL = "https://vault.example.org"
+CREDS = OperatorCredentials(SecretStr("user.abc"), SecretStr("client-secret-xyz"), SecretStr("master pw 42"))
+SESSION = "S" * 86 + "=="
+
+
+@dataclass
+class Call:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    secret_output: bool
+
+
+Reply = tuple[int, str, str]  # exit status, stdout, stderr
+
+
+@dataclass
+class FakeRunner:
+    """Scripted bw: ``replies`` maps the bw subcommand to a reply or a list of replies."""
+
+    replies: dict[str, Reply | list[Reply] | Callable[[Call], Reply]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120.0,
+        ok_codes: Collection[int] = (0,),
+        secret_output: bool = False,
+    ) -> CommandResult:
+        call = Call(tuple(argv), dict(env or {}), secret_output)
+        self.calls.append(call)
+        name = argv[1] if argv[1] not in ("list", "config") else f"{argv[1]} {argv[2]}"
+        reply = self.replies.get(name, (0, "", ""))
+        if isinstance(reply, list):
+            reply = reply.pop(0)
+        elif callable(reply):
+            reply = reply(call)
+        code, out, err = reply
+        assert code in ok_codes
+        return CommandResult(tuple(argv), code, out.encode(), err.encode())
+
+    def names(self) -> list[str]:
+        return [" ".join(c.argv[1:3]) if c.argv[1] in ("list", "config") else c.argv[1] for c in self.calls]
+
+
+def status(state: str = "locked", url: str | None = URL) -> Reply:
+    return (0, json.dumps({"serverUrl": url, "status": state, "userEmail": "op@example.org"}), "")
+
+
+def make(tmp_path: Path, runner: FakeRunner, ca: Path | None = None) -> Bitwarden:
+    config = BwConfig("/opt/bw", tmp_path / "bw", URL, ORG, ca, 30.0)
+    return Bitwarden(runner, config)
+
+
+def happy() -> FakeRunner:
+    return FakeRunner(
+        {
+            "status": status(),
+            "unlock": (0, SESSION + "\n", ""),
+            "list collections": (0, json.dumps([{"id": "c1", "name": "acme", "organizationId": ORG}]), ""),
+            "list items": (
+                0,
+                json.dumps(
+                    [
+                        {
+                            "id": "i1",
+                            "name": "env",
+                            "collectionIds": ["c1"],
+                            "notes": "A=1",
+                            "fields": [
+                                {"name": "B", "value": "2", "type": 1},
+                                {"name": "U", "value": None, "type": 3, "linkedId": 100},
+                            ],
+                            "login": {"username": "bob", "password": "pw"},
+                        }
+                    ]
+                ),
+                "",
+            ),
+        }
+    )
+
+
+def test_snapshot_is_one_unlock_one_sync_one_listing_then_lock(tmp_path: Path) -> None:
+    runner = happy()
+    snap = make(tmp_path, runner, ca=tmp_path / "ca.pem").snapshot(CREDS)
+    assert runner.names() == ["status", "unlock", "sync", "list collections", "list items", "lock"]
+    assert [c.argv for c in runner.calls[1:5]] == [
+        ("/opt/bw", "unlock", "--passwordenv", "BW_PASSWORD", "--raw"),
+        ("/opt/bw", "sync"),
+        ("/opt/bw", "list", "collections", "--organizationid", ORG),
+        ("/opt/bw", "list", "items", "--organizationid", ORG),
+    ]
+    assert snap.bw_calls == 6
+    assert [(c.id, c.name) for c in snap.collections] == [("c1", "acme")]
+    item = snap.items[0]
+    assert (item.notes, item.fields, item.collection_ids) == ("A=1", (("B", "2"), ("U", "bob")), ("c1",))
+
+
+def test_environment_and_secrets_never_in_argv(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["status"] = [status("unauthenticated"), status("locked")]
+    make(tmp_path, runner, ca=tmp_path / "ca.pem").snapshot(CREDS)
+    for call in runner.calls:
+        assert call.secret_output
+        assert call.env["BW_NOINTERACTION"] == "true"
+        assert call.env["BITWARDENCLI_APPDATA_DIR"] == str(tmp_path / "bw")
+        assert call.env["NODE_EXTRA_CA_CERTS"] == str(tmp_path / "ca.pem")
+        joined = " ".join(call.argv)
+        for secret in (*CREDS.values(), SESSION):
+            assert secret not in joined
+    by_name = {c.argv[1]: c for c in runner.calls}
+    assert by_name["login"].argv == ("/opt/bw", "login", "--apikey")
+    assert by_name["login"].env["BW_CLIENTID"] == "user.abc"
+    assert by_name["login"].env["BW_CLIENTSECRET"] == "client-secret-xyz"
+    assert by_name["unlock"].env["BW_PASSWORD"] == "master pw 42"
+    assert "BW_SESSION" not in by_name["unlock"].env and "BW_SESSION" not in by_name["lock"].env
+    assert by_name["sync"].env["BW_SESSION"] == SESSION
+    assert "BW_PASSWORD" not in by_name["sync"].env and "BW_CLIENTSECRET" not in by_name["sync"].env
+    assert stat_mode(tmp_path / "bw") == 0o700
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_fresh_data_dir_is_pointed_at_the_server_before_login(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["status"] = [status("unauthenticated", None), status("unauthenticated"), status("locked")]
+    make(tmp_path, runner).snapshot(CREDS)
+    assert runner.names()[:5] == ["status", "config server", "status", "login", "unlock"]
+    assert runner.calls[1].argv == ("/opt/bw", "config", "server", URL)
+
+
+def test_server_mismatch_refuses_before_any_credential_is_sent(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["status"] = status("locked", "https://evil.example.net")
+    with pytest.raises(SecretsError, match="refusing to send credentials"):
+        make(tmp_path, runner).snapshot(CREDS)
+    assert runner.names() == ["status"]
+
+
+@pytest.mark.parametrize(
+    ("given", "normal"),
+    [
+        ("HTTPS://Vault.Example.ORG:443/", "https://vault.example.org"),
+        ("https://vault.example.org/path//", "https://vault.example.org/path"),
+        ("https://127.0.0.1:8443", "https://127.0.0.1:8443"),
+    ],
+)
+def test_normalise_url(given: str, normal: str) -> None:
+    assert normalise_url(given) == normal
+
+
+def test_user_key_id_first_unlock_failure_is_retried_once(tmp_path: Path) -> None:
+    runner = happy()
+    backfill = (1, "", "Uncaught KeyIdBackfillError: API call failed during user key id backfill")
+    runner.replies["unlock"] = [backfill, (0, SESSION, "")]
+    make(tmp_path, runner).snapshot(CREDS)
+    assert runner.names().count("unlock") == 2
+
+
+def test_wrong_master_password_is_vault_locked_and_still_locks(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["unlock"] = (1, "", "Cryptography error, The decryption operation failed")
+    with pytest.raises(VaultLocked) as info:
+        make(tmp_path, runner).snapshot(CREDS)
+    assert str(info.value) == "bw unlock failed: wrong master password: bw could not decrypt the vault key"
+    assert runner.names() == ["status", "unlock", "lock"]
+
+
+def test_failure_after_unlock_still_locks_and_hides_output(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["sync"] = (1, "leaked-secret-stdout", "Syncing failed: FetchError: ... ECONNREFUSED 127.0.0.1")
+    with pytest.raises(SecretsError) as info:
+        make(tmp_path, runner).snapshot(CREDS)
+    assert str(info.value) == "bw sync failed: cannot reach the vault server (connection refused)"
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert runner.names()[-1] == "lock"
+
+
+def test_wrong_client_secret(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["status"] = status("unauthenticated")
+    runner.replies["login"] = (1, "", "client_id or client_secret is incorrect. Try again.")
+    with pytest.raises(SecretsError, match="wrong client id or secret"):
+        make(tmp_path, runner).snapshot(CREDS)
+    assert "unlock" not in runner.names()
+
+
+def test_garbage_output_is_an_error_without_the_output(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["list items"] = (0, "<html>secret-ish</html>", "")
+    with pytest.raises(SecretsError) as info:
+        make(tmp_path, runner).snapshot(CREDS)
+    assert str(info.value) == "bw list items printed something that is not JSON"
+
+
+def test_unlock_that_prints_nothing_is_not_success(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["unlock"] = (0, "", "")
+    with pytest.raises(VaultLocked, match="no session key"):
+        make(tmp_path, runner).snapshot(CREDS)
+
+
+def test_lock_serialises_threads(tmp_path: Path) -> None:
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def slow_sync(call: Call) -> Reply:
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        threading.Event().wait(0.05)
+        with guard:
+            inside -= 1
+        return (0, "", "")
+
+    runner = happy()
+    runner.replies["sync"] = slow_sync
+    bw = make(tmp_path, runner)
+    threads = [threading.Thread(target=bw.snapshot, args=(CREDS,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1 and runner.names().count("sync") == 4
+
+
+def test_login_logs_out_and_reconfigures_for_vault_login(tmp_path: Path) -> None:
+    runner = happy()
+    runner.replies["status"] = [
+        status("locked", "https://old.example.org"),
+        status("unauthenticated", "https://old.example.org"),
+        status("unauthenticated"),
+    ]
+    make(tmp_path, runner).login(CREDS)
+    assert runner.names() == [
+        "status",
+        "logout",
+        "status",
+        "config server",
+        "status",
+        "login",
+        "unlock",
+        "sync",
+        "list collections",
+        "lock",
+    ]

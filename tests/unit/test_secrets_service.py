@@ -1,0 +1,167 @@
+"""SecretsService with a fake vault injected at the adapter boundary, on a real SQLite store."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from colibri.adapters.bitwarden import VaultCollection, VaultItem, VaultSnapshot
+from colibri.adapters.credentials import OperatorCredentials
+from colibri.errors import PermissionDenied, SecretsError, TenantNotFound, VaultLocked
+from colibri.services.secrets import SecretsConfig, SecretsService
+from colibri.services.tenants import TenantService
+from colibri.store.db import Store
+from colibri.store.models import Tenant
+
+CREDS = OperatorCredentials(SecretStr("id"), SecretStr("secret"), SecretStr("pw"))
+
+
+@dataclass
+class FakeVault:
+    collections: list[VaultCollection] = field(default_factory=list)
+    items: list[VaultItem] = field(default_factory=list)
+    error: Exception | None = None
+    snapshots: int = 0
+
+    def snapshot(self, credentials: OperatorCredentials) -> VaultSnapshot:
+        self.snapshots += 1
+        if self.error is not None:
+            raise self.error
+        return VaultSnapshot(tuple(self.collections), tuple(self.items))
+
+
+class FakeCredentials:
+    def load(self) -> OperatorCredentials:
+        return CREDS
+
+
+@dataclass
+class World:
+    store: Store
+    vault: FakeVault
+    service: SecretsService
+    jails: Path
+    staged: Path
+
+    def add(self, tenant: str, collection: str | None = None) -> Path:
+        TenantService(self.store, "testhost").register(tenant, collection, None)
+        root = self.jails / tenant / "root"
+        (root / "home" / "agent").mkdir(parents=True)
+        (root / "etc").mkdir()
+        (root / "etc" / "passwd").write_text(f"agent:*:{os.geteuid()}:{os.getegid()}::/home/agent:/bin/sh\n")
+        with self.store.session() as session:
+            row = session.get(Tenant, tenant)
+            assert row is not None
+            row.backend, row.jail_root = "sandbox", str(root)
+        return root / "home" / "agent" / ".env"
+
+    def row(self, tenant: str) -> Tenant:
+        with self.store.session() as session:
+            row = session.get(Tenant, tenant)
+            assert row is not None
+            return row
+
+
+@pytest.fixture(name="world")
+def world_fixture(tmp_path: Path) -> World:
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    vault = FakeVault(
+        [VaultCollection("c-acme", "acme"), VaultCollection("c-beta", "beta")],
+        [
+            VaultItem("i1", "env", ("c-acme",), "A=1\n# note\n", (("B", "two"),)),
+            VaultItem("i2", "beta", ("c-beta",), None, (("X", "x"),)),
+        ],
+    )
+    config = SecretsConfig("testhost", "agent", tmp_path / "staged", (tmp_path / "jails",), "org-1")
+    return World(
+        store, vault, SecretsService(store, config, vault, FakeCredentials()), tmp_path / "jails", tmp_path / "staged"
+    )
+
+
+def test_provision_writes_then_changes_nothing(world: World) -> None:
+    env = world.add("acme")
+    result = world.service.provision("acme")
+    assert (result.outcome, result.keys, result.source) == ("written", ("A", "B"), "collection acme")
+    assert env.read_text().split("\n")[1:] == ["A='1'", "B='two'", ""]
+    row = world.row("acme")
+    assert (row.secrets_status, row.collection_id, row.secrets_error) == ("ok", "c-acme", None)
+    changed_at = row.secrets_changed_at
+    assert world.service.provision("acme").outcome == "unchanged"
+    assert world.row("acme").secrets_changed_at == changed_at
+
+
+def test_vault_error_keeps_old_env_and_marks_stale(world: World) -> None:
+    env = world.add("acme")
+    world.service.provision("acme")
+    before = env.read_bytes()
+    world.vault.error = VaultLocked("bw unlock failed: wrong master password")
+    with pytest.raises(VaultLocked):
+        world.service.provision("acme")
+    assert env.read_bytes() == before
+    row = world.row("acme")
+    assert (row.secrets_status, row.secrets_error) == ("stale", "bw unlock failed: wrong master password")
+
+
+def test_no_collection_is_a_noop_that_says_so(world: World) -> None:
+    env = world.add("plain", collection="")
+    result = world.service.provision("plain")
+    assert (result.outcome, result.message) == ("skipped", "tenant has no collection: nothing to do")
+    assert not env.exists() and world.vault.snapshots == 0
+    assert world.row("plain").secrets_status == "none"
+
+
+def test_missing_renamed_and_deleted_collections(world: World) -> None:
+    world.add("ghost")
+    with pytest.raises(SecretsError, match="collection 'ghost' not found in organization org-1"):
+        world.service.provision("ghost")
+    world.add("acme")
+    world.service.provision("acme")
+    world.vault.collections[0] = VaultCollection("c-acme", "acme-renamed")
+    with pytest.raises(SecretsError, match="renamed from 'acme' to 'acme-renamed'"):
+        world.service.provision("acme")
+    world.vault.collections[0] = VaultCollection("c-new", "acme")
+    with pytest.raises(SecretsError, match=r"\(id c-acme\) was deleted; a new collection"):
+        world.service.provision("acme")
+    world.vault.items[0] = VaultItem("i1", "env", ("c-new",), "A=9", ())
+    assert world.service.provision("acme", rebind=True).outcome == "written"
+    assert world.row("acme").collection_id == "c-new"
+
+
+def test_batch_uses_one_snapshot_and_reports_each_tenant(world: World) -> None:
+    world.add("acme")
+    world.add("beta")
+    world.add("ghost")
+    TenantService(world.store, "testhost").register("nojail", None, None)
+    results = {r.tenant_id: r for r in world.service.provision_all()}
+    assert world.vault.snapshots == 1
+    assert {k: r.outcome for k, r in results.items()} == {
+        "acme": "written",
+        "beta": "written",
+        "ghost": "failed",
+        "nojail": "skipped",
+    }
+    assert results["nojail"].message == "tenant nojail has no jail yet: spawn it first"
+
+
+def test_staged_provider_env_wins_and_must_be_root_only(world: World) -> None:
+    env = world.add("acme")
+    folder = world.staged / "acme"
+    folder.mkdir(parents=True, mode=0o700)
+    world.staged.chmod(0o700)
+    (folder / "provider.env").write_text("OPENROUTER_API_KEY=sk-or-1\n")
+    (folder / "provider.env").chmod(0o600)
+    result = world.service.provision("acme")
+    assert (result.source, result.keys) == ("staged provider.env", ("OPENROUTER_API_KEY",))
+    assert env.read_text().endswith("OPENROUTER_API_KEY='sk-or-1'\n")
+    assert world.vault.snapshots == 0
+    (folder / "provider.env").chmod(0o644)
+    with pytest.raises(PermissionDenied, match=r"provider.env is mode 0644"):
+        world.service.provision("acme")
+    assert world.row("acme").secrets_status == "stale"
+
+
+def test_unknown_tenant(world: World) -> None:
+    with pytest.raises(TenantNotFound):
+        world.service.provision("nobody")
