@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     jail_ip_pool: str = "10.17.89.0/24"
     sandbox_dir: Path | None = None
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
+    skills_dir: Path | None = None
 
     # secrets
     vault_url: str | None = None

@@ -76,12 +76,7 @@ class Sandbox:
         try:
             building.mkdir(mode=0o700)
             self._build_root(building / "root", name, source)
-            marker: dict[str, Any] = {
-                "created_by": "colibri",
-                "name": name,
-                "template": template,
-                "mounts": [],
-            }
+            marker: dict[str, Any] = {"created_by": "colibri", "name": name, "template": template}
             (building / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
             (building / "run").mkdir(mode=0o700)
             os.rename(building, self._dir / name)
@@ -126,11 +121,14 @@ class Sandbox:
         if self._init_pid(name):
             return self.info(name)
         run = self._dir / name / "run"
+        run.mkdir(mode=0o700, exist_ok=True)
         read_end, write_end = os.pipe()
         log = (run / "console.log").open("ab")
         try:
+            # setsid -f: bwrap runs in a session of its own and is not our child, so it outlives
+            # this process and leaves no zombie behind.
             proc = subprocess.Popen(
-                self._bwrap_argv(name, write_end),
+                ["setsid", "-f", *self._bwrap_argv(name, write_end)],
                 pass_fds=(write_end,),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -145,12 +143,11 @@ class Sandbox:
             log.close()
         with os.fdopen(read_end, "rb") as info_pipe:
             raw = info_pipe.read(4096)
+        proc.wait(timeout=30)
         if not raw:
-            proc.wait(timeout=10)
             raise JailError(f"sandbox jail {name} did not start (see {run / 'console.log'})")
-        outer = proc.pid
         ns_init = int(json.loads(raw)["child-pid"])
-        (run / "pids.json").write_text(json.dumps({"bwrap": outer, "ns_init": ns_init}))
+        (run / "pids.json").write_text(json.dumps({"ns_init": ns_init}))
         init = self._wait_for_init(ns_init)
         if init is None:
             self._kill(name)
@@ -195,9 +192,10 @@ class Sandbox:
         init = _first_child(pids["ns_init"])
         if init is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGTERM)
-        if not _wait_gone(pids["ns_init"], 10.0):
-            self._kill(name)
+                os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
+            _wait_gone(init, 10.0)
+        if not _wait_gone(pids["ns_init"], 1.0):
+            self._kill(name)  # whatever is left in the namespace
         (self._dir / name / "run" / "pids.json").unlink(missing_ok=True)
         state = self.info(name)
         if state.state is not JailState.STOPPED:
@@ -208,9 +206,8 @@ class Sandbox:
         pids = self._pids(name)
         if pids is None:
             return
-        for pid in (pids["ns_init"], pids["bwrap"]):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pids["ns_init"], signal.SIGKILL)  # pid 1 of the namespace: takes all with it
         _wait_gone(pids["ns_init"], 5.0)
 
     def restart(self, name: str) -> JailInfo:
@@ -267,29 +264,26 @@ class Sandbox:
             jailfs.write_file(self.root(name), jail_path, source.read_bytes(), mode=mode)
 
     def mount(self, name: str, mount: Mount) -> None:
-        """Record a bind mount; bubblewrap applies it at the jail's next start."""
-        marker = self._require(name)
-        entry = {
-            "host_path": str(mount.host_path),
-            "jail_path": mount.jail_path,
-            "read_only": mount.read_only,
-        }
-        if entry in marker["mounts"]:
+        """Record a bind mount (in ``mounts.json`` beside the root); bubblewrap applies it at the
+        jail's next start."""
+        self._require(name)
+        entry = {"host_path": str(mount.host_path), "jail_path": mount.jail_path, "read_only": mount.read_only}
+        mounts = self._mount_entries(name)
+        if entry in mounts:
             return
         if not mount.host_path.is_dir() or mount.host_path.is_symlink():
             raise JailError(f"cannot mount {mount.host_path}: not a directory")
-        jailfs.open_dir(self.root(name), mount.jail_path, create=True).__enter__()
-        marker["mounts"].append(entry)
-        self._write_marker(name, marker)
+        with jailfs.open_dir(self.root(name), mount.jail_path, create=True):
+            pass
+        path = self._dir / name / "mounts.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([*mounts, entry], indent=2) + "\n")
+        tmp.replace(path)
 
     # ---- helpers ---------------------------------------------------------------------------------
-    def _require(self, name: str) -> dict[str, Any]:
-        marker = self._marker(name)
-        if marker is None:
-            if self.info(name).state is JailState.ABSENT:
-                raise JailNotFound(name)
-            return {"mounts": []}
-        return marker
+    def _require(self, name: str) -> None:
+        if self.info(name).state is JailState.ABSENT:
+            raise JailNotFound(name)
 
     def _marker(self, name: str) -> dict[str, Any] | None:
         path = self._dir / name / MARKER
@@ -299,15 +293,15 @@ class Sandbox:
             return None
         return data if data.get("created_by") == "colibri" else None
 
-    def _write_marker(self, name: str, marker: dict[str, Any]) -> None:
-        path = self._dir / name / MARKER
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(marker, indent=2) + "\n")
-        os.replace(tmp, path)
+    def _mount_entries(self, name: str) -> list[dict[str, Any]]:
+        try:
+            entries: list[dict[str, Any]] = json.loads((self._dir / name / "mounts.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return entries
 
     def _mounts(self, name: str) -> list[Mount]:
-        marker = self._marker(name) or {"mounts": []}
-        return [Mount(Path(m["host_path"]), m["jail_path"], bool(m["read_only"])) for m in marker["mounts"]]
+        return [Mount(Path(m["host_path"]), m["jail_path"], bool(m["read_only"])) for m in self._mount_entries(name)]
 
     def _pids(self, name: str) -> dict[str, int] | None:
         try:
@@ -338,12 +332,21 @@ def _first_child(pid: int) -> int | None:
     return int(children[0]) if children else None
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has released its namespace)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
+        if not _alive(pid):
             return True
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    return not Path(f"/proc/{pid}").exists()
+        time.sleep(0.02)
+    return not _alive(pid)

@@ -76,7 +76,7 @@ class Context:
         settings = self.settings
         paths = SpawnPaths(
             settings.run_dir,
-            shipped("skills"),
+            settings.skills_dir or shipped("skills"),
             settings.jail_user,
             settings.jail_ip_pool,
             settings.jail_template,

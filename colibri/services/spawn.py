@@ -243,6 +243,9 @@ class SpawnService:
         name = tenant.jail_name
         root = self._backend.root(name)
         source = self._paths.skills_dir / "mother"
+        for rel in ("var/log", "var/run"):  # an adopted jail may lack them
+            with jailfs.open_dir(root, rel, create=True):
+                pass
         jailfs.copy_tree(source, root, SKILL_DIR)
         jailfs.copy_tree(source / "handlers", root, HANDLERS_DIR)
         caps = json.loads(tenant.capabilities or "[]")

@@ -1,0 +1,224 @@
+"""The spawn pipeline on the real sandbox backend, through the CLI.
+
+The mother skill here is a stand-in that only stays up (skills_dir points at it): these tests are
+about the pipeline (steps, resume, faults, adoption, locks).  The real mother skill runs in the
+end-to-end test of the whole chain.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from colibri.cli import run
+from tests.conftest import require
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+STAND_IN = """\
+import json, sys, time
+identity = json.load(open(sys.argv[sys.argv.index("--identity") + 1]))
+print("stand-in mother up for", identity["tenant"], flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.fixture(autouse=True)
+def sandbox_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import shutil
+
+    require(shutil.which("bwrap") is not None, "bubblewrap")
+    require(os.geteuid() == 0, "root")
+    skills = tmp_path / "skills"
+    (skills / "mother/handlers").mkdir(parents=True)
+    (skills / "mother/mother.py").write_text(STAND_IN)
+    echo = skills / "mother/handlers/echo"
+    echo.write_text("#!/bin/sh\ncat\n")
+    echo.chmod(0o755)
+    monkeypatch.setenv("COLIBRI_SKILLS_DIR", str(skills))
+    monkeypatch.setenv("COLIBRI_JAIL_BACKEND", "sandbox")
+    return skills
+
+
+@pytest.fixture(name="invoke")
+def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def stop_all_jails(invoke: Invoke) -> object:
+    yield None
+    code, out, _ = invoke("list-tenants", "--json")
+    for tenant in json.loads(out)["data"] if code == 0 else []:
+        if tenant["status"] in ("active", "failed", "spawning"):
+            invoke("destroy-agent", tenant["tenant_id"], "--yes")
+
+
+def tenant(invoke: Invoke, name: str) -> dict[str, object]:
+    code, out, err = invoke("show-tenant", name, "--json")
+    assert code == 0, err
+    record: dict[str, object] = json.loads(out)["data"]
+    return record
+
+
+def jail_ps(name: str) -> str:
+    from colibri.cli.context import Context
+
+    return Context().backend().exec(name, ["/bin/sh", "-c", "ps -eo user,args"]).out
+
+
+def test_spawn_reconcile_destroy(invoke: Invoke) -> None:
+    assert invoke("register-tenant", "demo", "--collection", "")[0] == 0
+    code, out, err = invoke("spawn-agent", "demo", "--capability", "echo", "--json")
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    done = [e["step"] for e in events if e.get("state") == "done"]
+    assert done == ["jail_created", "jail_started", "secrets_provisioned", "mother_installed", "mother_started"]
+    assert events[-1] == {"ok": True, "active": ["demo"]}
+    record = tenant(invoke, "demo")
+    assert (record["status"], record["spawn_step"], record["backend"]) == ("active", "active", "sandbox")
+    assert record["capabilities"] == [{"name": "echo", "version": "1"}]
+    ps = jail_ps("demo")
+    assert "agent " in ps and "mother.py --identity /usr/local/etc/colibri/agent.json" in ps
+    root = Path(str(record["jail_root"]))
+    identity = json.loads((root / "usr/local/etc/colibri/agent.json").read_text())
+    assert identity["tenant"] == "demo" and identity["socket"] == "/var/run/colibri/agent.sock"
+    assert invoke("reconcile") == (0, "no drift\n", "")
+    again = invoke("spawn-agent", "demo")  # converges: nothing to do, still one agent
+    assert again[0] == 0
+    assert jail_ps("demo").count("mother.py") == 1
+    assert invoke("destroy-agent", "demo", "--yes")[0] == 0
+    assert not root.exists()
+    assert tenant(invoke, "demo")["status"] == "registered"
+
+
+def test_failure_marks_failed_and_a_rerun_converges(invoke: Invoke, sandbox_env: Path) -> None:
+    invoke("register-tenant", "demo", "--collection", "")
+    mother = sandbox_env / "mother/mother.py"
+    mother.write_text("import sys\nsys.exit('refusing: no .env')\n")
+    code, _, err = invoke("spawn-agent", "demo")
+    assert code == 11
+    assert "the mother skill exited right after starting in jail demo" in err
+    record = tenant(invoke, "demo")
+    assert record["status"] == "failed"
+    assert record["spawn_step"] == "mother_installed"
+    assert "mother skill exited" in str(record["last_error"])
+    mother.write_text(STAND_IN)
+    assert invoke("spawn-agent", "demo")[0] == 0
+    assert tenant(invoke, "demo")["status"] == "active"
+
+
+def test_unknown_template_and_capability_without_handler(invoke: Invoke) -> None:
+    invoke("register-tenant", "demo", "--collection", "")
+    code, _, err = invoke("spawn-agent", "demo", "--template", "colibri/nope")
+    assert (code, err) == (4, f"colibri: template not found: colibri/nope (sandbox templates live in {_jails()})\n")
+    assert tenant(invoke, "demo")["status"] == "failed"
+    code, _, err = invoke("spawn-agent", "demo", "--template", "colibri/agent", "--capability", "paint")
+    assert code == 7
+    assert "no handler for capability paint" in err
+    assert invoke("spawn-agent", "demo", "--capability", "../x")[0] == 7
+
+
+def _jails() -> Path:
+    from colibri.resources import shipped
+
+    return shipped("jails")
+
+
+def test_a_foreign_jail_is_refused_then_adopted_and_never_destroyed(invoke: Invoke, tmp_path: Path) -> None:
+    from colibri.cli.context import Context
+
+    invoke("register-tenant", "demo", "--collection", "")
+    sandbox = Context().backend()
+    root = sandbox.root("demo")
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nagent:x:1001:1001::/home/agent:/bin/sh\n")
+    for rel in ("etc/rc.d", "usr/local", "home/agent", "tmp"):
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    (root / "etc/rc").write_text((_jails() / "agent/sandbox/etc/rc").read_text())
+    (root / "etc/rc.d/colibri_mother").write_text((_jails() / "agent/sandbox/etc/rc.d/colibri_mother").read_text())
+    (root / "etc/rc.d/colibri_mother").chmod(0o755)
+    for top in ("bin", "lib", "lib64", "sbin"):
+        if Path("/" + top).is_symlink():
+            (root / top).symlink_to(Path("/" + top).readlink())
+    code, _, err = invoke("spawn-agent", "demo")
+    assert code == 5 and "colibri did not create it" in err
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(link))
+    assert code == 11 and "is a symlink" in err
+    code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(tmp_path))
+    assert code == 11 and "its root is" in err
+    code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(root))
+    assert code == 0, err
+    assert tenant(invoke, "demo")["adopted"] is True
+    code, _, err = invoke("destroy-agent", "demo", "--yes")
+    assert code == 5 and "adopted" in err
+    assert root.exists()
+    invoke("stop-agent", "demo")
+
+
+def test_parallel_spawns_of_different_tenants(invoke: Invoke) -> None:
+    for name in ("ant", "bee", "cow"):
+        invoke("register-tenant", name, "--collection", "")
+    code, out, err = invoke("spawn-agent", "ant", "bee", "cow")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "active: ant bee cow"
+    assert {t["status"] for t in json.loads(invoke("list-tenants", "--json")[1])["data"]} == {"active"}
+
+
+def test_two_spawns_of_one_tenant_at_once(invoke: Invoke) -> None:
+    invoke("register-tenant", "demo", "--collection", "")
+    results: list[int] = []
+
+    def spawn() -> None:
+        results.append(subprocess.run(_cli("spawn-agent", "demo"), capture_output=True, check=False).returncode)
+
+    threads = [threading.Thread(target=spawn) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) in ([0, 0], [0, 5])  # the loser is told another spawn holds the tenant
+    assert tenant(invoke, "demo")["status"] == "active"
+    assert jail_ps("demo").count("mother.py") == 1
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "colibri", *args]
+
+
+@pytest.mark.parametrize(
+    "step", ["jail_created", "jail_started", "secrets_provisioned", "mother_installed", "mother_started"]
+)
+def test_kill_9_at_a_step_boundary_then_rerun_converges(invoke: Invoke, step: str) -> None:
+    invoke("register-tenant", "demo", "--collection", "")
+    proc = subprocess.Popen(_cli("spawn-agent", "demo", "--capability", "echo", "--json"), stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("step") == step and event.get("state") == "done":
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode in (-signal.SIGKILL, 0)
+    code, _, err = invoke("spawn-agent", "demo")
+    assert code == 0, err
+    record = tenant(invoke, "demo")
+    assert (record["status"], record["spawn_step"]) == ("active", "active")
+    assert jail_ps("demo").count("mother.py") == 1
+    assert invoke("reconcile") == (0, "no drift\n", "")
