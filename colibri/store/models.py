@@ -73,3 +73,61 @@ def tenant_public(tenant: Tenant) -> dict[str, Any]:
         "secrets_changed_at": _iso(tenant.secrets_changed_at),
         "secrets_checked_at": _iso(tenant.secrets_checked_at),
     }
+
+
+# ---- the hive (migration 0004): agents, tasks, lanes --------------------------------------------
+
+
+class Agent(SQLModel, table=True):
+    """One agent: a mother in a tenant's jail, or a shared lane agent on an operator's lane socket.
+
+    ``key`` is ``<tenant>/<agent_id>`` or ``lane:<lane>/<agent_id>``: the owner comes from the socket
+    the agent registered on, so two tenants may use the same agent id without meeting.
+    """
+
+    __tablename__ = "agents"
+
+    key: str = Field(primary_key=True, max_length=140)
+    agent_id: str = Field(max_length=64)
+    tenant_id: str | None = Field(default=None, max_length=64, index=True)
+    lane: str | None = Field(default=None, max_length=64)
+    capabilities: str = "[]"  # JSON list of {"name": ..., "version": ...}
+    mother_version: str | None = Field(default=None, max_length=32)
+    state: str = Field(max_length=16, index=True)
+    registered_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    state_changed_at: datetime = Field(default_factory=utcnow)
+
+
+class Task(SQLModel, table=True):
+    """A unit of work for one capability.  ``tenant_id`` None: an operator's task (lane agents only)."""
+
+    __tablename__ = "tasks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str | None = Field(default=None, max_length=64, index=True)
+    capability: str = Field(max_length=64)
+    payload: str = "null"  # JSON
+    state: str = Field(max_length=16, index=True)
+    attempts: int = 0
+    max_attempts: int = 3
+    submitted_by: str = Field(default="operator", max_length=140)
+    agent_key: str | None = Field(default=None, max_length=140)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = None  # seconds since the epoch, survives restarts
+    result: str | None = None  # JSON
+    error: str | None = Field(default=None, max_length=4000)
+    exit_status: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    claimed_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Lane(SQLModel, table=True):
+    """A shared lane declared by the operator: its agents may take any tenant's tasks."""
+
+    __tablename__ = "lanes"
+
+    name: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)

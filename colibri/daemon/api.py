@@ -1,0 +1,304 @@
+"""The routes of API version 1 (docs/openapi.yaml), for the admin socket and the agent sockets.
+
+Each agent socket is bound to one tenant (or lane) when it is opened; every handler gets that
+``Scope`` from the socket and checks any ``tenant`` a body names against it (403 when it differs).
+Errors are ColibriErrors raised by the service, mapped here once to a status and a JSON envelope
+``{"error": {"type", "code", "message"}}`` whose ``code`` is colibri's exit code.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from colibri import __version__
+from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response
+from colibri.daemon.metrics import CONTENT_TYPE
+from colibri.errors import (
+    AgentNotFound,
+    ColibriError,
+    CommandTimeout,
+    Conflict,
+    DaemonError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StoreError,
+)
+from colibri.services.hive import AGENT_STATES, FINISHED, TASK_STATES, Scope, parse_capabilities, validate_name
+
+if TYPE_CHECKING:
+    from colibri.daemon.server import Daemon
+
+log = logging.getLogger("colibri.daemon")
+MAX_WAIT = 30.0
+ACTIONS = frozenset({"reload-secrets"})
+_STATUS: list[tuple[type[ColibriError], int]] = [
+    (NotFound, 404), (Conflict, 409), (PermissionDenied, 403), (InvalidInput, 400),
+    (StoreError, 503), (CommandTimeout, 504), (DaemonError, 503),
+]  # fmt: skip
+
+Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
+
+
+def error_for(exc: ColibriError) -> Response:
+    status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+    return error_response(status, type(exc).__name__, exc.exit_code, str(exc))
+
+
+def _object(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+def _claim_check(body: dict[str, Any], scope: Scope) -> None:
+    """An agent on tenant A's socket may not name tenant B (the socket decides, not the body)."""
+    named = body.get("tenant")
+    if named is not None and scope.kind != "admin" and named != scope.name:
+        raise PermissionDenied(f"this socket belongs to {scope.kind} {scope.name}; it cannot act for {named!r}")
+
+
+def _number(value: object, what: str, low: float, high: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} must be a number") from None
+    if number != number:  # NaN
+        raise InvalidInput(f"{what} must be a number")
+    return min(max(number, low), high)
+
+
+def _task_id(request: Request) -> int:
+    raw = request.params["task_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput(f"invalid task id {raw[:20]!r}")
+    return int(raw)
+
+
+class Api:
+    """Route handlers over the daemon's state.  ``handler(scope)`` is what a socket serves."""
+
+    def __init__(self, daemon: "Daemon") -> None:
+        self.d = daemon
+        self.admin = Router()
+        self.agent = Router()
+        self.metrics_only = Router()
+        for router in (self.admin, self.agent):
+            router.add("GET", "/health", self.health)
+            router.add("POST", "/v1/tasks", self.submit)
+            router.add("GET", "/v1/tasks/{task_id}", self.task)
+        self.admin.add("GET", "/metrics", self.metrics)
+        self.admin.add("GET", "/v1/agents", self.agents)
+        self.admin.add("GET", "/v1/tasks", self.tasks)
+        self.admin.add("POST", "/v1/tenants/{tenant}/socket", self.open_socket)
+        self.admin.add("DELETE", "/v1/tenants/{tenant}/socket", self.close_socket)
+        self.admin.add("POST", "/v1/tenants/{tenant}/actions", self.action)
+        self.admin.add("POST", "/v1/lanes/{lane}", self.declare_lane)
+        self.agent.add("POST", "/v1/agent/register", self.register)
+        self.agent.add("POST", "/v1/agent/heartbeat", self.heartbeat)
+        self.agent.add("POST", "/v1/agent/deregister", self.deregister)
+        self.agent.add("POST", "/v1/tasks/claim", self.claim)
+        self.agent.add("POST", "/v1/tasks/{task_id}/result", self.result)
+        self.metrics_only.add("GET", "/metrics", self.metrics)
+        self.metrics_only.add("GET", "/health", self.health)
+
+    def handler(self, scope: Scope, router: Router | None = None) -> Callable[[Request], Any]:
+        routes = router or (self.admin if scope.kind == "admin" else self.agent)
+        kind = scope.kind
+        metrics = self.d.metrics
+
+        def handle(request: Request) -> "Response | Awaitable[Response]":
+            response = self._dispatch(routes, request, scope)
+            if isinstance(response, Response):
+                metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
+                return response
+            return self._later(response, kind)
+
+        return handle
+
+    def _dispatch(self, routes: Router, request: Request, scope: Scope) -> "Response | Awaitable[Response]":
+        if self.d.stopping:
+            return error_response(503, "DaemonError", 16, "the daemon is stopping", close=True)
+        target = routes.match(request)
+        if target == 404:
+            version = request.path.split("/")[1] if request.path.count("/") > 1 else ""
+            if version.startswith("v") and version != "v1":
+                message = f"unsupported API version {version!r}: this daemon speaks v1"
+            else:
+                message = f"no such route: {request.path[:100]}"
+            return error_response(404, "NotFound", 4, message)
+        if target == 405:
+            return error_response(405, "InvalidInput", 7, f"method {request.method} not allowed here")
+        assert callable(target)
+        try:
+            return target(request, scope)  # type: ignore[no-any-return]
+        except ColibriError as exc:
+            return error_for(exc)
+        except BadRequest as exc:
+            return error_response(exc.status, "InvalidInput", 7, str(exc))
+
+    async def _later(self, pending: Awaitable[Response], kind: str) -> Response:
+        try:
+            response = await pending
+        except ColibriError as exc:
+            response = error_for(exc)
+        except BadRequest as exc:
+            response = error_response(exc.status, "InvalidInput", 7, str(exc))
+        self.d.metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
+        return response
+
+    # ---- agents ---------------------------------------------------------------------------------
+
+    async def register(self, request: Request, scope: Scope) -> Response:
+        body = _object(request)
+        _claim_check(body, scope)
+        agent_id = validate_name(body.get("agent_id"), "agent id")
+        capabilities = parse_capabilities(body.get("capabilities", []))
+        mother = body.get("mother_version")
+        if mother is not None and (not isinstance(mother, str) or len(mother) > 32):
+            raise InvalidInput("mother_version must be a string of at most 32 characters")
+        record, requeued = await self.d.db(self.d.hive.register, scope, agent_id, capabilities, mother)
+        agent = self.d.registry.upsert(record)
+        self.d.after_requeue(requeued)
+        stale, lost = self.d.policy.ttls(agent.interval)
+        log.info("agent %s registered (%s)", agent.key, ", ".join(sorted(agent.capabilities)) or "no capabilities")
+        answer = {"agent": record, "interval": round(agent.interval, 3), "stale_after": stale, "lost_after": lost}
+        return json_response(200, {**answer, "lease_seconds": self.d.policy.lease_seconds})
+
+    def heartbeat(self, request: Request, scope: Scope) -> Response:
+        body = _object(request)
+        _claim_check(body, scope)
+        key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
+        agent = self.d.registry.beat(key)
+        if agent is None:
+            raise AgentNotFound(f"agent not registered (or lost): {key}; register again")
+        actions = self.d.registry.take_actions(agent) if agent.actions else []
+        return json_response(200, {"interval": round(agent.interval, 3), "actions": actions})
+
+    async def deregister(self, request: Request, scope: Scope) -> Response:
+        body = _object(request)
+        _claim_check(body, scope)
+        key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
+        requeued = await self.d.db(self.d.hive.deregister, key)
+        self.d.registry.remove(key)
+        self.d.after_requeue(requeued)
+        log.info("agent %s deregistered", key)
+        return json_response(200, {"agent": key, "requeued": [r.task_id for r in requeued]})
+
+    async def agents(self, request: Request, scope: Scope) -> Response:
+        state = request.query.get("state")
+        if state is not None and state not in AGENT_STATES:
+            raise InvalidInput(f"unknown agent state {state[:20]!r}: one of {', '.join(AGENT_STATES)}")
+        stored = await self.d.db(self.d.hive.agents, request.query.get("tenant"), None)
+        shown = []
+        for record in stored:
+            live = self.d.registry.get(record["key"])
+            if live is not None:
+                record["state"] = live.state
+                record["heartbeat_interval"] = round(live.interval, 3)
+            if state is None or record["state"] == state:
+                shown.append(record)
+        return json_response(200, {"agents": shown})
+
+    async def action(self, request: Request, scope: Scope) -> Response:
+        body = _object(request)
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise InvalidInput(f"unknown action {str(action)[:30]!r}: one of {', '.join(sorted(ACTIONS))}")
+        count = self.d.registry.queue_action(request.params["tenant"], action)
+        return json_response(200, {"tenant": request.params["tenant"], "action": action, "agents": count})
+
+    # ---- tasks ----------------------------------------------------------------------------------
+
+    async def submit(self, request: Request, scope: Scope) -> Response:
+        body = _object(request)
+        _claim_check(body, scope)
+        if "payload" not in body:
+            raise InvalidInput("a task needs a payload (any JSON value)")
+        tenant = body.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise InvalidInput("tenant must be a string")
+        task = await self.d.db(self.d.hive.submit, scope, body.get("capability"), body["payload"], tenant)
+        self.d.metrics.inc("colibri_tasks_submitted_total")
+        self.d.notify(task["tenant"], task["capability"])
+        task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])
+        return json_response(201, task)
+
+    async def task(self, request: Request, scope: Scope) -> Response:
+        task_id = _task_id(request)
+        wait = _number(request.query.get("wait", 0), "wait", 0, MAX_WAIT)
+        task = await self.d.db(self.d.hive.task, scope, task_id)
+        if wait > 0 and task["state"] not in FINISHED:
+            event = self.d.task_event(task_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), wait)
+            task = await self.d.db(self.d.hive.task, scope, task_id)
+        if task["state"] == "queued":
+            task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])
+        return json_response(200, task)
+
+    async def tasks(self, request: Request, scope: Scope) -> Response:
+        state = request.query.get("state")
+        if state is not None and state not in TASK_STATES:
+            raise InvalidInput(f"unknown task state {state[:20]!r}: one of {', '.join(TASK_STATES)}")
+        limit = int(_number(request.query.get("limit", 100), "limit", 1, 1000))
+        found = await self.d.db(self.d.hive.tasks, request.query.get("tenant"), state, limit)
+        return json_response(200, {"tasks": found})
+
+    async def claim(self, request: Request, scope: Scope) -> Response:
+        """Long-poll: a lease on a task this agent may take, or 204 after ``wait`` seconds."""
+        body = _object(request)
+        _claim_check(body, scope)
+        key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
+        wait = _number(body.get("wait", 0), "wait", 0, MAX_WAIT)
+        task = await self.d.claim(key, wait)
+        if task is None:
+            return Response(204)
+        self.d.metrics.inc("colibri_tasks_claimed_total")
+        return json_response(200, task)
+
+    async def result(self, request: Request, scope: Scope) -> Response:
+        body = _object(request)
+        _claim_check(body, scope)
+        key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
+        lease, ok = body.get("lease"), body.get("ok")
+        if not isinstance(lease, str) or not isinstance(ok, bool):
+            raise InvalidInput('a result needs "lease" (string) and "ok" (boolean)')
+        error, status = body.get("error"), body.get("exit_status")
+        if error is not None and not isinstance(error, str):
+            raise InvalidInput("error must be a string")
+        if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
+            raise InvalidInput("exit_status must be an integer")
+        finish = self.d.hive.finish
+        task = await self.d.db(finish, scope, key, _task_id(request), lease, ok, body.get("result"), error, status)
+        self.d.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
+        self.d.finished(task["id"])
+        return json_response(200, task)
+
+    # ---- sockets, lanes, health, metrics ------------------------------------------------------
+
+    async def open_socket(self, request: Request, scope: Scope) -> Response:
+        tenant = await self.d.db(self.d.hive.tenant_for_socket, request.params["tenant"])
+        path = await self.d.open_agent_socket("tenant", tenant)
+        return json_response(200, {"tenant": tenant, "socket": str(path), "directory": str(path.parent)})
+
+    async def close_socket(self, request: Request, scope: Scope) -> Response:
+        closed = await self.d.close_agent_socket("tenant", request.params["tenant"])
+        return json_response(200, {"tenant": request.params["tenant"], "closed": closed})
+
+    async def declare_lane(self, request: Request, scope: Scope) -> Response:
+        created = await self.d.db(self.d.hive.declare_lane, request.params["lane"])
+        path = await self.d.open_agent_socket("lane", request.params["lane"])
+        return json_response(200, {"lane": request.params["lane"], "created": created, "socket": str(path)})
+
+    async def health(self, request: Request, scope: Scope) -> Response:
+        if scope.kind != "admin":
+            return json_response(200, {"status": "ok", "version": __version__})
+        return json_response(200, await self.d.health())
+
+    async def metrics(self, request: Request, scope: Scope) -> Response:
+        text = await self.d.metrics_text()
+        return Response(200, text.encode(), content_type=CONTENT_TYPE)

@@ -1,0 +1,161 @@
+"""The in-memory agent registry: heartbeats land here, cheaply, and are written in batches.
+
+A heartbeat touches a dict entry and a dirty set: no database write, no allocation beyond the
+answer.  The liveness sweep turns silence into ``stale`` (after the stale TTL) and ``lost`` (after
+the grace), never on a first miss; the flush loop writes the coalesced last-seen times in one
+batched UPDATE.  After a daemon restart every known agent gets a fresh TTL (Nomad's failover
+heartbeat idea): the daemon being down is not the agents' fault.
+"""
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from colibri.services.hive import AgentRef, Policy
+
+
+@dataclass
+class LiveAgent:
+    key: str
+    tenant: str | None
+    lane: str | None
+    capabilities: frozenset[str]
+    state: str = "active"
+    last_seen: float = 0.0  # monotonic
+    last_seen_wall: float = 0.0
+    interval: float = 10.0
+    actions: list[str] = field(default_factory=list)
+
+    def ref(self) -> AgentRef:
+        return AgentRef(self.key, self.tenant, self.lane, self.capabilities)
+
+
+class Registry:
+    """Agents the daemon knows, with their liveness.  Single-threaded: the event loop owns it."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._wall = wall
+        self._rand = rand
+        self._agents: dict[str, LiveAgent] = {}
+        self._dirty: set[str] = set()
+        self._live = 0  # agents in state active or stale: the N of the interval rule
+        self.heartbeats = 0
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def __iter__(self) -> Iterator[LiveAgent]:
+        return iter(self._agents.values())
+
+    def get(self, key: str) -> LiveAgent | None:
+        return self._agents.get(key)
+
+    def upsert(self, record: dict[str, Any]) -> LiveAgent:
+        """Add or renew an agent from its public record (register, or the store at start-up)."""
+        old = self._agents.pop(record["key"], None)
+        if old is not None and old.state in ("active", "stale"):
+            self._live -= 1
+        agent = LiveAgent(
+            key=record["key"],
+            tenant=record["tenant"],
+            lane=record["lane"],
+            capabilities=frozenset(c["name"] for c in record["capabilities"]),
+            state="active" if record["state"] in ("active", "stale") else record["state"],
+            last_seen=self._clock(),
+            last_seen_wall=self._wall(),
+        )
+        agent.interval = self.policy.next_interval(self._live + 1, self._rand)
+        self._agents[agent.key] = agent
+        self._live += 1
+        return agent
+
+    def remove(self, key: str) -> None:
+        agent = self._agents.pop(key, None)
+        self._dirty.discard(key)
+        if agent is not None and agent.state in ("active", "stale"):
+            self._live -= 1
+
+    def beat(self, key: str) -> LiveAgent | None:
+        """Record a heartbeat.  None when the agent is unknown or lost: it must register again."""
+        agent = self._agents.get(key)
+        if agent is None or agent.state not in ("active", "stale"):
+            return None
+        self.heartbeats += 1
+        agent.last_seen = self._clock()
+        agent.last_seen_wall = self._wall()
+        agent.state = "active"
+        agent.interval = self.policy.next_interval(self._live, self._rand)
+        self._dirty.add(key)
+        return agent
+
+    def take_actions(self, agent: LiveAgent) -> list[str]:
+        actions, agent.actions = agent.actions, []
+        return actions
+
+    def queue_action(self, tenant: str, action: str) -> int:
+        """Deliver ``action`` with the next heartbeat of every live agent of ``tenant``."""
+        count = 0
+        for agent in self._agents.values():
+            if agent.tenant == tenant and agent.state in ("active", "stale") and action not in agent.actions:
+                agent.actions.append(action)
+                count += 1
+        return count
+
+    def sweep(self) -> list[tuple[str, str]]:
+        """Apply the TTLs; returns the (key, new state) transitions to write."""
+        now = self._clock()
+        changes: list[tuple[str, str]] = []
+        for agent in self._agents.values():
+            if agent.state not in ("active", "stale"):
+                continue
+            stale_ttl, lost_ttl = self.policy.ttls(agent.interval)
+            silent = now - agent.last_seen
+            if silent >= lost_ttl:
+                agent.state = "lost"
+                self._live -= 1
+                self._dirty.discard(agent.key)
+                changes.append((agent.key, "lost"))
+            elif silent >= stale_ttl and agent.state == "active":
+                agent.state = "stale"
+                self._dirty.discard(agent.key)  # the flush marks rows active; stale must win
+                changes.append((agent.key, "stale"))
+        return changes
+
+    def take_dirty(self) -> list[tuple[str, float]]:
+        """The coalesced heartbeats since the last flush: one row per agent, however many beats."""
+        batch = [(k, self._agents[k].last_seen_wall) for k in self._dirty if k in self._agents]
+        self._dirty.clear()
+        return batch
+
+    def restore_dirty(self, batch: list[tuple[str, float]]) -> None:
+        """A flush failed (store unavailable): keep the beats for the next one."""
+        self._dirty.update(k for k, _ in batch if k in self._agents)
+
+    def counts(self) -> dict[str, int]:
+        counts = {"active": 0, "stale": 0, "lost": 0, "left": 0}
+        for agent in self._agents.values():
+            counts[agent.state] = counts.get(agent.state, 0) + 1
+        return counts
+
+    def may_take(self, agent: LiveAgent, tenant: str | None, capability: str) -> bool:
+        """Routing: a tenant's task goes to that tenant's agents or to lane agents, never another's."""
+        if agent.state != "active" or capability not in agent.capabilities:
+            return False
+        return agent.lane is not None or (tenant is not None and agent.tenant == tenant)
+
+    def waiting_reason(self, tenant: str | None, capability: str) -> str | None:
+        """Why a queued task waits, when no live agent could take it (None if one could)."""
+        if any(self.may_take(a, tenant, capability) for a in self._agents.values()):
+            return None
+        who = f"of tenant {tenant} or a lane" if tenant is not None else "on a lane"
+        return f"waiting: no active agent {who} offers capability {capability!r}"

@@ -1,0 +1,520 @@
+"""``colibri daemon``: the hive on Unix sockets, its background loops, reload and clean stop.
+
+Sockets (HTTP/1.1 + JSON, API v1, see docs/openapi.yaml):
+
+* ``run_dir/admin.sock`` (0600): the CLI and operators (``curl --unix-socket``);
+* ``run_dir/agents/<tenant>/agent.sock`` (0666 in a 0755 directory under a 0700 ``agents/``):
+  the directory is what spawn mounts into that tenant's jail at ``/var/run/colibri``, so the
+  jail's agent reaches ``/var/run/colibri/agent.sock`` and nobody else on the host can;
+* ``run_dir/lanes/<lane>/agent.sock``: shared lanes the operator declared.
+
+The store is blocking SQLAlchemy: every database call runs on one worker thread, so the event
+loop never waits on a disk and the hive's rules run one at a time.  Heartbeats never touch the
+store on their own; the liveness loop writes them in batches.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import ipaddress
+import logging
+import logging.handlers
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from colibri import __version__
+from colibri.daemon import signals
+from colibri.daemon.api import Api
+from colibri.daemon.http import HttpProtocol, Router, close_all
+from colibri.daemon.liveness import Registry
+from colibri.daemon.metrics import Metrics
+from colibri.daemon.reconcile import find_hook
+from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
+from colibri.services.hive import HiveService, Policy, Requeued, Scope
+from colibri.settings import Settings, load_settings
+from colibri.store.db import Store, translate_errors
+
+log = logging.getLogger("colibri.daemon")
+T = TypeVar("T")
+SOCKET_SCAN_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0
+RECONCILE_BUDGET_SECONDS = 120.0
+
+
+@dataclass
+class Waiter:
+    """An agent long-polling for work."""
+
+    key: str
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def configure_logging(target: str) -> None:
+    """Log to stderr, or to syslog(3) (facility daemon) as rc.d services do."""
+    root = logging.getLogger("colibri")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    sink: logging.Handler
+    if target == "syslog":
+        address = "/var/run/log" if Path("/var/run/log").exists() else "/dev/log"
+        sink = logging.handlers.SysLogHandler(address, logging.handlers.SysLogHandler.LOG_DAEMON)
+        sink.setFormatter(logging.Formatter("colibri[%(process)d]: %(message)s"))
+    else:
+        sink = logging.StreamHandler()
+        sink.setFormatter(logging.Formatter("%(asctime)s colibri %(levelname)s %(message)s"))
+    root.addHandler(sink)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+class Daemon:
+    """The hive daemon.  ``run()`` until the stop event; tests set the events themselves."""
+
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self._config_path = config_path
+        self.policy = Policy.from_settings(settings)
+        self.registry = Registry(self.policy)
+        self.metrics = Metrics()
+        self.api = Api(self)
+        self.stopping = False
+        self.store_up = True
+        self._store: Store | None = None
+        self._hive: HiveService | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="colibri-db")
+        self._side = ThreadPoolExecutor(1, thread_name_prefix="colibri-reconcile")
+        self._reconcile_running: Future[Any] | None = None
+        self._conns: set[HttpProtocol] = set()
+        self._servers: dict[tuple[str, str | None], tuple[asyncio.Server, Path | None]] = {}
+        self._waiters: list[Waiter] = []
+        self._task_events: dict[int, asyncio.Event] = {}
+        self._pending_states: list[tuple[str, str]] = []
+        self._started = time.time()
+        self._lock_file: Any = None
+
+    @property
+    def hive(self) -> HiveService:
+        assert self._hive is not None, "the daemon is not running"
+        return self._hive
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.settings.run_dir / "admin.sock"
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        """Open the store and the sockets, run the loops until ``stop`` is set, then stop cleanly."""
+        reload = reload or asyncio.Event()
+        self._lock()
+        loops: list[asyncio.Task[None]] = []
+        try:
+            await self._start()
+            loops = [
+                asyncio.create_task(self._every(self._tick, self._liveness, "liveness")),
+                asyncio.create_task(self._every(self._lease_tick, self._leases, "leases")),
+                asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
+                asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
+            ]
+            log.info("colibri daemon %s ready: %s", __version__, self.admin_socket)
+            while not stop.is_set():
+                waiting = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload.wait())]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for pending in waiting:
+                    pending.cancel()
+                if reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    await self.reload()
+        finally:
+            await self._stop(loops)
+
+    async def _start(self) -> None:
+        settings = self.settings
+        self._store = await self._call(Store, settings.database, settings.database_timeout)
+        self._hive = HiveService(self._store, self.policy)
+        for record in await self.db(self.hive.load_agents):
+            self.registry.upsert(record)
+        await self._open_admin()
+        tenants, lanes = await self.db(self.hive.socket_owners)
+        for tenant in tenants:
+            await self._try_open("tenant", tenant)
+        for lane in lanes:
+            await self._try_open("lane", lane)
+        if settings.metrics_address:
+            await self._open_metrics(settings.metrics_address)
+
+    async def _stop(self, loops: list["asyncio.Task[None]"]) -> None:
+        self.stopping = True
+        for server, _ in self._servers.values():
+            server.close()
+        for waiter in self._waiters:
+            waiter.event.set()
+        for event in self._task_events.values():
+            event.set()
+        await close_all(self._conns, STOP_GRACE_SECONDS)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if self._hive is not None:
+            with contextlib.suppress(ColibriError):
+                await self._liveness(final=True)
+        for server, path in self._servers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            if path is not None:
+                path.unlink(missing_ok=True)
+        self._servers.clear()
+        if self._store is not None:
+            await self._call(self._store.close)
+        self._pool.shutdown(wait=True)
+        self._side.shutdown(wait=False, cancel_futures=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+        log.info("colibri daemon stopped")
+
+    def _lock(self) -> None:
+        run_dir = self.settings.run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            handle = (run_dir / "daemon.lock").open("a")
+        except OSError as exc:
+            raise DaemonError(f"cannot use the run directory {run_dir}: {exc.strerror}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise DaemonError(f"another colibri daemon is running (it holds {run_dir / 'daemon.lock'})") from None
+        self._lock_file = handle
+
+    async def reload(self) -> None:
+        """SIGHUP: read the settings again and apply what can change while running."""
+        try:
+            settings, _ = await self._call(load_settings, self._config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the current settings: %s", exc)
+            return
+        for name in ("run_dir", "database_url", "state_dir", "metrics_address"):
+            if getattr(settings, name) != getattr(self.settings, name):
+                log.warning("reload: %s changed; it takes effect at the next restart", name)
+        self.settings = settings.model_copy(
+            update={n: getattr(self.settings, n) for n in ("run_dir", "database_url", "state_dir", "metrics_address")}
+        )
+        self.policy = Policy.from_settings(self.settings)
+        self.registry.policy = self.policy
+        self.hive.policy = self.policy
+        configure_logging(self.settings.log_target)
+        log.info("settings reloaded (heartbeat interval %.1f s, lease %.0f s)", self.policy.heartbeat_interval,
+                 self.policy.lease_seconds)  # fmt: skip
+
+    # ---- the database thread ------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store operation on the database thread; record whether the store answers."""
+        try:
+            result = await self._call(fn, *args)
+        except StoreError:
+            self.store_up = False
+            self.metrics.inc("colibri_store_errors_total")
+            raise
+        self.store_up = True
+        return result
+
+    # ---- routing: waiters and wake-ups --------------------------------------------------------
+
+    async def claim(self, key: str, wait: float) -> dict[str, Any] | None:
+        """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            agent = self.registry.get(key)
+            if agent is None or agent.state in ("lost", "left"):
+                from colibri.errors import AgentNotFound
+
+                raise AgentNotFound(f"agent not registered (or lost): {key}; register again")
+            if agent.state == "active":
+                task = await self.db(self.hive.claim, agent.ref())
+                if task is not None:
+                    return task
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.stopping:
+                return None
+            waiter = Waiter(key)
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter.event.wait(), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def notify(self, tenant: str | None, capability: str) -> None:
+        """A task is queued: wake the longest-waiting agent that may take it."""
+        for waiter in self._waiters:
+            agent = self.registry.get(waiter.key)
+            if not waiter.event.is_set() and agent is not None and self.registry.may_take(agent, tenant, capability):
+                waiter.event.set()
+                return
+
+    def after_requeue(self, requeued: list[Requeued]) -> None:
+        for item in requeued:
+            self.metrics.inc("colibri_tasks_requeued_total", outcome=item.state)
+            log.warning(
+                "task %d %s", item.task_id, "requeued" if item.state == "queued" else "failed: no attempts left"
+            )
+            if item.state == "queued":
+                self.notify(item.tenant, item.capability)
+            else:
+                self.finished(item.task_id)
+
+    def task_event(self, task_id: int) -> asyncio.Event:
+        return self._task_events.setdefault(task_id, asyncio.Event())
+
+    def finished(self, task_id: int) -> None:
+        event = self._task_events.pop(task_id, None)
+        if event is not None:
+            event.set()
+
+    # ---- background loops ---------------------------------------------------------------------
+
+    def _tick(self) -> float:
+        return min(1.0, max(0.05, min(self.policy.stale_after / 5, self.policy.heartbeat_interval / 2)))
+
+    def _lease_tick(self) -> float:
+        return min(1.0, max(0.05, self.policy.lease_seconds / 10))
+
+    def _reconcile_tick(self) -> float:
+        return self.settings.reconcile_interval or 3600.0
+
+    async def _every(self, interval: Callable[[], float], body: Callable[[], Any], name: str) -> None:
+        """Run ``body`` every ``interval()`` seconds, each run bounded in time; errors are logged."""
+        while not self.stopping:
+            await asyncio.sleep(interval())
+            try:
+                await asyncio.wait_for(body(), max(10.0, 10 * interval()))
+            except ColibriError as exc:
+                log.warning("%s loop: %s", name, exc)
+            except TimeoutError:
+                log.warning("%s loop: a run took too long and was abandoned", name)
+            except Exception:
+                log.exception("%s loop failed; it goes on", name)
+
+    async def _liveness(self, final: bool = False) -> None:
+        """Sweep TTLs (stale, lost → requeue), then flush the coalesced heartbeats in one batch."""
+        if not final:
+            self._pending_states += self.registry.sweep()
+        if self._pending_states:
+            changes, self._pending_states = self._pending_states, []
+            try:
+                requeued = await self.db(self.hive.set_states, changes)
+            except StoreError:
+                self._pending_states = changes + self._pending_states
+                raise
+            for key, state in changes:
+                log.warning("agent %s is %s", key, state)
+            self.after_requeue(requeued)
+        batch = self.registry.take_dirty()
+        if batch:
+            try:
+                written = await self.db(self.hive.flush_heartbeats, batch)
+            except StoreError:
+                self.registry.restore_dirty(batch)
+                raise
+            self.metrics.inc("colibri_heartbeat_flushes_total")
+            self.metrics.inc("colibri_heartbeat_rows_written_total", written)
+
+    async def _leases(self) -> None:
+        self.after_requeue(await self.db(self.hive.expire_leases))
+
+    async def _scan_sockets(self) -> None:
+        """Open sockets for tenants that became active, close those of removed tenants."""
+        tenants, lanes = await self.db(self.hive.socket_owners)
+        for tenant in tenants:
+            await self._try_open("tenant", tenant)
+        for lane in lanes:
+            await self._try_open("lane", lane)
+        open_tenants = [name for kind, name in self._servers if kind == "tenant" and name]
+        for gone in await self.db(self.hive.removed_tenants, open_tenants):
+            await self.close_agent_socket("tenant", gone)
+
+    async def _reconcile(self) -> None:
+        if not self.settings.reconcile_interval or self._store is None:
+            return
+        if self._reconcile_running is not None and not self._reconcile_running.done():
+            log.warning("reconcile: the previous run has not returned yet; skipped")
+            return
+        hook = find_hook(self.settings, self._store)
+        if hook is None:
+            return
+        self._reconcile_running = self._side.submit(hook)
+        budget = min(RECONCILE_BUDGET_SECONDS, max(1.0, self.settings.reconcile_interval))
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self._reconcile_running), budget)
+        except TimeoutError:
+            self.metrics.inc("colibri_reconcile_runs_total", outcome="timeout")
+            log.warning("reconcile: no answer within %.0f s; abandoned", budget)
+            return
+        except Exception as exc:  # the jails service is another engineer's code: tolerate it
+            self.metrics.inc("colibri_reconcile_runs_total", outcome="error")
+            log.warning("reconcile failed: %s", exc)
+            return
+        self.metrics.inc("colibri_reconcile_runs_total", outcome="ok")
+
+    # ---- sockets --------------------------------------------------------------------------------
+
+    async def _open_admin(self) -> None:
+        path = self.admin_socket
+        _remove_stale(path)
+        loop = asyncio.get_running_loop()
+        old = os.umask(0o177)  # created 0600: no window in which others could connect
+        try:
+            handler = self.api.handler(Scope("admin"))
+            server = await loop.create_unix_server(lambda: HttpProtocol(handler, self._conns), str(path))
+        except OSError as exc:
+            raise DaemonError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        finally:
+            os.umask(old)
+        path.chmod(0o600)
+        self._servers[("admin", None)] = (server, path)
+
+    async def _try_open(self, kind: str, name: str) -> None:
+        try:
+            await self.open_agent_socket(kind, name)
+        except DaemonError as exc:
+            log.error("%s", exc)
+
+    async def open_agent_socket(self, kind: str, name: str) -> Path:
+        """Listen on ``run_dir/agents/<tenant>/agent.sock`` (or ``lanes/<lane>``); idempotent."""
+        existing = self._servers.get((kind, name))
+        if existing is not None and existing[1] is not None:
+            return existing[1]
+        base = self.settings.run_dir / ("agents" if kind == "tenant" else "lanes")
+        directory, path = base / name, base / name / "agent.sock"
+        try:
+            base.mkdir(mode=0o700, exist_ok=True)
+            directory.mkdir(mode=0o755, exist_ok=True)
+            directory.chmod(0o755)
+            _remove_stale(path)
+            handler = self.api.handler(Scope(kind, name))  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            server = await loop.create_unix_server(lambda: HttpProtocol(handler, self._conns), str(path))
+            path.chmod(0o666)  # the jail's agent user connects; the mount is the access control
+        except OSError as exc:
+            raise DaemonError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        self._servers[(kind, name)] = (server, path)
+        log.info("agent socket for %s %s: %s", kind, name, path)
+        return path
+
+    async def close_agent_socket(self, kind: str, name: str) -> bool:
+        found = self._servers.pop((kind, name), None)
+        if found is None:
+            return False
+        server, path = found
+        server.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
+        log.info("agent socket for %s %s closed", kind, name)
+        return True
+
+    async def _open_metrics(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+            number = int(port)
+        except ValueError:
+            loopback, number = False, 0
+        if not loopback or not 0 < number < 65536:
+            raise ConfigError(f"metrics_address must be a loopback host:port, not {address!r}")
+        handler = self.api.handler(Scope("admin"), self.api.metrics_only)
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(lambda: HttpProtocol(handler, self._conns), host.strip("[]"), number)
+        except OSError as exc:
+            raise DaemonError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        self._servers[("metrics", None)] = (server, None)
+
+    # ---- health and metrics -------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        store = "ok"
+        tasks: dict[str, int] = {}
+        try:
+            await asyncio.wait_for(self.db(self._store_check), 3.0)
+            tasks = await asyncio.wait_for(self.db(self.hive.task_counts), 3.0)
+        except (StoreError, TimeoutError) as exc:
+            store = f"unavailable: {exc}" if str(exc) else "unavailable: no answer"
+        return {
+            "status": "ok" if store == "ok" else "degraded",
+            "version": __version__,
+            "store": store,
+            "backend": self.settings.jail_backend,
+            "agents": self.registry.counts(),
+            "queue_depth": tasks.get("queued"),
+            "tasks": tasks,
+            "heartbeat_interval": round(self.policy.base_interval(len(self.registry)), 3),
+            "sockets": sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
+            "uptime_seconds": round(time.time() - self._started, 1),
+        }
+
+    def _store_check(self) -> None:
+        """Can the store take a write?  On SQLite, take the write lock and let it go at once."""
+        assert self._store is not None
+        store = self._store
+        if store.engine.dialect.name != "sqlite":
+            store.check()
+            return
+        with translate_errors(store.url), store.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("ROLLBACK")
+
+    async def metrics_text(self) -> str:
+        gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
+            ("colibri_up", ()): 1,
+            ("colibri_info", (("version", __version__),)): 1,
+            ("colibri_heartbeats_total", ()): self.registry.heartbeats,
+            ("colibri_heartbeat_interval_seconds", ()): self.policy.base_interval(len(self.registry)),
+            ("colibri_agent_sockets", ()): sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
+        }
+        for state, count in self.registry.counts().items():
+            gauges[("colibri_agents", (("state", state),))] = count
+        with contextlib.suppress(StoreError, TimeoutError):
+            for state, count in (await asyncio.wait_for(self.db(self.hive.task_counts), 3.0)).items():
+                gauges[("colibri_tasks", (("state", state),))] = count
+        gauges[("colibri_store_up", ())] = 1 if self.store_up else 0
+        return self.metrics.render(gauges)
+
+
+def _remove_stale(path: Path) -> None:
+    """A socket left by a daemon that died (the lock says none runs now) is removed."""
+    if path.is_socket() or path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        raise DaemonError(f"{path} exists and is not a socket; refusing to replace it")
+
+
+async def serve(settings: Settings, config_path: Path | None = None) -> None:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads the settings."""
+    stop, reload = asyncio.Event(), asyncio.Event()
+    remove = signals.install(stop, reload)
+    try:
+        await Daemon(settings, config_path).run(stop, reload)
+    finally:
+        remove()
+
+
+def run_forever(settings: Settings, config_path: Path | None = None) -> None:
+    configure_logging(settings.log_target)
+    asyncio.run(serve(settings, config_path))
+
+
+__all__ = ["Daemon", "Router", "configure_logging", "run_forever", "serve"]

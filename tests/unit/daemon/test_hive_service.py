@@ -1,0 +1,155 @@
+"""HiveService on a real SQLite store in a tmp dir: routing, isolation, leases, retries."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from colibri.errors import InvalidInput, PermissionDenied, StateConflict, TaskNotFound, TenantNotFound
+from colibri.services.hive import AgentRef, HiveService, Policy, Scope, parse_capabilities
+from colibri.services.tenants import TenantService
+from colibri.store.db import Store
+from colibri.store.models import Agent, Tenant
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'hive.db'}")
+    tenants = TenantService(store, "h")
+    for name in ("acme", "zed"):
+        tenants.register(name, None, None)
+    with Session(store.engine) as session:
+        for name in ("acme", "zed"):
+            tenant = session.get(Tenant, name)
+            assert tenant is not None
+            tenant.status = "active"
+            session.add(tenant)
+        session.commit()
+    yield store
+    store.close()
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(name="hive")
+def hive_fixture(store: Store, clock: Clock) -> HiveService:
+    return HiveService(store, Policy(lease_seconds=60, max_attempts=2), clock=clock)
+
+
+ACME, ZED, ADMIN = Scope("tenant", "acme"), Scope("tenant", "zed"), Scope("admin")
+ECHO = [{"name": "echo", "version": "1"}]
+
+
+def ref(key: str, tenant: str | None, lane: str | None = None) -> AgentRef:
+    return AgentRef(key, tenant, lane, frozenset({"echo"}))
+
+
+def test_a_tenants_task_goes_only_to_its_own_agents(hive: HiveService) -> None:
+    hive.register(ACME, "a1", ECHO, "1")
+    hive.register(ZED, "z1", ECHO, "1")
+    task = hive.submit(ADMIN, "echo", {"x": 1}, tenant="acme")
+    assert hive.claim(ref("zed/z1", "zed")) is None
+    claimed = hive.claim(ref("acme/a1", "acme"))
+    assert claimed is not None and claimed["id"] == task["id"] and claimed["attempts"] == 1
+    assert hive.claim(ref("acme/a1", "acme")) is None  # leased once, never twice
+
+
+def test_lane_agents_take_any_tenant_and_operator_tasks(hive: HiveService) -> None:
+    assert hive.declare_lane("gpu") and not hive.declare_lane("gpu")
+    hive.register(Scope("lane", "gpu"), "g1", ECHO, None)
+    first = hive.submit(ADMIN, "echo", 1, tenant="zed")
+    second = hive.submit(ADMIN, "echo", 2)
+    lane = ref("lane:gpu/g1", None, "gpu")
+    assert [hive.claim(lane)["id"], hive.claim(lane)["id"]] == [first["id"], second["id"]]  # type: ignore[index]
+    assert hive.claim(ref("acme/a1", "acme")) is None
+
+
+def test_an_agent_socket_cannot_name_another_tenant(hive: HiveService) -> None:
+    with pytest.raises(PermissionDenied):
+        hive.submit(ACME, "echo", 1, tenant="zed")
+    mine = hive.submit(ACME, "echo", 1)
+    assert mine["tenant"] == "acme" and mine["submitted_by"] == "tenant:acme"
+    with pytest.raises(TaskNotFound):
+        hive.task(ZED, mine["id"])
+    assert hive.task(ADMIN, mine["id"])["id"] == mine["id"]
+
+
+def test_finish_needs_the_current_lease(hive: HiveService) -> None:
+    hive.register(ACME, "a1", ECHO, "1")
+    task = hive.submit(ADMIN, "echo", {"in": 1}, tenant="acme")
+    claimed = hive.claim(ref("acme/a1", "acme"))
+    assert claimed is not None
+    with pytest.raises(StateConflict):
+        hive.finish(ACME, "acme/a1", task["id"], "wrong", True, None, None, 0)
+    with pytest.raises(TaskNotFound):
+        hive.finish(ZED, "zed/z1", task["id"], claimed["lease"], True, None, None, 0)
+    done = hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], True, {"out": 1}, None, 0)
+    assert done["state"] == "succeeded" and done["result"] == {"out": 1}
+    with pytest.raises(StateConflict):  # finished is final
+        hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], False, None, "late", 1)
+
+
+def test_expired_leases_requeue_then_fail_after_max_attempts(hive: HiveService, clock: Clock) -> None:
+    hive.register(ACME, "a1", ECHO, "1")
+    task = hive.submit(ADMIN, "echo", 1, tenant="acme")
+    for attempt in (1, 2):
+        claimed = hive.claim(ref("acme/a1", "acme"))
+        assert claimed is not None and claimed["attempts"] == attempt
+        assert hive.expire_leases() == []  # not yet
+        clock.now += 61
+        [requeued] = hive.expire_leases()
+        assert requeued.task_id == task["id"]
+    shown = hive.task(ADMIN, task["id"])
+    assert shown["state"] == "failed" and shown["error"].startswith("gave up after 2 attempts: lease expired")
+
+
+def test_lost_deregistered_or_reregistered_agents_give_their_tasks_back(hive: HiveService) -> None:
+    hive.register(ACME, "a1", ECHO, "1")
+    task = hive.submit(ADMIN, "echo", 1, tenant="acme")
+    assert hive.claim(ref("acme/a1", "acme")) is not None
+    [requeued] = hive.set_states([("acme/a1", "lost")])
+    assert requeued.state == "queued" and "was lost" in str(hive.task(ADMIN, task["id"])["error"])
+    record, again = hive.register(ACME, "a1", ECHO, "1")
+    assert record["state"] == "active" and again == []
+    assert hive.claim(ref("acme/a1", "acme")) is not None
+    [failed] = hive.deregister("acme/a1")
+    assert failed.state == "failed"  # two attempts spent: it fails, with the reason, never silently
+    assert hive.agents(state="left")[0]["key"] == "acme/a1"
+
+
+def test_heartbeats_flush_in_one_batch(hive: HiveService, store: Store) -> None:
+    hive.register(ACME, "a1", ECHO, "1")
+    hive.register(ACME, "a2", ECHO, "1")
+    assert hive.flush_heartbeats([("acme/a1", 2_000_000_000.0), ("acme/a2", 2_000_000_001.0)]) == 2
+    with Session(store.engine) as session:
+        agent = session.get(Agent, "acme/a2")
+        assert agent is not None and agent.last_seen_at.year == 2033
+    assert {a["key"] for a in hive.load_agents()} == {"acme/a1", "acme/a2"}
+
+
+def test_validation(hive: HiveService) -> None:
+    with pytest.raises(TenantNotFound):
+        hive.register(Scope("tenant", "ghost"), "a", ECHO, None)
+    with pytest.raises(InvalidInput):
+        hive.register(ACME, "../etc", ECHO, None)
+    with pytest.raises(InvalidInput):
+        parse_capabilities([{"name": "echo"}, {"name": "echo"}])
+    with pytest.raises(InvalidInput):
+        hive.submit(ADMIN, "echo", "x" * 300_000)
+    with pytest.raises(TenantNotFound):
+        hive.submit(ADMIN, "echo", 1, tenant="ghost")
+    assert hive.task_counts() == {"queued": 0, "running": 0, "succeeded": 0, "failed": 0}
+    assert hive.socket_owners() == (["acme", "zed"], [])
+    assert hive.removed_tenants(["acme", "ghost"]) == ["ghost"]

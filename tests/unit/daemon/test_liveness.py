@@ -1,0 +1,80 @@
+"""The in-memory registry: interval scaling, jitter, stale then lost, coalesced heartbeats."""
+
+from typing import Any
+
+from colibri.daemon.liveness import Registry
+from colibri.services.hive import Policy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(key: str, tenant: str | None = "acme", lane: str | None = None) -> dict[str, Any]:
+    return {"key": key, "tenant": tenant, "lane": lane, "capabilities": [{"name": "echo"}], "state": "active"}
+
+
+def test_the_interval_grows_with_the_fleet_so_the_rate_stays_bounded() -> None:
+    policy = Policy(heartbeat_interval=10, heartbeat_rate_limit=200)
+    assert policy.base_interval(100) == 10
+    assert policy.base_interval(10_000) == 50  # 10,000 agents / 200 per second
+    for rand in (0.0, 0.5, 0.999):
+        interval = policy.next_interval(10_000, lambda r=rand: r)
+        assert 50 <= interval < 62.5
+        assert 10_000 / interval <= 200  # never above the rate limit, whatever the jitter
+
+
+def test_never_lost_on_the_first_miss() -> None:
+    policy = Policy(heartbeat_interval=10, stale_after=5, lost_after=20)
+    stale, lost = policy.ttls(10)
+    assert stale == 25 and lost == 40  # at least 2.5 intervals, and the configured grace after
+
+
+def test_stale_then_lost_then_register_again() -> None:
+    clock = Clock()
+    registry = Registry(Policy(heartbeat_interval=1, stale_after=3, lost_after=6), clock=clock, rand=lambda: 0.0)
+    registry.upsert(record("acme/a"))
+    clock.now += 2
+    assert registry.sweep() == []
+    clock.now += 1.5
+    assert registry.sweep() == [("acme/a", "stale")]
+    assert registry.beat("acme/a") is not None  # a stale agent that beats is active again
+    clock.now += 6
+    assert registry.sweep() == [("acme/a", "lost")]
+    assert registry.beat("acme/a") is None  # lost: it must register again
+    assert registry.counts()["lost"] == 1
+    registry.upsert(record("acme/a"))
+    assert registry.counts() == {"active": 1, "stale": 0, "lost": 0, "left": 0}
+
+
+def test_heartbeats_are_coalesced() -> None:
+    registry = Registry(Policy(), wall=lambda: 5.0)
+    registry.upsert(record("acme/a"))
+    registry.upsert(record("acme/b"))
+    for _ in range(1000):
+        registry.beat("acme/a")
+    batch = registry.take_dirty()
+    assert batch == [("acme/a", 5.0)] and registry.heartbeats == 1000
+    assert registry.take_dirty() == []
+    registry.restore_dirty(batch)
+    assert registry.take_dirty() == batch
+
+
+def test_routing_and_waiting_reason() -> None:
+    registry = Registry(Policy())
+    acme = registry.upsert(record("acme/a"))
+    lane = registry.upsert(record("lane:gpu/g", None, "gpu"))
+    assert registry.may_take(acme, "acme", "echo") and not registry.may_take(acme, "zed", "echo")
+    assert registry.may_take(lane, "zed", "echo") and registry.may_take(lane, None, "echo")
+    assert not registry.may_take(acme, None, "echo")
+    assert registry.waiting_reason("acme", "echo") is None
+    assert registry.waiting_reason("acme", "ocr") == (
+        "waiting: no active agent of tenant acme or a lane offers capability 'ocr'"
+    )
+    assert registry.queue_action("acme", "reload-secrets") == 1
+    beat = registry.beat("acme/a")
+    assert beat is not None and registry.take_actions(beat) == ["reload-secrets"]

@@ -1,0 +1,84 @@
+"""The mother's checks, without a daemon: identity, the .env rule, handler outcomes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+MOTHER = Path(__file__).resolve().parents[3] / "skills" / "mother" / "mother.py"
+ECHO = MOTHER.parent / "handlers" / "echo"
+
+
+@pytest.fixture(name="mother", scope="module")
+def mother_fixture() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mother", MOTHER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_env_must_be_0600_and_ours(mother: ModuleType, tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    with pytest.raises(mother.Refused, match="is missing"):
+        mother.check_secrets(str(env))
+    env.write_text("K=v\n")
+    env.chmod(0o640)
+    with pytest.raises(mother.Refused, match="mode 0640; it must be 0600") as caught:
+        mother.check_secrets(str(env))
+    assert caught.value.code == 6
+    env.chmod(0o600)
+    mother.check_secrets(str(env))
+    link = tmp_path / "link.env"
+    link.symlink_to(env)
+    with pytest.raises(mother.Refused, match="not a regular file"):
+        mother.check_secrets(str(link))
+    if os.geteuid() == 0:
+        os.chown(env, 4242, -1)
+        with pytest.raises(mother.Refused, match="owned by uid 4242"):
+            mother.check_secrets(str(env))
+
+
+def test_identity_file_is_checked(mother: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    with pytest.raises(mother.Refused, match="not found") as caught:
+        mother.load_identity(str(path))
+    assert caught.value.code == 3
+    path.write_text(json.dumps({"tenant": "demo"}))
+    with pytest.raises(mother.Refused, match="'agent_id' is missing"):
+        mother.load_identity(str(path))
+
+
+def test_handler_outcomes(mother: ModuleType) -> None:
+    assert mother.Mother.outcome(0, b'{"a": 1}', b"") == {"ok": True, "result": {"a": 1}, "exit_status": 0}
+    assert mother.Mother.outcome(0, b"plain", b"")["result"] == {"stdout": "plain"}
+    failed = mother.Mother.outcome(2, b"", b"boom\n")
+    assert failed["ok"] is False and failed["error"] == "handler exited with status 2: boom"
+    assert "killed by signal 9" in mother.Mother.outcome(-9, b"", b"")["error"]
+
+
+def test_echo_handler_round_trips_the_payload() -> None:
+    payload = {"text": "héllo", "n": [1, 2.5, None]}
+    done = subprocess.run([str(ECHO)], input=json.dumps(payload), capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == payload
+
+
+def test_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("K=v\n")
+    env.chmod(0o666)
+    identity = {"tenant": "t", "agent_id": "a", "socket": "/nonexistent.sock", "env_file": str(env),
+                "handlers_dir": str(tmp_path), "capabilities": []}  # fmt: skip
+    (tmp_path / "agent.json").write_text(json.dumps(identity))
+    done = subprocess.run(
+        [sys.executable, str(MOTHER)],
+        env={"PATH": os.environ["PATH"], "COLIBRI_AGENT_IDENTITY": str(tmp_path / "agent.json")},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 6
+    assert f"refusing to start: {env} has mode 0666; it must be 0600" in done.stderr
