@@ -2423,7 +2423,7 @@ class Bastille:
         if value:
             if not re.fullmatch(r"[A-Za-z0-9._/:| $!&%=(){}-]+", value):
                 self.error_exit(f"[ERROR]: Value contains unsupported characters: {value}")
-            line = f"  {prop} = {repr(value) if ' ' in value else value};".replace('"', "'")
+            line = f"  {prop} = '{value}';" if " " in value else f"  {prop} = {value};"
         else:
             line = f"  {prop};"
         out, found = [], False
