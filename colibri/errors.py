@@ -22,8 +22,8 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     ├── ExternalError                   10  an external command failed
     │   ├── ToolMissing
     │   └── CommandFailed
-    ├── BastilleError                   11  bastille did not do what was asked
     ├── JailError                       11  a jail backend (bastille or sandbox) failed
+    │   └── BastilleError                   bastille did not do what was asked
     ├── SecretsError                    12  the vault or the secrets source failed (fail-closed)
     │   └── VaultLocked
     ├── RemoteError                     13  a remote host (ssh) failed
@@ -147,16 +147,14 @@ class CommandFailed(ExternalError):
         self.detail = detail
 
 
-class BastilleError(ColibriError):
-    """bastille failed, or said it succeeded while the jail is not in the state asked for."""
-
-    exit_code = 11
-
-
 class JailError(ColibriError):
     """A jail backend could not do what was asked."""
 
     exit_code = 11
+
+
+class BastilleError(JailError):
+    """bastille failed, or said it succeeded while the jail is not in the state asked for."""
 
 
 class SecretsError(ColibriError):

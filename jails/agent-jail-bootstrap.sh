@@ -4,8 +4,8 @@
 #
 # Packages are version-pinned and installed only from the local package cache: when any pinned
 # package file is missing it refuses up front, naming what is missing, instead of installing half
-# of them.  Warm the cache on the host first, e.g.:
-#   pkg fetch -y -o /usr/local/bastille/jails/NAME/root/var/cache/pkg python311-3.11.13
+# of them.  Thin jails copy /var from their release, so warm the release's cache once on the host:
+#   pkg fetch -y -o /usr/local/bastille/releases/14.3-RELEASE/var/cache/pkg python311-3.11.13
 set -eu
 
 PINNED="${COLIBRI_PINNED_PACKAGES:-python311-3.11.13}"
@@ -24,7 +24,7 @@ for pkgver in $PINNED; do
 done
 if [ -n "$missing" ]; then
     say "cold package cache: missing$missing in $CACHE; nothing was installed."
-    say "warm it from the host (pkg fetch -o <jail root>$CACHE <package>) and apply the template again."
+    say "warm it on the host (pkg fetch -o <release or jail root>$CACHE <package>) and apply the template again."
     exit 1
 fi
 

@@ -127,7 +127,7 @@ class Bastille:
 
     def _running(self, name: str) -> bool:
         try:
-            result = self._run(["jls", "-j", name, "name"], timeout=30, ok_codes=(0, 1))
+            result = self._run(["jls", "-j", name, "name"], env=self._env(), timeout=30, ok_codes=(0, 1))
         except CommandFailed:
             return False
         return result.exit_code == 0 and result.out.strip() == name
@@ -207,6 +207,8 @@ class Bastille:
         target = self._prefix / "templates" / template
         if namespace == "colibri" and (self._templates_source / short / "Bastillefile").is_file():
             jailfs.copy_tree(self._templates_source / short, self._prefix / "templates", template)
+            bootstrap = self._templates_source / "agent-jail-bootstrap.sh"  # shared by colibri's templates
+            jailfs.copy_tree(bootstrap, self._prefix / "templates", f"{template}/{bootstrap.name}")
         if not (target / "Bastillefile").is_file():
             raise TemplateNotFound(f"template not found: {template} (looked for {target / 'Bastillefile'})")
 
@@ -261,7 +263,7 @@ class Bastille:
         command = ["jexec", "-l", "-U", user or "root", name]
         if env:
             command += ["/usr/bin/env", *env_list(env)]
-        return self._run([*command, *argv], stdin=stdin, timeout=timeout, ok_codes=tuple(range(256)))
+        return self._run([*command, *argv], stdin=stdin, env=self._env(), timeout=timeout, ok_codes=tuple(range(256)))
 
     def service_argv(self, service: str, verb: str) -> list[str]:
         return ["/usr/sbin/service", service, verb]

@@ -6,6 +6,7 @@ re-raised as colibri errors ``from None``, with output kept only when the caller
 """
 
 import logging
+import shutil
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -72,15 +73,18 @@ class ShRunner:
         import sh
 
         shown = tuple(argv)
+        child_env = {**self._base_env, **(env or {})}
+        # Find the program on the child's PATH, not on ours (sh would use os.environ's).
+        program = shutil.which(argv[0], path=child_env.get("PATH")) if "/" not in argv[0] else argv[0]
         try:
-            command = sh.Command(argv[0])
+            command = sh.Command(program or argv[0])
         except sh.CommandNotFound:
             raise ToolMissing(argv[0]) from None
         try:
             proc = command(
                 *argv[1:],
                 _in=stdin if stdin is not None else b"",
-                _env={**self._base_env, **(env or {})},
+                _env=child_env,
                 _timeout=timeout,
                 _ok_code=list(ok_codes),
                 _tty_out=False,
