@@ -81,7 +81,7 @@ class Context:
             settings.jail_ip_pool,
             settings.jail_template,
         )
-        return SpawnService(self.store, self.backend(), paths, provision=None)
+        return SpawnService(self.store, self.backend(), paths, provision=self.secrets().provision)
 
     def jails(self) -> "JailService":
         from colibri.services.jails import JailService

@@ -35,6 +35,7 @@ def provision(
     """Write a tenant's secrets (its collection, or a staged provider.env) to the 0600 .env in its jail.
 
     Fail-closed: on any error the old .env is kept, the tenant is marked stale and the exit code is 12.
+    With --all --json the one document is the per-tenant report, also when some failed (exit 12).
     """
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give a TENANT or --all (not both)")
@@ -47,6 +48,8 @@ def provision(
         for record in shown:
             _render(record)
     failed = [r.tenant_id for r in results if r.outcome == "failed"]
+    if failed and as_json:
+        raise typer.Exit(SecretsError.exit_code)  # the report above is the one JSON document
     if failed:
         raise SecretsError(f"{len(failed)} of {len(results)} tenants failed: {', '.join(failed)}")
 
