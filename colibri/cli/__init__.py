@@ -57,6 +57,10 @@ def _register() -> None:
     from colibri.cli import vault
 
     vault.register(app)
+    from colibri.cli import daemon, hive
+
+    daemon.register(app)
+    hive.register(app)
 
 
 _register()

@@ -11,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from colibri.adapters.bitwarden import Bitwarden
+    from colibri.adapters.daemon_client import DaemonClient
     from colibri.adapters.jail import JailBackend
     from colibri.services.jails import JailService
     from colibri.services.secrets import SecretsService, VaultService
@@ -87,6 +88,21 @@ class Context:
         from colibri.services.jails import JailService
 
         return JailService(self.store, self.backend(), self.settings.run_dir / "locks")
+
+    def daemon_client(self) -> "DaemonClient":
+        """The daemon's admin socket (``run_dir/admin.sock``)."""
+        from colibri.adapters.daemon_client import DaemonClient
+
+        return DaemonClient(self.settings.run_dir / "admin.sock")
+
+    def run_daemon(self, log_target: str | None) -> None:
+        """Run the hive daemon in the foreground until SIGTERM (the daemon opens its own store)."""
+        from colibri.daemon.server import run_forever
+
+        settings = self.settings
+        if log_target is not None:
+            settings = settings.model_copy(update={"log_target": log_target})
+        run_forever(settings, self.config_path)
 
     def secrets(self) -> "SecretsService":
         """Secrets provisioning: the bw adapter, the operator's credentials and the store."""

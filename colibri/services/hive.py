@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from colibri.domain import TenantStatus, validate_tenant_id
@@ -279,11 +279,18 @@ class HiveService:
         """Write coalesced heartbeats (agent key, wall time) in one batched UPDATE."""
         if not beats:
             return 0
-        table = Agent.__table__  # type: ignore[attr-defined]
-        stmt = update(table).where(table.c.key == bindparam("k")).values(last_seen_at=bindparam("t"), state="active")
-        rows = [{"k": key, "t": datetime.fromtimestamp(at, UTC).replace(microsecond=0)} for key, at in beats]
+        # The driver's own executemany: one statement, no ORM objects (a flush may carry thousands).
         with self._store.session() as session:
-            session.connection().execute(stmt, rows)
+            conn = session.connection()
+            if conn.dialect.name == "sqlite":  # SQLAlchemy stores SQLite datetimes as this text
+                rows: list[tuple[object, str]] = [
+                    (datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.000000"), key) for key, at in beats
+                ]
+                sql = "UPDATE agents SET last_seen_at = ?, state = 'active' WHERE key = ?"
+            else:
+                rows = [(datetime.fromtimestamp(at, UTC).replace(microsecond=0), key) for key, at in beats]
+                sql = "UPDATE agents SET last_seen_at = %s, state = 'active' WHERE key = %s"
+            conn.exec_driver_sql(sql, rows)
         return len(rows)
 
     def load_agents(self) -> list[dict[str, Any]]:

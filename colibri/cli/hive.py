@@ -1,0 +1,125 @@
+"""``colibri agents``, ``submit-task``, ``tasks``, ``task``, ``register-lane``: the hive, via the daemon."""
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from colibri.cli import context, output
+from colibri.errors import InvalidInput
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.", show_default=False)]
+TASK_KEYS = (
+    "id", "tenant", "capability", "state", "attempts", "max_attempts", "agent", "waiting", "payload",
+    "result", "error", "exit_status", "submitted_by", "created_at", "claimed_at", "finished_at",
+)  # fmt: skip
+
+
+def agents(
+    ctx: typer.Context,
+    tenant: TenantOption = None,
+    state: Annotated[str | None, typer.Option(help="active, stale, lost or left.", show_default=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the agents the daemon knows, with their liveness."""
+    found = context.get(ctx).daemon_client().agents(tenant, state)
+    if as_json:
+        output.emit_json(found)
+        return
+    output.table(
+        ("AGENT", "STATE", "CAPABILITIES", "MOTHER", "LAST SEEN"),
+        (
+            (a["key"], a["state"], ",".join(c["name"] for c in a["capabilities"]), a["mother_version"],
+             a["last_seen_at"])
+            for a in found
+        ),
+    )  # fmt: skip
+
+
+def submit_task(
+    ctx: typer.Context,
+    capability: Annotated[str, typer.Argument(help="The capability that must run it, e.g. echo.")],
+    payload: Annotated[str, typer.Option("--payload", help="The task's input, a JSON document.")],
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="The tenant it is for (its agents or lanes run it); none: lanes only.", show_default=False),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it has finished and show the result.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Queue a task for a capability; it is routed to a live agent that offers it."""
+    try:
+        document = json.loads(payload)
+    except ValueError as exc:
+        raise InvalidInput(f"--payload is not valid JSON: {exc}") from None
+    client = context.get(ctx).daemon_client()
+    task = client.submit(capability, document, tenant)
+    if not wait:
+        _show(task, as_json, brief=True)
+        return
+    while task["state"] not in ("succeeded", "failed"):
+        task = client.task(task["id"], wait=25)
+    _show(task, as_json)
+    if task["state"] == "failed":
+        raise typer.Exit(1)
+
+
+def tasks(
+    ctx: typer.Context,
+    tenant: TenantOption = None,
+    state: Annotated[str | None, typer.Option(help="queued, running, succeeded or failed.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List tasks, newest first."""
+    found = context.get(ctx).daemon_client().tasks(tenant, state, limit)
+    if as_json:
+        output.emit_json(found)
+        return
+    output.table(
+        ("ID", "TENANT", "CAPABILITY", "STATE", "ATTEMPTS", "AGENT", "UPDATED"),
+        (
+            (t["id"], t["tenant"], t["capability"], t["state"], t["attempts"], t["agent"], t["updated_at"])
+            for t in found
+        ),
+    )
+
+
+def task(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task's id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one task: state, attempts, the agent holding it, its result or error, why it waits."""
+    _show(context.get(ctx).daemon_client().task(task_id), as_json)
+
+
+def register_lane(
+    ctx: typer.Context,
+    lane: Annotated[str, typer.Argument(help="The lane's name (its socket is run_dir/lanes/LANE/agent.sock).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Declare a shared lane: agents on its socket may take any tenant's tasks."""
+    result = context.get(ctx).daemon_client().declare_lane(lane)
+    if as_json:
+        output.emit_json(result)
+    else:
+        output.line(f"lane {lane}: {result['socket']}")
+
+
+def _show(task: dict[str, Any], as_json: bool, brief: bool = False) -> None:
+    if as_json:
+        output.emit_json(task)
+        return
+    shown = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in task.items()}
+    keys = ("id", "capability", "tenant", "state", "waiting") if brief else TASK_KEYS
+    output.fields(shown, [k for k in keys if k in shown])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("agents")(agents)
+    app.command("submit-task")(submit_task)
+    app.command("tasks")(tasks)
+    app.command("task")(task)
+    app.command("register-lane")(register_lane)
