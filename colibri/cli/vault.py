@@ -4,7 +4,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr
 
 from colibri.cli import context, output
 from colibri.errors import InvalidInput, SecretsError
@@ -55,6 +54,8 @@ def provision(
 
 
 def _read_credentials(from_stdin: bool) -> Any:
+    from pydantic import SecretStr  # here, not at the top: pydantic costs ~40% of `colibri --help`
+
     from colibri.adapters.credentials import OperatorCredentials
 
     if from_stdin:
