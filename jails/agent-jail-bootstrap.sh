@@ -15,12 +15,15 @@ AGENT_UID="${COLIBRI_AGENT_UID:-1001}"
 
 say() { echo "agent-jail-bootstrap: $*"; }
 
+# pkg fetch -o DIR puts packages in DIR/All/ (pkg-fetch(8)); a flat cache works too.
+cached() { for f in "$CACHE/$1.pkg" "$CACHE/All/$1.pkg"; do [ -f "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+
 missing=""
 for pkgver in $PINNED; do
     if pkg info -e "$pkgver" >/dev/null 2>&1; then
         continue
     fi
-    [ -f "$CACHE/$pkgver.pkg" ] || missing="$missing $pkgver"
+    cached "$pkgver" >/dev/null || missing="$missing $pkgver"
 done
 if [ -n "$missing" ]; then
     say "cold package cache: missing$missing in $CACHE; nothing was installed."
@@ -32,7 +35,7 @@ for pkgver in $PINNED; do
     if pkg info -e "$pkgver" >/dev/null 2>&1; then
         say "$pkgver already installed"
     else
-        pkg add "$CACHE/$pkgver.pkg"
+        pkg add "$(cached "$pkgver")"
         say "$pkgver installed"
     fi
 done
