@@ -21,6 +21,7 @@ from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
 from colibri.errors import (
     BastilleError,
     CommandFailed,
+    InvalidInput,
     JailExists,
     JailNotFound,
     TemplateNotFound,
@@ -30,6 +31,15 @@ from colibri.errors import (
 MARKER = "colibri.json"
 SUPPORTED_MAJOR = 1
 _VERSION = re.compile(r"\b(\d+)\.(\d+)\.(\d+)")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+
+
+def _exact_target(name: str) -> str:
+    """``name`` if bastille reads it as that one jail (ref §1.7, §2.2): not ALL/all (every jail), not
+    all digits (a JID), nothing outside validate_name's charset (a space is a list of targets)."""
+    if not _NAME.fullmatch(name) or name.isdigit() or name.lower() == "all":
+        raise InvalidInput(f"jail name {name[:40]!r} would not name exactly one jail for bastille; refused")
+    return name
 
 
 class Bastille:
@@ -148,7 +158,7 @@ class Bastille:
         return read_jail_passwd(self.root(name), user)
 
     def _require(self, name: str) -> None:
-        if name not in self._names():
+        if _exact_target(name) not in self._names():
             raise JailNotFound(name)
 
     def _marker(self, name: str) -> dict[str, Any] | None:
@@ -163,6 +173,7 @@ class Bastille:
         """``bastille create NAME RELEASE IP`` (thin), then the agent template; verified, and a
         partial jail left by a failed create is destroyed again (it was ours: we hold the lock and
         checked the exact name was free)."""
+        _exact_target(name)
         if ip is None:
             raise BastilleError(f"bastille jail {name} needs an IP address")
         wanted = template or "colibri/agent"
@@ -186,6 +197,11 @@ class Bastille:
             intent.unlink(missing_ok=True)
         return self.info(name)
 
+    def interrupted(self, name: str) -> bool:
+        """True when colibri's own create of ``name`` was cut short (kill -9 between ``bastille create``
+        and the marker): the intent file is there and the marker is not.  ``create`` then replaces it."""
+        return (self._intents / name).is_file() and self._marker(name) is None
+
     def _create_locked(self, name: str, ip: str, template: str) -> None:
         result = self._bastille_run("create", name, self._release, ip)
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
@@ -196,7 +212,11 @@ class Bastille:
                 raise self._fail(f"start {name} after create", started)
         applied = self._bastille_run("template", name, template)
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
-            raise self._fail(f"template {name} {template}", applied)
+            # bastille's own line only says which hook failed; the hook's last words say why
+            # (e.g. agent-jail-bootstrap.sh refusing a cold package cache, on stdout).
+            said = [ln.strip()[:300] for ln in applied.out.splitlines() if ln.strip()][-2:]
+            error = self._fail(f"template {name} {template}", applied)
+            raise BastilleError(f"{error}{' (' + ' '.join(said) + ')' if said else ''}")
         marker = {"created_by": "colibri", "name": name, "ip": ip, "template": template}
         (self.jails_dir / name / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 

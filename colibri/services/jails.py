@@ -152,6 +152,8 @@ class JailService:
         with self._store.session() as session:
             tenant = TenantRepo(session).get_for_update(tenant_id)
             assert tenant is not None
+            if tenant.status == TenantStatus.SPAWNING:  # a spawn cut short (kill -9): we hold its lock
+                tenant.status = TenantStatus.FAILED
             if tenant.status != TenantStatus.REGISTERED:
                 check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.REGISTERED)
             tenant.status = TenantStatus.REGISTERED

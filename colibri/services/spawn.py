@@ -201,7 +201,7 @@ class SpawnService:
         info = self._backend.info(name)
         if adopt is not None:
             return self._adopt(tenant, info, *adopt)
-        if info.state is JailState.ABSENT:
+        if info.state is JailState.ABSENT or (not info.managed and _interrupted(self._backend, name)):
             ip = self._allocate_ip(tenant.tenant_id) if _needs_ip(self._backend) else None
             return self._backend.create(name, ip=ip, template=tenant.template)
         if not info.managed and not tenant.adopted:
@@ -385,6 +385,13 @@ class SpawnService:
 
 def _needs_ip(backend: JailBackend) -> bool:
     return bool(getattr(backend, "needs_ip", False))
+
+
+def _interrupted(backend: JailBackend, name: str) -> bool:
+    """The backend's own create of ``name`` was cut short (bastille: its intent file is there), so
+    the jail is colibri's half-made one and ``create`` replaces it, rather than a foreign jail."""
+    check = getattr(backend, "interrupted", None)
+    return bool(check(name)) if check is not None else False
 
 
 def _require_handler(root: Path, capability: str, shipped: Path, rel: str = HANDLERS_DIR) -> None:
