@@ -3,6 +3,8 @@
 Nothing heavy is imported until a command needs it, so ``colibri --help`` stays fast.
 """
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +63,7 @@ class Context:
         from colibri.resources import shipped
 
         settings = self.settings
-        runner = ShRunner({"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+        runner = ShRunner({"PATH": tool_path(), "LANG": "C.UTF-8"})
         if settings.jail_backend == "sandbox":
             from colibri.adapters.sandbox import Sandbox
 
@@ -82,7 +84,20 @@ class Context:
             settings.jail_ip_pool,
             settings.jail_template,
         )
-        return SpawnService(self.store, self.backend(), paths, provision=self.secrets().provision)
+        return SpawnService(
+            self.store, self.backend(), paths, provision=self.secrets().provision, notify_daemon=self._open_socket
+        )
+
+    def _open_socket(self, tenant_id: str) -> None:
+        """Ask a running daemon to listen on the tenant's agent socket now; without a daemon the
+        socket appears when it starts (it opens every active tenant's)."""
+        from colibri.errors import DaemonError
+
+        client = self.daemon_client()
+        if not client.socket_path.exists():
+            return
+        with contextlib.suppress(DaemonError):
+            client.open_tenant_socket(tenant_id)
 
     def jails(self) -> "JailService":
         from colibri.services.jails import JailService
@@ -154,6 +169,16 @@ class Context:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def tool_path() -> str:
+    """PATH for external tools: the caller's PATH, then the system directories (service(8) and
+    rc.d give a minimal PATH; bastille, jls, jexec, bwrap and nsenter live in these)."""
+    entries = [p for p in os.environ.get("PATH", "").split(":") if p]
+    return ":".join(entries + [p for p in SYSTEM_PATH if p not in entries])
 
 
 def get(ctx: typer.Context) -> Context:

@@ -9,6 +9,7 @@ from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
 from colibri.domain import TenantStatus, check_transition
 from colibri.errors import ColibriError, JailError, StateConflict, TenantNotFound
+from colibri.services.spawn import start_mother
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, utcnow
 from colibri.store.repos import TenantRepo
@@ -46,7 +47,7 @@ class JailService:
             if tenant.backend == "local":
                 raise StateConflict(f"tenant {tenant_id} runs locally; run 'colibri spawn-local' to start it")
             self._backend.start(tenant.jail_name)
-            self._backend.exec(tenant.jail_name, self._backend.service_argv("colibri_mother", "start"), timeout=30)
+            start_mother(self._backend, tenant.jail_name)
             return self._set_status(tenant_id, TenantStatus.ACTIVE)
 
     def stop(self, tenant_id: str) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class JailService:
         try:
             if drift.kind == "stopped_jail" and drift.tenant:
                 self._backend.start(drift.jail)
-                self._backend.exec(drift.jail, self._backend.service_argv("colibri_mother", "start"), timeout=30)
+                start_mother(self._backend, drift.jail)
             elif drift.kind == "running_jail":
                 self._backend.stop(drift.jail)
             elif drift.kind == "missing_jail" and drift.tenant:

@@ -268,15 +268,7 @@ class SpawnService:
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
     def _start_mother(self, name: str) -> str:
-        result = self._backend.exec(name, self._backend.service_argv(MOTHER, "start"), timeout=30)
-        if result.exit_code != 0:
-            raise JailError(f"the mother skill did not start in jail {name} (exit {result.exit_code})")
-        for _ in range(20):
-            status = self._backend.exec(name, self._backend.service_argv(MOTHER, "status"), timeout=10)
-            if status.exit_code != 0:
-                raise JailError(f"the mother skill exited right after starting in jail {name}: {_log_tail(self, name)}")
-            time.sleep(0.05)
-        return status.out.strip()
+        return start_mother(self._backend, name)
 
     # ---- spawn-local ---------------------------------------------------------------------------------
     def _run_local(self, tenant: Tenant, home: Path, report: StepCallback) -> None:
@@ -403,9 +395,30 @@ def _require_handler(root: Path, capability: str, shipped: Path, rel: str = HAND
         ) from None
 
 
-def _log_tail(service: SpawnService, name: str) -> str:
+MOTHER_SETTLE = 1.0
+"""Seconds the mother must stay up after its start: it refuses (bad .env, no identity) within
+its first moments, and that refusal must fail the step instead of passing unnoticed."""
+
+
+def start_mother(backend: JailBackend, name: str) -> str:
+    """Start the jail's mother service and check it is still running a moment later.  Raises
+    JailError with the last line of its log when it exits (e.g. it refused an unsafe .env)."""
+    result = backend.exec(name, backend.service_argv(MOTHER, "start"), timeout=30)
+    if result.exit_code != 0:
+        raise JailError(f"the mother skill did not start in jail {name} (exit {result.exit_code})")
+    deadline = time.monotonic() + MOTHER_SETTLE
+    while True:
+        status = backend.exec(name, backend.service_argv(MOTHER, "status"), timeout=10)
+        if status.exit_code != 0:
+            raise JailError(f"the mother skill exited right after starting in jail {name}: {_log_tail(backend, name)}")
+        if time.monotonic() >= deadline:
+            return status.out.strip()
+        time.sleep(0.2)
+
+
+def _log_tail(backend: JailBackend, name: str) -> str:
     try:
-        data = jailfs.read_file(service._backend.root(name), "var/log/colibri_mother.log", limit=1 << 16)
+        data = jailfs.read_file(backend.root(name), "var/log/colibri_mother.log", limit=1 << 16)
     except JailError:
         return "no log"
     lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]

@@ -60,11 +60,18 @@ def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
 
 @pytest.fixture(autouse=True)
 def stop_all_jails(invoke: Invoke) -> object:
+    """Leave no jail running, whatever state a test (or a kill -9) left the store in."""
+    from colibri.cli.context import Context
+
     yield None
     code, out, _ = invoke("list-tenants", "--json")
     for tenant in json.loads(out)["data"] if code == 0 else []:
-        if tenant["status"] in ("active", "failed", "spawning"):
+        if tenant["status"] in ("active", "failed", "spawning", "stopped"):
             invoke("destroy-agent", tenant["tenant_id"], "--yes")
+    backend = Context().backend()
+    for jail in backend.list_jails():
+        if jail.state.value == "running":
+            backend.stop(jail.name)
 
 
 def tenant(invoke: Invoke, name: str) -> dict[str, object]:
@@ -222,3 +229,15 @@ def test_kill_9_at_a_step_boundary_then_rerun_converges(invoke: Invoke, step: st
     assert (record["status"], record["spawn_step"]) == ("active", "active")
     assert jail_ps("demo").count("mother.py") == 1
     assert invoke("reconcile") == (0, "no drift\n", "")
+
+
+def test_start_agent_fails_when_the_mother_refuses(invoke: Invoke, sandbox_env: Path) -> None:
+    invoke("register-tenant", "demo", "--collection", "")
+    assert invoke("spawn-agent", "demo")[0] == 0
+    assert invoke("stop-agent", "demo")[0] == 0
+    (sandbox_env / "mother/mother.py").write_text("import sys\nsys.exit('refusing: .env is not 0600')\n")
+    invoke("spawn-agent", "demo")  # re-installs the (now refusing) skill into the jail; fails
+    invoke("stop-agent", "demo")
+    code, _, err = invoke("start-agent", "demo")
+    assert code == 11
+    assert "refusing: .env is not 0600" in err
