@@ -407,7 +407,8 @@ def test_two_at_once_idempotent_and_a_vault_change_is_picked_up(world: World) ->
     runs = [Run.start(world, ("provision", "solo", "--json")) for _ in range(2)]
     results = [r.wait() for r in runs]
     assert [r.rc for r in results] == [0, 0], [str(r) for r in results]
-    assert sorted(r.json()["data"]["outcome"] for r in results) == ["unchanged", "written"]
+    outcomes = sorted(r.json()["data"]["outcome"] for r in results)
+    assert outcomes == ["unchanged", "written"], [str(r) for r in results]
     assert env.read_text().endswith("TOKEN='v1'\n")
     first = tenant_row(world, "solo").secrets_changed_at
     inode = env.stat().st_ino
@@ -503,6 +504,7 @@ def test_kill_9_during_the_write_leaves_old_or_new(tmp_path: Path) -> None:
     for i, c in enumerate(contents):
         (tmp_path / f"c{i}").write_bytes(c)
     env_path = root / "home" / "agent" / ".env"
+    envfile.write_jail_env(root, "agent", contents[0], [tmp_path / "jails"])  # the "old" file
     rnd = random.Random(4)
     for _ in range(20):
         proc = subprocess.Popen(
