@@ -115,7 +115,7 @@ async def closed_loop(clients: list[tuple[Client, bytes]], seconds: float) -> tu
             latencies.append(latency)
 
     start = time.perf_counter()
-    await asyncio.gather(*(run(c, r) for c, r in clients))
+    await asyncio.wait_for(asyncio.gather(*(run(c, r) for c, r in clients)), seconds + 60)  # fail, never hang
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
@@ -136,7 +136,7 @@ async def open_loop(clients: list[tuple[Client, bytes]], seconds: float, rate: f
             await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
 
     start = time.perf_counter()
-    await asyncio.gather(*(run(c, r) for c, r in clients))
+    await asyncio.wait_for(asyncio.gather(*(run(c, r) for c, r in clients)), seconds + 60)  # fail, never hang
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
