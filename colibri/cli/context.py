@@ -4,7 +4,6 @@ Nothing heavy is imported until a command needs it, so ``colibri --help`` stays 
 """
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,18 +58,9 @@ class Context:
 
     def backend(self) -> "JailBackend":
         """The jail backend chosen by the jail_backend setting."""
-        from colibri.adapters.runner import ShRunner
-        from colibri.resources import shipped
+        from colibri.adapters.backends import make_backend
 
-        settings = self.settings
-        runner = ShRunner({"PATH": tool_path(), "LANG": "C.UTF-8"})
-        if settings.jail_backend == "sandbox":
-            from colibri.adapters.sandbox import Sandbox
-
-            return Sandbox(settings.jails_dir, shipped("jails"), settings.jail_user, runner)
-        from colibri.adapters.bastille import Bastille
-
-        return Bastille.from_settings(settings, runner, shipped("jails"))
+        return make_backend(self.settings)
 
     def spawner(self) -> "SpawnService":
         from colibri.resources import shipped
@@ -169,16 +159,6 @@ class Context:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-
-
-SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-
-def tool_path() -> str:
-    """PATH for external tools: the caller's PATH, then the system directories (service(8) and
-    rc.d give a minimal PATH; bastille, jls, jexec, bwrap and nsenter live in these)."""
-    entries = [p for p in os.environ.get("PATH", "").split(":") if p]
-    return ":".join(entries + [p for p in SYSTEM_PATH if p not in entries])
 
 
 def get(ctx: typer.Context) -> Context:

@@ -2,7 +2,7 @@
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from colibri.adapters.jail import JailBackend, JailState
 from colibri.adapters.localhome import LocalHome
@@ -13,6 +13,9 @@ from colibri.services.spawn import start_mother
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, utcnow
 from colibri.store.repos import TenantRepo
+
+if TYPE_CHECKING:
+    from colibri.settings import Settings
 
 SHOULD_RUN = frozenset({TenantStatus.ACTIVE})
 HAS_JAIL = frozenset({TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING})
@@ -166,3 +169,12 @@ class JailService:
 
 def describe_drifts(drifts: list[Drift]) -> list[dict[str, Any]]:
     return [d.public() for d in drifts]
+
+
+def daemon_reconcile(settings: "Settings", store: Store) -> list[dict[str, Any]]:
+    """The daemon's periodic reconcile: a dry run whose drifts it logs and counts (repairs stay
+    an operator's call: ``colibri reconcile --apply``)."""
+    from colibri.adapters.backends import make_backend
+
+    service = JailService(store, make_backend(settings), settings.run_dir / "locks")
+    return describe_drifts(service.reconcile(apply=False))

@@ -7,6 +7,7 @@ end-to-end test of the whole chain.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,3 +242,29 @@ def test_start_agent_fails_when_the_mother_refuses(invoke: Invoke, sandbox_env: 
     code, _, err = invoke("start-agent", "demo")
     assert code == 11
     assert "refusing: .env is not 0600" in err
+
+
+def test_reconcile_reports_then_repairs_drift(invoke: Invoke) -> None:
+    from colibri.cli.context import Context
+    from colibri.services.jails import daemon_reconcile
+
+    for name in ("demo", "gone"):
+        invoke("register-tenant", name, "--collection", "")
+        assert invoke("spawn-agent", name)[0] == 0
+    context = Context()
+    backend = context.backend()
+    backend.stop("demo")  # behind colibri's back: the tenant is still active
+    shutil.rmtree(backend.root("gone").parent)  # and this jail vanished altogether
+    drifts = daemon_reconcile(context.settings, context.store)  # what the daemon's loop logs
+    assert sorted((d["kind"], d["jail"]) for d in drifts) == [("missing_jail", "gone"), ("stopped_jail", "demo")]
+    code, out, _ = invoke("reconcile", "--json")  # dry run by default: nothing changed
+    assert code == 0 and len(json.loads(out)["data"]) == 2
+    assert backend.info("demo").state.value == "stopped"
+    code, out, _ = invoke("reconcile", "--apply", "--json")
+    assert code == 0
+    assert all(d["applied"] for d in json.loads(out)["data"])
+    assert backend.info("demo").state.value == "running"
+    assert "mother.py" in jail_ps("demo")
+    assert tenant(invoke, "gone")["status"] == "failed"
+    assert invoke("reconcile") == (0, "no drift\n", "")
+    context.close()
