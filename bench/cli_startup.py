@@ -58,8 +58,9 @@ def seed(url: str, count: int) -> None:
         }
         for i in range(count)
     ]
-    with store.session() as session:
-        session.execute(insert(Tenant), rows)
+    if rows:
+        with store.session() as session:
+            session.execute(insert(Tenant), rows)
     store.close()
 
 

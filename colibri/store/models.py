@@ -2,6 +2,7 @@
 ever stored here (the vault's collection *id* is an identifier, not a secret)."""
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,34 +45,43 @@ class Tenant(SQLModel, table=True):
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite returns naive datetimes; they were written as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")
+    if value.tzinfo is None:  # the columns hold naive datetimes; they were written as UTC
+        return value.isoformat() + "Z"
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+TENANT_COLUMNS = tuple(Tenant.model_fields)
 
 
 def tenant_public(tenant: Tenant) -> dict[str, Any]:
     """The tenant as shown by ``show-tenant`` and ``list-tenants`` (stable keys, see README)."""
+    return tenant_public_row({name: getattr(tenant, name) for name in TENANT_COLUMNS})
+
+
+def tenant_public_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """``tenant_public`` from a plain row of the tenants table (``TenantRepo.find_rows``): listing
+    10,000 tenants this way costs a third of building ORM objects first."""
     return {
-        "tenant_id": tenant.tenant_id,
-        "jail_name": tenant.jail_name,
-        "collection_name": tenant.collection_name,
-        "collection_id": tenant.collection_id,
-        "host": tenant.host,
-        "status": tenant.status,
-        "created_at": _iso(tenant.created_at),
-        "updated_at": _iso(tenant.updated_at),
-        "last_error": tenant.last_error,
-        "backend": tenant.backend,
-        "jail_root": tenant.jail_root,
-        "ip_address": tenant.ip_address,
-        "template": tenant.template,
-        "capabilities": json.loads(tenant.capabilities) if tenant.capabilities else [],
-        "spawn_step": tenant.spawn_step,
-        "adopted": tenant.adopted,
-        "secrets_status": tenant.secrets_status,
-        "secrets_error": tenant.secrets_error,
-        "secrets_changed_at": _iso(tenant.secrets_changed_at),
-        "secrets_checked_at": _iso(tenant.secrets_checked_at),
+        "tenant_id": row["tenant_id"],
+        "jail_name": row["jail_name"],
+        "collection_name": row["collection_name"],
+        "collection_id": row["collection_id"],
+        "host": row["host"],
+        "status": row["status"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "last_error": row["last_error"],
+        "backend": row["backend"],
+        "jail_root": row["jail_root"],
+        "ip_address": row["ip_address"],
+        "template": row["template"],
+        "capabilities": json.loads(row["capabilities"]) if row["capabilities"] else [],
+        "spawn_step": row["spawn_step"],
+        "adopted": row["adopted"],
+        "secrets_status": row["secrets_status"],
+        "secrets_error": row["secrets_error"],
+        "secrets_changed_at": _iso(row["secrets_changed_at"]),
+        "secrets_checked_at": _iso(row["secrets_checked_at"]),
     }
 
 

@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+from sqlalchemy import DateTime, RowMapping, type_coerce
+from sqlalchemy import select as select_table
 from sqlmodel import Session, col, select
 
 from colibri.store.models import Tenant
@@ -24,6 +26,19 @@ class TenantRepo:
         elif not include_removed:
             query = query.where(Tenant.status != "removed")
         return self._session.exec(query).all()
+
+    def find_rows(self, status: str | None = None) -> Sequence[RowMapping]:
+        """``find`` as plain rows (column name -> value), no ORM objects: for long listings."""
+        table = Tenant.metadata.tables[Tenant.__tablename__]
+        # timestamps as the plain (naive, UTC) values stored: sqlmodel's tz-aware type would
+        # call datetime.replace on each, a fifth of the time of a long listing
+        columns = [
+            type_coerce(c, DateTime()).label(c.name) if isinstance(getattr(c.type, "impl", None), DateTime) else c
+            for c in table.c
+        ]
+        query = select_table(*columns).order_by(table.c.tenant_id)
+        query = query.where(table.c.status == status if status is not None else table.c.status != "removed")
+        return self._session.connection().execute(query).mappings().all()
 
     def ids(self) -> list[str]:
         return list(self._session.exec(select(Tenant.tenant_id)).all())
