@@ -91,9 +91,19 @@ def show_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False
         output.fields(record, SHOW_KEYS)
 
 
-def remove_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
-    """Mark a tenant removed. Refused while the tenant may still have a jail."""
-    record = context.get(ctx).tenants().remove(tenant)
+def remove_tenant(
+    ctx: typer.Context,
+    tenant: TenantArg,
+    destroy_jail: Annotated[
+        bool, typer.Option("--destroy-jail", help="Destroy the tenant's jail first (never an adopted one).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying the jail.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Mark a tenant removed. Refused while the tenant may still have a jail, unless --destroy-jail."""
+    if destroy_jail and not yes and not typer.confirm(f"Destroy the jail of tenant {tenant} and remove the tenant?"):
+        raise typer.Abort()
+    record = context.get(ctx).tenants().remove(tenant, destroy_jail=destroy_jail)
     if as_json:
         output.emit_json(record)
     else:

@@ -1,5 +1,6 @@
 """Tenants: register, list, show, remove.  tenant id == jail name == collection name."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,10 @@ class Registration:
 
 
 class TenantService:
-    def __init__(self, store: Store, default_host: str) -> None:
+    def __init__(self, store: Store, default_host: str, destroy_jail: Callable[[str], Any] | None = None) -> None:
         self._store = store
         self._default_host = default_host
+        self._destroy_jail = destroy_jail
 
     def register(self, tenant_id: str, collection: str | None, host: str | None) -> Registration:
         """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
@@ -87,8 +89,14 @@ class TenantService:
                 raise TenantNotFound(tenant_id)
             return tenant_public(tenant)
 
-    def remove(self, tenant_id: str) -> dict[str, Any]:
-        """Mark a tenant removed.  Refuses (StateConflict) while it may still have a jail."""
+    def remove(self, tenant_id: str, destroy_jail: bool = False) -> dict[str, Any]:
+        """Mark a tenant removed.  While it may still have a jail: StateConflict, or with
+        ``destroy_jail`` its jail is destroyed first (never an adopted one: that refusal stands)."""
+        if destroy_jail and self._destroy_jail is not None:
+            with self._store.session() as session:
+                tenant = TenantRepo(session).get(tenant_id)
+                if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
+                    self._destroy_jail(tenant_id)
         with self._store.session() as session:
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
@@ -97,7 +105,7 @@ class TenantService:
             if status in HAS_JAIL:
                 raise StateConflict(
                     f"tenant {tenant_id} is {status} and may still have a jail; "
-                    f"run 'colibri remove-tenant {tenant_id} --destroy-jail' to destroy it first"
+                    f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
             check_transition(tenant_id, status, TenantStatus.REMOVED)
             tenant.status = TenantStatus.REMOVED

@@ -268,3 +268,19 @@ def test_reconcile_reports_then_repairs_drift(invoke: Invoke) -> None:
     assert tenant(invoke, "gone")["status"] == "failed"
     assert invoke("reconcile") == (0, "no drift\n", "")
     context.close()
+
+
+def test_remove_tenant_refuses_then_destroys_its_jail(invoke: Invoke) -> None:
+    invoke("register-tenant", "demo", "--collection", "")
+    assert invoke("spawn-agent", "demo")[0] == 0
+    root = Path(str(tenant(invoke, "demo")["jail_root"]))
+    code, _, err = invoke("remove-tenant", "demo")
+    assert code == 5
+    assert err == (
+        "colibri: tenant demo is active and may still have a jail; "
+        "destroy it first: colibri remove-tenant demo --destroy-jail\n"
+    )
+    assert root.exists()
+    assert invoke("remove-tenant", "demo", "--destroy-jail", "--yes") == (0, "removed tenant demo\n", "")
+    assert not root.exists()
+    assert tenant(invoke, "demo")["status"] == "removed"
