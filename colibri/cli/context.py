@@ -78,6 +78,15 @@ class Context:
             self.store, self.backend(), paths, provision=self.secrets().provision, notify_daemon=self._open_socket
         )
 
+    def _reload_secrets(self, tenant_id: str) -> None:
+        """A tenant's .env changed: a running daemon tells its agents with their next heartbeat."""
+        from colibri.errors import DaemonError
+
+        client = self.daemon_client()
+        if client.socket_path.exists():
+            with contextlib.suppress(DaemonError):
+                client.tenant_action(tenant_id, "reload-secrets")
+
     def _open_socket(self, tenant_id: str) -> None:
         """Ask a running daemon to listen on the tenant's agent socket now; without a daemon the
         socket appears when it starts (it opens every active tenant's)."""
@@ -123,7 +132,7 @@ class Context:
             organization_id=settings.vault_organization_id,
         )
         credentials = CredentialStore(settings.vault_credentials_dir)
-        return SecretsService(self.store, config, self._bitwarden(), credentials)
+        return SecretsService(self.store, config, self._bitwarden(), credentials, secrets_changed=self._reload_secrets)
 
     def vault(self) -> "VaultService":
         """``colibri vault login|status|check``."""

@@ -13,7 +13,7 @@ costs one unlock, one sync and one listing of the organization's items, however 
 agent.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,11 +93,13 @@ class SecretsService:
         config: SecretsConfig,
         vault: VaultReader | None,
         credentials: CredentialSource,
+        secrets_changed: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._vault = vault
         self._credentials = credentials
+        self._secrets_changed = secrets_changed  # tells the tenant's running agents to reload
 
     def provision(self, tenant_id: str, *, rebind: bool = False) -> ProvisionResult:
         """Provision one tenant; the spawn pipeline calls this before the agent starts.
@@ -210,6 +212,8 @@ class SecretsService:
         content = envfile.render(entries, f"secrets of tenant {plan.tenant_id} from {source}")
         path, changed = self._write(plan, content)
         self._mark(plan.tenant_id, "ok", None, changed=changed, collection_id=collection_id)
+        if changed and self._secrets_changed is not None:
+            self._secrets_changed(plan.tenant_id)
         keys = tuple(sorted({e.key for e in entries}))
         return ProvisionResult(
             plan.tenant_id,

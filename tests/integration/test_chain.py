@@ -34,6 +34,8 @@ OP_EMAIL, OP_PASSWORD = "operator@example.org", "chain master password 7"
 class Chain:
     env: dict[str, str]
     base: Path
+    server: Any
+    item: Any
 
     def colibri(self, *args: str, stdin: str = "", timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -67,7 +69,9 @@ def chain_fixture(tmp_path: Path) -> Iterator[Chain]:
     operator = server.vault.add_user(OP_EMAIL, OP_PASSWORD)
     org = server.vault.add_org("Hive", owner=operator)
     acme = server.vault.add_collection(org, "acme")
-    server.vault.add_item(acme, "provider", notes="MODEL=deepseek-chat\n", fields={"OPENROUTER_API_KEY": "sk-or-1"})
+    item = server.vault.add_item(
+        acme, "provider", notes="MODEL=deepseek-chat\n", fields={"OPENROUTER_API_KEY": "sk-or-1"}
+    )
     server.vault.add_collection(org, "other-tenant")
     (tmp_path / "colibri.toml").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLIBRI_", "BW_", "BITWARDENCLI_"))}
@@ -88,7 +92,7 @@ def chain_fixture(tmp_path: Path) -> Iterator[Chain]:
         "COLIBRI_TASK_LEASE_SECONDS": "60",
         "COLIBRI_RECONCILE_INTERVAL": "0",
     })  # fmt: skip
-    chain = Chain(env, tmp_path)
+    chain = Chain(env, tmp_path, server, item)
     creds = f"{operator.client_id}\n{operator.client_secret}\n{OP_PASSWORD}\n"
     login = chain.colibri("vault", "login", "--files", "--stdin", stdin=creds)
     assert login.returncode == 0, login.stderr
@@ -139,6 +143,16 @@ def test_the_whole_chain(chain: Chain) -> None:
     task = chain.ok("submit-task", "echo", "--payload", '{"hello": "hive"}', "--tenant", "acme", "--wait")
     assert task["state"] == "succeeded"
     assert task["result"] == {"hello": "hive"}
+
+    # 3b. the key is rotated in the vault: the next provision rewrites the .env, and the daemon
+    #     tells the running agent with its next heartbeat ("your secrets changed, reload")
+    chain.server.vault.set_field(chain.item, "OPENROUTER_API_KEY", "sk-or-2")
+    rotated = chain.ok("provision", "acme")
+    assert rotated["outcome"] == "written", rotated
+    assert "sk-or-2" in env_file.read_text() and "sk-or-1" not in env_file.read_text()
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    mother_log = Path(tenant["jail_root"]) / "var/log/colibri_mother.log"
+    wait_for("the agent to reload its secrets", lambda: "secrets changed" in mother_log.read_text(), 30)
 
     # 4. the agent dies holding a task: stale, then lost, and the task goes back to the queue
     slow = chain.ok("submit-task", "sleep", "--payload", '{"seconds": 300}', "--tenant", "acme")
