@@ -45,6 +45,7 @@ STAND_IN = """\
 import json, sys, time
 identity = json.load(open(sys.argv[sys.argv.index("--identity") + 1]))
 print("stand-in mother up for", identity["tenant"], flush=True)
+print("ready: identity read and .env checked", flush=True)
 while True:
     time.sleep(1)
 """

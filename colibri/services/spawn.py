@@ -395,30 +395,45 @@ def _require_handler(root: Path, capability: str, shipped: Path, rel: str = HAND
         ) from None
 
 
-MOTHER_SETTLE = 1.0
-"""Seconds the mother must stay up after its start: it refuses (bad .env, no identity) within
-its first moments, and that refusal must fail the step instead of passing unnoticed."""
+MOTHER_READY = "ready: identity read and .env checked"
+"""The line the mother logs once its identity is read and its .env checked (skills/mother)."""
+MOTHER_READY_TIMEOUT = 10.0
+"""How long spawn waits for that line.  A mother that refuses (bad .env, no identity) exits
+before it, which fails the step; one still running without it after this long is accepted."""
+MOTHER_LOG = "var/log/colibri_mother.log"
 
 
 def start_mother(backend: JailBackend, name: str) -> str:
-    """Start the jail's mother service and check it is still running a moment later.  Raises
-    JailError with the last line of its log when it exits (e.g. it refused an unsafe .env)."""
+    """Start the jail's mother service and wait until it says it is ready.  Raises JailError with
+    the last line of its log when it exits first (e.g. it refused an unsafe .env)."""
+    offset = len(_read_log(backend, name))
     result = backend.exec(name, backend.service_argv(MOTHER, "start"), timeout=30)
     if result.exit_code != 0:
         raise JailError(f"the mother skill did not start in jail {name} (exit {result.exit_code})")
-    deadline = time.monotonic() + MOTHER_SETTLE
+    already = "already running" in result.out + result.err
+    deadline = time.monotonic() + MOTHER_READY_TIMEOUT
     while True:
         status = backend.exec(name, backend.service_argv(MOTHER, "status"), timeout=10)
         if status.exit_code != 0:
             raise JailError(f"the mother skill exited right after starting in jail {name}: {_log_tail(backend, name)}")
+        log = _read_log(backend, name)
+        if already or MOTHER_READY.encode() in log[offset if len(log) >= offset else 0 :]:
+            return status.out.strip()
         if time.monotonic() >= deadline:
             return status.out.strip()
-        time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def _read_log(backend: JailBackend, name: str) -> bytes:
+    try:
+        return jailfs.read_file(backend.root(name), MOTHER_LOG, limit=1 << 20)
+    except JailError:
+        return b""
 
 
 def _log_tail(backend: JailBackend, name: str) -> str:
     try:
-        data = jailfs.read_file(backend.root(name), "var/log/colibri_mother.log", limit=1 << 16)
+        data = jailfs.read_file(backend.root(name), MOTHER_LOG, limit=1 << 16)
     except JailError:
         return "no log"
     lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]

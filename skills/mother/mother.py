@@ -55,6 +55,10 @@ class Unreachable(Exception):
     """The daemon's socket does not answer."""
 
 
+READY = "ready: identity read and .env checked"
+"""The line spawn waits for (colibri.services.spawn.MOTHER_READY): keep the two in step."""
+
+
 def log(message):
     sys.stderr.write(f"mother[{os.getpid()}]: {message}\n")
     sys.stderr.flush()
@@ -396,6 +400,7 @@ def main(argv=None):
     except Refused as exc:
         log(str(exc))
         return exc.code
+    log(READY)  # spawn waits for this line: identity read, .env checked
     mother = Mother(identity, args.handler_timeout, args.poll_wait)
     signal.signal(signal.SIGTERM, lambda *_: mother.shutdown())
     signal.signal(signal.SIGINT, lambda *_: mother.shutdown())
