@@ -6,14 +6,14 @@ documented in ``etc/colibri.toml.sample``.  Paths follow hier(7) for root and XD
 so a newcomer can try colibri without root.
 """
 
+import ipaddress
 import os
-import re
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from colibri.errors import ConfigError
@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=300.0, ge=0)
     metrics_address: str | None = None
     log_target: Literal["stderr", "syslog"] = "stderr"
+
+    @field_validator("jail_ip_pool")
+    @classmethod
+    def _ip_pool(cls, value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"not an IP network such as 10.17.89.0/24: {exc}") from None
+        if network.num_addresses < 4:
+            raise ValueError("the pool needs at least a /30 (IPv4) or /126 (IPv6)")
+        return value
 
     @property
     def database(self) -> str:
@@ -215,5 +226,11 @@ def describe(settings: Settings) -> dict[str, Any]:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL such as ``postgresql://user:pw@host/db``."""
-    return re.sub(r"(//[^/:@]*:)[^/]*@", r"\1********@", url)
+    """Hide the password of a URL such as ``postgresql://user:pw@host/db`` (SQLAlchemy's parser)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a database URL>"

@@ -116,8 +116,10 @@ def render(entries: Sequence[Entry], header: str) -> bytes:
     for entry in entries:
         if not _KEY.fullmatch(entry.key):
             raise SecretsError(
-                f"invalid key {shown_key(entry.key)} ({entry.origin}): use letters, digits and '_', "
-                "not starting with a digit"
+                # The key's text is not shown: a secret pasted where a key belongs would leak into
+                # stderr, the store (secrets_error) and logs.  The origin says where to look.
+                f"invalid key ({entry.origin}): a key is letters, digits and '_', "
+                "not starting with a digit (the key itself is not shown: it may be a pasted secret)"
             )
         if entry.key in seen:
             raise SecretsError(f"duplicate key {entry.key}: from {seen[entry.key].origin} and from {entry.origin}")

@@ -7,8 +7,10 @@ fsync of the directory.
 """
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -61,7 +63,8 @@ def _step(fd: int, part: str, *, create: bool, mode: int, owner: tuple[int, int]
         except OSError as exc:
             raise JailError(f"cannot create {part} in {where}: {exc.strerror}") from None
     except OSError as exc:
-        reason = "is a symlink or not a directory (refused)" if exc.errno in (40, 20) else exc.strerror
+        unsafe = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)  # EMLINK: FreeBSD's O_NOFOLLOW answer
+        reason = "is a symlink or not a directory (refused)" if exc.errno in unsafe else exc.strerror
         raise JailError(f"unsafe path in the jail {where}: {part} {reason}") from None
     return nxt
 
@@ -103,12 +106,16 @@ def write_file(
 
 def _same_content(dirfd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> bool:
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
-        if (st.st_mode & 0o7777) != mode or (owner is not None and (st.st_uid, st.st_gid) != owner):
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or (st.st_mode & 0o7777) != mode
+            or (owner is not None and (st.st_uid, st.st_gid) != owner)
+        ):
             return False
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return handle.read(len(data) + 1) == data
@@ -121,10 +128,13 @@ def read_file(root: Path, rel: str, limit: int = 1 << 20) -> bytes:
     parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
     with open_dir(root, parent) as dirfd:
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            # O_NONBLOCK and the regular-file check: a FIFO planted by the jail must not hang us.
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as exc:
             raise JailError(f"cannot read {rel} in jail {root}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JailError(f"cannot read {rel} in jail {root}: not a regular file")
             return handle.read(limit)
 
 

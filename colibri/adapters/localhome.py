@@ -3,10 +3,10 @@
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+from colibri.adapters import jailfs
 from colibri.errors import JailError
 
 
@@ -23,13 +23,15 @@ class LocalHome:
         return st.st_uid, st.st_gid
 
     def pid(self) -> int | None:
-        """The mother's pid when it runs (checked against /proc, so a reused pid does not count)."""
+        """The mother's pid when it runs: a mother.py process of the home's owner (the pid file
+        lives in a directory that user controls, so its word alone is not trusted)."""
         try:
-            pid = int((self.state / "mother.pid").read_text().strip())
+            pid = int(jailfs.read_file(self.home, ".colibri/mother.pid", limit=32).strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
+            owner = Path(f"/proc/{pid}").stat().st_uid
+        except (OSError, ValueError, JailError):
             return None
-        return pid if b"mother.py" in cmdline else None
+        return pid if b"mother.py" in cmdline and owner == self.owner()[0] else None
 
     def start(self, skill: Path, identity: Path) -> int:
         running = self.pid()
@@ -40,16 +42,31 @@ class LocalHome:
         if os.geteuid() == 0 and uid != 0:
             argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", *argv]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8"}
-        with (self.state / "mother.log").open("ab") as log:
-            try:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.home,
-                    start_new_session=True,
-                )  # fmt: skip
-            except FileNotFoundError as exc:
-                raise JailError(f"cannot start the mother skill: {exc.filename} not found") from None
-        (self.state / "mother.pid").write_text(f"{proc.pid}\n")
-        return proc.pid
+        # Opened without following a symlink: the directory belongs to the home's owner, and we may
+        # be root, so a planted link must not make us append to some other file.
+        with jailfs.open_dir(self.home, ".colibri") as dirfd:
+            fd = os.open(
+                "mother.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd
+            )
+        # posix_spawn in a session of its own: a detached process, not a Popen object that would
+        # complain about a child still running when colibri exits.
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, 1),
+            (os.POSIX_SPAWN_DUP2, fd, 2),
+            (os.POSIX_SPAWN_CLOSE, fd),
+        ]
+        old_cwd = os.getcwd()
+        try:
+            os.chdir(self.home)
+            pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True)
+        except FileNotFoundError as exc:
+            raise JailError(f"cannot start the mother skill: {exc.filename or argv[0]} not found") from None
+        finally:
+            os.chdir(old_cwd)
+            os.close(fd)
+        jailfs.write_file(self.home, ".colibri/mother.pid", f"{pid}\n".encode(), mode=0o644)
+        return pid
 
     def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid()
@@ -65,4 +82,5 @@ class LocalHome:
         if self.pid() == pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        (self.state / "mother.pid").unlink(missing_ok=True)
+        with jailfs.open_dir(self.home, ".colibri") as dirfd, contextlib.suppress(FileNotFoundError):
+            os.unlink("mother.pid", dir_fd=dirfd)

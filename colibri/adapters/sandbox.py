@@ -30,6 +30,9 @@ MARKER = "colibri.json"
 AGENT_UID = 1001
 _HOST_RO = ("usr",)
 _HOST_MERGED = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
+JAIL_CAPS = ("setuid", "setgid", "kill", "chown", "fowner", "dac_override")
+"""What root inside a sandbox jail keeps (like a FreeBSD jail's root: no mount, no modules, no
+ptrace of the host, no raw network): enough to drop to the agent user and manage its files."""
 
 
 class Sandbox:
@@ -168,6 +171,7 @@ class Sandbox:
             argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_path), mount.jail_path]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]  # noqa: S108 (a tmpfs inside the jail)
         argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
+        argv += ["--cap-drop", "ALL", *(f for cap in JAIL_CAPS for f in ("--cap-add", f"CAP_{cap.upper()}"))]
         argv += ["--hostname", name, "--info-fd", str(info_fd), "--chdir", "/"]
         # The path in argv lets us tell our bwrap from a reused pid (see _init_pid).
         argv += ["--setenv", "COLIBRI_JAIL", name, "--", "/bin/sh", "/etc/rc"]
@@ -247,6 +251,8 @@ class Sandbox:
         home = f"/home/{user}" if user and user != "root" else "/root"
         base = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, **(env or {})}
         command = ["nsenter", "-t", str(init), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"]
+        # nsenter keeps the host's full capabilities: give the command only what jail root has.
+        command += ["setpriv", "--bounding-set=-all," + ",".join(f"+{c}" for c in JAIL_CAPS), "--"]
         if user and user != "root":
             command += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--no-new-privs"]
         command += ["/usr/bin/env", "-i", *env_list(base), *argv]

@@ -141,16 +141,18 @@ class StepPrinter:
 
     def _rich(self, tenant: str, step: str, state: str, detail: str) -> None:
         from rich.console import Console
+        from rich.markup import escape
 
         console = Console(highlight=False)
+        tenant, detail = escape(tenant), escape(detail)  # "[demo]" is text here, not a style
         if state == "start":
             self.close()
-            self._status = console.status(f"[{tenant}] {step} ...")
+            self._status = console.status(f"\\[{tenant}] {step} ...")
             self._status.start()
             return
         self.close()
         mark = {"done": "[green]ok[/]", "fail": "[red]FAILED[/]", "skip": "skipped"}.get(state, state)
-        console.print(f"[{tenant}] {step}: {mark}{(' - ' + detail) if detail else ''}", markup=True)
+        console.print(f"\\[{tenant}] {step}: {mark}{(' - ' + detail) if detail else ''}", markup=True)
 
     def close(self) -> None:
         if self._status is not None:

@@ -14,7 +14,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON
 TenantArg = Annotated[str, typer.Argument(help="Tenant id: also the jail name and the collection name.")]
 
 SHOW_KEYS = (
-    "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status",
+    "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "spawn_step", "backend",
+    "jail_root", "ip_address", "adopted", "secrets_status", "secrets_error", "secrets_changed_at",
     "created_at", "updated_at", "last_error",
 )  # fmt: skip
 

@@ -398,14 +398,22 @@ class Daemon:
         base = self.settings.run_dir / ("agents" if kind == "tenant" else "lanes")
         directory, path = base / name, base / name / "agent.sock"
         try:
+            # agents/ is root-only: on the host nobody but root reaches a tenant's socket; inside the
+            # jail the bind mount of the tenant's own directory is the only way in.
             base.mkdir(mode=0o700, exist_ok=True)
+            base.chmod(0o700)
             directory.mkdir(mode=0o755, exist_ok=True)
             directory.chmod(0o755)
             _remove_stale(path)
             handler = self.api.handler(Scope(kind, name))  # type: ignore[arg-type]
             loop = asyncio.get_running_loop()
-            server = await loop.create_unix_server(lambda: HttpProtocol(handler, self._conns), str(path))
-            path.chmod(0o666)  # the jail's agent user connects; the mount is the access control
+            # Created 0666 by the umask: no chmod afterwards, which would follow a symlink the
+            # jail (its directory is mounted read-write there) could put in the socket's place.
+            old = os.umask(0o111)
+            try:
+                server = await loop.create_unix_server(lambda: HttpProtocol(handler, self._conns), str(path))
+            finally:
+                os.umask(old)
         except OSError as exc:
             raise DaemonError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         self._servers[(kind, name)] = (server, path)

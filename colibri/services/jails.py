@@ -49,6 +49,12 @@ class JailService:
             self._require_spawned(tenant)
             if tenant.backend == "local":
                 raise StateConflict(f"tenant {tenant_id} runs locally; run 'colibri spawn-local' to start it")
+            if tenant.status not in (TenantStatus.STOPPED, TenantStatus.ACTIVE):
+                # A failed spawn may have failed at its secrets: never start such an agent; re-run
+                # the pipeline, which provisions before it starts anything.
+                raise StateConflict(
+                    f"tenant {tenant_id} is {tenant.status}; run 'colibri spawn-agent {tenant_id}' to converge it"
+                )
             self._backend.start(tenant.jail_name)
             start_mother(self._backend, tenant.jail_name)
             return self._set_status(tenant_id, TenantStatus.ACTIVE)

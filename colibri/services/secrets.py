@@ -296,7 +296,8 @@ def entries_of(items: Sequence[VaultItem], collection_id: str) -> list[envfile.E
     for item in chosen:
         label = f"item {item.name!r} ({item.id})"
         entries += [
-            envfile.Entry(name, value, f"{label} field {envfile.shown_key(name)}") for name, value in item.fields
+            envfile.Entry(name, value, f"{label} custom field {number}")
+            for number, (name, value) in enumerate(item.fields, start=1)
         ]
         if item.notes:
             entries += envfile.parse_lines(item.notes, f"{label} notes")

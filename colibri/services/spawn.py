@@ -225,7 +225,7 @@ class SpawnService:
 
     def _ensure_socket_mount(self, name: str) -> None:
         socket_dir = self._paths.socket_dir(name)
-        socket_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _make_socket_dir(socket_dir)
         self._backend.mount(name, Mount(socket_dir, JAIL_SOCKET_DIR, read_only=False))
 
     def _expect(self, name: str, state: JailState) -> None:
@@ -285,9 +285,10 @@ class SpawnService:
         local = LocalHome(home)
         with _step(report, tenant.tenant_id, "mother_installed") as say:
             uid, gid = local.owner()
-            jailfs.open_dir(home, ".colibri", create=True, mode=0o700, owner=(uid, gid)).__enter__()
+            with jailfs.open_dir(home, ".colibri", create=True, mode=0o700, owner=(uid, gid)):
+                pass
             socket_dir = self._paths.socket_dir(tenant.tenant_id)
-            socket_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            _make_socket_dir(socket_dir)
             caps = json.loads(tenant.capabilities or "[]")
             handlers = self._paths.skills_dir / "mother" / "handlers"
             for cap in caps:
@@ -368,11 +369,21 @@ class SpawnService:
                 return tenant.ip_address
             used = {t.ip_address for t in repo.find(include_removed=True) if t.ip_address}
             network = ipaddress.ip_network(self._paths.ip_pool, strict=False)
-            for candidate in list(network.hosts())[1:]:  # the first host is the gateway by convention
+            hosts = network.hosts()  # lazy: a /8 is 16M addresses
+            next(hosts, None)  # the first host is the gateway by convention
+            for candidate in hosts:
                 if str(candidate) not in used:
                     tenant.ip_address = str(candidate)
                     return str(candidate)
         raise JailError(f"the jail IP pool {self._paths.ip_pool} is exhausted")
+
+
+def _make_socket_dir(socket_dir: Path) -> None:
+    """``run_dir/agents/<tenant>``: ``agents/`` root-only (0700), so no host user reaches any
+    tenant's socket; the tenant's own directory is what gets mounted into its jail."""
+    socket_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    socket_dir.parent.chmod(0o700)
+    socket_dir.mkdir(exist_ok=True, mode=0o755)
 
 
 def _needs_ip(backend: JailBackend) -> bool:

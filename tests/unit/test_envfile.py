@@ -211,3 +211,11 @@ def test_home_env_for_spawn_local(tmp_path: Path) -> None:
     path, changed = envfile.write_home_env(home, b"A='1'\n", [tmp_path / "homes"])
     assert changed and path == home / ".env"
     assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (home.stat().st_uid, 0o600)
+
+
+def test_an_invalid_key_is_not_echoed() -> None:
+    pasted = "sk-live-AbCdEf/123+xyz=="  # a secret pasted where a key belongs
+    with pytest.raises(SecretsError) as info:
+        render([Entry(pasted, "v", "item 'provider' custom field 2")], "h")
+    assert "invalid key (item 'provider' custom field 2)" in str(info.value)
+    assert "AbCdEf" not in str(info.value)

@@ -48,8 +48,9 @@ def test_database_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     settings, _ = load_settings()
     shown = describe(settings)
     assert "s3cret" not in str(shown)
-    assert shown["database_url"] == "postgresql+psycopg://colibri:********@db:5432/colibri"
+    assert shown["database_url"] == "postgresql+psycopg://colibri:***@db:5432/colibri"
     assert mask_url("sqlite:////var/db/colibri/colibri.db") == "sqlite:////var/db/colibri/colibri.db"
+    assert "pa/ss" not in mask_url("postgresql://colibri:pa/ss@db/colibri")  # a '/' in the password
 
 
 def test_sample_config_documents_every_setting() -> None:

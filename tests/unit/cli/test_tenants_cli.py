@@ -127,7 +127,7 @@ def test_version_and_config_show(invoke: Invoke, monkeypatch: pytest.MonkeyPatch
     code, out, _ = invoke("config", "show", "--json")
     assert code == 0
     data = json.loads(out)["data"]
-    assert data["database_url"] == {"value": "postgresql+psycopg://u:********@db/colibri",
+    assert data["database_url"] == {"value": "postgresql+psycopg://u:***@db/colibri",
                                     "source": "env:COLIBRI_DATABASE_URL"}  # fmt: skip
     assert data["host"] == {"value": "testhost", "source": "env:COLIBRI_HOST"}
     assert "hunter2" not in out
