@@ -180,13 +180,22 @@ class Bastille:
         with host_lock(self._locks, "bastille"):
             self._install_template(wanted)
             intent = self._intents / name
+            home = self.jails_dir / name
+            if (home.exists() or home.is_symlink()) and not (home / "jail.conf").is_file():
+                raise BastilleError(
+                    f"{home} exists but is no jail (no jail.conf): a create was cut short; "
+                    "check what is in it, remove it by hand, then spawn again"
+                )
             existing = self.info(name)
             if existing.state is not JailState.ABSENT or name in self._names():
                 if not intent.exists():
                     raise JailExists(f"a jail named {name} already exists and colibri did not create it")
                 self._destroy_locked(name)  # our own half-made jail from an interrupted create
-            self._intents.mkdir(parents=True, exist_ok=True, mode=0o700)
-            intent.write_text(json.dumps({"ip": ip, "template": wanted}))
+            try:
+                self._intents.mkdir(parents=True, exist_ok=True, mode=0o700)
+                intent.write_text(json.dumps({"ip": ip, "template": wanted}))
+            except OSError as exc:
+                raise BastilleError(f"cannot record the intent to create {name}: {exc.strerror}") from None
             try:
                 self._create_locked(name, ip, wanted)
             except BaseException:
@@ -218,7 +227,10 @@ class Bastille:
             error = self._fail(f"template {name} {template}", applied)
             raise BastilleError(f"{error}{' (' + ' '.join(said) + ')' if said else ''}")
         marker = {"created_by": "colibri", "name": name, "ip": ip, "template": template}
-        (self.jails_dir / name / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        try:
+            (self.jails_dir / name / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        except OSError as exc:
+            raise BastilleError(f"cannot mark jail {name} as colibri's: {exc.strerror}") from None
 
     def _install_template(self, template: str) -> None:
         """colibri's own templates (``colibri/NAME``) are copied from the package into bastille's
@@ -316,5 +328,8 @@ class Bastille:
                 if line.split()[:2] not in [ln.split()[:2] for ln in fstab.read_text().splitlines() if ln.strip()]:
                     raise self._fail(f"mount {name}", result)
                 return
-            with fstab.open("a") as handle:
-                handle.write(line + "\n")
+            try:
+                with fstab.open("a") as handle:
+                    handle.write(line + "\n")
+            except OSError as exc:
+                raise BastilleError(f"cannot add the mount to {fstab}: {exc.strerror}") from None

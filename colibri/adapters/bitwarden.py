@@ -223,7 +223,8 @@ class Bitwarden:
     def _prepare_dir(self) -> None:
         path = self._config.appdata_dir
         try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)  # state_dir: not world-readable
+            path.mkdir(mode=0o700, exist_ok=True)
             info = os.lstat(path)
         except OSError as exc:
             raise SecretsError(f"cannot create the bw data directory {path}: {exc.strerror}") from None

@@ -146,7 +146,10 @@ class Sandbox:
             log.close()
         with os.fdopen(read_end, "rb") as info_pipe:
             raw = info_pipe.read(4096)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise JailError(f"sandbox jail {name}: bubblewrap did not detach within 30 s") from None
         if not raw:
             raise JailError(f"sandbox jail {name} did not start (see {run / 'console.log'})")
         ns_init = int(json.loads(raw)["child-pid"])
@@ -227,8 +230,11 @@ class Sandbox:
             raise JailError(f"jail {name} was not created by colibri; refusing to destroy it")
         self.stop(name)
         trash = self._dir / f".destroying-{name}-{secrets.token_hex(4)}"
-        os.rename(self._dir / name, trash)
-        shutil.rmtree(trash)
+        try:
+            os.rename(self._dir / name, trash)
+            shutil.rmtree(trash)
+        except OSError as exc:
+            raise JailError(f"cannot remove sandbox jail {name}: {exc.strerror}") from None
         if self.info(name).state is not JailState.ABSENT:
             raise JailError(f"sandbox jail {name} is still there after destroy")
 

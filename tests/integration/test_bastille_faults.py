@@ -425,3 +425,13 @@ def test_two_spawns_of_one_tenant_at_once(emu: BastilleEmulator, ctx: Context, i
         "10.17.89.2",
     )
     assert jails_on_disk(emu) == ["demo"] and [c[:2] for c in calls(emu)].count(["create", "demo"]) == 1
+
+
+def test_a_jail_directory_without_jail_conf_is_reported_not_reused(emu: BastilleEmulator, ctx: Context) -> None:
+    jails = backend(emu, ctx.settings)
+    (emu.jails_dir / "half").mkdir(parents=True)
+    (emu.jails_dir / "half" / "root").mkdir()
+    with pytest.raises(BastilleError, match=r"half exists but is no jail \(no jail.conf\)"):
+        jails.create("half", ip="10.17.89.40", template="colibri/agent")
+    assert [c for c in calls(emu) if c[:1] == ["create"]] == []
+    assert (emu.jails_dir / "half" / "root").is_dir()  # left for the operator to look at
