@@ -54,7 +54,12 @@ class Context:
     def tenants(self) -> "TenantService":
         from colibri.services.tenants import TenantService
 
-        return TenantService(self.store, self.settings.host, destroy_jail=lambda t: self.jails().destroy(t))
+        return TenantService(
+            self.store,
+            self.settings.host,
+            destroy_jail=lambda t: self.jails().destroy(t),
+            locks_dir=self.settings.run_dir / "locks",
+        )
 
     def backend(self) -> "JailBackend":
         """The jail backend chosen by the jail_backend setting."""

@@ -120,16 +120,18 @@ class JailService:
         return None
 
     def _apply(self, drift: Drift) -> Drift:
+        if drift.tenant is None or drift.kind not in ("stopped_jail", "running_jail", "missing_jail"):
+            return drift
         try:
-            if drift.kind == "stopped_jail" and drift.tenant:
-                self._backend.start(drift.jail)
-                start_mother(self._backend, drift.jail)
-            elif drift.kind == "running_jail":
-                self._backend.stop(drift.jail)
-            elif drift.kind == "missing_jail" and drift.tenant:
-                self._set_status(drift.tenant, TenantStatus.FAILED, error="reconcile: the jail is missing")
-            else:
-                return drift
+            # The tenant's spawn lock: never repair under a spawn, start, stop or destroy in flight.
+            with host_lock(self._locks, f"spawn-{drift.tenant}", wait=None):
+                if drift.kind == "stopped_jail":
+                    self._backend.start(drift.jail)
+                    start_mother(self._backend, drift.jail)
+                elif drift.kind == "running_jail":
+                    self._backend.stop(drift.jail)
+                else:
+                    self._set_status(drift.tenant, TenantStatus.FAILED, error="reconcile: the jail is missing")
         except ColibriError as exc:
             return Drift(drift.kind, drift.jail, drift.tenant, drift.action, False, str(exc))
         return Drift(drift.kind, drift.jail, drift.tenant, drift.action, True)

@@ -1,9 +1,12 @@
 """Tenants: register, list, show, remove.  tenant id == jail name == collection name."""
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from colibri.adapters.locks import host_lock
 from colibri.domain import TenantStatus, check_transition, prefix_clash, validate_tenant_id
 from colibri.errors import StateConflict, TenantExists, TenantNotFound
 from colibri.store.db import Store
@@ -21,10 +24,17 @@ class Registration:
 
 
 class TenantService:
-    def __init__(self, store: Store, default_host: str, destroy_jail: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        default_host: str,
+        destroy_jail: Callable[[str], Any] | None = None,
+        locks_dir: Path | None = None,
+    ) -> None:
         self._store = store
         self._default_host = default_host
         self._destroy_jail = destroy_jail
+        self._locks = locks_dir
 
     def register(self, tenant_id: str, collection: str | None, host: str | None) -> Registration:
         """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
@@ -97,7 +107,8 @@ class TenantService:
                 tenant = TenantRepo(session).get(tenant_id)
                 if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
                     self._destroy_jail(tenant_id)
-        with self._store.session() as session:
+        lock = host_lock(self._locks, f"spawn-{tenant_id}", wait=None) if self._locks else contextlib.nullcontext()
+        with lock, self._store.session() as session:  # not while a spawn of it is in flight
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)

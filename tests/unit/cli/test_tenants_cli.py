@@ -144,3 +144,18 @@ def test_python_dash_m_runs_the_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "colibri", "version"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert done.stdout.startswith("colibri ")
+
+
+def test_remove_waits_for_no_spawn(invoke: Invoke) -> None:
+    """remove-tenant refuses while a spawn (or start/stop/destroy) of the tenant holds its lock."""
+    import os
+    from pathlib import Path
+
+    from colibri.adapters.locks import host_lock
+
+    invoke("register-tenant", "acme")
+    with host_lock(Path(os.environ["COLIBRI_RUN_DIR"]) / "locks", "spawn-acme", wait=None):
+        code, _, err = invoke("remove-tenant", "acme")
+    assert code == 5
+    assert err.startswith("colibri: spawn-acme is busy: another colibri process (pid ")
+    assert invoke("remove-tenant", "acme") == (0, "removed tenant acme\n", "")
