@@ -109,6 +109,11 @@ def destroy_agent(
     _show(context.get(ctx).jails().destroy(tenant), as_json, f"destroyed the jail of {tenant}")
 
 
+def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
+    """Hand an adopted jail back: stop the mother in it and forget it (the jail is left alone)."""
+    _show(context.get(ctx).jails().release(tenant), as_json, f"released the adopted jail of {tenant}")
+
+
 def reconcile(
     ctx: typer.Context,
     apply: Annotated[bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")] = False,
@@ -143,4 +148,5 @@ def register(app: typer.Typer) -> None:
     app.command("start-agent")(start_agent)
     app.command("stop-agent")(stop_agent)
     app.command("destroy-agent")(destroy_agent)
+    app.command("release-agent")(release_agent)
     app.command("reconcile")(reconcile)

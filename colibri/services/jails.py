@@ -77,7 +77,8 @@ class JailService:
             tenant = self._tenant(tenant_id)
             if tenant.adopted:
                 raise StateConflict(
-                    f"jail {tenant.jail_name} was adopted, not created by colibri; refusing to destroy it"
+                    f"jail {tenant.jail_name} was adopted, not created by colibri; refusing to destroy it "
+                    f"(to hand it back: colibri release-agent {tenant_id})"
                 )
             if tenant.backend == "local" and tenant.jail_root:
                 LocalHome(Path(tenant.jail_root)).stop()
@@ -88,6 +89,23 @@ class JailService:
                         raise JailError(f"jail {tenant.jail_name} was not created by colibri; refusing to destroy it")
                     self._backend.destroy(tenant.jail_name)
             return self._reset(tenant_id)
+
+    def release(self, tenant_id: str) -> dict[str, Any]:
+        """Hand an adopted jail back: stop colibri's mother in it and forget it; the jail itself,
+        never colibri's, is left as it is.  The tenant goes back to ``registered``."""
+        with host_lock(self._locks, f"spawn-{tenant_id}", wait=None):
+            tenant = self._tenant(tenant_id)
+            if not tenant.adopted:
+                raise StateConflict(f"tenant {tenant_id} has no adopted jail; 'colibri destroy-agent' removes its jail")
+            if self._backend.info(tenant.jail_name).state is JailState.RUNNING:
+                self._backend.exec(tenant.jail_name, self._backend.service_argv("colibri_mother", "stop"), timeout=30)
+            reset = self._reset(tenant_id)
+        with self._store.session() as session:
+            row = TenantRepo(session).get_for_update(tenant_id)
+            assert row is not None
+            row.adopted = False
+            reset["adopted"] = False
+        return reset
 
     def reconcile(self, apply: bool = False) -> list[Drift]:
         """Compare the store with the backend.  Dry-run by default; ``apply`` repairs what is safe:

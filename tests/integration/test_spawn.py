@@ -175,9 +175,14 @@ def test_a_foreign_jail_is_refused_then_adopted_and_never_destroyed(invoke: Invo
     assert code == 0, err
     assert tenant(invoke, "demo")["adopted"] is True
     code, _, err = invoke("destroy-agent", "demo", "--yes")
-    assert code == 5 and "adopted" in err
+    assert code == 5 and "adopted" in err and "colibri release-agent demo" in err
     assert root.exists()
-    invoke("stop-agent", "demo")
+    assert invoke("release-agent", "demo") == (0, "released the adopted jail of demo\n", "")
+    assert root.exists() and "mother.py" not in jail_ps("demo")  # the jail stays; colibri's agent is gone
+    record = tenant(invoke, "demo")
+    assert (record["status"], record["adopted"], record["jail_root"]) == ("registered", False, None)
+    assert invoke("remove-tenant", "demo")[0] == 0
+    Context().backend().stop("demo")
 
 
 def test_parallel_spawns_of_different_tenants(invoke: Invoke) -> None:
