@@ -260,6 +260,7 @@ def test_reconcile_reports_then_repairs_drift(invoke: Invoke) -> None:
     context = Context()
     backend = context.backend()
     backend.stop("demo")  # behind colibri's back: the tenant is still active
+    backend.stop("gone")
     shutil.rmtree(backend.root("gone").parent)  # and this jail vanished altogether
     drifts = daemon_reconcile(context.settings, context.store)  # what the daemon's loop logs
     assert sorted((d["kind"], d["jail"]) for d in drifts) == [("missing_jail", "gone"), ("stopped_jail", "demo")]
