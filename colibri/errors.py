@@ -30,7 +30,8 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     ├── CommandTimeout                  14  an external command or request timed out
     ├── StoreError                      15  the database failed
     │   └── SchemaTooNew
-    └── DaemonError                     16  the colibri daemon is not reachable or refused
+    ├── DaemonError                     16  the colibri daemon is not reachable or refused
+    └── PartialFailure                      some items of a batch failed: the worst item's code
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
 ``from None`` with a message written by colibri.
 """
@@ -195,6 +196,14 @@ class DaemonError(ColibriError):
     """The colibri daemon is not reachable or refused the request."""
 
     exit_code = 16
+
+
+class PartialFailure(ColibriError):
+    """Some items of a batch failed; the exit code is the worst of theirs."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 EXIT_CODES: dict[int, str] = {

@@ -1,12 +1,12 @@
 """Shared test set-up: a clean environment, tmp settings, and honest gating of real parts.
 
-A test that needs a real program (bw, bwrap, PostgreSQL, sshd) calls ``require(...)``: it skips
+A test that needs a real program (bw, bwrap, PostgreSQL) calls ``require(...)``: it skips
 on a developer machine without it, and FAILS under CI (CI=true), so CI never passes by skipping.
 """
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,24 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.setenv("COLIBRI_LOG_DIR", str(home / "log"))
     monkeypatch.setenv("COLIBRI_HOST", "testhost")
     yield
+
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(name="invoke")
+def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
+    """Run a command line through ``colibri.cli.run`` (the real main path, exit-code mapping
+    included) in this process: returns (exit code, stdout, stderr)."""
+    from colibri.cli import run
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
 
 
 pytest_plugins = ["tests.servers.postgres"]

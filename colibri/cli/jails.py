@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from colibri.cli import context, output
-from colibri.errors import ColibriError
+from colibri.errors import ColibriError, PartialFailure
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON output; progress as one JSON object per line.")]
 TenantArg = Annotated[str, typer.Argument(help="Tenant id (== jail name).")]
@@ -66,9 +66,9 @@ def _report_many(errors: dict[str, ColibriError | None], as_json: bool) -> None:
     failed = {t: e for t, e in errors.items() if e is not None}
     _done([t for t, e in errors.items() if e is None], as_json)
     if failed:
-        worst = max(failed.values(), key=lambda e: e.exit_code)
+        worst = max(e.exit_code for e in failed.values())
         summary = "; ".join(f"{t}: {e}" for t, e in failed.items())
-        raise type(worst)(f"{len(failed)} of {len(errors)} spawns failed: {summary}")
+        raise PartialFailure(f"{len(failed)} of {len(errors)} spawns failed: {summary}", worst)
 
 
 def spawn_local(

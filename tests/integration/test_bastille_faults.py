@@ -21,7 +21,7 @@ Two limits of this file, said plainly:
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ import pytest
 from colibri.adapters.bastille import Bastille
 from colibri.adapters.jail import JailState
 from colibri.adapters.runner import ShRunner
-from colibri.cli import run
 from colibri.cli.context import Context
 from colibri.errors import (
     BastilleError,
@@ -50,7 +49,8 @@ from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulato
 
 pytestmark = pytest.mark.integration
 
-Invoke = Callable[..., tuple[int, str, str]]
+from tests.conftest import Invoke  # noqa: E402
+
 PACKAGE = "python311-3.11.13.pkg"  # the pinned package agent-jail-bootstrap.sh wants in the cache
 
 
@@ -73,17 +73,6 @@ def ctx_fixture(emu: BastilleEmulator) -> Iterator[Context]:
     ctx = Context()
     yield ctx
     ctx.close()
-
-
-@pytest.fixture(name="invoke")
-def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
 
 
 def backend(emu: BastilleEmulator, settings: Settings, **emu_env: str) -> Bastille:

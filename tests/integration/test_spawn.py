@@ -12,15 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from colibri.cli import run
-from tests.conftest import require
-
-Invoke = Callable[..., tuple[int, str, str]]
+from tests.conftest import (
+    Invoke,
+    require,
+)
 
 STAND_IN = """\
 import json, sys, time
@@ -47,17 +46,6 @@ def sandbox_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("COLIBRI_SKILLS_DIR", str(skills))
     monkeypatch.setenv("COLIBRI_JAIL_BACKEND", "sandbox")
     return skills
-
-
-@pytest.fixture(name="invoke")
-def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
 
 
 @pytest.fixture(autouse=True)
@@ -291,3 +279,12 @@ def test_remove_tenant_refuses_then_destroys_its_jail(invoke: Invoke) -> None:
     assert invoke("remove-tenant", "demo", "--destroy-jail", "--yes") == (0, "removed tenant demo\n", "")
     assert not root.exists()
     assert tenant(invoke, "demo")["status"] == "removed"
+
+
+def test_a_batch_spawn_reports_each_failure_with_the_worst_exit_code(invoke: Invoke) -> None:
+    invoke("register-tenant", "ant", "--collection", "")
+    code, out, err = invoke("spawn-agent", "ant", "ghost")
+    assert code == 4  # ghost: TenantNotFound; ant still spawned
+    assert out.splitlines()[-1] == "active: ant"
+    assert err == "colibri: 1 of 2 spawns failed: ghost: tenant not found: ghost\n"
+    assert tenant(invoke, "ant")["status"] == "active"

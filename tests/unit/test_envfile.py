@@ -9,6 +9,7 @@ import pytest
 from colibri.adapters import envfile
 from colibri.adapters.envfile import Entry, parse_lines, render
 from colibri.errors import PermissionDenied, SecretsError
+from tests.conftest import require
 
 UID, GID = os.geteuid(), os.getegid()
 
@@ -191,8 +192,7 @@ def test_user_missing_from_jail_passwd(jail: Path) -> None:
 
 def test_owner_comes_from_the_jails_passwd(jail: Path) -> None:
     (jail / "etc" / "passwd").write_text("agent:*:4242:4343::/home/agent:/bin/sh\n")
-    if UID != 0:
-        pytest.skip("fchown to another uid needs root")
+    require(UID == 0, "root (fchown to another uid)")
     path, _ = write(jail, b"A='1'\n")
     assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4343)
 

@@ -110,12 +110,10 @@ class BastilleEmulator:
 
 
 def _require(ok: bool, what: str) -> None:
-    """Skip on a developer machine without the part; fail under CI (CI=true) so CI never skips."""
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required for the bastille emulator and missing in CI: {what}")
-    pytest.skip(f"bastille emulator needs {what}")
+    """Skip on a developer machine without the part; fail under CI (tests.conftest.require)."""
+    from tests.conftest import require
+
+    require(ok, f"the bastille emulator needs {what}")
 
 
 def make_emulator(base: Path, release: str | None = DEFAULT_RELEASE) -> BastilleEmulator:

@@ -5,7 +5,6 @@ from tests.servers.vaultwarden.fixtures import bw_bin, vaultwarden  # noqa: F401
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,10 +37,9 @@ def vaultwarden_module() -> Iterator[VaultwardenServer]:
 @pytest.fixture(scope="session")
 def bw_bin() -> Path:
     """Path of the pinned bw CLI. Missing bw skips locally but fails in CI, where it must exist."""
+    from tests.conftest import require
+
     found = find_bw()
-    if found is None:
-        message = f"bw CLI not installed; run: {INSTALL_HINT}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # as tests/conftest.py
-            pytest.fail(message)
-        pytest.skip(message)
+    require(found is not None, f"bw CLI not installed; run: {INSTALL_HINT}")
+    assert found is not None
     return found

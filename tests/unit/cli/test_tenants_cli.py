@@ -3,30 +3,16 @@
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from colibri.cli import app, run
+from colibri.cli import app
 from colibri.errors import TenantNotFound
 
 runner = CliRunner()
-Invoke = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(name="invoke")
-def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """Run a command line through ``run()`` (the real main path): (exit code, stdout, stderr)."""
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
+from tests.conftest import Invoke  # noqa: E402
 
 
 def test_cli_runner_sees_the_colibri_error() -> None:
