@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from colibri.adapters import jailfs
-from colibri.adapters.jail import JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.jail import JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
 from colibri.errors import (
@@ -169,7 +169,7 @@ class Bastille:
         return data if data.get("created_by") == "colibri" else None
 
     # ---- lifecycle --------------------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None) -> JailInfo:
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
         """``bastille create NAME RELEASE IP`` (thin), then the agent template; verified, and a
         partial jail left by a failed create is destroyed again (it was ours: we hold the lock and
         checked the exact name was free)."""

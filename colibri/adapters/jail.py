@@ -32,6 +32,33 @@ class JailInfo:
     """True when colibri created the jail (its marker file is in the jail's directory)."""
 
 
+UID_BLOCK = 65536
+"""Host ids reserved for each tenant: a block of this many uids (and the same gids)."""
+AGENT_ID = 1001
+"""The agent user's id inside its tenant's block (and its uid inside a sandbox jail)."""
+
+
+@dataclass(frozen=True)
+class JailIds:
+    """The block of host ids colibri allocated to one tenant (recorded in the store like its IP).
+
+    The agent runs on the host as ``agent_uid``/``agent_gid`` on every backend: a bastille jail's
+    agent user is created with that uid; a sandbox jail maps its ids 0..UID_BLOCK-1 (root included)
+    onto ``base``..``base+UID_BLOCK-1`` in a user namespace, so its agent (uid AGENT_ID inside) is
+    ``agent_uid`` outside.  No two tenants share a block; a block is never a host account's.
+    """
+
+    base: int
+
+    @property
+    def agent_uid(self) -> int:
+        return self.base + AGENT_ID
+
+    @property
+    def agent_gid(self) -> int:
+        return self.base + AGENT_ID
+
+
 @dataclass(frozen=True)
 class Mount:
     host_path: Path
@@ -44,8 +71,9 @@ class JailBackend(Protocol):
 
     name: str
 
-    def create(self, name: str, *, ip: str | None, template: str | None) -> JailInfo:
-        """Create (not start) a jail owned by colibri.  JailExists if any jail of that name exists."""
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
+        """Create (not start) a jail owned by colibri, its agent user on the tenant's ``ids``.
+        JailExists if any jail of that name exists."""
         ...
 
     def start(self, name: str) -> JailInfo: ...
@@ -94,7 +122,8 @@ class JailBackend(Protocol):
         ...
 
     def user_ids(self, name: str, user: str) -> tuple[int, int]:
-        """The uid/gid of ``user`` from the jail's own /etc/passwd (never the host's)."""
+        """The *host* uid/gid of ``user``, found in the jail's own /etc/passwd (never the host's)
+        and translated through the jail's user namespace where it has one (sandbox)."""
         ...
 
 

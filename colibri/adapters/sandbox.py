@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from colibri.adapters import jailfs
-from colibri.adapters.jail import JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.jail import JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
 from colibri.adapters.runner import CommandResult, CommandRunner
 from colibri.errors import JailError, JailExists, JailNotFound, TemplateNotFound
 
@@ -69,7 +69,7 @@ class Sandbox:
         return read_jail_passwd(self.root(name), user)
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None) -> JailInfo:
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
         """Build the jail in a temp dir beside its final place and rename it in: never half-made."""
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
