@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from colibri.errors import ConfigError
@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
     skills_dir: Path | None = None
 
+    # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits
+    tenant_uid_base: int = Field(default=1_000_000_000, ge=100_000)
+    tenant_uid_blocks: int = Field(default=16_384, ge=1)
+    jail_memory_mib: int = Field(default=1024, ge=64)
+    jail_max_processes: int = Field(default=256, ge=16)
+    jail_open_files: int = Field(default=1024, ge=64)
+    jail_cpu_percent: int = Field(default=100, ge=1, le=6400)
+
     # secrets
     vault_url: str | None = None
     vault_organization_id: str | None = None
@@ -118,6 +126,15 @@ class Settings(BaseSettings):
             raise ValueError(f"not an IP network such as 10.17.89.0/24: {exc}") from None
         if network.num_addresses < 4:
             raise ValueError("the pool needs at least a /30 (IPv4) or /126 (IPv6)")
+        return value
+
+    @field_validator("tenant_uid_blocks")
+    @classmethod
+    def _uid_blocks(cls, value: int, info: ValidationInfo) -> int:
+        base = info.data.get("tenant_uid_base")
+        # uid_t is 32 bits, but much software still keeps uids in a signed int: stay below 2**31.
+        if isinstance(base, int) and base + value * 65536 > 2**31 - 1:
+            raise ValueError(f"tenant_uid_base + tenant_uid_blocks * 65536 must stay below 2**31 (base {base})")
         return value
 
     @property

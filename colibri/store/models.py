@@ -40,6 +40,8 @@ class Tenant(SQLModel, table=True):
     secrets_error: str | None = Field(default=None, max_length=2000)
     secrets_changed_at: datetime | None = None
     secrets_checked_at: datetime | None = None
+    # isolation (migration 0005): the first host uid/gid of the tenant's block (JailIds.base)
+    uid_base: int | None = Field(default=None, unique=True)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -132,6 +134,8 @@ class Task(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     claimed_at: datetime | None = None
     finished_at: datetime | None = None
+    # migration 0005: a retried submit with the same key from the same submitter is the same task
+    idempotency_key: str | None = Field(default=None, max_length=128)
 
 
 class Lane(SQLModel, table=True):
