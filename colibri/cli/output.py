@@ -115,7 +115,14 @@ def emit_json_line(data: Any) -> None:
     sys.stdout.flush()
 
 
+MAX_ERROR_CHARS = 500
+"""An error line shows at most this many characters of its message (a 100,000-character argument
+is not echoed back whole)."""
+
+
 def error(message: str, *, as_json: bool, kind: str = "ColibriError", code: int = 1) -> None:
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS} more characters)"
     if as_json:
         document = {"ok": False, "error": {"type": kind, "code": code, "message": message}}
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
