@@ -41,11 +41,13 @@ def provision(
     """
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give a TENANT or --all (not both)")
+    if tenant is not None and not tenant:  # `provision "$T"` with T unset must not mean every tenant
+        raise InvalidInput("the TENANT given is empty (use --all for every tenant)")
     service = context.get(ctx).secrets()
-    results = [service.provision(tenant, rebind=rebind)] if tenant else service.provision_all()
+    results = [service.provision(tenant, rebind=rebind)] if tenant is not None else service.provision_all()
     shown = [r.public() for r in results]
     if as_json:
-        output.emit_json(shown[0] if tenant else shown)
+        output.emit_json(shown[0] if tenant is not None else shown)
     else:
         for record in shown:
             _render(record)

@@ -61,6 +61,10 @@ CASES = [
     Case("tenant id not UTF-8", ("register-tenant", b"ac\xffme"), 7, "invalid tenant id"),
     Case("--config 5,000 chars", ("--config", "/" + "x" * 5000, "list-tenants"), 3, "config file"),
     Case("--config a directory", ("--config", "/", "list-tenants"), 3, "config file"),
+    Case("provision ''", ("provision", ""), 7, "empty"),  # it provisioned every tenant
+    Case("spawn-agent ''", ("spawn-agent", ""), 4, "tenant not found"),
+    Case("destroy-agent ''", ("destroy-agent", "", "--yes"), 4, "tenant not found"),
+    Case("spawn-local --home ''", ("spawn-local", "t", "--home", ""), 4, "tenant not found"),
     # --- vault login --stdin
     Case("stdin NUL", ("vault", "login", "--stdin"), 7, "NUL", stdin=b"user.x\0y\nsecret\npassword\n"),
     Case("stdin ESC", ("vault", "login", "--stdin"), 7, "control", stdin=b"user.x\nsec\x1bret\npassword\n"),
