@@ -123,6 +123,12 @@ def _same_content(dirfd: int, name: str, data: bytes, mode: int, owner: tuple[in
         os.close(fd)
 
 
+def read_tail(root: Path, rel: str, limit: int) -> bytes:
+    """The last ``limit`` bytes of ``root/rel`` (a log the jail writes), opened as ``read_regular``
+    does: the end of a growing log, where ``read_file`` would give its stale head."""
+    return _read(root, rel, limit, cut=True, tail=True)
+
+
 def read_file(root: Path, rel: str, limit: int = 1 << 20) -> bytes:
     """The first ``limit`` bytes of ``root/rel``, opened as ``read_regular`` does (JailError if
     absent or unsafe); a longer file is cut, not refused (a log's head, an existence check)."""
@@ -140,7 +146,7 @@ def read_regular(root: Path, rel: str, limit: int) -> bytes:
     return _read(root, rel, limit, cut=False)
 
 
-def _read(root: Path, rel: str, limit: int, *, cut: bool) -> bytes:
+def _read(root: Path, rel: str, limit: int, *, cut: bool, tail: bool = False) -> bytes:
     parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
     where = f"{rel} in jail {root}"
     with open_dir(root, parent) as dirfd:
@@ -157,6 +163,8 @@ def _read(root: Path, rel: str, limit: int, *, cut: bool) -> bytes:
                 raise JailError(f"cannot read {where}: not a regular file (refused)")
             if info.st_size > limit and not cut:
                 raise JailError(f"cannot read {where}: {info.st_size} bytes, more than the {limit} allowed")
+            if tail and info.st_size > limit:
+                os.lseek(fd, info.st_size - limit, os.SEEK_SET)
             chunks, left = [], limit + (0 if cut else 1)
             while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
                 chunks.append(chunk)

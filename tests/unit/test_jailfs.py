@@ -98,6 +98,15 @@ def test_read_regular_refuses_what_read_file_cuts(root: Path) -> None:
     assert isinstance(error, JailError) and "not a regular file" in str(error)
 
 
+def test_read_tail_gives_the_end_of_a_log(root: Path) -> None:
+    (root / "etc" / "log").write_bytes(b"old\n" * 1000 + b"last line\n")
+    assert jailfs.read_tail(root, "etc/log", 10) == b"last line\n"
+    assert jailfs.read_tail(root, "etc/log", 1 << 20).startswith(b"old\n")
+    os.mkfifo(root / "etc" / "fifo")
+    error = _finishes(jailfs.read_tail, root, "etc/fifo", 10)
+    assert isinstance(error, JailError) and "not a regular file" in str(error)
+
+
 def test_a_fifo_at_the_local_mothers_log_does_not_hang_spawn_local(tmp_path: Path) -> None:
     """spawn-local opened .colibri/mother.log (a directory the home's owner writes) for writing,
     which blocks on a FIFO until someone reads it."""
