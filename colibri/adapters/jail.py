@@ -143,6 +143,8 @@ def parse_passwd(text: str, user: str) -> tuple[int, int] | None:
 
 PASSWD_LIMIT = 1 << 20
 """The largest jail /etc/passwd colibri reads (a real one is a few KiB)."""
+MAX_ID = 2**32 - 1
+"""uid_t and gid_t are 32 bits, and (uid_t)-1 is chown's "no change": a valid id is below it."""
 
 
 def read_jail_passwd(root: Path, user: str) -> tuple[int, int]:
@@ -158,6 +160,8 @@ def read_jail_passwd(root: Path, user: str) -> tuple[int, int]:
     ids = parse_passwd(data.decode("utf-8", errors="replace"), user)
     if ids is None:
         raise JailError(f"user {user} is missing from the jail's /etc/passwd ({root})")
+    if not all(0 <= i < MAX_ID for i in ids):  # -1 would mean "leave as is" to chown, 2**40 overflows
+        raise JailError(f"user {user} has an impossible uid/gid in the jail's /etc/passwd ({root}): refused")
     return ids
 
 

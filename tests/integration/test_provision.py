@@ -586,8 +586,9 @@ def test_round_trip_of_random_values_through_sh_python_and_node(tmp_path: Path) 
 
 def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path) -> None:
     """A jail's etc/passwd is the jail's to plant: a FIFO (which hung provision before: the open
-    blocked until a writer came), a symlink to a host file, a 2 MiB file, a device node.  Each
-    tenant fails fast with exit 12; --all reports them and still writes the good tenants' .env."""
+    blocked until a writer came), a symlink to a host file, a 2 MiB file, a device node, a uid
+    no uid_t holds (an OverflowError traceback before, which also stopped --all).  Each tenant
+    fails fast with exit 12; --all reports them and still writes the good tenants' .env."""
     staged, jails = _private_dir(tmp_path / "staged"), tmp_path / "jails"
     env = {
         "COLIBRI_CONFIG": str(tmp_path / "colibri.toml"),
@@ -600,7 +601,7 @@ def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path)
     }
     (tmp_path / "colibri.toml").write_text("")
     store = Store(f"sqlite:///{tmp_path / 'state' / 'colibri.db'}")
-    hostile = {"pwfifo": "FIFO", "pwlink": "symlink", "pwhuge": "2 MiB", "pwdev": "device node"}
+    hostile = {"pwfifo": "FIFO", "pwlink": "symlink", "pwhuge": "2 MiB", "pwdev": "device node", "pwuid": "uid 2**40"}
     try:
         for tenant in ("agood", *hostile, "zgood"):
             TenantService(store, "testhost").register(tenant, "", None)
@@ -626,6 +627,7 @@ def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path)
     (jails / "pwlink" / "root" / "etc" / "passwd").symlink_to(host_passwd)
     (jails / "pwhuge" / "root" / "etc" / "passwd").write_text(passwd + "#" * (2 << 20) + "\n")
     os.mknod(jails / "pwdev" / "root" / "etc" / "passwd", 0o644 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null
+    (jails / "pwuid" / "root" / "etc" / "passwd").write_text(f"agent:*:{2**40}:{AGENT_GID}::/home/agent:/bin/sh\n")
 
     def colibri(*args: str) -> subprocess.CompletedProcess[str]:
         full = {k: v for k, v in os.environ.items() if not k.startswith(("COLIBRI_", "BW_"))} | env

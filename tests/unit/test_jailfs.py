@@ -116,3 +116,11 @@ def test_a_fifo_at_the_local_mothers_log_does_not_hang_spawn_local(tmp_path: Pat
     error = _finishes(LocalHome(home, python="/bin/true").start, tmp_path / "mother.py", tmp_path / "identity")
     assert isinstance(error, JailError) and "mother.log" in str(error) and "not a regular file" in str(error)
     assert not (home / ".colibri" / "mother.pid").exists()
+
+
+@pytest.mark.parametrize("uid", ["-1", "4294967295", str(2**40)])
+def test_an_impossible_uid_is_refused(root: Path, uid: str) -> None:
+    """-1 and 2**32-1 mean 'leave the owner as is' to chown; 2**40 overflowed (a traceback)."""
+    (root / "etc" / "passwd").write_text(f"agent:*:{uid}:1001::/home/agent:/bin/sh\n")
+    with pytest.raises(JailError, match="impossible uid/gid"):
+        read_jail_passwd(root, "agent")
