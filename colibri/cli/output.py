@@ -141,7 +141,9 @@ def note(text: str) -> None:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """An aligned plain-text table, like ``jls``: no colour, easy to grep and awk."""
-    cells = [[("-" if value is None else safe(str(value))) for value in row] for row in rows]
+    cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
+    if not _PLAIN.fullmatch(" ".join(" ".join(row) for row in cells)):  # one scan for the common case
+        cells = [[safe(cell) for cell in row] for row in cells]
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
