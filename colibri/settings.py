@@ -24,6 +24,8 @@ SYSTEM_CONFIG = Path("/usr/local/etc/colibri/colibri.toml")
 ENV_PREFIX = "COLIBRI_"
 WEEK = 7 * 86400.0
 MAX_CONFIG_BYTES = 1 << 20
+MAX_TEXT = 4096
+"""The longest text setting (PATH_MAX; a name or URL is far shorter)."""
 _PATHS = (
     "state_dir", "run_dir", "log_dir", "bastille_config", "bastille_prefix", "sandbox_dir", "skills_dir",
     "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots",
@@ -39,6 +41,8 @@ def _check_text(value: str, *, empty_ok: bool) -> str:
     not empty unless allowed (an empty path would silently be the current directory)."""
     if not value and not empty_ok:
         raise ValueError("empty; unset it to get the default")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{len(value)} characters; at most {MAX_TEXT}")
     for ch in value:
         if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000:
             raise ValueError(f"contains the control character or invalid byte {ch!r}; refused")
@@ -237,6 +241,8 @@ def config_path(explicit: Path | None) -> tuple[Path, bool]:
     if explicit is not None:
         return explicit, True
     from_env = os.environ.get("COLIBRI_CONFIG")
+    if from_env == "":
+        raise ConfigError("COLIBRI_CONFIG is empty; unset it to read the default config file")
     if from_env:
         return Path(from_env), True
     return default_config_path(), False

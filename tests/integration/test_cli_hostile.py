@@ -101,6 +101,8 @@ CASES = [
     Case("timeout 1e400", ("list-tenants",), 3, "database_timeout", env={"COLIBRI_DATABASE_TIMEOUT": "1e400"}),
     Case("parallelism 2**70", ("list-tenants",), 3, "spawn_parallelism", env={"COLIBRI_SPAWN_PARALLELISM": str(2**70)}),
     Case("vault_url not a URL", ("vault", "status"), 3, "vault_url", env={"COLIBRI_VAULT_URL": "garbage"}),
+    Case("COLIBRI_CONFIG empty", LIST, 3, "COLIBRI_CONFIG is empty", env={"COLIBRI_CONFIG": ""}),
+    Case("host 100,000 chars", LIST, 3, "at most 4096", env={"COLIBRI_HOST": "h" * 100_000}),
     Case("COLIBRI_CONFIG 5,000 chars", ("list-tenants",), 3, "config file", env={"COLIBRI_CONFIG": "/" + "y" * 5000}),
 ]  # fmt: skip
 
