@@ -75,6 +75,7 @@ def run(argv: list[str]) -> int:
     """
     as_json = "--json" in argv
     debug = "--debug" in argv
+    _lenient_stdout()
     try:
         app(args=argv, prog_name="colibri")
     except SystemExit as exc:
@@ -96,6 +97,14 @@ def run(argv: list[str]) -> int:
         )
         return INTERNAL_ERROR_EXIT
     return 0
+
+
+def _lenient_stdout() -> None:
+    """A terminal or pipe that cannot encode a character (LANG=C on an old system, an ASCII
+    PYTHONIOENCODING) gets ``\\xfc`` for it, as stderr already does, not a UnicodeEncodeError."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def main() -> None:
