@@ -206,9 +206,12 @@ class PartialFailure(ColibriError):
         self.exit_code = exit_code
 
 
+INTERNAL_ERROR_EXIT = 1
+"""An unexpected exception (a bug): one line, the traceback only with --debug."""
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
-    1: "generic failure (ColibriError), or an aborted confirmation",
+    1: "generic failure (ColibriError), an internal error (a bug; --debug shows it), or an aborted confirmation",
     2: "bad command line (usage error)",
     3: "invalid settings or configuration file (ConfigError)",
     4: "a named tenant, jail, agent, task or template does not exist (NotFound)",

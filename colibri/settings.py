@@ -8,18 +8,45 @@ so a newcomer can try colibri without root.
 
 import ipaddress
 import os
+import re
+import stat
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from colibri.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/usr/local/etc/colibri/colibri.toml")
 ENV_PREFIX = "COLIBRI_"
+WEEK = 7 * 86400.0
+MAX_CONFIG_BYTES = 1 << 20
+MAX_TEXT = 4096
+"""The longest text setting (PATH_MAX; a name or URL is far shorter)."""
+_PATHS = (
+    "state_dir", "run_dir", "log_dir", "bastille_config", "bastille_prefix", "sandbox_dir", "skills_dir",
+    "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots",
+)  # fmt: skip
+_NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_release", "bw_path", "jail_ip_pool")
+_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address")
+_DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
+
+
+def _check_text(value: str, *, empty_ok: bool) -> str:
+    """A setting's text: no control character, no lone surrogate (a non-UTF-8 environment), and
+    not empty unless allowed (an empty path would silently be the current directory)."""
+    if not value and not empty_ok:
+        raise ValueError("empty; unset it to get the default")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{len(value)} characters; at most {MAX_TEXT}")
+    for ch in value:
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000:
+            raise ValueError(f"contains the control character or invalid byte {ch!r}; refused")
+    return value
 
 
 def _is_root() -> bool:
@@ -72,7 +99,7 @@ class Settings(BaseSettings):
     run_dir: Path = Field(default_factory=_default_run_dir)
     log_dir: Path = Field(default_factory=_default_log_dir)
     database_url: str | None = None
-    database_timeout: float = Field(default=5.0, gt=0)
+    database_timeout: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
     host: str = Field(default_factory=lambda: os.uname().nodename)
 
     # jails
@@ -89,11 +116,11 @@ class Settings(BaseSettings):
     skills_dir: Path | None = None
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits
-    tenant_uid_base: int = Field(default=1_000_000_000, ge=100_000)
-    tenant_uid_blocks: int = Field(default=16_384, ge=1)
-    jail_memory_mib: int = Field(default=1024, ge=64)
-    jail_max_processes: int = Field(default=256, ge=16)
-    jail_open_files: int = Field(default=1024, ge=64)
+    tenant_uid_base: int = Field(default=1_000_000_000, ge=100_000, le=2**31 - 1)
+    tenant_uid_blocks: int = Field(default=16_384, ge=1, le=32_768)
+    jail_memory_mib: int = Field(default=1024, ge=64, le=2**30)
+    jail_max_processes: int = Field(default=256, ge=16, le=2**22)
+    jail_open_files: int = Field(default=1024, ge=64, le=2**30)
     jail_cpu_percent: int = Field(default=100, ge=1, le=6400)
 
     # secrets
@@ -101,21 +128,58 @@ class Settings(BaseSettings):
     vault_organization_id: str | None = None
     vault_credentials_dir: Path = Field(default_factory=_default_credentials_dir)
     bw_path: str = "bw"
-    bw_timeout: float = Field(default=60.0, gt=0)
+    bw_timeout: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
     staged_secrets_dir: Path | None = None
     vault_ca_file: Path | None = None
     secrets_allowed_roots: list[Path] | None = None
 
     # daemon
-    heartbeat_interval: float = Field(default=10.0, gt=0)
-    heartbeat_rate_limit: float = Field(default=200.0, gt=0)
-    agent_stale_after: float = Field(default=30.0, gt=0)
-    agent_lost_after: float = Field(default=90.0, gt=0)
-    task_lease_seconds: float = Field(default=300.0, gt=0)
-    task_max_attempts: int = Field(default=3, ge=1)
-    reconcile_interval: float = Field(default=300.0, ge=0)
+    heartbeat_interval: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+    heartbeat_rate_limit: float = Field(default=200.0, gt=0, le=1e6, allow_inf_nan=False)
+    agent_stale_after: float = Field(default=30.0, gt=0, le=WEEK, allow_inf_nan=False)
+    agent_lost_after: float = Field(default=90.0, gt=0, le=WEEK, allow_inf_nan=False)
+    task_lease_seconds: float = Field(default=300.0, gt=0, le=WEEK, allow_inf_nan=False)
+    task_max_attempts: int = Field(default=3, ge=1, le=1000)
+    reconcile_interval: float = Field(default=300.0, ge=0, le=WEEK, allow_inf_nan=False)
     metrics_address: str | None = None
     log_target: Literal["stderr", "syslog"] = "stderr"
+
+    @field_validator(*_PATHS, mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str | Path):
+                text = _check_text(str(item), empty_ok=False)
+                if not os.path.isabs(text):
+                    raise ValueError(f"{text!r} is not an absolute path")
+        return value
+
+    @field_validator(*_NAMES, mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return _check_text(value, empty_ok=False) if isinstance(value, str) else value
+
+    @field_validator(*_OPTIONAL_TEXT, mode="before")
+    @classmethod
+    def _optional_text(cls, value: Any) -> Any:
+        return _check_text(value, empty_ok=True) if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value and not _DATABASE_URL.fullmatch(value):
+            raise ValueError(
+                "colibri supports sqlite:///PATH and postgresql+psycopg://USER@HOST/DB URLs "
+                f"(the postgres extra), not {value.split(':', 1)[0][:40]!r}"
+            )
+        return value
+
+    @field_validator("vault_url")
+    @classmethod
+    def _vault_url(cls, value: str | None) -> str | None:
+        if value and not _HTTP_URL.fullmatch(value):
+            raise ValueError("not an http(s) URL such as https://vault.example.org")
+        return value
 
     @field_validator("jail_ip_pool")
     @classmethod
@@ -177,6 +241,8 @@ def config_path(explicit: Path | None) -> tuple[Path, bool]:
     if explicit is not None:
         return explicit, True
     from_env = os.environ.get("COLIBRI_CONFIG")
+    if from_env == "":
+        raise ConfigError("COLIBRI_CONFIG is empty; unset it to read the default config file")
     if from_env:
         return Path(from_env), True
     return default_config_path(), False
@@ -185,20 +251,41 @@ def config_path(explicit: Path | None) -> tuple[Path, bool]:
 def read_config_file(path: Path, required: bool) -> dict[str, Any]:
     """Parse the TOML config file; a missing default file is empty, anything else bad is ConfigError."""
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        # Non-blocking, and a regular file only: COLIBRI_CONFIG naming a FIFO must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"config file {_shown(path)} is not a regular file")
+            raw = os.read(fd, MAX_CONFIG_BYTES + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         if required:
-            raise ConfigError(f"config file not found: {path}") from None
+            raise ConfigError(f"config file not found: {_shown(path)}") from None
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {_shown(path)}: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError("the config file's path contains a NUL byte") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {_shown(path)} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {_shown(path)} is not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {_shown(path)} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {_shown(path)} is not valid TOML: nested too deeply") from None
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
-        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+        raise ConfigError(f"config file {_shown(path)}: unknown setting {unknown[0][:60]!r}")
     return data
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"
 
 
 def load_settings(explicit: Path | None = None) -> tuple[Settings, dict[str, str]]:
@@ -209,9 +296,19 @@ def load_settings(explicit: Path | None = None) -> tuple[Settings, dict[str, str
         settings = Settings(**data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = ".".join(str(part) for part in first["loc"]) or "settings"
-        origin = f"{ENV_PREFIX}{name.upper()}" if f"{ENV_PREFIX}{name.upper()}" in os.environ else str(path)
-        raise ConfigError(f"invalid setting {name} (from {origin}): {first['msg']}") from None
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        origin = f"{ENV_PREFIX}{name.upper()}" if f"{ENV_PREFIX}{name.upper()}" in os.environ else _shown(path)
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name} (from {origin}): {message[:300]}") from None
+    except (SettingsError, RecursionError) as exc:
+        # pydantic-settings parses list settings from the environment as JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        lists = [n for n, f in Settings.model_fields.items() if "list" in str(f.annotation)]
+        name = found.group(1) if found else next((n for n in lists if f"{ENV_PREFIX}{n.upper()}" in os.environ), "?")
+        raise ConfigError(
+            f"invalid setting {name} (from {ENV_PREFIX}{name.upper()}): not a JSON list such as "
+            '["/path/one", "/path/two"]'
+        ) from None
     sources: dict[str, str] = {}
     for name in Settings.model_fields:
         env_name = f"{ENV_PREFIX}{name.upper()}"

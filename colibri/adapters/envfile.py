@@ -195,7 +195,13 @@ def open_target_dir(root: Path, below: Sequence[str], allowed_roots: Sequence[Pa
 def _existing(dir_fd: int, shown: Path) -> tuple[bytes, os.stat_result] | None:
     """The current ``.env`` and its stat, or None; refuses a symlink or a non-regular file."""
     try:
-        fd = os.open(ENV_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        # Checked before the open too: a device node planted as .env is refused without opening it.
+        mode = os.stat(ENV_NAME, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
+            raise PermissionDenied(f"refusing {shown}: it is a symlink")
+        if not stat.S_ISREG(mode):
+            raise PermissionDenied(f"refusing {shown}: it is not a regular file")
+        fd = os.open(ENV_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:

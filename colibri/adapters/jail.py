@@ -6,12 +6,12 @@ status does not say whether it worked.
 """
 
 import enum
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from colibri.adapters import jailfs
 from colibri.adapters.runner import CommandResult
 from colibri.errors import JailError
 
@@ -141,27 +141,27 @@ def parse_passwd(text: str, user: str) -> tuple[int, int] | None:
     return None
 
 
+PASSWD_LIMIT = 1 << 20
+"""The largest jail /etc/passwd colibri reads (a real one is a few KiB)."""
+MAX_ID = 2**32 - 1
+"""uid_t and gid_t are 32 bits, and (uid_t)-1 is chown's "no change": a valid id is below it."""
+
+
 def read_jail_passwd(root: Path, user: str) -> tuple[int, int]:
-    """Read ``etc/passwd`` under a jail root without following symlinks; raise JailError if the
-    user is missing (a compromised jail could point etc/passwd anywhere, so no-follow)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Find ``user`` in the jail's own ``etc/passwd``; raise JailError if it is missing or unsafe.
+
+    The jail owns that file, so it is read with ``jailfs.read_regular``: no symlink followed, a
+    regular file only (a FIFO planted there hung provisioning), at most PASSWD_LIMIT bytes.
+    """
     try:
-        root_fd = os.open(root, flags | os.O_DIRECTORY)
-        try:
-            etc_fd = os.open("etc", flags | os.O_DIRECTORY, dir_fd=root_fd)
-            try:
-                fd = os.open("passwd", flags, dir_fd=etc_fd)
-                with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as handle:
-                    text = handle.read(1 << 20)
-            finally:
-                os.close(etc_fd)
-        finally:
-            os.close(root_fd)
-    except OSError as exc:
-        raise JailError(f"cannot read the jail's /etc/passwd under {root}: {exc.strerror}") from None
-    ids = parse_passwd(text, user)
+        data = jailfs.read_regular(root, "etc/passwd", PASSWD_LIMIT)
+    except JailError as exc:
+        raise JailError(f"unsafe or unreadable /etc/passwd in the jail: {exc}") from None
+    ids = parse_passwd(data.decode("utf-8", errors="replace"), user)
     if ids is None:
         raise JailError(f"user {user} is missing from the jail's /etc/passwd ({root})")
+    if not all(0 <= i < MAX_ID for i in ids):  # -1 would mean "leave as is" to chown, 2**40 overflows
+        raise JailError(f"user {user} has an impossible uid/gid in the jail's /etc/passwd ({root}): refused")
     return ids
 
 

@@ -123,19 +123,60 @@ def _same_content(dirfd: int, name: str, data: bytes, mode: int, owner: tuple[in
         os.close(fd)
 
 
+def read_tail(root: Path, rel: str, limit: int) -> bytes:
+    """The last ``limit`` bytes of ``root/rel`` (a log the jail writes), opened as ``read_regular``
+    does: the end of a growing log, where ``read_file`` would give its stale head."""
+    return _read(root, rel, limit, cut=True, tail=True)
+
+
 def read_file(root: Path, rel: str, limit: int = 1 << 20) -> bytes:
-    """Read ``root/rel`` without following symlinks (JailError if absent or unsafe)."""
+    """The first ``limit`` bytes of ``root/rel``, opened as ``read_regular`` does (JailError if
+    absent or unsafe); a longer file is cut, not refused (a log's head, an existence check)."""
+    return _read(root, rel, limit, cut=True)
+
+
+def read_regular(root: Path, rel: str, limit: int) -> bytes:
+    """The whole of ``root/rel``, a file a jail (or a tenant) can write, read safely by the host.
+
+    No symlink is followed at any component; only a regular file is opened (checked before the
+    open, so a device node is never opened, and again on the descriptor, for a swap in between);
+    the open is non-blocking, so a FIFO cannot hang the caller; a file over ``limit`` bytes is
+    refused, not cut.  Raises JailError naming the path and the reason.
+    """
+    return _read(root, rel, limit, cut=False)
+
+
+def _read(root: Path, rel: str, limit: int, *, cut: bool, tail: bool = False) -> bytes:
     parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
+    where = f"{rel} in jail {root}"
     with open_dir(root, parent) as dirfd:
         try:
-            # O_NONBLOCK and the regular-file check: a FIFO planted by the jail must not hang us.
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+            if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                raise JailError(f"cannot read {where}: not a regular file (refused)")
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as exc:
-            raise JailError(f"cannot read {rel} in jail {root}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise JailError(f"cannot read {rel} in jail {root}: not a regular file")
-            return handle.read(limit)
+            unsafe = exc.errno in (errno.ELOOP, errno.EMLINK)
+            raise JailError(f"cannot read {where}: {'a symlink (refused)' if unsafe else exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise JailError(f"cannot read {where}: not a regular file (refused)")
+            if info.st_size > limit and not cut:
+                raise JailError(f"cannot read {where}: {info.st_size} bytes, more than the {limit} allowed")
+            if tail and info.st_size > limit:
+                os.lseek(fd, info.st_size - limit, os.SEEK_SET)
+            chunks, left = [], limit + (0 if cut else 1)
+            while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+                chunks.append(chunk)
+                left -= len(chunk)
+        except OSError as exc:
+            raise JailError(f"cannot read {where}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:  # it grew after the fstat
+        raise JailError(f"cannot read {where}: more than the {limit} bytes allowed")
+    return data
 
 
 def copy_tree(source: Path, root: Path, rel: str, *, owner: tuple[int, int] | None = None) -> None:

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -42,12 +43,7 @@ class LocalHome:
         if os.geteuid() == 0 and uid != 0:
             argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", *argv]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8"}
-        # Opened without following a symlink: the directory belongs to the home's owner, and we may
-        # be root, so a planted link must not make us append to some other file.
-        with jailfs.open_dir(self.home, ".colibri") as dirfd:
-            fd = os.open(
-                "mother.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd
-            )
+        fd = self._open_log()
         # posix_spawn in a session of its own: a detached process, not a Popen object that would
         # complain about a child still running when colibri exits.
         actions = [
@@ -67,6 +63,27 @@ class LocalHome:
             os.close(fd)
         jailfs.write_file(self.home, ".colibri/mother.pid", f"{pid}\n".encode(), mode=0o644)
         return pid
+
+    def _open_log(self) -> int:
+        """``.colibri/mother.log`` for appending.  The directory belongs to the home's owner and we
+        may be root: no symlink is followed (a planted link must not make us append to another
+        file), and only a regular file is kept (non-blocking open: a FIFO there would block us
+        until someone read it; a device node is refused before it is opened)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        shown = self.state / "mother.log"
+        with jailfs.open_dir(self.home, ".colibri") as dirfd:
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    if not stat.S_ISREG(os.stat("mother.log", dir_fd=dirfd, follow_symlinks=False).st_mode):
+                        raise JailError(f"refusing {shown}: not a regular file")
+                fd = os.open("mother.log", flags, 0o600, dir_fd=dirfd)
+            except OSError as exc:
+                raise JailError(f"cannot open {shown}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise JailError(f"refusing {shown}: not a regular file")
+        os.set_blocking(fd, True)
+        return fd
 
     def stop(self, timeout: float = 10.0) -> None:
         pid = self.pid()

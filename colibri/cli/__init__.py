@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from colibri.cli import context, output
-from colibri.errors import EXIT_CODES, ColibriError
+from colibri.errors import EXIT_CODES, INTERNAL_ERROR_EXIT, ColibriError
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {text.split(' (')[0]}" for code, text in EXIT_CODES.items())
 
@@ -67,18 +67,44 @@ _register()
 
 
 def run(argv: list[str]) -> int:
-    """Run one command line and return its exit code (``main`` without ``sys.exit``)."""
+    """Run one command line and return its exit code (``main`` without ``sys.exit``).
+
+    A ColibriError is one line (or the JSON error envelope) and its exit code.  Anything else is
+    a bug: one line naming only the exception's type (its text may hold a value colibri would not
+    show), exit INTERNAL_ERROR_EXIT, the traceback only with ``--debug`` (never its locals).
+    """
     as_json = "--json" in argv
+    debug = "--debug" in argv
+    _lenient_stdout()
     try:
         app(args=argv, prog_name="colibri")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ColibriError as exc:
-        if "--debug" in argv:
+        if debug:
             traceback.print_exc()
         output.error(str(exc), as_json=as_json, kind=type(exc).__name__, code=exc.exit_code)
         return exc.exit_code
+    except Exception as exc:  # the last resort: a bug, not the operator's mistake
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else "; run it again with --debug for the traceback"
+        output.error(
+            f"internal error ({type(exc).__name__}){hint}; please report it",
+            as_json=as_json,
+            kind="InternalError",
+            code=INTERNAL_ERROR_EXIT,
+        )
+        return INTERNAL_ERROR_EXIT
     return 0
+
+
+def _lenient_stdout() -> None:
+    """A terminal or pipe that cannot encode a character (LANG=C on an old system, an ASCII
+    PYTHONIOENCODING) gets ``\\xfc`` for it, as stderr already does, not a UnicodeEncodeError."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def main() -> None:

@@ -5,8 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from colibri.cli import context, output
-from colibri.errors import InvalidInput
+from colibri.cli import context, output, params
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.", show_default=False)]
@@ -49,10 +48,7 @@ def submit_task(
     as_json: JsonFlag = False,
 ) -> None:
     """Queue a task for a capability; it is routed to a live agent that offers it."""
-    try:
-        document = json.loads(payload)
-    except ValueError as exc:
-        raise InvalidInput(f"--payload is not valid JSON: {exc}") from None
+    document = params.json_document("--payload", payload)
     client = context.get(ctx).daemon_client()
     task = client.submit(capability, document, tenant)
     if not wait:
@@ -69,7 +65,7 @@ def tasks(
     ctx: typer.Context,
     tenant: TenantOption = None,
     state: Annotated[str | None, typer.Option(help="queued, running, succeeded or failed.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1, max=10_000)] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List tasks, newest first."""
@@ -88,7 +84,7 @@ def tasks(
 
 def task(
     ctx: typer.Context,
-    task_id: Annotated[int, typer.Argument(help="The task's id.")],
+    task_id: Annotated[int, typer.Argument(help="The task's id.", min=1, max=2**63 - 1)],
     as_json: JsonFlag = False,
 ) -> None:
     """Show one task: state, attempts, the agent holding it, its result or error, why it waits."""

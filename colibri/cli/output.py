@@ -5,14 +5,47 @@ The JSON envelope (stable, version 1):
     failure: {"ok": false, "error": {"type": "TenantNotFound", "code": 4, "message": "..."}}
 With ``--json`` the failure envelope goes to stdout too, so a script reads one document either way;
 the exit code is the same as without ``--json``.
+
+Every human-readable rendering goes through ``safe``: a string a tenant could have set (an agent's
+``mother_version``, a capability, a task's result or error, anything from the daemon or the store)
+is shown with each control or format character as a visible escape (C0, DEL, C1 such as \\x9b CSI,
+bidi overrides and isolates, zero-width and other format characters, line separators, lone
+surrogates), so nothing reaches the operator's terminal as an escape sequence.  JSON output is
+ASCII (``\\uXXXX`` for everything outside printable ASCII), so ``--json`` on a terminal is safe too.
 """
 
 import functools
 import json
+import re
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
+
+_UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+_PLAIN = re.compile(r"[ -~]*")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _escape_char(ch: str) -> str:
+    if unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
+        return ch
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def safe(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control, format, unassigned or private-use character (and a lone
+    surrogate) replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape; newlines kept only if asked."""
+    if _PLAIN.fullmatch(text):
+        return text
+    if keep_newlines:
+        return "\n".join(safe(part) for part in text.split("\n"))
+    return "".join(map(_escape_char, text))
 
 
 def emit_json(data: Any) -> None:
@@ -82,26 +115,35 @@ def emit_json_line(data: Any) -> None:
     sys.stdout.flush()
 
 
+MAX_ERROR_CHARS = 500
+"""An error line shows at most this many characters of its message (a 100,000-character argument
+is not echoed back whole)."""
+
+
 def error(message: str, *, as_json: bool, kind: str = "ColibriError", code: int = 1) -> None:
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS} more characters)"
     if as_json:
         document = {"ok": False, "error": {"type": kind, "code": code, "message": message}}
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stderr.write(f"colibri: {message}\n")
+        sys.stderr.write(f"colibri: {safe(message)}\n")  # one line, whatever the message holds
 
 
 def line(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(safe(text, keep_newlines=True) + "\n")
 
 
 def note(text: str) -> None:
     """A remark for the operator that is not the command's result (stderr)."""
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(safe(text, keep_newlines=True) + "\n")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """An aligned plain-text table, like ``jls``: no colour, easy to grep and awk."""
     cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
+    if not _PLAIN.fullmatch(" ".join(" ".join(row) for row in cells)):  # one scan for the common case
+        cells = [[safe(cell) for cell in row] for row in cells]
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
@@ -118,7 +160,7 @@ def fields(record: dict[str, Any], keys: Sequence[str]) -> None:
     width = max(len(k) for k in keys)
     for key in keys:
         value = record.get(key)
-        sys.stdout.write(f"{key.ljust(width)}  {'-' if value is None else value}\n")
+        sys.stdout.write(f"{key.ljust(width)}  {'-' if value is None else safe(str(value))}\n")
 
 
 class StepPrinter:
@@ -133,7 +175,9 @@ class StepPrinter:
     def __call__(self, tenant: str, step: str, state: str, detail: str) -> None:
         if self._json:
             emit_json_line({"tenant": tenant, "step": step, "state": state, "detail": detail})
-        elif self._tty:
+            return
+        tenant, step, state, detail = safe(tenant), safe(step), safe(state), safe(detail)
+        if self._tty:
             self._rich(tenant, step, state, detail)
         elif state != "start":
             sys.stdout.write(f"[{tenant}] {step}: {state}{(' - ' + detail) if detail else ''}\n")

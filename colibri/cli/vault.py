@@ -10,6 +10,9 @@ from colibri.errors import InvalidInput, SecretsError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 
+MAX_STDIN_BYTES = 64 * 1024
+"""``vault login --stdin`` reads three lines; more than this is not credentials."""
+
 vault_app = typer.Typer(
     name="vault", no_args_is_help=True, help="The operator's Vaultwarden credentials and the bw CLI."
 )
@@ -38,11 +41,13 @@ def provision(
     """
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give a TENANT or --all (not both)")
+    if tenant is not None and not tenant:  # `provision "$T"` with T unset must not mean every tenant
+        raise InvalidInput("the TENANT given is empty (use --all for every tenant)")
     service = context.get(ctx).secrets()
-    results = [service.provision(tenant, rebind=rebind)] if tenant else service.provision_all()
+    results = [service.provision(tenant, rebind=rebind)] if tenant is not None else service.provision_all()
     shown = [r.public() for r in results]
     if as_json:
-        output.emit_json(shown[0] if tenant else shown)
+        output.emit_json(shown[0] if tenant is not None else shown)
     else:
         for record in shown:
             _render(record)
@@ -58,8 +63,16 @@ def _read_credentials(from_stdin: bool) -> Any:
 
     from colibri.adapters.credentials import OperatorCredentials
 
+    names = ("client id", "client secret", "master password")
     if from_stdin:
-        lines = sys.stdin.read().split("\n")
+        stream = getattr(sys.stdin, "buffer", None)  # bytes: non-UTF-8 input is refused, not a traceback
+        data = stream.read(MAX_STDIN_BYTES + 1) if stream else sys.stdin.read(MAX_STDIN_BYTES + 1).encode()
+        if len(data) > MAX_STDIN_BYTES:
+            raise InvalidInput(f"--stdin: more than {MAX_STDIN_BYTES} bytes; it wants three short lines")
+        try:
+            lines = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            raise InvalidInput("--stdin is not valid UTF-8 text") from None
         if len(lines) < 3 or not all(lines[:3]):
             raise InvalidInput("--stdin wants three lines: client id, client secret, master password")
         values = lines[:3]
@@ -69,7 +82,21 @@ def _read_credentials(from_stdin: bool) -> Any:
             typer.prompt("API key client_secret", hide_input=True),
             typer.prompt("Master password", hide_input=True),
         ]
+    for name, value in zip(names, values, strict=True):
+        _check_credential(name, value)
     return OperatorCredentials(*(SecretStr(v) for v in values))
+
+
+def _check_credential(name: str, value: str) -> None:
+    """Refuse what bw, the keyring or a credentials file cannot carry (the value is never shown)."""
+    if "\0" in value:
+        raise InvalidInput(f"the {name} contains a NUL byte; refused")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise InvalidInput(f"the {name} contains a control character (CR? tab?); refused")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"the {name} is not valid UTF-8 text") from None
 
 
 @vault_app.command("login")

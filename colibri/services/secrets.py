@@ -165,6 +165,14 @@ class SecretsService:
             except ColibriError as exc:
                 self._mark(plan.tenant_id, "stale", str(exc))
                 results.append(ProvisionResult(plan.tenant_id, "failed", message=str(exc), error=exc))
+            except Exception as exc:
+                if not batch:
+                    raise  # one tenant: the CLI's last resort reports it (with --debug, its traceback)
+                # A bug met by one tenant (its jail may have gone looking for one) must not stop
+                # the others; only the type is kept, the text may hold anything.
+                error = ColibriError(f"internal error ({type(exc).__name__}) while provisioning {plan.tenant_id}")
+                self._mark(plan.tenant_id, "stale", error.message)
+                results.append(ProvisionResult(plan.tenant_id, "failed", message=error.message, error=error))
         return results
 
     def _has_target(self, plan: _Plan) -> bool:

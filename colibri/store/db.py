@@ -15,21 +15,34 @@ from typing import Any
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from colibri.errors import SchemaTooNew, StoreError
+from colibri.errors import ConfigError, SchemaTooNew, StoreError
 from colibri.store.migrations import head
 
 _PG_MIGRATION_LOCK = 0x636F6C6962  # "colib": the advisory-lock key for migrations
 
 
 def make_engine(url: str, timeout: float = 5.0) -> Engine:
-    """Create the engine for ``url``; for SQLite, create its directory and set the pragmas."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, timeout)
-    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(parsed, timeout))
+    """Create the engine for ``url``; for SQLite, create its directory and set the pragmas.
+
+    A URL SQLAlchemy cannot read, or whose dialect or driver is not installed, is a ConfigError
+    that says what works (nothing is connected yet: this is the operator's database_url)."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(url, parsed.database, timeout)
+        return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(parsed, timeout))
+    except (ArgumentError, ImportError) as exc:
+        scheme = url.split(":", 1)[0][:40] if "://" in url else "?"
+        why = f"the driver is not installed ({exc})" if isinstance(exc, ImportError) else "no such dialect or driver"
+        if isinstance(exc, ArgumentError) and not isinstance(exc, NoSuchModuleError):
+            why = "not a database URL"
+        raise ConfigError(
+            f"invalid setting database_url ({scheme}://...): {why}; colibri supports sqlite:///PATH and "
+            "postgresql+psycopg://USER@HOST/DB (install the postgres extra)"
+        ) from None
 
 
 def _pg_connect_args(parsed: Any, timeout: float) -> dict[str, Any]:

@@ -582,3 +582,70 @@ def test_round_trip_of_random_values_through_sh_python_and_node(tmp_path: Path) 
     sh = out.split("\0")[:-1]
     assert py == accepted and node == accepted and sh == accepted
     assert refused > 0
+
+
+def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path) -> None:
+    """A jail's etc/passwd is the jail's to plant: a FIFO (which hung provision before: the open
+    blocked until a writer came), a symlink to a host file, a 2 MiB file, a device node, a uid
+    no uid_t holds (an OverflowError traceback before, which also stopped --all).  Each tenant
+    fails fast with exit 12; --all reports them and still writes the good tenants' .env."""
+    staged, jails = _private_dir(tmp_path / "staged"), tmp_path / "jails"
+    env = {
+        "COLIBRI_CONFIG": str(tmp_path / "colibri.toml"),
+        "COLIBRI_STATE_DIR": str(tmp_path / "state"),
+        "COLIBRI_RUN_DIR": str(tmp_path / "run"),
+        "COLIBRI_LOG_DIR": str(tmp_path / "log"),
+        "COLIBRI_HOST": "testhost",
+        "COLIBRI_STAGED_SECRETS_DIR": str(staged),
+        "COLIBRI_SECRETS_ALLOWED_ROOTS": json.dumps([str(jails)]),
+    }
+    (tmp_path / "colibri.toml").write_text("")
+    store = Store(f"sqlite:///{tmp_path / 'state' / 'colibri.db'}")
+    hostile = {"pwfifo": "FIFO", "pwlink": "symlink", "pwhuge": "2 MiB", "pwdev": "device node", "pwuid": "uid 2**40"}
+    try:
+        for tenant in ("agood", *hostile, "zgood"):
+            TenantService(store, "testhost").register(tenant, "", None)
+            root = jails / tenant / "root"
+            (root / "home" / "agent").mkdir(parents=True)
+            os.chown(root / "home" / "agent", AGENT_UID, AGENT_GID)
+            (root / "etc").mkdir()
+            folder = _private_dir(staged / tenant)
+            (folder / "provider.env").write_text(f"KEY={tenant}\n")
+            (folder / "provider.env").chmod(0o600)
+            with store.session() as session:
+                row = session.get(Tenant, tenant)
+                assert row is not None
+                row.backend, row.jail_root = "sandbox", str(root)
+    finally:
+        store.close()
+    passwd = f"root:*:0:0::/root:/bin/sh\nagent:*:{AGENT_UID}:{AGENT_GID}::/home/agent:/bin/sh\n"
+    for tenant in ("agood", "zgood"):
+        (jails / tenant / "root" / "etc" / "passwd").write_text(passwd)
+    os.mkfifo(jails / "pwfifo" / "root" / "etc" / "passwd")
+    host_passwd = tmp_path / "host-passwd"
+    host_passwd.write_text(passwd)
+    (jails / "pwlink" / "root" / "etc" / "passwd").symlink_to(host_passwd)
+    (jails / "pwhuge" / "root" / "etc" / "passwd").write_text(passwd + "#" * (2 << 20) + "\n")
+    os.mknod(jails / "pwdev" / "root" / "etc" / "passwd", 0o644 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null
+    (jails / "pwuid" / "root" / "etc" / "passwd").write_text(f"agent:*:{2**40}:{AGENT_GID}::/home/agent:/bin/sh\n")
+
+    def colibri(*args: str) -> subprocess.CompletedProcess[str]:
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("COLIBRI_", "BW_"))} | env
+        cmd = [sys.executable, "-m", "colibri", *args]
+        return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=30, cwd=REPO)
+
+    for tenant, what in hostile.items():
+        started = time.monotonic()
+        run = colibri("provision", tenant)
+        assert run.returncode == 12, (what, run.stdout, run.stderr)
+        assert time.monotonic() - started < 10, what
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, (what, run.stderr)
+        assert "/etc/passwd" in run.stderr, (what, run.stderr)
+    run = colibri("provision", "--all", "--json")
+    assert run.returncode == 12, run.stderr
+    outcome = {r["tenant_id"]: r["outcome"] for r in json.loads(run.stdout)["data"]}
+    assert outcome == {"agood": "written", "zgood": "written", **{t: "failed" for t in hostile}}
+    for tenant in ("agood", "zgood"):
+        assert (jails / tenant / "root" / "home" / "agent" / ".env").read_text().endswith(f"KEY='{tenant}'\n")
+    for tenant in hostile:
+        assert not (jails / tenant / "root" / "home" / "agent" / ".env").exists()

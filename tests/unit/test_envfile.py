@@ -169,6 +169,19 @@ def test_env_directory_is_refused(jail: Path) -> None:
         write(jail, b"A='1'\n")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_env_fifo_or_device_is_refused_without_blocking(jail: Path, kind: str) -> None:
+    target = jail / "home" / "agent" / ".env"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif os.geteuid() == 0:
+        os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        pytest.skip("mknod needs root")
+    with pytest.raises(PermissionDenied, match="not a regular file"):
+        write(jail, b"A='1'\n")
+
+
 def test_root_outside_allowed_roots(jail: Path, tmp_path: Path) -> None:
     with pytest.raises(PermissionDenied, match="outside the allowed roots"):
         envfile.write_jail_env(jail, "agent", b"A='1'\n", [tmp_path / "elsewhere"])

@@ -165,3 +165,24 @@ def test_staged_provider_env_wins_and_must_be_root_only(world: World) -> None:
 def test_unknown_tenant(world: World) -> None:
     with pytest.raises(TenantNotFound):
         world.service.provision("nobody")
+
+
+def test_a_bug_in_one_tenant_does_not_stop_provision_all(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception while writing one tenant (a bug, or a jail that found one) is that
+    tenant's failure: --all goes on with the others, and the store says what happened."""
+    from colibri.adapters import envfile
+
+    real = envfile.write_jail_env
+
+    def flaky(root: Path, user: str, content: bytes, allowed: object) -> tuple[Path, bool]:
+        if "acme" in str(root):
+            raise OverflowError("uid is greater than maximum")
+        return real(root, user, content, allowed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(envfile, "write_jail_env", flaky)
+    world.add("acme")
+    beta = world.add("beta")
+    results = {r.tenant_id: r for r in world.service.provision_all()}
+    assert {k: r.outcome for k, r in results.items()} == {"acme": "failed", "beta": "written"}
+    assert results["acme"].message == "internal error (OverflowError) while provisioning acme"
+    assert world.row("acme").secrets_status == "stale" and beta.read_text().endswith("X='x'\n")
