@@ -97,8 +97,13 @@ def test_finish_needs_the_current_lease(hive: HiveService) -> None:
         hive.finish(ZED, "zed/z1", task["id"], claimed["lease"], True, None, None, 0)
     done = hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], True, {"out": 1}, None, 0)
     assert done["state"] == "succeeded" and done["result"] == {"out": 1}
-    with pytest.raises(StateConflict):  # finished is final
-        hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], False, None, "late", 1)
+    # finished is final: the same report again (its answer was lost) gets the recorded task back
+    again = hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], False, None, "late", 1)
+    assert again["state"] == "succeeded" and again["result"] == {"out": 1} and again["error"] is None
+    with pytest.raises(StateConflict):  # another lease, or another agent, still may not
+        hive.finish(ACME, "acme/a1", task["id"], "wrong", False, None, "late", 1)
+    with pytest.raises(StateConflict):
+        hive.finish(ACME, "acme/a2", task["id"], claimed["lease"], False, None, "late", 1)
 
 
 def test_expired_leases_requeue_then_fail_after_max_attempts(hive: HiveService, clock: Clock) -> None:
