@@ -80,7 +80,7 @@ def _bounded_int(text: str) -> int:
 
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")  # escaped, or raw UTF-8 (json.loads passes it)
 
 
 def _depth(body: bytes) -> int:
@@ -102,7 +102,7 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(body, parse_constant=_no_constant, parse_int=_bounded_int)
-        if b"\\u" in body and _SURROGATE.search(body):
+        if (b"\\u" in body or b"\xed" in body) and _SURROGATE.search(body):
             json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate cannot be encoded
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
