@@ -31,6 +31,7 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     ├── StoreError                      15  the database failed
     │   └── SchemaTooNew
     ├── DaemonError                     16  the colibri daemon is not reachable or refused
+    │   └── LimitExceeded                   a tenant's or a socket's limit is reached (HTTP 429)
     └── PartialFailure                      some items of a batch failed: the worst item's code
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
 ``from None`` with a message written by colibri.
@@ -196,6 +197,10 @@ class DaemonError(ColibriError):
     """The colibri daemon is not reachable or refused the request."""
 
     exit_code = 16
+
+
+class LimitExceeded(DaemonError):
+    """The daemon refused: a tenant's (or a socket's) limit is reached (HTTP 429)."""
 
 
 class PartialFailure(ColibriError):

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=300.0, ge=0, le=WEEK, allow_inf_nan=False)
     metrics_address: str | None = None
     log_target: Literal["stderr", "syslog"] = "stderr"
+    # daemon: what one tenant (one socket) may consume (issue 8); see etc/colibri.toml.sample
+    daemon_max_connections_per_socket: int = Field(default=64, ge=2)
+    daemon_admin_max_connections: int = Field(default=128, ge=2)
+    daemon_fd_reserve: int = Field(default=256, ge=32)
+    daemon_request_timeout: float = Field(default=30.0, gt=0)
+    daemon_idle_timeout: float = Field(default=120.0, gt=0)
+    daemon_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    daemon_max_body_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    daemon_socket_request_rate: float = Field(default=200.0, ge=0)
+    daemon_socket_request_burst: float = Field(default=400.0, ge=0)
+    tenant_max_agents: int = Field(default=32, ge=1)
+    tenant_max_queued_tasks: int = Field(default=1000, ge=1)
+    tenant_max_queued_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    log_rate_limit_lines: int = Field(default=20, ge=1)
+    log_rate_limit_interval: float = Field(default=10.0, gt=0)
 
     @field_validator(*_PATHS, mode="before")
     @classmethod

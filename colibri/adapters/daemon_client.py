@@ -8,6 +8,8 @@ for a task that does not exist exits 4 as any other NotFound does.
 import http.client
 import json
 import socket
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,6 +34,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+class AnswerLost(DaemonError):
+    """The request may have reached the daemon, but no answer came back (only idempotent calls retry)."""
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
 
 
 def _error_from(envelope: Any, status: int) -> ColibriError:
@@ -71,7 +81,7 @@ class DaemonClient:
         except PermissionError:
             raise DaemonError(f"permission denied on {self.socket_path}: the admin socket is root-only") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise DaemonError(f"the colibri daemon did not answer on {self.socket_path}: {exc}") from None
+            raise AnswerLost(f"the colibri daemon did not answer on {self.socket_path}: {exc}") from None
         finally:
             conn.close()
         if status == 204:
@@ -96,12 +106,25 @@ class DaemonClient:
         result: list[dict[str, Any]] = self.request("GET", "/v1/agents" + (f"?{query}" if query else ""))["agents"]
         return result
 
-    def submit(self, capability: str, payload: Any, tenant: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"capability": capability, "payload": payload}
+    def submit(
+        self, capability: str, payload: Any, tenant: str | None = None, idempotency_key: str | None = None,
+        retries: int = 2,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Queue a task, idempotently: a key is made up when none is given, and the same key is sent
+        again when an answer is lost, so the daemon returns the task it created the first time."""
+        key = idempotency_key or new_idempotency_key()
+        body: dict[str, Any] = {"capability": capability, "payload": payload, "idempotency_key": key}
         if tenant is not None:
             body["tenant"] = tenant
-        result: dict[str, Any] = self.request("POST", "/v1/tasks", body)
-        return result
+        for attempt in range(retries + 1):
+            try:
+                result: dict[str, Any] = self.request("POST", "/v1/tasks", body)
+                return result
+            except AnswerLost:
+                if attempt == retries:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def tasks(self, tenant: str | None = None, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         params = {"tenant": tenant, "state": state, "limit": str(limit)}

@@ -45,12 +45,21 @@ def submit_task(
         typer.Option(help="The tenant it is for (its agents or lanes run it); none: lanes only.", show_default=False),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it has finished and show the result.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Submitting again with the same key returns the first task instead of a new one "
+            "(default: a fresh key, reused when the daemon's answer is lost and the call is retried).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Queue a task for a capability; it is routed to a live agent that offers it."""
     document = params.json_document("--payload", payload)
     client = context.get(ctx).daemon_client()
-    task = client.submit(capability, document, tenant)
+    task = client.submit(capability, document, tenant, idempotency_key)
     if not wait:
         _show(task, as_json, brief=True)
         return

@@ -22,6 +22,7 @@ from colibri.errors import (
     Conflict,
     DaemonError,
     InvalidInput,
+    LimitExceeded,
     NotFound,
     PermissionDenied,
     StoreError,
@@ -36,7 +37,7 @@ MAX_WAIT = 30.0
 ACTIONS = frozenset({"reload-secrets"})
 _STATUS: list[tuple[type[ColibriError], int]] = [
     (NotFound, 404), (Conflict, 409), (PermissionDenied, 403), (InvalidInput, 400),
-    (StoreError, 503), (CommandTimeout, 504), (DaemonError, 503),
+    (StoreError, 503), (CommandTimeout, 504), (LimitExceeded, 429), (DaemonError, 503),
 ]  # fmt: skip
 
 Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
@@ -221,11 +222,14 @@ class Api:
         tenant = body.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise InvalidInput("tenant must be a string")
-        task = await self.d.db(self.d.hive.submit, scope, body.get("capability"), body["payload"], tenant)
-        self.d.metrics.inc("colibri_tasks_submitted_total")
-        self.d.notify(task["tenant"], task["capability"])
-        task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])
-        return json_response(201, task)
+        submit, key = self.d.hive.submit, body.get("idempotency_key")
+        task = await self.d.db(submit, scope, body.get("capability"), body["payload"], tenant, key)
+        if task["created"]:
+            self.d.metrics.inc("colibri_tasks_submitted_total")
+            self.d.notify(task["tenant"], task["capability"])
+        if task["state"] == "queued":
+            task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])
+        return json_response(201 if task["created"] else 200, task)
 
     async def task(self, request: Request, scope: Scope) -> Response:
         task_id = _task_id(request)
@@ -254,11 +258,13 @@ class Api:
         _claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
         wait = _number(body.get("wait", 0), "wait", 0, MAX_WAIT)
-        task = await self.d.claim(key, wait)
+        task = await self.d.claim(key, wait, lambda: request.gone)
         if task is None:
             return Response(204)
         self.d.metrics.inc("colibri_tasks_claimed_total")
-        return json_response(200, task)
+        response = json_response(200, task)
+        response.unsent = lambda: self.d.give_back_later(task)  # the client went while we claimed
+        return response
 
     async def result(self, request: Request, scope: Scope) -> Response:
         body = _object(request)

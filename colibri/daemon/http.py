@@ -5,16 +5,26 @@ Why not a framework: the daemon's API is a dozen routes of JSON on Unix sockets,
 in one module, with nothing to install inside FreeBSD base-like environments.
 
 What it accepts: ``Content-Length`` bodies only (chunked is refused with 501), request lines and
-headers up to ``MAX_HEAD`` bytes (431 beyond), bodies up to ``MAX_BODY`` (413 beyond, before the
-body is read).  Anything unparsable is answered 400 and the connection closed.  A handler may
-answer at once (a ``Response``) or later (an awaitable): requests on one connection are answered
-in order.
+headers up to ``Limits.max_head`` bytes (431 beyond), bodies up to ``Limits.max_body`` (413 beyond,
+before the body is read).  Anything unparsable is answered 400 and the connection closed.  A
+handler may answer at once (a ``Response``) or later (an awaitable): requests on one connection
+are answered in order.
+
+What a client can consume is bounded (everything a tenant sends is hostile): each listening
+socket has a ``Gate`` with its own connection budget (beyond it a connection gets one 503 and is
+closed; the admin socket's budget is its own, so a flooded tenant socket cannot starve it) and its
+own request rate (429 beyond it); a request must arrive whole within ``request_timeout`` (slowloris:
+408 and closed) and an idle keep-alive connection is closed after ``idle_timeout``; a client that
+does not read its answers stops being read (write-buffer backpressure), so pipelined requests
+never pile up in memory beyond one request's worth per connection.
 """
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -22,11 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+log = logging.getLogger("colibri.daemon")
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
+MAX_DEPTH = 64  # JSON nesting: far more than any API body needs, far less than the recursion limit
+MAX_INT = 2**63  # JSON integers must fit the store's 64-bit columns: |n| < 2**63
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
     413: "Content Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
     504: "Gateway Timeout", 505: "HTTP Version Not Supported",
@@ -41,15 +54,59 @@ class Request:
     headers: dict[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
+    conn: "HttpProtocol | None" = None
+
+    @property
+    def gone(self) -> bool:
+        """The client has closed its connection: nobody will read the answer."""
+        return self.conn is not None and self.conn.closed
 
     def json(self) -> Any:
-        """The body as JSON (an empty body is ``{}``).  Raises BadRequest."""
+        """The body as strict JSON (an empty body is ``{}``).  Raises BadRequest (400)."""
         if not self.body:
             return {}
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        return parse_json(self.body)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_INT < value < MAX_INT:
+        raise ValueError("an integer beyond 64 bits")
+    return value
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")  # escaped, or raw UTF-8 (json.loads passes it)
+
+
+def _depth(body: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (only called when it could be deep)."""
+    depth = deepest = 0
+    for byte in _STRING.sub(b"", body):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, integers within 64 bits, nesting at most MAX_DEPTH, no lone
+    surrogates (the store could not encode them).  Anything else is BadRequest, never a 500."""
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
+    try:
+        value = json.loads(body, parse_constant=_no_constant, parse_int=_bounded_int)
+        if (b"\\u" in body or b"\xed" in body) and _SURROGATE.search(body):
+            json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate cannot be encoded
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
+    return value
 
 
 @dataclass
@@ -58,6 +115,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     close: bool = False
+    unsent: Callable[[], None] | None = None  # called when the client has gone before the answer
 
 
 class BadRequest(Exception):
@@ -80,41 +138,182 @@ def error_response(status: int, kind: str, code: int, message: str, close: bool 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
-class HttpProtocol(asyncio.Protocol):
-    """One connection.  ``handler`` gets each parsed request; ``conns`` tracks open connections."""
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may consume (the daemon's settings; see etc/colibri.toml.sample)."""
 
-    def __init__(self, handler: Handler, conns: set["HttpProtocol"]) -> None:
+    max_head: int = MAX_HEAD
+    max_body: int = MAX_BODY
+    request_timeout: float = 30.0  # a started request must be complete within this
+    idle_timeout: float = 120.0  # an idle keep-alive connection, or one whose client does not read
+
+    @property
+    def max_buffer(self) -> int:
+        return self.max_head + self.max_body + 4
+
+
+class Pool:
+    """A budget of connections shared by several sockets (the agent sockets' share of the fds)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.count = 0
+
+
+class Gate:
+    """One listening socket's budget: its connections, its request rate (token bucket)."""
+
+    def __init__(
+        self, name: str, max_connections: int, rate: float = 0.0, burst: float = 0.0, limits: Limits | None = None,
+        everyone: "set[HttpProtocol] | None" = None, pool: Pool | None = None,
+        refused: Callable[[str, str], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.max_connections = max_connections
+        self.rate = rate
+        self.burst = max(burst, rate, 1.0)
+        self.limits = limits or Limits()
+        self.conns: set[HttpProtocol] = set()
+        self.everyone = everyone if everyone is not None else set()
+        self.pool = pool
+        self.refused = refused or (lambda gate, why: None)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+
+    def admit(self) -> bool:
+        """A new connection: within this socket's budget (and the shared pool's)?"""
+        if len(self.conns) >= self.max_connections:
+            self.refused(self.name, "connections")
+            return False
+        if self.pool is not None and self.pool.count >= self.pool.cap:
+            self.refused(self.name, "descriptors")
+            return False
+        return True
+
+    def take(self, now: float) -> bool:
+        """One request's token; False when this socket is over its rate."""
+        if self.rate <= 0:
+            return True
+        tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            self.refused(self.name, "rate")
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+_BUSY_BODY = b'{"error":{"type":"LimitExceeded","code":16,"message":"too many connections on this socket"}}'
+BUSY = _BUSY + b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One connection.  ``handler`` gets each parsed request; ``gate`` is its socket's budget."""
+
+    def __init__(self, handler: Handler, gate: "Gate | set[HttpProtocol]") -> None:
         self._handler = handler
-        self._conns = conns
+        self._gate = gate if isinstance(gate, Gate) else Gate("test", 1 << 30, everyone=gate)
+        self._limits = self._gate.limits
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False
         self._closing = False
-        self._paused = False
-        self.last_active = time.monotonic()
+        self._paused = False  # reading paused (the buffer is full, or the client does not read)
+        self._write_paused = False
+        self._counted = False
+        self.closed = False
+        self.last_active = self._started = self._paused_at = time.monotonic()
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        gate = self._gate
+        if not gate.admit():
+            self.closed = True
+            with contextlib.suppress(Exception):
+                transport.write(BUSY)
+                transport.close()
+            return
         self._transport = transport
-        self._conns.add(self)
+        self._counted = True
+        gate.conns.add(self)
+        gate.everyone.add(self)
+        if gate.pool is not None:
+            gate.pool.count += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._conns.discard(self)
+        self.closed = True
         self._transport = None
+        if self._counted:
+            self._counted = False
+            gate = self._gate
+            gate.conns.discard(self)
+            gate.everyone.discard(self)
+            if gate.pool is not None:
+                gate.pool.count -= 1
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        self.last_active = time.monotonic()
+    def pause_writing(self) -> None:
+        """The client does not read its answers: stop reading (and parsing) its requests."""
+        self._write_paused = True
+        self._paused_at = time.monotonic()
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._flow()
         if not self._busy:
             self._process()
-        elif len(self._buffer) > MAX_HEAD + MAX_BODY and not self._paused and self._transport:
-            self._transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        if not self._buffer:
+            self._started = now
+        self._buffer += data
+        self.last_active = now
+        if not self._busy and not self._write_paused:
+            self._process()
+        if len(self._buffer) >= self._limits.max_buffer or self._write_paused:
+            self._flow()
+
+    def _flow(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        pause = self._write_paused or len(self._buffer) >= self._limits.max_buffer
+        if pause and not self._paused:
+            transport.pause_reading()
             self._paused = True
+        elif not pause and self._paused:
+            transport.resume_reading()
+            self._paused = False
 
     @property
     def idle(self) -> bool:
         return not self._busy and not self._buffer
+
+    def expire(self, now: float) -> None:
+        """The sweep (about once a second): close what has waited too long (slowloris, idle, unread)."""
+        if self._transport is None or self._busy:
+            return
+        limits = self._limits
+        if self._write_paused:
+            if now - self._paused_at > limits.idle_timeout:
+                self._abort()
+        elif self._buffer:
+            if now - self._started > limits.request_timeout:
+                self._buffer.clear()
+                message = f"the request was not complete within {limits.request_timeout:g} s"
+                self._send(error_response(408, "InvalidInput", 7, message, close=True))
+        elif now - self.last_active > limits.idle_timeout:
+            self._abort()
+
+    def _abort(self) -> None:
+        transport, self._transport = self._transport, None
+        self._buffer.clear()
+        if transport is not None:
+            transport.abort()
 
     def close_when_idle(self) -> None:
         """Graceful stop: finish the request in hand (answered with Connection: close), then close."""
@@ -123,7 +322,7 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
     def _process(self) -> None:
-        while self._transport is not None and not self._busy:
+        while self._transport is not None and not self._busy and not self._write_paused:
             try:
                 request = self._parse()
             except BadRequest as exc:
@@ -132,30 +331,37 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if request is None:
                 break
+            if not self._gate.take(self.last_active):
+                message = "too many requests on this socket: slow down"
+                self._send(error_response(429, "LimitExceeded", 16, message))
+                continue
             try:
                 outcome = self._handler(request)
             except Exception:  # the handler maps its own errors; this is a bug, answer 500 anyway
+                log.exception("internal error answering %s %s", request.method, request.path[:100])
                 outcome = error_response(500, "ColibriError", 1, "internal error", close=True)
             if inspect.isawaitable(outcome):
                 self._busy = True
                 task = asyncio.ensure_future(outcome)
-                task.add_done_callback(self._finished)
+                task.add_done_callback(functools.partial(self._finished, request))
                 return
             self._send(outcome)
-        if self._paused and self._transport is not None:
-            self._transport.resume_reading()
-            self._paused = False
+        self._flow()
 
-    def _finished(self, task: "asyncio.Future[Response]") -> None:
+    def _finished(self, request: Request, task: "asyncio.Future[Response]") -> None:
         self._busy = False
         if task.cancelled():
             response = error_response(503, "DaemonError", 16, "the daemon is stopping", close=True)
-        elif task.exception() is not None:
+        elif (exc := task.exception()) is not None:
+            log.error("internal error answering %s %s", request.method, request.path[:100], exc_info=exc)
             response = error_response(500, "ColibriError", 1, "internal error", close=True)
         else:
             response = task.result()
+        if response.unsent is not None and (self._transport is None or self._transport.is_closing()):
+            response.unsent()
         self._send(response)
-        self._process()
+        if not self._write_paused:
+            self._process()
 
     def _send(self, response: Response) -> None:
         if self._transport is None:
@@ -175,10 +381,10 @@ class HttpProtocol(asyncio.Protocol):
     def _parse(self) -> Request | None:
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > MAX_HEAD:
+            if len(self._buffer) > self._limits.max_head:
                 raise BadRequest("request head too large", 431)
             return None
-        if end > MAX_HEAD:
+        if end > self._limits.max_head:
             raise BadRequest("request head too large", 431)
         try:
             lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
@@ -189,16 +395,17 @@ class HttpProtocol(asyncio.Protocol):
         if "transfer-encoding" in headers:
             raise BadRequest("chunked bodies are not supported: send Content-Length", 501)
         length = _content_length(headers)
-        if length > MAX_BODY:
-            raise BadRequest(f"body larger than {MAX_BODY // 1024} KiB", 413)
+        if length > self._limits.max_body:
+            raise BadRequest(f"body larger than {self._limits.max_body // 1024} KiB", 413)
         if len(self._buffer) < end + 4 + length:
             return None
         body = bytes(self._buffer[end + 4 : end + 4 + length])
         del self._buffer[: end + 4 + length]
+        self._started = self.last_active
         if version == "HTTP/1.0" or headers.get("connection", "").lower() == "close":
             self._closing = True
         path, _, query = target.partition("?")
-        return Request(method, unquote(path), dict(parse_qsl(query)), headers, body)
+        return Request(method, unquote(path, errors="replace"), dict(parse_qsl(query)), headers, body, conn=self)
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -219,13 +426,19 @@ def _headers(lines: list[str]) -> dict[str, str]:
         name, sep, value = line.partition(":")
         if not sep or not _TOKEN.fullmatch(name):
             raise BadRequest("malformed header line")
-        headers[name.lower()] = value.strip()
+        key, value = name.lower(), value.strip()
+        if key == "content-length" and headers.get(key, value) != value:
+            raise BadRequest("conflicting Content-Length headers")
+        headers[key] = value
     return headers
+
+
+_DIGITS = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
 def _content_length(headers: dict[str, str]) -> int:
     raw = headers.get("content-length", "0")
-    if not raw.isdigit() or len(raw) > 12:
+    if not _DIGITS.fullmatch(raw):  # not str.isdigit(): it accepts '²', which int() refuses
         raise BadRequest("invalid Content-Length")
     return int(raw)
 
@@ -257,6 +470,13 @@ class Router:
                 request.params = found.groupdict()
                 return handler
         return status
+
+
+def sweep(conns: set[HttpProtocol], now: float | None = None) -> None:
+    """Apply the request and idle timeouts to every connection (the daemon runs this each second)."""
+    now = time.monotonic() if now is None else now
+    for conn in list(conns):
+        conn.expire(now)
 
 
 async def close_all(conns: set[HttpProtocol], grace: float) -> None:

@@ -28,6 +28,11 @@ class LiveAgent:
     interval: float = 10.0
     actions: list[str] = field(default_factory=list)
 
+    @property
+    def scope(self) -> str:
+        """The tenant (or lane) whose share of the heartbeat rate this agent uses."""
+        return f"lane:{self.lane}" if self.lane is not None else str(self.tenant)
+
     def ref(self) -> AgentRef:
         return AgentRef(self.key, self.tenant, self.lane, self.capabilities)
 
@@ -48,8 +53,34 @@ class Registry:
         self._rand = rand
         self._agents: dict[str, LiveAgent] = {}
         self._dirty: set[str] = set()
-        self._live = 0  # agents in state active or stale: the N of the interval rule
+        self._live = 0  # agents in state active or stale
+        self._by_scope: dict[str, int] = {}  # live agents per tenant (or lane): the N of the interval rule
         self.heartbeats = 0
+
+    def _gain(self, agent: LiveAgent) -> None:
+        self._live += 1
+        self._by_scope[agent.scope] = self._by_scope.get(agent.scope, 0) + 1
+
+    def _drop(self, agent: LiveAgent) -> None:
+        self._live -= 1
+        left = self._by_scope.get(agent.scope, 1) - 1
+        if left > 0:
+            self._by_scope[agent.scope] = left
+        else:
+            self._by_scope.pop(agent.scope, None)
+
+    def live_in(self, scope: str) -> int:
+        """Live (active or stale) agents of one tenant (``tenant``) or lane (``lane:<name>``)."""
+        return self._by_scope.get(scope, 0)
+
+    @property
+    def scopes(self) -> int:
+        """How many tenants and lanes have live agents (the heartbeat rate is shared between them)."""
+        return len(self._by_scope)
+
+    def interval_for(self, scope: str) -> float:
+        """The base interval (without jitter) of one tenant's or lane's agents."""
+        return self.policy.base_interval(self._by_scope.get(scope, 0), len(self._by_scope))
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -64,7 +95,7 @@ class Registry:
         """Add or renew an agent from its public record (register, or the store at start-up)."""
         old = self._agents.pop(record["key"], None)
         if old is not None and old.state in ("active", "stale"):
-            self._live -= 1
+            self._drop(old)
         agent = LiveAgent(
             key=record["key"],
             tenant=record["tenant"],
@@ -74,16 +105,18 @@ class Registry:
             last_seen=self._clock(),
             last_seen_wall=self._wall(),
         )
-        agent.interval = self.policy.next_interval(self._live + 1, self._rand)
         self._agents[agent.key] = agent
-        self._live += 1
+        if agent.state in ("active", "stale"):
+            self._gain(agent)
+        mine = max(1, self._by_scope.get(agent.scope, 0))
+        agent.interval = self.policy.next_interval(mine, self._rand, max(1, len(self._by_scope)))
         return agent
 
     def remove(self, key: str) -> None:
         agent = self._agents.pop(key, None)
         self._dirty.discard(key)
         if agent is not None and agent.state in ("active", "stale"):
-            self._live -= 1
+            self._drop(agent)
 
     def beat(self, key: str) -> LiveAgent | None:
         """Record a heartbeat.  None when the agent is unknown or lost: it must register again."""
@@ -94,7 +127,8 @@ class Registry:
         agent.last_seen = self._clock()
         agent.last_seen_wall = self._wall()
         agent.state = "active"
-        agent.interval = self.policy.next_interval(self._live, self._rand)
+        scopes = self._by_scope
+        agent.interval = self.policy.next_interval(scopes[agent.scope], self._rand, len(scopes))
         self._dirty.add(key)
         return agent
 
@@ -122,7 +156,7 @@ class Registry:
             silent = now - agent.last_seen
             if silent >= lost_ttl:
                 agent.state = "lost"
-                self._live -= 1
+                self._drop(agent)
                 self._dirty.discard(agent.key)
                 changes.append((agent.key, "lost"))
             elif silent >= stale_ttl and agent.state == "active":

@@ -15,12 +15,14 @@ store on their own; the liveness loop writes them in batches.
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import functools
 import ipaddress
 import logging
 import logging.handlers
 import os
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,8 +33,9 @@ from typing import Any, TypeVar
 from colibri import __version__
 from colibri.daemon import signals
 from colibri.daemon.api import Api
-from colibri.daemon.http import HttpProtocol, Router, close_all
+from colibri.daemon.http import Gate, HttpProtocol, Limits, Pool, Router, close_all, sweep
 from colibri.daemon.liveness import Registry
+from colibri.daemon.logfilter import RateLimit
 from colibri.daemon.metrics import Metrics
 from colibri.daemon.reconcile import run_reconcile
 from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
@@ -45,18 +48,25 @@ T = TypeVar("T")
 SOCKET_SCAN_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
 RECONCILE_BUDGET_SECONDS = 120.0
+SWEEP_SECONDS = 1.0
+OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass
 class Waiter:
-    """An agent long-polling for work."""
+    """An agent long-polling for work (``gone``: its client closed the connection)."""
 
     key: str
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: Callable[[], bool] = lambda: False
 
 
-def configure_logging(target: str) -> None:
-    """Log to stderr, or to syslog(3) (facility daemon) as rc.d services do."""
+RATE_LIMIT = RateLimit()
+
+
+def configure_logging(target: str, lines: int = 20, interval: float = 10.0) -> None:
+    """Log to stderr, or to syslog(3) (facility daemon) as rc.d services do; rate-limited per cause."""
+    RATE_LIMIT.lines, RATE_LIMIT.interval = lines, interval
     root = logging.getLogger("colibri")
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -69,6 +79,7 @@ def configure_logging(target: str) -> None:
     else:
         sink = logging.StreamHandler()
         sink.setFormatter(logging.Formatter("%(asctime)s colibri %(levelname)s %(message)s"))
+    sink.addFilter(RATE_LIMIT)
     root.addHandler(sink)
     root.setLevel(logging.INFO)
     root.propagate = False
@@ -92,6 +103,8 @@ class Daemon:
         self._side = ThreadPoolExecutor(1, thread_name_prefix="colibri-reconcile")
         self._reconcile_running: Future[Any] | None = None
         self._conns: set[HttpProtocol] = set()
+        self._pool_conns = Pool(1024)  # the agent sockets' share of the descriptors (set at start)
+        self._fd_limit = 1024
         self._servers: dict[tuple[str, str | None], tuple[asyncio.Server, Path | None]] = {}
         self._waiters: list[Waiter] = []
         self._task_events: dict[int, asyncio.Event] = {}
@@ -114,10 +127,13 @@ class Daemon:
         """Open the store and the sockets, run the loops until ``stop`` is set, then stop cleanly."""
         reload = reload or asyncio.Event()
         self._lock()
+        asyncio.get_running_loop().set_exception_handler(self._loop_exception)
+        self._fd_budget()
         loops: list[asyncio.Task[None]] = []
         try:
             await self._start()
             loops = [
+                asyncio.create_task(self._every(lambda: SWEEP_SECONDS, self._sweep, "sweep")),
                 asyncio.create_task(self._every(self._tick, self._liveness, "liveness")),
                 asyncio.create_task(self._every(self._lease_tick, self._leases, "leases")),
                 asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
@@ -179,6 +195,61 @@ class Daemon:
             self._lock_file.close()
         log.info("colibri daemon stopped")
 
+    def _fd_budget(self) -> None:
+        """Raise the soft descriptor limit to the hard one; agent connections get what is left after
+        the reserve (store, logs, listening sockets) and the admin socket's own budget."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+        self._fd_limit = soft if soft != resource.RLIM_INFINITY else 65536
+        self._resize_pool()
+
+    def _resize_pool(self) -> None:
+        spare = self._fd_limit - self.settings.daemon_fd_reserve - self.settings.daemon_admin_max_connections
+        self._pool_conns.cap = max(16, spare - len(self._servers))
+
+    def _refused(self, socket: str, why: str) -> None:
+        self.metrics.inc("colibri_http_refused_total", reason=why)
+        if why == "rate":
+            log.warning("socket %s: over its request rate; answering 429", socket)
+        elif why == "descriptors":
+            log.warning("socket %s: the agent sockets' descriptor budget is spent; connection refused", socket)
+        else:
+            log.warning("socket %s: connection limit reached; connection refused", socket)
+
+    def _gate(self, name: str, admin: bool = False) -> Gate:
+        settings = self.settings
+        limits = Limits(
+            max_head=settings.daemon_max_header_bytes,
+            max_body=settings.daemon_max_body_bytes,
+            request_timeout=settings.daemon_request_timeout,
+            idle_timeout=settings.daemon_idle_timeout,
+        )
+        if admin:
+            return Gate(name, settings.daemon_admin_max_connections, limits=limits, everyone=self._conns,
+                        refused=self._refused)  # fmt: skip
+        return Gate(
+            name, settings.daemon_max_connections_per_socket, settings.daemon_socket_request_rate,
+            settings.daemon_socket_request_burst, limits, self._conns, self._pool_conns, self._refused,
+        )  # fmt: skip
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's own errors: out of descriptors on accept is one warning line (asyncio backs the
+        listening socket off for a second by itself), never a traceback per accept."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_FDS:
+            self.metrics.inc("colibri_accept_errors_total")
+            log.warning("accept: %s; that socket pauses accepting for a second", exc.strerror or exc)
+            return
+        log.error("event loop: %s", context.get("message", "error"), exc_info=exc)
+
+    async def _sweep(self) -> None:
+        sweep(self._conns)
+        RATE_LIMIT.flush(log)
+
     def _lock(self) -> None:
         run_dir = self.settings.run_dir
         try:
@@ -209,7 +280,8 @@ class Daemon:
         self.policy = Policy.from_settings(self.settings)
         self.registry.policy = self.policy
         self.hive.policy = self.policy
-        configure_logging(self.settings.log_target)
+        configure_logging(self.settings.log_target, self.settings.log_rate_limit_lines,
+                          self.settings.log_rate_limit_interval)  # fmt: skip
         log.info("settings reloaded (heartbeat interval %.1f s, lease %.0f s)", self.policy.heartbeat_interval,
                  self.policy.lease_seconds)  # fmt: skip
 
@@ -231,8 +303,11 @@ class Daemon:
 
     # ---- routing: waiters and wake-ups --------------------------------------------------------
 
-    async def claim(self, key: str, wait: float) -> dict[str, Any] | None:
-        """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive."""
+    async def claim(self, key: str, wait: float, gone: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+        """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive.
+
+        ``gone()`` says the client closed its connection: then no task is taken, and one taken in
+        the meantime is given back at once (without spending an attempt)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
@@ -241,14 +316,19 @@ class Daemon:
                 from colibri.errors import AgentNotFound
 
                 raise AgentNotFound(f"agent not registered (or lost): {key}; register again")
+            if gone():
+                return None
             if agent.state == "active":
                 task = await self.db(self.hive.claim, agent.ref())
                 if task is not None:
+                    if gone():
+                        await self.give_back(task)
+                        return None
                     return task
             remaining = deadline - loop.time()
             if remaining <= 0 or self.stopping:
                 return None
-            waiter = Waiter(key)
+            waiter = Waiter(key, gone=gone)
             self._waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter.event.wait(), remaining)
@@ -258,11 +338,27 @@ class Daemon:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
 
+    async def give_back(self, task: dict[str, Any]) -> None:
+        """A leased task whose answer could not be delivered: queued again at once, no attempt spent."""
+        released = await self.db(self.hive.release, int(task["id"]), str(task["lease"]))
+        if released:
+            self.metrics.inc("colibri_tasks_requeued_total", outcome="undelivered")
+            log.warning("task %d given back: its agent's connection closed before the lease was delivered",
+                        task["id"])  # fmt: skip
+            self.notify(task["tenant"], task["capability"])
+
+    def give_back_later(self, task: dict[str, Any]) -> None:
+        """For a response that could not be written (the client went after the claim)."""
+        future = asyncio.ensure_future(self.give_back(task))
+        future.add_done_callback(_log_failure)
+
     def notify(self, tenant: str | None, capability: str) -> None:
-        """A task is queued: wake the longest-waiting agent that may take it."""
+        """A task is queued: wake the longest-waiting agent that may take it (whose client is there)."""
         for waiter in self._waiters:
+            if waiter.event.is_set() or waiter.gone():
+                continue
             agent = self.registry.get(waiter.key)
-            if not waiter.event.is_set() and agent is not None and self.registry.may_take(agent, tenant, capability):
+            if agent is not None and self.registry.may_take(agent, tenant, capability):
                 waiter.event.set()
                 return
 
@@ -376,7 +472,8 @@ class Daemon:
         old = os.umask(0o177)  # created 0600: no window in which others could connect
         try:
             handler = self.api.handler(Scope("admin"))
-            server = await loop.create_unix_server(lambda: HttpProtocol(handler, self._conns), str(path))
+            gate = self._gate("admin", admin=True)
+            server = await loop.create_unix_server(lambda: HttpProtocol(handler, gate), str(path))
         except OSError as exc:
             raise DaemonError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         finally:
@@ -406,17 +503,19 @@ class Daemon:
             directory.chmod(0o755)
             _remove_stale(path)
             handler = self.api.handler(Scope(kind, name))  # type: ignore[arg-type]
+            gate = self._gate(f"{kind}:{name}")
             loop = asyncio.get_running_loop()
             # Created 0666 by the umask: no chmod afterwards, which would follow a symlink the
             # jail (its directory is mounted read-write there) could put in the socket's place.
             old = os.umask(0o111)
             try:
-                server = await loop.create_unix_server(lambda: HttpProtocol(handler, self._conns), str(path))
+                server = await loop.create_unix_server(lambda: HttpProtocol(handler, gate), str(path))
             finally:
                 os.umask(old)
         except OSError as exc:
             raise DaemonError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         self._servers[(kind, name)] = (server, path)
+        self._resize_pool()
         log.info("agent socket for %s %s: %s", kind, name, path)
         return path
 
@@ -426,6 +525,7 @@ class Daemon:
             return False
         server, path = found
         server.close()
+        self._resize_pool()
         if path is not None:
             path.unlink(missing_ok=True)
         log.info("agent socket for %s %s closed", kind, name)
@@ -443,7 +543,8 @@ class Daemon:
         handler = self.api.handler(Scope("admin"), self.api.metrics_only)
         loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(lambda: HttpProtocol(handler, self._conns), host.strip("[]"), number)
+            gate = self._gate("metrics", admin=True)
+            server = await loop.create_server(lambda: HttpProtocol(handler, gate), host.strip("[]"), number)
         except OSError as exc:
             raise DaemonError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         self._servers[("metrics", None)] = (server, None)
@@ -466,7 +567,7 @@ class Daemon:
             "agents": self.registry.counts(),
             "queue_depth": tasks.get("queued"),
             "tasks": tasks,
-            "heartbeat_interval": round(self.policy.base_interval(len(self.registry)), 3),
+            "heartbeat_interval": round(self.policy.base_interval(1, self.registry.scopes + 1), 3),
             "sockets": sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
             "uptime_seconds": round(time.time() - self._started, 1),
         }
@@ -487,7 +588,8 @@ class Daemon:
             ("colibri_up", ()): 1,
             ("colibri_info", (("version", __version__),)): 1,
             ("colibri_heartbeats_total", ()): self.registry.heartbeats,
-            ("colibri_heartbeat_interval_seconds", ()): self.policy.base_interval(len(self.registry)),
+            ("colibri_heartbeat_interval_seconds", ()): self.policy.base_interval(1, self.registry.scopes + 1),
+            ("colibri_connections", ()): len(self._conns),
             ("colibri_agent_sockets", ()): sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
         }
         for state, count in self.registry.counts().items():
@@ -497,6 +599,11 @@ class Daemon:
                 gauges[("colibri_tasks", (("state", state),))] = count
         gauges[("colibri_store_up", ())] = 1 if self.store_up else 0
         return self.metrics.render(gauges)
+
+
+def _log_failure(future: "asyncio.Future[None]") -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning("giving a task back failed: %s", exc)
 
 
 def _remove_stale(path: Path) -> None:
@@ -518,7 +625,7 @@ async def serve(settings: Settings, config_path: Path | None = None) -> None:
 
 
 def run_forever(settings: Settings, config_path: Path | None = None) -> None:
-    configure_logging(settings.log_target)
+    configure_logging(settings.log_target, settings.log_rate_limit_lines, settings.log_rate_limit_interval)
     asyncio.run(serve(settings, config_path))
 
 

@@ -27,7 +27,15 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from colibri.domain import TenantStatus, validate_tenant_id
-from colibri.errors import InvalidInput, PermissionDenied, StateConflict, TaskNotFound, TenantNotFound
+from colibri.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    PermissionDenied,
+    StateConflict,
+    TaskNotFound,
+    TenantNotFound,
+)
 from colibri.settings import Settings
 from colibri.store.db import Store
 from colibri.store.models import Agent, Lane, Task, Tenant, utcnow
@@ -40,6 +48,17 @@ MAX_RESULT_BYTES = 512 * 1024
 MAX_CAPABILITIES = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}", re.ASCII)
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
+UNFINISHED = ("queued", "running")
+
+
+def validate_idempotency_key(value: object) -> str | None:
+    """None, or 1-128 ASCII letters, digits, '_', '.', ':', '-' (a UUID fits)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise InvalidInput("idempotency_key must be 1-128 ASCII letters, digits, '_', '.', ':' or '-'")
+    return value
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,9 @@ class Policy:
     lost_after: float = 90.0
     lease_seconds: float = 300.0
     max_attempts: int = 3
+    max_agents: int = 32  # live agents per tenant (or lane)
+    max_queued_tasks: int = 1000  # unfinished tasks per tenant
+    max_queued_bytes: int = 64 * 1024 * 1024  # their payload bytes per tenant
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
@@ -81,16 +103,25 @@ class Policy:
             lost_after=max(settings.agent_lost_after, settings.agent_stale_after),
             lease_seconds=settings.task_lease_seconds,
             max_attempts=settings.task_max_attempts,
+            max_agents=settings.tenant_max_agents,
+            max_queued_tasks=settings.tenant_max_queued_tasks,
+            max_queued_bytes=settings.tenant_max_queued_payload_bytes,
         )
 
-    def base_interval(self, agents: int) -> float:
-        """Nomad's rule: the interval grows with the fleet so the host sees at most the rate limit."""
-        return max(self.heartbeat_interval, agents / self.heartbeat_rate_limit)
+    def base_interval(self, agents: int, scopes: int = 1) -> float:
+        """Nomad's rule, per tenant: the host's heartbeat rate is shared fairly between the tenants
+        (and lanes) that have live agents, and a tenant's interval grows with its own agents only.
 
-    def next_interval(self, agents: int, rand: Callable[[], float] = random.random) -> float:
+        ``agents`` is the caller's tenant's live agents, ``scopes`` how many tenants have any.  Each
+        tenant gets ``rate / scopes`` beats per second, so the fleet stays under the rate limit and
+        one tenant's 4,000 agents stretch that tenant's interval, not another's.
+        """
+        return max(self.heartbeat_interval, agents * max(scopes, 1) / self.heartbeat_rate_limit)
+
+    def next_interval(self, agents: int, rand: Callable[[], float] = random.random, scopes: int = 1) -> float:
         """The interval handed to an agent: the base plus up to 25 % jitter, never below the base
         (so the sum over all agents stays under the rate limit) against thundering herds."""
-        return self.base_interval(agents) * (1.0 + 0.25 * rand())
+        return self.base_interval(agents, scopes) * (1.0 + 0.25 * rand())
 
     def ttls(self, interval: float) -> tuple[float, float]:
         """Seconds without a heartbeat before an agent is stale, and lost.
@@ -230,6 +261,8 @@ class HiveService:
             self._check_owner(session, scope)
             agent = session.get(Agent, key)
             now = utcnow()
+            if agent is None or agent.state not in ("active", "stale"):
+                self._check_agent_room(session, scope)
             if agent is None:
                 agent = Agent(key=key, agent_id=agent_id, tenant_id=scope.tenant, state="active")
                 agent.lane = scope.name if scope.kind == "lane" else None
@@ -241,6 +274,27 @@ class HiveService:
             requeued = self._requeue_held(session, key, f"agent {key} registered again")
             session.flush()
             return agent_public(agent), requeued
+
+    def _check_agent_room(self, session: Session, scope: Scope) -> None:
+        """A tenant (or lane) has at most ``max_agents`` live agents; its gone ones (left, lost) are
+        pruned beyond that many, so registering new agent ids forever cannot grow the table."""
+        owner = (Agent.lane == scope.name) if scope.kind == "lane" else (Agent.tenant_id == scope.name)
+        live = session.exec(
+            select(func.count()).select_from(Agent).where(owner, col(Agent.state).in_(("active", "stale")))
+        ).one()
+        if int(live) >= self.policy.max_agents:
+            raise LimitExceeded(
+                f"{scope.kind} {scope.name} already has {int(live)} live agents (tenant_max_agents "
+                f"{self.policy.max_agents}); deregister one first"
+            )
+        gone = session.exec(
+            select(Agent.key).where(owner, col(Agent.state).in_(("left", "lost")))
+            .order_by(col(Agent.state_changed_at).desc()).offset(self.policy.max_agents)
+        ).all()  # fmt: skip
+        for old in gone:
+            row = session.get(Agent, old)
+            if row is not None:
+                session.delete(row)
 
     def _check_owner(self, session: Session, scope: Scope) -> None:
         if scope.kind == "tenant":
@@ -310,17 +364,36 @@ class HiveService:
 
     # ---- tasks ---------------------------------------------------------------------------------
 
-    def submit(self, scope: Scope, capability: str, payload: Any, tenant: str | None = None) -> dict[str, Any]:
-        """Queue a task.  On an agent socket the tenant is the socket's; naming another is refused."""
+    def submit(
+        self, scope: Scope, capability: str, payload: Any, tenant: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a task.  On an agent socket the tenant is the socket's; naming another is refused.
+
+        With an ``idempotency_key``, a repeat by the same submitter returns the task the first call
+        created (``"created": false``); the same key with another capability, tenant or payload is a
+        Conflict.  A tenant has at most ``max_queued_tasks`` unfinished tasks holding at most
+        ``max_queued_bytes`` of payload (LimitExceeded beyond)."""
         validate_name(capability, "capability")
         tenant = self._task_tenant(scope, tenant)
+        idempotency_key = validate_idempotency_key(idempotency_key)
         text = encode_json(payload, MAX_PAYLOAD_BYTES, "the payload")
+        submitted_by = "operator" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
         with self._store.session() as session:
+            if idempotency_key is not None:
+                earlier = session.exec(
+                    select(Task).where(Task.submitted_by == submitted_by, Task.idempotency_key == idempotency_key)
+                ).first()
+                if earlier is not None:
+                    if (earlier.capability, earlier.tenant_id, earlier.payload) != (capability, tenant, text):
+                        raise Conflict(
+                            f"idempotency key {idempotency_key!r} was used for task {earlier.id} with another body"
+                        )
+                    return {**task_public(earlier), "created": False}
             if tenant is not None:
                 found = session.get(Tenant, tenant)
                 if found is None or found.status == TenantStatus.REMOVED:
                     raise TenantNotFound(tenant)
-            submitted_by = "operator" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
+                self._check_queue_room(session, tenant, len(text.encode()))
             task = Task(
                 tenant_id=tenant,
                 capability=capability,
@@ -328,10 +401,28 @@ class HiveService:
                 state="queued",
                 max_attempts=self.policy.max_attempts,
                 submitted_by=submitted_by,
+                idempotency_key=idempotency_key,
             )
             session.add(task)
             session.flush()
-            return task_public(task)
+            return {**task_public(task), "created": True}
+
+    def _check_queue_room(self, session: Session, tenant: str, size: int) -> None:
+        count, total = session.exec(
+            select(func.count(), func.coalesce(func.sum(func.length(Task.payload)), 0)).where(
+                Task.tenant_id == tenant, col(Task.state).in_(UNFINISHED)
+            )
+        ).one()
+        if int(count) >= self.policy.max_queued_tasks:
+            raise LimitExceeded(
+                f"tenant {tenant} has {int(count)} unfinished tasks (tenant_max_queued_tasks "
+                f"{self.policy.max_queued_tasks}); wait for some to finish"
+            )
+        if int(total) + size > self.policy.max_queued_bytes:
+            raise LimitExceeded(
+                f"tenant {tenant}'s unfinished tasks hold {int(total)} payload bytes; this one would pass "
+                f"tenant_max_queued_payload_bytes ({self.policy.max_queued_bytes})"
+            )
 
     @staticmethod
     def _task_tenant(scope: Scope, tenant: str | None) -> str | None:
@@ -377,21 +468,40 @@ class HiveService:
         exit_status: int | None,
     ) -> dict[str, Any]:  # fmt: skip
         """Record a task's outcome.  Only the agent holding the current lease may; anything else is
-        StateConflict (the lease expired and the task went back to the queue)."""
+        StateConflict (the lease expired and the task went back to the queue).
+
+        Idempotent: the same agent reporting again with the lease that finished the task (its first
+        answer was lost) gets the task as it was recorded, and nothing changes."""
         result_text = encode_json(result, MAX_RESULT_BYTES, "the result")
         with self._store.session() as session:
             task = self._visible(session, scope, task_id, for_update=True)
+            if task.state in FINISHED and task.agent_key == key and task.lease_token == lease:
+                return task_public(task)
             if task.state != "running" or task.agent_key != key or task.lease_token != lease:
                 raise StateConflict(f"task {task_id} is not leased to {key} (its lease expired or it was requeued)")
             task.state = "succeeded" if ok else "failed"
             task.result = result_text
             task.error = None if ok else (error or "failed")[:4000]
             task.exit_status = exit_status
-            task.lease_token, task.lease_expires_at = None, None
+            task.lease_expires_at = None  # the token stays: a repeated report is recognised
             task.finished_at = task.updated_at = utcnow()
             session.add(task)
             session.flush()
             return task_public(task)
+
+    def release(self, task_id: int, lease: str) -> bool:
+        """Give a leased task back at once, as if never claimed (its lease never reached the agent):
+        queued again, the attempt not counted.  False when that lease no longer holds it."""
+        with self._store.session() as session:
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None or task.state != "running" or task.lease_token != lease:
+                return False
+            task.state = "queued"
+            task.attempts = max(0, task.attempts - 1)
+            task.agent_key, task.lease_token, task.lease_expires_at, task.claimed_at = None, None, None, None
+            task.updated_at = utcnow()
+            session.add(task)
+            return True
 
     def expire_leases(self) -> list[Requeued]:
         """Requeue running tasks whose lease ran out."""

@@ -52,7 +52,11 @@ class Forgotten(Exception):
 
 
 class Unreachable(Exception):
-    """The daemon's socket does not answer."""
+    """The daemon's socket does not answer (or the answer was lost: calls that retry are idempotent)."""
+
+
+class Busy(Unreachable):
+    """The daemon refused for now (429 over a limit, 503 stopping or store down): try again later."""
 
 
 READY = "ready: identity read and .env checked"
@@ -152,9 +156,16 @@ class Api:
             self.close()
         if response.status == 204:
             return None
-        data = json.loads(raw) if raw else {}
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
         if response.status == 404 and data.get("error", {}).get("type") == "AgentNotFound":
             raise Forgotten(data["error"]["message"])
+        if response.status in (429, 503):
+            raise Busy(f"{path}: HTTP {response.status} {data.get('error', {}).get('message', '')}")
         if response.status >= 400:
             message = data.get("error", {}).get("message", "")
             raise RuntimeError(f"{path}: HTTP {response.status} {message}")
@@ -341,7 +352,10 @@ class Mother:
         return {"ok": False, "result": result, "exit_status": status, "error": f"handler {why}: {tail}"[:3900]}
 
     def report(self, task, outcome):
-        """Send the outcome; keep trying (the lease is kept across daemon restarts) until it ends."""
+        """Send the outcome; keep trying (the lease is kept across daemon restarts) until it ends.
+
+        Retrying is safe: the daemon answers a repeated report with the same lease with the task as
+        first recorded, so a lost answer neither fails the report nor completes the task twice."""
         deadline = time.monotonic() + float(task.get("lease_seconds", 60))
         delay = 0.2
         body = {"tenant": self.identity["tenant"], "lease": task["lease"], **outcome}

@@ -6,6 +6,7 @@ Paths are short (``/tmp/cbXXXX``) because a Unix socket path must fit in 104-108
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -134,10 +135,16 @@ class Hive:
             conn.execute("UPDATE tenants SET status = ? WHERE tenant_id = ?", (status, name))
         conn.close()
 
-    def start(self) -> None:
+    def start(self, nofile: int | None = None) -> None:
+        """Start the daemon; ``nofile``: its descriptor limit (soft and hard), to reach it in a test."""
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         log = (self.root / "daemon.log").open("ab")
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "colibri", "daemon"], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "colibri", "daemon"], env=self.env, stdout=log, stderr=log, preexec_fn=limit
         )
         log.close()
         wait_until(self._ready, 30)

@@ -147,7 +147,19 @@ def test_malformed_oversized_unknown(hive: Hive) -> None:
         admin.close()
 
 
-def test_heartbeat_flood_is_coalesced(hive: Hive) -> None:
+@pytest.fixture(name="unthrottled")
+def unthrottled_fixture() -> Iterator[Hive]:
+    hive = Hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})  # this test floods on purpose
+    hive.tenant("demo")
+    hive.start()
+    try:
+        yield hive
+    finally:
+        hive.close()
+
+
+def test_heartbeat_flood_is_coalesced(unthrottled: Hive) -> None:
+    hive = unthrottled
     agent = Raw(hive.socket("demo"))
     try:
         assert agent("POST", "/v1/agent/register", {"agent_id": "loud", "capabilities": []})[0] == 200

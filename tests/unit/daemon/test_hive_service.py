@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from colibri.errors import InvalidInput, PermissionDenied, StateConflict, TaskNotFound, TenantNotFound
+from colibri.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    PermissionDenied,
+    StateConflict,
+    TaskNotFound,
+    TenantNotFound,
+)
 from colibri.services.hive import AgentRef, HiveService, Policy, Scope, parse_capabilities
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
@@ -97,8 +105,13 @@ def test_finish_needs_the_current_lease(hive: HiveService) -> None:
         hive.finish(ZED, "zed/z1", task["id"], claimed["lease"], True, None, None, 0)
     done = hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], True, {"out": 1}, None, 0)
     assert done["state"] == "succeeded" and done["result"] == {"out": 1}
-    with pytest.raises(StateConflict):  # finished is final
-        hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], False, None, "late", 1)
+    # finished is final: the same report again (its answer was lost) gets the recorded task back
+    again = hive.finish(ACME, "acme/a1", task["id"], claimed["lease"], False, None, "late", 1)
+    assert again["state"] == "succeeded" and again["result"] == {"out": 1} and again["error"] is None
+    with pytest.raises(StateConflict):  # another lease, or another agent, still may not
+        hive.finish(ACME, "acme/a1", task["id"], "wrong", False, None, "late", 1)
+    with pytest.raises(StateConflict):
+        hive.finish(ACME, "acme/a2", task["id"], claimed["lease"], False, None, "late", 1)
 
 
 def test_expired_leases_requeue_then_fail_after_max_attempts(hive: HiveService, clock: Clock) -> None:
@@ -153,3 +166,63 @@ def test_validation(hive: HiveService) -> None:
     assert hive.task_counts() == {"queued": 0, "running": 0, "succeeded": 0, "failed": 0}
     assert hive.socket_owners() == (["acme", "zed"], [])
     assert hive.removed_tenants(["acme", "ghost"]) == ["ghost"]
+
+
+def test_a_tenants_live_agents_are_capped_and_its_gone_ones_pruned(store: Store, clock: Clock) -> None:
+    hive = HiveService(store, Policy(max_agents=2), clock=clock)
+    hive.register(ACME, "a1", ECHO, "1")
+    hive.register(ACME, "a2", ECHO, "1")
+    with pytest.raises(LimitExceeded, match="already has 2 live agents"):
+        hive.register(ACME, "a3", ECHO, "1")
+    hive.register(ACME, "a1", ECHO, "1")  # a live agent registering again is not a new one
+    hive.register(ZED, "z1", ECHO, "1")  # another tenant is not affected
+    for n in range(6):  # churn: new ids, each deregistered; the table keeps at most max_agents gone rows
+        hive.deregister("acme/a2" if n == 0 else f"acme/c{n - 1}")
+        hive.register(ACME, f"c{n}", ECHO, "1")
+    rows = [a for a in hive.agents("acme") if a["state"] in ("left", "lost")]
+    assert len(rows) <= 2
+
+
+def test_unfinished_tasks_and_their_payload_bytes_are_capped_per_tenant(store: Store, clock: Clock) -> None:
+    hive = HiveService(store, Policy(max_queued_tasks=3, max_queued_bytes=2000), clock=clock)
+    for n in range(3):
+        hive.submit(ACME, "echo", n)
+    with pytest.raises(LimitExceeded, match="3 unfinished tasks"):
+        hive.submit(ACME, "echo", 4)
+    with pytest.raises(LimitExceeded, match="unfinished tasks"):
+        hive.submit(ADMIN, "echo", 4, tenant="acme")  # the tenant's queue is full, whoever submits
+    hive.submit(ZED, "echo", "x" * 1500)  # another tenant is not affected
+    with pytest.raises(LimitExceeded, match="payload bytes"):
+        hive.submit(ZED, "echo", "x" * 600)
+    hive.register(ACME, "a1", ECHO, "1")
+    claimed = hive.claim(ref("acme/a1", "acme"))
+    assert claimed is not None
+    with pytest.raises(LimitExceeded):  # running still counts: it is not finished
+        hive.submit(ACME, "echo", 4)
+    hive.finish(ACME, "acme/a1", claimed["id"], claimed["lease"], True, None, None, 0)
+    assert hive.submit(ACME, "echo", 4)["state"] == "queued"
+
+
+def test_submit_with_an_idempotency_key_returns_the_first_task(hive: HiveService) -> None:
+    first = hive.submit(ACME, "echo", {"a": 1}, idempotency_key="k-1")
+    again = hive.submit(ACME, "echo", {"a": 1}, idempotency_key="k-1")
+    assert first["created"] is True and again["created"] is False and again["id"] == first["id"]
+    with pytest.raises(Conflict, match="another body"):
+        hive.submit(ACME, "echo", {"a": 2}, idempotency_key="k-1")
+    other = hive.submit(ZED, "echo", {"a": 1}, idempotency_key="k-1")  # keys are per submitter
+    assert other["id"] != first["id"]
+    assert hive.submit(ACME, "echo", {"a": 1})["id"] != first["id"]  # no key: a new task each time
+    with pytest.raises(InvalidInput, match="idempotency_key"):
+        hive.submit(ACME, "echo", 1, idempotency_key="bad key\x1b")
+
+
+def test_release_gives_a_lease_back_without_spending_an_attempt(hive: HiveService) -> None:
+    hive.register(ACME, "a1", ECHO, "1")
+    task = hive.submit(ACME, "echo", 1)
+    claimed = hive.claim(ref("acme/a1", "acme"))
+    assert claimed is not None and claimed["attempts"] == 1
+    assert not hive.release(task["id"], "another lease")
+    assert hive.release(task["id"], claimed["lease"])
+    shown = hive.task(ADMIN, task["id"])
+    assert shown["state"] == "queued" and shown["attempts"] == 0 and shown["agent"] is None
+    assert not hive.release(task["id"], claimed["lease"])  # once only

@@ -1,16 +1,34 @@
 """The HTTP/1.1 protocol on a fake transport: parsing, limits, pipelining, keep-alive."""
 
 import asyncio
+import logging
+import time
 from typing import Any
 
-from colibri.daemon.http import MAX_BODY, HttpProtocol, Request, Response, Router, json_response
+import pytest
+
+from colibri.daemon.http import (
+    MAX_BODY,
+    MAX_DEPTH,
+    BadRequest,
+    Gate,
+    HttpProtocol,
+    Limits,
+    Request,
+    Response,
+    Router,
+    json_response,
+    parse_json,
+    sweep,
+)
 
 
 class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
-        self.out = b""
+        self.out = bytearray()
         self.closed = False
+        self.paused = False
 
     def write(self, data: Any) -> None:
         self.out += bytes(data)
@@ -18,11 +36,17 @@ class Transport(asyncio.Transport):
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
     def pause_reading(self) -> None:
-        pass
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        self.paused = False
 
 
 def serve(data: bytes) -> tuple[Transport, list[Request]]:
@@ -80,3 +104,138 @@ def test_router_404_405_and_literal_before_parameter() -> None:
     assert callable(router.match(get)) and get.params == {"task_id": "7"}
     assert router.match(Request("DELETE", "/v1/tasks/7", {}, {}, b"")) == 405
     assert router.match(Request("GET", "/v2/tasks", {}, {}, b"")) == 404
+
+
+def test_malformed_headers_are_400_not_a_traceback() -> None:
+    cases = [
+        "POST / HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"),  # isdigit() says yes, int() no
+        "POST / HTTP/1.1\r\nContent-Length: \u0663\r\n\r\n".encode("utf-8"),  # an Arabic-Indic digit
+        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x",
+        b"POST / HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length:  \r\n\r\n",
+    ]
+    for data in cases:
+        transport, seen = serve(data)
+        assert transport.out.startswith(b"HTTP/1.1 400"), data
+        assert transport.closed and seen == []
+
+
+def test_hostile_json_is_a_400() -> None:
+    cases = [
+        b"[" * 1000 + b"]" * 1000,
+        b'{"payload": ' + b"[" * 100 + b"]" * 100 + b"}",
+        b'{"payload": NaN}',
+        b'{"payload": -Infinity}',
+        b'{"payload": "\\ud800"}',
+        b'{"payload": "\\uDC00x"}',
+        b'{"payload": ' + str(2**70).encode() + b"}",
+        b'{"payload": -' + str(2**63).encode() + b"}",
+        b'{"payload": "\xed\xa0\x80"}',  # a surrogate encoded in UTF-8 bytes
+    ]
+    for body in cases:
+        with pytest.raises(BadRequest):
+            Request("POST", "/", {}, {}, body).json()
+    fine = b'{"a": "\\ud83d\\ude00 [not nested] {", "n": ' + str(2**63 - 1).encode() + b', "d": [[[1]]]}'
+    assert Request("POST", "/", {}, {}, fine).json() == {"a": "\U0001f600 [not nested] {", "n": 2**63 - 1,
+                                                          "d": [[[1]]]}  # fmt: skip
+    assert parse_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+
+
+def test_every_500_is_logged_with_its_traceback_never_the_body(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(request: Request) -> Response:
+        raise KeyError("bug")
+
+    async def broken_later(request: Request) -> Response:
+        raise ZeroDivisionError("bug")
+
+    async def run() -> None:
+        for handler in (broken, lambda r: broken_later(r)):
+            transport = Transport()
+            protocol = HttpProtocol(handler, set())
+            protocol.connection_made(transport)
+            protocol.data_received(b"POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\nSECRET-BODY")
+            await asyncio.sleep(0.01)
+            assert transport.out.startswith(b"HTTP/1.1 500")
+
+    with caplog.at_level(logging.ERROR, logger="colibri.daemon"):
+        asyncio.run(run())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all(r.exc_info for r in errors)
+    assert "POST /x" in errors[0].getMessage()
+    assert "SECRET-BODY" not in caplog.text
+
+
+def test_a_client_that_does_not_read_is_not_read_either() -> None:
+    transport = Transport()
+    handled: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        handled.append(request)
+        return json_response(200, {"pad": "x" * 1000})
+
+    protocol = HttpProtocol(handler, Gate("t", 10, limits=Limits(max_head=1024, max_body=4096)))
+    protocol.connection_made(transport)
+    request = b"GET /h HTTP/1.1\r\n\r\n"
+    protocol.data_received(request * 10)
+    assert len(handled) == 10
+    protocol.pause_writing()  # the transport's buffer passed its high-water mark
+    assert transport.paused  # reading stops at once
+    protocol.data_received(request * 400)  # what was already in flight is kept, not handled
+    assert len(handled) == 10 and transport.paused
+    protocol.resume_writing()
+    assert len(handled) > 10
+
+
+def test_the_answer_a_gone_client_cannot_read_calls_unsent() -> None:
+    given_back: list[bool] = []
+
+    async def run() -> None:
+        release = asyncio.Event()
+
+        async def claim(request: Request) -> Response:
+            await release.wait()
+            return Response(200, b"{}", unsent=lambda: given_back.append(True))
+
+        transport = Transport()
+        protocol = HttpProtocol(lambda r: claim(r), set())
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /v1/tasks/claim HTTP/1.1\r\n\r\n")
+        await asyncio.sleep(0)
+        protocol.connection_lost(None)  # the client hung up during the long-poll
+        release.set()
+        await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert given_back == [True]
+
+
+def test_gate_caps_connections_and_rate() -> None:
+    refused: list[str] = []
+    gate = Gate("tenant:t", 2, rate=1, burst=2, refused=lambda name, why: refused.append(why))
+    transports = [Transport() for _ in range(3)]
+    protocols = [HttpProtocol(lambda r: json_response(200, {}), gate) for _ in transports]
+    for protocol, transport in zip(protocols, transports, strict=True):
+        protocol.connection_made(transport)
+    assert len(gate.conns) == 2 and transports[2].closed and transports[2].out.startswith(b"HTTP/1.1 503")
+    protocols[0].data_received(b"GET / HTTP/1.1\r\n\r\n" * 5)  # burst 2: the rest is 429 at once
+    assert transports[0].out.count(b"HTTP/1.1 200") == 2 and transports[0].out.count(b"HTTP/1.1 429") == 3
+    assert refused == ["connections", "rate", "rate", "rate"]
+    protocols[0].connection_lost(None)
+    assert len(gate.conns) == 1
+
+
+def test_slow_and_idle_connections_are_closed_by_the_sweep() -> None:
+    limits = Limits(request_timeout=5, idle_timeout=60)
+    conns: set[HttpProtocol] = set()
+    gate = Gate("t", 10, limits=limits, everyone=conns)
+    slow, idle = Transport(), Transport()
+    for transport in (slow, idle):
+        HttpProtocol(lambda r: json_response(200, {}), gate).connection_made(transport)
+    start = time.monotonic()
+    next(p for p in conns if p._transport is slow).data_received(b"POST / HTTP/1.1\r\nHost:")
+    sweep(conns, start + 4)
+    assert not slow.closed and not idle.closed
+    sweep(conns, start + 6)
+    assert slow.closed and slow.out.startswith(b"HTTP/1.1 408") and not idle.closed
+    sweep(conns, start + 61)
+    assert idle.closed

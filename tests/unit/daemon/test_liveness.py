@@ -78,3 +78,34 @@ def test_routing_and_waiting_reason() -> None:
     assert registry.queue_action("acme", "reload-secrets") == 1
     beat = registry.beat("acme/a")
     assert beat is not None and registry.take_actions(beat) == ["reload-secrets"]
+
+
+def test_one_tenants_many_agents_stretch_only_its_own_interval() -> None:
+    """Issue 8: 4,000 fake agents of one tenant took every tenant's interval from 0.56 s to 17 s."""
+    registry = Registry(Policy(heartbeat_interval=0.5, heartbeat_rate_limit=200), rand=lambda: 0.0)
+    registry.upsert(record("good/a", "good"))
+    for n in range(4000):
+        registry.upsert(record(f"evil/{n}", "evil"))
+    good = registry.beat("good/a")
+    evil = registry.beat("evil/0")
+    assert good is not None and evil is not None
+    assert good.interval == 0.5  # one agent: the base, as if evil were not there
+    assert evil.interval == 4000 * 2 / 200  # evil shares half the host's rate between its 4,000
+    fleet_rate = 1 / good.interval + 4000 / evil.interval
+    assert fleet_rate <= 200 + 2  # the host's rate stays bounded (2/s: good's own base)
+    assert registry.live_in("evil") == 4000 and registry.scopes == 2
+    registry.remove("evil/0")
+    assert registry.live_in("evil") == 3999
+
+
+def test_counts_per_tenant_follow_lost_and_register_again() -> None:
+    clock = Clock()
+    registry = Registry(Policy(heartbeat_interval=1, stale_after=3, lost_after=6), clock=clock)
+    registry.upsert(record("acme/a"))
+    registry.upsert(record("lane:gpu/g", None, "gpu"))
+    assert registry.live_in("acme") == 1 and registry.live_in("lane:gpu") == 1
+    clock.now += 20
+    registry.sweep()
+    assert registry.live_in("acme") == 0 and registry.scopes == 0
+    registry.upsert(record("acme/a"))
+    assert registry.live_in("acme") == 1 and registry.scopes == 1

@@ -1,0 +1,70 @@
+"""Log lines rate-limited per cause: a tenant that triggers a warning 10,000 times a second must not
+fill the host's disk (issue 8 saw 136 MB in 35 s), and the operator still learns how many there were.
+
+The cause of a line is its logger, level and message template (``record.msg``, before the ``%``
+arguments are applied), so "agent %s is %s" for 4,000 agents is one cause.  Each cause may log
+``lines`` lines per ``interval`` seconds; the rest are counted, and the first line of the next
+interval (or ``flush()``, which the daemon calls every few seconds) says how many were suppressed.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+
+MAX_CAUSES = 4096  # templates are code, so this is never reached; a bound anyway
+
+
+class _Window:
+    __slots__ = ("lines", "sample", "start", "suppressed")
+
+    def __init__(self, start: float, sample: logging.LogRecord) -> None:
+        self.start = start
+        self.lines = 1
+        self.suppressed = 0
+        self.sample = sample
+
+
+class RateLimit(logging.Filter):
+    def __init__(self, lines: int = 20, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.lines = lines
+        self.interval = interval
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], _Window] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "colibri_summary", False):
+            return True
+        cause = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        window = self._seen.get(cause)
+        if window is None or now - window.start >= self.interval:
+            suppressed = 0 if window is None else window.suppressed
+            if window is None and len(self._seen) >= MAX_CAUSES:
+                self._seen.clear()
+            self._seen[cause] = _Window(now, record)
+            if suppressed:
+                record.msg = f"{record.msg} [{suppressed} similar lines suppressed before this one]"
+            return True
+        if window.lines < self.lines:
+            window.lines += 1
+            return True
+        window.suppressed += 1
+        return False
+
+    def flush(self, logger: logging.Logger) -> None:
+        """One summary line per cause whose window is over and which suppressed lines."""
+        now = self._clock()
+        for cause, window in list(self._seen.items()):
+            if now - window.start < self.interval:
+                continue
+            del self._seen[cause]
+            if window.suppressed:
+                logger.log(
+                    window.sample.levelno,
+                    "%d similar log lines suppressed in %.0f s, like: %s",
+                    window.suppressed,
+                    self.interval,
+                    window.sample.getMessage()[:300],
+                    extra={"colibri_summary": True},
+                )
