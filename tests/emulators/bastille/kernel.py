@@ -14,12 +14,15 @@ not itself jailed.  ``BASTILLE_EMU_RACCT`` picks its RACCT state:
 | ``absent`` | a kernel without ``options RACCT``: the sysctl is an unknown oid |
 | ``no-rctl`` | ``options RACCT`` without ``options RCTL``: enabled, yet the rctl syscalls are ENOSYS stubs |
 
-``BASTILLE_EMU_RCTL_REFUSE=res,...``: the kernel refuses rules on those resources (EOPNOTSUPP), as
+The mode may also be written to ``${bastille_prefix}/.emulator/racct`` (for callers that pass no
+environment through, like colibri's CLI).  ``BASTILLE_EMU_RCTL_REFUSE=res,...``: the kernel refuses
+rules on those resources (EOPNOTSUPP), as
 it does for a deny rule on an undeniable resource.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -154,7 +157,16 @@ def export(kind: str, value: object) -> str:
 
 # ---- sysctl ------------------------------------------------------------------------------------------
 def racct_mode() -> str:
-    return os.environ.get("BASTILLE_EMU_RACCT", "1")
+    """BASTILLE_EMU_RACCT, else the emulated host's ``${prefix}/.emulator/racct`` file, else ``1``."""
+    if os.environ.get("BASTILLE_EMU_RACCT"):
+        return os.environ["BASTILLE_EMU_RACCT"]
+    import state as S  # the same directory; imported late (state does not need this module)
+
+    layout = S.layout_from_env()
+    with contextlib.suppress(OSError):
+        if layout is not None:
+            return (layout.emudir / "racct").read_text().strip() or "1"
+    return "1"
 
 
 def sysctl_value(name: str) -> str | None:
