@@ -196,6 +196,7 @@ class Bastille(Hardening):
             raise BastilleError(f"bastille jail {name} needs an IP address")
         wanted = template or "colibri/agent"
         with host_lock(self._locks, "bastille"):
+            self.check_version()  # bastille itself first: a missing bastille is the first thing to say
             self._require_racct()  # before anything is made: a host without RACCT cannot hold agents
             self._install_template(wanted)
             intent = self._intents / name

@@ -92,7 +92,10 @@ class Hardening:
             raise BastilleError(f"cannot read jls's answer for jail {name}: {result.out.strip()[:200]!r}")
         wrong = live_mismatches(live)
         if wrong:
-            raise BastilleError(f"jail {name} runs without its agent-jail parameters: {', '.join(wrong)}")
+            raise BastilleError(
+                f"jail {name} runs without its agent-jail parameters: {', '.join(wrong)} "
+                f"(set them back with 'bastille config {name} set PARAM VALUE', or destroy-agent and spawn again)"
+            )
 
     # ---- rctl limits -------------------------------------------------------------------------------------
     def _require_racct(self) -> None:
