@@ -11,7 +11,20 @@ set -eu
 PINNED="${COLIBRI_PINNED_PACKAGES:-python311-3.11.13}"
 CACHE="${PKG_CACHEDIR:-/var/cache/pkg}"
 AGENT_USER="${COLIBRI_AGENT_USER:-agent}"
-AGENT_UID="${COLIBRI_AGENT_UID:-1001}"
+AGENT_UID=1001
+AGENT_GID=""
+# colibri allocates each tenant's agent its own uid/gid and writes them here before applying the
+# template (bastille eval's --arg values, so they never travel that way).  Digits only; the file
+# is read, never sourced.
+IDS_FILE=/usr/local/etc/colibri/agent-ids
+if [ -e "$IDS_FILE" ]; then
+    AGENT_UID="$(sed -n 's/^uid=\([0-9][0-9]*\)$/\1/p' "$IDS_FILE")"
+    AGENT_GID="$(sed -n 's/^gid=\([0-9][0-9]*\)$/\1/p' "$IDS_FILE")"
+    if [ -z "$AGENT_UID" ] || [ -z "$AGENT_GID" ]; then
+        echo "agent-jail-bootstrap: $IDS_FILE has no uid=N and gid=N lines; nothing was changed."
+        exit 1
+    fi
+fi
 
 say() { echo "agent-jail-bootstrap: $*"; }
 
@@ -41,9 +54,21 @@ for pkgver in $PINNED; do
 done
 
 if pw usershow "$AGENT_USER" >/dev/null 2>&1; then
+    have="$(pw usershow "$AGENT_USER" | cut -d: -f3,4)"
+    if [ -n "$AGENT_GID" ] && [ "$have" != "$AGENT_UID:$AGENT_GID" ]; then
+        say "user $AGENT_USER exists with uid:gid $have, not $AGENT_UID:$AGENT_GID; refusing."
+        exit 1
+    fi
     say "user $AGENT_USER exists"
 else
-    pw useradd "$AGENT_USER" -u "$AGENT_UID" -m -d "/home/$AGENT_USER" -s /usr/sbin/nologin -c "colibri agent"
+    if [ -n "$AGENT_GID" ]; then
+        if ! pw groupshow "$AGENT_USER" >/dev/null 2>&1; then
+            pw groupadd "$AGENT_USER" -g "$AGENT_GID"
+        fi
+        pw useradd "$AGENT_USER" -u "$AGENT_UID" -g "$AGENT_GID" -m -d "/home/$AGENT_USER" -s /usr/sbin/nologin -c "colibri agent"
+    else
+        pw useradd "$AGENT_USER" -u "$AGENT_UID" -m -d "/home/$AGENT_USER" -s /usr/sbin/nologin -c "colibri agent"
+    fi
     say "user $AGENT_USER created"
 fi
 chmod 0750 "/home/$AGENT_USER"

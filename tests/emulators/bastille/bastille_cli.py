@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent / "jailbin"))
+import kernel as K
 import state as S
 from _freebsd import sysrc_main
 
@@ -245,6 +246,18 @@ USAGES = {
             "                                          get|remove PROPERTY",
         ],
         "\n    Options:\n\n    -x | --debug     Enable debug mode.\n\n",
+    ),
+    "limits": (
+        [
+            "Usage: bastille limits [option(s)] TARGET add OPTION VALUE",
+            "                                   TARGET remove OPTION",
+            "                                   TARGET clear|reset|stats",
+            "                                   TARGET list|show [active]",
+        ],
+        "\n    Example: bastille limits TARGET add memoryuse 1G\n    Example: bastille limits TARGET add cpu 0,1,2\n\n"
+        "    Options:\n\n    -a | --auto      Auto mode. Start/stop jail(s) if required.\n"
+        "    -l | --log       Enable logging for the specified rule (RCTL only).\n"
+        "    -x | --debug     Enable debug mode.\n\n",
     ),
     "tags": (
         [
@@ -1333,6 +1346,10 @@ class Bastille:
                     if ipaddr.split("/")[0] in self.ips_in_use():
                         self.warn(1, f"[WARNING]: IP address ({ipaddr.split('/')[0]}) already in use, continuing...")
         self.jail_create(jail, params)
+        rctl_conf = self.L.jail_dir(jail) / "rctl.conf"  # start.sh: `rctl -a` each line, status ignored
+        if rctl_conf.is_file() and rctl_conf.stat().st_size:
+            for rule in rctl_conf.read_text().splitlines():
+                self.rctl("-a", rule)
         time.sleep(float(delay or 0))
 
     def jail_create(self, jail: str, params: dict[str, str | None]) -> bool:
@@ -1347,8 +1364,13 @@ class Bastille:
         if not params.get("path"):
             self.err(f"jail: {jail}: path: not set\n")
             return False
+        try:  # jail(8) hands every kernel parameter to jail_set(2): unknown names and bad values fail
+            live = K.live_params(params, int(K.sysctl_value("kern.securelevel") or -1))
+        except K.JailParamError as exc:
+            self.err(f"jail: {jail}: {exc}\n")
+            return False
         try:
-            info = S.start_sandbox(self.L, jail, params, S.alloc_jid(self.L))
+            info = S.start_sandbox(self.L, jail, params, S.alloc_jid(self.L), live)
         except S.SandboxError as exc:
             self.err(f"jail: {jail}: {exc}\n" if not str(exc).startswith(("jail:", "mount")) else f"{exc}\n")
             self.err(f"jail: {jail}: failed\n")
@@ -1401,6 +1423,9 @@ class Bastille:
             self.info(1, f"\n[{jail}]:")
             self.error_continue("Jail is already stopped.")
         self.info(1, f"\n[{jail}]:")
+        rctl_conf = self.L.jail_dir(jail) / "rctl.conf"  # stop.sh: "Remove rctl limits"
+        if rctl_conf.is_file() and rctl_conf.stat().st_size:
+            self.nested(["limits", jail, "clear"])
         if self.fault("stop", None, jail):
             self.err(f"jail: {jail}: exec.stop: emulated failure (BASTILLE_EMU_FAIL=stop)\n")
             return
@@ -2436,6 +2461,113 @@ class Bastille:
                 out.append(line)
             out.append(x)
         path.write_text("".join(x + "\n" for x in out))
+
+    # ==================================================================== limits (limits.sh)
+    def rctl(self, flag: str, rule: str) -> int:
+        """The host's ``rctl -a|-r RULE`` as limits.sh/start.sh run it: bin/rctl's messages, its status."""
+        return subprocess.run([str(S.EMU_DIR / "bin" / "rctl"), flag, rule], check=False).returncode
+
+    def cmd_limits(self, args: list[str]) -> None:
+        """limits.sh of 1.4.4: the sysctl check comes before the root check and the target; add
+        appends ``jail:J:RES:deny=VALUE/jail`` to rctl.conf and runs ``rctl -a``, whose status is
+        the script's (the last command run); an existing rule is "updated" by a sed whose pattern
+        has a stray space (``jail: J:``), so rctl.conf keeps the old value while the kernel gets
+        the new one; a stopped jail without -a is skipped with exit 0."""
+        opts, args = self.parse_opts(
+            "limits", args, {"-a": "a", "--auto": "a", "-l": "l", "--log": "l", "-x": "x", "--debug": "x"},
+            bundle="alx",
+        )  # fmt: skip
+        if len(args) < 2 or len(args) > 4:
+            self.usage("limits")
+        target, action = args[0], args[1]
+        if action in ("add", "remove", "clear", "list", "show", "reset", "stats"):
+            rest = args[2:]
+        else:
+            action, rest = "add", args[1:]
+        if K.sysctl_value("kern.racct.enable") != "1":
+            if K.sysctl_value("kern.racct.enable") is None:
+                self.err("sysctl: unknown oid 'kern.racct.enable'\n")
+            self.error_exit("[ERROR]: Racct not enabled. Append 'kern.racct.enable=1' to /boot/loader.conf and reboot")
+        self.root_check()
+        jails = self.set_target(target)
+        status = 0
+        for jail in jails:
+            try:
+                status = self.limits_one(jail, action, rest, "a" in opts, "l" in opts)
+            except Continue:
+                status = 0
+        raise Exit(status)
+
+    def limits_one(self, jail: str, action: str, rest: list[str], auto: bool, log: bool) -> int:
+        if not self.is_running(jail):
+            if auto:
+                self.nested(["start", jail])
+            else:
+                self.info(1, f"\n[{jail}]:")
+                self.error_notify("Jail is not running.")
+                self.error_continue("Use [-a|--auto] to auto-start the jail.")
+        self.info(1, f"\n[{jail}]:")
+        conf = self.L.jail_dir(jail) / "rctl.conf"
+        lines = conf.read_text().splitlines() if conf.is_file() else []
+        option = rest[0] if rest else ""
+        value = rest[1] if len(rest) > 1 else ""
+        if action == "add":
+            if option in ("cpu", "cpus", "cpuset"):
+                self.err("bastille-emulator: cpuset limits are not emulated\n")
+                return 1
+            rule, rule_log = f"jail:{jail}:{option}:deny={value}/jail", f"jail:{jail}:{option}:log={value}/jail"
+            if any(re.search(f"jail:{jail}:{option}:deny", ln) for ln in lines):
+                pass  # sed -i '' -E "s/jail: ${jail}:…/…/": never matches, the file keeps its line
+            else:
+                with conf.open("a") as fh:
+                    fh.write(rule + "\n" + (rule_log + "\n" if log else ""))
+            if log:
+                self.info(2, f"[LOGGING]: {option} {value}")
+                return subprocess.run([str(S.EMU_DIR / "bin" / "rctl"), "-a", rule, rule_log], check=False).returncode
+            self.info(2, f"{option} {value}")
+            return self.rctl("-a", rule)
+        if action == "remove":
+            if option in ("cpu", "cpus", "cpuset"):
+                self.err("bastille-emulator: cpuset limits are not emulated\n")
+                return 1
+            if lines and any(re.search(f"jail:{jail}:{option}:deny", ln) for ln in lines):
+                deny = "\n".join(ln for ln in lines if re.search(f"jail:{jail}:{option}:deny", ln))
+                logr = "\n".join(ln for ln in lines if re.search(f"jail:{jail}:{option}:log", ln))
+                subprocess.run([str(S.EMU_DIR / "bin" / "rctl"), "-r", deny, logr], check=False,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+                kept = [ln for ln in lines if not re.search(f".*{jail}:{option}.*", ln)]
+                conf.write_text("".join(ln + "\n" for ln in kept))
+                return 0
+            return 0  # an `if` with no branch taken
+        if action in ("clear", "reset"):
+            if lines:
+                for ln in lines:
+                    subprocess.run([str(S.EMU_DIR / "bin" / "rctl"), "-r", ln], check=False, stderr=subprocess.DEVNULL)
+                self.info(2, "RCTL limits cleared.")
+            if action == "clear":
+                return 0
+            if lines:
+                conf.unlink()
+                self.info(2, "rctl.conf removed.")
+            else:
+                self.error_continue("[ERROR]: rctl.conf not found.")
+            self.error_continue("[ERROR]: cpuset.conf not found.")
+        if action in ("list", "show"):
+            if lines:
+                self.info(2, "-------------")
+                self.info(2, "[RCTL Limits]")
+                if option == "active":
+                    subprocess.run([str(S.EMU_DIR / "bin" / "rctl"), f"jail:{jail}"], check=False,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+                else:
+                    self.out("".join(ln + "\n" for ln in lines))
+            return 0
+        if action == "stats":
+            if lines:
+                subprocess.run([str(S.EMU_DIR / "bin" / "rctl"), "-hu", f"jail:{jail}"], check=False,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+            return 0
+        return 0
 
     # ==================================================================== template (ref §2.10)
     def cmd_template(self, args: list[str]) -> None:

@@ -445,7 +445,9 @@ def build_sandbox(layout: Layout, name: str, jail_conf: dict[str, str | None]) -
     return ops, table
 
 
-def start_sandbox(layout: Layout, name: str, jail_conf: dict[str, str | None], jid: int) -> dict:
+def start_sandbox(
+    layout: Layout, name: str, jail_conf: dict[str, str | None], jid: int, live: dict | None = None
+) -> dict:
     """Start the jail's sandbox and record it. Raises SandboxError with jail(8)-like text."""
     ops, table = build_sandbox(layout, name, jail_conf)
     hostname = jail_conf.get("host.hostname") or name
@@ -504,6 +506,7 @@ def start_sandbox(layout: Layout, name: str, jail_conf: dict[str, str | None], j
         "bwrap_pid": proc.pid,
         "starttime": _proc_starttime(pid),
         "params": dict(jail_conf),
+        "live": dict(live or {}),
         "path": str(layout.jail_root(name)),
         "hostname": hostname,
         "table": table.to_json(),

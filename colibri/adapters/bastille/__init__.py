@@ -6,6 +6,11 @@ ALL), so the exact name is checked before every call; exit status 0 does not mea
 every mutation is verified afterwards (the jail's files, ``jls``); bastille has no locks, so
 mutations hold a host-wide lock; template ``--arg`` values are eval'd, so none are passed.
 ``exec`` uses jexec(8) directly, since ``bastille cmd`` collapses exit codes to 0/1.
+
+Agent jails are hardened (``hardening.py``): jail(8) parameters through ``bastille config``, read
+back live with jls(8) after every start; rctl(8) limits through ``bastille limits``, read back
+with ``rctl jail:NAME`` after every start (bastille stop clears them, start re-adds them from
+rctl.conf without checking); the agent user gets the tenant's uid/gid.  Every argv is in ``argv.py``.
 """
 
 import json
@@ -15,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from colibri.adapters import jailfs
+from colibri.adapters.bastille.enforce import Hardening
+from colibri.adapters.bastille.hardening import Limits
 from colibri.adapters.jail import JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
@@ -42,7 +49,7 @@ def _exact_target(name: str) -> str:
     return name
 
 
-class Bastille:
+class Bastille(Hardening):
     """JailBackend on bastille(8)."""
 
     name = "bastille"
@@ -59,8 +66,12 @@ class Bastille:
         locks_dir: Path,
         intents_dir: Path,
         templates_source: Path,
+        limits: Limits | None = None,
+        jail_user: str = "agent",
     ) -> None:
         self._run = runner
+        self._limits = limits or Limits()
+        self._jail_user = jail_user
         self._bastille = bastille
         self._prefix = prefix
         self._release = release
@@ -81,6 +92,13 @@ class Bastille:
             locks_dir=settings.run_dir / "locks",
             intents_dir=settings.state_dir / "bastille-intents",
             templates_source=templates_source,
+            limits=Limits(
+                memory_mib=settings.jail_memory_mib,
+                max_processes=settings.jail_max_processes,
+                open_files=settings.jail_open_files,
+                cpu_percent=settings.jail_cpu_percent,
+            ),
+            jail_user=settings.jail_user,
         )
 
     # ---- running bastille ------------------------------------------------------------------------
@@ -178,6 +196,8 @@ class Bastille:
             raise BastilleError(f"bastille jail {name} needs an IP address")
         wanted = template or "colibri/agent"
         with host_lock(self._locks, "bastille"):
+            self.check_version()  # bastille itself first: a missing bastille is the first thing to say
+            self._require_racct()  # before anything is made: a host without RACCT cannot hold agents
             self._install_template(wanted)
             intent = self._intents / name
             home = self.jails_dir / name
@@ -197,7 +217,7 @@ class Bastille:
             except OSError as exc:
                 raise BastilleError(f"cannot record the intent to create {name}: {exc.strerror}") from None
             try:
-                self._create_locked(name, ip, wanted)
+                self._create_locked(name, ip, wanted, ids)
             except BaseException:
                 if self.info(name).state is not JailState.ABSENT:
                     self._destroy_locked(name)
@@ -211,14 +231,17 @@ class Bastille:
         and the marker): the intent file is there and the marker is not.  ``create`` then replaces it."""
         return (self._intents / name).is_file() and self._marker(name) is None
 
-    def _create_locked(self, name: str, ip: str, template: str) -> None:
+    def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None) -> None:
         result = self._bastille_run("create", name, self._release, ip)
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
             raise self._fail(f"create {name}", result)
+        self._configure(name)  # the agent-jail parameters into jail.conf, then a restart applies them
+        self._bastille_run("stop", name)
+        started = self._bastille_run("start", name)
         if not self._running(name):
-            started = self._bastille_run("start", name)
-            if not self._running(name):
-                raise self._fail(f"start {name} after create", started)
+            raise self._fail(f"start {name} after create", started)
+        self._verify_params(name)
+        self._stage_ids(name, ids)
         applied = self._bastille_run("template", name, template)
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
             # bastille's own line only says which hook failed; the hook's last words say why
@@ -226,6 +249,8 @@ class Bastille:
             said = [ln.strip()[:300] for ln in applied.out.splitlines() if ln.strip()][-2:]
             error = self._fail(f"template {name} {template}", applied)
             raise BastilleError(f"{error}{' (' + ' '.join(said) + ')' if said else ''}")
+        self._verify_agent(name, ids)
+        self._apply_limits(name)
         marker = {"created_by": "colibri", "name": name, "ip": ip, "template": template}
         try:
             (self.jails_dir / name / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
@@ -250,6 +275,13 @@ class Bastille:
             result = self._bastille_run("start", name)
             if not self._running(name):  # "already running" and jail -c failures both exit 0
                 raise self._fail(f"start {name}", result)
+            if self._marker(name) is not None:  # colibri's agent jail: its hardening, or no jail
+                try:
+                    self._verify_params(name)
+                    self._apply_limits(name)
+                except BastilleError:
+                    self._bastille_run("stop", name)
+                    raise
         return self.info(name)
 
     def stop(self, name: str) -> JailInfo:
