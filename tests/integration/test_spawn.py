@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from colibri.adapters.jail import UID_BLOCK
+from colibri.adapters.sandbox import userns
 from tests.conftest import (
     Invoke,
     require,
@@ -159,9 +161,16 @@ def test_a_foreign_jail_is_refused_then_adopted_and_never_destroyed(invoke: Invo
     assert code == 11 and "is a symlink" in err
     code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(tmp_path))
     assert code == 11 and "its root is" in err
+    # On host ids its root would be host root: refused, not run.
+    code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(root))
+    assert code == 11 and "never runs a jail whose root would be a host account" in err, err
+    # Its tree moved onto a block of ids of its own: adopted, and that block is recorded as the tenant's.
+    base = 1_000_000_000 + 12_345 * UID_BLOCK
+    userns.shift_tree(root, base)
     code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(root))
     assert code == 0, err
-    assert tenant(invoke, "demo")["adopted"] is True
+    record = tenant(invoke, "demo")
+    assert (record["adopted"], record["uid_base"], record["agent_uid"]) == (True, base, base + 1001)
     code, _, err = invoke("destroy-agent", "demo", "--yes")
     assert code == 5 and "adopted" in err and "colibri release-agent demo" in err
     assert root.exists()
@@ -169,6 +178,7 @@ def test_a_foreign_jail_is_refused_then_adopted_and_never_destroyed(invoke: Invo
     assert root.exists() and "mother.py" not in jail_ps("demo")  # the jail stays; colibri's agent is gone
     record = tenant(invoke, "demo")
     assert (record["status"], record["adopted"], record["jail_root"]) == ("registered", False, None)
+    assert record["uid_base"] == base  # kept: never given to another tenant while the row exists
     assert invoke("remove-tenant", "demo")[0] == 0
     Context().backend().stop("demo")
 
