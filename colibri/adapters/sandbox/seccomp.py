@@ -21,6 +21,7 @@ default for a foreign architecture kills the process.
 """
 
 import errno
+import functools
 import tempfile
 from pathlib import Path
 
@@ -84,6 +85,7 @@ NEW_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 
 
+@functools.cache
 def build_bpf() -> bytes:
     """The filter as a classic BPF program (what bwrap's --seccomp and prctl load)."""
     try:
