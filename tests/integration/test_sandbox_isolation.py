@@ -117,6 +117,12 @@ def test_jail_ids_are_the_tenants_host_block(jails: Sandbox, user: str) -> None:
     # Every process of the jail, seen from the host, runs as an id of the tenant's block.
     owners = {_owner(p) for p in _jail_pids(jails, "iso")}
     assert owners and all(base <= o < base + UID_BLOCK for o in owners), owners
+    # ... and every one of them is under the seccomp filter, with no_new_privs and at most jail
+    # root's six capabilities.
+    for pid in _jail_pids(jails, "iso"):
+        status = dict(ln.split(":\t", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in ln)
+        assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1", (pid, status["Name"])
+        assert int(status["CapEff"], 16) & ~0xEB == 0, (pid, status["Name"])
 
 
 def _cmd(p: Path) -> str:

@@ -20,34 +20,22 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from colibri.adapters import jailfs
 from colibri.adapters.jail import AGENT_ID, UID_BLOCK, JailIds, JailInfo, JailState, Mount, read_jail_passwd
 from colibri.adapters.runner import CommandResult, CommandRunner
-from colibri.adapters.sandbox import cgroups, seccomp, userns
+from colibri.adapters.sandbox import bwrap, cgroups, seccomp, userns
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.errors import JailError, JailExists, JailNotFound, TemplateNotFound
 
 MARKER = "colibri.json"
 AGENT_UID = AGENT_ID
-LAUNCHER = Path(__file__).with_name("launcher.py")
-STAGE = Path("/run/colibri-sandbox")
-"""An empty host directory the launcher covers, in a mount namespace of its own, with the jail's
-directories for bwrap to bind (they may lie below directories the jail's ids cannot walk)."""
+JAIL_CAPS = bwrap.JAIL_CAPS
 DEFAULT_LIMITS = Limits(memory_mib=1024, max_processes=256, cpu_percent=100)
-_CAP_NUMBERS = {"chown": 0, "dac_override": 1, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7}
-_HOST_RO = ("usr",)
-_HOST_MERGED = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
-JAIL_CAPS = ("setuid", "setgid", "kill", "chown", "fowner", "dac_override")
-"""What root inside a sandbox jail keeps (like a FreeBSD jail's root: no mount, no modules, no
-ptrace, no raw network): enough to drop to the agent user and manage its files.  These are
-capabilities of the jail's user namespace only: they act on the jail's own ids, never a host's."""
 
 
 class Sandbox:
@@ -140,7 +128,7 @@ class Sandbox:
         (root / "etc/group").write_text(f"root:x:0:\n{user}:x:{gid}:\n")
         (root / "etc/hostname").write_text(f"{name}\n")
         (root / "etc/hosts").write_text(f"127.0.0.1 localhost {name}\n")
-        for top in _HOST_MERGED:  # a merged-/usr host: the same symlinks in the jail (bin -> usr/bin)
+        for top in bwrap.HOST_MERGED:  # a merged-/usr host: the same symlinks in the jail (bin -> usr/bin)
             host = Path("/") / top
             if host.is_symlink():
                 (root / top).symlink_to(host.readlink())
@@ -159,64 +147,42 @@ class Sandbox:
         run.mkdir(mode=0o700, exist_ok=True)
         groups = self._cgroups(name)
         cgroups.create(groups, self._limits)
-        seccomp.write_bpf(run / "seccomp.bpf")
+        seccomp.write_bpf(run / "seccomp.bpf", self._dir)
         # bwrap runs as the jail's root, not the host's: the launcher stages every directory it
-        # binds from a descriptor opened here (a path inside the jail without following the
-        # jail's symlinks), since the jail's ids may not be able to walk to them.
-        STAGE.mkdir(mode=0o755, exist_ok=True)
+        # binds (checked here, then opened there without following a symlink), since the jail's
+        # ids may not be able to walk to them.
+        bwrap.STAGE.mkdir(mode=0o755, exist_ok=True)
         sources = self._sources(name)
         fds = {}
         fds["seccomp"] = os.open(run / "seccomp.bpf", os.O_RDONLY | os.O_CLOEXEC)
         read_end, write_end = os.pipe()
         fds["info"] = write_end
-        try:
-            log = (run / "console.log").open("ab")
-        except OSError:
-            _close(fds.values())
-            raise
         config = {
             "base": base,
-            "stage": str(STAGE),
+            "stage": str(bwrap.STAGE),
             "sources": sources,
             "cgroup_procs": groups.procs(),
             "nofile": self._open_files,
-            "bwrap": self._bwrap_argv(name, fds),
+            "bwrap": bwrap.argv(name, self.root(name), self._mounts(name), fds),
             "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         }
         try:
-            # The launcher forks the jail's user namespace and exits: bwrap is nobody's child, so
-            # it outlives this process and leaves no zombie behind.
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(LAUNCHER), "start", json.dumps(config)],
-                pass_fds=tuple(fds.values()),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-            )
-        except OSError as exc:
-            raise JailError(f"cannot run the sandbox launcher: {exc.strerror}") from None
-        finally:
-            _close(fds.values())
-            log.close()
-        with os.fdopen(read_end, "rb") as info_pipe:
-            raw = info_pipe.read(4096)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            raise JailError(f"sandbox jail {name}: bubblewrap did not detach within 30 s") from None
+            raw = bwrap.launch(config, fds, run / "console.log", read_end)
+        except JailError:
+            with contextlib.suppress(JailError):
+                cgroups.remove(groups, timeout=1.0)
+            raise
         if not raw:
             with contextlib.suppress(JailError):
                 cgroups.remove(groups, timeout=1.0)
-            if shutil.which("bwrap") is None:
-                raise JailError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
-            raise JailError(f"sandbox jail {name} did not start: {_last_line(run / 'console.log')}")
+            raise JailError(f"sandbox jail {name} did not start: {bwrap.last_line(run / 'console.log')}")
         ns_init = int(json.loads(raw)["child-pid"])
         (run / "pids.json").write_text(json.dumps({"ns_init": ns_init}))
-        init = self._wait_for_init(ns_init)
+        init = bwrap.wait_for_init(ns_init)
         if init is None:
             self._kill(name)
+            with contextlib.suppress(JailError):
+                cgroups.remove(groups, timeout=1.0)
             raise JailError(f"sandbox jail {name} started but its /etc/rc did not (see {run / 'console.log'})")
         return self.info(name)
 
@@ -233,57 +199,17 @@ class Sandbox:
             sources[f"mount{i}"] = str(mount.host_path)
         return sources
 
-    def _bwrap_argv(self, name: str, fds: dict[str, int]) -> list[str]:
-        argv = ["bwrap", "--seccomp", str(fds["seccomp"]), "--bind", f"{STAGE}/root", "/"]
-        for top in _HOST_RO:
-            argv += ["--ro-bind", f"/{top}", f"/{top}"]
-        for top in _HOST_MERGED:
-            host = Path("/") / top
-            if host.is_dir() and not host.is_symlink():
-                argv += ["--ro-bind", str(host), f"/{top}"]
-        argv += ["--bind", f"{STAGE}/usr_local", "/usr/local"]
-        for i, mount in enumerate(self._mounts(name)):
-            argv += ["--ro-bind" if mount.read_only else "--bind", f"{STAGE}/mount{i}", mount.jail_path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]  # noqa: S108 (a tmpfs inside the jail)
-        # The kernel's knobs: /proc/sys read-only, no /sys at all.  The rest of /proc's writable
-        # files (sysrq-trigger, ...) belong to host root, an id the jail does not have.
-        argv += ["--ro-bind", "/proc/sys", "/proc/sys"]
-        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
-        argv += ["--cap-drop", "ALL", *(f for cap in JAIL_CAPS for f in ("--cap-add", f"CAP_{cap.upper()}"))]
-        argv += ["--hostname", name, "--info-fd", str(fds["info"]), "--chdir", "/"]
-        # The root's path in argv lets us tell our bwrap from a reused pid (see _init_pid).
-        argv += ["--setenv", "COLIBRI_JAIL", name, "--setenv", "COLIBRI_JAIL_ROOT", str(self.root(name))]
-        argv += ["--", *self._confine_argv(), "/bin/sh", "/etc/rc"]
-        return argv
-
-    def _confine_argv(self) -> list[str]:
-        """setpriv before /etc/rc: bwrap leaves the bounding set and ambient set full as root of
-        the user namespace; cut them to the jail root's capabilities."""
-        keep = ",".join(f"+{cap}" for cap in JAIL_CAPS)
-        return ["/usr/bin/setpriv", f"--bounding-set=-all,{keep}", "--ambient-caps=-all", "--inh-caps=-all", "--"]
-
-    def _wait_for_init(self, ns_init: int, timeout: float = 10.0) -> int | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            init = _first_child(ns_init)
-            if init is not None:
-                return init
-            if not Path(f"/proc/{ns_init}").exists():
-                return None
-            time.sleep(0.02)
-        return None
-
     def stop(self, name: str) -> JailInfo:
         self._require(name)
         pids = self._pids(name)
         if pids is None:
             return self.info(name)
-        init = _first_child(pids["ns_init"])
+        init = bwrap.first_child(pids["ns_init"])
         if init is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
-            _wait_gone(init, 10.0)
-        if not _wait_gone(pids["ns_init"], 1.0):
+            bwrap.wait_gone(init, 10.0)
+        if not bwrap.wait_gone(pids["ns_init"], 1.0):
             self._kill(name)  # whatever is left in the namespace
         (self._dir / name / "run" / "pids.json").unlink(missing_ok=True)
         self._remove_cgroups(name)
@@ -298,7 +224,7 @@ class Sandbox:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pids["ns_init"], signal.SIGKILL)  # pid 1 of the namespace: takes all with it
-        _wait_gone(pids["ns_init"], 5.0)
+        bwrap.wait_gone(pids["ns_init"], 5.0)
 
     def restart(self, name: str) -> JailInfo:
         self.stop(name)
@@ -335,7 +261,7 @@ class Sandbox:
     ) -> CommandResult:
         self._require(name)
         pids = self._pids(name)
-        init = _first_child(pids["ns_init"]) if pids else None
+        init = bwrap.first_child(pids["ns_init"]) if pids else None
         if init is None:
             raise JailError(f"sandbox jail {name} is not running")
         self._require_base(name)
@@ -346,16 +272,17 @@ class Sandbox:
             "cgroup_procs": self._cgroups(name).procs(),
             "nofile": self._open_files,
             "seccomp": str(self._dir / name / "run" / "seccomp.bpf"),
-            "caps": sorted(_CAP_NUMBERS[c] for c in JAIL_CAPS),
+            "caps": sorted(bwrap.CAP_NUMBERS[c] for c in bwrap.JAIL_CAPS),
             "user": list(ids) if ids else None,
             "argv": list(argv),
             "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, **(env or {})},
         }
         # The launcher enters the jail's namespaces and cgroups and runs the command with jail
         # root's capabilities (or as the user) under the jail's seccomp filter.
-        command = [sys.executable, "-I", "-S", str(LAUNCHER), "exec", json.dumps(config)]
+        command = [sys.executable, "-I", "-S", str(bwrap.LAUNCHER), "exec"]
         ok = tuple(range(256))
-        return self._run(command, stdin=stdin, timeout=timeout, ok_codes=ok)
+        launch = {"COLIBRI_LAUNCH": json.dumps(config)}  # the environment, not argv: it holds ``env``
+        return self._run(command, stdin=stdin, timeout=timeout, ok_codes=ok, env=launch)
 
     def service_argv(self, service: str, verb: str) -> list[str]:
         return ["/bin/sh", f"/etc/rc.d/{service}", verb]
@@ -454,59 +381,8 @@ class Sandbox:
             pids: dict[str, int] = json.loads((self._dir / name / "run" / "pids.json").read_text())
         except (OSError, ValueError):
             return None
-        return pids if _is_our_bwrap(pids.get("ns_init", 0), self.root(name)) else None
+        return pids if bwrap.is_ours(pids.get("ns_init", 0), self.root(name)) else None
 
     def _init_pid(self, name: str) -> int | None:
         pids = self._pids(name)
-        return _first_child(pids["ns_init"]) if pids else None
-
-
-def _is_our_bwrap(pid: int, root: Path) -> bool:
-    """True when ``pid`` is a live bwrap whose command line binds this jail's root (pid reuse)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return bool(argv) and argv[0].endswith(b"bwrap") and str(root).encode() in argv
-
-
-def _close(fds: Iterable[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return f"see {path}"
-    return f"{lines[-1][:300]} (see {path})" if lines else f"see {path}"
-
-
-def _first_child(pid: int) -> int | None:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has released its namespace)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.02)
-    return not _alive(pid)
+        return bwrap.first_child(pids["ns_init"]) if pids else None

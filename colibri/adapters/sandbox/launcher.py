@@ -1,6 +1,6 @@
 """The sandbox jail launcher: a tiny stdlib-only program colibri runs as host root (``python -I -S``).
 
-``start CONFIG``: join the jail's cgroups, set RLIMIT_NOFILE, stage the directories bwrap binds
+``start``: join the jail's cgroups, set RLIMIT_NOFILE, stage the directories bwrap binds
 in a mount namespace of its own (see ``_stage``), then fork a child that unshares a
 user namespace; this process (still host root outside it) writes the child's uid_map and gid_map
 (jail ids 0..65535 onto the tenant's host block) and exits, so the jail is nobody's child and
@@ -8,12 +8,13 @@ outlives colibri.  The child becomes root of its namespace, forbids nested user 
 (user.max_user_namespaces = 0) and execs bubblewrap, which then builds the other namespaces with
 the privileges of that user namespace only, and loads the seccomp filter (``--seccomp FD``).
 
-``exec CONFIG``: enter a running jail the same way: cgroups, RLIMIT_NOFILE, setns into its user,
+``exec``: enter a running jail the same way: cgroups, RLIMIT_NOFILE, setns into its user,
 ipc, uts, net, pid and mount namespaces, chroot to its root, fork (the pid namespace takes effect
 for children), drop the capability bounding set to the jail root's, become the jail user if asked,
 no_new_privs, the same seccomp filter, exec.  The parent relays the exit status.
 
-CONFIG is one JSON argument (no secrets in it).  Failures print one line to stderr and exit 125.
+CONFIG is one JSON document in the environment variable COLIBRI_LAUNCH (never argv: the command's
+environment is in it), not passed on.  Failures print one line to stderr and exit 125.
 """
 
 import ctypes
@@ -188,7 +189,7 @@ def enter(config: dict) -> None:  # type: ignore[type-arg]
 
 def main() -> None:
     try:
-        mode, raw = sys.argv[1], sys.argv[2]
+        mode, raw = sys.argv[1], os.environ["COLIBRI_LAUNCH"]
         config = json.loads(raw)
         (start if mode == "start" else enter)(config)
     except OSError as exc:

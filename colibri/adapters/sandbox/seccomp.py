@@ -22,6 +22,8 @@ default for a foreign architecture kills the process.
 
 import errno
 import functools
+import hashlib
+import platform
 import tempfile
 from pathlib import Path
 
@@ -111,10 +113,25 @@ def build_bpf() -> bytes:
         return handle.read()
 
 
-def write_bpf(path: Path) -> None:
-    """Write the filter to ``path`` (0600, host-only: the launcher reads it at each start and exec)."""
-    program = build_bpf()
+def write_bpf(path: Path, cache_dir: Path) -> None:
+    """Write the filter to ``path`` (0600, host-only: the launcher reads it at each start and exec).
+
+    Building it loads libseccomp (40 ms); the program is kept in ``cache_dir`` under the hash of
+    this module and the machine, so a jail start usually copies it instead."""
+    key = hashlib.sha256(Path(__file__).read_bytes() + platform.machine().encode()).hexdigest()[:16]
+    cached = cache_dir / f".seccomp-{key}.bpf"
+    try:
+        program = cached.read_bytes()
+    except OSError:
+        program = b""
+    if not program or len(program) % 8:
+        program = build_bpf()
+        _write(cached, program)
+    _write(path, program)
+
+
+def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(program)
+    tmp.write_bytes(data)
     tmp.chmod(0o600)
     tmp.replace(path)
