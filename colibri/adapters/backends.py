@@ -21,8 +21,17 @@ def make_backend(settings: Settings) -> JailBackend:
     runner = ShRunner({"PATH": tool_path(), "LANG": "C.UTF-8"})
     if settings.jail_backend == "sandbox":
         from colibri.adapters.sandbox import Sandbox
+        from colibri.adapters.sandbox.cgroups import Limits
 
-        return Sandbox(settings.jails_dir, shipped("jails"), settings.jail_user, runner)
+        limits = Limits(settings.jail_memory_mib, settings.jail_max_processes, settings.jail_cpu_percent)
+        return Sandbox(
+            settings.jails_dir,
+            shipped("jails"),
+            settings.jail_user,
+            runner,
+            limits=limits,
+            open_files=settings.jail_open_files,
+        )
     from colibri.adapters.bastille import Bastille
 
     return Bastille.from_settings(settings, runner, shipped("jails"))

@@ -271,13 +271,16 @@ def write_env(dir_fd: int, content: bytes, uid: int, gid: int, shown_dir: Path) 
     return True
 
 
-def write_jail_env(root: Path, user: str, content: bytes, allowed_roots: Sequence[Path]) -> tuple[Path, bool]:
-    """Write ``<root>/home/<user>/.env`` owned by the user of the jail's own /etc/passwd.
+def write_jail_env(
+    root: Path, user: str, content: bytes, allowed_roots: Sequence[Path], *, id_shift: int = 0
+) -> tuple[Path, bool]:
+    """Write ``<root>/home/<user>/.env`` owned by the user of the jail's own /etc/passwd, as the
+    host sees it: its ids plus ``id_shift`` (the first host id of the jail's user namespace).
 
     Returns the path and whether it changed.  Raises PermissionDenied (outside the allowed roots,
     a symlink on the way) or SecretsError (user missing, I/O error); nothing changes then.
     """
-    from colibri.adapters.jail import read_jail_passwd
+    from colibri.adapters.jail import UID_BLOCK, read_jail_passwd
     from colibri.errors import JailError
 
     folder = root / "home" / user
@@ -286,6 +289,9 @@ def write_jail_env(root: Path, user: str, content: bytes, allowed_roots: Sequenc
             uid, gid = read_jail_passwd(root, user)
         except JailError as exc:
             raise SecretsError(str(exc)) from None
+        if id_shift and not (0 <= uid < UID_BLOCK and 0 <= gid < UID_BLOCK):
+            raise SecretsError(f"user {user} of jail {root} has ids {uid}:{gid}, outside its user namespace")
+        uid, gid = uid + id_shift, gid + id_shift
         return folder / ENV_NAME, write_env(fd, content, uid, gid, folder)
 
 

@@ -71,7 +71,7 @@ class JailBackend(Protocol):
 
     name: str
 
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
         """Create (not start) a jail owned by colibri, its agent user on the tenant's ``ids``.
         JailExists if any jail of that name exists."""
         ...

@@ -78,6 +78,8 @@ class Context:
             settings.jail_user,
             settings.jail_ip_pool,
             settings.jail_template,
+            settings.tenant_uid_base,
+            settings.tenant_uid_blocks,
         )
         return SpawnService(
             self.store, self.backend(), paths, provision=self.secrets().provision, notify_daemon=self._open_socket

@@ -42,6 +42,8 @@ from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
 from colibri.services.hive import HiveService, Policy, Requeued, Scope
 from colibri.settings import Settings, load_settings
 from colibri.store.db import Store, translate_errors
+from colibri.store.models import AGENT_ID
+from colibri.store.repos import TenantRepo
 
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")
@@ -497,10 +499,13 @@ class Daemon:
         try:
             # agents/ is root-only: on the host nobody but root reaches a tenant's socket; inside the
             # jail the bind mount of the tenant's own directory is the only way in.
-            base.mkdir(mode=0o700, exist_ok=True)
-            base.chmod(0o700)
-            directory.mkdir(mode=0o755, exist_ok=True)
-            directory.chmod(0o755)
+            gid = await self.db(self._agent_gid, name) if kind == "tenant" else None
+            base.mkdir(mode=0o711, exist_ok=True)
+            base.chmod(0o711)
+            directory.mkdir(mode=0o750 if kind == "tenant" else 0o755, exist_ok=True)
+            if gid is not None:  # root:<the tenant's agent gid> 0750: only its agent reaches it
+                os.chown(directory, 0, gid, follow_symlinks=False)
+                directory.chmod(0o750)
             _remove_stale(path)
             handler = self.api.handler(Scope(kind, name))  # type: ignore[arg-type]
             gate = self._gate(f"{kind}:{name}")
@@ -518,6 +523,12 @@ class Daemon:
         self._resize_pool()
         log.info("agent socket for %s %s: %s", kind, name, path)
         return path
+
+    def _agent_gid(self, tenant_id: str) -> int | None:
+        assert self._store is not None
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get(tenant_id)
+            return None if tenant is None or tenant.uid_base is None else tenant.uid_base + AGENT_ID
 
     async def close_agent_socket(self, kind: str, name: str) -> bool:
         found = self._servers.pop((kind, name), None)

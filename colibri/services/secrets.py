@@ -28,6 +28,9 @@ from colibri.store.models import Tenant, utcnow
 from colibri.store.repos import TenantRepo
 
 JAIL_BACKENDS = ("sandbox", "bastille")
+USERNS_BACKENDS = ("sandbox",)
+"""Backends whose jail ids are shifted onto the tenant's block by a user namespace: the jail's
+passwd says 1001, the host sees uid_base + 1001 (a bastille jail's passwd holds host ids)."""
 
 
 class VaultReader(Protocol):
@@ -82,6 +85,7 @@ class _Plan:
     jail_root: str | None
     staged: str | None  # the staged provider.env text
     staged_error: ColibriError | None = None
+    uid_base: int | None = None
 
 
 class SecretsService:
@@ -145,6 +149,7 @@ class SecretsService:
             tenant.jail_root,
             staged,
             staged_error,
+            tenant.uid_base,
         )
 
     def _run(self, plans: Sequence[_Plan], *, rebind: bool, batch: bool) -> list[ProvisionResult]:
@@ -242,7 +247,8 @@ class SecretsService:
         root = Path(plan.jail_root)
         allowed = self._config.allowed_roots
         if plan.backend in JAIL_BACKENDS:
-            return envfile.write_jail_env(root, self._config.jail_user, content, allowed)
+            shift = (plan.uid_base or 0) if plan.backend in USERNS_BACKENDS else 0
+            return envfile.write_jail_env(root, self._config.jail_user, content, allowed, id_shift=shift)
         if plan.backend == "local":
             return envfile.write_home_env(root, content, allowed)
         raise SecretsError(f"tenant {plan.tenant_id}: unknown jail backend {plan.backend!r}")

@@ -11,6 +11,7 @@ the tenant ``failed`` with the reason; the agent is never started when provision
 
 import ipaddress
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 
 from colibri import __version__
 from colibri.adapters import jailfs
-from colibri.adapters.jail import JailBackend, JailInfo, JailState, Mount
+from colibri.adapters.jail import UID_BLOCK, JailBackend, JailIds, JailInfo, JailState, Mount
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
 from colibri.domain import TenantStatus, check_transition
@@ -80,6 +81,8 @@ class SpawnPaths:
     jail_user: str
     ip_pool: str
     default_template: str
+    uid_base: int = 1_000_000_000
+    uid_blocks: int = 16_384
 
     @property
     def locks(self) -> Path:
@@ -203,7 +206,8 @@ class SpawnService:
             return self._adopt(tenant, info, *adopt)
         if info.state is JailState.ABSENT or (not info.managed and _interrupted(self._backend, name)):
             ip = self._allocate_ip(tenant.tenant_id) if _needs_ip(self._backend) else None
-            return self._backend.create(name, ip=ip, template=tenant.template)
+            ids = self._allocate_ids(tenant.tenant_id)
+            return self._backend.create(name, ip=ip, template=tenant.template, ids=ids)
         if not info.managed and not tenant.adopted:
             raise JailExists(
                 f"a jail named {name} exists and colibri did not create it; to use it, adopt it: "
@@ -220,12 +224,36 @@ class SpawnService:
             raise JailError(f"cannot adopt jail {name}: --jail-root {root} is a symlink")
         if root.resolve() != info.root.resolve() or info.root.is_symlink():
             raise JailError(f"cannot adopt jail {name}: its root is {info.root}, not {root}")
+        self._claim_adopted_ids(tenant, name)
         tenant.adopted = True
         return info
 
+    def _claim_adopted_ids(self, tenant: Tenant, name: str) -> None:
+        """An adopted jail keeps its own ids.  When they are a block of host ids (a sandbox jail
+        in a user namespace), it must be no other tenant's, and is recorded as this tenant's so
+        that it is never given out; a jail on host ids (bastille) records nothing."""
+        base = self._backend.user_ids(name, "root")[0]
+        if base < UID_BLOCK:
+            return
+        with host_lock(self._paths.locks, "uid-pool"), self._store.session() as session:
+            repo = TenantRepo(session)
+            for other in repo.find(include_removed=True):
+                held = other.uid_base
+                if other.tenant_id != tenant.tenant_id and held is not None and abs(held - base) < UID_BLOCK:
+                    raise JailError(
+                        f"cannot adopt jail {name}: its ids ({base}..) overlap tenant {other.tenant_id}'s block"
+                    )
+            row = repo.get_for_update(tenant.tenant_id)
+            assert row is not None
+            if row.uid_base not in (None, base):
+                raise JailError(
+                    f"cannot adopt jail {name}: tenant {tenant.tenant_id} already has the block {row.uid_base}"
+                )
+            row.uid_base = base
+
     def _ensure_socket_mount(self, name: str) -> None:
         socket_dir = self._paths.socket_dir(name)
-        _make_socket_dir(socket_dir)
+        _make_socket_dir(socket_dir, self._backend.user_ids(name, self._paths.jail_user)[1])
         self._backend.mount(name, Mount(socket_dir, JAIL_SOCKET_DIR, read_only=False))
 
     def _expect(self, name: str, state: JailState) -> None:
@@ -243,16 +271,18 @@ class SpawnService:
         name = tenant.jail_name
         root = self._backend.root(name)
         source = self._paths.skills_dir / "mother"
+        # Owned by the jail's root as the host sees it (a sandbox jail's root is not host root).
+        owner = self._backend.user_ids(name, "root")
         for rel in ("var/log", "var/run"):  # an adopted jail may lack them
-            with jailfs.open_dir(root, rel, create=True):
+            with jailfs.open_dir(root, rel, create=True, owner=owner):
                 pass
-        jailfs.copy_tree(source, root, SKILL_DIR)
-        jailfs.copy_tree(source / "handlers", root, HANDLERS_DIR)
+        jailfs.copy_tree(source, root, SKILL_DIR, owner=owner)
+        jailfs.copy_tree(source / "handlers", root, HANDLERS_DIR, owner=owner)
         caps = json.loads(tenant.capabilities or "[]")
         for cap in caps:
             _require_handler(root, cap["name"], source / "handlers")
         identity = self._identity(tenant, caps, JAIL_SOCKET_DIR, f"/home/{self._paths.jail_user}/.env", HANDLERS_DIR)
-        jailfs.write_file(root, IDENTITY, identity, mode=0o644)
+        jailfs.write_file(root, IDENTITY, identity, mode=0o644, owner=owner, dir_owner=owner)
 
     def _identity(self, tenant: Tenant, caps: list[dict[str, str]], sock: str, env: str, handlers: str) -> bytes:
         document = {
@@ -288,7 +318,7 @@ class SpawnService:
             with jailfs.open_dir(home, ".colibri", create=True, mode=0o700, owner=(uid, gid)):
                 pass
             socket_dir = self._paths.socket_dir(tenant.tenant_id)
-            _make_socket_dir(socket_dir)
+            _make_socket_dir(socket_dir, gid)
             caps = json.loads(tenant.capabilities or "[]")
             handlers = self._paths.skills_dir / "mother" / "handlers"
             for cap in caps:
@@ -359,6 +389,29 @@ class SpawnService:
             tenant.last_error = str(exc)[:2000]
             tenant.updated_at = utcnow()
 
+    def _allocate_ids(self, tenant_id: str) -> JailIds:
+        """The tenant's block of host ids: kept once allocated (while the tenant row exists, even
+        removed, so no id is reused for another tenant's files), else the lowest free block."""
+        with host_lock(self._paths.locks, "uid-pool"), self._store.session() as session:
+            repo = TenantRepo(session)
+            tenant = repo.get_for_update(tenant_id)
+            assert tenant is not None
+            if tenant.uid_base is not None:
+                return JailIds(tenant.uid_base)
+            held = [t.uid_base for t in repo.find(include_removed=True) if t.uid_base is not None]
+            start = self._paths.uid_base
+            aligned = {b for b in held if (b - start) % UID_BLOCK == 0}
+            odd = [b for b in held if b not in aligned]  # adopted jails' blocks: no overlap either
+            for n in range(self._paths.uid_blocks):
+                candidate = start + n * UID_BLOCK
+                if candidate not in aligned and not any(abs(b - candidate) < UID_BLOCK for b in odd):
+                    tenant.uid_base = candidate
+                    return JailIds(candidate)
+        raise JailError(
+            f"the tenant id pool is exhausted ({self._paths.uid_blocks} blocks of {UID_BLOCK} from "
+            f"{self._paths.uid_base}): raise tenant_uid_blocks"
+        )
+
     def _allocate_ip(self, tenant_id: str) -> str:
         """The tenant's IP from the pool: kept if it has one, else the lowest free address."""
         with host_lock(self._paths.locks, "ip-pool"), self._store.session() as session:
@@ -378,12 +431,19 @@ class SpawnService:
         raise JailError(f"the jail IP pool {self._paths.ip_pool} is exhausted")
 
 
-def _make_socket_dir(socket_dir: Path) -> None:
-    """``run_dir/agents/<tenant>``: ``agents/`` root-only (0700), so no host user reaches any
-    tenant's socket; the tenant's own directory is what gets mounted into its jail."""
-    socket_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    socket_dir.parent.chmod(0o700)
-    socket_dir.mkdir(exist_ok=True, mode=0o755)
+def _make_socket_dir(socket_dir: Path, agent_gid: int) -> None:
+    """``run_dir/agents/<tenant>``, root:<the tenant's agent gid> 0750, so of all host users only
+    that tenant's agent reaches its socket; ``agents/`` is 0711 (no listing).  The tenant's own
+    directory is what gets mounted into its jail."""
+    socket_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    socket_dir.parent.chmod(0o711)
+    socket_dir.mkdir(exist_ok=True, mode=0o750)
+    fd = os.open(socket_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, 0, agent_gid)
+        os.fchmod(fd, 0o750)
+    finally:
+        os.close(fd)
 
 
 def _needs_ip(backend: JailBackend) -> bool:

@@ -44,6 +44,11 @@ class Tenant(SQLModel, table=True):
     uid_base: int | None = Field(default=None, unique=True)
 
 
+AGENT_ID = 1001
+"""The agent's id inside its tenant's block (colibri.adapters.jail.AGENT_ID; the store sits below
+the adapters, so the number is repeated here and a unit test keeps the two equal)."""
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -84,6 +89,8 @@ def tenant_public_row(row: Mapping[Any, Any]) -> dict[str, Any]:
         "secrets_error": row["secrets_error"],
         "secrets_changed_at": _iso(row["secrets_changed_at"]),
         "secrets_checked_at": _iso(row["secrets_checked_at"]),
+        "uid_base": row["uid_base"],
+        "agent_uid": None if row["uid_base"] is None else row["uid_base"] + AGENT_ID,  # JailIds.agent_uid
     }
 
 

@@ -126,7 +126,9 @@ def test_the_whole_chain(chain: Chain) -> None:
     env_file = Path(tenant["jail_root"]) / "home/agent/.env"
     st = env_file.stat()
     assert oct(st.st_mode & 0o777) == "0o600"
-    assert (st.st_uid, st.st_gid) == (1001, 1001)  # the jail's agent user, from the jail's passwd
+    # The tenant's own agent ids on the host (its block), which are 1001 inside the jail.
+    assert tenant["agent_uid"] >= 1_000_000_000 and tenant["agent_uid"] == tenant["uid_base"] + 1001
+    assert (st.st_uid, st.st_gid) == (tenant["agent_uid"], tenant["agent_uid"])
     content = env_file.read_text()
     assert "OPENROUTER_API_KEY" in content and "sk-or-1" in content and "MODEL" in content
     for secret in (OP_PASSWORD,):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from colibri.adapters.jail import UID_BLOCK
+from colibri.adapters.sandbox import userns
 from tests.conftest import (
     Invoke,
     require,
@@ -159,9 +161,16 @@ def test_a_foreign_jail_is_refused_then_adopted_and_never_destroyed(invoke: Invo
     assert code == 11 and "is a symlink" in err
     code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(tmp_path))
     assert code == 11 and "its root is" in err
+    # On host ids its root would be host root: refused, not run.
+    code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(root))
+    assert code == 11 and "never runs a jail whose root would be a host account" in err, err
+    # Its tree moved onto a block of ids of its own: adopted, and that block is recorded as the tenant's.
+    base = 1_000_000_000 + 12_345 * UID_BLOCK
+    userns.shift_tree(root, base)
     code, _, err = invoke("spawn-agent", "demo", "--jail-name", "demo", "--jail-root", str(root))
     assert code == 0, err
-    assert tenant(invoke, "demo")["adopted"] is True
+    record = tenant(invoke, "demo")
+    assert (record["adopted"], record["uid_base"], record["agent_uid"]) == (True, base, base + 1001)
     code, _, err = invoke("destroy-agent", "demo", "--yes")
     assert code == 5 and "adopted" in err and "colibri release-agent demo" in err
     assert root.exists()
@@ -169,6 +178,7 @@ def test_a_foreign_jail_is_refused_then_adopted_and_never_destroyed(invoke: Invo
     assert root.exists() and "mother.py" not in jail_ps("demo")  # the jail stays; colibri's agent is gone
     record = tenant(invoke, "demo")
     assert (record["status"], record["adopted"], record["jail_root"]) == ("registered", False, None)
+    assert record["uid_base"] == base  # kept: never given to another tenant while the row exists
     assert invoke("remove-tenant", "demo")[0] == 0
     Context().backend().stop("demo")
 
@@ -288,3 +298,37 @@ def test_a_batch_spawn_reports_each_failure_with_the_worst_exit_code(invoke: Inv
     assert out.splitlines()[-1] == "active: ant"
     assert err == "colibri: 1 of 2 spawns failed: ghost: tenant not found: ghost\n"
     assert tenant(invoke, "ant")["status"] == "active"
+
+
+def test_each_tenant_runs_on_its_own_ids_and_only_its_agent_reaches_its_socket(invoke: Invoke) -> None:
+    from colibri.cli.context import Context
+
+    for name in ("ant", "bee"):
+        invoke("register-tenant", name, "--collection", "")
+    # A refused create leaves nothing half made: no jail, and the same block on the next try.
+    assert invoke("spawn-agent", "ant", "--template", "colibri/nope")[0] == 4
+    refused = tenant(invoke, "ant")
+    assert refused["status"] == "failed" and not Path(Context().settings.jails_dir / "ant").exists()
+    code, _, err = invoke("spawn-agent", "ant", "bee", "--template", "colibri/agent")
+    assert code == 0, err
+    ant, bee = tenant(invoke, "ant"), tenant(invoke, "bee")
+    assert ant["uid_base"] == refused["uid_base"]
+    assert isinstance(ant["agent_uid"], int) and isinstance(bee["agent_uid"], int)
+    assert ant["agent_uid"] != bee["agent_uid"] and min(ant["agent_uid"], bee["agent_uid"]) >= 1_000_000_000
+    run_dir = Context().settings.run_dir
+    assert (run_dir / "agents").stat().st_mode & 0o777 == 0o711
+    for record in (ant, bee):
+        st = (run_dir / "agents" / str(record["tenant_id"])).stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, record["agent_uid"], 0o750)
+    # On the host, each jail's mother runs as its tenant's agent_uid, not a shared 1001.
+    owners = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"mother.py" in (proc / "cmdline").read_bytes():
+                status = (proc / "status").read_text()
+                uid = int(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1])
+                owners[int(proc.name)] = uid
+        except OSError:
+            continue
+    assert {ant["agent_uid"], bee["agent_uid"]} <= set(owners.values()), owners
+    assert 1001 not in owners.values()

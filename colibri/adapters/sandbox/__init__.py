@@ -2,37 +2,40 @@
 
 A jail is ``<jails_dir>/<name>/`` holding ``root/`` (its own /etc/passwd with an unprivileged
 agent user, /home/<user>, /tmp, /var/run/colibri), ``colibri.json`` (the marker that colibri
-created it, and its mounts) and ``run/`` (the pids of a running jail).  A running jail is a
-detached bwrap process with its own pid, ipc, uts, network (loopback only) and mount namespaces;
-the host's /usr is visible read-only, nothing else of the host unless mounted.  It survives the
-CLI and a restart of the colibri daemon: its state is on disk.  ``exec`` enters the running
-jail's namespaces with nsenter(1).
+created it, its block of host ids) and ``run/`` (the pids of a running jail, its seccomp filter).
+
+A running jail is a detached bwrap in a user namespace of its own that maps the jail's ids
+0..65535 (root included) onto the tenant's block of host ids (``launcher.py`` sets it up), with
+its own pid, ipc, uts, network (loopback only) and mount namespaces, a seccomp filter
+(``seccomp.py``), cgroup limits on memory, processes and CPU (``cgroups.py``) and RLIMIT_NOFILE.
+The host's /usr is visible read-only, /proc/sys read-only, no /sys, a minimal /dev, nothing else
+of the host unless mounted.  It survives the CLI and a restart of the colibri daemon: its state is
+on disk.  ``exec`` enters the running jail the same way (namespaces, cgroups, caps, filter).
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import subprocess
-import time
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from colibri.adapters import jailfs
-from colibri.adapters.jail import JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.jail import AGENT_ID, UID_BLOCK, JailIds, JailInfo, JailState, Mount, read_jail_passwd
 from colibri.adapters.runner import CommandResult, CommandRunner
+from colibri.adapters.sandbox import bwrap, cgroups, seccomp, userns
+from colibri.adapters.sandbox.cgroups import Limits
 from colibri.errors import JailError, JailExists, JailNotFound, TemplateNotFound
 
 MARKER = "colibri.json"
-AGENT_UID = 1001
-_HOST_RO = ("usr",)
-_HOST_MERGED = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
-JAIL_CAPS = ("setuid", "setgid", "kill", "chown", "fowner", "dac_override")
-"""What root inside a sandbox jail keeps (like a FreeBSD jail's root: no mount, no modules, no
-ptrace of the host, no raw network): enough to drop to the agent user and manage its files."""
+AGENT_UID = AGENT_ID
+JAIL_CAPS = bwrap.JAIL_CAPS
+DEFAULT_LIMITS = Limits(memory_mib=1024, max_processes=256, cpu_percent=100)
 
 
 class Sandbox:
@@ -40,11 +43,22 @@ class Sandbox:
 
     name = "sandbox"
 
-    def __init__(self, jails_dir: Path, templates_dir: Path, jail_user: str, runner: CommandRunner) -> None:
+    def __init__(
+        self,
+        jails_dir: Path,
+        templates_dir: Path,
+        jail_user: str,
+        runner: CommandRunner,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        open_files: int = 1024,
+    ) -> None:
         self._dir = jails_dir
         self._templates = templates_dir
         self._user = jail_user
         self._run = runner
+        self._limits = limits
+        self._open_files = open_files
 
     # ---- queries -----------------------------------------------------------------------------
     def root(self, name: str) -> Path:
@@ -66,11 +80,14 @@ class Sandbox:
 
     def user_ids(self, name: str, user: str) -> tuple[int, int]:
         self._require(name)
-        return read_jail_passwd(self.root(name), user)
+        uid, gid = read_jail_passwd(self.root(name), user)
+        base = self._base(name)
+        return (uid, gid) if base is None else userns.to_host(base, uid, gid)
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
-        """Build the jail in a temp dir beside its final place and rename it in: never half-made."""
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
+        """Build the jail in a temp dir beside its final place and rename it in: never half-made.
+        Its files are owned by ``ids``' block (jail root = ``ids.base``)."""
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
             raise JailExists(f"a jail named {name} already exists in {self._dir}")
@@ -79,7 +96,8 @@ class Sandbox:
         try:
             building.mkdir(mode=0o700)
             self._build_root(building / "root", name, source)
-            marker: dict[str, Any] = {"created_by": "colibri", "name": name, "template": template}
+            userns.shift_tree(building / "root", ids.base)
+            marker: dict[str, Any] = {"created_by": "colibri", "name": name, "template": template, "uid_base": ids.base}
             (building / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
             (building / "run").mkdir(mode=0o700)
             os.rename(building, self._dir / name)
@@ -110,7 +128,7 @@ class Sandbox:
         (root / "etc/group").write_text(f"root:x:0:\n{user}:x:{gid}:\n")
         (root / "etc/hostname").write_text(f"{name}\n")
         (root / "etc/hosts").write_text(f"127.0.0.1 localhost {name}\n")
-        for top in _HOST_MERGED:  # a merged-/usr host: the same symlinks in the jail (bin -> usr/bin)
+        for top in bwrap.HOST_MERGED:  # a merged-/usr host: the same symlinks in the jail (bin -> usr/bin)
             host = Path("/") / top
             if host.is_symlink():
                 (root / top).symlink_to(host.readlink())
@@ -123,87 +141,78 @@ class Sandbox:
         self._require(name)
         if self._init_pid(name):
             return self.info(name)
+        base = self._require_base(name)
+        userns.require_user_namespaces()
         run = self._dir / name / "run"
         run.mkdir(mode=0o700, exist_ok=True)
+        groups = self._cgroups(name)
+        cgroups.create(groups, self._limits)
+        seccomp.write_bpf(run / "seccomp.bpf", self._dir)
+        # bwrap runs as the jail's root, not the host's: the launcher stages every directory it
+        # binds (checked here, then opened there without following a symlink), since the jail's
+        # ids may not be able to walk to them.
+        bwrap.STAGE.mkdir(mode=0o755, exist_ok=True)
+        sources = self._sources(name)
+        fds = {}
+        fds["seccomp"] = os.open(run / "seccomp.bpf", os.O_RDONLY | os.O_CLOEXEC)
         read_end, write_end = os.pipe()
-        log = (run / "console.log").open("ab")
+        fds["info"] = write_end
+        config = {
+            "base": base,
+            "stage": str(bwrap.STAGE),
+            "sources": sources,
+            "cgroup_procs": groups.procs(),
+            "nofile": self._open_files,
+            "bwrap": bwrap.argv(name, self.root(name), self._mounts(name), fds),
+            "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        }
         try:
-            # setsid -f: bwrap runs in a session of its own and is not our child, so it outlives
-            # this process and leaves no zombie behind.
-            proc = subprocess.Popen(
-                ["setsid", "-f", *self._bwrap_argv(name, write_end)],
-                pass_fds=(write_end,),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-            )
-        except FileNotFoundError:
-            raise JailError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap") from None
-        finally:
-            os.close(write_end)
-            log.close()
-        with os.fdopen(read_end, "rb") as info_pipe:
-            raw = info_pipe.read(4096)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            raise JailError(f"sandbox jail {name}: bubblewrap did not detach within 30 s") from None
+            raw = bwrap.launch(config, fds, run / "console.log", read_end)
+        except JailError:
+            with contextlib.suppress(JailError):
+                cgroups.remove(groups, timeout=1.0)
+            raise
         if not raw:
-            raise JailError(f"sandbox jail {name} did not start (see {run / 'console.log'})")
+            with contextlib.suppress(JailError):
+                cgroups.remove(groups, timeout=1.0)
+            raise JailError(f"sandbox jail {name} did not start: {bwrap.last_line(run / 'console.log')}")
         ns_init = int(json.loads(raw)["child-pid"])
         (run / "pids.json").write_text(json.dumps({"ns_init": ns_init}))
-        init = self._wait_for_init(ns_init)
+        init = bwrap.wait_for_init(ns_init)
         if init is None:
             self._kill(name)
+            with contextlib.suppress(JailError):
+                cgroups.remove(groups, timeout=1.0)
             raise JailError(f"sandbox jail {name} started but its /etc/rc did not (see {run / 'console.log'})")
         return self.info(name)
 
-    def _bwrap_argv(self, name: str, info_fd: int) -> list[str]:
+    def _sources(self, name: str) -> dict[str, str]:
+        """The directories bwrap binds, by stage name.  The jail is not running, so nothing in it
+        can swap a checked path for a symlink before the launcher opens it (O_NOFOLLOW too)."""
         root = self.root(name)
-        argv = ["bwrap", "--bind", str(root), "/"]
-        for top in _HOST_RO:
-            argv += ["--ro-bind", f"/{top}", f"/{top}"]
-        for top in _HOST_MERGED:
-            host = Path("/") / top
-            if host.is_dir() and not host.is_symlink():
-                argv += ["--ro-bind", str(host), f"/{top}"]
-        argv += ["--bind", str(root / "usr/local"), "/usr/local"]
-        for mount in self._mounts(name):
-            argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.host_path), mount.jail_path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]  # noqa: S108 (a tmpfs inside the jail)
-        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
-        argv += ["--cap-drop", "ALL", *(f for cap in JAIL_CAPS for f in ("--cap-add", f"CAP_{cap.upper()}"))]
-        argv += ["--hostname", name, "--info-fd", str(info_fd), "--chdir", "/"]
-        # The path in argv lets us tell our bwrap from a reused pid (see _init_pid).
-        argv += ["--setenv", "COLIBRI_JAIL", name, "--", "/bin/sh", "/etc/rc"]
-        return argv
-
-    def _wait_for_init(self, ns_init: int, timeout: float = 10.0) -> int | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            init = _first_child(ns_init)
-            if init is not None:
-                return init
-            if not Path(f"/proc/{ns_init}").exists():
-                return None
-            time.sleep(0.02)
-        return None
+        with jailfs.open_dir(root, "usr/local", create=True, owner=self._root_owner(name)):
+            pass  # no symlink on the way (JailError)
+        sources = {"root": str(root), "usr_local": str(root / "usr/local")}
+        for i, mount in enumerate(self._mounts(name)):
+            if mount.host_path.is_symlink() or not mount.host_path.is_dir():
+                raise JailError(f"cannot mount {mount.host_path} into jail {name}: not a directory")
+            sources[f"mount{i}"] = str(mount.host_path)
+        return sources
 
     def stop(self, name: str) -> JailInfo:
         self._require(name)
         pids = self._pids(name)
         if pids is None:
             return self.info(name)
-        init = _first_child(pids["ns_init"])
+        init = bwrap.first_child(pids["ns_init"])
         if init is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
-            _wait_gone(init, 10.0)
-        if not _wait_gone(pids["ns_init"], 1.0):
+            bwrap.wait_gone(init, 10.0)
+        if not bwrap.wait_gone(pids["ns_init"], 1.0):
             self._kill(name)  # whatever is left in the namespace
         (self._dir / name / "run" / "pids.json").unlink(missing_ok=True)
+        self._remove_cgroups(name)
         state = self.info(name)
         if state.state is not JailState.STOPPED:
             raise JailError(f"sandbox jail {name} did not stop")
@@ -215,7 +224,7 @@ class Sandbox:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pids["ns_init"], signal.SIGKILL)  # pid 1 of the namespace: takes all with it
-        _wait_gone(pids["ns_init"], 5.0)
+        bwrap.wait_gone(pids["ns_init"], 5.0)
 
     def restart(self, name: str) -> JailInfo:
         self.stop(name)
@@ -229,6 +238,7 @@ class Sandbox:
         if not current.managed:
             raise JailError(f"jail {name} was not created by colibri; refusing to destroy it")
         self.stop(name)
+        self._remove_cgroups(name)
         trash = self._dir / f".destroying-{name}-{secrets.token_hex(4)}"
         try:
             os.rename(self._dir / name, trash)
@@ -251,29 +261,40 @@ class Sandbox:
     ) -> CommandResult:
         self._require(name)
         pids = self._pids(name)
-        init = _first_child(pids["ns_init"]) if pids else None
+        init = bwrap.first_child(pids["ns_init"]) if pids else None
         if init is None:
             raise JailError(f"sandbox jail {name} is not running")
+        self._require_base(name)
         home = f"/home/{user}" if user and user != "root" else "/root"
-        base = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, **(env or {})}
-        command = ["nsenter", "-t", str(init), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"]
-        # nsenter keeps the host's full capabilities: give the command only what jail root has.
-        command += ["setpriv", "--bounding-set=-all," + ",".join(f"+{c}" for c in JAIL_CAPS), "--"]
-        if user and user != "root":
-            command += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--no-new-privs"]
-        command += ["/usr/bin/env", "-i", *env_list(base), *argv]
+        ids = read_jail_passwd(self.root(name), user) if user and user != "root" else None
+        config = {
+            "pid": init,
+            "cgroup_procs": self._cgroups(name).procs(),
+            "nofile": self._open_files,
+            "seccomp": str(self._dir / name / "run" / "seccomp.bpf"),
+            "caps": sorted(bwrap.CAP_NUMBERS[c] for c in bwrap.JAIL_CAPS),
+            "user": list(ids) if ids else None,
+            "argv": list(argv),
+            "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, **(env or {})},
+        }
+        # The launcher enters the jail's namespaces and cgroups and runs the command with jail
+        # root's capabilities (or as the user) under the jail's seccomp filter.
+        command = [sys.executable, "-I", "-S", str(bwrap.LAUNCHER), "exec"]
         ok = tuple(range(256))
-        return self._run(command, stdin=stdin, timeout=timeout, ok_codes=ok)
+        launch = {"COLIBRI_LAUNCH": json.dumps(config)}  # the environment, not argv: it holds ``env``
+        return self._run(command, stdin=stdin, timeout=timeout, ok_codes=ok, env=launch)
 
     def service_argv(self, service: str, verb: str) -> list[str]:
         return ["/bin/sh", f"/etc/rc.d/{service}", verb]
 
     def copy_in(self, name: str, source: Path, jail_path: str, *, mode: int = 0o644) -> None:
         self._require(name)
+        owner = self._root_owner(name)
         if source.is_dir():
-            jailfs.copy_tree(source, self.root(name), jail_path)
+            jailfs.copy_tree(source, self.root(name), jail_path, owner=owner)
         else:
-            jailfs.write_file(self.root(name), jail_path, source.read_bytes(), mode=mode)
+            data = source.read_bytes()
+            jailfs.write_file(self.root(name), jail_path, data, mode=mode, owner=owner, dir_owner=owner)
 
     def mount(self, name: str, mount: Mount) -> None:
         """Record a bind mount (in ``mounts.json`` beside the root); bubblewrap applies it at the
@@ -285,7 +306,7 @@ class Sandbox:
             return
         if not mount.host_path.is_dir() or mount.host_path.is_symlink():
             raise JailError(f"cannot mount {mount.host_path}: not a directory")
-        with jailfs.open_dir(self.root(name), mount.jail_path, create=True):
+        with jailfs.open_dir(self.root(name), mount.jail_path, create=True, owner=self._root_owner(name)):
             pass
         path = self._dir / name / "mounts.json"
         tmp = path.with_suffix(".tmp")
@@ -296,6 +317,46 @@ class Sandbox:
     def _require(self, name: str) -> None:
         if self.info(name).state is JailState.ABSENT:
             raise JailNotFound(name)
+
+    def _base(self, name: str) -> int | None:
+        """The first host id of the jail's user namespace: recorded in colibri's marker; for a
+        jail colibri did not create, the owner of its root directory when that is a block's
+        (its own ids, kept when adopted); None when the jail's root would be a host account."""
+        marker = self._marker(name)
+        if marker is not None:
+            base = marker.get("uid_base")
+            return base if isinstance(base, int) and not isinstance(base, bool) else None
+        try:
+            st = os.lstat(self.root(name))
+        except OSError:
+            return None
+        return st.st_uid if st.st_uid == st.st_gid and st.st_uid >= UID_BLOCK else None
+
+    def _require_base(self, name: str) -> int:
+        base = self._base(name)
+        if base is None:
+            raise JailError(
+                f"sandbox jail {name} has no block of host ids (its root directory is owned by a host "
+                "account, and colibri did not create it): the sandbox backend never runs a jail whose "
+                f"root would be a host account; chown its tree to a free block of {UID_BLOCK} ids first"
+            )
+        return base
+
+    def _root_owner(self, name: str) -> tuple[int, int] | None:
+        base = self._base(name)
+        return None if base is None else (base, base)
+
+    def _cgroups(self, name: str) -> cgroups.Hierarchy:
+        # The jails directory's hash keeps two colibri instances' jails of one name apart.
+        tag = hashlib.sha256(str(self._dir.resolve()).encode()).hexdigest()[:8]
+        return cgroups.hierarchy(f"{name}-{tag}")
+
+    def _remove_cgroups(self, name: str) -> None:
+        try:
+            groups = self._cgroups(name)
+        except JailError:
+            return  # a host without the controllers never had the jail's groups
+        cgroups.remove(groups)
 
     def _marker(self, name: str) -> dict[str, Any] | None:
         path = self._dir / name / MARKER
@@ -320,45 +381,8 @@ class Sandbox:
             pids: dict[str, int] = json.loads((self._dir / name / "run" / "pids.json").read_text())
         except (OSError, ValueError):
             return None
-        return pids if _is_our_bwrap(pids.get("ns_init", 0), self.root(name)) else None
+        return pids if bwrap.is_ours(pids.get("ns_init", 0), self.root(name)) else None
 
     def _init_pid(self, name: str) -> int | None:
         pids = self._pids(name)
-        return _first_child(pids["ns_init"]) if pids else None
-
-
-def _is_our_bwrap(pid: int, root: Path) -> bool:
-    """True when ``pid`` is a live bwrap whose command line binds this jail's root (pid reuse)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return bool(argv) and argv[0].endswith(b"bwrap") and str(root).encode() in argv
-
-
-def _first_child(pid: int) -> int | None:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has released its namespace)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.02)
-    return not _alive(pid)
+        return bwrap.first_child(pids["ns_init"]) if pids else None
