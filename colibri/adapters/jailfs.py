@@ -106,7 +106,9 @@ def write_file(
 
 def _same_content(dirfd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> bool:
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+        if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+            return False  # replaced by the rename; a device node planted there is never opened
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dirfd)
     except OSError:
         return False
     try:

@@ -124,3 +124,20 @@ def test_an_impossible_uid_is_refused(root: Path, uid: str) -> None:
     (root / "etc" / "passwd").write_text(f"agent:*:{uid}:1001::/home/agent:/bin/sh\n")
     with pytest.raises(JailError, match="impossible uid/gid"):
         read_jail_passwd(root, "agent")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "symlink"])
+def test_write_file_replaces_a_planted_fifo_device_or_symlink(root: Path, tmp_path: Path, kind: str) -> None:
+    target = root / "etc" / "identity.json"
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("mknod needs root")
+        os.mknod(target, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        target.symlink_to(victim)
+    assert _finishes(jailfs.write_file, root, "etc/identity.json", b"{}") is None
+    assert target.read_bytes() == b"{}" and not target.is_symlink() and victim.read_text() == "precious"
