@@ -8,6 +8,7 @@
 """
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -142,8 +143,25 @@ def test_every_agent_jail_parameter_is_live_after_each_start(
     jails.stop("acme")
     jails.start("acme")
     assert live_params(bastille_emulator, "acme") == LIVE
-    # every parameter went through bastille's own `config set`, none by editing jail.conf
-    assert ["config", "acme", "set", "allow.raw_sockets", "0"] in bastille_calls(bastille_emulator, "config")
+    # colibri/agent sets them with bastille's own CONFIG hook: colibri had nothing left to set
+    assert bastille_calls(bastille_emulator, "config") == []
+    assert ["template", "acme", "colibri/agent"] in bastille_calls(bastille_emulator, "template")
+
+
+def test_a_template_without_the_parameters_is_made_good(bastille_emulator: BastilleEmulator, tmp_path: Path) -> None:
+    """An operator's own template (--template) that sets no parameter: colibri sets each with
+    `bastille config`, restarts, and checks them live."""
+    bare = bastille_emulator.prefix / "templates" / "local" / "bare"
+    shutil.copytree(shipped("jails") / "agent", bare)
+    shutil.copy(shipped("jails") / "agent-jail-bootstrap.sh", bare / "agent-jail-bootstrap.sh")
+    lines = (bare / "Bastillefile").read_text().splitlines()
+    (bare / "Bastillefile").write_text("".join(ln + "\n" for ln in lines if not ln.startswith(("CONFIG", "RESTART"))))
+    jails = make(bastille_emulator, tmp_path)
+    jails.create("acme", ip=IP, template="local/bare", ids=IDS)
+    assert live_params(bastille_emulator, "acme") == LIVE
+    config = bastille_calls(bastille_emulator, "config")
+    assert ["config", "acme", "set", "allow.raw_sockets", "0"] in config
+    assert ["config", "acme", "set", "enforce_statfs", "2"] not in config  # bastille's default was right
 
 
 def test_a_jail_conf_weakened_by_hand_is_caught_at_start(bastille_emulator: BastilleEmulator, tmp_path: Path) -> None:
@@ -266,3 +284,14 @@ def test_a_kernel_with_racct_but_no_rctl_is_an_error(bastille_emulator: Bastille
     with pytest.raises(BastilleError, match=r"rctl cannot list jail acme's limits: .*Function not implemented"):
         jails.create("acme", ip=IP, template=None, ids=IDS)
     assert not (bastille_emulator.jails_dir / "acme").exists()
+
+
+def test_a_start_after_racct_went_away_is_refused(bastille_emulator: BastilleEmulator, tmp_path: Path) -> None:
+    """The host rebooted without the tunable: the agent jail is not left running without limits."""
+    jails = make(bastille_emulator, tmp_path)
+    jails.create("acme", ip=IP, template=None, ids=IDS)
+    jails.stop("acme")
+    (bastille_emulator.prefix / ".emulator" / "racct").write_text("0\n")
+    with pytest.raises(BastilleError, match=r"kern\.racct\.enable=0.*add kern\.racct\.enable=1 to /boot/loader\.conf"):
+        jails.start("acme")
+    assert not bastille_emulator.is_running("acme")

@@ -7,7 +7,8 @@ every mutation is verified afterwards (the jail's files, ``jls``); bastille has 
 mutations hold a host-wide lock; template ``--arg`` values are eval'd, so none are passed.
 ``exec`` uses jexec(8) directly, since ``bastille cmd`` collapses exit codes to 0/1.
 
-Agent jails are hardened (``hardening.py``): jail(8) parameters through ``bastille config``, read
+Agent jails are hardened (``hardening.py``): jail(8) parameters through the template's ``CONFIG``
+hooks (``bastille config``, which colibri runs itself for any a custom template left out), read
 back live with jls(8) after every start; rctl(8) limits through ``bastille limits``, read back
 with ``rctl jail:NAME`` after every start (bastille stop clears them, start re-adds them from
 rctl.conf without checking); the agent user gets the tenant's uid/gid.  Every argv is in ``argv.py``.
@@ -235,12 +236,10 @@ class Bastille(Hardening):
         result = self._bastille_run("create", name, self._release, ip)
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
             raise self._fail(f"create {name}", result)
-        self._configure(name)  # the agent-jail parameters into jail.conf, then a restart applies them
-        self._bastille_run("stop", name)
-        started = self._bastille_run("start", name)
         if not self._running(name):
-            raise self._fail(f"start {name} after create", started)
-        self._verify_params(name)
+            started = self._bastille_run("start", name)
+            if not self._running(name):
+                raise self._fail(f"start {name} after create", started)
         self._stage_ids(name, ids)
         applied = self._bastille_run("template", name, template)
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
@@ -249,6 +248,14 @@ class Bastille(Hardening):
             said = [ln.strip()[:300] for ln in applied.out.splitlines() if ln.strip()][-2:]
             error = self._fail(f"template {name} {template}", applied)
             raise BastilleError(f"{error}{' (' + ' '.join(said) + ')' if said else ''}")
+        # colibri/agent sets the agent-jail parameters and restarts; a template that did not is made
+        # good here (bastille config, then a restart), and either way they are checked live.
+        if self._configure(name):
+            self._bastille_run("stop", name)
+            started = self._bastille_run("start", name)
+            if not self._running(name):
+                raise self._fail(f"start {name} after setting its parameters", started)
+        self._verify_params(name)
         self._verify_agent(name, ids)
         self._apply_limits(name)
         marker = {"created_by": "colibri", "name": name, "ip": ip, "template": template}

@@ -66,8 +66,9 @@ class Hardening:
         except OSError as exc:
             raise BastilleError(f"cannot read {name}'s jail.conf: {exc.strerror}") from None
 
-    def _configure(self, name: str) -> None:
-        """``bastille config NAME set P V`` for each agent-jail parameter jail.conf lacks; read back."""
+    def _configure(self, name: str) -> bool:
+        """``bastille config NAME set P V`` for each agent-jail parameter jail.conf lacks; read back.
+        True when anything was set (the jail needs a restart)."""
         current = self._conf_params(name)
         last = None
         for param, value, _ in JAIL_PARAMS:
@@ -80,6 +81,7 @@ class Hardening:
         if wrong:  # bastille config exits 0 whatever happened
             detail = f": {stderr_tail(last.stderr)}" if last is not None and stderr_tail(last.stderr) else ""
             raise BastilleError(f"bastille config {name} did not set {', '.join(wrong)}{detail}")
+        return last is not None
 
     def _verify_params(self, name: str) -> None:
         """The running jail's parameters as the kernel has them (``jls -j NAME -h P...``)."""
@@ -137,15 +139,18 @@ class Hardening:
         wanted = self._limits.rules()
         conf, live = self._conf_rules(name), self._live_rules(name)
         said: list[str] = []
+        changed = False
         for resource, amount in wanted.items():
             if conf.get(resource) == str(amount) and live.get(resource) == amount:
                 continue
+            changed = True
             if resource in conf and conf[resource] != str(amount):
                 # bastille's own update of an existing rule never rewrites rctl.conf: remove, then add
                 self._bastille_run(*argv.limits_remove(name, resource), timeout=60)
             result = self._bastille_run(*argv.limits_add(name, resource, amount), timeout=60)
             said += [ln for ln in (stderr_tail(result.stderr), stderr_tail(result.stdout)) if ln]
-        conf, live = self._conf_rules(name), self._live_rules(name)
+        if changed:
+            conf, live = self._conf_rules(name), self._live_rules(name)
         wrong = [
             f"{resource}={live.get(resource, 'none')}/{conf.get(resource, 'none')} (want {amount})"
             for resource, amount in wanted.items()

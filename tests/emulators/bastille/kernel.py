@@ -357,8 +357,6 @@ def parse_rule(text: str) -> dict:
             raise RctlError(errno.ERANGE)
     if rule["per"] is not None and rule["per"] not in SUBJECTS:
         raise RctlError(errno.EINVAL)
-    if rule["per"] is None and rule["subject"] is not None and amount:
-        rule["per"] = rule["subject"]  # rctl_rule_add: an undefined per is the subject
     return rule
 
 
@@ -377,6 +375,8 @@ def add_rule(prefix_state: Path, text: str) -> None:
     rule = parse_rule(text)
     if any(rule[k] is None for k in ("subject", "id", "resource", "action", "amount")):
         raise RctlError(errno.EINVAL)  # rctl_rule_fully_specified
+    if rule["per"] is None:
+        rule["per"] = rule["subject"]  # sys_rctl_add_rule: an undefined per is the subject's type
     if rule["subject"] == "process" and not (rule["id"] or "").isdigit():
         raise RctlError(errno.EINVAL)
     refused = {r for r in os.environ.get("BASTILLE_EMU_RCTL_REFUSE", "").split(",") if r}
