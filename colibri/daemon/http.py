@@ -227,6 +227,7 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False  # reading paused (the buffer is full, or the client does not read)
         self._write_paused = False
         self._counted = False
+        self._on_close: set[Callable[[], None]] = set()
         self.closed = False
         self.last_active = self._started = self._paused_at = time.monotonic()
 
@@ -250,6 +251,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._transport = None
+        callbacks, self._on_close = self._on_close, set()
+        for callback in callbacks:
+            callback()
         if self._counted:
             self._counted = False
             gate = self._gate
@@ -257,6 +261,14 @@ class HttpProtocol(asyncio.Protocol):
             gate.everyone.discard(self)
             if gate.pool is not None:
                 gate.pool.count -= 1
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the client goes (at once if it has); returns the way to unwatch."""
+        if self.closed:
+            callback()
+        else:
+            self._on_close.add(callback)
+        return lambda: self._on_close.discard(callback)
 
     def pause_writing(self) -> None:
         """The client does not read its answers: stop reading (and parsing) its requests."""
