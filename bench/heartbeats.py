@@ -155,6 +155,10 @@ class Daemon:
             COLIBRI_CONFIG=str(self.root / "c.toml"), COLIBRI_STATE_DIR=str(self.root / "db"),
             COLIBRI_RUN_DIR=str(self.root / "run"), COLIBRI_HOST="bench", COLIBRI_RECONCILE_INTERVAL="0",
             COLIBRI_AGENT_STALE_AFTER="600", COLIBRI_AGENT_LOST_AFTER="1200",
+            # the per-tenant limits stay on (their cost is measured) but above this load: up to
+            # 100 agents per tenant, each on its own connection, beating as fast as they can
+            COLIBRI_TENANT_MAX_AGENTS="1000", COLIBRI_DAEMON_MAX_CONNECTIONS_PER_SOCKET="1000",
+            COLIBRI_DAEMON_SOCKET_REQUEST_RATE="1000000",
         )  # fmt: skip
         (self.root / "c.toml").write_text("")
         db = self.root / "db" / "colibri.db"

@@ -258,7 +258,7 @@ class Api:
         _claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
         wait = _number(body.get("wait", 0), "wait", 0, MAX_WAIT)
-        task = await self.d.claim(key, wait, lambda: request.gone)
+        task = await self.d.claim(key, wait, request.conn)
         if task is None:
             return Response(204)
         self.d.metrics.inc("colibri_tasks_claimed_total")

@@ -79,31 +79,34 @@ def _bounded_int(text: str) -> int:
     return value
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")  # escaped, or raw UTF-8 (json.loads passes it)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int)  # built once: the hot path
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _depth(body: bytes) -> int:
+def _depth(text: str) -> int:
     """The deepest nesting of ``[``/``{`` outside strings (only called when it could be deep)."""
     depth = deepest = 0
-    for byte in _STRING.sub(b"", body):
-        if byte in b"[{":
+    for char in _STRING.sub("", text):
+        if char in "[{":
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in b"]}":
+        elif char in "]}":
             depth -= 1
     return deepest
 
 
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: no NaN/Infinity, integers within 64 bits, nesting at most MAX_DEPTH, no lone
-    surrogates (the store could not encode them).  Anything else is BadRequest, never a 500."""
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
-        raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
+    """Strict JSON in UTF-8: no NaN/Infinity, integers within 64 bits, nesting at most MAX_DEPTH, no
+    lone surrogates, escaped or raw (the store could not encode them).  Anything else is
+    BadRequest, never a 500."""
     try:
-        value = json.loads(body, parse_constant=_no_constant, parse_int=_bounded_int)
-        if (b"\\u" in body or b"\xed" in body) and _SURROGATE.search(body):
-            json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate cannot be encoded
+        text = body.decode()  # strict UTF-8: a raw surrogate (or any invalid byte) is refused here
+        if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+            raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
+        value = _DECODER.decode(text)
+        if "\\u" in text and _SURROGATE.search(text):
+            json.dumps(value, ensure_ascii=False).encode()  # a lone escaped surrogate cannot be encoded
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
     return value
@@ -216,6 +219,7 @@ class HttpProtocol(asyncio.Protocol):
         self._handler = handler
         self._gate = gate if isinstance(gate, Gate) else Gate("test", 1 << 30, everyone=gate)
         self._limits = self._gate.limits
+        self._max_buffer = self._limits.max_buffer
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False
@@ -223,6 +227,7 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False  # reading paused (the buffer is full, or the client does not read)
         self._write_paused = False
         self._counted = False
+        self._on_close: set[Callable[[], None]] = set()
         self.closed = False
         self.last_active = self._started = self._paused_at = time.monotonic()
 
@@ -246,6 +251,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._transport = None
+        callbacks, self._on_close = self._on_close, set()
+        for callback in callbacks:
+            callback()
         if self._counted:
             self._counted = False
             gate = self._gate
@@ -253,6 +261,14 @@ class HttpProtocol(asyncio.Protocol):
             gate.everyone.discard(self)
             if gate.pool is not None:
                 gate.pool.count -= 1
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the client goes (at once if it has); returns the way to unwatch."""
+        if self.closed:
+            callback()
+        else:
+            self._on_close.add(callback)
+        return lambda: self._on_close.discard(callback)
 
     def pause_writing(self) -> None:
         """The client does not read its answers: stop reading (and parsing) its requests."""
@@ -274,14 +290,14 @@ class HttpProtocol(asyncio.Protocol):
         self.last_active = now
         if not self._busy and not self._write_paused:
             self._process()
-        if len(self._buffer) >= self._limits.max_buffer or self._write_paused:
+        if self._write_paused or len(self._buffer) >= self._max_buffer:
             self._flow()
 
     def _flow(self) -> None:
         transport = self._transport
         if transport is None:
             return
-        pause = self._write_paused or len(self._buffer) >= self._limits.max_buffer
+        pause = self._write_paused or len(self._buffer) >= self._max_buffer
         if pause and not self._paused:
             transport.pause_reading()
             self._paused = True
@@ -346,7 +362,8 @@ class HttpProtocol(asyncio.Protocol):
                 task.add_done_callback(functools.partial(self._finished, request))
                 return
             self._send(outcome)
-        self._flow()
+        if self._paused:
+            self._flow()
 
     def _finished(self, request: Request, task: "asyncio.Future[Response]") -> None:
         self._busy = False

@@ -11,7 +11,7 @@ HELP = {
     "colibri_store_up": ("gauge", "1 when the last store operation succeeded"),
     "colibri_agents": ("gauge", "agents known to the daemon, by state"),
     "colibri_tasks": ("gauge", "tasks in the store, by state"),
-    "colibri_heartbeat_interval_seconds": ("gauge", "base heartbeat interval handed to agents"),
+    "colibri_heartbeat_interval_seconds": ("gauge", "base heartbeat interval of a tenant with one agent"),
     "colibri_agent_sockets": ("gauge", "open agent sockets (tenants and lanes)"),
     "colibri_heartbeats_total": ("counter", "heartbeats received"),
     "colibri_heartbeat_rows_written_total": ("counter", "agent rows written by heartbeat flushes"),
@@ -23,6 +23,10 @@ HELP = {
     "colibri_tasks_requeued_total": ("counter", "tasks put back in the queue or failed by a lost lease"),
     "colibri_store_errors_total": ("counter", "store operations that failed"),
     "colibri_reconcile_runs_total": ("counter", "reconcile hook runs, by outcome"),
+    "colibri_connections": ("gauge", "open HTTP connections, all sockets"),
+    "colibri_claims_waiting": ("gauge", "long-poll claims waiting for a task"),
+    "colibri_http_refused_total": ("counter", "connections or requests refused by a limit, by reason"),
+    "colibri_accept_errors_total": ("counter", "accepts that failed for want of descriptors"),
 }
 
 

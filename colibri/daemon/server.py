@@ -305,11 +305,15 @@ class Daemon:
 
     # ---- routing: waiters and wake-ups --------------------------------------------------------
 
-    async def claim(self, key: str, wait: float, gone: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+    async def claim(self, key: str, wait: float, conn: HttpProtocol | None = None) -> dict[str, Any] | None:
         """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive.
 
-        ``gone()`` says the client closed its connection: then no task is taken, and one taken in
-        the meantime is given back at once (without spending an attempt)."""
+        When the client closes ``conn`` no task is taken (a waiting claim ends at once), and one
+        taken in the meantime is given back at once (without spending an attempt)."""
+
+        def gone() -> bool:
+            return conn is not None and conn.closed
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
@@ -332,11 +336,14 @@ class Daemon:
                 return None
             waiter = Waiter(key, gone=gone)
             self._waiters.append(waiter)
+            unwatch = conn.watch(waiter.event.set) if conn is not None else None
             try:
                 await asyncio.wait_for(waiter.event.wait(), remaining)
             except TimeoutError:
                 pass
             finally:
+                if unwatch is not None:
+                    unwatch()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
 
@@ -601,6 +608,7 @@ class Daemon:
             ("colibri_heartbeats_total", ()): self.registry.heartbeats,
             ("colibri_heartbeat_interval_seconds", ()): self.policy.base_interval(1, self.registry.scopes + 1),
             ("colibri_connections", ()): len(self._conns),
+            ("colibri_claims_waiting", ()): len(self._waiters),
             ("colibri_agent_sockets", ()): sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
         }
         for state, count in self.registry.counts().items():

@@ -236,8 +236,8 @@ def test_a_claim_whose_client_has_gone_takes_no_task(make_hive) -> None:  # type
         gone.connect(str(hive.socket("good")))
         body = json.dumps({"agent_id": "g1", "wait": 20}).encode()
         gone.sendall(b"POST /v1/tasks/claim HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        time.sleep(0.5)  # the daemon holds it as a waiter
-    time.sleep(0.5)  # ... and the client is gone
+        wait_until(lambda: "colibri_claims_waiting 1" in hive.admin.metrics(), 5)  # the daemon holds it
+    wait_until(lambda: "colibri_claims_waiting 0" in hive.admin.metrics(), 5)  # the client went: it ends
     task = hive.admin.submit("echo", {"n": 1}, tenant="good")
     time.sleep(1.0)
     shown = hive.admin.task(task["id"])

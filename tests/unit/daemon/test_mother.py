@@ -82,3 +82,40 @@ def test_refuses_to_start_and_says_why(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 6
     assert f"refusing to start: {env} has mode 0666; it must be 0600" in done.stderr
+
+
+def test_a_refusal_for_now_is_busy_and_a_report_retries_it(mother: ModuleType, tmp_path: Path) -> None:
+    """A 429 (a limit of the tenant's) or 503 must be retried, not taken for a final 409 and dropped."""
+    import socket
+    import threading
+
+    path = tmp_path / "s"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+    busy = json.dumps({"error": {"type": "LimitExceeded", "code": 16, "message": "slow down"}}).encode()
+    done = json.dumps({"id": 1, "state": "succeeded"}).encode()
+    bodies: list[bytes] = []
+
+    def run() -> None:
+        with listener:
+            for status, body in ((429, busy), (200, done)):
+                conn, _ = listener.accept()
+                with conn:
+                    data = conn.recv(65536)
+                    head, _, body_in = data.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(body_in) < length:
+                        body_in += conn.recv(65536)
+                    bodies.append(body_in)
+                    conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                 % (status, len(body), body))  # fmt: skip
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    identity = {"tenant": "t", "agent_id": "a", "socket": str(path), "env_file": "/x", "handlers_dir": "/x"}
+    agent = mother.Mother(identity)
+    agent.report({"id": 1, "capability": "echo", "lease": "L", "lease_seconds": 10}, {"ok": True})
+    thread.join(5)
+    assert len(bodies) == 2 and bodies[0] == bodies[1] and b'"lease": "L"' in bodies[1]  # the same report again
+    assert issubclass(mother.Busy, mother.Unreachable)
