@@ -493,7 +493,7 @@ class Daemon:
     async def _try_open(self, kind: str, name: str) -> None:
         try:
             await self.open_agent_socket(kind, name)
-        except DaemonError as exc:
+        except (DaemonError, StoreError) as exc:  # StoreError: the tenant's gid could not be read
             log.error("%s", exc)
 
     async def open_agent_socket(self, kind: str, name: str) -> Path:
@@ -507,8 +507,10 @@ class Daemon:
             # agents/ is root-only: on the host nobody but root reaches a tenant's socket; inside the
             # jail the bind mount of the tenant's own directory is the only way in.
             gid = await self.db(self._agent_gid, name) if kind == "tenant" else None
-            base.mkdir(mode=0o711, exist_ok=True)
-            base.chmod(0o711)
+            # agents/ 0711 (each tenant's directory admits its own agent's gid only); lanes/ 0700.
+            top = 0o711 if kind == "tenant" else 0o700
+            base.mkdir(mode=top, exist_ok=True)
+            base.chmod(top)
             directory.mkdir(mode=0o750 if kind == "tenant" else 0o755, exist_ok=True)
             if gid is not None:  # root:<the tenant's agent gid> 0750: only its agent reaches it
                 os.chown(directory, 0, gid, follow_symlinks=False)
@@ -532,6 +534,7 @@ class Daemon:
         return path
 
     def _agent_gid(self, tenant_id: str) -> int | None:
+        """The tenant's agent gid from its row (None: no block yet; spawn sets the directory)."""
         assert self._store is not None
         with self._store.session() as session:
             tenant = TenantRepo(session).get(tenant_id)

@@ -210,6 +210,19 @@ def test_owner_comes_from_the_jails_passwd(jail: Path) -> None:
     assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4343)
 
 
+def test_a_user_namespace_jail_shifts_the_passwd_ids_onto_its_block(jail: Path) -> None:
+    (jail / "etc" / "passwd").write_text("agent:*:1001:1001::/home/agent:/bin/sh\n")
+    require(UID == 0, "root (fchown to another uid)")
+    base = 1_000_000_000
+    path, _ = envfile.write_jail_env(jail, "agent", b"A='1'\n", [jail.parent.parent], id_shift=base)
+    info = path.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o600, base + 1001, base + 1001)
+    (jail / "etc" / "passwd").write_text("agent:*:70000:1001::/home/agent:/bin/sh\n")  # not a jail id
+    with pytest.raises(SecretsError, match="outside its user namespace"):
+        envfile.write_jail_env(jail, "agent", b"A='2'\n", [jail.parent.parent], id_shift=base)
+    assert path.read_bytes() == b"A='1'\n"
+
+
 def test_stale_temp_files_are_removed(jail: Path) -> None:
     home = jail / "home" / "agent"
     (home / ".env.colibri.0123456789abcdef.tmp").write_text("half")

@@ -1,0 +1,50 @@
+"""The sandbox backend on a host that lacks what it needs: one clear JailError, never a silent
+downgrade to an unconfined jail (fakes of /proc/sys and /sys/fs/cgroup at the module seams)."""
+
+from pathlib import Path
+
+import pytest
+
+from colibri.adapters.sandbox import cgroups, userns
+from colibri.errors import JailError
+
+
+def test_a_kernel_without_user_namespaces_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    knob = tmp_path / "max_user_namespaces"
+    monkeypatch.setattr(userns, "MAX_USER_NAMESPACES", knob)
+    with pytest.raises(JailError, match="needs user namespaces, and this kernel has none"):
+        userns.require_user_namespaces()
+    knob.write_text("0\n")
+    with pytest.raises(JailError, match="set max_user_namespaces above 0"):
+        userns.require_user_namespaces()
+    knob.write_text("15000\n")
+    userns.require_user_namespaces()
+
+
+def test_missing_cgroup_controllers_are_named(tmp_path: Path) -> None:
+    with pytest.raises(JailError, match="missing: memory, pids, cpu"):
+        cgroups.hierarchy("t", root=tmp_path)
+    for controller in ("memory", "cpu"):
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / "cgroup.procs").write_text("")
+    with pytest.raises(JailError, match=r"missing: pids$"):
+        cgroups.hierarchy("t", root=tmp_path)
+
+
+def test_v2_is_chosen_when_the_unified_hierarchy_has_the_controllers(tmp_path: Path) -> None:
+    unified = tmp_path / "unified"
+    unified.mkdir()
+    (unified / "cgroup.controllers").write_text("cpu io\n")  # an empty-ish v2 beside v1: not enough
+    for controller in cgroups.CONTROLLERS:
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / "cgroup.procs").write_text("")
+    assert cgroups.hierarchy("t", root=tmp_path).version == 1
+    (unified / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    chosen = cgroups.hierarchy("t", root=tmp_path)
+    assert (chosen.version, chosen.groups) == (2, (unified / "colibri" / "t",))
+
+
+def test_ids_outside_the_namespace_are_refused() -> None:
+    assert userns.to_host(1_000_000_000, 1001, 1001) == (1_000_001_001, 1_000_001_001)
+    with pytest.raises(JailError, match="outside the jail's user namespace"):
+        userns.to_host(1_000_000_000, 65536, 0)
