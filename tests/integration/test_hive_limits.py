@@ -253,6 +253,17 @@ def test_a_claim_whose_client_has_gone_takes_no_task(make_hive: MakeHive) -> Non
         live.close()
 
 
+def test_a_task_wait_whose_client_has_gone_ends(make_hive: MakeHive) -> None:
+    """Sibling of the claim: a GET /v1/tasks/{id}?wait= long-poll must not outlive its client."""
+    hive = make_hive(tenants=("good",))
+    task = hive.admin.submit("echo", 1, tenant="good")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.connect(str(hive.socket("good")))
+        gone.sendall(f"GET /v1/tasks/{task['id']}?wait=25 HTTP/1.1\r\n\r\n".encode())
+        wait_until(lambda: "colibri_task_waits 1" in hive.admin.metrics(), 5)
+    wait_until(lambda: "colibri_task_waits 0" in hive.admin.metrics(), 5)  # not after 25 s
+
+
 BAD_BODIES = {
     "nested 1000 deep": b'{"capability": "echo", "payload": ' + b"[" * 1000 + b"]" * 1000 + b"}",
     "NaN": b'{"capability": "echo", "payload": NaN}',
