@@ -45,6 +45,8 @@ Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
 
 def error_for(exc: ColibriError) -> Response:
     status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+    if status == 500:  # every 500 is logged, with its traceback (never the request body)
+        log.error("internal error: %s", type(exc).__name__, exc_info=exc)
     return error_response(status, type(exc).__name__, exc.exit_code, str(exc))
 
 
