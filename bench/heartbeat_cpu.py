@@ -10,6 +10,7 @@ moves it far less than the socket benchmark (bench/heartbeats.py); seven runs, t
 
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -74,6 +75,7 @@ def main() -> None:
     assert transport.writes == 7 * 50_000
     daemon._pool.shutdown()
     daemon._side.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
     print(f"CPU per heartbeat: median {statistics.median(runs):.2f} us (runs {', '.join(f'{r:.2f}' for r in runs)})")
 
 
