@@ -45,6 +45,8 @@ Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
 
 def error_for(exc: ColibriError) -> Response:
     status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
+    if status == 500:  # every 500 is logged, with its traceback (never the request body)
+        log.error("internal error: %s", type(exc).__name__, exc_info=exc)
     return error_response(status, type(exc).__name__, exc.exit_code, str(exc))
 
 
@@ -70,6 +72,24 @@ def _number(value: object, what: str, low: float, high: float) -> float:
     if number != number:  # NaN
         raise InvalidInput(f"{what} must be a number")
     return min(max(number, low), high)
+
+
+async def _until(event: asyncio.Event, seconds: float, request: Request) -> None:
+    """Wait for ``event``, at most ``seconds``, and no longer than the client stays."""
+    conn = request.conn
+    if conn is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+        return
+    gone = asyncio.Event()
+    unwatch = conn.watch(gone.set)
+    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(gone.wait())}
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        unwatch()
+        for pending in waits:
+            pending.cancel()
 
 
 def _task_id(request: Request) -> int:
@@ -236,9 +256,13 @@ class Api:
         wait = _number(request.query.get("wait", 0), "wait", 0, MAX_WAIT)
         task = await self.d.db(self.d.hive.task, scope, task_id)
         if wait > 0 and task["state"] not in FINISHED:
-            event = self.d.task_event(task_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), wait)
+            self.d.task_waits += 1
+            try:
+                await _until(self.d.task_event(task_id), wait, request)
+            finally:
+                self.d.task_waits -= 1
+            if request.gone:
+                return json_response(200, task)  # nobody reads it: no second look at the store
             task = await self.d.db(self.d.hive.task, scope, task_id)
         if task["state"] == "queued":
             task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])

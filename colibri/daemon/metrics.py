@@ -25,6 +25,7 @@ HELP = {
     "colibri_reconcile_runs_total": ("counter", "reconcile hook runs, by outcome"),
     "colibri_connections": ("gauge", "open HTTP connections, all sockets"),
     "colibri_claims_waiting": ("gauge", "long-poll claims waiting for a task"),
+    "colibri_task_waits": ("gauge", "long-polls waiting for a task to finish"),
     "colibri_http_refused_total": ("counter", "connections or requests refused by a limit, by reason"),
     "colibri_accept_errors_total": ("counter", "accepts that failed for want of descriptors"),
 }

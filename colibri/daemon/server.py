@@ -109,6 +109,7 @@ class Daemon:
         self._fd_limit = 1024
         self._servers: dict[tuple[str, str | None], tuple[asyncio.Server, Path | None]] = {}
         self._waiters: list[Waiter] = []
+        self.task_waits = 0  # GET /v1/tasks/{id}?wait= long-polls in progress
         self._task_events: dict[int, asyncio.Event] = {}
         self._pending_states: list[tuple[str, str]] = []
         self._started = time.time()
@@ -612,6 +613,7 @@ class Daemon:
             ("colibri_heartbeat_interval_seconds", ()): self.policy.base_interval(1, self.registry.scopes + 1),
             ("colibri_connections", ()): len(self._conns),
             ("colibri_claims_waiting", ()): len(self._waiters),
+            ("colibri_task_waits", ()): self.task_waits,
             ("colibri_agent_sockets", ()): sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
         }
         for state, count in self.registry.counts().items():

@@ -10,7 +10,7 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,9 @@ from colibri.adapters.daemon_client import DaemonClient
 from tests.integration.hive_harness import Hive, Raw, raw_exchange, wait_until
 
 pytestmark = pytest.mark.integration
+
+
+MakeHive = Callable[..., Hive]
 
 
 def rss_mib(pid: int) -> float:
@@ -36,7 +39,7 @@ def timed_health(hive: Hive, timeout: float = 2.0) -> float:
 
 
 @pytest.fixture(name="make_hive")
-def make_hive_fixture() -> Iterator[object]:
+def make_hive_fixture() -> Iterator[MakeHive]:
     hives: list[Hive] = []
 
     def make(env: dict[str, str] | None = None, nofile: int | None = None, tenants: tuple[str, ...] = ("evil", "good"),
@@ -70,7 +73,7 @@ def flood(path: Path, count: int, held: list[socket.socket], seconds: float = 10
         held.append(sock)
 
 
-def test_idle_connection_flood_leaves_the_admin_and_other_tenants_alone(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_idle_connection_flood_leaves_the_admin_and_other_tenants_alone(make_hive: MakeHive) -> None:
     """Issue 8: 2 x 10,500 idle connections from one jail took the daemon to its descriptor limit;
     the admin socket and other tenants timed out, the log grew 136 MB.  Scaled: the daemon gets
     1,024 descriptors, the jail's two processes open 2 x 1,500 connections."""
@@ -108,7 +111,7 @@ def test_idle_connection_flood_leaves_the_admin_and_other_tenants_alone(make_hiv
     assert timed_health(hive) < 2.0
 
 
-def test_pipelined_requests_whose_answers_are_not_read_keep_memory_bounded(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_pipelined_requests_whose_answers_are_not_read_keep_memory_bounded(make_hive: MakeHive) -> None:
     """Issue 8: pipelined requests that are never read grew the daemon by 150 MB and stalled /health.
     Here each answer is a 200 KiB task; 800 requests ask for it and nothing is read."""
     hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})
@@ -138,7 +141,7 @@ def test_pipelined_requests_whose_answers_are_not_read_keep_memory_bounded(make_
     assert "Traceback" not in hive.log()
 
 
-def test_slowloris_headers_time_out_and_idle_connections_close(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_slowloris_headers_time_out_and_idle_connections_close(make_hive: MakeHive) -> None:
     hive = make_hive({"COLIBRI_DAEMON_REQUEST_TIMEOUT": "1", "COLIBRI_DAEMON_IDLE_TIMEOUT": "2"})
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
         slow.settimeout(6)
@@ -163,7 +166,7 @@ def test_slowloris_headers_time_out_and_idle_connections_close(make_hive) -> Non
     assert timed_health(hive) < 2.0
 
 
-def test_a_log_flood_is_rate_limited(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_a_log_flood_is_rate_limited(make_hive: MakeHive) -> None:
     hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_LOG_RATE_LIMIT_INTERVAL": "1",
                       "COLIBRI_LOG_RATE_LIMIT_LINES": "10"})  # fmt: skip
     evil = Raw(hive.socket("evil"))
@@ -177,7 +180,7 @@ def test_a_log_flood_is_rate_limited(make_hive) -> None:  # type: ignore[no-unty
     assert len(lines) < 200, len(lines)  # 10 per second at most (plus the summaries)
 
 
-def test_one_tenants_agents_do_not_stretch_another_tenants_heartbeat(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_one_tenants_agents_do_not_stretch_another_tenants_heartbeat(make_hive: MakeHive) -> None:
     """Issue 8: 4,000 fake agents of one tenant took every tenant's interval from 0.56 s to 17 s.
     Scaled: a 20/s host rate and 400 fake agents (before: everyone's interval 20 s)."""
     hive = make_hive({"COLIBRI_HEARTBEAT_RATE_LIMIT": "20", "COLIBRI_TENANT_MAX_AGENTS": "1000",
@@ -197,7 +200,7 @@ def test_one_tenants_agents_do_not_stretch_another_tenants_heartbeat(make_hive) 
         good.close()
 
 
-def test_per_tenant_caps_on_agents_tasks_payload_and_rate(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_per_tenant_caps_on_agents_tasks_payload_and_rate(make_hive: MakeHive) -> None:
     hive = make_hive({"COLIBRI_TENANT_MAX_AGENTS": "2", "COLIBRI_TENANT_MAX_QUEUED_TASKS": "3",
                       "COLIBRI_TENANT_MAX_QUEUED_PAYLOAD_BYTES": "250000", "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "50",
                       "COLIBRI_DAEMON_SOCKET_REQUEST_BURST": "50"})  # fmt: skip
@@ -226,7 +229,7 @@ def test_per_tenant_caps_on_agents_tasks_payload_and_rate(make_hive) -> None:  #
         good.close()
 
 
-def test_a_claim_whose_client_has_gone_takes_no_task(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_a_claim_whose_client_has_gone_takes_no_task(make_hive: MakeHive) -> None:
     """Issue 8 item 5: a long-poll whose client had gone took the next task and held its lease 300 s."""
     hive = make_hive({"COLIBRI_AGENT_STALE_AFTER": "30", "COLIBRI_AGENT_LOST_AFTER": "60"})  # it stays active
     agent = Raw(hive.socket("good"))
@@ -248,6 +251,17 @@ def test_a_claim_whose_client_has_gone_takes_no_task(make_hive) -> None:  # type
         assert status == 200 and claimed["id"] == task["id"] and claimed["attempts"] == 1
     finally:
         live.close()
+
+
+def test_a_task_wait_whose_client_has_gone_ends(make_hive: MakeHive) -> None:
+    """Sibling of the claim: a GET /v1/tasks/{id}?wait= long-poll must not outlive its client."""
+    hive = make_hive(tenants=("good",))
+    task = hive.admin.submit("echo", 1, tenant="good")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.connect(str(hive.socket("good")))
+        gone.sendall(f"GET /v1/tasks/{task['id']}?wait=25 HTTP/1.1\r\n\r\n".encode())
+        wait_until(lambda: "colibri_task_waits 1" in hive.admin.metrics(), 5)
+    wait_until(lambda: "colibri_task_waits 0" in hive.admin.metrics(), 5)  # not after 25 s
 
 
 BAD_BODIES = {
@@ -308,7 +322,7 @@ def test_malformed_headers_are_a_clean_400(shared: Hive) -> None:
     assert "Traceback" not in hive.log()
 
 
-def test_submit_is_idempotent_with_a_key(make_hive) -> None:  # type: ignore[no-untyped-def]
+def test_submit_is_idempotent_with_a_key(make_hive: MakeHive) -> None:
     hive = make_hive(tenants=("good",))
     first = hive.colibri("submit-task", "echo", "--payload", '{"a": 1}', "--tenant", "good", "--idempotency-key",
                          "order-17", "--json")  # fmt: skip

@@ -239,3 +239,13 @@ def test_slow_and_idle_connections_are_closed_by_the_sweep() -> None:
     assert slow.closed and slow.out.startswith(b"HTTP/1.1 408") and not idle.closed
     sweep(conns, start + 61)
     assert idle.closed
+
+
+def test_a_colibri_error_without_a_status_is_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
+    from colibri.daemon.api import error_for
+    from colibri.errors import ExternalError
+
+    with caplog.at_level(logging.ERROR, logger="colibri.daemon"):
+        response = error_for(ExternalError("the tool broke"))
+    assert response.status == 500
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info
