@@ -174,10 +174,10 @@ def test_a_bug_in_one_tenant_does_not_stop_provision_all(world: World, monkeypat
 
     real = envfile.write_jail_env
 
-    def flaky(root: Path, user: str, content: bytes, allowed: object) -> tuple[Path, bool]:
+    def flaky(root: Path, user: str, content: bytes, allowed: object, *, id_shift: int = 0) -> tuple[Path, bool]:
         if "acme" in str(root):
             raise OverflowError("uid is greater than maximum")
-        return real(root, user, content, allowed)  # type: ignore[arg-type]
+        return real(root, user, content, allowed, id_shift=id_shift)  # type: ignore[arg-type]
 
     monkeypatch.setattr(envfile, "write_jail_env", flaky)
     world.add("acme")
