@@ -16,36 +16,12 @@ ASCII (``\\uXXXX`` for everything outside printable ASCII), so ``--json`` on a t
 
 import functools
 import json
-import re
 import sys
-import unicodedata
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-_UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
-_PLAIN = re.compile(r"[ -~]*")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-@functools.lru_cache(maxsize=4096)
-def _escape_char(ch: str) -> str:
-    if unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
-        return ch
-    if ch in _NAMED:
-        return _NAMED[ch]
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def safe(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with every control, format, unassigned or private-use character (and a lone
-    surrogate) replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape; newlines kept only if asked."""
-    if _PLAIN.fullmatch(text):
-        return text
-    if keep_newlines:
-        return "\n".join(safe(part) for part in text.split("\n"))
-    return "".join(map(_escape_char, text))
+from colibri.text import PLAIN, safe
 
 
 def emit_json(data: Any) -> None:
@@ -142,7 +118,7 @@ def note(text: str) -> None:
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """An aligned plain-text table, like ``jls``: no colour, easy to grep and awk."""
     cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
-    if not _PLAIN.fullmatch(" ".join(" ".join(row) for row in cells)):  # one scan for the common case
+    if not PLAIN.fullmatch(" ".join(" ".join(row) for row in cells)):  # one scan for the common case
         cells = [[safe(cell) for cell in row] for row in cells]
     widths = [len(h) for h in headers]
     for row in cells:

@@ -11,6 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from colibri.text import safe
+
 MAX_CAUSES = 4096  # templates are code, so this is never reached; a bound anyway
 
 
@@ -68,3 +70,17 @@ class RateLimit(logging.Filter):
                     window.sample.getMessage()[:300],
                     extra={"colibri_summary": True},
                 )
+
+
+class SafeFormatter(logging.Formatter):
+    """A log line shows what a tenant sent (agent ids, capabilities, names) escaped: no terminal
+    sequence reaches whoever tails the log, and no newline forges a line of its own.  A traceback
+    keeps its line breaks; each of its lines is escaped likewise."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return safe(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The message has no raw newline left; what keeps its line breaks is the traceback (whose
+        # text another handler may have cached on the record unescaped).
+        return safe(super().format(record), keep_newlines=True)

@@ -35,7 +35,7 @@ from colibri.daemon import signals
 from colibri.daemon.api import Api
 from colibri.daemon.http import Gate, HttpProtocol, Limits, Pool, Router, close_all, sweep
 from colibri.daemon.liveness import Registry
-from colibri.daemon.logfilter import RateLimit
+from colibri.daemon.logfilter import RateLimit, SafeFormatter
 from colibri.daemon.metrics import Metrics
 from colibri.daemon.reconcile import run_reconcile
 from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
@@ -77,10 +77,10 @@ def configure_logging(target: str, lines: int = 20, interval: float = 10.0) -> N
     if target == "syslog":
         address = "/var/run/log" if Path("/var/run/log").exists() else "/dev/log"
         sink = logging.handlers.SysLogHandler(address, logging.handlers.SysLogHandler.LOG_DAEMON)
-        sink.setFormatter(logging.Formatter("colibri[%(process)d]: %(message)s"))
+        sink.setFormatter(SafeFormatter("colibri[%(process)d]: %(message)s"))
     else:
         sink = logging.StreamHandler()
-        sink.setFormatter(logging.Formatter("%(asctime)s colibri %(levelname)s %(message)s"))
+        sink.setFormatter(SafeFormatter("%(asctime)s colibri %(levelname)s %(message)s"))
     sink.addFilter(RATE_LIMIT)
     root.addHandler(sink)
     root.setLevel(logging.INFO)
