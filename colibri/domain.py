@@ -3,7 +3,7 @@
 import enum
 import re
 
-from colibri.errors import InvalidTenantId, StateConflict
+from colibri.errors import InvalidInput, InvalidTenantId, StateConflict
 
 TENANT_ID_MAX = 32
 """Why 32: the tenant id names the jail, the Vaultwarden collection and the agent's Unix socket
@@ -36,6 +36,31 @@ def validate_tenant_id(value: str) -> str:
         raise InvalidTenantId(f"invalid tenant id {shown}: all digits would be read as a jail id (JID)")
     if _RESERVED.fullmatch(value):
         raise InvalidTenantId(f"invalid tenant id {shown}: reserved, bastille reads it as every jail")
+    return value
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    re.ASCII,
+)
+COLLECTION_MAX = 255
+
+
+def validate_host_name(value: str) -> str:
+    """Return ``value`` if it is a host name (RFC 1123 labels, at most 253 characters): a tenant's
+    host is shown to operators and, with many hosts, names an SSH target.  Raises InvalidInput."""
+    if not _HOST_NAME.fullmatch(value):
+        raise InvalidInput(f"invalid host {_printable(value)}: use a host name such as osa or osa.example.org")
+    return value
+
+
+def validate_collection_name(value: str) -> str:
+    """Return ``value`` if it can name a Vaultwarden collection: printable, at most 255 characters
+    (the store's column), no control or format character.  Raises InvalidInput."""
+    if len(value) > COLLECTION_MAX:
+        raise InvalidInput(f"invalid collection {_printable(value)}: longer than {COLLECTION_MAX} characters")
+    if not value.isprintable():
+        raise InvalidInput(f"invalid collection {_printable(value)}: control or format characters")
     return value
 
 

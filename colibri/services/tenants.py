@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from colibri.adapters.locks import host_lock
-from colibri.domain import TenantStatus, check_transition, prefix_clash, validate_tenant_id
+from colibri.domain import (
+    TenantStatus,
+    check_transition,
+    prefix_clash,
+    validate_collection_name,
+    validate_host_name,
+    validate_tenant_id,
+)
 from colibri.errors import StateConflict, TenantExists, TenantNotFound
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, tenant_public_row, utcnow
@@ -44,7 +51,9 @@ class TenantService:
         """
         validate_tenant_id(tenant_id)
         wanted_collection = tenant_id if collection is None else (collection or None)
-        wanted_host = host or self._default_host
+        if wanted_collection is not None:
+            validate_collection_name(wanted_collection)
+        wanted_host = validate_host_name(host) if host else self._default_host
         with self._store.session() as session:
             repo = TenantRepo(session)
             existing = repo.get_for_update(tenant_id)

@@ -1,7 +1,14 @@
 import pytest
 
-from colibri.domain import TenantStatus, check_transition, prefix_clash, validate_tenant_id
-from colibri.errors import InvalidTenantId, StateConflict
+from colibri.domain import (
+    TenantStatus,
+    check_transition,
+    prefix_clash,
+    validate_collection_name,
+    validate_host_name,
+    validate_tenant_id,
+)
+from colibri.errors import InvalidInput, InvalidTenantId, StateConflict
 
 
 @pytest.mark.parametrize("good", ["demo", "a", "Acme-EU_2", "9lives", "x" * 32])
@@ -54,3 +61,27 @@ def test_state_machine_edges() -> None:
         check_transition("t", TenantStatus.REGISTERED, TenantStatus.ACTIVE)
     with pytest.raises(StateConflict):
         check_transition("t", TenantStatus.REMOVED, TenantStatus.ACTIVE)
+
+
+@pytest.mark.parametrize("host", ["osa", "osa.example.org", "h-1", "a" * 63, "1host"])
+def test_host_names_accepted(host: str) -> None:
+    assert validate_host_name(host) == host
+
+
+@pytest.mark.parametrize(
+    "host", ["", "-osa", "osa-", "osa..org", "os a", "osa\x1b[2J", "a" * 64, ("a" * 60 + ".") * 5, "osa\n", "../x"]
+)
+def test_host_names_refused(host: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid host"):
+        validate_host_name(host)
+
+
+@pytest.mark.parametrize("name", ["acme", "Acme Corp", "acme/prod", "é-ü"])
+def test_collection_names_accepted(name: str) -> None:
+    assert validate_collection_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["acme\x1b]0;x\x07", "a\u202eb", "a\nb", "x" * 256])
+def test_collection_names_refused(name: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid collection"):
+        validate_collection_name(name)
