@@ -147,11 +147,12 @@ class Sandbox:
         run.mkdir(mode=0o700, exist_ok=True)
         groups = self._cgroups(name)
         cgroups.create(groups, self._limits)
-        seccomp.write_bpf(run / "seccomp.bpf", self._dir)
         # bwrap runs as the jail's root, not the host's: the launcher stages every directory it
         # binds (checked here, then opened there without following a symlink), since the jail's
         # ids may not be able to walk to them.
         bwrap.STAGE.mkdir(mode=0o755, exist_ok=True)
+        bwrap.CACHE.mkdir(mode=0o700, exist_ok=True)
+        seccomp.write_bpf(run / "seccomp.bpf", cache_dir=bwrap.CACHE)
         sources = self._sources(name)
         fds = {}
         fds["seccomp"] = os.open(run / "seccomp.bpf", os.O_RDONLY | os.O_CLOEXEC)
