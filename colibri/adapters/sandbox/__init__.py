@@ -88,6 +88,10 @@ class Sandbox:
     def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
         """Build the jail in a temp dir beside its final place and rename it in: never half-made.
         Its files are owned by ``ids``' block (jail root = ``ids.base``)."""
+        if not UID_BLOCK <= ids.base <= 2**32 - UID_BLOCK:
+            raise JailError(
+                f"sandbox jail {name}: id block {ids.base} would overlap the host's accounts (below {UID_BLOCK})"
+            )
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
             raise JailExists(f"a jail named {name} already exists in {self._dir}")
@@ -326,7 +330,8 @@ class Sandbox:
         marker = self._marker(name)
         if marker is not None:
             base = marker.get("uid_base")
-            return base if isinstance(base, int) and not isinstance(base, bool) else None
+            ok = isinstance(base, int) and not isinstance(base, bool) and base >= UID_BLOCK
+            return base if ok else None
         try:
             st = os.lstat(self.root(name))
         except OSError:
