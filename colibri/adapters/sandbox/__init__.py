@@ -89,9 +89,8 @@ class Sandbox:
         """Build the jail in a temp dir beside its final place and rename it in: never half-made.
         Its files are owned by ``ids``' block (jail root = ``ids.base``)."""
         if not UID_BLOCK <= ids.base <= 2**32 - UID_BLOCK:
-            raise JailError(
-                f"sandbox jail {name}: id block {ids.base} would overlap the host's accounts (below {UID_BLOCK})"
-            )
+            limits = f"{UID_BLOCK}..{2**32 - UID_BLOCK}"
+            raise JailError(f"sandbox jail {name}: {ids.base} is not a block of unprivileged host ids ({limits})")
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
             raise JailExists(f"a jail named {name} already exists in {self._dir}")
