@@ -17,7 +17,7 @@ clone3, so that the C library falls back to clone, whose flags the filter can se
 - terminal injection: ioctl TIOCSTI and TIOCLINUX.
 
 Syscalls of another architecture (32-bit x86 on x86_64) are not in the filter: libseccomp's
-default for a foreign architecture kills the process.
+default for a foreign architecture (ACT_BADARCH) kills the calling thread.
 """
 
 import errno
