@@ -60,7 +60,7 @@ step "list tenants" colibri list-tenants
 step "spawn its agent: jail, secrets, mother skill" \
     colibri spawn-agent "$tenant" --capability echo --capability sleep
 root=$(colibri show-tenant "$tenant" --json | field "d['jail_root']")
-step "the .env inside the jail: 0600, owned by the jail's agent user (uid 1001)" \
+step "the .env inside the jail: 0600, owned by the jail's agent user (the tenant's agent_uid on the host, 1001 inside)" \
     stat -c '%a %u:%g %n' "$root/home/agent/.env"
 wait_for "the agent to register" 30 sh -c "colibri agents --tenant $tenant --json | grep -q '\"state\": \"active\"'"
 step "the mother registered over its own socket, with its capabilities" colibri agents --tenant "$tenant"

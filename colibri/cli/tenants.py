@@ -15,7 +15,8 @@ TenantArg = Annotated[str, typer.Argument(help="Tenant id: also the jail name an
 
 SHOW_KEYS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "spawn_step", "backend",
-    "jail_root", "ip_address", "adopted", "secrets_status", "secrets_error", "secrets_changed_at",
+    "jail_root", "ip_address", "uid_base", "agent_uid", "adopted", "secrets_status", "secrets_error",
+    "secrets_changed_at",
     "created_at", "updated_at", "last_error",
 )  # fmt: skip
 

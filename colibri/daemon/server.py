@@ -512,10 +512,10 @@ class Daemon:
             top = 0o711 if kind == "tenant" else 0o700
             base.mkdir(mode=top, exist_ok=True)
             base.chmod(top)
+            made = not directory.is_dir()  # spawn sets an existing one from the jail's own ids
             directory.mkdir(mode=0o750 if kind == "tenant" else 0o755, exist_ok=True)
-            if gid is not None:  # root:<the tenant's agent gid> 0750: only its agent reaches it
+            if made and gid is not None:  # root:<the tenant's agent gid> 0750: only its agent
                 os.chown(directory, 0, gid, follow_symlinks=False)
-                directory.chmod(0o750)
             _remove_stale(path)
             handler = self.api.handler(Scope(kind, name))  # type: ignore[arg-type]
             gate = self._gate(f"{kind}:{name}")

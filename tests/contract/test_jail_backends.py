@@ -39,6 +39,9 @@ def test_the_agent_user_is_on_the_tenants_ids(backend: JailBackend) -> None:
     home = (backend.root("alpha") / "home/agent").stat()
     assert (home.st_uid, home.st_gid) == (IDS.agent_uid, IDS.agent_gid)
     assert backend.user_ids("alpha", "root") != (0, 0)
+    with pytest.raises(JailError, match="is not a block of unprivileged host ids"):
+        backend.create("beta", ip="10.17.89.21", template="colibri/agent", ids=JailIds(0))
+    assert backend.info("beta").state is JailState.ABSENT
 
 
 def test_create_twice_and_unknown_template(backend: JailBackend) -> None:

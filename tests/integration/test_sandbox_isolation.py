@@ -17,7 +17,7 @@ import pytest
 
 from colibri.adapters.jail import UID_BLOCK, JailIds
 from colibri.adapters.runner import ShRunner
-from colibri.adapters.sandbox import Sandbox
+from colibri.adapters.sandbox import Sandbox, cgroups
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.resources import shipped
 from colibri.services.spawn import _make_socket_dir
@@ -400,3 +400,17 @@ def test_limits_are_in_the_jails_cgroups(jails: Sandbox) -> None:
     assert init is not None
     for group in groups.groups:
         assert str(init) in (group / "cgroup.procs").read_text().split()
+
+
+def test_limits_can_be_raised_on_groups_that_exist(jails: Sandbox) -> None:
+    # A jail that died leaves its groups until it is stopped or started again: a start with a
+    # higher memory limit must still set it (v1 keeps memsw >= the limit).
+    groups = cgroups.hierarchy(f"probe-{os.getpid()}")
+    try:
+        cgroups.create(groups, Limits(memory_mib=64, max_processes=40, cpu_percent=50))
+        cgroups.create(groups, Limits(memory_mib=256, max_processes=80, cpu_percent=100))
+        limit = "memory.limit_in_bytes" if groups.version == 1 else "memory.max"
+        assert int((groups.groups[0] / limit).read_text()) == 256 * 1024 * 1024
+    finally:
+        cgroups.remove(groups)
+    assert not any(group.exists() for group in groups.groups)

@@ -48,3 +48,44 @@ def test_ids_outside_the_namespace_are_refused() -> None:
     assert userns.to_host(1_000_000_000, 1001, 1001) == (1_000_001_001, 1_000_001_001)
     with pytest.raises(JailError, match="outside the jail's user namespace"):
         userns.to_host(1_000_000_000, 65536, 0)
+
+
+def _fake_v2(tmp_path: Path) -> Path:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    return tmp_path
+
+
+def test_v2_limits_are_written_enabled_and_read_back(tmp_path: Path) -> None:
+    root = _fake_v2(tmp_path)
+    (root / "colibri").mkdir()
+    (root / "colibri" / "cgroup.subtree_control").write_text("")
+    chosen = cgroups.hierarchy("t", root=root)
+    cgroups.create(chosen, cgroups.Limits(memory_mib=64, max_processes=40, cpu_percent=50))
+    group = root / "colibri" / "t"
+    assert (group / "memory.max").read_text() == f"{64 * 1024 * 1024}\n"
+    assert (group / "pids.max").read_text() == "40\n"
+    assert (group / "cpu.max").read_text() == "50000 100000\n"
+    assert (root / "cgroup.subtree_control").read_text().split() == ["+memory", "+pids", "+cpu"]
+    assert chosen.procs() == [str(group / "cgroup.procs")]
+
+
+def test_v1_limits_are_written_per_controller(tmp_path: Path) -> None:
+    for controller in cgroups.CONTROLLERS:
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / "cgroup.procs").write_text("")
+    chosen = cgroups.hierarchy("t", root=tmp_path)
+    cgroups.create(chosen, cgroups.Limits(memory_mib=128, max_processes=16, cpu_percent=200))
+    assert (tmp_path / "memory/colibri/t/memory.limit_in_bytes").read_text() == f"{128 * 1024 * 1024}\n"
+    assert (tmp_path / "pids/colibri/t/pids.max").read_text() == "16\n"
+    assert (tmp_path / "cpu/colibri/t/cpu.cfs_quota_us").read_text() == "200000\n"
+
+
+def test_a_limit_that_cannot_be_set_is_an_error_not_a_skip(tmp_path: Path) -> None:
+    for controller in cgroups.CONTROLLERS:
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / "cgroup.procs").write_text("")
+    (tmp_path / "pids/colibri/t/pids.max").mkdir(parents=True)  # cannot be written as a file
+    chosen = cgroups.hierarchy("t", root=tmp_path)
+    with pytest.raises(JailError, match=r"cannot set .*pids.max to 16"):
+        cgroups.create(chosen, cgroups.Limits(memory_mib=128, max_processes=16, cpu_percent=100))

@@ -88,6 +88,9 @@ class Sandbox:
     def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
         """Build the jail in a temp dir beside its final place and rename it in: never half-made.
         Its files are owned by ``ids``' block (jail root = ``ids.base``)."""
+        if not UID_BLOCK <= ids.base <= 2**32 - UID_BLOCK:
+            limits = f"{UID_BLOCK}..{2**32 - UID_BLOCK}"
+            raise JailError(f"sandbox jail {name}: {ids.base} is not a block of unprivileged host ids ({limits})")
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
             raise JailExists(f"a jail named {name} already exists in {self._dir}")
@@ -147,11 +150,12 @@ class Sandbox:
         run.mkdir(mode=0o700, exist_ok=True)
         groups = self._cgroups(name)
         cgroups.create(groups, self._limits)
-        seccomp.write_bpf(run / "seccomp.bpf", self._dir)
         # bwrap runs as the jail's root, not the host's: the launcher stages every directory it
         # binds (checked here, then opened there without following a symlink), since the jail's
         # ids may not be able to walk to them.
         bwrap.STAGE.mkdir(mode=0o755, exist_ok=True)
+        bwrap.CACHE.mkdir(mode=0o700, exist_ok=True)
+        seccomp.write_bpf(run / "seccomp.bpf", cache_dir=bwrap.CACHE)
         sources = self._sources(name)
         fds = {}
         fds["seccomp"] = os.open(run / "seccomp.bpf", os.O_RDONLY | os.O_CLOEXEC)
@@ -325,7 +329,8 @@ class Sandbox:
         marker = self._marker(name)
         if marker is not None:
             base = marker.get("uid_base")
-            return base if isinstance(base, int) and not isinstance(base, bool) else None
+            ok = isinstance(base, int) and not isinstance(base, bool) and base >= UID_BLOCK
+            return base if ok else None
         try:
             st = os.lstat(self.root(name))
         except OSError:

@@ -19,6 +19,8 @@ LAUNCHER = Path(__file__).with_name("launcher.py")
 STAGE = Path("/run/colibri-sandbox")
 """An empty host directory the launcher covers, in a mount namespace of its own, with the jail's
 directories for bwrap to bind (they may lie below directories the jail's ids cannot walk)."""
+CACHE = Path("/run/colibri-sandbox.cache")
+"""Root's cache of the seccomp program (see seccomp.write_bpf); on tmpfs, gone at boot."""
 CAP_NUMBERS = {"chown": 0, "dac_override": 1, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7}
 _HOST_RO = ("usr",)
 HOST_MERGED = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")

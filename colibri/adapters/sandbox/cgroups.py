@@ -104,9 +104,12 @@ def create(h: Hierarchy, limits: Limits) -> None:
         _expect(group / "cpu.max", f"{quota} {CPU_PERIOD_US}")
         return
     mem, pids, cpu = h.groups
+    memsw = mem / "memory.memsw.limit_in_bytes"
+    if memsw.exists():  # the kernel keeps memsw >= the limit: lift it first, so a higher limit fits
+        _write(memsw, "-1")
     _write(mem / "memory.limit_in_bytes", str(memory))
-    if (mem / "memory.memsw.limit_in_bytes").exists():  # swap accounting on: no swap beyond the limit
-        _write(mem / "memory.memsw.limit_in_bytes", str(memory))
+    if memsw.exists():  # swap accounting on: no swap beyond the limit
+        _write(memsw, str(memory))
     _write(pids / "pids.max", str(limits.max_processes))
     _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
     _write(cpu / "cpu.cfs_quota_us", str(quota))

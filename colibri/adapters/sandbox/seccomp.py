@@ -17,13 +17,16 @@ clone3, so that the C library falls back to clone, whose flags the filter can se
 - terminal injection: ioctl TIOCSTI and TIOCLINUX.
 
 Syscalls of another architecture (32-bit x86 on x86_64) are not in the filter: libseccomp's
-default for a foreign architecture kills the process.
+default for a foreign architecture (ACT_BADARCH) kills the calling thread.
 """
 
 import errno
 import functools
 import hashlib
+import os
 import platform
+import secrets
+import stat
 import tempfile
 from pathlib import Path
 
@@ -116,22 +119,32 @@ def build_bpf() -> bytes:
 def write_bpf(path: Path, cache_dir: Path) -> None:
     """Write the filter to ``path`` (0600, host-only: the launcher reads it at each start and exec).
 
-    Building it loads libseccomp (40 ms); the program is kept in ``cache_dir`` under the hash of
-    this module and the machine, so a jail start usually copies it instead."""
+    Building it loads libseccomp (40 ms, mostly its library lookup); the program is kept in
+    ``cache_dir`` (root's, on tmpfs) under the hash of this module and the machine, so a jail start
+    usually copies it instead."""
     key = hashlib.sha256(Path(__file__).read_bytes() + platform.machine().encode()).hexdigest()[:16]
-    cached = cache_dir / f".seccomp-{key}.bpf"
-    try:
-        program = cached.read_bytes()
-    except OSError:
-        program = b""
+    cached = cache_dir / f"seccomp-{key}.bpf"
+    program = _read_root_file(cached)
     if not program or len(program) % 8:
         program = build_bpf()
         _write(cached, program)
     _write(path, program)
 
 
+def _read_root_file(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            return b""
+        return handle.read(1 << 16)
+
+
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")  # concurrent starts: each its own
     tmp.write_bytes(data)
     tmp.chmod(0o600)
     tmp.replace(path)
