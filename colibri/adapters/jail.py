@@ -51,6 +51,11 @@ class JailIds:
     base: int
 
     @property
+    def unprivileged(self) -> bool:
+        """True when the whole block lies past the host's accounts (0..65535) and inside uid_t."""
+        return UID_BLOCK <= self.base <= 2**32 - UID_BLOCK
+
+    @property
     def agent_uid(self) -> int:
         return self.base + AGENT_ID
 

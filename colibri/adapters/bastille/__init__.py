@@ -23,7 +23,7 @@ from typing import Any
 from colibri.adapters import jailfs
 from colibri.adapters.bastille.enforce import Hardening
 from colibri.adapters.bastille.hardening import Limits
-from colibri.adapters.jail import JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
 from colibri.errors import (
@@ -195,6 +195,10 @@ class Bastille(Hardening):
         _exact_target(name)
         if ip is None:
             raise BastilleError(f"bastille jail {name} needs an IP address")
+        if ids is not None and not ids.unprivileged:
+            # A jailed process of uid N is reachable by the host's account N (signals, ptrace).
+            limits = f"{UID_BLOCK}..{2**32 - UID_BLOCK}"
+            raise BastilleError(f"bastille jail {name}: {ids.base} is not a block of unprivileged host ids ({limits})")
         wanted = template or "colibri/agent"
         with host_lock(self._locks, "bastille"):
             self.check_version()  # bastille itself first: a missing bastille is the first thing to say

@@ -88,7 +88,7 @@ class Sandbox:
     def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
         """Build the jail in a temp dir beside its final place and rename it in: never half-made.
         Its files are owned by ``ids``' block (jail root = ``ids.base``)."""
-        if not UID_BLOCK <= ids.base <= 2**32 - UID_BLOCK:
+        if not ids.unprivileged:
             limits = f"{UID_BLOCK}..{2**32 - UID_BLOCK}"
             raise JailError(f"sandbox jail {name}: {ids.base} is not a block of unprivileged host ids ({limits})")
         source = self._template_dir(template)
