@@ -114,7 +114,24 @@ def test_the_agent_user_has_the_tenants_allocated_ids(bastille_emulator: Bastill
 
 def test_ids_another_user_of_the_jail_holds_are_refused(bastille_emulator: BastilleEmulator, tmp_path: Path) -> None:
     jails = make(bastille_emulator, tmp_path)
-    with pytest.raises(BastilleError, match="user 'nobody' already has id 65534") as caught:
+    release = bastille_emulator.prefix / "releases" / bastille_emulator.release / "etc"
+    for name, line in (
+        ("passwd", f"squatter:*:{IDS.agent_uid}:{IDS.agent_gid}::/nonexistent:/usr/sbin/nologin\n"),
+        ("master.passwd", f"squatter:*:{IDS.agent_uid}:{IDS.agent_gid}::0:0::/nonexistent:/usr/sbin/nologin\n"),
+    ):
+        with (release / name).open("a") as handle:  # a release (or a template) that brings such a user
+            handle.write(line)
+    with pytest.raises(BastilleError, match=f"user 'squatter' already has id {IDS.agent_uid}") as caught:
+        jails.create("acme", ip=IP, template=None, ids=IDS)
+    assert caught.value.exit_code == 11
+    assert jails.info("acme").state is JailState.ABSENT and not (bastille_emulator.jails_dir / "acme").exists()
+
+
+def test_a_block_in_the_hosts_account_range_is_refused(bastille_emulator: BastilleEmulator, tmp_path: Path) -> None:
+    """A jailed process of uid N is reachable by the host's account N (signals, ptrace): the agent
+    must never be on a uid the host gives its own users (before: a 64533 block made the agent 65534)."""
+    jails = make(bastille_emulator, tmp_path)
+    with pytest.raises(BastilleError, match="is not a block of unprivileged host ids") as caught:
         jails.create("acme", ip=IP, template=None, ids=JailIds(65534 - 1001))
     assert caught.value.exit_code == 11
     assert jails.info("acme").state is JailState.ABSENT and not (bastille_emulator.jails_dir / "acme").exists()
