@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from colibri import strictjson
+
 log = logging.getLogger("colibri.daemon")
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
-MAX_DEPTH = 64  # JSON nesting: far more than any API body needs, far less than the recursion limit
-MAX_INT = 2**63  # JSON integers must fit the store's 64-bit columns: |n| < 2**63
+MAX_DEPTH = strictjson.MAX_DEPTH  # JSON nesting of an API body
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
@@ -68,48 +69,12 @@ class Request:
         return parse_json(self.body)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _bounded_int(text: str) -> int:
-    value = int(text)
-    if not -MAX_INT < value < MAX_INT:
-        raise ValueError("an integer beyond 64 bits")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int)  # built once: the hot path
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` outside strings (only called when it could be deep)."""
-    depth = deepest = 0
-    for char in _STRING.sub("", text):
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 def parse_json(body: bytes) -> Any:
-    """Strict JSON in UTF-8: no NaN/Infinity, integers within 64 bits, nesting at most MAX_DEPTH, no
-    lone surrogates, escaped or raw (the store could not encode them).  Anything else is
-    BadRequest, never a 500."""
+    """The body as strict JSON (colibri/strictjson.py).  Anything else is BadRequest, never a 500."""
     try:
-        text = body.decode()  # strict UTF-8: a raw surrogate (or any invalid byte) is refused here
-        if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
-            raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
-        value = _DECODER.decode(text)
-        if "\\u" in text and _SURROGATE.search(text):
-            json.dumps(value, ensure_ascii=False).encode()  # a lone escaped surrogate cannot be encoded
-    except (ValueError, UnicodeError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
-    return value
+        return strictjson.loads(body, max_depth=MAX_DEPTH)
+    except strictjson.NotStrictJson as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 @dataclass

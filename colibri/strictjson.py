@@ -1,0 +1,82 @@
+"""Strict JSON, the one parser for documents a tenant or an operator hands colibri (an API body, a
+``--payload``): what the stdlib accepts beyond RFC 8259 is refused, and so is what the store could
+not hold or a recursive walk could not survive.
+
+Refused: NaN, Infinity and numbers that overflow a double (``1e400``); integers beyond 64 bits (the
+store's columns); nesting deeper than ``max_depth``; invalid UTF-8 and lone surrogates, raw or
+escaped (``"\\ud800"``: no UTF-8 encoder could write it back).  Each refusal is NotStrictJson, a
+ValueError whose message names the reason; callers map it to their own error (InvalidInput, 400).
+"""
+
+import json
+import math
+import re
+from typing import Any
+
+MAX_DEPTH = 64
+"""Far more than any colibri document needs, far less than the interpreter's recursion limit."""
+MAX_INT = 2**63
+"""JSON integers must fit a signed 64-bit column: |n| < 2**63."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class NotStrictJson(ValueError):
+    """The text is not strict JSON (the message says why, never quoting more than 200 characters)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise NotStrictJson(f"{name} is not JSON (only finite numbers are)")
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_INT < value < MAX_INT:
+        raise NotStrictJson("an integer beyond 64 bits")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotStrictJson(f"{text[:40]} is not a finite number")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
+"""Built once: ``json.loads`` with hooks builds a decoder per call, which the daemon's hot path felt."""
+
+
+def depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (an upper bound for invalid text)."""
+    level = deepest = 0
+    for char in _STRING.sub("", text):
+        if char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        elif char in "]}":
+            level -= 1
+    return deepest
+
+
+def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """``data`` (UTF-8 bytes, or text) as strict JSON.  Raises NotStrictJson."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        text.encode()  # a raw lone surrogate in text (bytes were checked by the strict decode)
+    except UnicodeError:
+        raise NotStrictJson("not valid UTF-8 (or a lone surrogate)") from None
+    if text.count("[") + text.count("{") > max_depth and (found := depth(text)) > max_depth:
+        raise NotStrictJson(f"nested too deeply ({found} levels; at most {max_depth})")
+    try:
+        value = _DECODER.decode(text)
+        if "\\u" in text and _ESCAPED_SURROGATE.search(text):
+            json.dumps(value, ensure_ascii=False).encode()  # a lone escaped surrogate cannot be encoded
+    except NotStrictJson:
+        raise
+    except UnicodeError:
+        raise NotStrictJson("a lone surrogate (\\ud800-\\udfff) is not valid text") from None
+    except (ValueError, RecursionError) as exc:
+        raise NotStrictJson(str(exc)[:200]) from None
+    return value

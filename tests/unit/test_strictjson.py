@@ -1,0 +1,59 @@
+"""colibri/strictjson.py: the one strict JSON parser (API bodies, --payload)."""
+
+import pytest
+
+from colibri import strictjson
+from colibri.cli.params import json_document
+from colibri.daemon.http import BadRequest, parse_json
+from colibri.errors import InvalidInput
+
+
+def _nested(levels: int) -> object:
+    value: object = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("{}", {}), ('{"a": [1, 2.5, "x", null, true]}', {"a": [1, 2.5, "x", None, True]}), ('"\\u00e9"', "é"),
+     (str(2**63 - 1), 2**63 - 1), ("[" * 64 + "]" * 64, _nested(64))],
+)  # fmt: skip
+def test_strict_json_is_read(text: str, value: object) -> None:
+    assert strictjson.loads(text) == value
+    assert strictjson.loads(text.encode()) == value
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ("NaN", "NaN is not JSON"),
+        ('{"a": -Infinity}', "-Infinity is not JSON"),
+        ("1e400", "1e400 is not a finite number"),  # float("1e400") is inf: the daemon stored "Infinity"
+        (str(2**70), "beyond 64 bits"),
+        (str(-(2**63)), "beyond 64 bits"),
+        ("[" * 65 + "]" * 65, "nested too deeply (65 levels"),
+        ("[" * 100_000, "nested too deeply"),
+        ('"\\ud800"', "lone surrogate"),
+        ('{"\\udfff": 1}', "lone surrogate"),
+        ('"\ud800"', "not valid UTF-8"),
+        (b'"\xff"', "not valid UTF-8"),
+        (b'"\xed\xa0\x80"', "not valid UTF-8"),  # a surrogate encoded as UTF-8 bytes
+        ("{", "Expecting property name"),
+    ],
+)
+def test_what_is_not_strict_json_is_refused(data: str | bytes, why: str) -> None:
+    with pytest.raises(strictjson.NotStrictJson, match=why.replace("(", r"\(").replace("[", r"\[")):
+        strictjson.loads(data)
+
+
+def test_the_daemon_and_the_cli_refuse_alike() -> None:
+    """One parser, two mappings: a 400 on the API, exit 7 on the command line (before, the
+    daemon took 1e400 as infinity and the CLI took 2**70)."""
+    for text in ("1e400", str(2**70), "[" * 65 + "]" * 65, '"\\ud800"', "NaN"):
+        with pytest.raises(BadRequest) as bad:
+            parse_json(text.encode())
+        assert bad.value.status == 400 and str(bad.value).startswith("the body is not valid JSON: ")
+        with pytest.raises(InvalidInput, match=r"^--payload is not valid JSON: "):
+            json_document("--payload", text)
