@@ -2,9 +2,12 @@
 # Reviewer probe (issue 8 review): not a test; run by hand as root, see the review report.
 """Probe: the log rate limit is per message template, fleet-wide: one tenant spends a cause's 20
 lines and another tenant's lines of that cause vanish from the log for the interval."""
+
 import sys, time
+
 sys.path.insert(0, "/work/wt/review")
 from tests.integration.hive_harness import Hive, Raw
+
 hive = Hive()
 try:
     for t in ("evil", "good"):
