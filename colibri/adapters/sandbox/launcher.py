@@ -168,6 +168,7 @@ def enter(config: dict) -> None:  # type: ignore[type-arg]
     os.chdir(config.get("cwd") or "/")
     child = os.fork()
     if child == 0:
+        os.setsid()  # no controlling terminal: a jail process never reaches the operator's (review)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.setgroups([])
         os.setresgid(0, 0, 0)
