@@ -1,8 +1,8 @@
 # ruff: noqa
 # Reviewer probe (issue 8 review): not a test; run by hand as root, see the review report.
-import sys
+import os, sys
 
-sys.path.insert(0, "/work/wt/review")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tests.integration.hive_harness import Hive, Raw, raw_exchange
 
 hive = Hive()

@@ -5,7 +5,7 @@
 import json, os, random, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
-sys.path.insert(0, "/work/wt/review")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from colibri.adapters.jail import UID_BLOCK, JailIds
 from colibri.adapters.runner import ShRunner
 from colibri.adapters.sandbox import Sandbox

@@ -3,9 +3,9 @@
 """Probe: one tenant at its queue limits keeps the daemon's single DB thread busy; measure the
 admin socket and another tenant meanwhile."""
 
-import json, sys, threading, time
+import os, json, sys, threading, time
 
-sys.path.insert(0, "/work/wt/review")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tests.integration.hive_harness import Hive, Raw
 from colibri.adapters.daemon_client import DaemonClient
 

@@ -3,9 +3,9 @@
 """Probe: finished tasks are never pruned and are not counted against a tenant: one tenant grows the
 store without bound (submit on its own socket, claim, post a 500 KiB result, repeat)."""
 
-import sys, threading, time
+import os, sys, threading, time
 
-sys.path.insert(0, "/work/wt/review")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tests.integration.hive_harness import Hive, Raw
 
 hive = Hive()

@@ -3,9 +3,9 @@
 """Probe: the log rate limit is per message template, fleet-wide: one tenant spends a cause's 20
 lines and another tenant's lines of that cause vanish from the log for the interval."""
 
-import sys, time
+import os, sys, time
 
-sys.path.insert(0, "/work/wt/review")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tests.integration.hive_harness import Hive, Raw
 
 hive = Hive()

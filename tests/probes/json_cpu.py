@@ -3,9 +3,9 @@
 """Probe: 1 MiB bodies of shallow brackets cost ~80 ms of the event loop each (parse_json's _depth
 scan in pure Python); one tenant within its request rate stalls the admin socket and others."""
 
-import socket, sys, threading, time
+import os, socket, sys, threading, time
 
-sys.path.insert(0, "/work/wt/review")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tests.integration.hive_harness import Hive, Raw
 from colibri.adapters.daemon_client import DaemonClient
 
