@@ -46,7 +46,7 @@ CASES = [
     Case("payload lone surrogate", ("submit-task", "echo", "--payload", '"\\ud800"'), 7, "surrogate"),
     Case("payload 5,000 digits", ("submit-task", "echo", "--payload", "9" * 5000), 7, "not valid JSON"),
     Case("payload NUL escape", ("submit-task", "echo", "--payload", '"a\\u0000b"'), 16, "daemon"),
-    Case("payload 2**70 (valid)", ("submit-task", "echo", "--payload", str(2**70)), 16, "daemon"),
+    Case("payload 2**70", ("submit-task", "echo", "--payload", str(2**70)), 7, "beyond 64 bits"),
     Case("payload empty", ("submit-task", "echo", "--payload", ""), 7, "not valid JSON"),
     Case("payload --json NaN", ("submit-task", "echo", "--payload", "NaN", "--json"), 7, "NaN"),
     # --- numbers on the command line
