@@ -130,14 +130,10 @@ def test_a_jail_commands_output_cannot_grow_the_hosts_memory(jails: Sandbox) -> 
     assert grown_mib < 50, f"the host process grew by {grown_mib} MiB holding one jail command's output"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: jailfs.write_file lets the rename's OSError out (IsADirectoryError when jail root "
-    "puts a directory where colibri writes, e.g. the mother's identity): the CLI says 'internal "
-    "error', spawn does not mark the tenant failed (it catches ColibriError only), and the temp "
-    "file is left in the jail",
-)
 def test_a_directory_planted_where_colibri_writes_is_a_jail_error(jails: Sandbox) -> None:
+    """Review: jailfs.write_file let the rename's OSError out (IsADirectoryError when jail root put
+    a directory where colibri writes, e.g. the mother's identity): the CLI said 'internal error',
+    spawn did not mark the tenant failed, and the temp file was left in the jail."""
     from colibri.adapters import jailfs
     from colibri.errors import JailError
 
