@@ -89,3 +89,31 @@ def test_a_limit_that_cannot_be_set_is_an_error_not_a_skip(tmp_path: Path) -> No
     chosen = cgroups.hierarchy("t", root=tmp_path)
     with pytest.raises(JailError, match=r"cannot set .*pids.max to 16"):
         cgroups.create(chosen, cgroups.Limits(memory_mib=128, max_processes=16, cpu_percent=100))
+
+
+def test_a_jails_bwrap_is_known_by_start_time_and_host_uid_not_argv() -> None:
+    """Review: is_ours trusted the command line, which jail root can rewrite (and another tenant
+    forge); a pid is the jail's bwrap only with its recorded start time and a uid of its block."""
+    import os
+    import subprocess
+
+    from colibri.adapters.jail import UID_BLOCK
+    from colibri.adapters.sandbox import bwrap
+
+    base = 1_000_000_000 + 7 * UID_BLOCK
+    me, started = os.getpid(), bwrap.start_time(os.getpid())
+    assert started is not None
+    assert not bwrap.is_ours(me, started, base), "a process of host uid 0 passed for a jail's"
+    if os.geteuid() != 0:
+        return
+    child = subprocess.Popen(["sleep", "30"], user=base + 1001, group=base)
+    try:
+        child_started = bwrap.start_time(child.pid)
+        assert child_started is not None
+        assert bwrap.is_ours(child.pid, child_started, base)
+        assert not bwrap.is_ours(child.pid, child_started + 1, base), "a reused pid passed"
+        assert not bwrap.is_ours(child.pid, child_started, base + UID_BLOCK), "another tenant's process passed"
+    finally:
+        child.kill()
+        child.wait()
+    assert not bwrap.is_ours(child.pid, child_started, base)

@@ -149,6 +149,7 @@ class Sandbox:
         run = self._dir / name / "run"
         run.mkdir(mode=0o700, exist_ok=True)
         groups = self._cgroups(name)
+        cgroups.kill(groups)  # not running: anything left in its groups is a jail's leftover
         cgroups.create(groups, self._limits)
         # bwrap runs as the jail's root, not the host's: the launcher stages every directory it
         # binds (checked here, then opened there without following a symlink), since the jail's
@@ -181,7 +182,8 @@ class Sandbox:
                 cgroups.remove(groups, timeout=1.0)
             raise JailError(f"sandbox jail {name} did not start: {bwrap.last_line(run / 'console.log')}")
         ns_init = int(json.loads(raw)["child-pid"])
-        (run / "pids.json").write_text(json.dumps({"ns_init": ns_init}))
+        started = bwrap.start_time(ns_init)
+        (run / "pids.json").write_text(json.dumps({"ns_init": ns_init, "start": started}))
         init = bwrap.wait_for_init(ns_init)
         if init is None:
             self._kill(name)
@@ -204,19 +206,20 @@ class Sandbox:
         return sources
 
     def stop(self, name: str) -> JailInfo:
+        """Stop /etc/rc gently, then kill whatever is left in the jail's cgroups: a jail whose
+        recorded bwrap no longer looks like one (or died) cannot leave processes running."""
         self._require(name)
         pids = self._pids(name)
-        if pids is None:
-            return self.info(name)
-        init = bwrap.first_child(pids["ns_init"])
-        if init is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
-            bwrap.wait_gone(init, 10.0)
-        if not bwrap.wait_gone(pids["ns_init"], 1.0):
-            self._kill(name)  # whatever is left in the namespace
+        if pids is not None:
+            init = bwrap.first_child(pids["ns_init"])
+            if init is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
+                bwrap.wait_gone(init, 10.0)
+            if not bwrap.wait_gone(pids["ns_init"], 1.0):
+                self._kill(name)  # whatever is left in the namespace
+        self._remove_cgroups(name)  # kills every process still in them first
         (self._dir / name / "run" / "pids.json").unlink(missing_ok=True)
-        self._remove_cgroups(name)
         state = self.info(name)
         if state.state is not JailState.STOPPED:
             raise JailError(f"sandbox jail {name} did not stop")
@@ -361,6 +364,7 @@ class Sandbox:
             groups = self._cgroups(name)
         except JailError:
             return  # a host without the controllers never had the jail's groups
+        cgroups.kill(groups)
         cgroups.remove(groups)
 
     def _marker(self, name: str) -> dict[str, Any] | None:
@@ -382,11 +386,19 @@ class Sandbox:
         return [Mount(Path(m["host_path"]), m["jail_path"], bool(m["read_only"])) for m in self._mount_entries(name)]
 
     def _pids(self, name: str) -> dict[str, int] | None:
+        """The running jail's recorded pids, when its bwrap is still the process recorded at
+        start (start time and host uid: see bwrap.is_ours); else None."""
         try:
-            pids: dict[str, int] = json.loads((self._dir / name / "run" / "pids.json").read_text())
+            pids = json.loads((self._dir / name / "run" / "pids.json").read_text())
         except (OSError, ValueError):
             return None
-        return pids if bwrap.is_ours(pids.get("ns_init", 0), self.root(name)) else None
+        base = self._base(name)
+        if not isinstance(pids, dict) or base is None:
+            return None
+        ns_init, started = pids.get("ns_init"), pids.get("start")
+        if not isinstance(ns_init, int) or not isinstance(started, int):
+            return None  # no start time recorded: nothing to tell our bwrap from a reused pid
+        return {"ns_init": ns_init} if bwrap.is_ours(ns_init, started, base) else None
 
     def _init_pid(self, name: str) -> int | None:
         pids = self._pids(name)
