@@ -117,3 +117,42 @@ def test_a_jails_bwrap_is_known_by_start_time_and_host_uid_not_argv() -> None:
         child.kill()
         child.wait()
     assert not bwrap.is_ours(child.pid, child_started, base)
+
+
+def test_a_block_overlapping_the_hosts_subordinate_ids_is_refused(tmp_path: Path) -> None:
+    """A host user whose /etc/subuid (or subgid) range covers a tenant's block could map the
+    tenant's ids into a user namespace of its own and own the jail's files."""
+    from colibri.adapters.jail import UID_BLOCK, JailIds
+    from colibri.adapters.sandbox import Sandbox
+
+    base = 10 * UID_BLOCK
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    files = (subuid, subgid)
+    userns.require_no_subid_overlap(base, files)  # missing files: no ranges
+    subuid.write_text(f"# comment\nalice:{base - UID_BLOCK}:{UID_BLOCK}\nbob:{base + UID_BLOCK}:10\nbad:x:y\n")
+    subgid.write_text(f"alice:{base - UID_BLOCK}:{UID_BLOCK}\n")
+    userns.require_no_subid_overlap(base, files)  # adjacent ranges do not overlap
+    subgid.write_text(f"alice:{base - UID_BLOCK}:{UID_BLOCK}\ncarol\x1b[2J:{base + UID_BLOCK - 1}:1\n")
+    with pytest.raises(JailError, match=r"subgid line 2 \(carol\?\[2J:\d+:1\)") as caught:
+        userns.require_no_subid_overlap(base, files)
+    assert "\x1b" not in str(caught.value)
+    subgid.write_text("")
+    subuid.write_text(f"dave:{base + 100}:1\n")
+    sandbox = Sandbox(tmp_path / "jails", tmp_path / "templates", "agent", runner=None, subid_files=files)  # type: ignore[arg-type]
+    with pytest.raises(JailError, match=r"subuid line 1 \(dave:"):
+        sandbox.create("t1", ip=None, template=None, ids=JailIds(base))
+    assert not (tmp_path / "jails").exists(), "the refused jail was built anyway"
+    home = tmp_path / "jails" / "t1"  # a jail made before the range was added: start refuses it
+    (home / "root").mkdir(parents=True)
+    (home / "colibri.json").write_text(f'{{"created_by": "colibri", "uid_base": {base}}}')
+    with pytest.raises(JailError, match=r"subuid line 1 \(dave:"):
+        sandbox.start("t1")
+
+
+def test_a_subid_file_that_is_not_a_regular_file_is_an_error(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "subuid"
+    os.mkfifo(fifo)
+    with pytest.raises(JailError, match="not a regular file"):
+        userns.require_no_subid_overlap(65536, (fifo,))

@@ -52,6 +52,7 @@ class Sandbox:
         *,
         limits: Limits = DEFAULT_LIMITS,
         open_files: int = 1024,
+        subid_files: Sequence[Path] = userns.SUBID_FILES,
     ) -> None:
         self._dir = jails_dir
         self._templates = templates_dir
@@ -59,6 +60,7 @@ class Sandbox:
         self._run = runner
         self._limits = limits
         self._open_files = open_files
+        self._subid_files = tuple(subid_files)
 
     # ---- queries -----------------------------------------------------------------------------
     def root(self, name: str) -> Path:
@@ -91,6 +93,7 @@ class Sandbox:
         if not ids.unprivileged:
             limits = f"{UID_BLOCK}..{2**32 - UID_BLOCK}"
             raise JailError(f"sandbox jail {name}: {ids.base} is not a block of unprivileged host ids ({limits})")
+        userns.require_no_subid_overlap(ids.base, self._subid_files)
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
             raise JailExists(f"a jail named {name} already exists in {self._dir}")
@@ -145,6 +148,7 @@ class Sandbox:
         if self._init_pid(name):
             return self.info(name)
         base = self._require_base(name)
+        userns.require_no_subid_overlap(base, self._subid_files)
         userns.require_user_namespaces()
         run = self._dir / name / "run"
         run.mkdir(mode=0o700, exist_ok=True)
