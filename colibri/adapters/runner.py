@@ -141,6 +141,7 @@ class ShRunner:
                 _tty_out=False,
                 _tty_in=False,
                 _new_session=True,
+                _done=_kill_group_on_timeout,
                 _return_cmd=True,
             )
         except sh.TimeoutException:
@@ -151,6 +152,14 @@ class ShRunner:
             raise CommandFailed(shown, exc.exit_code, detail) from None
         _check_size(shown, int(proc.exit_code), out, err)
         return CommandResult(shown, int(proc.exit_code), out.data(), err.data())
+
+
+def _kill_group_on_timeout(command: object, _success: bool, _exit_code: int) -> None:
+    """sh's timeout kills the command's pid only: kill what it started too (its group)."""
+    process, pid = getattr(command, "process", None), getattr(command, "pid", None)
+    if getattr(process, "timed_out", False) and isinstance(pid, int) and pid > 0:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _check_size(shown: tuple[str, ...], exit_code: int, out: _Capture, err: _Capture) -> None:

@@ -3,11 +3,13 @@
 import json
 import os
 import pty
+import time
+from pathlib import Path
 
 import pytest
 
 from colibri.adapters.runner import ShRunner
-from colibri.errors import CommandFailed
+from colibri.errors import CommandFailed, CommandTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +61,13 @@ def test_a_command_has_no_controlling_terminal() -> None:
     assert tty_nr(own) != 0, "the test's child has no terminal: it proves nothing"
     assert tty_nr(stat) == 0, "a command run by ShRunner has the operator's terminal as its own"
     assert opened != 0, "a command run by ShRunner opened the operator's terminal"
+
+
+def test_a_timeout_kills_what_the_command_started(tmp_path: Path) -> None:
+    """sh's timeout killed the command's pid only: a child it started ran on."""
+    marker = tmp_path / "left"
+    script = f"(sleep 2; echo alive > {marker}) & sleep 30"
+    with pytest.raises(CommandTimeout):
+        _runner()(["sh", "-c", script], timeout=0.5)
+    time.sleep(2.5)
+    assert not marker.exists(), "a child of a timed-out command ran on"
