@@ -84,23 +84,33 @@ def write_file(
         if _same_content(dirfd, name, data, mode, owner):
             return False
         tmp = f".{name}.colibri-{secrets.token_hex(6)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+        where = f"{rel} in jail {root}"
         try:
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                handle.write(data)
-                handle.flush()
-            if owner is not None:
-                os.fchown(fd, *owner)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dirfd)
-            raise
-        os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-        os.fsync(dirfd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+        except OSError as exc:
+            raise JailError(f"cannot write {where}: {exc.strerror}") from None
+        try:
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as handle:
+                    handle.write(data)
+                    handle.flush()
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # A directory (or anything not a regular file) jail root planted at ``name`` makes
+            # the rename fail: a JailError about the jail, never an internal error.
+            os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            tmp = ""
+            os.fsync(dirfd)
+        except OSError as exc:
+            raise JailError(f"cannot write {where}: {exc.strerror}") from None
+        finally:
+            if tmp:  # never leave a temp file of ours in the jail
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dirfd)
     return True
 
 

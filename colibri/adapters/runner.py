@@ -3,10 +3,18 @@
 Secrets travel on stdin or in the child's own environment, never in argv.  sh's own exceptions
 embed the full argv and up to 750 bytes of output, so none of them escapes this module: they are
 re-raised as colibri errors ``from None``, with output kept only when the caller says it is safe.
+
+Output is bounded: a command that prints more than ``max_output`` bytes on stdout or stderr is
+killed (its whole process group) and the call fails, so a jail's command cannot grow the host's
+memory.  Every command runs in a new session: it, and any jail process it starts, has no
+controlling terminal and never reaches the operator's.
 """
 
+import contextlib
 import logging
+import os
 import shutil
+import signal
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,11 +60,47 @@ def stderr_tail(stderr: bytes, limit: int = 300) -> str:
     return lines[-1][:limit] if lines else ""
 
 
-class ShRunner:
-    """Runs commands with ``sh``: no tty, a fixed base environment, a timeout on every call."""
+MAX_OUTPUT = 4 << 20
+"""Bytes a command may print on each of stdout and stderr before it is killed (4 MiB)."""
+_CHUNK = 1 << 16
 
-    def __init__(self, base_env: Mapping[str, str]) -> None:
+
+class _Capture:
+    """sh's output callback for one stream: keeps the head up to ``limit`` bytes; past it, kills
+    the command's process group and stops collecting (sh then only drains the pipe)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.overflow = False
+
+    def __call__(self, chunk: str | bytes, _stdin: object, process: object) -> bool:
+        # sh hands a chunk over decoded when it is valid UTF-8 (strictly), as bytes otherwise:
+        # encoding a decoded chunk again gives back exactly its bytes.
+        data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+        if self.size + len(data) > self.limit:
+            self.overflow = True
+            pid = getattr(process, "pid", None)
+            if isinstance(pid, int) and pid > 0:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)  # a new session: its group is its pid
+            return True  # no more calls: nothing more is kept
+        self.chunks.append(data)
+        self.size += len(data)
+        return False
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class ShRunner:
+    """Runs commands with ``sh``: no tty (a new session, so no controlling terminal either), a
+    fixed base environment, a timeout on every call, output bounded by ``max_output``."""
+
+    def __init__(self, base_env: Mapping[str, str], *, max_output: int = MAX_OUTPUT) -> None:
         self._base_env = dict(base_env)
+        self._max_output = max_output
 
     def __call__(
         self,
@@ -80,21 +124,46 @@ class ShRunner:
             command = sh.Command(program or argv[0])
         except sh.CommandNotFound:
             raise ToolMissing(argv[0]) from None
+        out, err = _Capture(self._max_output), _Capture(self._max_output)
         try:
             proc = command(
                 *argv[1:],
                 _in=stdin if stdin is not None else b"",
+                _out=out,
+                _err=err,
+                _out_bufsize=_CHUNK,  # fixed chunks: line buffering would hold a line of any length
+                _err_bufsize=_CHUNK,
+                _encoding="utf-8",
+                _decode_errors="strict",  # see _Capture: a chunk that is not UTF-8 stays bytes
                 _env=child_env,
                 _timeout=timeout,
                 _ok_code=list(ok_codes),
                 _tty_out=False,
                 _tty_in=False,
+                _new_session=True,
+                _done=_kill_group_on_timeout,
                 _return_cmd=True,
-                _decode_errors="replace",
             )
         except sh.TimeoutException:
             raise CommandTimeout(" ".join(shown[:3]), timeout) from None
         except sh.ErrorReturnCode as exc:
-            detail = "" if secret_output else stderr_tail(exc.stderr)
+            _check_size(shown, exc.exit_code, out, err)
+            detail = "" if secret_output else stderr_tail(err.data())
             raise CommandFailed(shown, exc.exit_code, detail) from None
-        return CommandResult(shown, int(proc.exit_code), bytes(proc.stdout), bytes(proc.stderr))
+        _check_size(shown, int(proc.exit_code), out, err)
+        return CommandResult(shown, int(proc.exit_code), out.data(), err.data())
+
+
+def _kill_group_on_timeout(command: object, _success: bool, _exit_code: int) -> None:
+    """sh's timeout kills the command's pid only: kill what it started too (its group)."""
+    process, pid = getattr(command, "process", None), getattr(command, "pid", None)
+    if getattr(process, "timed_out", False) and isinstance(pid, int) and pid > 0:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _check_size(shown: tuple[str, ...], exit_code: int, out: _Capture, err: _Capture) -> None:
+    for stream, capture in (("stdout", out), ("stderr", err)):
+        if capture.overflow:
+            detail = f"more than {capture.limit} bytes on {stream}: output too large (killed)"
+            raise CommandFailed(shown, exit_code, detail)

@@ -170,7 +170,8 @@ class Context:
         )
         # bw is a node script (#!/usr/bin/env node): node must be on PATH; nothing else is passed.
         path = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        return Bitwarden(ShRunner({"PATH": path}), config)
+        # bw's `list items` covers the whole organisation: more room than a jail command gets.
+        return Bitwarden(ShRunner({"PATH": path}, max_output=64 << 20), config)
 
     def close(self) -> None:
         if self._store is not None:

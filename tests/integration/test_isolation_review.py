@@ -69,13 +69,10 @@ def test_a_jail_command_cannot_reach_the_operators_terminal(jails: Sandbox, user
     assert code != 0, f"the jail opened the operator's terminal for writing: {out}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: jail root rewrites bwrap pid 1's argv through /proc/1/mem; is_ours() then "
-    "no longer recognises it, the jail reads as stopped and stop() returns without killing "
-    "anything (the jail keeps running)",
-)
 def test_jail_root_cannot_make_stop_leave_the_jail_running(jails: Sandbox) -> None:
+    """Review: jail root rewrote bwrap pid 1's argv through /proc/1/mem; is_ours() (which trusted
+    the command line) no longer recognised it, the jail read as stopped and stop() killed nothing.
+    Now the jail is known by its start time and host uid, and stop empties its cgroups."""
     rewrite = (
         "import os\n"
         "f = open('/proc/1/stat').read().rsplit(')', 1)[1].split()\n"
@@ -87,6 +84,7 @@ def test_jail_root_cannot_make_stop_leave_the_jail_running(jails: Sandbox) -> No
     result = jails.exec("rev", ["python3", "-c", rewrite])
     assert result.exit_code == 0, result.err
     try:
+        assert jails.info("rev").state is JailState.RUNNING, "a rewritten argv made the running jail look stopped"
         jails.stop("rev")
         time.sleep(0.2)
         left = cgroups.pids(jails._cgroups("rev"))
@@ -102,22 +100,24 @@ import os, resource, sys
 from pathlib import Path
 from colibri.adapters.runner import ShRunner
 from colibri.adapters.sandbox import Sandbox
+from colibri.errors import CommandFailed
 from colibri.resources import shipped
 sandbox = Sandbox(Path(sys.argv[1]), shipped("jails"), "agent", ShRunner({"PATH": os.environ["PATH"]}))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-sandbox.exec("rev", ["/bin/sh", "-c", "head -c 200000000 /dev/zero"], timeout=60)
+try:
+    done = sandbox.exec("rev", ["/bin/sh", "-c", "head -c 200000000 /dev/zero"], timeout=60)
+except CommandFailed as exc:
+    assert "output too large" in str(exc), exc
+else:
+    raise AssertionError(f"exit {done.exit_code}, {len(done.stdout)} bytes: {done.err[-300:]}")
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: Sandbox.exec (ShRunner) keeps all of a jail command's output in host memory; "
-    "jail root owns /etc/rc.d/colibri_mother, whose start/status/stop colibri runs from the CLI "
-    "(up to 30 s each), so a jail makes the host's colibri process grow by GBs (300 MB of output "
-    "took 650 MB RSS)",
-)
 def test_a_jail_commands_output_cannot_grow_the_hosts_memory(jails: Sandbox) -> None:
+    """Review: Sandbox.exec (ShRunner) kept all of a jail command's output in host memory (jail root
+    owns /etc/rc.d/colibri_mother, whose start/status/stop colibri runs), 300 MB of output took
+    650 MB RSS.  Now ShRunner kills a command past max_output and fails the call."""
     import subprocess
     import sys
 
@@ -130,14 +130,10 @@ def test_a_jail_commands_output_cannot_grow_the_hosts_memory(jails: Sandbox) -> 
     assert grown_mib < 50, f"the host process grew by {grown_mib} MiB holding one jail command's output"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: jailfs.write_file lets the rename's OSError out (IsADirectoryError when jail root "
-    "puts a directory where colibri writes, e.g. the mother's identity): the CLI says 'internal "
-    "error', spawn does not mark the tenant failed (it catches ColibriError only), and the temp "
-    "file is left in the jail",
-)
 def test_a_directory_planted_where_colibri_writes_is_a_jail_error(jails: Sandbox) -> None:
+    """Review: jailfs.write_file let the rename's OSError out (IsADirectoryError when jail root put
+    a directory where colibri writes, e.g. the mother's identity): the CLI said 'internal error',
+    spawn did not mark the tenant failed, and the temp file was left in the jail."""
     from colibri.adapters import jailfs
     from colibri.errors import JailError
 

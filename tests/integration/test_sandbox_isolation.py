@@ -385,6 +385,28 @@ def test_open_files_are_limited(jails: Sandbox) -> None:
     assert sh(jails, "ulimit -n 100000", "root")[0] != 0
 
 
+@pytest.mark.parametrize("user", USERS)
+def test_a_jail_process_cannot_dump_core(jails: Sandbox, user: str) -> None:
+    """A core dump of a jail process would reach the host: a file where core_pattern says, or, on
+    a host whose core_pattern is a pipe, a helper the kernel runs as host root with the dump.  The
+    jail's RLIMIT_CORE is 1 byte, hard (the kernel's "never for a pipe" value, and below any file
+    dump), and a jail cannot change it."""
+    folder = "/tmp/core-" + user
+    crash = "python3 -c 'import os; os.kill(os.getpid(), 11)'"
+    script = f"mkdir -p {folder} && cd {folder} && {{ ulimit -c unlimited; {crash}; }}; ls {folder}"
+    _, out = sh(jails, script, user)
+    left = [p.name for p in (jails.root("iso") / folder.lstrip("/")).iterdir()]
+    assert not left, f"a jail process dumped core ({left}): {out}"
+    assert sh(jails, "ulimit -c unlimited", user)[0] != 0, "the jail raised its core limit"
+    code, out = sh(jails, "ulimit -Hc", user)
+    assert code == 0 and out.split()[-1] == "0", f"the jail's hard core limit is {out}"
+    getrlimit = "import resource; print(*resource.getrlimit(resource.RLIMIT_CORE))"
+    code, out = sh(jails, f"python3 -c '{getrlimit}'", user)
+    assert out.split()[-2:] == ["1", "1"], out
+    lower = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 1))"
+    assert sh(jails, f"python3 -c '{lower}'", user)[0] != 0, "the jail lowered its core limit to 0 (a pipe dumps)"
+
+
 def test_limits_are_in_the_jails_cgroups(jails: Sandbox) -> None:
     groups = jails._cgroups("iso")
     if groups.version == 1:

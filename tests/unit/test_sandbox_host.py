@@ -89,3 +89,70 @@ def test_a_limit_that_cannot_be_set_is_an_error_not_a_skip(tmp_path: Path) -> No
     chosen = cgroups.hierarchy("t", root=tmp_path)
     with pytest.raises(JailError, match=r"cannot set .*pids.max to 16"):
         cgroups.create(chosen, cgroups.Limits(memory_mib=128, max_processes=16, cpu_percent=100))
+
+
+def test_a_jails_bwrap_is_known_by_start_time_and_host_uid_not_argv() -> None:
+    """Review: is_ours trusted the command line, which jail root can rewrite (and another tenant
+    forge); a pid is the jail's bwrap only with its recorded start time and a uid of its block."""
+    import os
+    import subprocess
+
+    from colibri.adapters.jail import UID_BLOCK
+    from colibri.adapters.sandbox import bwrap
+
+    base = 1_000_000_000 + 7 * UID_BLOCK
+    me, started = os.getpid(), bwrap.start_time(os.getpid())
+    assert started is not None
+    assert not bwrap.is_ours(me, started, base), "a process of host uid 0 passed for a jail's"
+    if os.geteuid() != 0:
+        return
+    child = subprocess.Popen(["sleep", "30"], user=base + 1001, group=base)
+    try:
+        child_started = bwrap.start_time(child.pid)
+        assert child_started is not None
+        assert bwrap.is_ours(child.pid, child_started, base)
+        assert not bwrap.is_ours(child.pid, child_started + 1, base), "a reused pid passed"
+        assert not bwrap.is_ours(child.pid, child_started, base + UID_BLOCK), "another tenant's process passed"
+    finally:
+        child.kill()
+        child.wait()
+    assert not bwrap.is_ours(child.pid, child_started, base)
+
+
+def test_a_block_overlapping_the_hosts_subordinate_ids_is_refused(tmp_path: Path) -> None:
+    """A host user whose /etc/subuid (or subgid) range covers a tenant's block could map the
+    tenant's ids into a user namespace of its own and own the jail's files."""
+    from colibri.adapters.jail import UID_BLOCK, JailIds
+    from colibri.adapters.sandbox import Sandbox
+
+    base = 10 * UID_BLOCK
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    files = (subuid, subgid)
+    userns.require_no_subid_overlap(base, files)  # missing files: no ranges
+    subuid.write_text(f"# comment\nalice:{base - UID_BLOCK}:{UID_BLOCK}\nbob:{base + UID_BLOCK}:10\nbad:x:y\n")
+    subgid.write_text(f"alice:{base - UID_BLOCK}:{UID_BLOCK}\n")
+    userns.require_no_subid_overlap(base, files)  # adjacent ranges do not overlap
+    subgid.write_text(f"alice:{base - UID_BLOCK}:{UID_BLOCK}\ncarol\x1b[2J:{base + UID_BLOCK - 1}:1\n")
+    with pytest.raises(JailError, match=r"subgid line 2 \(carol\?\[2J:\d+:1\)") as caught:
+        userns.require_no_subid_overlap(base, files)
+    assert "\x1b" not in str(caught.value)
+    subgid.write_text("")
+    subuid.write_text(f"dave:{base + 100}:1\n")
+    sandbox = Sandbox(tmp_path / "jails", tmp_path / "templates", "agent", runner=None, subid_files=files)  # type: ignore[arg-type]
+    with pytest.raises(JailError, match=r"subuid line 1 \(dave:"):
+        sandbox.create("t1", ip=None, template=None, ids=JailIds(base))
+    assert not (tmp_path / "jails").exists(), "the refused jail was built anyway"
+    home = tmp_path / "jails" / "t1"  # a jail made before the range was added: start refuses it
+    (home / "root").mkdir(parents=True)
+    (home / "colibri.json").write_text(f'{{"created_by": "colibri", "uid_base": {base}}}')
+    with pytest.raises(JailError, match=r"subuid line 1 \(dave:"):
+        sandbox.start("t1")
+
+
+def test_a_subid_file_that_is_not_a_regular_file_is_an_error(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "subuid"
+    os.mkfifo(fifo)
+    with pytest.raises(JailError, match="not a regular file"):
+        userns.require_no_subid_overlap(65536, (fifo,))

@@ -52,6 +52,7 @@ class Sandbox:
         *,
         limits: Limits = DEFAULT_LIMITS,
         open_files: int = 1024,
+        subid_files: Sequence[Path] = userns.SUBID_FILES,
     ) -> None:
         self._dir = jails_dir
         self._templates = templates_dir
@@ -59,6 +60,7 @@ class Sandbox:
         self._run = runner
         self._limits = limits
         self._open_files = open_files
+        self._subid_files = tuple(subid_files)
 
     # ---- queries -----------------------------------------------------------------------------
     def root(self, name: str) -> Path:
@@ -91,6 +93,7 @@ class Sandbox:
         if not ids.unprivileged:
             limits = f"{UID_BLOCK}..{2**32 - UID_BLOCK}"
             raise JailError(f"sandbox jail {name}: {ids.base} is not a block of unprivileged host ids ({limits})")
+        userns.require_no_subid_overlap(ids.base, self._subid_files)
         source = self._template_dir(template)
         if (self._dir / name).exists() or (self._dir / name).is_symlink():
             raise JailExists(f"a jail named {name} already exists in {self._dir}")
@@ -145,10 +148,12 @@ class Sandbox:
         if self._init_pid(name):
             return self.info(name)
         base = self._require_base(name)
+        userns.require_no_subid_overlap(base, self._subid_files)
         userns.require_user_namespaces()
         run = self._dir / name / "run"
         run.mkdir(mode=0o700, exist_ok=True)
         groups = self._cgroups(name)
+        cgroups.kill(groups)  # not running: anything left in its groups is a jail's leftover
         cgroups.create(groups, self._limits)
         # bwrap runs as the jail's root, not the host's: the launcher stages every directory it
         # binds (checked here, then opened there without following a symlink), since the jail's
@@ -181,7 +186,8 @@ class Sandbox:
                 cgroups.remove(groups, timeout=1.0)
             raise JailError(f"sandbox jail {name} did not start: {bwrap.last_line(run / 'console.log')}")
         ns_init = int(json.loads(raw)["child-pid"])
-        (run / "pids.json").write_text(json.dumps({"ns_init": ns_init}))
+        started = bwrap.start_time(ns_init)
+        (run / "pids.json").write_text(json.dumps({"ns_init": ns_init, "start": started}))
         init = bwrap.wait_for_init(ns_init)
         if init is None:
             self._kill(name)
@@ -204,19 +210,20 @@ class Sandbox:
         return sources
 
     def stop(self, name: str) -> JailInfo:
+        """Stop /etc/rc gently, then kill whatever is left in the jail's cgroups: a jail whose
+        recorded bwrap no longer looks like one (or died) cannot leave processes running."""
         self._require(name)
         pids = self._pids(name)
-        if pids is None:
-            return self.info(name)
-        init = bwrap.first_child(pids["ns_init"])
-        if init is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
-            bwrap.wait_gone(init, 10.0)
-        if not bwrap.wait_gone(pids["ns_init"], 1.0):
-            self._kill(name)  # whatever is left in the namespace
+        if pids is not None:
+            init = bwrap.first_child(pids["ns_init"])
+            if init is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init, signal.SIGTERM)  # /etc/rc stops its services, then exits
+                bwrap.wait_gone(init, 10.0)
+            if not bwrap.wait_gone(pids["ns_init"], 1.0):
+                self._kill(name)  # whatever is left in the namespace
+        self._remove_cgroups(name)  # kills every process still in them first
         (self._dir / name / "run" / "pids.json").unlink(missing_ok=True)
-        self._remove_cgroups(name)
         state = self.info(name)
         if state.state is not JailState.STOPPED:
             raise JailError(f"sandbox jail {name} did not stop")
@@ -361,6 +368,7 @@ class Sandbox:
             groups = self._cgroups(name)
         except JailError:
             return  # a host without the controllers never had the jail's groups
+        cgroups.kill(groups)
         cgroups.remove(groups)
 
     def _marker(self, name: str) -> dict[str, Any] | None:
@@ -382,11 +390,19 @@ class Sandbox:
         return [Mount(Path(m["host_path"]), m["jail_path"], bool(m["read_only"])) for m in self._mount_entries(name)]
 
     def _pids(self, name: str) -> dict[str, int] | None:
+        """The running jail's recorded pids, when its bwrap is still the process recorded at
+        start (start time and host uid: see bwrap.is_ours); else None."""
         try:
-            pids: dict[str, int] = json.loads((self._dir / name / "run" / "pids.json").read_text())
+            pids = json.loads((self._dir / name / "run" / "pids.json").read_text())
         except (OSError, ValueError):
             return None
-        return pids if bwrap.is_ours(pids.get("ns_init", 0), self.root(name)) else None
+        base = self._base(name)
+        if not isinstance(pids, dict) or base is None:
+            return None
+        ns_init, started = pids.get("ns_init"), pids.get("start")
+        if not isinstance(ns_init, int) or not isinstance(started, int):
+            return None  # no start time recorded: nothing to tell our bwrap from a reused pid
+        return {"ns_init": ns_init} if bwrap.is_ours(ns_init, started, base) else None
 
     def _init_pid(self, name: str) -> int | None:
         pids = self._pids(name)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from colibri.adapters.jail import Mount
+from colibri.adapters.jail import UID_BLOCK, Mount
 from colibri.errors import JailError
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
@@ -49,7 +49,6 @@ def argv(name: str, root: Path, mounts: list[Mount], fds: dict[str, int]) -> lis
     command += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
     command += ["--cap-drop", "ALL", *(f for cap in JAIL_CAPS for f in ("--cap-add", f"CAP_{cap.upper()}"))]
     command += ["--hostname", name, "--info-fd", str(fds["info"]), "--chdir", "/"]
-    # The root's path in argv lets us tell our bwrap from a reused pid (see _init_pid).
     command += ["--setenv", "COLIBRI_JAIL", name, "--setenv", "COLIBRI_JAIL_ROOT", str(root)]
     command += ["--", *confine_argv(), "/bin/sh", "/etc/rc"]
     return command
@@ -110,13 +109,35 @@ def launch(config: dict[str, Any], fds: dict[str, int], log_path: Path, info_rea
     return raw
 
 
-def is_ours(pid: int, root: Path) -> bool:
-    """True when ``pid`` is a live bwrap whose command line binds this jail's root (pid reuse)."""
+def start_time(pid: int) -> int | None:
+    """``pid``'s start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it
+    names one process for the life of the host, whatever the process writes to its own argv."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # fields after the command's ")" start at field 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def owner(pid: int) -> int | None:
+    """``pid``'s real host uid (from /proc/PID/status), None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+def is_ours(pid: int, started: int | None, base: int) -> bool:
+    """True when ``pid`` is still the jail's bwrap recorded at start: the same start time (no pid
+    reuse) and a host uid of the jail's own block.  Never the command line: jail root can rewrite
+    its pid 1's argv through /proc/1/mem, and another tenant can forge one (review)."""
+    if pid <= 0 or started is None or start_time(pid) != started:
         return False
-    return bool(argv) and argv[0].endswith(b"bwrap") and str(root).encode() in argv
+    uid = owner(pid)
+    return uid is not None and base <= uid < base + UID_BLOCK
 
 
 def close_all(fds: Iterable[int]) -> None:

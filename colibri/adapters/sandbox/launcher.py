@@ -1,6 +1,6 @@
 """The sandbox jail launcher: a tiny stdlib-only program colibri runs as host root (``python -I -S``).
 
-``start``: join the jail's cgroups, set RLIMIT_NOFILE, stage the directories bwrap binds
+``start``: join the jail's cgroups, set RLIMIT_NOFILE and RLIMIT_CORE (see ``_join``), stage the directories bwrap binds
 in a mount namespace of its own (see ``_stage``), then fork a child that unshares a
 user namespace; this process (still host root outside it) writes the child's uid_map and gid_map
 (jail ids 0..65535 onto the tenant's host block) and exits, so the jail is nobody's child and
@@ -38,6 +38,7 @@ PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 SECCOMP_MODE_FILTER = 2
 CAP_LAST = 40
 FAIL = 125
+CORE_LIMIT = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -64,6 +65,10 @@ def _join(config: dict) -> None:  # type: ignore[type-arg]
             handle.write(f"{os.getpid()}\n")
     n = int(config["nofile"])
     resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    # No core dumps: 1 byte is below any core file, and the one value at which the kernel also
+    # refuses a dump to a pipe core_pattern (a helper it would run as host root); RLIMIT_CORE 0
+    # does not stop a pipe.  Hard, and the seccomp filter forbids changing it (even to 0).
+    resource.setrlimit(resource.RLIMIT_CORE, (CORE_LIMIT, CORE_LIMIT))
 
 
 def _seccomp(program: bytes) -> None:

@@ -14,7 +14,10 @@ clone3, so that the C library falls back to clone, whose flags the filter can se
   name_to_handle_at, kcmp;
 - other processes: ptrace, process_vm_readv/writev, pidfd_getfd, process_madvise (a jail never
   debugs; the pid namespace already hides every other jail and the host);
-- terminal injection: ioctl TIOCSTI and TIOCLINUX.
+- terminal injection: ioctl TIOCSTI and TIOCLINUX;
+- core dumps: setrlimit and prlimit64 setting RLIMIT_CORE (the launcher sets it to 1 byte, the
+  value at which the kernel dumps neither to a file nor to a pipe core_pattern's host helper;
+  lowering it to 0 would re-enable the pipe).
 
 Syscalls of another architecture (32-bit x86 on x86_64) are not in the filter: libseccomp's
 default for a foreign architecture (ACT_BADARCH) kills the calling thread.
@@ -88,6 +91,7 @@ DENY = (
 NEW_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
 """CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME."""
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+RLIMIT_CORE = 4
 
 
 @functools.cache
@@ -108,6 +112,8 @@ def build_bpf() -> bytes:
         filt.add_rule(deny, "unshare", sc.Arg(0, sc.MASKED_EQ, flag, flag))
         filt.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    filt.add_rule(deny, "setrlimit", sc.Arg(0, sc.EQ, RLIMIT_CORE))
+    filt.add_rule(deny, "prlimit64", sc.Arg(1, sc.EQ, RLIMIT_CORE), sc.Arg(2, sc.NE, 0))
     for request in (TIOCSTI, TIOCLINUX):
         filt.add_rule(deny, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     with tempfile.TemporaryFile() as handle:

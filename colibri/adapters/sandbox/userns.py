@@ -7,12 +7,17 @@ manages its own files and nothing in the jail is owned by a host account.
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from colibri.adapters.jail import UID_BLOCK
 from colibri.errors import JailError
 
 MAX_USER_NAMESPACES = Path("/proc/sys/user/max_user_namespaces")
+SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+"""The host's subordinate id ranges (shadow-utils): ids a host user may map into its own user
+namespaces.  A tenant block overlapping one would give that user the tenant's ids."""
+_SUBID_LIMIT = 1 << 20
 
 
 def require_user_namespaces() -> None:
@@ -52,3 +57,43 @@ def _shift(path: Path, base: int) -> None:
         os.lchown(path, uid, gid)
         if not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o6000:
             os.chmod(path, stat.S_IMODE(info.st_mode))  # chown clears setuid/setgid bits: keep them
+
+
+def require_no_subid_overlap(base: int, files: Sequence[Path] = SUBID_FILES) -> None:
+    """JailError when the block ``base``..``base+UID_BLOCK-1`` overlaps a range of the host's
+    /etc/subuid or /etc/subgid (naming the entry).  A missing file has no ranges; a file that is
+    not a regular file, or is too large, is an error, never a silent pass."""
+    last = base + UID_BLOCK
+    for path in files:
+        for number, line in enumerate(_subid_lines(path), start=1):
+            fields = line.strip().split(":")
+            if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+                continue  # a comment or a malformed line grants nothing (as shadow-utils reads it)
+            start, count = int(fields[1]), int(fields[2])
+            if start < last and base < start + count:
+                entry = "".join(c if c.isprintable() else "?" for c in line.strip())[:120]
+                raise JailError(
+                    f"the jail's host ids {base}..{last - 1} overlap {path} line {number} ({entry}): "
+                    "that host user could map the tenant's ids; move the range or the tenant's block"
+                )
+
+
+def _subid_lines(path: Path) -> list[str]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise JailError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise JailError(f"cannot read {path}: not a regular file")
+        if info.st_size > _SUBID_LIMIT:
+            raise JailError(f"cannot read {path}: {info.st_size} bytes, more than {_SUBID_LIMIT}")
+        data = os.read(fd, _SUBID_LIMIT + 1)
+    except OSError as exc:
+        raise JailError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace").splitlines()
