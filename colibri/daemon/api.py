@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from colibri import __version__
 from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response
+from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import CONTENT_TYPE
 from colibri.errors import (
     AgentNotFound,
@@ -27,7 +28,15 @@ from colibri.errors import (
     PermissionDenied,
     StoreError,
 )
-from colibri.services.hive import AGENT_STATES, FINISHED, TASK_STATES, Scope, parse_capabilities, validate_name
+from colibri.services.hive import (
+    AGENT_STATES,
+    FINISHED,
+    TASK_STATES,
+    ResultTooLarge,
+    Scope,
+    parse_capabilities,
+    validate_name,
+)
 
 if TYPE_CHECKING:
     from colibri.daemon.server import Daemon
@@ -36,7 +45,7 @@ log = logging.getLogger("colibri.daemon")
 MAX_WAIT = 30.0
 ACTIONS = frozenset({"reload-secrets"})
 _STATUS: list[tuple[type[ColibriError], int]] = [
-    (NotFound, 404), (Conflict, 409), (PermissionDenied, 403), (InvalidInput, 400),
+    (NotFound, 404), (Conflict, 409), (PermissionDenied, 403), (ResultTooLarge, 413), (InvalidInput, 400),
     (StoreError, 503), (CommandTimeout, 504), (LimitExceeded, 429), (DaemonError, 503),
 ]  # fmt: skip
 
@@ -185,7 +194,8 @@ class Api:
         agent = self.d.registry.upsert(record)
         self.d.after_requeue(requeued)
         stale, lost = self.d.policy.ttls(agent.interval)
-        log.info("agent %s registered (%s)", agent.key, ", ".join(sorted(agent.capabilities)) or "no capabilities")
+        shown = ", ".join(sorted(agent.capabilities)) or "no capabilities"
+        log.info("agent %s registered (%s)", agent.key, shown, extra=about(agent.key))
         answer = {"agent": record, "interval": round(agent.interval, 3), "stale_after": stale, "lost_after": lost}
         return json_response(200, {**answer, "lease_seconds": self.d.policy.lease_seconds})
 
@@ -206,7 +216,7 @@ class Api:
         requeued = await self.d.db(self.d.hive.deregister, key)
         self.d.registry.remove(key)
         self.d.after_requeue(requeued)
-        log.info("agent %s deregistered", key)
+        log.info("agent %s deregistered", key, extra=about(key))
         return json_response(200, {"agent": key, "requeued": [r.task_id for r in requeued]})
 
     async def agents(self, request: Request, scope: Scope) -> Response:

@@ -5,7 +5,8 @@ Why not a framework: the daemon's API is a dozen routes of JSON on Unix sockets,
 in one module, with nothing to install inside FreeBSD base-like environments.
 
 What it accepts: ``Content-Length`` bodies only (chunked is refused with 501), request lines and
-headers up to ``Limits.max_head`` bytes (431 beyond), bodies up to ``Limits.max_body`` (413 beyond,
+headers up to ``Limits.max_head`` bytes (431 beyond), bodies up to ``Limits.max_body`` on the routes
+that carry a payload (``Limits.large_body``) and ``Limits.max_small_body`` on the others (413 beyond,
 before the body is read).  Anything unparsable is answered 400 and the connection closed.  A
 handler may answer at once (a ``Response``) or later (an awaitable): requests on one connection
 are answered in order.
@@ -37,6 +38,8 @@ from colibri import strictjson
 log = logging.getLogger("colibri.daemon")
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
+MAX_SMALL_BODY = 16 * 1024  # register, heartbeat, claim, ...: nothing there needs more
+LARGE_BODY = re.compile(r"/v1/tasks(?:/[0-9]+/result)?")  # submit a task, post its result
 MAX_DEPTH = strictjson.MAX_DEPTH  # JSON nesting of an API body
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
@@ -112,6 +115,8 @@ class Limits:
 
     max_head: int = MAX_HEAD
     max_body: int = MAX_BODY
+    max_small_body: int = MAX_SMALL_BODY
+    large_body: re.Pattern[str] = LARGE_BODY  # the paths (before the query) allowed max_body
     request_timeout: float = 30.0  # a started request must be complete within this
     idle_timeout: float = 120.0  # an idle keep-alive connection, or one whose client does not read
 
@@ -377,8 +382,11 @@ class HttpProtocol(asyncio.Protocol):
         if "transfer-encoding" in headers:
             raise BadRequest("chunked bodies are not supported: send Content-Length", 501)
         length = _content_length(headers)
-        if length > self._limits.max_body:
-            raise BadRequest(f"body larger than {self._limits.max_body // 1024} KiB", 413)
+        limit = self._limits.max_body
+        if length > self._limits.max_small_body and not self._limits.large_body.fullmatch(target.partition("?")[0]):
+            limit = self._limits.max_small_body
+        if length > limit:
+            raise BadRequest(f"body larger than {limit // 1024} KiB", 413)
         if len(self._buffer) < end + 4 + length:
             return None
         body = bytes(self._buffer[end + 4 : end + 4 + length])

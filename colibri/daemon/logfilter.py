@@ -1,8 +1,12 @@
 """Log lines rate-limited per cause: a tenant that triggers a warning 10,000 times a second must not
 fill the host's disk (issue 8 saw 136 MB in 35 s), and the operator still learns how many there were.
 
-The cause of a line is its logger, level and message template (``record.msg``, before the ``%``
-arguments are applied), so "agent %s is %s" for 4,000 agents is one cause.  Each cause may log
+The cause of a line is its logger, level, message template (``record.msg``, before the ``%``
+arguments are applied) and the tenant (or lane, or socket) it is about, passed by the call site as
+``extra={"tenant": ...}`` (``extra=about(key)``): "agent %s is %s" for one tenant's 4,000 agents is
+one cause, and one tenant flooding it does not hide another tenant's lines.  Causes are bounded
+(``MAX_CAUSES``): beyond, causes whose window is over are forgotten first, then new causes share
+one window per template.  Each cause may log
 ``lines`` lines per ``interval`` seconds; the rest are counted, and the first line of the next
 interval (or ``flush()``, which the daemon calls every few seconds) says how many were suppressed.
 """
@@ -13,7 +17,14 @@ from collections.abc import Callable
 
 from colibri.text import safe
 
-MAX_CAUSES = 4096  # templates are code, so this is never reached; a bound anyway
+MAX_CAUSES = 4096  # templates x tenants with a line in the current interval
+OVERFLOW = "*"  # the tenant of causes past MAX_CAUSES
+
+
+def about(key: str | None) -> dict[str, str]:
+    """``extra=`` for a log line about a tenant, a lane, or an agent key (``tenant/agent``,
+    ``lane:name/agent``): its rate-limit cause is that owner's."""
+    return {"tenant": "" if key is None else key.partition("/")[0]}
 
 
 class _Window:
@@ -32,18 +43,21 @@ class RateLimit(logging.Filter):
         self.lines = lines
         self.interval = interval
         self._clock = clock
-        self._seen: dict[tuple[str, int, str], _Window] = {}
+        self._seen: dict[tuple[str, int, str, str], _Window] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "colibri_summary", False):
             return True
-        cause = (record.name, record.levelno, str(record.msg))
+        cause = (record.name, record.levelno, str(record.msg), str(getattr(record, "tenant", "")))
         now = self._clock()
         window = self._seen.get(cause)
+        if window is None and len(self._seen) >= MAX_CAUSES:
+            self._forget(now)
+            if len(self._seen) >= MAX_CAUSES:  # every cause is live: new ones share a window
+                cause = (*cause[:3], OVERFLOW)
+                window = self._seen.get(cause)
         if window is None or now - window.start >= self.interval:
             suppressed = 0 if window is None else window.suppressed
-            if window is None and len(self._seen) >= MAX_CAUSES:
-                self._seen.clear()
             self._seen[cause] = _Window(now, record)
             if suppressed:
                 record.msg = f"{record.msg} [{suppressed} similar lines suppressed before this one]"
@@ -53,6 +67,12 @@ class RateLimit(logging.Filter):
             return True
         window.suppressed += 1
         return False
+
+    def _forget(self, now: float) -> None:
+        """Drop the causes whose window is over and that suppressed nothing (nothing to report)."""
+        for cause, window in list(self._seen.items()):
+            if now - window.start >= self.interval and not window.suppressed:
+                del self._seen[cause]
 
     def flush(self, logger: logging.Logger) -> None:
         """One summary line per cause whose window is over and which suppressed lines."""

@@ -21,6 +21,7 @@ HELP = {
     "colibri_tasks_claimed_total": ("counter", "task leases handed out"),
     "colibri_tasks_finished_total": ("counter", "tasks finished, by outcome"),
     "colibri_tasks_requeued_total": ("counter", "tasks put back in the queue or failed by a lost lease"),
+    "colibri_tasks_pruned_total": ("counter", "finished tasks deleted by their age (task_retention_seconds)"),
     "colibri_store_errors_total": ("counter", "store operations that failed"),
     "colibri_reconcile_runs_total": ("counter", "reconcile hook runs, by outcome"),
     "colibri_connections": ("gauge", "open HTTP connections, all sockets"),

@@ -35,7 +35,7 @@ from colibri.daemon import signals
 from colibri.daemon.api import Api
 from colibri.daemon.http import Gate, HttpProtocol, Limits, Pool, Router, close_all, sweep
 from colibri.daemon.liveness import Registry
-from colibri.daemon.logfilter import RateLimit, SafeFormatter
+from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
 from colibri.daemon.metrics import Metrics
 from colibri.daemon.reconcile import run_reconcile
 from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
@@ -141,6 +141,7 @@ class Daemon:
                 asyncio.create_task(self._every(self._lease_tick, self._leases, "leases")),
                 asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
+                asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
             ]
             log.info("colibri daemon %s ready: %s", __version__, self.admin_socket)
             while not stop.is_set():
@@ -217,17 +218,19 @@ class Daemon:
     def _refused(self, socket: str, why: str) -> None:
         self.metrics.inc("colibri_http_refused_total", reason=why)
         if why == "rate":
-            log.warning("socket %s: over its request rate; answering 429", socket)
+            log.warning("socket %s: over its request rate; answering 429", socket, extra=about(socket))
         elif why == "descriptors":
-            log.warning("socket %s: the agent sockets' descriptor budget is spent; connection refused", socket)
+            log.warning("socket %s: the agent sockets' descriptor budget is spent; connection refused", socket,
+                        extra=about(socket))  # fmt: skip
         else:
-            log.warning("socket %s: connection limit reached; connection refused", socket)
+            log.warning("socket %s: connection limit reached; connection refused", socket, extra=about(socket))
 
     def _gate(self, name: str, admin: bool = False) -> Gate:
         settings = self.settings
         limits = Limits(
             max_head=settings.daemon_max_header_bytes,
             max_body=settings.daemon_max_body_bytes,
+            max_small_body=min(settings.daemon_max_small_body_bytes, settings.daemon_max_body_bytes),
             request_timeout=settings.daemon_request_timeout,
             idle_timeout=settings.daemon_idle_timeout,
         )
@@ -354,7 +357,7 @@ class Daemon:
         if released:
             self.metrics.inc("colibri_tasks_requeued_total", outcome="undelivered")
             log.warning("task %d given back: its agent's connection closed before the lease was delivered",
-                        task["id"])  # fmt: skip
+                        task["id"], extra=about(task["tenant"]))  # fmt: skip
             self.notify(task["tenant"], task["capability"])
 
     def give_back_later(self, task: dict[str, Any]) -> None:
@@ -375,9 +378,8 @@ class Daemon:
     def after_requeue(self, requeued: list[Requeued]) -> None:
         for item in requeued:
             self.metrics.inc("colibri_tasks_requeued_total", outcome=item.state)
-            log.warning(
-                "task %d %s", item.task_id, "requeued" if item.state == "queued" else "failed: no attempts left"
-            )
+            outcome = "requeued" if item.state == "queued" else "failed: no attempts left"
+            log.warning("task %d %s", item.task_id, outcome, extra=about(item.tenant))
             if item.state == "queued":
                 self.notify(item.tenant, item.capability)
             else:
@@ -398,6 +400,16 @@ class Daemon:
 
     def _lease_tick(self) -> float:
         return min(1.0, max(0.05, self.policy.lease_seconds / 10))
+
+    def _retention_tick(self) -> float:
+        return min(60.0, max(0.5, self.policy.retention_seconds / 10))
+
+    async def _retention(self) -> None:
+        """Delete finished tasks past ``task_retention_seconds`` (a batch a run; the count and size
+        caps per tenant are kept as tasks finish)."""
+        deleted = await self.db(self.hive.prune_expired)
+        if deleted:
+            self.metrics.inc("colibri_tasks_pruned_total", deleted)
 
     def _reconcile_tick(self) -> float:
         return self.settings.reconcile_interval or 3600.0
@@ -427,7 +439,7 @@ class Daemon:
                 self._pending_states = changes + self._pending_states
                 raise
             for key, state in changes:
-                log.warning("agent %s is %s", key, state)
+                log.warning("agent %s is %s", key, state, extra=about(key))
             self.after_requeue(requeued)
         batch = self.registry.take_dirty()
         if batch:

@@ -13,17 +13,18 @@ agent puts a running task back to ``queued`` until ``max_attempts`` claims were 
 ``failed`` with the reason.  Nothing is dropped silently.
 """
 
+import contextlib
 import json
 import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from colibri.domain import TenantStatus, validate_tenant_id
@@ -44,12 +45,17 @@ AGENT_STATES = ("active", "stale", "lost", "left")
 TASK_STATES = ("queued", "running", "succeeded", "failed")
 FINISHED = frozenset({"succeeded", "failed"})
 MAX_PAYLOAD_BYTES = 256 * 1024
-MAX_RESULT_BYTES = 512 * 1024
+MAX_RESULT_BYTES = 256 * 1024  # the default of task_max_result_bytes
+PRUNE_BATCH = 500  # finished tasks deleted by age per run (the next run takes the rest)
 MAX_CAPABILITIES = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
 UNFINISHED = ("queued", "running")
+
+
+class ResultTooLarge(InvalidInput):
+    """A task's result beyond ``task_max_result_bytes`` (the API answers 413)."""
 
 
 def validate_idempotency_key(value: object) -> str | None:
@@ -93,6 +99,10 @@ class Policy:
     max_agents: int = 32  # live agents per tenant (or lane)
     max_queued_tasks: int = 1000  # unfinished tasks per tenant
     max_queued_bytes: int = 64 * 1024 * 1024  # their payload bytes per tenant
+    max_finished_tasks: int = 1000  # finished tasks kept per tenant, the oldest pruned beyond
+    max_finished_bytes: int = 64 * 1024 * 1024  # their payload + result bytes per tenant
+    retention_seconds: float = 7 * 86400.0  # finished tasks older than this are deleted
+    max_result_bytes: int = MAX_RESULT_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
@@ -106,6 +116,10 @@ class Policy:
             max_agents=settings.tenant_max_agents,
             max_queued_tasks=settings.tenant_max_queued_tasks,
             max_queued_bytes=settings.tenant_max_queued_payload_bytes,
+            max_finished_tasks=settings.tenant_max_finished_tasks,
+            max_finished_bytes=settings.tenant_max_finished_bytes,
+            retention_seconds=settings.task_retention_seconds,
+            max_result_bytes=settings.task_max_result_bytes,
         )
 
     def base_interval(self, agents: int, scopes: int = 1) -> float:
@@ -151,6 +165,25 @@ class Requeued:
     state: str  # queued again, or failed when attempts ran out
 
 
+@dataclass
+class Usage:
+    """What one tenant (None: the operator) holds in the store: its unfinished tasks and their
+    payload bytes, its finished tasks and their payload + result bytes.  Kept by the service (the
+    daemon's database thread is the only writer of tasks), read from the store once per tenant."""
+
+    queued: int = 0
+    queued_bytes: int = 0
+    finished: int = 0
+    finished_bytes: int = 0
+
+
+@dataclass
+class _Pending:
+    """Usage changes of the open transaction, applied once it commits."""
+
+    deltas: list[tuple[str | None, int, int, int, int]] = field(default_factory=list)
+
+
 def validate_name(value: object, what: str) -> str:
     """An agent id, capability or lane name: ASCII letters, digits, '_', '.', '-' (max 64)."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
@@ -177,11 +210,16 @@ def parse_capabilities(value: object) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def encode_json(value: Any, limit: int, what: str) -> str:
+def encode_json(value: Any, limit: int, what: str, error: type[InvalidInput] = InvalidInput) -> str:
+    """Compact JSON, ASCII only (``ensure_ascii``): its length is its size in bytes."""
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    if len(text.encode()) > limit:
-        raise InvalidInput(f"{what} is larger than {limit // 1024} KiB")
+    if len(text) > limit:
+        raise error(f"{what} is larger than {limit} bytes ({limit // 1024} KiB)")
     return text
+
+
+def _owned_by(tenant: str | None) -> Any:
+    return col(Task.tenant_id).is_(None) if tenant is None else col(Task.tenant_id) == tenant
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -248,6 +286,131 @@ class HiveService:
         self.policy = policy
         self._clock = clock
         self._token = token
+        self._usage: dict[str | None, Usage] = {}
+        self._pending: _Pending | None = None
+
+    # ---- per-tenant usage: cheap limit checks, retention ---------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A store session whose usage changes are applied when it commits (and dropped when it
+        rolls back); then tenants past their finished-task caps are pruned."""
+        self._pending = pending = _Pending()
+        try:
+            with self._store.session() as session:
+                yield session
+        finally:
+            self._pending = None
+        over = set()
+        for tenant, queued, queued_bytes, finished, finished_bytes in pending.deltas:
+            usage = self._usage.get(tenant)
+            if usage is None:
+                continue  # read whole from the store when it is first needed
+            usage.queued += queued
+            usage.queued_bytes += queued_bytes
+            usage.finished += finished
+            usage.finished_bytes += finished_bytes
+            if self._over_retention(usage):
+                over.add(tenant)
+        for tenant in over:
+            self._prune(tenant)
+
+    def _note(self, tenant: str | None, queued: int, queued_bytes: int, finished: int, finished_bytes: int) -> None:
+        assert self._pending is not None, "usage changes only inside _session()"
+        self._pending.deltas.append((tenant, queued, queued_bytes, finished, finished_bytes))
+
+    def _note_finished(self, task: Task) -> None:
+        payload = len(task.payload)
+        self._note(task.tenant_id, -1, -payload, 1, payload + len(task.result or ""))
+
+    def usage(self, tenant: str | None, session: Session | None = None) -> Usage:
+        """The tenant's usage; read from the store the first time (one query per tenant)."""
+        usage = self._usage.get(tenant)
+        if usage is None:
+            usage = Usage()
+            size = func.length(Task.payload) + func.coalesce(func.length(Task.result), 0)
+            query = select(Task.state, func.count(), func.coalesce(func.sum(size), 0),
+                           func.coalesce(func.sum(func.length(Task.payload)), 0))  # fmt: skip
+            query = query.where(_owned_by(tenant)).group_by(col(Task.state))
+            if session is None:
+                with self._store.session() as own:
+                    rows = own.exec(query).all()
+            else:
+                rows = session.exec(query).all()
+            for state, count, total, payload in rows:
+                if state in FINISHED:
+                    usage.finished += int(count)
+                    usage.finished_bytes += int(total)
+                else:
+                    usage.queued += int(count)
+                    usage.queued_bytes += int(payload)
+            self._usage[tenant] = usage
+        return usage
+
+    def queue_full(self, tenant: str | None, size: int = 0) -> str | None:
+        """Why a task of ``size`` payload bytes cannot be queued for ``tenant`` (None: it can), from
+        the kept usage alone: a refused submit costs the store nothing.  Only known tenants are
+        checked here (the daemon calls this off the database thread)."""
+        usage = self._usage.get(tenant)
+        if tenant is None or usage is None:
+            return None
+        if usage.queued >= self.policy.max_queued_tasks:
+            return (
+                f"tenant {tenant} has {usage.queued} unfinished tasks (tenant_max_queued_tasks "
+                f"{self.policy.max_queued_tasks}); wait for some to finish"
+            )
+        if usage.queued_bytes + size > self.policy.max_queued_bytes:
+            return (
+                f"tenant {tenant}'s unfinished tasks hold {usage.queued_bytes} payload bytes; this one would "
+                f"pass tenant_max_queued_payload_bytes ({self.policy.max_queued_bytes})"
+            )
+        return None
+
+    def _over_retention(self, usage: Usage) -> bool:
+        return usage.finished > self.policy.max_finished_tasks or usage.finished_bytes > self.policy.max_finished_bytes
+
+    def _prune(self, tenant: str | None) -> int:
+        """Delete the tenant's oldest finished tasks until it is within its finished-task caps."""
+        usage = self.usage(tenant)
+        deleted = 0
+        while self._over_retention(usage):
+            with self._store.session() as session:
+                size = func.length(Task.payload) + func.coalesce(func.length(Task.result), 0)
+                rows = session.exec(
+                    select(Task.id, size).where(_owned_by(tenant), col(Task.state).in_(FINISHED))
+                    .order_by(col(Task.id)).limit(64)
+                ).all()  # fmt: skip
+                if not rows:
+                    usage.finished = usage.finished_bytes = 0  # the counts were off: nothing is left
+                    break
+                doomed: list[int] = []
+                count, total = usage.finished, usage.finished_bytes
+                for task_id, task_size in rows:
+                    if count <= self.policy.max_finished_tasks and total <= self.policy.max_finished_bytes:
+                        break
+                    doomed.append(int(task_id or 0))
+                    count, total = count - 1, total - int(task_size)
+                session.execute(delete(Task).where(col(Task.id).in_(doomed)))
+            usage.finished, usage.finished_bytes = count, max(total, 0)
+            deleted += len(doomed)
+        return deleted
+
+    def prune_expired(self) -> int:
+        """Delete finished tasks older than ``retention_seconds`` (at most PRUNE_BATCH a run)."""
+        cutoff = utcnow() - timedelta(seconds=self.policy.retention_seconds)
+        with self._session() as session:
+            size = func.length(Task.payload) + func.coalesce(func.length(Task.result), 0)
+            rows = session.exec(
+                select(Task.id, Task.tenant_id, size).where(
+                    col(Task.finished_at) < cutoff, col(Task.state).in_(FINISHED)
+                ).order_by(col(Task.finished_at)).limit(PRUNE_BATCH)
+            ).all()  # fmt: skip
+            if not rows:
+                return 0
+            session.execute(delete(Task).where(col(Task.id).in_([int(i or 0) for i, _, _ in rows])))
+            for _, tenant, task_size in rows:
+                self._note(tenant, 0, 0, -1, -int(task_size))
+            return len(rows)
 
     # ---- agents --------------------------------------------------------------------------------
 
@@ -257,7 +420,7 @@ class HiveService:
         """Record (or renew) an agent as active.  A new instance of a known agent cannot finish
         what the old one held, so its running tasks go back to the queue."""
         key = scope.agent_key(validate_name(agent_id, "agent id"))
-        with self._store.session() as session:
+        with self._session() as session:
             self._check_owner(session, scope)
             agent = session.get(Agent, key)
             now = utcnow()
@@ -306,7 +469,7 @@ class HiveService:
 
     def deregister(self, key: str) -> list[Requeued]:
         """Mark an agent gone (``left``) and requeue what it held."""
-        with self._store.session() as session:
+        with self._session() as session:
             agent = session.get(Agent, key)
             if agent is not None:
                 agent.state, agent.state_changed_at = "left", utcnow()
@@ -319,7 +482,7 @@ class HiveService:
     def set_states(self, changes: Sequence[tuple[str, str]]) -> list[Requeued]:
         """Write agent state changes in one transaction; tasks of agents now ``lost`` are requeued."""
         requeued: list[Requeued] = []
-        with self._store.session() as session:
+        with self._session() as session:
             now = utcnow()
             for key, state in changes:
                 agent = session.get(Agent, key)
@@ -378,7 +541,9 @@ class HiveService:
         idempotency_key = validate_idempotency_key(idempotency_key)
         text = encode_json(payload, MAX_PAYLOAD_BYTES, "the payload")
         submitted_by = "operator" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
-        with self._store.session() as session:
+        if idempotency_key is None and (full := self.queue_full(tenant, len(text))) is not None:
+            raise LimitExceeded(full)  # known from the kept usage: no store work for a refusal
+        with self._session() as session:
             if idempotency_key is not None:
                 earlier = session.exec(
                     select(Task).where(Task.submitted_by == submitted_by, Task.idempotency_key == idempotency_key)
@@ -393,7 +558,7 @@ class HiveService:
                 found = session.get(Tenant, tenant)
                 if found is None or found.status == TenantStatus.REMOVED:
                     raise TenantNotFound(tenant)
-                self._check_queue_room(session, tenant, len(text.encode()))
+                self._check_queue_room(session, tenant, len(text))
             task = Task(
                 tenant_id=tenant,
                 capability=capability,
@@ -405,24 +570,15 @@ class HiveService:
             )
             session.add(task)
             session.flush()
+            self._note(tenant, 1, len(text), 0, 0)
             return {**task_public(task), "created": True}
 
     def _check_queue_room(self, session: Session, tenant: str, size: int) -> None:
-        count, total = session.exec(
-            select(func.count(), func.coalesce(func.sum(func.length(Task.payload)), 0)).where(
-                Task.tenant_id == tenant, col(Task.state).in_(UNFINISHED)
-            )
-        ).one()
-        if int(count) >= self.policy.max_queued_tasks:
-            raise LimitExceeded(
-                f"tenant {tenant} has {int(count)} unfinished tasks (tenant_max_queued_tasks "
-                f"{self.policy.max_queued_tasks}); wait for some to finish"
-            )
-        if int(total) + size > self.policy.max_queued_bytes:
-            raise LimitExceeded(
-                f"tenant {tenant}'s unfinished tasks hold {int(total)} payload bytes; this one would pass "
-                f"tenant_max_queued_payload_bytes ({self.policy.max_queued_bytes})"
-            )
+        """A tenant has at most ``max_queued_tasks`` unfinished tasks holding ``max_queued_bytes``."""
+        self.usage(tenant, session)
+        full = self.queue_full(tenant, size)
+        if full is not None:
+            raise LimitExceeded(full)
 
     @staticmethod
     def _task_tenant(scope: Scope, tenant: str | None) -> str | None:
@@ -472,8 +628,8 @@ class HiveService:
 
         Idempotent: the same agent reporting again with the lease that finished the task (its first
         answer was lost) gets the task as it was recorded, and nothing changes."""
-        result_text = encode_json(result, MAX_RESULT_BYTES, "the result")
-        with self._store.session() as session:
+        result_text = encode_json(result, self.policy.max_result_bytes, "the result", ResultTooLarge)
+        with self._session() as session:
             task = self._visible(session, scope, task_id, for_update=True)
             if task.state in FINISHED and task.agent_key == key and task.lease_token == lease:
                 return task_public(task)
@@ -487,6 +643,7 @@ class HiveService:
             task.finished_at = task.updated_at = utcnow()
             session.add(task)
             session.flush()
+            self._note_finished(task)
             return task_public(task)
 
     def release(self, task_id: int, lease: str) -> bool:
@@ -506,7 +663,7 @@ class HiveService:
     def expire_leases(self) -> list[Requeued]:
         """Requeue running tasks whose lease ran out."""
         now = self._clock()
-        with self._store.session() as session:
+        with self._session() as session:
             query = select(Task).where(Task.state == "running", col(Task.lease_expires_at) < now)
             expired = session.exec(query).all()
             return [self._requeue(session, t, f"lease expired on agent {t.agent_key}") for t in expired]
@@ -515,12 +672,12 @@ class HiveService:
         held = session.exec(select(Task).where(Task.state == "running", Task.agent_key == key)).all()
         return [self._requeue(session, task, reason) for task in held]
 
-    @staticmethod
-    def _requeue(session: Session, task: Task, reason: str) -> Requeued:
+    def _requeue(self, session: Session, task: Task, reason: str) -> Requeued:
         if task.attempts >= task.max_attempts:
             task.state = "failed"
             task.error = f"gave up after {task.attempts} attempts: {reason}"
             task.finished_at = utcnow()
+            self._note_finished(task)
         else:
             task.state = "queued"
             task.error = f"requeued: {reason}"

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
@@ -122,6 +123,7 @@ class Task(SQLModel, table=True):
     """A unit of work for one capability.  ``tenant_id`` None: an operator's task (lane agents only)."""
 
     __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_tenant_state", "tenant_id", "state"),)
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str | None = Field(default=None, max_length=64, index=True)
@@ -140,7 +142,7 @@ class Task(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     claimed_at: datetime | None = None
-    finished_at: datetime | None = None
+    finished_at: datetime | None = Field(default=None, index=True)
     # migration 0005: a retried submit with the same key from the same submitter is the same task
     idempotency_key: str | None = Field(default=None, max_length=128)
 

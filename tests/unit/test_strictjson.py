@@ -1,5 +1,7 @@
 """colibri/strictjson.py: the one strict JSON parser (API bodies, --payload)."""
 
+import json
+
 import pytest
 
 from colibri import strictjson
@@ -57,3 +59,43 @@ def test_the_daemon_and_the_cli_refuse_alike() -> None:
         assert bad.value.status == 400 and str(bad.value).startswith("the body is not valid JSON: ")
         with pytest.raises(InvalidInput, match=r"^--payload is not valid JSON: "):
             json_document("--payload", text)
+
+
+def _reference_depth(text: str) -> int:
+    """The per-character scan strictjson.depth replaced (slow, obviously right)."""
+    level = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        elif char in "]}":
+            level -= 1
+    return deepest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]", "{}", '{"a": [1, {"b": []}]}', "[[],[[]],[[[]]]]", "{[]}", "[{}]", '["[[[", "]]]"]',
+        '{"k\\"[": ["\\\\", [["x"]]]}', '["é[", {"ü": [[]]}]', "[" * 70 + "]" * 70,
+        "[" + ",".join(["[" * 5 + "]" * 5] * 100) + "]", json.dumps([{"a": [[{"b": "]]]"}]]}] * 30),
+    ],
+)  # fmt: skip
+def test_depth_matches_a_per_character_scan(text: str) -> None:
+    assert strictjson.depth(text) == _reference_depth(text)
+    assert strictjson.depth(text, 3) == min(_reference_depth(text), 4)
+
+
+def test_depth_of_unbalanced_text_is_an_upper_bound() -> None:
+    assert strictjson.depth("[" * 100_000) >= 100_000
+    assert strictjson.depth("[[[]", 64) >= 3

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session
 
 from colibri.errors import (
@@ -226,3 +227,65 @@ def test_release_gives_a_lease_back_without_spending_an_attempt(hive: HiveServic
     shown = hive.task(ADMIN, task["id"])
     assert shown["state"] == "queued" and shown["attempts"] == 0 and shown["agent"] is None
     assert not hive.release(task["id"], claimed["lease"])  # once only
+
+
+def _finish_one(hive: HiveService, scope: Scope, key: str, result: object) -> int:
+    task = hive.submit(scope, "echo", 1)
+    claimed = hive.claim(ref(key, scope.name))
+    assert claimed is not None and claimed["id"] == task["id"]
+    hive.finish(scope, key, claimed["id"], claimed["lease"], True, result, None, 0)
+    return int(claimed["id"])
+
+
+def test_finished_tasks_are_kept_per_tenant_within_their_caps(store: Store, clock: Clock) -> None:
+    hive = HiveService(store, Policy(max_finished_tasks=3, max_finished_bytes=5000), clock=clock)
+    hive.register(ACME, "a1", ECHO, "1")
+    hive.register(ZED, "z1", ECHO, "1")
+    zed = [_finish_one(hive, ZED, "zed/z1", "ok") for _ in range(2)]
+    acme = [_finish_one(hive, ACME, "acme/a1", "ok") for _ in range(6)]
+    assert [t["id"] for t in hive.tasks("acme")] == acme[:2:-1]  # the newest 3, oldest pruned first
+    big = [_finish_one(hive, ACME, "acme/a1", "r" * 2000) for _ in range(3)]
+    assert [t["id"] for t in hive.tasks("acme")] == big[:0:-1]  # 2 x 2,002 bytes fit in 5,000
+    assert [t["id"] for t in hive.tasks("zed")] == zed[::-1]
+    usage = hive.usage("acme")
+    assert (usage.queued, usage.finished) == (0, 2)
+    # A fresh service reads the same usage from the store.
+    assert HiveService(store, Policy(), clock=clock).usage("acme") == usage
+
+
+def test_a_refused_submit_does_not_touch_the_store(store: Store, clock: Clock) -> None:
+    hive = HiveService(store, Policy(max_queued_tasks=2), clock=clock)
+    hive.submit(ACME, "echo", 1)
+    hive.submit(ACME, "echo", 2)
+    store.engine.dispose()
+    real, store.session = store.session, None  # type: ignore[assignment,method-assign]
+    try:
+        with pytest.raises(LimitExceeded, match="2 unfinished tasks"):
+            hive.submit(ACME, "echo", 3)
+    finally:
+        store.session = real  # type: ignore[method-assign]
+
+
+def test_a_result_over_the_cap_is_refused(hive: HiveService) -> None:
+    from colibri.services.hive import ResultTooLarge
+
+    small = HiveService(hive._store, Policy(max_result_bytes=1024))
+    small.register(ACME, "a1", ECHO, "1")
+    small.submit(ACME, "echo", 1)
+    claimed = small.claim(ref("acme/a1", "acme"))
+    assert claimed is not None
+    with pytest.raises(ResultTooLarge, match="1024 bytes"):
+        small.finish(ACME, "acme/a1", claimed["id"], claimed["lease"], True, "r" * 1100, None, 0)
+
+
+def test_finished_tasks_past_their_retention_are_deleted(store: Store, clock: Clock) -> None:
+    hive = HiveService(store, Policy(retention_seconds=60), clock=clock)
+    hive.register(ACME, "a1", ECHO, "1")
+    done = _finish_one(hive, ACME, "acme/a1", "ok")
+    queued = hive.submit(ACME, "other", 1)["id"]
+    assert hive.prune_expired() == 0
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE tasks SET finished_at = '2000-01-01 00:00:00.000000' WHERE id = :i"), {"i": done})
+    assert hive.prune_expired() == 1
+    assert [t["id"] for t in hive.tasks("acme")] == [queued]
+    assert hive.usage("acme").finished == 0

@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from colibri.daemon.logfilter import RateLimit
+from colibri.daemon import logfilter
+from colibri.daemon.logfilter import RateLimit, about
 
 
 class Clock:
@@ -54,3 +55,29 @@ def test_the_next_window_says_how_many_were_suppressed(caplog: pytest.LogCapture
         ]  # fmt: skip
     finally:
         logger.removeFilter(limit)
+
+
+def test_one_tenants_flood_does_not_hide_another_tenants_lines(caplog: pytest.LogCaptureFixture) -> None:
+    limit = RateLimit(lines=3, interval=10, clock=Clock())
+    logger = logging.getLogger("colibri.test.tenants")
+    logger.addFilter(limit)
+    try:
+        with caplog.at_level(logging.INFO, logger="colibri.test.tenants"):
+            for n in range(100):
+                logger.info("agent %s registered", f"evil/e{n}", extra=about(f"evil/e{n}"))
+            logger.info("agent %s registered", "good/g1", extra=about("good/g1"))
+        shown = [r.getMessage() for r in caplog.records]
+        assert len([m for m in shown if "evil/" in m]) == 3
+        assert "agent good/g1 registered" in shown
+    finally:
+        logger.removeFilter(limit)
+
+
+def test_causes_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logfilter, "MAX_CAUSES", 10)
+    limit = RateLimit(lines=1, interval=10, clock=Clock())
+    for n in range(1000):
+        record = logging.LogRecord("x", logging.INFO, "f", 1, "line", None, None)
+        record.tenant = f"t{n}"
+        limit.filter(record)
+    assert len(limit._seen) <= 11  # the bound, plus the shared overflow window

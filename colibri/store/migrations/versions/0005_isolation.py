@@ -2,7 +2,8 @@
 
 ``tenants.uid_base`` is the first host uid/gid of the tenant's block (unique: no two tenants share
 ids); ``tasks.idempotency_key`` makes a retried submit-task return the task it created the first
-time (unique per submitter).
+time (unique per submitter); ``ix_tasks_tenant_state`` and ``ix_tasks_finished_at`` let the daemon
+find a tenant's finished tasks, and those past their retention, without reading every row.
 
 Revision ID: 0005
 Revises: 0004
@@ -22,9 +23,13 @@ def upgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("idempotency_key", sa.String(128), nullable=True))
     op.create_index("ux_tasks_submitter_key", "tasks", ["submitted_by", "idempotency_key"], unique=True)
+    op.create_index("ix_tasks_tenant_state", "tasks", ["tenant_id", "state"])
+    op.create_index("ix_tasks_finished_at", "tasks", ["finished_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tasks_finished_at", table_name="tasks")
+    op.drop_index("ix_tasks_tenant_state", table_name="tasks")
     op.drop_index("ux_tasks_submitter_key", table_name="tasks")
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("idempotency_key")
