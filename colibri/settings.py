@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     daemon_max_small_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     daemon_socket_request_rate: float = Field(default=200.0, ge=0)
     daemon_socket_request_burst: float = Field(default=400.0, ge=0)
+    daemon_socket_byte_rate: float = Field(default=2 * 1024 * 1024, ge=0)
+    daemon_socket_byte_burst: float = Field(default=4 * 1024 * 1024, ge=0)
     tenant_max_agents: int = Field(default=32, ge=1)
     tenant_max_queued_tasks: int = Field(default=1000, ge=1)
     tenant_max_queued_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -139,13 +139,20 @@ class Gate:
     def __init__(
         self, name: str, max_connections: int, rate: float = 0.0, burst: float = 0.0, limits: Limits | None = None,
         everyone: "set[HttpProtocol] | None" = None, pool: Pool | None = None,
-        refused: Callable[[str, str], None] | None = None,
+        refused: Callable[[str, str], None] | None = None, byte_rate: float = 0.0, byte_burst: float = 0.0,
     ) -> None:  # fmt: skip
         self.name = name
         self.max_connections = max_connections
         self.rate = rate
         self.burst = max(burst, rate, 1.0)
         self.limits = limits or Limits()
+        # Bytes are charged too: parsing a 1 MiB body costs the loop tens of milliseconds, so a
+        # request count alone would let one tenant spend the whole loop on big bodies.  The burst
+        # holds at least one body of the largest size allowed.
+        self.byte_rate = byte_rate
+        self.byte_burst = max(byte_burst, byte_rate, float(self.limits.max_body + self.limits.max_head))
+        self._bytes = self.byte_burst
+        self._byte_stamp = time.monotonic()
         self.conns: set[HttpProtocol] = set()
         self.everyone = everyone if everyone is not None else set()
         self.pool = pool
@@ -163,8 +170,16 @@ class Gate:
             return False
         return True
 
-    def take(self, now: float) -> bool:
-        """One request's token; False when this socket is over its rate."""
+    def take(self, now: float, size: int = 0) -> bool:
+        """One request's token and its ``size`` in bytes; False when this socket is over its rate."""
+        if self.byte_rate > 0 and size:
+            budget = min(self.byte_burst, self._bytes + (now - self._byte_stamp) * self.byte_rate)
+            self._byte_stamp = now
+            if budget < size:
+                self._bytes = budget
+                self.refused(self.name, "bytes")
+                return False
+            self._bytes = budget - size
         if self.rate <= 0:
             return True
         tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
@@ -317,7 +332,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if request is None:
                 break
-            if not self._gate.take(self.last_active):
+            if not self._gate.take(self.last_active, len(request.body)):
                 message = "too many requests on this socket: slow down"
                 self._send(error_response(429, "LimitExceeded", 16, message))
                 continue

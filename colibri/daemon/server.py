@@ -217,8 +217,9 @@ class Daemon:
 
     def _refused(self, socket: str, why: str) -> None:
         self.metrics.inc("colibri_http_refused_total", reason=why)
-        if why == "rate":
-            log.warning("socket %s: over its request rate; answering 429", socket, extra=about(socket))
+        if why in ("rate", "bytes"):
+            kind = "request rate" if why == "rate" else "request bytes per second"
+            log.warning("socket %s: over its %s; answering 429", socket, kind, extra=about(socket))
         elif why == "descriptors":
             log.warning("socket %s: the agent sockets' descriptor budget is spent; connection refused", socket,
                         extra=about(socket))  # fmt: skip
@@ -240,6 +241,7 @@ class Daemon:
         return Gate(
             name, settings.daemon_max_connections_per_socket, settings.daemon_socket_request_rate,
             settings.daemon_socket_request_burst, limits, self._conns, self._pool_conns, self._refused,
+            settings.daemon_socket_byte_rate, settings.daemon_socket_byte_burst,
         )  # fmt: skip
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -149,7 +149,9 @@ def test_malformed_oversized_unknown(hive: Hive) -> None:
 
 @pytest.fixture(name="unthrottled")
 def unthrottled_fixture() -> Iterator[Hive]:
-    hive = Hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})  # this test floods on purpose
+    hive = Hive(
+        {"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0"}
+    )  # this test floods on purpose
     hive.tenant("demo")
     hive.start()
     try:

@@ -114,7 +114,7 @@ def test_idle_connection_flood_leaves_the_admin_and_other_tenants_alone(make_hiv
 def test_pipelined_requests_whose_answers_are_not_read_keep_memory_bounded(make_hive: MakeHive) -> None:
     """Issue 8: pipelined requests that are never read grew the daemon by 150 MB and stalled /health.
     Here each answer is a 200 KiB task; 800 requests ask for it and nothing is read."""
-    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})
+    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0"})
     evil = Raw(hive.socket("evil"))
     status, task = evil("POST", "/v1/tasks", {"capability": "echo", "payload": "x" * 200_000})
     assert status == 201
@@ -167,7 +167,8 @@ def test_slowloris_headers_time_out_and_idle_connections_close(make_hive: MakeHi
 
 
 def test_a_log_flood_is_rate_limited(make_hive: MakeHive) -> None:
-    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_LOG_RATE_LIMIT_INTERVAL": "1",
+    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0",
+                      "COLIBRI_LOG_RATE_LIMIT_INTERVAL": "1",
                       "COLIBRI_LOG_RATE_LIMIT_LINES": "10"})  # fmt: skip
     evil = Raw(hive.socket("evil"))
     try:
@@ -184,7 +185,7 @@ def test_one_tenants_agents_do_not_stretch_another_tenants_heartbeat(make_hive: 
     """Issue 8: 4,000 fake agents of one tenant took every tenant's interval from 0.56 s to 17 s.
     Scaled: a 20/s host rate and 400 fake agents (before: everyone's interval 20 s)."""
     hive = make_hive({"COLIBRI_HEARTBEAT_RATE_LIMIT": "20", "COLIBRI_TENANT_MAX_AGENTS": "1000",
-                      "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})  # fmt: skip
+                      "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0"})  # fmt: skip
     evil, good = Raw(hive.socket("evil")), Raw(hive.socket("good"))
     try:
         for n in range(400):
@@ -345,3 +346,40 @@ def test_submit_is_idempotent_with_a_key(make_hive: MakeHive) -> None:
     finally:
         agent.close()
     assert len(hive.admin.tasks()) == 2
+
+
+def test_big_bodies_from_one_tenant_are_charged_by_their_bytes(make_hive: MakeHive) -> None:
+    """A request count alone let one tenant spend the loop on 1 MiB bodies (the review: four
+    senders of bracket bodies pushed /health to 1.35 s): bytes per second are charged too."""
+    hive = make_hive({"COLIBRI_DAEMON_SOCKET_BYTE_RATE": "1048576", "COLIBRI_DAEMON_SOCKET_BYTE_BURST": "1048576",
+                      "COLIBRI_TENANT_MAX_QUEUED_TASKS": "1000000",
+                      "COLIBRI_TENANT_MAX_QUEUED_PAYLOAD_BYTES": "1073741824"})  # fmt: skip
+    body = b'{"capability":"echo","payload":[' + b"[]," * 300_000 + b"[]]}"  # ~900 KB, cheap to send, dear to parse
+    stop = time.monotonic() + 4.0
+    statuses: list[int] = []
+
+    def sender() -> None:
+        raw = Raw(hive.socket("evil"))
+        try:
+            while time.monotonic() < stop:
+                statuses.append(raw("POST", "/v1/tasks", raw=body)[0])
+        finally:
+            raw.close()
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        worst = max(timed_health(hive) for _ in range(10))
+        good = Raw(hive.socket("good"))
+        try:
+            assert good("POST", "/v1/tasks", {"capability": "echo", "payload": 1})[0] == 201
+        finally:
+            good.close()
+    finally:
+        for thread in threads:
+            thread.join()
+    parsed = [status for status in statuses if status != 429]  # read and parsed (then 201, or 400: too big a payload)
+    assert worst < 1.0, f"admin /health took {worst:.2f} s while one tenant sent big bodies"
+    assert 429 in statuses and len(parsed) <= 10, (len(parsed), len(statuses))  # one burst, then ~1 MiB/s for 4 s

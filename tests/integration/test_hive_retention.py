@@ -77,7 +77,7 @@ def test_finished_tasks_are_pruned_per_tenant_oldest_first(make_hive: MakeHive) 
     finished tasks were never pruned.  Now each tenant keeps at most so many finished tasks (and
     bytes of them), the oldest go first, and another tenant's are not touched."""
     hive = make_hive({"COLIBRI_TENANT_MAX_FINISHED_TASKS": "4", "COLIBRI_TENANT_MAX_FINISHED_BYTES": "400000",
-                      "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})  # fmt: skip
+                      "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0"})  # fmt: skip
     good = run_tasks(connect(hive, "good"), "g1", 3, 1, "ok")
     evil_raw = connect(hive, "evil")
     evil = run_tasks(evil_raw, "e1", 10, 1, "small")
@@ -123,12 +123,18 @@ def test_refused_submits_at_the_queue_limit_do_not_tie_up_the_database(make_hive
     """Review: a tenant at its queue limit made every submit, refused or not, sum the payload bytes
     of its unfinished tasks (~29 ms at 64 MiB) on the single database thread; with 32 connections
     the admin /health went from 1 ms to 1.85 s."""
-    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_TENANT_MAX_QUEUED_TASKS": "100000"})
+    hive = make_hive(
+        {
+            "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0",
+            "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0",
+            "COLIBRI_TENANT_MAX_QUEUED_TASKS": "100000",
+        }
+    )
     evil = connect(hive, "evil", 30)
     big = "x" * (255 * 1024)
     while (answer := evil("POST", "/v1/tasks", {"capability": "echo", "payload": big}))[0] == 201:
         pass
-    assert answer[0] == 429, answer
+    assert answer[0] == 429 and "payload bytes" in answer[1]["error"]["message"], answer
     stop = threading.Event()
     codes: dict[object, int] = {}
 
@@ -163,7 +169,7 @@ def test_refused_submits_at_the_queue_limit_do_not_tie_up_the_database(make_hive
 def test_shallow_bracket_bodies_do_not_stall_the_loop(make_hive: MakeHive) -> None:
     """Review: 1 MiB bodies of ``[[],[],...]`` cost ~80 ms of the event loop each (a pure Python
     depth scan), so one tenant within its rate stalled the admin socket and other tenants."""
-    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})
+    hive = make_hive({"COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0"})
     body = ("[" + ",".join(["[]"] * 340000) + "]").encode()
     head = b"POST /v1/agent/heartbeat HTTP/1.1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
     answer = raw_exchange(hive.socket("evil"), head, timeout=30)  # refused before the body is read
@@ -196,7 +202,7 @@ def test_one_tenants_log_flood_does_not_hide_another_tenants_lines(make_hive: Ma
     """Review: the log rate limit was keyed per message template across the fleet: one tenant's
     25 register/deregister lines hid another tenant's."""
     hive = make_hive({"COLIBRI_LOG_RATE_LIMIT_LINES": "10", "COLIBRI_LOG_RATE_LIMIT_INTERVAL": "60",
-                      "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0"})  # fmt: skip
+                      "COLIBRI_DAEMON_SOCKET_REQUEST_RATE": "0", "COLIBRI_DAEMON_SOCKET_BYTE_RATE": "0"})  # fmt: skip
     evil, good = connect(hive, "evil"), connect(hive, "good")
     for i in range(25):
         assert evil("POST", "/v1/agent/register", {"agent_id": f"e{i}", "capabilities": []})[0] == 200
