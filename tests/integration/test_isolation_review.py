@@ -1,6 +1,6 @@
 """Reviewer's failing proofs (issue 8 review): holes found by attacking the merged work as a hostile
-tenant would.  Each is xfail(strict=True) with its reason until fixed; a fix makes it pass (and the
-marker must then go)."""
+tenant would.  Each failed on the code the review attacked (then marked xfail(strict=True)) and
+passes since its fix; the markers are gone."""
 
 import json
 import os
