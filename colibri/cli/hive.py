@@ -74,7 +74,7 @@ def tasks(
     ctx: typer.Context,
     tenant: TenantOption = None,
     state: Annotated[str | None, typer.Option(help="queued, running, succeeded or failed.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1, max=10_000)] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1, max=1000)] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List tasks, newest first."""

@@ -9,6 +9,7 @@ Errors are ColibriErrors raised by the service, mapped here once to a status and
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from colibri import __version__
 from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import CONTENT_TYPE
+from colibri.domain import validate_tenant_id
 from colibri.errors import (
     AgentNotFound,
     ColibriError,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("colibri.daemon")
 MAX_WAIT = 30.0
+MAX_LIMIT = 1000  # GET /v1/tasks?limit=
 ACTIONS = frozenset({"reload-secrets"})
 _STATUS: list[tuple[type[ColibriError], int]] = [
     (NotFound, 404), (Conflict, 409), (PermissionDenied, 403), (ResultTooLarge, 413), (InvalidInput, 400),
@@ -73,14 +76,34 @@ def _claim_check(body: dict[str, Any], scope: Scope) -> None:
         raise PermissionDenied(f"this socket belongs to {scope.kind} {scope.name}; it cannot act for {named!r}")
 
 
-def _number(value: object, what: str, low: float, high: float) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} must be a number") from None
-    if number != number:  # NaN
-        raise InvalidInput(f"{what} must be a number")
-    return min(max(number, low), high)
+_DECIMAL = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?", re.ASCII)
+_INTEGER = re.compile(r"[0-9]{1,6}", re.ASCII)
+
+
+def _bounded(number: float, what: str, low: float, high: float) -> float:
+    """``number`` within [low, high], or InvalidInput naming the bounds: never clamped, since a
+    client that asked for 5000 and got 1000 would take the 1000 for all there is."""
+    if not low <= number <= high:
+        raise InvalidInput(f"{what} must be between {low:g} and {high:g}, not {number:g}")
+    return number
+
+
+def _query_number(request: Request, name: str, default: float, low: float, high: float, integer: bool = False) -> float:
+    """A query parameter as a plain decimal (no sign, exponent, inf or nan) within its bounds."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (_INTEGER if integer else _DECIMAL).fullmatch(raw):
+        kind = "an integer" if integer else "a number"
+        raise InvalidInput(f"{name} must be {kind} between {low:g} and {high:g}, not {raw[:20]!r}")
+    return _bounded(float(raw), name, low, high)
+
+
+def _body_number(value: object, what: str, low: float, high: float) -> float:
+    """A JSON number (not a boolean, not a string) within its bounds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{what} must be a number between {low:g} and {high:g}")
+    return _bounded(float(value), what, low, high)
 
 
 async def _until(event: asyncio.Event, seconds: float, request: Request) -> None:
@@ -145,7 +168,7 @@ class Api:
             if isinstance(response, Response):
                 metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
                 return response
-            return self._later(response, kind)
+            return self._later(response, kind, request)
 
         return handle
 
@@ -161,7 +184,10 @@ class Api:
                 message = f"no such route: {request.path[:100]}"
             return error_response(404, "NotFound", 4, message)
         if target == 405:
-            return error_response(405, "InvalidInput", 7, f"method {request.method} not allowed here")
+            allow = ", ".join(routes.allowed(request.path))
+            response = error_response(405, "InvalidInput", 7, f"method {request.method[:20]} not allowed here: {allow}")
+            response.headers["Allow"] = allow  # RFC 9110 §15.5.6
+            return response
         assert callable(target)
         try:
             return target(request, scope)  # type: ignore[no-any-return]
@@ -169,14 +195,20 @@ class Api:
             return error_for(exc)
         except BadRequest as exc:
             return error_response(exc.status, "InvalidInput", 7, str(exc))
+        except Exception:  # a bug: logged with its traceback (never the body), answered 500
+            log.exception("internal error answering %s %s", request.method, request.path[:100])
+            return error_response(500, "ColibriError", 1, "internal error", close=True)
 
-    async def _later(self, pending: Awaitable[Response], kind: str) -> Response:
+    async def _later(self, pending: Awaitable[Response], kind: str, request: Request) -> Response:
         try:
             response = await pending
         except ColibriError as exc:
             response = error_for(exc)
         except BadRequest as exc:
             response = error_response(exc.status, "InvalidInput", 7, str(exc))
+        except Exception:  # a bug: logged with its traceback (never the body), answered 500
+            log.exception("internal error answering %s %s", request.method, request.path[:100])
+            response = error_response(500, "ColibriError", 1, "internal error", close=True)
         self.d.metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
         return response
 
@@ -235,11 +267,13 @@ class Api:
         return json_response(200, {"agents": shown})
 
     async def action(self, request: Request, scope: Scope) -> Response:
+        tenant = validate_tenant_id(request.params["tenant"])
         body = _object(request)
         action = body.get("action")
-        if action not in ACTIONS:
-            raise InvalidInput(f"unknown action {str(action)[:30]!r}: one of {', '.join(sorted(ACTIONS))}")
-        count = self.d.registry.queue_action(request.params["tenant"], action)
+        if not isinstance(action, str) or action not in ACTIONS:  # a dict or list is unhashable: not a 500
+            shown = action[:30] if isinstance(action, str) else type(action).__name__
+            raise InvalidInput(f"unknown action {shown!r}: one of {', '.join(sorted(ACTIONS))}")
+        count = self.d.registry.queue_action(tenant, action)
         return json_response(200, {"tenant": request.params["tenant"], "action": action, "agents": count})
 
     # ---- tasks ----------------------------------------------------------------------------------
@@ -263,7 +297,7 @@ class Api:
 
     async def task(self, request: Request, scope: Scope) -> Response:
         task_id = _task_id(request)
-        wait = _number(request.query.get("wait", 0), "wait", 0, MAX_WAIT)
+        wait = _query_number(request, "wait", 0, 0, MAX_WAIT)
         task = await self.d.db(self.d.hive.task, scope, task_id)
         if wait > 0 and task["state"] not in FINISHED:
             self.d.task_waits += 1
@@ -282,7 +316,7 @@ class Api:
         state = request.query.get("state")
         if state is not None and state not in TASK_STATES:
             raise InvalidInput(f"unknown task state {state[:20]!r}: one of {', '.join(TASK_STATES)}")
-        limit = int(_number(request.query.get("limit", 100), "limit", 1, 1000))
+        limit = int(_query_number(request, "limit", 100, 1, MAX_LIMIT, integer=True))
         found = await self.d.db(self.d.hive.tasks, request.query.get("tenant"), state, limit)
         return json_response(200, {"tasks": found})
 
@@ -291,7 +325,7 @@ class Api:
         body = _object(request)
         _claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
-        wait = _number(body.get("wait", 0), "wait", 0, MAX_WAIT)
+        wait = _body_number(body.get("wait", 0), "wait", 0, MAX_WAIT)
         task = await self.d.claim(key, wait, request.conn)
         if task is None:
             return Response(204)
@@ -326,7 +360,7 @@ class Api:
         return json_response(200, {"tenant": tenant, "socket": str(path), "directory": str(path.parent)})
 
     async def close_socket(self, request: Request, scope: Scope) -> Response:
-        closed = await self.d.close_agent_socket("tenant", request.params["tenant"])
+        closed = await self.d.close_agent_socket("tenant", validate_tenant_id(request.params["tenant"]))
         return json_response(200, {"tenant": request.params["tenant"], "closed": closed})
 
     async def declare_lane(self, request: Request, scope: Scope) -> Response:

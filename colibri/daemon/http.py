@@ -4,12 +4,23 @@ Why not a framework: the daemon's API is a dozen routes of JSON on Unix sockets,
 (heartbeats) must cost a dict update, not a framework's request object; stdlib asyncio does that
 in one module, with nothing to install inside FreeBSD base-like environments.
 
-What it accepts: ``Content-Length`` bodies only (chunked is refused with 501), request lines and
-headers up to ``Limits.max_head`` bytes (431 beyond), bodies up to ``Limits.max_body`` on the routes
-that carry a payload (``Limits.large_body``) and ``Limits.max_small_body`` on the others (413 beyond,
-before the body is read).  Anything unparsable is answered 400 and the connection closed.  A
-handler may answer at once (a ``Response``) or later (an awaitable): requests on one connection
-are answered in order.
+What it accepts: ``Content-Length`` bodies only (chunked is refused with 501), a request line up to
+``MAX_REQUEST_LINE`` bytes (414 beyond), request lines and headers up to ``Limits.max_head`` bytes
+(431 beyond), bodies up to ``Limits.max_body`` on the routes that carry a payload
+(``Limits.large_body``) and ``Limits.max_small_body`` on the others (413 beyond, before the body is
+read).  Anything unparsable is answered 400 and the connection closed.  A handler may answer at
+once (a ``Response``) or later (an awaitable): requests on one connection are answered in order.
+
+The framing follows RFC 9112 strictly, since a request whose length two readers could read two
+ways is how a second request gets smuggled inside a first one's body: the message body length is
+Content-Length's (§6.3); a request with Transfer-Encoding and Content-Length, a Transfer-Encoding
+whose last coding is not chunked, differing or list-valued Content-Lengths, whitespace before a
+field's colon (§5.1), obsolete line folding (§5.2), a bare CR, LF or NUL in the head (§2.2, RFC
+9110 §5.5), and an HTTP/1.1 request without exactly one Host (§3.2) are all answered 400, and
+the connection is closed without reading further.  A query that names a parameter twice is 400
+too: which of the two a reader would take is the same ambiguity.  HEAD is answered as GET with
+the same headers and no body (RFC 9110 §9.3.2); 204 carries neither Content-Length nor
+Content-Type (RFC 9110 §8.6, §15.3.5); 405 carries Allow (RFC 9110 §15.5.6).
 
 What a client can consume is bounded (everything a tenant sends is hostile): each listening
 socket has a ``Gate`` with its own connection budget (beyond it a connection gets one 503 and is
@@ -38,13 +49,14 @@ from colibri import strictjson
 log = logging.getLogger("colibri.daemon")
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
+MAX_REQUEST_LINE = 8 * 1024  # RFC 9112 §3: beyond, 414 (every route's target is far shorter)
 MAX_SMALL_BODY = 16 * 1024  # register, heartbeat, claim, ...: nothing there needs more
 LARGE_BODY = re.compile(r"/v1/tasks(?:/[0-9]+/result)?")  # submit a task, post its result
 MAX_DEPTH = strictjson.MAX_DEPTH  # JSON nesting of an API body
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
-    413: "Content Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    413: "Content Too Large", 414: "URI Too Long", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
     504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }  # fmt: skip
@@ -59,6 +71,7 @@ class Request:
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
     conn: "HttpProtocol | None" = None
+    query_error: str | None = None  # a query the framing allows but that is not valid (400, kept open)
 
     @property
     def gone(self) -> bool:
@@ -87,6 +100,7 @@ class Response:
     content_type: str = "application/json"
     close: bool = False
     unsent: Callable[[], None] | None = None  # called when the client has gone before the answer
+    headers: dict[str, str] = field(default_factory=dict)  # more header fields (e.g. Allow)
 
 
 class BadRequest(Exception):
@@ -212,6 +226,7 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False  # reading paused (the buffer is full, or the client does not read)
         self._write_paused = False
         self._counted = False
+        self._head = False  # the request being parsed is a HEAD (its error answer has no body)
         self._on_close: set[Callable[[], None]] = set()
         self.closed = False
         self.last_active = self._started = self._paused_at = time.monotonic()
@@ -324,17 +339,22 @@ class HttpProtocol(asyncio.Protocol):
 
     def _process(self) -> None:
         while self._transport is not None and not self._busy and not self._write_paused:
+            self._head = False
             try:
                 request = self._parse()
             except BadRequest as exc:
                 self._buffer.clear()
-                self._send(error_response(exc.status, "InvalidInput", 7, str(exc), close=True))
+                self._send(error_response(exc.status, "InvalidInput", 7, str(exc), close=True), self._head)
                 return
             if request is None:
                 break
+            head = request.method == "HEAD"
             if not self._gate.take(self.last_active, len(request.body)):
                 message = "too many requests on this socket: slow down"
-                self._send(error_response(429, "LimitExceeded", 16, message))
+                self._send(error_response(429, "LimitExceeded", 16, message), head)
+                continue
+            if request.query_error is not None:
+                self._send(error_response(400, "InvalidInput", 7, request.query_error), head)
                 continue
             try:
                 outcome = self._handler(request)
@@ -346,7 +366,7 @@ class HttpProtocol(asyncio.Protocol):
                 task = asyncio.ensure_future(outcome)
                 task.add_done_callback(functools.partial(self._finished, request))
                 return
-            self._send(outcome)
+            self._send(outcome, head)
         if self._paused:
             self._flow()
 
@@ -361,20 +381,23 @@ class HttpProtocol(asyncio.Protocol):
             response = task.result()
         if response.unsent is not None and (self._transport is None or self._transport.is_closing()):
             response.unsent()
-        self._send(response)
+        self._send(response, request.method == "HEAD")
         if not self._write_paused:
             self._process()
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Response, head_only: bool = False) -> None:
+        """Write one answer; ``head_only``: the answer to a HEAD, its GET's headers without the body."""
         if self._transport is None:
             return
         close = response.close or (self._closing and not self._buffer)
-        head = (
-            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}\r\n"
-            f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-            f"{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
-        )
-        self._transport.write(head.encode("latin-1") + response.body)
+        lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}"]
+        if response.status != 204:  # RFC 9110 §8.6: a 204 has no Content-Length (and no content)
+            lines += [f"Content-Type: {response.content_type}", f"Content-Length: {len(response.body)}"]
+        lines += [f"{name}: {value}" for name, value in response.headers.items()]
+        if close:
+            lines.append("Connection: close")
+        body = b"" if head_only or response.status == 204 else response.body
+        self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         if close:
             self._buffer.clear()
             self._transport.close()
@@ -382,35 +405,43 @@ class HttpProtocol(asyncio.Protocol):
 
     def _parse(self) -> Request | None:
         end = self._buffer.find(b"\r\n\r\n")
+        line_end = self._buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
+        if (line_end < 0 and len(self._buffer) > MAX_REQUEST_LINE) or line_end > MAX_REQUEST_LINE:
+            raise BadRequest(f"request target too long (the request line is limited to {MAX_REQUEST_LINE} bytes)", 414)
         if end < 0:
             if len(self._buffer) > self._limits.max_head:
                 raise BadRequest("request head too large", 431)
             return None
         if end > self._limits.max_head:
             raise BadRequest("request head too large", 431)
-        try:
-            lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-            raise BadRequest("undecodable request head") from None
+        lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")  # latin-1 decodes every byte
+        self._head = lines[0].startswith("HEAD ")
+        if any(c in line for line in lines for c in "\r\n\x00"):
+            raise BadRequest("a bare CR, LF or NUL in the request head")
         method, target, version = _request_line(lines[0])
-        headers = _headers(lines[1:])
-        if "transfer-encoding" in headers:
-            raise BadRequest("chunked bodies are not supported: send Content-Length", 501)
-        length = _content_length(headers)
+        headers, hosts = _headers(lines[1:])
+        length = _framing(headers)
         limit = self._limits.max_body
-        if length > self._limits.max_small_body and not self._limits.large_body.fullmatch(target.partition("?")[0]):
+        path, _, query = target.partition("?")
+        if length > self._limits.max_small_body and not self._limits.large_body.fullmatch(path):
             limit = self._limits.max_small_body
         if length > limit:
             raise BadRequest(f"body larger than {limit // 1024} KiB", 413)
+        if version == "HTTP/1.1" and hosts != 1:  # RFC 9112 §3.2
+            raise BadRequest("an HTTP/1.1 request needs exactly one Host header" if hosts else
+                             "an HTTP/1.1 request needs a Host header")  # fmt: skip
         if len(self._buffer) < end + 4 + length:
             return None
         body = bytes(self._buffer[end + 4 : end + 4 + length])
         del self._buffer[: end + 4 + length]
         self._started = self.last_active
-        if version == "HTTP/1.0" or headers.get("connection", "").lower() == "close":
+        if version == "HTTP/1.0" or "close" in _tokens(headers.get("connection", "")):
             self._closing = True
-        path, _, query = target.partition("?")
-        return Request(method, unquote(path, errors="replace"), dict(parse_qsl(query)), headers, body, conn=self)
+        try:
+            params, problem = _query(query), None
+        except BadRequest as exc:
+            params, problem = {}, str(exc)
+        return Request(method, unquote(path, errors="replace"), params, headers, body, conn=self, query_error=problem)
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -418,34 +449,72 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 def _request_line(line: str) -> tuple[str, str, str]:
     parts = line.split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1].startswith("/"):
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
         raise BadRequest("malformed request line")
     if parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest("only HTTP/1.1 is spoken here", 505)
-    return parts[0], parts[1], parts[2]
+    target = parts[1]
+    absolute = _ABSOLUTE.fullmatch(target)  # RFC 9112 §3.2.2: a server accepts the absolute form
+    if absolute:
+        target = absolute.group(1) or "/"
+    if not target.startswith("/"):
+        raise BadRequest("malformed request line")
+    return parts[0], target, parts[2]
 
 
-def _headers(lines: list[str]) -> dict[str, str]:
+_ABSOLUTE = re.compile(r"https?://[^/?#\s]*(/[^#\s]*)?", re.IGNORECASE | re.ASCII)
+
+
+def _headers(lines: list[str]) -> tuple[dict[str, str], int]:
+    """The header fields (names lower-cased) and how many Host fields there were."""
     headers: dict[str, str] = {}
+    hosts = 0
     for line in lines:
+        if line[:1] in (" ", "\t"):
+            raise BadRequest("obsolete line folding in the request head")  # RFC 9112 §5.2
         name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):
+        if not sep or not _TOKEN.fullmatch(name):  # also whitespace before the colon (§5.1)
             raise BadRequest("malformed header line")
-        key, value = name.lower(), value.strip()
+        key, value = name.lower(), value.strip(" \t")
         if key == "content-length" and headers.get(key, value) != value:
             raise BadRequest("conflicting Content-Length headers")
+        if key == "host":
+            hosts += 1
+        if key == "transfer-encoding" and key in headers:
+            value = f"{headers[key]}, {value}"  # RFC 9110 §5.3: one list
         headers[key] = value
-    return headers
+    return headers, hosts
 
 
 _DIGITS = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
-def _content_length(headers: dict[str, str]) -> int:
+def _tokens(value: str) -> list[str]:
+    return [item.strip(" \t").lower() for item in value.split(",")]
+
+
+def _framing(headers: dict[str, str]) -> int:
+    """The body's length (RFC 9112 §6.3), or BadRequest: there is one reading, or none."""
+    if "transfer-encoding" in headers:
+        if "content-length" in headers:
+            raise BadRequest("Transfer-Encoding and Content-Length together: the length is ambiguous")
+        if _tokens(headers["transfer-encoding"])[-1] != "chunked":
+            raise BadRequest("a Transfer-Encoding whose last coding is not chunked: the length is unknown")
+        raise BadRequest("chunked bodies are not supported: send Content-Length", 501)
     raw = headers.get("content-length", "0")
-    if not _DIGITS.fullmatch(raw):  # not str.isdigit(): it accepts '²', which int() refuses
+    if not _DIGITS.fullmatch(raw):  # not str.isdigit(): it accepts '²', which int() refuses; nor lists
         raise BadRequest("invalid Content-Length")
     return int(raw)
+
+
+def _query(query: str) -> dict[str, str]:
+    """The query's parameters; one given twice is refused (which one counts would be a guess)."""
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in params:
+            raise BadRequest(f"query parameter {key[:30]!r} given more than once")
+        params[key] = value
+    return params
 
 
 class Router:
@@ -463,18 +532,26 @@ class Router:
         self._routes.append((pattern, {method: handler}))
 
     def match(self, request: Request) -> Callable[..., Any] | int:
-        """The handler, or 404 / 405."""
+        """The handler (a HEAD gets its GET's), or 404 / 405."""
         status = 404
+        method = "GET" if request.method == "HEAD" else request.method
         for pattern, methods in self._routes:
             found = pattern.match(request.path)
             if found:
-                handler = methods.get(request.method)
+                handler = methods.get(method)
                 if handler is None:
                     status = 405
                     continue
                 request.params = found.groupdict()
                 return handler
         return status
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods ``path`` answers (the ``Allow`` of a 405), HEAD wherever GET is."""
+        methods = {m for pattern, handlers in self._routes if pattern.match(path) for m in handlers}
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
 
 
 def sweep(conns: set[HttpProtocol], now: float | None = None) -> None:

@@ -118,7 +118,7 @@ def test_lane_agents_take_any_tenants_task(hive: Hive) -> None:
 def test_malformed_oversized_unknown(hive: Hive) -> None:
     sock = hive.socket("demo")
     bad_json = raw_exchange(
-        sock, b"POST /v1/agent/heartbeat HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope"
+        sock, b"POST /v1/agent/heartbeat HTTP/1.1\r\nHost: c\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope"
     )
     assert bad_json.startswith(b"HTTP/1.1 400 ") and b"not valid JSON" in bad_json
     huge = raw_exchange(sock, b"POST /v1/tasks HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
@@ -127,7 +127,8 @@ def test_malformed_oversized_unknown(hive: Hive) -> None:
     assert chunked.startswith(b"HTTP/1.1 501 ")
     assert raw_exchange(sock, b"HELLO\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw_exchange(sock, b"GET / HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505 ")
-    assert raw_exchange(sock, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 431 ")
+    assert raw_exchange(sock, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 414 ")
+    assert raw_exchange(sock, b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431 ")
     admin = Raw(hive.root / "run" / "admin.sock")
     try:
         status, body = admin("GET", "/v2/tasks")

@@ -239,7 +239,7 @@ def test_a_claim_whose_client_has_gone_takes_no_task(make_hive: MakeHive) -> Non
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
         gone.connect(str(hive.socket("good")))
         body = json.dumps({"agent_id": "g1", "wait": 20}).encode()
-        gone.sendall(b"POST /v1/tasks/claim HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        gone.sendall(b"POST /v1/tasks/claim HTTP/1.1\r\nHost: c\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         wait_until(lambda: "colibri_claims_waiting 1" in hive.admin.metrics(), 5)  # the daemon holds it
     wait_until(lambda: "colibri_claims_waiting 0" in hive.admin.metrics(), 5)  # the client went: it ends
     task = hive.admin.submit("echo", {"n": 1}, tenant="good")
@@ -260,7 +260,7 @@ def test_a_task_wait_whose_client_has_gone_ends(make_hive: MakeHive) -> None:
     task = hive.admin.submit("echo", 1, tenant="good")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
         gone.connect(str(hive.socket("good")))
-        gone.sendall(f"GET /v1/tasks/{task['id']}?wait=25 HTTP/1.1\r\n\r\n".encode())
+        gone.sendall(f"GET /v1/tasks/{task['id']}?wait=25 HTTP/1.1\r\nHost: c\r\n\r\n".encode())
         wait_until(lambda: "colibri_task_waits 1" in hive.admin.metrics(), 5)
     wait_until(lambda: "colibri_task_waits 0" in hive.admin.metrics(), 5)  # not after 25 s
 

@@ -64,7 +64,7 @@ def serve(data: bytes) -> tuple[Transport, list[Request]]:
 
 
 def test_pipelined_requests_in_pieces_are_answered_in_order() -> None:
-    data = b"POST /a?x=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    data = b"POST /a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
     transport, seen = serve(data)
     assert [r.path for r in seen] == ["/a", "/b"]
     assert seen[0].query == {"x": "1"} and seen[0].body == b"{}" and seen[1].headers["host"] == "h"
@@ -79,7 +79,8 @@ def test_limits_and_malformed_requests_close_the_connection() -> None:
         b"GET / HTTP/1.1\r\nno colon here\r\n\r\n": b"400",
         b"GET nothing HTTP/1.1\r\n\r\n": b"400",
         b"GET / HTTP/3\r\n\r\n": b"505",
-        b"GET /" + b"x" * 17000: b"431",
+        b"GET /" + b"x" * 17000: b"414",  # a request line too long (RFC 9112 §3)
+        b"GET / HTTP/1.1\r\nX: " + b"x" * 17000: b"431",  # a head too large
     }
     for data, status in cases.items():
         transport, seen = serve(data)
@@ -88,7 +89,7 @@ def test_limits_and_malformed_requests_close_the_connection() -> None:
 
 
 def test_connection_close_and_http10() -> None:
-    transport, _ = serve(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    transport, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert b"Connection: close" in transport.out and transport.closed
     transport, _ = serve(b"GET / HTTP/1.0\r\n\r\n")
     assert transport.closed
@@ -153,7 +154,7 @@ def test_every_500_is_logged_with_its_traceback_never_the_body(caplog: pytest.Lo
             transport = Transport()
             protocol = HttpProtocol(handler, set())
             protocol.connection_made(transport)
-            protocol.data_received(b"POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\nSECRET-BODY")
+            protocol.data_received(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nSECRET-BODY")
             await asyncio.sleep(0.01)
             assert transport.out.startswith(b"HTTP/1.1 500")
 
@@ -175,7 +176,7 @@ def test_a_client_that_does_not_read_is_not_read_either() -> None:
 
     protocol = HttpProtocol(handler, Gate("t", 10, limits=Limits(max_head=1024, max_body=4096)))
     protocol.connection_made(transport)
-    request = b"GET /h HTTP/1.1\r\n\r\n"
+    request = b"GET /h HTTP/1.1\r\nHost: h\r\n\r\n"
     protocol.data_received(request * 10)
     assert len(handled) == 10
     protocol.pause_writing()  # the transport's buffer passed its high-water mark
@@ -199,7 +200,7 @@ def test_the_answer_a_gone_client_cannot_read_calls_unsent() -> None:
         transport = Transport()
         protocol = HttpProtocol(lambda r: claim(r), set())
         protocol.connection_made(transport)
-        protocol.data_received(b"POST /v1/tasks/claim HTTP/1.1\r\n\r\n")
+        protocol.data_received(b"POST /v1/tasks/claim HTTP/1.1\r\nHost: h\r\n\r\n")
         await asyncio.sleep(0)
         protocol.connection_lost(None)  # the client hung up during the long-poll
         release.set()
@@ -217,7 +218,7 @@ def test_gate_caps_connections_and_rate() -> None:
     for protocol, transport in zip(protocols, transports, strict=True):
         protocol.connection_made(transport)
     assert len(gate.conns) == 2 and transports[2].closed and transports[2].out.startswith(b"HTTP/1.1 503")
-    protocols[0].data_received(b"GET / HTTP/1.1\r\n\r\n" * 5)  # burst 2: the rest is 429 at once
+    protocols[0].data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * 5)  # burst 2: the rest is 429 at once
     assert transports[0].out.count(b"HTTP/1.1 200") == 2 and transports[0].out.count(b"HTTP/1.1 429") == 3
     assert refused == ["connections", "rate", "rate", "rate"]
     protocols[0].connection_lost(None)
@@ -249,3 +250,70 @@ def test_a_colibri_error_without_a_status_is_a_logged_500(caplog: pytest.LogCapt
         response = error_for(ExternalError("the tool broke"))
     assert response.status == 500
     assert len(caplog.records) == 1 and caplog.records[0].exc_info
+
+
+def test_head_is_answered_as_get_without_the_body_and_the_connection_goes_on() -> None:
+    router = Router()
+    router.add("GET", "/h", lambda r: json_response(200, {"long": "x" * 50}))
+    router.add("POST", "/h", lambda r: json_response(200, {}))
+
+    def handler(request: Request) -> Response:
+        found = router.match(request)
+        assert callable(found)
+        return found(request)  # type: ignore[no-any-return]
+
+    transport = Transport()
+    protocol = HttpProtocol(handler, set())
+    protocol.connection_made(transport)
+    protocol.data_received(b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\nGET /h HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, _, rest = bytes(transport.out).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 61" in head
+    assert rest.startswith(b"HTTP/1.1 200")  # no body bytes between the two answers
+    assert rest.endswith(b"x" * 50 + b'"}')
+    assert router.allowed("/h") == ["GET", "HEAD", "POST"] and router.allowed("/nowhere") == []
+
+
+def test_204_has_no_content_headers_and_extra_headers_are_sent() -> None:
+    answers = iter([Response(204, b"ignored"), Response(405, b"{}", headers={"Allow": "GET, HEAD"})])
+    transport = Transport()
+    protocol = HttpProtocol(lambda r: next(answers), set())
+    protocol.connection_made(transport)
+    protocol.data_received(b"POST /c HTTP/1.1\r\nHost: h\r\n\r\n" * 2)
+    first, _, second = bytes(transport.out).partition(b"\r\n\r\n")
+    assert first == b"HTTP/1.1 204 No Content"
+    assert second.startswith(b"HTTP/1.1 405") and b"\r\nAllow: GET, HEAD\r\n" in second
+
+
+def test_framing_that_two_readers_could_read_two_ways_is_400_and_closed() -> None:
+    smuggled = b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n"
+    cases = [
+        b"Content-Length: 2\r\nContent-Length: 40",
+        b"Content-Length: 2, 2",
+        b"Content-Length: 2\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",  # one list: gzip is last
+        b"X: a\r\n folded",
+        b"X: a\nContent-Length: 40",
+        b"X: a\rb",
+        b"Content-Length : 2",
+    ]
+    for head in cases:
+        transport, seen = serve(b"POST /first HTTP/1.1\r\nHost: h\r\n" + head + b"\r\n\r\n{}" + smuggled)
+        assert transport.out.startswith(b"HTTP/1.1 400"), head
+        assert transport.closed and seen == [] and transport.out.count(b"HTTP/1.1") == 1, head
+
+
+def test_host_exactly_once_on_http11_and_the_absolute_form() -> None:
+    for data in (b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"):
+        transport, seen = serve(data)
+        assert transport.out.startswith(b"HTTP/1.1 400") and b"Host" in transport.out and seen == []
+    transport, seen = serve(b"GET /old HTTP/1.0\r\n\r\n")
+    assert [r.path for r in seen] == ["/old"]
+    transport, seen = serve(b"GET http://colibri/abs?x=1 HTTP/1.1\r\nHost: colibri\r\n\r\n")
+    assert [(r.path, r.query) for r in seen] == [("/abs", {"x": "1"})]
+
+
+def test_a_repeated_query_parameter_is_400_and_the_connection_stays() -> None:
+    transport, seen = serve(b"GET /q?a=1&a=2 HTTP/1.1\r\nHost: h\r\n\r\nGET /q?a=&b=2 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert transport.out.startswith(b"HTTP/1.1 400") and not transport.closed
+    assert [r.query for r in seen] == [{"a": "", "b": "2"}]
