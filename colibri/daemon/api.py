@@ -21,7 +21,6 @@ from colibri.domain import validate_tenant_id
 from colibri.errors import (
     AgentNotFound,
     ColibriError,
-    CommandTimeout,
     Conflict,
     DaemonError,
     InvalidInput,
@@ -49,7 +48,7 @@ MAX_LIMIT = 1000  # GET /v1/tasks?limit=
 ACTIONS = frozenset({"reload-secrets"})
 _STATUS: list[tuple[type[ColibriError], int]] = [
     (NotFound, 404), (Conflict, 409), (PermissionDenied, 403), (ResultTooLarge, 413), (InvalidInput, 400),
-    (StoreError, 503), (CommandTimeout, 504), (LimitExceeded, 429), (DaemonError, 503),
+    (StoreError, 503), (LimitExceeded, 429), (DaemonError, 503),
 ]  # fmt: skip
 
 Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
