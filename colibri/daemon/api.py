@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from colibri import __version__
-from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response
+from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response, log_bug
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import CONTENT_TYPE
 from colibri.domain import validate_tenant_id
@@ -194,8 +194,8 @@ class Api:
             return error_for(exc)
         except BadRequest as exc:
             return error_response(exc.status, "InvalidInput", 7, str(exc))
-        except Exception:  # a bug: logged with its traceback (never the body), answered 500
-            log.exception("internal error answering %s %s", request.method, request.path[:100])
+        except Exception as exc:  # a bug: logged with its traceback (never the body), answered 500
+            log_bug(request, exc)
             return error_response(500, "ColibriError", 1, "internal error", close=True)
 
     async def _later(self, pending: Awaitable[Response], kind: str, request: Request) -> Response:
@@ -205,8 +205,8 @@ class Api:
             response = error_for(exc)
         except BadRequest as exc:
             response = error_response(exc.status, "InvalidInput", 7, str(exc))
-        except Exception:  # a bug: logged with its traceback (never the body), answered 500
-            log.exception("internal error answering %s %s", request.method, request.path[:100])
+        except Exception as exc:  # a bug: logged with its traceback (never the body), answered 500
+            log_bug(request, exc)
             response = error_response(500, "ColibriError", 1, "internal error", close=True)
         self.d.metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
         return response

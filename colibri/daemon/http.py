@@ -111,6 +111,19 @@ class BadRequest(Exception):
         self.status = status
 
 
+def log_bug(request: "Request", exc: BaseException) -> None:
+    """A bug, answered 500: logged with its traceback (files, lines, code; never locals) and the
+    exception's type, but not its message, which may quote what the client sent (``KeyError:
+    'the-secret'``); never the request's body."""
+    kind = type(exc)
+    withheld = type(kind.__name__, (Exception,), {
+        "__module__": kind.__module__, "__qualname__": kind.__qualname__,
+        "__str__": lambda self: "(its message is not logged: it may quote the request)",
+    })  # fmt: skip
+    log.error("internal error answering %s %s (%s)", request.method[:20], request.path[:100], kind.__name__,
+              exc_info=(withheld, withheld(), exc.__traceback__))  # fmt: skip
+
+
 def json_response(status: int, data: Any) -> Response:
     return Response(status, json.dumps(data, separators=(",", ":")).encode())
 
@@ -358,8 +371,8 @@ class HttpProtocol(asyncio.Protocol):
                 continue
             try:
                 outcome = self._handler(request)
-            except Exception:  # the handler maps its own errors; this is a bug, answer 500 anyway
-                log.exception("internal error answering %s %s", request.method, request.path[:100])
+            except Exception as exc:  # the handler maps its own errors; this is a bug, answer 500 anyway
+                log_bug(request, exc)
                 outcome = error_response(500, "ColibriError", 1, "internal error", close=True)
             if inspect.isawaitable(outcome):
                 self._busy = True
@@ -375,7 +388,7 @@ class HttpProtocol(asyncio.Protocol):
         if task.cancelled():
             response = error_response(503, "DaemonError", 16, "the daemon is stopping", close=True)
         elif (exc := task.exception()) is not None:
-            log.error("internal error answering %s %s", request.method, request.path[:100], exc_info=exc)
+            log_bug(request, exc)
             response = error_response(500, "ColibriError", 1, "internal error", close=True)
         else:
             response = task.result()

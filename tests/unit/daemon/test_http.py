@@ -317,3 +317,37 @@ def test_a_repeated_query_parameter_is_400_and_the_connection_stays() -> None:
     transport, seen = serve(b"GET /q?a=1&a=2 HTTP/1.1\r\nHost: h\r\n\r\nGET /q?a=&b=2 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert transport.out.startswith(b"HTTP/1.1 400") and not transport.closed
     assert [r.query for r in seen] == [{"a": "", "b": "2"}]
+
+
+def test_the_api_logs_a_handlers_bug_with_its_traceback_and_counts_the_500(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from colibri.daemon.api import Api
+    from colibri.daemon.metrics import Metrics
+    from colibri.services.hive import Scope
+
+    daemon = SimpleNamespace(metrics=Metrics(), stopping=False)
+    api = Api(daemon)  # type: ignore[arg-type]
+
+    def broken(request: Request, scope: Scope) -> Response:
+        return {"x": 1}[request.body.decode()]  # type: ignore[return-value]  # a KeyError: a bug
+
+    async def broken_later(request: Request, scope: Scope) -> Response:
+        raise TypeError("unhashable type: 'dict'")
+
+    api.admin.add("POST", "/now", broken)
+    api.admin.add("POST", "/later", broken_later)
+    handle = api.handler(Scope("admin"))
+
+    async def run() -> list[int]:
+        now = handle(Request("POST", "/now", {}, {}, b"SECRET-BODY"))
+        later = await handle(Request("POST", "/later", {}, {}, b"SECRET-BODY"))  # type: ignore[misc]
+        return [now.status, later.status]  # type: ignore[union-attr]
+
+    with caplog.at_level(logging.ERROR, logger="colibri.daemon"):
+        assert asyncio.run(run()) == [500, 500]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all(r.exc_info for r in errors)
+    assert "SECRET-BODY" not in caplog.text  # not even as the KeyError's message
+    assert "in broken" in caplog.text and "KeyError: (its message is not logged" in caplog.text
+    assert 'colibri_http_requests_total{socket="admin",status="500"} 2' in daemon.metrics.render({})
