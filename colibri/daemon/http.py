@@ -454,7 +454,9 @@ class HttpProtocol(asyncio.Protocol):
             params, problem = _query(query), None
         except BadRequest as exc:
             params, problem = {}, str(exc)
-        return Request(method, unquote(path, errors="replace"), params, headers, body, conn=self, query_error=problem)
+        # The path stays as sent: routes match its segments, and a parameter is decoded after
+        # (a %2F in a tenant id is part of that id, not a second segment; RFC 3986 §2.2).
+        return Request(method, path, params, headers, body, conn=self, query_error=problem)
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -555,7 +557,7 @@ class Router:
                 if handler is None:
                     status = 405
                     continue
-                request.params = found.groupdict()
+                request.params = {k: unquote(v, errors="replace") for k, v in found.groupdict().items()}
                 return handler
         return status
 

@@ -288,3 +288,12 @@ def test_path_parameters_outside_their_pattern_are_400(hive: Hive, method: str, 
     finally:
         raw.close()
     assert status == 400, (target, status, answer)
+
+
+def test_an_encoded_slash_in_a_tenant_id_is_a_400_not_another_route(hive: Hive) -> None:
+    raw = Raw(admin(hive))
+    try:
+        status, answer = raw("DELETE", "/v1/tenants/a%2Fb/socket")
+    finally:
+        raw.close()
+    assert status == 400 and "invalid tenant id" in answer["error"]["message"], (status, answer)

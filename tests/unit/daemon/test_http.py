@@ -351,3 +351,11 @@ def test_the_api_logs_a_handlers_bug_with_its_traceback_and_counts_the_500(caplo
     assert "SECRET-BODY" not in caplog.text  # not even as the KeyError's message
     assert "in broken" in caplog.text and "KeyError: (its message is not logged" in caplog.text
     assert 'colibri_http_requests_total{socket="admin",status="500"} 2' in daemon.metrics.render({})
+
+
+def test_a_percent_encoded_slash_is_part_of_a_parameter_not_a_segment() -> None:
+    router = Router()
+    router.add("DELETE", "/v1/tenants/{tenant}/socket", lambda r: "socket")
+    request = Request("DELETE", "/v1/tenants/a%2Fb%20c/socket", {}, {}, b"")
+    assert callable(router.match(request)) and request.params == {"tenant": "a/b c"}
+    assert router.match(Request("DELETE", "/v1/tenants/a/b/socket", {}, {}, b"")) == 404
