@@ -443,6 +443,8 @@ class HttpProtocol(asyncio.Protocol):
         if version == "HTTP/1.1" and hosts != 1:  # RFC 9112 §3.2
             raise BadRequest("an HTTP/1.1 request needs exactly one Host header" if hosts else
                              "an HTTP/1.1 request needs a Host header")  # fmt: skip
+        if not _HOST.fullmatch(headers.get("host", "")):  # RFC 9112 §3.2: uri-host [":" port], or empty
+            raise BadRequest("invalid Host header")
         if len(self._buffer) < end + 4 + length:
             return None
         body = bytes(self._buffer[end + 4 : end + 4 + length])
@@ -477,6 +479,7 @@ def _request_line(line: str) -> tuple[str, str, str]:
     return parts[0], target, parts[2]
 
 
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?", re.ASCII)
 _ABSOLUTE = re.compile(r"https?://[^/?#\s]*(/[^#\s]*)?", re.IGNORECASE | re.ASCII)
 
 

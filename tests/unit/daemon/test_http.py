@@ -304,11 +304,15 @@ def test_framing_that_two_readers_could_read_two_ways_is_400_and_closed() -> Non
 
 
 def test_host_exactly_once_on_http11_and_the_absolute_form() -> None:
-    for data in (b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"):
+    bad = [b"", b"Host: a\r\nHost: b\r\n", b"Host: a b\r\n", b"Host: a/b\r\n", b"Host: a:b\r\n", b"Host: x@y\r\n"]
+    for data in (b"GET / HTTP/1.1\r\n" + head + b"\r\n" for head in bad):
         transport, seen = serve(data)
         assert transport.out.startswith(b"HTTP/1.1 400") and b"Host" in transport.out and seen == []
     transport, seen = serve(b"GET /old HTTP/1.0\r\n\r\n")
     assert [r.path for r in seen] == ["/old"]
+    for host in (b"colibri", b"localhost:8080", b"[::1]:80", b"127.0.0.1", b""):
+        transport, seen = serve(b"GET /ok HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assert [r.path for r in seen] == ["/ok"], host
     transport, seen = serve(b"GET http://colibri/abs?x=1 HTTP/1.1\r\nHost: colibri\r\n\r\n")
     assert [(r.path, r.query) for r in seen] == [("/abs", {"x": "1"})]
 
