@@ -98,6 +98,12 @@ def _query_number(request: Request, name: str, default: float, low: float, high:
     return _bounded(float(raw), name, low, high)
 
 
+def _tenant_query(request: Request) -> str | None:
+    """The ``tenant`` filter of a listing, checked as a tenant id (400 otherwise)."""
+    tenant = request.query.get("tenant")
+    return None if tenant is None else validate_tenant_id(tenant)
+
+
 def _body_number(value: object, what: str, low: float, high: float) -> float:
     """A JSON number (not a boolean, not a string) within its bounds."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -254,7 +260,7 @@ class Api:
         state = request.query.get("state")
         if state is not None and state not in AGENT_STATES:
             raise InvalidInput(f"unknown agent state {state[:20]!r}: one of {', '.join(AGENT_STATES)}")
-        stored = await self.d.db(self.d.hive.agents, request.query.get("tenant"), None)
+        stored = await self.d.db(self.d.hive.agents, _tenant_query(request), None)
         shown = []
         for record in stored:
             live = self.d.registry.get(record["key"])
@@ -316,7 +322,7 @@ class Api:
         if state is not None and state not in TASK_STATES:
             raise InvalidInput(f"unknown task state {state[:20]!r}: one of {', '.join(TASK_STATES)}")
         limit = int(_query_number(request, "limit", 100, 1, MAX_LIMIT, integer=True))
-        found = await self.d.db(self.d.hive.tasks, request.query.get("tenant"), state, limit)
+        found = await self.d.db(self.d.hive.tasks, _tenant_query(request), state, limit)
         return json_response(200, {"tasks": found})
 
     async def claim(self, request: Request, scope: Scope) -> Response:
