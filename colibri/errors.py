@@ -25,7 +25,8 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     ├── JailError                       11  a jail backend (bastille or sandbox) failed
     │   └── BastilleError                   bastille did not do what was asked
     ├── SecretsError                    12  the vault or the secrets source failed (fail-closed)
-    │   └── VaultLocked
+    │   ├── VaultLocked
+    │   └── SecretsRefused                  a tenant's secrets hold values that cannot be written
     ├── RemoteError                     13  a remote host (ssh) failed
     ├── CommandTimeout                  14  an external command or request timed out
     ├── StoreError                      15  the database failed
@@ -167,6 +168,19 @@ class SecretsError(ColibriError):
 
 class VaultLocked(SecretsError):
     """The vault could not be unlocked."""
+
+
+class SecretsRefused(SecretsError):
+    """A tenant's secrets hold keys or values that cannot be written: ``problems`` names each
+    (its key and where it came from, never a value); ``summary`` is the one-line gist."""
+
+    def __init__(self, summary: str, problems: tuple[str, ...], total: int) -> None:
+        shown = "; ".join(problems)
+        more = f"; and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(problems[0] if total == 1 else f"{summary}: {shown}{more}")
+        self.summary = summary
+        self.problems = problems
+        self.total = total
 
 
 class RemoteError(ColibriError):

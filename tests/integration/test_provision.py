@@ -448,7 +448,7 @@ def test_loose_credentials_dir_is_refused(world: World, tmp_path: Path) -> None:
     _write_creds(creds, (world.client_id, world.client_secret, OP_PASSWORD))
     (creds / "client_secret").chmod(0o640)
     run = world.colibri("provision", "loose", extra={"COLIBRI_VAULT_CREDENTIALS_DIR": str(creds)})
-    assert run.rc == 6, str(run)
+    assert run.rc == 12, str(run)  # every provisioning refusal is 12 (was 6, PermissionDenied)
     assert f"{creds / 'client_secret'} is mode 0640: refusing it" in run.stderr
 
 
