@@ -239,7 +239,10 @@ EXIT_CODES: dict[int, str] = {
     7: "invalid value, e.g. a tenant id (InvalidInput)",
     10: "an external command failed or is missing (ExternalError)",
     11: "a jail backend (bastille or sandbox) failed (BastilleError, JailError)",
-    12: "secrets could not be fetched or written; the old .env is kept (SecretsError)",
+    12: (
+        "secrets could not be fetched or written, for any reason (the vault, an unsafe path, the operator's "
+        "credentials, bw, a bad key or value); the old .env is kept (SecretsError)"
+    ),
     13: "a remote host failed (RemoteError)",
     14: "a command or request timed out (CommandTimeout)",
     15: "the database failed (StoreError)",
