@@ -110,11 +110,11 @@ def destroy_agent(
     Several tenants (or --from-file) are each destroyed on their own, one failure does not stop
     the others; one summary line, each outcome in --json, the exit code of the worst failure.
     """
-    from colibri.cli.tenants import _destroy_question, run_batch_command, tenant_ids
+    from colibri.cli.tenants import confirm_destroy, run_batch_command, tenant_ids
 
     ids = tenant_ids(tenants, from_file)
-    if not yes and not typer.confirm(_destroy_question(ids, "and everything in it")):
-        raise typer.Abort()
+    if not yes:
+        confirm_destroy(ids, from_file, "and everything in it", "and everything in them")
     service = context.get(ctx).jails()
     if len(ids) == 1 and from_file is None:
         _show(service.destroy(ids[0]), as_json, f"destroyed the jail of {ids[0]}")

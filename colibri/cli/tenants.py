@@ -198,8 +198,8 @@ def remove_tenant(
     """
     ids = tenant_ids(tenants, from_file)
     batch = len(ids) > 1 or from_file is not None
-    if destroy_jail and not yes and not typer.confirm(_destroy_question(ids, "and remove the tenant")):
-        raise typer.Abort()
+    if destroy_jail and not yes:
+        confirm_destroy(ids, from_file, "and remove the tenant", "and remove each tenant")
     service = context.get(ctx).tenants()
     if not batch:
         record = service.remove(ids[0], destroy_jail=destroy_jail)
@@ -216,11 +216,18 @@ def remove_tenant(
     run_batch_command(ids, one, as_json, "removals")
 
 
-def _destroy_question(ids: list[str], then: str) -> str:
-    if len(ids) == 1:
-        return f"Destroy the jail of tenant {ids[0]} {then}?"
-    shown = ", ".join(list(dict.fromkeys(ids))[:10]) + (", ..." if len(set(ids)) > 10 else "")
-    return f"Destroy the jails of {len(set(ids))} tenants ({shown}) {then.replace('the tenant', 'each tenant')}?"
+def confirm_destroy(ids: list[str], from_file: Path | None, one: str, several: str) -> None:
+    """Ask once for the whole batch; stdin that carried the ids cannot answer too."""
+    if from_file is not None and str(from_file) == "-":
+        raise typer.BadParameter("--from-file - reads the tenant ids from stdin, so nothing can answer: add --yes")
+    unique = list(dict.fromkeys(ids))
+    if len(unique) == 1:
+        question = f"Destroy the jail of tenant {unique[0]} {one}?"
+    else:
+        shown = ", ".join(unique[:10]) + (", ..." if len(unique) > 10 else "")
+        question = f"Destroy the jails of {len(unique)} tenants ({shown}) {several}?"
+    if not typer.confirm(question):
+        raise typer.Abort()
 
 
 def register(app: typer.Typer) -> None:

@@ -114,3 +114,17 @@ def test_remove_several_json(invoke: Invoke) -> None:
         ("beta", "removed"),
     ]
     assert statuses(invoke) == {}
+
+
+def test_destroying_several_asks_once_and_stdin_ids_need_yes(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    invoke("register-tenant", "acme", "beta")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"acme\nbeta\n")))
+    code, _, err = invoke("remove-tenant", "--from-file", "-", "--destroy-jail")
+    assert code == 2 and "nothing can answer: add --yes" in err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"n\n")))
+    code, out, _ = invoke("remove-tenant", "acme", "beta", "acme", "--destroy-jail")
+    assert code == 1 and "Destroy the jails of 2 tenants (acme, beta) and remove each tenant?" in out
+    assert set(statuses(invoke)) == {"acme", "beta"}
