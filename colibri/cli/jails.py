@@ -119,10 +119,14 @@ def destroy_agent(
     if len(ids) == 1 and from_file is None:
         _show(service.destroy(ids[0]), as_json, f"destroyed the jail of {ids[0]}")
         return
+    from colibri.services.tenants import HAS_JAIL
+
+    registry = context.get(ctx).tenants()
 
     def one(tenant: str) -> tuple[str, str]:
+        had_jail = registry.show(tenant)["status"] in HAS_JAIL
         service.destroy(tenant)
-        return "destroyed", ""
+        return ("destroyed", "") if had_jail else ("unchanged", "it has no jail")
 
     run_batch_command(ids, one, as_json, "destroys")
 

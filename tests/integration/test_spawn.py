@@ -162,6 +162,8 @@ def test_destroy_and_remove_several_tenants_each_on_its_own(invoke: Invoke) -> N
     ]
     assert not any(root.exists() for root in roots)
     assert {tenant(invoke, t)["status"] for t in ("ant", "bee")} == {"registered"}
+    code, out, _ = invoke("destroy-agent", "ant", "--from-file", "/dev/null", "--yes")
+    assert (code, out) == (0, "1 unchanged (of 1 tenants)\n")  # no jail left to destroy
     assert invoke("spawn-agent", "ant")[0] == 0
     code, out, _ = invoke("remove-tenant", "ant", "bee", "--destroy-jail", "--yes")
     assert (code, out) == (0, "2 removed (of 2 tenants)\n")
