@@ -355,6 +355,11 @@ class SpawnService:
                     f"tenant {tenant_id} runs on the {tenant.backend} backend; destroy its agent before using {backend}"
                 )
             check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.SPAWNING)
+            if template and tenant.jail_root and tenant.template and template != tenant.template:
+                raise StateConflict(
+                    f"the jail of tenant {tenant_id} was made from template {tenant.template}; --template "
+                    f"{template} applies to a new jail: colibri destroy-agent {tenant_id} first"
+                )
             if caps is not None:  # checked before anything is stored: a refused one is never kept
                 handlers = self._paths.skills_dir / "mother" / "handlers"
                 for cap in caps:

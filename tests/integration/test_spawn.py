@@ -144,6 +144,12 @@ def test_a_refused_template_or_capability_is_not_kept_for_the_next_spawn(invoke:
     assert code == 0, err
     record = tenant(invoke, "demo")
     assert (record["status"], record["template"]) == ("active", "colibri/agent")
+    # another template for a jail that exists does nothing silently: it is refused, nothing kept
+    code, _, err = invoke("spawn-agent", "demo", "--template", "colibri/other")
+    assert code == 5 and "was made from template colibri/agent; --template colibri/other applies" in err
+    record = tenant(invoke, "demo")
+    assert (record["status"], record["template"]) == ("active", "colibri/agent")
+    assert invoke("spawn-agent", "demo", "--template", "colibri/agent")[0] == 0  # the same: converges
 
 
 def test_destroy_and_remove_several_tenants_each_on_its_own(invoke: Invoke) -> None:
