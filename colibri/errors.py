@@ -25,7 +25,8 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     ├── JailError                       11  a jail backend (bastille or sandbox) failed
     │   └── BastilleError                   bastille did not do what was asked
     ├── SecretsError                    12  the vault or the secrets source failed (fail-closed)
-    │   └── VaultLocked
+    │   ├── VaultLocked
+    │   └── SecretsRefused                  a tenant's secrets hold values that cannot be written
     ├── RemoteError                     13  a remote host (ssh) failed
     ├── CommandTimeout                  14  an external command or request timed out
     ├── StoreError                      15  the database failed
@@ -169,6 +170,19 @@ class VaultLocked(SecretsError):
     """The vault could not be unlocked."""
 
 
+class SecretsRefused(SecretsError):
+    """A tenant's secrets hold keys or values that cannot be written: ``problems`` names each
+    (its key and where it came from, never a value); ``summary`` is the one-line gist."""
+
+    def __init__(self, summary: str, problems: tuple[str, ...], total: int) -> None:
+        shown = "; ".join(problems)
+        more = f"; and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(problems[0] if total == 1 else f"{summary}: {shown}{more}")
+        self.summary = summary
+        self.problems = problems
+        self.total = total
+
+
 class RemoteError(ColibriError):
     """A remote host could not be reached or refused the command."""
 
@@ -225,7 +239,10 @@ EXIT_CODES: dict[int, str] = {
     7: "invalid value, e.g. a tenant id (InvalidInput)",
     10: "an external command failed or is missing (ExternalError)",
     11: "a jail backend (bastille or sandbox) failed (BastilleError, JailError)",
-    12: "secrets could not be fetched or written; the old .env is kept (SecretsError)",
+    12: (
+        "secrets could not be fetched or written, for any reason (the vault, an unsafe path, the operator's "
+        "credentials, bw, a bad key or value); the old .env is kept (SecretsError)"
+    ),
     13: "a remote host failed (RemoteError)",
     14: "a command or request timed out (CommandTimeout)",
     15: "the database failed (StoreError)",

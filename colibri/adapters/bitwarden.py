@@ -21,9 +21,10 @@ unlocked session per operation.
 import fcntl
 import json
 import os
+import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ _MARKERS: tuple[tuple[str, str], ...] = (
     ("FetchError", "cannot reach the vault server"),
 )
 _BACKFILL_MARKERS = ("KeyIdBackfill", "user key id", "user-key-id")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
 
 
 def normalise_url(url: str) -> str:
@@ -108,6 +110,10 @@ class VaultSnapshot:
     collections: tuple[VaultCollection, ...]
     items: tuple[VaultItem, ...]
     bw_calls: int = 0
+
+
+Selector = Callable[[tuple[VaultCollection, ...]], Iterable[str]]
+"""Given the organization's collections, the ids of those whose items are wanted."""
 
 
 @dataclass
@@ -332,13 +338,18 @@ class Bitwarden:
             raise SecretsError(_message(result, what))
         return _json(result, what)
 
-    def snapshot(self, credentials: OperatorCredentials) -> VaultSnapshot:
-        """Unlock once, sync once, list the organization's collections and items once, lock.
+    def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot:
+        """Unlock once, sync once, list the organization's collections, then its items, lock.
 
-        Raises SecretsError (server mismatch or unreachable, bad API key, bad output),
-        VaultLocked (wrong master password), CommandTimeout, ToolMissing.
+        ``select``, given the collections, names the ids whose items are wanted: one id is
+        listed with ``bw list items --collectionid`` (bw filters; colibri receives that
+        collection's items only), several with one listing of the organization, of which only
+        their items are kept; none lists nothing.  Without ``select``: every item of the
+        organization (``vault check``).  Raises SecretsError (server mismatch or unreachable, bad
+        API key, bad output, or what ``select`` raises), VaultLocked (wrong master password),
+        CommandTimeout, ToolMissing.
         """
-        return self._fetch(credentials, fresh_login=False, items=True)
+        return self._fetch(credentials, fresh_login=False, items=True, select=select)
 
     def login(self, credentials: OperatorCredentials) -> VaultSnapshot:
         """Point bw at ``vault_url`` and log in again with ``credentials`` (logging out first),
@@ -346,7 +357,9 @@ class Bitwarden:
         proves before it stores the credentials.  Raises as :meth:`snapshot`."""
         return self._fetch(credentials, fresh_login=True, items=False)
 
-    def _fetch(self, credentials: OperatorCredentials, *, fresh_login: bool, items: bool) -> VaultSnapshot:
+    def _fetch(
+        self, credentials: OperatorCredentials, *, fresh_login: bool, items: bool, select: Selector | None = None
+    ) -> VaultSnapshot:
         org = self._config.organization_id
         start = self.calls
         with self.locked():
@@ -356,15 +369,30 @@ class Bitwarden:
                 result = self._bw(["sync"], {"BW_SESSION": session.key})
                 if result.exit_code != 0:
                     raise SecretsError(_message(result, "sync"))
-                listed = self._session_json(
-                    session, ["list", "collections", "--organizationid", org], "list collections"
+                listed = parse_collections(
+                    self._session_json(session, ["list", "collections", "--organizationid", org], "list collections")
                 )
-                found = (
-                    self._session_json(session, ["list", "items", "--organizationid", org], "list items")
-                    if items
-                    else []
-                )
-        return VaultSnapshot(parse_collections(listed), parse_items(found), self.calls - start)
+                wanted = None if select is None else frozenset(select(listed))
+                found: tuple[VaultItem, ...] = ()
+                if items and (wanted is None or wanted):
+                    found = self._items(session, org, wanted)
+        return VaultSnapshot(listed, found, self.calls - start)
+
+    def _items(self, session: _Session, org: str, wanted: frozenset[str] | None) -> tuple[VaultItem, ...]:
+        # bw ORs its filters (list.command.ts, listCiphers: an item matching --organizationid OR
+        # --collectionid is listed), so one collection is asked for alone; its id is checked to
+        # be a GUID first (bw reads "null" and "notnull" as "in no collection" and "in any").
+        if wanted is not None and len(wanted) == 1:
+            (collection_id,) = wanted
+            if not _GUID.fullmatch(collection_id):
+                raise SecretsError(f"the collection id {collection_id[:40]!r} is not a GUID")
+            args = ["list", "items", "--collectionid", collection_id]
+        else:
+            args = ["list", "items", "--organizationid", org]
+        found = parse_items(self._session_json(session, args, "list items"))
+        if wanted is None:
+            return found
+        return tuple(i for i in found if wanted.intersection(i.collection_ids))
 
     def _reset_login(self) -> None:
         if self._status().status != "unauthenticated":

@@ -31,11 +31,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from colibri.errors import PermissionDenied, SecretsError
+from colibri.errors import PermissionDenied, SecretsError, SecretsRefused
 
 ENV_NAME = ".env"
 MAX_VALUE_BYTES = 64 * 1024
 MAX_FILE_BYTES = 256 * 1024
+MAX_PROBLEMS_KEPT = 100
+"""A refused tenant's problems named one by one (the rest are counted): every bad key and value
+at once, so an operator fixes them in one round, but a collection of 100,000 bad fields does not
+make a message of megabytes."""
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _TMP = re.compile(r"\.env\.colibri\.[0-9a-f]{16}\.tmp")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -56,12 +60,13 @@ def shown_key(key: str) -> str:
     return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
 
-def parse_lines(text: str, origin: str) -> list[Entry]:
+def parse_lines(text: str, origin: str, problems: list[str] | None = None) -> list[Entry]:
     """The ``KEY=VALUE`` lines of a note or a staged ``provider.env``.
 
     Blank lines and lines starting with ``#`` are skipped; ``export KEY=VALUE`` is accepted.  The
     value is everything after the first ``=``, taken literally (no quotes removed, nothing
-    expanded).  Any other line is an error naming its number, not its content.
+    expanded).  Any other line is an error naming its number, not its content: raised, or, when
+    ``problems`` is given, appended there and skipped (``render`` then refuses them all at once).
     """
     entries = []
     for number, raw in enumerate(text.split("\n"), start=1):
@@ -70,7 +75,10 @@ def parse_lines(text: str, origin: str) -> list[Entry]:
         if not stripped or stripped.startswith("#"):
             continue
         if "=" not in line:
-            raise SecretsError(f"{origin} line {number} is not KEY=VALUE")
+            if problems is None:
+                raise SecretsError(f"{origin} line {number} is not KEY=VALUE")
+            problems.append(f"{origin} line {number} is not KEY=VALUE")
+            continue
         key, value = line.split("=", 1)
         key = key.strip()
         if key.startswith("export ") or key.startswith("export\t"):
@@ -104,28 +112,41 @@ def check_value(entry: Entry) -> str:
     return f'"{value}"'
 
 
-def render(entries: Sequence[Entry], header: str) -> bytes:
+def render(entries: Sequence[Entry], header: str, problems: Sequence[str] = ()) -> bytes:
     """The ``.env`` bytes for ``entries``: keys checked, duplicates refused (naming both sources).
 
-    Raises SecretsError for an invalid key, a duplicate key, a value that cannot be written, no
-    entries at all (an empty .env is never written) or a file over the size limit.
+    Every entry is checked, and every invalid key, duplicate key and value that cannot be written
+    is named (with ``problems`` found before, e.g. by ``parse_lines``) in one SecretsRefused:
+    key names and origins, never a value.  Raises SecretsError for no entries at all (an empty
+    .env is never written) or a file over the size limit.
     """
-    if not entries:
+    found = list(problems)
+    if not entries and not found:
         raise SecretsError(f"{header}: no secrets found; refusing to write an empty .env")
     seen: dict[str, Entry] = {}
+    quoted: dict[str, str] = {}
     for entry in entries:
         if not _KEY.fullmatch(entry.key):
-            raise SecretsError(
+            found.append(
                 # The key's text is not shown: a secret pasted where a key belongs would leak into
                 # stderr, the store (secrets_error) and logs.  The origin says where to look.
                 f"invalid key ({entry.origin}): a key is letters, digits and '_', "
                 "not starting with a digit (the key itself is not shown: it may be a pasted secret)"
             )
+            continue
         if entry.key in seen:
-            raise SecretsError(f"duplicate key {entry.key}: from {seen[entry.key].origin} and from {entry.origin}")
+            found.append(f"duplicate key {entry.key}: from {seen[entry.key].origin} and from {entry.origin}")
+            continue
         seen[entry.key] = entry
+        try:
+            quoted[entry.key] = check_value(entry)
+        except SecretsError as exc:
+            found.append(exc.message)
+    if found:
+        kept = tuple(found[:MAX_PROBLEMS_KEPT])
+        raise SecretsRefused(f"{header}: {len(found)} problems, nothing written", kept, len(found))
     lines = [f"# colibri: {header}. Written by `colibri provision`; edits are overwritten."]
-    lines += [f"{key}={check_value(seen[key])}" for key in sorted(seen)]
+    lines += [f"{key}={quoted[key]}" for key in sorted(seen)]
     data = ("\n".join(lines) + "\n").encode("utf-8")
     if len(data) > MAX_FILE_BYTES:
         raise SecretsError(f"{header}: the .env would be {len(data)} bytes; at most {MAX_FILE_BYTES}")

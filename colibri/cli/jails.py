@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from colibri.cli import context, output
+from colibri.cli.tenants import FromFile, TenantsArg
 from colibri.errors import ColibriError, PartialFailure
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON output; progress as one JSON object per line.")]
@@ -99,14 +100,35 @@ def stop_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False)
 
 def destroy_agent(
     ctx: typer.Context,
-    tenant: TenantArg,
+    tenants: TenantsArg = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    from_file: FromFile = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Destroy a tenant's jail (never one colibri did not create). The tenant stays registered."""
-    if not yes and not typer.confirm(f"Destroy the jail of tenant {tenant} and everything in it?"):
-        raise typer.Abort()
-    _show(context.get(ctx).jails().destroy(tenant), as_json, f"destroyed the jail of {tenant}")
+    """Destroy tenants' jails (never one colibri did not create). The tenants stay registered.
+
+    Several tenants (or --from-file) are each destroyed on their own, one failure does not stop
+    the others; one summary line, each outcome in --json, the exit code of the worst failure.
+    """
+    from colibri.cli.tenants import confirm_destroy, run_batch_command, tenant_ids
+
+    ids = tenant_ids(tenants, from_file)
+    if not yes:
+        confirm_destroy(ids, from_file, "and everything in it", "and everything in them")
+    service = context.get(ctx).jails()
+    if len(ids) == 1 and from_file is None:
+        _show(service.destroy(ids[0]), as_json, f"destroyed the jail of {ids[0]}")
+        return
+    from colibri.services.tenants import HAS_JAIL
+
+    registry = context.get(ctx).tenants()
+
+    def one(tenant: str) -> tuple[str, str]:
+        had_jail = registry.show(tenant)["status"] in HAS_JAIL
+        service.destroy(tenant)
+        return ("destroyed", "") if had_jail else ("unchanged", "it has no jail")
+
+    run_batch_command(ids, one, as_json, "destroys")
 
 
 def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:

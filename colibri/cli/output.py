@@ -85,6 +85,14 @@ def _template(order: tuple[Any, ...], level: int) -> tuple[tuple[str, ...], str]
     return keys, pad + "{\n" + ",\n".join(lines) + "\n" + pad + "}"
 
 
+def emit_json_failure(data: Any, *, kind: str, code: int, message: str) -> None:
+    """A command that failed (wholly or partly) but has a result to report, e.g. a batch with
+    per-item outcomes: ``{"ok": false, "data": <the result>, "error": {...}}``, the error as in
+    the failure envelope."""
+    error = {"type": kind, "code": code, "message": _cut(message)}
+    sys.stdout.write(_pretty({"ok": False, "data": data, "error": error}) + "\n")
+
+
 def emit_json_line(data: Any) -> None:
     """One compact JSON object on a line (progress streams)."""
     sys.stdout.write(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
@@ -96,9 +104,14 @@ MAX_ERROR_CHARS = 500
 is not echoed back whole)."""
 
 
-def error(message: str, *, as_json: bool, kind: str = "ColibriError", code: int = 1) -> None:
+def _cut(message: str) -> str:
     if len(message) > MAX_ERROR_CHARS:
-        message = f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS} more characters)"
+        return f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS} more characters)"
+    return message
+
+
+def error(message: str, *, as_json: bool, kind: str = "ColibriError", code: int = 1) -> None:
+    message = _cut(message)
     if as_json:
         document = {"ok": False, "error": {"type": kind, "code": code, "message": message}}
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")

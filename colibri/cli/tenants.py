@@ -2,16 +2,34 @@
 
 import contextlib
 import gc
-from collections.abc import Iterator
-from typing import Annotated, Any
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from colibri.cli import context, output
 from colibri.domain import TenantStatus
+from colibri.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from colibri.services.tenants import BatchItem
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 TenantArg = Annotated[str, typer.Argument(help="Tenant id: also the jail name and the collection name.")]
+TenantsArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Tenant id(s): also the jail name and the collection name.", show_default=False),
+]
+FromFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-file",
+        help="Also the tenant ids in FILE, one per line ('#' comments, blank lines skipped); '-' reads stdin.",
+        show_default=False,
+    ),
+]
 
 SHOW_KEYS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "spawn_step", "backend",
@@ -23,25 +41,95 @@ SHOW_KEYS = (
 
 def register_tenant(
     ctx: typer.Context,
-    tenant: TenantArg,
+    tenants: TenantsArg = None,
     collection: Annotated[
         str | None,
-        typer.Option(help="Vaultwarden collection name (default: the tenant id). '' for none.", show_default=False),
+        typer.Option(
+            help="Vaultwarden collection name (default: the tenant id). '' for none (the only value with several).",
+            show_default=False,
+        ),
     ] = None,
     host: Annotated[
         str | None,
         typer.Option(help="Host that runs the tenant's jail (default: this host).", show_default=False),
     ] = None,
+    from_file: FromFile = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Record a tenant. Registering it again with the same fields changes nothing."""
-    result = context.get(ctx).tenants().register(tenant, collection, host)
+    """Record tenants. Registering one again with the same fields changes nothing.
+
+    Several tenants (or --from-file) are each registered on their own, one failure does not stop
+    the others; one summary line, each outcome in --json, the exit code of the worst failure.
+    """
+    ids = tenant_ids(tenants, from_file)
+    service = context.get(ctx).tenants()
+    if len(ids) == 1 and from_file is None:
+        result = service.register(ids[0], collection, host)
+        if as_json:
+            output.emit_json({**result.tenant, "created": result.created})
+        elif result.created:
+            output.line(f"registered tenant {ids[0]}")
+        else:
+            output.line(f"tenant {ids[0]} is already registered (no change)")
+        return
+    if collection:  # tenant id == collection name, 1:1:1: one collection is never shared
+        raise typer.BadParameter("with several tenants --collection can only be '' (none): each has its own")
+
+    def one(tenant: str) -> tuple[str, str]:
+        result = service.register(tenant, collection, host)
+        return ("registered", "") if result.created else ("unchanged", "already registered (no change)")
+
+    run_batch_command(ids, one, as_json, "registrations")
+
+
+def tenant_ids(tenants: list[str] | None, from_file: Path | None) -> list[str]:
+    """The TENANT arguments, then the ids of --from-file (bounded, see parse_tenant_list)."""
+    from colibri.services.tenants import MAX_LIST_BYTES, parse_tenant_list
+
+    ids = list(tenants or [])
+    if from_file is not None:
+        source = "stdin" if str(from_file) == "-" else str(from_file)
+        try:
+            if str(from_file) == "-":
+                data = sys.stdin.buffer.read(MAX_LIST_BYTES + 1)
+            else:
+                with open(from_file, "rb") as handle:
+                    data = handle.read(MAX_LIST_BYTES + 1)
+        except OSError as exc:
+            raise InvalidInput(f"--from-file {source}: cannot read it: {exc.strerror}") from None
+        ids += parse_tenant_list(data, f"--from-file {source}")
+    if not ids:
+        raise typer.BadParameter("give at least one TENANT (or --from-file with at least one id)")
+    return ids
+
+
+def run_batch_command(
+    ids: list[str], action: Callable[[str], tuple[str, str]], as_json: bool, what: str
+) -> list["BatchItem"]:
+    """Run ``action`` for each tenant (progress on stderr, unless --json goes to a non-terminal),
+    then one summary line, or with --json the per-tenant outcomes; end with the worst exit code."""
+    from colibri.services.tenants import batch_failure, batch_summary, run_batch
+
+    show = not as_json or sys.stderr.isatty()
+
+    def progress(number: int, total: int, item: "BatchItem") -> None:
+        if show:
+            detail = f": {item.message}" if item.message else ""
+            output.note(f"[{number}/{total}] {item.tenant_id}: {item.outcome}{detail}")
+
+    items = run_batch(ids, action, progress)
+    failure = batch_failure(items, what)
+    shown = [i.public() for i in items]
     if as_json:
-        output.emit_json({**result.tenant, "created": result.created})
-    elif result.created:
-        output.line(f"registered tenant {tenant}")
-    else:
-        output.line(f"tenant {tenant} is already registered (no change)")
+        if failure is None:
+            output.emit_json(shown)
+            return items
+        output.emit_json_failure(shown, kind=type(failure).__name__, code=failure.exit_code, message=failure.message)
+        raise typer.Exit(failure.exit_code)
+    output.line(batch_summary(items))
+    if failure is not None:
+        raise failure
+    return items
 
 
 def list_tenants(
@@ -95,21 +183,51 @@ def show_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False
 
 def remove_tenant(
     ctx: typer.Context,
-    tenant: TenantArg,
+    tenants: TenantsArg = None,
     destroy_jail: Annotated[
         bool, typer.Option("--destroy-jail", help="Destroy the tenant's jail first (never an adopted one).")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying the jail.")] = False,
+    from_file: FromFile = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Mark a tenant removed. Refused while the tenant may still have a jail, unless --destroy-jail."""
-    if destroy_jail and not yes and not typer.confirm(f"Destroy the jail of tenant {tenant} and remove the tenant?"):
-        raise typer.Abort()
-    record = context.get(ctx).tenants().remove(tenant, destroy_jail=destroy_jail)
-    if as_json:
-        output.emit_json(record)
+    """Mark tenants removed. Refused while a tenant may still have a jail, unless --destroy-jail.
+
+    Several tenants (or --from-file) are each removed on their own, one failure does not stop the
+    others; one summary line, each outcome in --json, the exit code of the worst failure.
+    """
+    ids = tenant_ids(tenants, from_file)
+    batch = len(ids) > 1 or from_file is not None
+    if destroy_jail and not yes:
+        confirm_destroy(ids, from_file, "and remove the tenant", "and remove each tenant")
+    service = context.get(ctx).tenants()
+    if not batch:
+        record = service.remove(ids[0], destroy_jail=destroy_jail)
+        if as_json:
+            output.emit_json(record)
+        else:
+            output.line(f"removed tenant {ids[0]}")
+        return
+
+    def one(tenant: str) -> tuple[str, str]:
+        service.remove(tenant, destroy_jail=destroy_jail)
+        return "removed", ""
+
+    run_batch_command(ids, one, as_json, "removals")
+
+
+def confirm_destroy(ids: list[str], from_file: Path | None, one: str, several: str) -> None:
+    """Ask once for the whole batch; stdin that carried the ids cannot answer too."""
+    if from_file is not None and str(from_file) == "-":
+        raise typer.BadParameter("--from-file - reads the tenant ids from stdin, so nothing can answer: add --yes")
+    unique = list(dict.fromkeys(ids))
+    if len(unique) == 1:
+        question = f"Destroy the jail of tenant {unique[0]} {one}?"
     else:
-        output.line(f"removed tenant {tenant}")
+        shown = ", ".join(unique[:10]) + (", ..." if len(unique) > 10 else "")
+        question = f"Destroy the jails of {len(unique)} tenants ({shown}) {several}?"
+    if not typer.confirm(question):
+        raise typer.Abort()
 
 
 def register(app: typer.Typer) -> None:

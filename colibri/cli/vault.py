@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from colibri.cli import context, output
-from colibri.errors import InvalidInput, SecretsError
+from colibri.errors import InvalidInput, PartialFailure, SecretsRefused
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 
@@ -36,26 +36,61 @@ def provision(
 ) -> None:
     """Write a tenant's secrets (its collection, or a staged provider.env) to the 0600 .env in its jail.
 
-    Fail-closed: on any error the old .env is kept, the tenant is marked stale and the exit code is 12.
-    With --all --json the one document is the per-tenant report, also when some failed (exit 12).
+    Fail-closed: on any refusal (the vault, an unsafe path or .env, the operator's credentials,
+    bw missing or timed out, a key or value that cannot be written) the old .env is kept, the
+    tenant is marked stale and the exit code is 12; every bad key and value is named at once (by
+    key and origin, never a value). An unknown tenant is 4. With --json a failure still carries
+    the per-tenant report: {"ok": false, "data": ..., "error": ...}.
     """
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give a TENANT or --all (not both)")
     if tenant is not None and not tenant:  # `provision "$T"` with T unset must not mean every tenant
         raise InvalidInput("the TENANT given is empty (use --all for every tenant)")
     service = context.get(ctx).secrets()
-    results = [service.provision(tenant, rebind=rebind)] if tenant is not None else service.provision_all()
+    if tenant is not None:
+        _one(service.provision(tenant, rebind=rebind, check=False), as_json)
+        return
+    results = service.provision_all()
     shown = [r.public() for r in results]
-    if as_json:
-        output.emit_json(shown[0] if tenant is not None else shown)
-    else:
+    failed = [r for r in results if r.error is not None]
+    if not as_json:
         for record in shown:
             _render(record)
-    failed = [r.tenant_id for r in results if r.outcome == "failed"]
-    if failed and as_json:
-        raise typer.Exit(SecretsError.exit_code)  # the report above is the one JSON document
-    if failed:
-        raise SecretsError(f"{len(failed)} of {len(results)} tenants failed: {', '.join(failed)}")
+    if not failed:
+        if as_json:
+            output.emit_json(shown)
+        return
+    names = ", ".join(r.tenant_id for r in failed[:20]) + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
+    error = PartialFailure(
+        f"{len(failed)} of {len(results)} tenants failed: {names}",
+        max(r.error.exit_code for r in failed if r.error is not None),
+    )
+    if not as_json:
+        raise error
+    output.emit_json_failure(shown, kind=type(error).__name__, code=error.exit_code, message=error.message)
+    raise typer.Exit(error.exit_code)
+
+
+def _one(result: Any, as_json: bool) -> None:
+    """One tenant's outcome; a failure names every problem (stderr, or in the JSON report)."""
+    error = result.error
+    if error is None:
+        if as_json:
+            output.emit_json(result.public())
+        else:
+            _render(result.public())
+        return
+    if as_json:
+        output.emit_json_failure(result.public(), kind=type(error).__name__, code=error.exit_code, message=str(error))
+        raise typer.Exit(error.exit_code)
+    if not isinstance(error, SecretsRefused):
+        raise error
+    output.error(f"{error.summary}; the old .env is kept:", as_json=False)
+    for problem in error.problems:
+        output.note(f"  {problem}")
+    if error.total > len(error.problems):
+        output.note(f"  and {error.total - len(error.problems)} more")
+    raise typer.Exit(error.exit_code)
 
 
 def _read_credentials(from_stdin: bool) -> Any:

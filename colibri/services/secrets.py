@@ -7,10 +7,14 @@ Sources, in this order:
    stored, so a renamed or deleted collection is detected and reported.
 
 Fail-closed: any error leaves the previous ``.env`` exactly as it was, marks the tenant's secrets
-``stale`` with the reason, and is raised (``provision``) or reported (``provision_all``).  A batch
-costs one unlock, one sync and one listing of the organization's items, however many tenants.
-``secrets_changed_at`` moves only when a ``.env`` really changed: the daemon's cue to tell the
-agent.
+``stale`` with the reason, and is raised (``provision``) or reported (``provision_all``).  Every
+refusal is a SecretsError (exit 12), whatever its cause (the vault, an unsafe path or file, the
+operator's credentials, bw missing or timed out): the cause is in the message.  All the bad keys
+and values of a tenant are named at once (SecretsRefused).  One tenant costs one unlock and one
+sync, and only its own collection's items are listed (bw filters); a batch costs one unlock, one
+sync and one listing of the organization's items, however many tenants, and keeps only the items
+of the tenants' collections.  ``secrets_changed_at`` moves only when a ``.env`` really changed:
+the daemon's cue to tell the agent.
 """
 
 from collections.abc import Callable, Sequence
@@ -19,10 +23,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from colibri.adapters import envfile
-from colibri.adapters.bitwarden import Bitwarden, VaultCollection, VaultItem, VaultSnapshot, normalise_url
+from colibri.adapters.bitwarden import Bitwarden, Selector, VaultCollection, VaultItem, VaultSnapshot, normalise_url
 from colibri.adapters.credentials import CredentialStore, OperatorCredentials, read_staged
 from colibri.domain import TenantStatus
-from colibri.errors import ColibriError, SecretsError, TenantNotFound
+from colibri.errors import ColibriError, SecretsError, StoreError, TenantNotFound
 from colibri.store.db import Store
 from colibri.store.models import Tenant, utcnow
 from colibri.store.repos import TenantRepo
@@ -34,7 +38,7 @@ passwd says 1001, the host sees uid_base + 1001 (a bastille jail's passwd holds 
 
 
 class VaultReader(Protocol):
-    def snapshot(self, credentials: OperatorCredentials) -> VaultSnapshot: ...
+    def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot: ...
 
 
 class CredentialSource(Protocol):
@@ -59,9 +63,10 @@ class ProvisionResult:
     keys: tuple[str, ...] = ()
     message: str = ""
     error: ColibriError | None = None
+    secrets_expected: bool = True  # False: the tenant has no collection and nothing staged
 
     def public(self) -> dict[str, Any]:
-        """JSON-able, without values (key names only)."""
+        """JSON-able, without values (key names only; a refusal's problems by key and origin)."""
         shown: dict[str, Any] = {
             "tenant_id": self.tenant_id,
             "outcome": self.outcome,
@@ -69,9 +74,14 @@ class ProvisionResult:
             "path": self.path,
             "keys": list(self.keys),
             "message": self.message,
+            "secrets_expected": self.secrets_expected,
         }
         if self.error is not None:
             shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
+            problems = getattr(self.error, "problems", None)
+            if problems is not None:
+                shown["problems"] = list(problems)
+                shown["problems_total"] = getattr(self.error, "total", len(problems))
         return shown
 
 
@@ -105,12 +115,14 @@ class SecretsService:
         self._credentials = credentials
         self._secrets_changed = secrets_changed  # tells the tenant's running agents to reload
 
-    def provision(self, tenant_id: str, *, rebind: bool = False) -> ProvisionResult:
+    def provision(self, tenant_id: str, *, rebind: bool = False, check: bool = True) -> ProvisionResult:
         """Provision one tenant; the spawn pipeline calls this before the agent starts.
 
         ``rebind`` forgets the stored collection id and resolves the name again.  Raises
-        TenantNotFound, SecretsError/VaultLocked, PermissionDenied, CommandTimeout, ToolMissing;
-        the tenant is then marked stale and its old .env is untouched.
+        TenantNotFound, or (the tenant is then marked stale and its old .env is untouched)
+        SecretsError whatever the cause: VaultLocked, SecretsRefused (every bad key and value),
+        or the vault's, the path's, the credentials' or bw's failure in its message; StoreError.
+        With ``check=False`` a failure is returned (outcome ``failed``, its ``error``), not raised.
         """
         with self._store.session() as session:
             tenant = TenantRepo(session).get(tenant_id)
@@ -118,7 +130,7 @@ class SecretsService:
                 raise TenantNotFound(tenant_id)
             plan = self._plan(tenant)
         result = self._run([plan], rebind=rebind, batch=False)[0]
-        if result.error is not None:
+        if result.error is not None and check:
             raise result.error
         return result
 
@@ -156,20 +168,34 @@ class SecretsService:
         needs_vault = [
             p for p in plans if p.staged is None and not p.staged_error and p.collection_name and self._has_target(p)
         ]
+        resolved: dict[str, str | ColibriError] = {}
+
+        def select(collections: tuple[VaultCollection, ...]) -> set[str]:
+            """Each tenant's collection id (or why it has none); only their items are listed."""
+            for plan in needs_vault:
+                try:
+                    resolved[plan.tenant_id] = resolve_collection(
+                        plan, collections, self._config.organization_id, rebind
+                    )
+                except SecretsError as exc:
+                    resolved[plan.tenant_id] = exc
+            return {found for found in resolved.values() if isinstance(found, str)}
+
         snapshot: VaultSnapshot | None = None
         vault_error: ColibriError | None = None
         if needs_vault:
             try:
-                snapshot = self._snapshot()
+                snapshot = self._snapshot(select)
             except ColibriError as exc:
                 vault_error = exc
         results = []
         for plan in plans:
             try:
-                results.append(self._one(plan, snapshot, vault_error, rebind, batch))
+                results.append(self._one(plan, snapshot, resolved, vault_error, batch))
             except ColibriError as exc:
-                self._mark(plan.tenant_id, "stale", str(exc))
-                results.append(ProvisionResult(plan.tenant_id, "failed", message=str(exc), error=exc))
+                refusal = as_refusal(exc)
+                self._mark(plan.tenant_id, "stale", str(refusal))
+                results.append(ProvisionResult(plan.tenant_id, "failed", message=str(refusal), error=refusal))
             except Exception as exc:
                 if not batch:
                     raise  # one tenant: the CLI's last resort reports it (with --debug, its traceback)
@@ -183,13 +209,13 @@ class SecretsService:
     def _has_target(self, plan: _Plan) -> bool:
         return plan.host == self._config.host and bool(plan.jail_root) and plan.backend is not None
 
-    def _snapshot(self) -> VaultSnapshot:
+    def _snapshot(self, select: Selector) -> VaultSnapshot:
         if self._vault is None or not self._config.organization_id:
             raise SecretsError(
                 "the vault is not configured (set vault_url and vault_organization_id), and no "
                 f"provider.env is staged in {self._config.staged_dir}"
             )
-        return self._vault.snapshot(self._credentials.load())
+        return self._vault.snapshot(self._credentials.load(), select)
 
     # --- one tenant ----------------------------------------------------------------------------
 
@@ -197,32 +223,40 @@ class SecretsService:
         self,
         plan: _Plan,
         snapshot: VaultSnapshot | None,
+        resolved: dict[str, str | ColibriError],
         vault_error: ColibriError | None,
-        rebind: bool,
         batch: bool,
     ) -> ProvisionResult:
         if plan.staged_error is not None:
             raise plan.staged_error
         if plan.staged is None and not plan.collection_name:
             self._mark(plan.tenant_id, "none", None)
-            return ProvisionResult(plan.tenant_id, "skipped", message="tenant has no collection: nothing to do")
+            return ProvisionResult(
+                plan.tenant_id, "skipped", message="tenant has no collection: nothing to do", secrets_expected=False
+            )
         if not self._has_target(plan):
             reason = self._no_target_reason(plan)
             if batch:
                 return ProvisionResult(plan.tenant_id, "skipped", message=reason)
             raise SecretsError(reason)
         collection_id = None
+        problems: list[str] = []
         if plan.staged is not None:
             source = "staged provider.env"
-            entries = envfile.parse_lines(plan.staged, f"{self._config.staged_dir}/{plan.tenant_id}/provider.env")
+            origin = f"{self._config.staged_dir}/{plan.tenant_id}/provider.env"
+            entries = envfile.parse_lines(plan.staged, origin, problems)
         else:
             if vault_error is not None:
                 raise vault_error
             assert snapshot is not None and plan.collection_name is not None
             source = f"collection {plan.collection_name}"
-            collection_id = resolve_collection(plan, snapshot.collections, self._config.organization_id, rebind)
-            entries = entries_of(snapshot.items, collection_id)
-        content = envfile.render(entries, f"secrets of tenant {plan.tenant_id} from {source}")
+            found = resolved.get(plan.tenant_id)
+            if isinstance(found, ColibriError):
+                raise found
+            assert found is not None, "select() resolved every tenant that needs the vault"
+            collection_id = found
+            entries = entries_of(snapshot.items, collection_id, problems)
+        content = envfile.render(entries, f"secrets of tenant {plan.tenant_id} from {source}", problems)
         path, changed = self._write(plan, content)
         self._mark(plan.tenant_id, "ok", None, changed=changed, collection_id=collection_id)
         if changed and self._secrets_changed is not None:
@@ -303,8 +337,22 @@ def resolve_collection(
     return named[0].id
 
 
-def entries_of(items: Sequence[VaultItem], collection_id: str) -> list[envfile.Entry]:
-    """Custom fields and note lines of the collection's items, in a stable order."""
+def as_refusal(exc: ColibriError) -> ColibriError:
+    """Every provisioning refusal is a SecretsError (exit 12), its cause in the message: an
+    unsafe path or .env (PermissionDenied), loose credentials, bw missing or timed out.  A store
+    error stays itself (the database failed, not the secrets), and so does a bug's stand-in."""
+    if isinstance(exc, SecretsError | StoreError) or type(exc) is ColibriError:
+        return exc
+    refusal = SecretsError(str(exc))
+    refusal.__cause__ = exc
+    return refusal
+
+
+def entries_of(
+    items: Sequence[VaultItem], collection_id: str, problems: list[str] | None = None
+) -> list[envfile.Entry]:
+    """Custom fields and note lines of the collection's items, in a stable order (a note line
+    that is not KEY=VALUE goes to ``problems`` when given, else it is raised)."""
     entries: list[envfile.Entry] = []
     chosen = sorted((i for i in items if collection_id in i.collection_ids), key=lambda i: (i.name, i.id))
     for item in chosen:
@@ -314,7 +362,7 @@ def entries_of(items: Sequence[VaultItem], collection_id: str) -> list[envfile.E
             for number, (name, value) in enumerate(item.fields, start=1)
         ]
         if item.notes:
-            entries += envfile.parse_lines(item.notes, f"{label} notes")
+            entries += envfile.parse_lines(item.notes, f"{label} notes", problems)
     return entries
 
 
@@ -360,9 +408,18 @@ class VaultService:
                 state = self._bw.status()
                 shown["bw_server_url"] = state.server_url
                 shown["bw_login"] = state.status
-                shown["server_matches"] = state.server_url is not None and normalise_url(
-                    state.server_url
-                ) == normalise_url(self._bw.config.server_url)
+                wanted = normalise_url(self._bw.config.server_url)
+                matches = state.server_url is not None and normalise_url(state.server_url) == wanted
+                shown["server_matches"] = matches
+                if not matches and state.status != "unauthenticated":
+                    # Logged out, bw is pointed at vault_url before the next login; logged in
+                    # elsewhere, every provisioning refuses to send credentials until this is done.
+                    problems.append(
+                        f"bw in {self._bw.config.appdata_dir} is logged in to "
+                        f"{state.server_url or 'the default server'}, not to vault_url {wanted}: "
+                        "provisioning refuses to send credentials there; run 'colibri vault login' "
+                        "(it logs out, points bw at vault_url and logs in again)"
+                    )
             except ColibriError as exc:
                 problems.append(str(exc))
         shown["problems"] = problems

@@ -106,6 +106,7 @@ class SpawnService:
         self._paths = paths
         self._provision = provision
         self._notify = notify_daemon
+        self._secrets_expected: dict[str, bool] = {}  # by tenant, from its last provisioning
 
     # ---- public --------------------------------------------------------------------------------
     def spawn(
@@ -175,7 +176,9 @@ class SpawnService:
             info = self._ensure_jail(tenant, adopt)
             self._ensure_socket_mount(name)
             say(f"{'adopted' if tenant.adopted else 'jail'} {name} at {info.root}")
-        self._record(tenant.tenant_id, "jail_created", jail_root=str(info.root), adopted=tenant.adopted)
+        self._record(
+            tenant.tenant_id, "jail_created", jail_root=str(info.root), adopted=tenant.adopted, template=tenant.template
+        )
 
         with _step(report, tenant.tenant_id, "jail_started") as say:
             if self._backend.info(name).state is not JailState.RUNNING:
@@ -265,6 +268,9 @@ class SpawnService:
         if self._provision is None:
             return "no secrets service configured"
         result = self._provision(tenant_id)
+        # A tenant without a collection and with nothing staged has no secrets: its identity says
+        # so, and its mother runs without a .env (one expecting secrets still refuses without it).
+        self._secrets_expected[tenant_id] = bool(getattr(result, "secrets_expected", True))
         return str(getattr(result, "message", result) or "provisioned")
 
     def _install_mother(self, tenant: Tenant) -> None:
@@ -292,6 +298,7 @@ class SpawnService:
             "capabilities": caps,
             "socket": f"{sock}/agent.sock",
             "env_file": env,
+            "secrets_expected": self._secrets_expected.get(tenant.tenant_id, True),
             "handlers_dir": handlers,
             "mother_version": __version__,
         }
@@ -348,18 +355,31 @@ class SpawnService:
                     f"tenant {tenant_id} runs on the {tenant.backend} backend; destroy its agent before using {backend}"
                 )
             check_transition(tenant_id, TenantStatus(tenant.status), TenantStatus.SPAWNING)
+            if template and tenant.jail_root and tenant.template and template != tenant.template:
+                raise StateConflict(
+                    f"the jail of tenant {tenant_id} was made from template {tenant.template}; --template "
+                    f"{template} applies to a new jail: colibri destroy-agent {tenant_id} first"
+                )
+            if caps is not None:  # checked before anything is stored: a refused one is never kept
+                handlers = self._paths.skills_dir / "mother" / "handlers"
+                for cap in caps:
+                    if not (handlers / cap["name"]).is_file():
+                        raise InvalidInput(
+                            f"no handler for capability {cap['name']}: add an executable named "
+                            f"{cap['name']} to {handlers}"
+                        )
+                tenant.capabilities = json.dumps(caps)
             tenant.status = TenantStatus.SPAWNING
             tenant.backend = backend
-            tenant.template = (
-                template or tenant.template or (self._paths.default_template if backend != "local" else None)
-            )
-            if caps is not None:
-                tenant.capabilities = json.dumps(caps)
             tenant.last_error = None
             tenant.updated_at = utcnow()
             session.flush()
             session.expunge(tenant)
-            return tenant
+        # The template is this run's until the backend accepts it: the store gets it with the
+        # jail_created step, so a refused one (no such template, a template that failed) is not
+        # kept and the next spawn does not fail on it again.
+        tenant.template = template or tenant.template or (self._paths.default_template if backend != "local" else None)
+        return tenant
 
     def _record(self, tenant_id: str, step: str, **fields: Any) -> None:
         with self._store.session() as session:

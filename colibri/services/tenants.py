@@ -1,7 +1,7 @@
 """Tenants: register, list, show, remove.  tenant id == jail name == collection name."""
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from colibri.domain import (
     validate_host_name,
     validate_tenant_id,
 )
-from colibri.errors import StateConflict, TenantExists, TenantNotFound
+from colibri.errors import ColibriError, InvalidInput, PartialFailure, StateConflict, TenantExists, TenantNotFound
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, tenant_public_row, utcnow
 from colibri.store.repos import TenantRepo
@@ -131,3 +131,99 @@ class TenantService:
             tenant.status = TenantStatus.REMOVED
             tenant.updated_at = utcnow()
             return tenant_public(tenant)
+
+
+# --- batches: several tenants in one command ---------------------------------------------------
+
+MAX_BATCH = 10_000
+"""At most this many tenants in one command (a file of more is refused before anything is done)."""
+MAX_LIST_BYTES = 1 << 20
+MAX_LIST_LINE = 256
+
+
+def parse_tenant_list(data: bytes, source: str) -> list[str]:
+    """The tenant ids of a ``--from-file`` list: one per line; blank lines and ``#`` comments are
+    skipped, surrounding blanks stripped.  Each id is checked when its tenant's turn comes (a bad
+    one fails alone); a list that is not a list of ids (over the size, a line over 256 characters,
+    not UTF-8, a NUL byte, more than MAX_BATCH ids) is refused whole: InvalidInput."""
+    if len(data) > MAX_LIST_BYTES:
+        raise InvalidInput(f"{source}: more than {MAX_LIST_BYTES} bytes; that is not a list of tenant ids")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{source} is not UTF-8 text") from None
+    if "\0" in text:
+        raise InvalidInput(f"{source} holds a NUL byte; that is not a list of tenant ids")
+    ids = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip()
+        if len(line) > MAX_LIST_LINE:
+            raise InvalidInput(f"{source} line {number} is longer than {MAX_LIST_LINE} characters: not a tenant id")
+        if line and not line.startswith("#"):
+            ids.append(line)
+    if len(ids) > MAX_BATCH:
+        raise InvalidInput(f"{source}: {len(ids)} tenants; at most {MAX_BATCH} in one command")
+    return ids
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One tenant's outcome in a batch: what was done, or the error (type, code, message)."""
+
+    tenant_id: str
+    outcome: str  # the action's word (registered, unchanged, destroyed, removed) or failed
+    message: str = ""
+    error: ColibriError | None = None
+
+    def public(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"tenant_id": self.tenant_id, "outcome": self.outcome, "message": self.message}
+        if self.error is not None:
+            shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
+        return shown
+
+
+def run_batch(
+    tenant_ids: Sequence[str],
+    action: Callable[[str], tuple[str, str]],
+    on_item: Callable[[int, int, BatchItem], None] | None = None,
+) -> list[BatchItem]:
+    """``action(tenant)`` → (outcome, message) for each tenant in turn, each on its own: one that
+    fails (a ColibriError, or a bug: only its type is kept) does not stop the others, and what the
+    action does for one tenant is all or nothing (each is one transaction, or its own rollback).
+    Duplicates run once.  ``on_item(done, total, item)`` reports progress."""
+    unique = list(dict.fromkeys(tenant_ids))
+    items = []
+    for number, tenant_id in enumerate(unique, start=1):
+        try:
+            outcome, message = action(tenant_id)
+            item = BatchItem(tenant_id, outcome, message)
+        except ColibriError as exc:
+            item = BatchItem(tenant_id, "failed", str(exc), exc)
+        except Exception as exc:  # a bug met by one tenant must not stop the others
+            error = ColibriError(f"internal error ({type(exc).__name__}) with tenant {tenant_id}")
+            item = BatchItem(tenant_id, "failed", error.message, error)
+        items.append(item)
+        if on_item is not None:
+            on_item(number, len(unique), item)
+    return items
+
+
+def batch_failure(items: Sequence[BatchItem], what: str) -> PartialFailure | None:
+    """None when every tenant succeeded; else the error to end the command with: the failed
+    tenants named (the first 20), the exit code the worst (highest) of theirs."""
+    failed = [i for i in items if i.error is not None]
+    if not failed:
+        return None
+    names = ", ".join(i.tenant_id for i in failed[:20]) + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
+    worst = max(i.error.exit_code for i in failed if i.error is not None)
+    return PartialFailure(f"{len(failed)} of {len(items)} {what} failed: {names}", worst)
+
+
+def batch_summary(items: Sequence[BatchItem]) -> str:
+    """``2 registered, 1 unchanged, 1 failed (of 4 tenants)``: outcomes in the order first met,
+    failed last."""
+    counts: dict[str, int] = {}
+    for item in sorted(items, key=lambda i: i.outcome == "failed"):
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+    parts = ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "nothing to do"
+    return f"{parts} (of {len(items)} tenants)"

@@ -8,6 +8,8 @@ python3 in the Linux sandbox).  identity -> secrets check -> register -> heartbe
    ``COLIBRI_AGENT_IDENTITY`` override it): tenant, agent id, capabilities, socket, .env path,
    handlers directory.  It holds no secret;
 2. refuse to start unless the .env is a regular file of mode 0600 owned by this user (exit 6);
+   a tenant without secrets (the identity's ``secrets_expected`` is false: no collection, nothing
+   staged) runs without one, and a .env that is there all the same is checked as above;
 3. register over the tenant's socket, then heartbeat at the interval the daemon returns (a thread)
    while the main worker long-polls for tasks;
 4. run ``handlers_dir/<capability>`` with the payload (JSON) on stdin, its stdout (JSON, or text)
@@ -87,14 +89,21 @@ def load_identity(path):
     capabilities = identity.get("capabilities", [])
     if not isinstance(capabilities, list) or not all(isinstance(c, dict) and "name" in c for c in capabilities):
         raise Refused(f'identity file {path}: capabilities must be a list of {{"name", "version"}}', 3)
+    # Absent (an identity from before it existed): secrets are expected, fail closed.
+    if not isinstance(identity.setdefault("secrets_expected", True), bool):
+        raise Refused(f"identity file {path}: 'secrets_expected' must be true or false", 3)
     return identity
 
 
-def check_secrets(env_file):
-    """The .env must be a regular file, mode 0600, owned by the user we run as (fail closed)."""
+def check_secrets(env_file, expected=True):
+    """The .env must be a regular file, mode 0600, owned by the user we run as (fail closed).
+    When no secrets are ``expected`` a missing one is fine (returns False); one that is there is
+    checked all the same.  Returns True when a .env is there and in order."""
     try:
         info = os.lstat(env_file)
     except FileNotFoundError:
+        if not expected:
+            return False
         raise Refused(f"refusing to start: the secrets file {env_file} is missing", 6) from None
     except OSError as exc:
         raise Refused(f"refusing to start: cannot inspect {env_file}: {exc.strerror}", 6) from None
@@ -108,6 +117,7 @@ def check_secrets(env_file):
             f"refusing to start: {env_file} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})",
             6,
         )
+    return True
 
 
 # ---- the daemon's API over the tenant socket ----------------------------------------------------
@@ -259,7 +269,7 @@ class Mother:
     def act(self, action):
         if action == "reload-secrets":
             try:
-                check_secrets(self.identity["env_file"])
+                check_secrets(self.identity["env_file"], self.identity["secrets_expected"])
                 log("secrets changed: the .env was checked again and is in order")
             except Refused as exc:
                 log(f"secrets changed, and now: {exc}; stopping")
@@ -410,7 +420,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         identity = load_identity(args.identity)
-        check_secrets(identity["env_file"])
+        if not check_secrets(identity["env_file"], identity["secrets_expected"]):
+            log(f"no secrets expected for tenant {identity['tenant']} and no {identity['env_file']}: running without")
     except Refused as exc:
         log(str(exc))
         return exc.code

@@ -335,8 +335,14 @@ def test_batch_provision_every_fault_one_session_and_no_leak(world: World, tmp_p
         run = world.colibri("provision", "--all", "--json")
     vault.delete_item(world.items["bigval/env"])  # 10 MB would slow every later listing
     assert run.rc == 12, str(run)
-    report = {r["tenant_id"]: r for r in run.json()["data"]}
+    document = run.json()
+    # it failed partly, and says so (it said "ok": true), with each tenant's outcome
+    assert document["ok"] is False and document["error"]["type"] == "PartialFailure", document.get("error")
+    assert document["error"]["code"] == 12 and "12 of 15 tenants failed: " in document["error"]["message"]
+    report = {r["tenant_id"]: r for r in document["data"]}
     outcome = {t: (r["outcome"], r["message"]) for t, r in report.items()}
+    # one code for every refusal: the symlinked .env and home, the root outside were 6
+    assert {r["error"]["code"] for r in report.values() if r["outcome"] == "failed"} == {12}
 
     # one vault session for all: one sync request, one unlock (bw lists serve from data.json)
     assert len(world.server.requests_to("/api/sync")) <= 1
@@ -421,6 +427,76 @@ def test_two_at_once_idempotent_and_a_vault_change_is_picked_up(world: World) ->
     assert tenant_row(world, "solo").secrets_changed_at != first
 
 
+def test_one_tenant_names_every_bad_value_and_lists_only_its_own_collection(world: World) -> None:
+    """Issue 9: a refused tenant named only its first bad value (one fix per 20-30 s run), and
+    provisioning one tenant listed (decrypted, kept) every item of the organization."""
+    vault = world.server.vault
+    org = vault.orgs[world.env["COLIBRI_VAULT_ORGANIZATION_ID"]]
+    col = vault.add_collection(org, "multi")
+    vault.add_item(col, "env", fields={"NUL": "nul\0val", "1BAD": "v1bad", "OK": "okval"}, notes="free text\nOK=dupval")
+    other = vault.add_collection(org, "bystander")
+    vault.add_item(other, "env", fields={"K": "v"})
+    env = add_tenant(world, "multi")
+    env.write_bytes(b"OLD='kept'\n")
+    with ProcessScan() as scan:
+        run = world.colibri("provision", "multi")
+    assert run.rc == 12, str(run)
+    lines = run.stderr.splitlines()
+    assert (
+        lines[0]
+        == "colibri: secrets of tenant multi from collection multi: 4 problems, nothing written; the old .env is kept:"
+    )
+    assert len(lines) == 5, run.stderr
+    assert "'NUL' (item 'env'" in run.stderr and "contains a NUL byte" in run.stderr
+    assert "invalid key (item 'env'" in run.stderr and "notes line 1 is not KEY=VALUE" in run.stderr
+    assert "duplicate key OK: from item 'env'" in run.stderr
+    assert not any(v in run.stdout + run.stderr for v in ("nul\0val", "v1bad", "okval", "free text", "dupval"))
+    assert env.read_bytes() == b"OLD='kept'\n"
+    ours = world.env["COLIBRI_BW_PATH"]  # other bw processes may run on this host (other suites)
+    listings = [a for a in scan.argvs if "list items" in a and ours in a]
+    assert listings and all(a.endswith(f"list items --collectionid {col.id}") for a in listings), listings
+    run = world.colibri("provision", "multi", "--json")
+    document = run.json()
+    assert (run.rc, document["ok"], document["error"]["code"]) == (12, False, 12)
+    assert document["data"]["outcome"] == "failed" and document["data"]["problems_total"] == 4
+
+
+def test_symlinked_env_or_home_exits_12_as_documented(world: World, tmp_path: Path) -> None:
+    """Issue 9: these exited 6 while provision --help and the README say 12 (staged secrets: no bw)."""
+    for tenant in ("symenv", "symhome"):
+        folder = _private_dir(world.base / "staged" / tenant)
+        (folder / "provider.env").write_text("K=v\n")
+        (folder / "provider.env").chmod(0o600)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    add_tenant(world, "symenv").symlink_to(victim)
+    home = add_tenant(world, "symhome").parent
+    home.rmdir()
+    home.symlink_to(tmp_path)
+    for tenant, needle in (("symenv", "home/agent/.env: it is a symlink"), ("symhome", "home/agent: it is a symlink")):
+        run = world.colibri("provision", tenant)
+        assert run.rc == 12 and needle in run.stderr and run.stderr.count("\n") == 1, str(run)
+    assert victim.read_text() == "precious"
+    help_text = world.colibri("provision", "--help").stdout
+    assert "exit code is 12" in " ".join(help_text.split())
+
+
+def test_vault_status_reports_bw_logged_in_to_another_server(world: World) -> None:
+    """Issue 9: it showed server_matches False and no problem (bw status is local: no request)."""
+    run = world.colibri("vault", "status", "--json", extra={"COLIBRI_VAULT_URL": "https://vault.invalid"})
+    assert run.rc == 0, str(run)
+    data = run.json()["data"]
+    assert data["server_matches"] is False
+    assert any(
+        f"is logged in to {world.server.url}" in p
+        and "not to vault_url https://vault.invalid" in p
+        and "run 'colibri vault login'" in p
+        for p in data["problems"]
+    ), data["problems"]
+    run = world.colibri("vault", "status")
+    assert run.rc == 0 and "problems" in run.stdout and "logged in to" not in run.stdout, str(run)
+
+
 def test_wrong_master_password_keeps_old_env_and_marks_stale(world: World, tmp_path: Path) -> None:
     env = add_tenant(world, "wrongpw")
     env.write_bytes(b"OLD='kept'\n")
@@ -448,7 +524,7 @@ def test_loose_credentials_dir_is_refused(world: World, tmp_path: Path) -> None:
     _write_creds(creds, (world.client_id, world.client_secret, OP_PASSWORD))
     (creds / "client_secret").chmod(0o640)
     run = world.colibri("provision", "loose", extra={"COLIBRI_VAULT_CREDENTIALS_DIR": str(creds)})
-    assert run.rc == 6, str(run)
+    assert run.rc == 12, str(run)  # every provisioning refusal is 12 (was 6, PermissionDenied)
     assert f"{creds / 'client_secret'} is mode 0640: refusing it" in run.stderr
 
 
@@ -643,6 +719,7 @@ def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path)
         assert "/etc/passwd" in run.stderr, (what, run.stderr)
     run = colibri("provision", "--all", "--json")
     assert run.returncode == 12, run.stderr
+    assert json.loads(run.stdout)["ok"] is False
     outcome = {r["tenant_id"]: r["outcome"] for r in json.loads(run.stdout)["data"]}
     assert outcome == {"agood": "written", "zgood": "written", **{t: "failed" for t in hostile}}
     for tenant in ("agood", "zgood"):

@@ -131,6 +131,51 @@ def test_unknown_template_and_capability_without_handler(invoke: Invoke) -> None
     assert invoke("spawn-agent", "demo", "--capability", "../x")[0] == 7
 
 
+def test_a_refused_template_or_capability_is_not_kept_for_the_next_spawn(invoke: Invoke) -> None:
+    """Issue 9: a refused --template stayed on the tenant and the next spawn failed on it again;
+    so did a capability without a handler (stored before it was checked)."""
+    invoke("register-tenant", "demo", "--collection", "")
+    assert invoke("spawn-agent", "demo", "--template", "colibri/nope")[0] == 4
+    assert tenant(invoke, "demo")["template"] is None
+    code, _, err = invoke("spawn-agent", "demo", "--capability", "paint")
+    assert code == 7 and "no handler for capability paint" in err
+    assert tenant(invoke, "demo")["capabilities"] in (None, [])
+    code, _, err = invoke("spawn-agent", "demo")  # neither is tried again
+    assert code == 0, err
+    record = tenant(invoke, "demo")
+    assert (record["status"], record["template"]) == ("active", "colibri/agent")
+    # another template for a jail that exists does nothing silently: it is refused, nothing kept
+    code, _, err = invoke("spawn-agent", "demo", "--template", "colibri/other")
+    assert code == 5 and "was made from template colibri/agent; --template colibri/other applies" in err
+    record = tenant(invoke, "demo")
+    assert (record["status"], record["template"]) == ("active", "colibri/agent")
+    assert invoke("spawn-agent", "demo", "--template", "colibri/agent")[0] == 0  # the same: converges
+
+
+def test_destroy_and_remove_several_tenants_each_on_its_own(invoke: Invoke) -> None:
+    for name in ("ant", "bee"):
+        invoke("register-tenant", name, "--collection", "")
+    assert invoke("spawn-agent", "ant", "bee")[0] == 0
+    roots = [Path(str(tenant(invoke, t)["jail_root"])) for t in ("ant", "bee")]
+    code, out, err = invoke("destroy-agent", "ant", "ghost", "bee", "--yes", "--json")
+    assert code == 4, err  # ghost: TenantNotFound; ant and bee destroyed all the same
+    document = json.loads(out)
+    assert document["ok"] is False and document["error"]["code"] == 4
+    assert [(i["tenant_id"], i["outcome"]) for i in document["data"]] == [
+        ("ant", "destroyed"),
+        ("ghost", "failed"),
+        ("bee", "destroyed"),
+    ]
+    assert not any(root.exists() for root in roots)
+    assert {tenant(invoke, t)["status"] for t in ("ant", "bee")} == {"registered"}
+    code, out, _ = invoke("destroy-agent", "ant", "--from-file", "/dev/null", "--yes")
+    assert (code, out) == (0, "1 unchanged (of 1 tenants)\n")  # no jail left to destroy
+    assert invoke("spawn-agent", "ant")[0] == 0
+    code, out, _ = invoke("remove-tenant", "ant", "bee", "--destroy-jail", "--yes")
+    assert (code, out) == (0, "2 removed (of 2 tenants)\n")
+    assert {tenant(invoke, t)["status"] for t in ("ant", "bee")} == {"removed"}
+
+
 def _jails() -> Path:
     from colibri.resources import shipped
 

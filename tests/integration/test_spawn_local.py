@@ -46,3 +46,22 @@ def test_spawn_local_refuses_a_symlinked_home(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert run(["spawn-local", "solo", "--home", str(tmp_path / "link")]) == 7
     assert "must be an existing directory, given as an absolute path, not a symlink" in capsys.readouterr().err
+
+
+def test_a_tenant_without_secrets_runs_without_a_env(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9: no collection and nothing staged: provisioning is a no-op, and the real mother
+    then refused for want of a .env, so the tenant could never become active."""
+    require(os.geteuid() == 0, "root (the run dir is root-only)")
+    home = tmp_path / "homes" / "plain"
+    home.mkdir(parents=True)
+    assert run(["register-tenant", "plain", "--collection", ""]) == 0
+    assert run(["spawn-local", "plain", "--home", str(home)]) == 0, capsys.readouterr()
+    assert not (home / ".env").exists()
+    identity = json.loads((home / ".colibri/agent.json").read_text())
+    assert identity["secrets_expected"] is False
+    log = (home / ".colibri/mother.log").read_text()
+    assert "no secrets expected for tenant plain" in log and "ready: identity read" in log
+    capsys.readouterr()
+    assert run(["show-tenant", "plain", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["status"] == "active"
+    assert run(["destroy-agent", "plain", "--yes"]) == 0

@@ -269,3 +269,62 @@ def test_login_logs_out_and_reconfigures_for_vault_login(tmp_path: Path) -> None
         "list collections",
         "lock",
     ]
+
+
+GUID_A = "0b0c0d0e-0000-4000-8000-00000000000a"
+GUID_B = "0b0c0d0e-0000-4000-8000-00000000000b"
+
+
+def _item(item_id: str, *collections: str) -> dict[str, object]:
+    return {"id": item_id, "name": item_id, "collectionIds": list(collections), "notes": "A=1", "fields": []}
+
+
+def _two_collections() -> FakeRunner:
+    runner = happy()
+    runner.replies["list collections"] = (
+        0,
+        json.dumps([{"id": GUID_A, "name": "acme"}, {"id": GUID_B, "name": "beta"}]),
+        "",
+    )
+    both = [_item("ia", GUID_A), _item("ib", GUID_B), _item("iab", GUID_A, GUID_B), _item("ix", "other")]
+
+    def items(call: Call) -> Reply:
+        if "--collectionid" in call.argv:  # bw's own filter (list.command.ts, listCiphers)
+            wanted = call.argv[call.argv.index("--collectionid") + 1]
+            return (0, json.dumps([i for i in both if wanted in i["collectionIds"]]), "")  # type: ignore[operator]
+        return (0, json.dumps(both), "")
+
+    runner.replies["list items"] = items
+    return runner
+
+
+def test_one_collection_is_listed_alone_and_only_its_items_come_back(tmp_path: Path) -> None:
+    """Issue 9: one tenant's provisioning listed (and kept) every item of the organization.
+    bw ORs --organizationid and --collectionid, so the collection is asked for alone."""
+    runner = _two_collections()
+    seen: list[tuple[str, ...]] = []
+    snap = make(tmp_path, runner).snapshot(CREDS, lambda cols: (seen.append(tuple(c.name for c in cols)), [GUID_A])[1])
+    assert seen == [("acme", "beta")]
+    assert [c.argv for c in runner.calls if c.argv[1:3] == ("list", "items")] == [
+        ("/opt/bw", "list", "items", "--collectionid", GUID_A)
+    ]
+    assert sorted(i.id for i in snap.items) == ["ia", "iab"]
+
+
+def test_several_collections_are_one_listing_keeping_only_theirs(tmp_path: Path) -> None:
+    runner = _two_collections()
+    snap = make(tmp_path, runner).snapshot(CREDS, lambda cols: [GUID_A, GUID_B])
+    assert [c.argv for c in runner.calls if c.argv[1:3] == ("list", "items")] == [
+        ("/opt/bw", "list", "items", "--organizationid", ORG)
+    ]
+    assert sorted(i.id for i in snap.items) == ["ia", "iab", "ib"]
+
+
+def test_no_collection_wanted_lists_no_items_and_a_non_guid_is_refused(tmp_path: Path) -> None:
+    runner = _two_collections()
+    snap = make(tmp_path, runner).snapshot(CREDS, lambda cols: [])
+    assert snap.items == () and "list items" not in runner.names() and runner.names()[-1] == "lock"
+    runner = _two_collections()
+    with pytest.raises(SecretsError, match="'notnull' is not a GUID"):
+        make(tmp_path, runner).snapshot(CREDS, lambda cols: ["notnull"])  # bw: "in any collection"
+    assert runner.names()[-1] == "lock"

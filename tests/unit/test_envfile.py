@@ -8,7 +8,7 @@ import pytest
 
 from colibri.adapters import envfile
 from colibri.adapters.envfile import Entry, parse_lines, render
-from colibri.errors import PermissionDenied, SecretsError
+from colibri.errors import PermissionDenied, SecretsError, SecretsRefused
 from tests.conftest import require
 
 UID, GID = os.geteuid(), os.getegid()
@@ -245,3 +245,44 @@ def test_an_invalid_key_is_not_echoed() -> None:
         render([Entry(pasted, "v", "item 'provider' custom field 2")], "h")
     assert "invalid key (item 'provider' custom field 2)" in str(info.value)
     assert "AbCdEf" not in str(info.value)
+
+
+def test_every_bad_key_and_value_is_named_at_once_by_key_and_origin_never_by_value() -> None:
+    """Issue 9: a refused tenant named only its first bad value, one fix per run."""
+    entries = [
+        Entry("GOOD", "fineval", "item 'env' custom field 1"),
+        Entry("NUL", "hunter2\0one", "item 'env' custom field 2"),
+        Entry("sk-pasted-xyz", "v", "item 'env' custom field 3"),
+        Entry("GOOD", "againval", "item 'other' notes line 4"),
+        Entry("CR", "hunter3\rtwo", "item 'other' notes line 5"),
+    ]
+    problems = ["item 'other' notes line 1 is not KEY=VALUE"]
+    with pytest.raises(SecretsRefused) as info:
+        render(entries, "secrets of tenant acme from collection acme", problems)
+    error = info.value
+    assert error.exit_code == 12 and error.total == 5 and len(error.problems) == 5
+    assert error.summary == "secrets of tenant acme from collection acme: 5 problems, nothing written"
+    assert error.problems[0] == "item 'other' notes line 1 is not KEY=VALUE"
+    assert "'NUL' (item 'env' custom field 2) contains a NUL byte" in error.problems[1]
+    assert error.problems[2].startswith("invalid key (item 'env' custom field 3)")
+    assert error.problems[3] == "duplicate key GOOD: from item 'env' custom field 1 and from item 'other' notes line 4"
+    assert "'CR' (item 'other' notes line 5) contains a carriage return" in error.problems[4]
+    text = str(error)
+    assert all(p in text for p in error.problems)
+    assert not any(value in text for value in ("hunter2", "hunter3", "sk-pasted", "fineval", "againval"))
+
+
+def test_problems_are_counted_past_the_ones_kept() -> None:
+    entries = [Entry(f"K{i}", "\0", f"field {i}") for i in range(envfile.MAX_PROBLEMS_KEPT + 5)]
+    with pytest.raises(SecretsRefused) as info:
+        render(entries, "h")
+    assert info.value.total == envfile.MAX_PROBLEMS_KEPT + 5
+    assert len(info.value.problems) == envfile.MAX_PROBLEMS_KEPT
+    assert str(info.value).endswith("; and 5 more")
+
+
+def test_parse_lines_can_collect_every_bad_line() -> None:
+    problems: list[str] = []
+    entries = parse_lines("A=1\nfree text\nB=2\nmore text\n", "item 'x' notes", problems)
+    assert [e.key for e in entries] == ["A", "B"]
+    assert problems == ["item 'x' notes line 2 is not KEY=VALUE", "item 'x' notes line 4 is not KEY=VALUE"]

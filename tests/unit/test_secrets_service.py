@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from colibri.adapters.bitwarden import VaultCollection, VaultItem, VaultSnapshot
+from colibri.adapters.bitwarden import Selector, VaultCollection, VaultItem, VaultSnapshot
 from colibri.adapters.credentials import OperatorCredentials
-from colibri.errors import PermissionDenied, SecretsError, TenantNotFound, VaultLocked
+from colibri.errors import PermissionDenied, SecretsError, SecretsRefused, TenantNotFound, VaultLocked
 from colibri.services.secrets import SecretsConfig, SecretsService
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
@@ -20,16 +20,24 @@ CREDS = OperatorCredentials(SecretStr("id"), SecretStr("secret"), SecretStr("pw"
 
 @dataclass
 class FakeVault:
+    """The adapter's contract: ``select`` names the collections whose items are listed."""
+
     collections: list[VaultCollection] = field(default_factory=list)
     items: list[VaultItem] = field(default_factory=list)
     error: Exception | None = None
     snapshots: int = 0
+    selected: list[set[str]] = field(default_factory=list)
 
-    def snapshot(self, credentials: OperatorCredentials) -> VaultSnapshot:
+    def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot:
         self.snapshots += 1
         if self.error is not None:
             raise self.error
-        return VaultSnapshot(tuple(self.collections), tuple(self.items))
+        collections = tuple(self.collections)
+        if select is None:
+            return VaultSnapshot(collections, tuple(self.items))
+        wanted = set(select(collections))
+        self.selected.append(wanted)
+        return VaultSnapshot(collections, tuple(i for i in self.items if wanted.intersection(i.collection_ids)))
 
 
 class FakeCredentials:
@@ -157,8 +165,9 @@ def test_staged_provider_env_wins_and_must_be_root_only(world: World) -> None:
     assert env.read_text().endswith("OPENROUTER_API_KEY='sk-or-1'\n")
     assert world.vault.snapshots == 0
     (folder / "provider.env").chmod(0o644)
-    with pytest.raises(PermissionDenied, match=r"provider.env is mode 0644"):
+    with pytest.raises(SecretsError, match=r"provider.env is mode 0644") as info:
         world.service.provision("acme")
+    assert info.value.exit_code == 12 and isinstance(info.value.__cause__, PermissionDenied)
     assert world.row("acme").secrets_status == "stale"
 
 
@@ -186,3 +195,66 @@ def test_a_bug_in_one_tenant_does_not_stop_provision_all(world: World, monkeypat
     assert {k: r.outcome for k, r in results.items()} == {"acme": "failed", "beta": "written"}
     assert results["acme"].message == "internal error (OverflowError) while provisioning acme"
     assert world.row("acme").secrets_status == "stale" and beta.read_text().endswith("X='x'\n")
+
+
+def test_every_provisioning_refusal_is_a_secrets_error_exit_12(world: World, tmp_path: Path) -> None:
+    """Issue 9: a symlinked .env or home exited 6 (PermissionDenied) while provision's --help and
+    the README say 12; and its siblings: a jail root outside the allowed roots, a loose staged
+    file (above), a timed-out bw."""
+    from colibri.errors import CommandTimeout
+
+    env = world.add("acme")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    env.symlink_to(victim)
+    with pytest.raises(SecretsError, match=r"home/agent/.env: it is a symlink") as info:
+        world.service.provision("acme")
+    assert info.value.exit_code == 12 and victim.read_text() == "precious"
+    beta = world.add("beta")
+    home = beta.parent
+    home.rmdir()
+    home.symlink_to(tmp_path)
+    with pytest.raises(SecretsError, match=r"home/agent: it is a symlink") as info:
+        world.service.provision("beta")
+    assert info.value.exit_code == 12
+    world.vault.error = CommandTimeout("bw sync", 60)
+    world.add("gamma")
+    with pytest.raises(SecretsError, match=r"timed out after 60 s: bw sync") as info:
+        world.service.provision("gamma")
+    assert info.value.exit_code == 12
+    assert {world.row(t).secrets_status for t in ("acme", "beta", "gamma")} == {"stale"}
+
+
+def test_one_tenant_lists_only_its_own_collection(world: World) -> None:
+    """Issue 9: provisioning one tenant kept every tenant's decrypted items in memory."""
+    world.add("acme")
+    world.add("beta")
+    assert world.service.provision("acme").keys == ("A", "B")
+    assert world.vault.selected == [{"c-acme"}]
+    world.vault.selected.clear()
+    world.service.provision_all()
+    assert world.vault.selected == [{"c-acme", "c-beta"}]
+
+
+def test_a_refused_tenant_names_every_bad_value_at_once(world: World) -> None:
+    env = world.add("acme")
+    env.write_text("OLD='kept'\n")
+    world.vault.items[0] = VaultItem(
+        "i1", "env", ("c-acme",), "A=1\npasted-secret-alone\nB=dup\n", (("B", "two"), ("C", "x\0y"), ("1X", "v"))
+    )
+    result = world.service.provision("acme", check=False)
+    assert result.outcome == "failed" and isinstance(result.error, SecretsRefused)
+    assert result.error.total == 4
+    shown = result.public()
+    assert shown["problems_total"] == 4 and len(shown["problems"]) == 4
+    assert shown["problems"][0] == "item 'env' (i1) notes line 2 is not KEY=VALUE"
+    assert "x\0y" not in str(shown) and "pasted-secret" not in str(shown)
+    assert env.read_text() == "OLD='kept'\n"
+    assert all(p in (world.row("acme").secrets_error or "") for p in shown["problems"])
+
+
+def test_no_collection_and_nothing_staged_expects_no_secrets(world: World) -> None:
+    world.add("plain", collection="")
+    assert world.service.provision("plain").secrets_expected is False
+    env = world.add("acme")
+    assert world.service.provision("acme").secrets_expected is True and env.exists()
