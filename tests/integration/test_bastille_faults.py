@@ -51,7 +51,7 @@ pytestmark = pytest.mark.integration
 
 from tests.conftest import Invoke  # noqa: E402
 
-PACKAGE = "python311-3.11.13.pkg"  # the pinned package agent-jail-bootstrap.sh wants in the cache
+PACKAGE = "All/python311-3.11.13.pkg"  # the pinned package agent-jail-bootstrap.sh wants in the cache
 
 
 # ---- set-up -------------------------------------------------------------------------------------------
