@@ -334,11 +334,7 @@ class SpawnService:
         with _step(report, tenant.tenant_id, "mother_started") as say:
             if self._notify is not None:
                 self._notify(tenant.tenant_id)
-            pid = local.start(self._paths.skills_dir / "mother" / "mother.py", home / ".colibri/agent.json")
-            time.sleep(0.5)
-            if local.pid() != pid:
-                raise JailError(f"the mother skill exited right after starting (see {local.state / 'mother.log'})")
-            say(f"pid {pid}")
+            say(_start_local_mother(local, self._paths.skills_dir / "mother" / "mother.py"))
         self._record(tenant.tenant_id, "mother_started")
 
     # ---- store ---------------------------------------------------------------------------------------
@@ -571,6 +567,46 @@ def _refused(name: str, line: str) -> MotherNotReady:
 def _mother_line_since(backend: JailBackend, name: str, offset: int) -> tuple[int | None, str] | None:
     log = _read_log(backend, name)
     return _last_mother_line(log, offset if len(log) >= offset else 0)  # a rotated log starts again
+
+
+def _start_local_mother(local: LocalHome, skill: Path) -> str:
+    """spawn-local's mother, held to the same rule as a jail's: active only after its ready line
+    (a running one only if that line is its own), a refusal fails with its reason."""
+    log_rel = ".colibri/mother.log"
+
+    def read() -> bytes:
+        try:
+            return jailfs.read_file(local.home, log_rel, limit=1 << 20)
+        except JailError:
+            return b""
+
+    running = local.pid()
+    if running is not None:
+        last = _last_mother_line(read(), 0)
+        if last is not None and last[1] == MOTHER_READY and last[0] == running:
+            return f"pid {running}"
+        local.stop()
+    offset = len(read())
+    pid = local.start(skill, local.state / "agent.json")
+    deadline = time.monotonic() + MOTHER_READY_TIMEOUT
+    while True:
+        log = read()
+        line = _last_mother_line(log, offset if len(log) >= offset else 0)
+        if line is not None and line[1].startswith(MOTHER_REFUSED):
+            local.stop()
+            raise MotherNotReady(f"the mother skill refused to start: {line[1].removeprefix(MOTHER_REFUSED)}")
+        alive = local.pid() == pid
+        if alive and line is not None and line[1] == MOTHER_READY:
+            return f"pid {pid}"
+        if not alive:
+            raise MotherNotReady(f"the mother skill exited right after starting (see {local.state / 'mother.log'})")
+        if time.monotonic() >= deadline:
+            local.stop()
+            raise MotherNotReady(
+                f"the mother skill did not say it was ready within {MOTHER_READY_TIMEOUT:g} s (stopped again; "
+                f"see {local.state / 'mother.log'})"
+            )
+        time.sleep(0.1)
 
 
 def _service(backend: JailBackend, name: str, verb: str) -> CommandResult:
