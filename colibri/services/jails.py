@@ -8,8 +8,8 @@ from colibri.adapters.jail import JailBackend, JailState
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
 from colibri.domain import TenantStatus, check_transition
-from colibri.errors import ColibriError, JailError, StateConflict, TenantNotFound
-from colibri.services.spawn import start_mother
+from colibri.errors import ColibriError, JailError, MotherNotReady, StateConflict, TenantNotFound
+from colibri.services.spawn import mother_log_size, start_mother
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, utcnow
 from colibri.store.repos import TenantRepo
@@ -55,8 +55,7 @@ class JailService:
                 raise StateConflict(
                     f"tenant {tenant_id} is {tenant.status}; run 'colibri spawn-agent {tenant_id}' to converge it"
                 )
-            self._backend.start(tenant.jail_name)
-            start_mother(self._backend, tenant.jail_name)
+            self._start_agent(tenant.jail_name)
             return self._set_status(tenant_id, TenantStatus.ACTIVE)
 
     def stop(self, tenant_id: str) -> dict[str, Any]:
@@ -144,8 +143,7 @@ class JailService:
             # The tenant's spawn lock: never repair under a spawn, start, stop or destroy in flight.
             with host_lock(self._locks, f"spawn-{drift.tenant}", wait=None):
                 if drift.kind == "stopped_jail":
-                    self._backend.start(drift.jail)
-                    start_mother(self._backend, drift.jail)
+                    self._start_agent(drift.jail)
                 elif drift.kind == "running_jail":
                     self._backend.stop(drift.jail)
                 else:
@@ -153,6 +151,22 @@ class JailService:
         except ColibriError as exc:
             return Drift(drift.kind, drift.jail, drift.tenant, drift.action, False, str(exc))
         return Drift(drift.kind, drift.jail, drift.tenant, drift.action, True)
+
+    def _start_agent(self, jail: str) -> None:
+        """Start the jail and see its mother ready.  The jail's rc starts the mother at boot, so
+        colibri asks rc.subr's status first (a second ``start`` is "already running?", exit 1) and
+        waits for a ready line logged after this boot.  A mother that refuses or never gets ready
+        leaves a jail this call started stopped again: the tenant keeps its state."""
+        was_running = self._backend.info(jail).state is JailState.RUNNING
+        since = None if was_running else mother_log_size(self._backend, jail)
+        self._backend.start(jail)
+        try:
+            start_mother(self._backend, jail, since=since)
+        except MotherNotReady as exc:
+            if was_running:
+                raise
+            self._backend.stop(jail)
+            raise MotherNotReady(f"{exc}; jail {jail} was stopped again") from None
 
     def _tenant(self, tenant_id: str) -> Tenant:
         with self._store.session() as session:

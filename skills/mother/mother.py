@@ -63,6 +63,8 @@ class Busy(Unreachable):
 
 READY = "ready: identity read and .env checked"
 """The line spawn waits for (colibri.services.spawn.MOTHER_READY): keep the two in step."""
+REFUSED = "refusing to start: "
+"""How every refusal line begins (colibri.services.spawn.MOTHER_REFUSED); spawn shows the rest."""
 
 
 def log(message):
@@ -423,7 +425,8 @@ def main(argv=None):
         if not check_secrets(identity["env_file"], identity["secrets_expected"]):
             log(f"no secrets expected for tenant {identity['tenant']} and no {identity['env_file']}: running without")
     except Refused as exc:
-        log(str(exc))
+        reason = str(exc).removeprefix(REFUSED)
+        log(f"{REFUSED}{reason}")  # one line, with the reason: spawn reports it and fails
         return exc.code
     log(READY)  # spawn waits for this line: identity read, .env checked
     mother = Mother(identity, args.handler_timeout, args.poll_wait)
