@@ -38,6 +38,7 @@ MOTHER_VERSION = "1"
 DEFAULT_IDENTITY = "/usr/local/etc/colibri/agent.json"
 HANDLER_TIMEOUT = 120.0
 POLL_WAIT = 10.0
+MAX_POLL_WAIT = 30.0  # the daemon refuses a longer claim wait with 400 (docs/openapi.yaml)
 MAX_OUTPUT = 256 * 1024
 
 
@@ -414,11 +415,26 @@ class Mother:
             api.close()
 
 
+def _seconds(upper):
+    """An argparse type: finite seconds in (0, upper], refused (exit 2) outside it, never clamped."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:40]!r}") from None
+        if not 0 < value <= upper:  # also refuses nan; inf is above any bound
+            raise argparse.ArgumentTypeError(f"must be more than 0 and at most {upper:g} seconds")
+        return value
+
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="colibri's mother skill: register, heartbeat, run tasks.")
     parser.add_argument("--identity", default=os.environ.get("COLIBRI_AGENT_IDENTITY", DEFAULT_IDENTITY))
-    parser.add_argument("--handler-timeout", type=float, default=HANDLER_TIMEOUT)
-    parser.add_argument("--poll-wait", type=float, default=POLL_WAIT)
+    parser.add_argument("--handler-timeout", type=_seconds(86400.0), default=HANDLER_TIMEOUT)
+    parser.add_argument("--poll-wait", type=_seconds(MAX_POLL_WAIT), default=POLL_WAIT)
     args = parser.parse_args(argv)
     try:
         identity = load_identity(args.identity)

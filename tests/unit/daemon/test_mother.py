@@ -119,3 +119,21 @@ def test_a_refusal_for_now_is_busy_and_a_report_retries_it(mother: ModuleType, t
     thread.join(5)
     assert len(bodies) == 2 and bodies[0] == bodies[1] and b'"lease": "L"' in bodies[1]  # the same report again
     assert issubclass(mother.Busy, mother.Unreachable)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--poll-wait", "31"),
+        ("--poll-wait", "0"),
+        ("--poll-wait", "nan"),
+        ("--handler-timeout", "-1"),
+        ("--handler-timeout", "inf"),
+    ],
+)
+def test_out_of_range_seconds_are_refused_not_sent(flag: str, value: str) -> None:
+    """The daemon answers a claim wait over 30 s with 400 (it once clamped it): the mother refuses
+    such a flag at start, with exit 2 and one line, instead of failing every poll."""
+    run = subprocess.run([sys.executable, str(MOTHER), flag, value], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2, run
+    assert f"argument {flag}: " in run.stderr and "seconds" in run.stderr
