@@ -211,6 +211,12 @@ class PartialFailure(ColibriError):
         self.exit_code = exit_code
 
 
+class RepairFailed(ColibriError):
+    """``reconcile --apply``: at least one repair did not work (each is named in the output)."""
+
+    exit_code = 17
+
+
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
 
@@ -230,6 +236,7 @@ EXIT_CODES: dict[int, str] = {
     14: "a command or request timed out (CommandTimeout)",
     15: "the database failed (StoreError)",
     16: "the colibri daemon is unreachable or refused (DaemonError)",
+    17: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",
 }

@@ -28,6 +28,14 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(_pretty({"ok": True, "data": data}) + "\n")
 
 
+def emit_json_failure(data: Any, exc: Exception) -> None:
+    """A command that has a result and failed all the same (some of its items did): the failure
+    envelope, with ``data`` beside ``error``, so one document says both."""
+    code = int(getattr(exc, "exit_code", 1))
+    error = {"type": type(exc).__name__, "code": code, "message": str(exc)}
+    sys.stdout.write(_pretty({"ok": False, "error": error, "data": data}) + "\n")
+
+
 def _pretty(value: Any, level: int = 0) -> str:
     """``json.dumps(value, indent=2, sort_keys=True)``, byte for byte, at indent ``level``.
 

@@ -36,6 +36,17 @@ MARKER = "colibri.json"
 AGENT_UID = AGENT_ID
 JAIL_CAPS = bwrap.JAIL_CAPS
 DEFAULT_LIMITS = Limits(memory_mib=1024, max_processes=256, cpu_percent=100)
+_DETACH = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(f"/proc/{int(sys.argv[1])}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+if libc.setns(fd, 0x00020000) != 0:  # CLONE_NEWNS: root and cwd become the namespace's
+    sys.exit("setns: " + os.strerror(ctypes.get_errno()))
+if libc.umount2(sys.argv[2].encode(), 2) != 0:  # MNT_DETACH
+    sys.exit("umount2: " + os.strerror(ctypes.get_errno()))
+"""
+"""Run as host root in a child: detach one bind in a running jail's mount namespace (the jail
+itself cannot: its seccomp filter refuses umount)."""
 
 
 class Sandbox:
@@ -323,6 +334,60 @@ class Sandbox:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps([*mounts, entry], indent=2) + "\n")
         tmp.replace(path)
+
+    def umount(self, name: str, jail_path: str) -> bool:
+        """Drop the bind from ``mounts.json`` (gone from the next start on) and, in a running jail,
+        detach it now in the jail's mount namespace; verified afterwards."""
+        self._require(name)
+        mounts = self._mount_entries(name)
+        kept = [m for m in mounts if m.get("jail_path") != jail_path]
+        live = self._live_mount(name, jail_path)
+        if kept == mounts and live is None:
+            return False
+        if kept != mounts:
+            path = self._dir / name / "mounts.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(kept, indent=2) + "\n")
+            tmp.replace(path)
+        init = self._init_pid(name)
+        if live is not None and init is not None:
+            result = self._run(
+                [sys.executable, "-I", "-S", "-c", _DETACH, str(init), jail_path], timeout=30, ok_codes=(0, 1)
+            )
+            if self._live_mount(name, jail_path) is not None:
+                raise JailError(f"cannot unmount {jail_path} in sandbox jail {name}: {result.err.strip()[-200:]}")
+        return True
+
+    def is_mounted(self, name: str, mount: Mount) -> bool:
+        device = self._live_mount(name, mount.jail_path)
+        try:
+            return device is not None and device == os.stat(mount.host_path).st_dev
+        except OSError:
+            return False
+
+    def enable_service(self, name: str, service: str, enabled: bool) -> bool:
+        """A sandbox jail's /etc/rc starts every executable /etc/rc.d script: no rc variables."""
+        self._require(name)
+        return False
+
+    def _live_mount(self, name: str, jail_path: str) -> int | None:
+        """The device of the mount on ``jail_path`` in the running jail, from its init's
+        mountinfo (proc(5): mount points relative to that process's root), else None."""
+        init = self._init_pid(name)
+        if init is None:
+            return None
+        try:
+            text = Path(f"/proc/{init}/mountinfo").read_text()
+        except OSError:
+            return None
+        wanted = "/" + jail_path.strip("/")
+        device = None
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) > 4 and fields[4].replace("\\040", " ") == wanted:
+                major, _, minor = fields[2].partition(":")
+                device = os.makedev(int(major), int(minor))  # the last one stacked there is what is seen
+        return device
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _require(self, name: str) -> None:
