@@ -28,7 +28,8 @@ def spawn_agent(
     """Create and start each tenant's jail, provision its secrets, start its mother skill.
 
     Safe to run again: it resumes where a previous run stopped and converges. --jail-name and
-    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it).
+    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it):
+    everything is checked before anything changes, and a failed adoption is undone.
     """
     cli = context.get(ctx)
     if (jail_name is None) != (jail_root is None):
