@@ -15,6 +15,7 @@ rctl.conf without checking); the agent user gets the tenant's uid/gid.  Every ar
 """
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -411,12 +412,12 @@ class Bastille(Hardening):
         with host_lock(self._locks, "bastille"):
             self._require(name)
             target = self._target(name, jail_path)
-            live = [m for m in self._host_mounts() if m[1] == target]
+            live = self._mounted_on(name, jail_path)
             if not self._fstab_has(name, target) and not (live and self._running(name)):
                 return False
             if self._running(name):
                 result = self._bastille_run("umount", name, jail_path)
-                if self._fstab_has(name, target) or any(m[1] == target for m in self._host_mounts()):
+                if self._fstab_has(name, target) or self._mounted_on(name, jail_path):
                     raise self._fail(f"umount {name} {jail_path} (the mount is still there)", result)
             else:
                 self._fstab_drop(name, target)
@@ -482,7 +483,14 @@ class Bastille(Hardening):
             raise self._fail("mount -p (the host's mount table)", result)
         return [ln.split() for ln in result.out.splitlines() if len(ln.split()) >= 3]
 
+    def _mounted_on(self, name: str, jail_path: str) -> list[list[str]]:
+        """The host's live nullfs mounts on ``jail_path`` of the jail.  The kernel keeps the path
+        mount(2) resolved, so a symlinked prefix shows as its target; only the host's part is
+        resolved here, nothing inside the jail root is followed."""
+        targets = {self._target(name, jail_path)}
+        targets.add(f"{os.path.realpath(self.jails_dir)}/{name}/root/{jail_path.lstrip('/')}")
+        return [m for m in self._host_mounts() if m[1] in targets]
+
     def _live(self, name: str, mount: Mount) -> bool:
-        target = self._target(name, mount.jail_path)
-        sources = {str(mount.host_path), str(Path(mount.host_path).resolve())}
-        return any(m[1] == target and m[0] in sources for m in self._host_mounts())
+        sources = {str(mount.host_path), os.path.realpath(mount.host_path)}
+        return any(m[0] in sources for m in self._mounted_on(name, mount.jail_path))
