@@ -32,6 +32,7 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     │   └── SchemaTooNew
     ├── DaemonError                     16  the colibri daemon is not reachable or refused
     │   └── LimitExceeded                   a tenant's or a socket's limit is reached (HTTP 429)
+    ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
     └── PartialFailure                      some items of a batch failed: the worst item's code
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
 ``from None`` with a message written by colibri.
@@ -214,7 +215,7 @@ class PartialFailure(ColibriError):
 class RepairFailed(ColibriError):
     """``reconcile --apply``: at least one repair did not work (each is named in the output)."""
 
-    exit_code = 17
+    exit_code = 18
 
 
 INTERNAL_ERROR_EXIT = 1
@@ -236,7 +237,7 @@ EXIT_CODES: dict[int, str] = {
     14: "a command or request timed out (CommandTimeout)",
     15: "the database failed (StoreError)",
     16: "the colibri daemon is unreachable or refused (DaemonError)",
-    17: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
+    18: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",
 }

@@ -135,7 +135,7 @@ def reconcile(
 ) -> None:
     """Compare the store with the jail backend and report (or --apply repairs for) each difference.
 
-    With --apply, a repair that fails is shown with its error and the exit code is 17.
+    With --apply, a repair that fails is shown with its error and the exit code is 18.
     """
     from colibri.services.jails import describe_drifts, repair_failure
 

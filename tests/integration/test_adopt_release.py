@@ -1,6 +1,6 @@
 """Issue 9 defects 4-6 on the sandbox backend, through the CLI: adopting a jail checks everything
 before it changes anything and undoes what it did when it fails; release-agent takes out exactly
-what colibri added and says so; reconcile --apply fails (exit 17) when a repair fails.
+what colibri added and says so; reconcile --apply fails (exit 18) when a repair fails.
 
 The mother is the stand-in of test_spawn.py (it only stays up); the bastille side of the same
 defects is in test_bastille_adopt.py.
@@ -173,16 +173,16 @@ def test_reconcile_apply_fails_when_a_repair_fails(invoke: Invoke) -> None:
     mother = backend.root("bee") / "usr/local/share/colibri/skills/mother/mother.py"
     mother.write_text("import sys\nsys.exit('refusing: broken on purpose')\n")  # bee's repair will fail
     code, out, _ = invoke("reconcile", "--apply", "--json")
-    assert code == 17
+    assert code == 18
     document = json.loads(out)
     assert document["ok"] is False and document["error"]["type"] == "RepairFailed"
-    assert document["error"]["code"] == 17 and "stopped_jail bee" in document["error"]["message"]
+    assert document["error"]["code"] == 18 and "stopped_jail bee" in document["error"]["message"]
     items = {d["jail"]: d for d in document["data"]}
     assert items["ant"]["applied"] is True and items["ant"]["error"] is None
     assert items["bee"]["applied"] is False and "refusing: broken on purpose" in items["bee"]["error"]
     backend.stop("bee")
     code, out, err = invoke("reconcile", "--apply")
-    assert code == 17
+    assert code == 18
     assert "failed: " in out and "bee" in out  # the table names the failing item
     assert err.startswith("colibri: 1 of 1 repairs failed: stopped_jail bee: ")
 
