@@ -23,7 +23,8 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     │   ├── ToolMissing
     │   └── CommandFailed
     ├── JailError                       11  a jail backend (bastille or sandbox) failed
-    │   └── BastilleError                   bastille did not do what was asked
+    │   ├── BastilleError                   bastille did not do what was asked
+    │   └── MotherNotReady              17  the mother skill refused to start or never said ready
     ├── SecretsError                    12  the vault or the secrets source failed (fail-closed)
     │   └── VaultLocked
     ├── RemoteError                     13  a remote host (ssh) failed
@@ -160,6 +161,13 @@ class BastilleError(JailError):
     """bastille failed, or said it succeeded while the jail is not in the state asked for."""
 
 
+class MotherNotReady(JailError):
+    """The mother skill in a jail refused to start (its own reason is the message), exited, or did
+    not log its ready line in time: the agent is not active."""
+
+    exit_code = 17
+
+
 class SecretsError(ColibriError):
     """The vault or the staged secrets could not be read or rendered; nothing was written."""
 
@@ -237,6 +245,7 @@ EXIT_CODES: dict[int, str] = {
     14: "a command or request timed out (CommandTimeout)",
     15: "the database failed (StoreError)",
     16: "the colibri daemon is unreachable or refused (DaemonError)",
+    17: "the mother skill in the jail refused to start or never became ready; its reason is shown (MotherNotReady)",
     18: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",

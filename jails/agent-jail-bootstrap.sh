@@ -4,8 +4,11 @@
 #
 # Packages are version-pinned and installed only from the local package cache: when any pinned
 # package file is missing it refuses up front, naming what is missing, instead of installing half
-# of them.  Thin jails copy /var from their release, so warm the release's cache once on the host:
-#   pkg fetch -y -o /usr/local/bastille/releases/14.3-RELEASE/var/cache/pkg python311-3.11.13
+# of them.  A new thin jail has its own, empty /usr/local, so pkg(8) itself is not installed and
+# pkg(7) would only offer to bootstrap it from the network (and fail without a tty): pkg is
+# bootstrapped offline from the cache first (pkg(7): `pkg add ./pkg-VERSION.pkg`).  Thin jails
+# copy /var from their release, so warm the release's cache once on the host, pkg included:
+#   pkg fetch -y -d -o /usr/local/bastille/releases/14.3-RELEASE/var/cache/pkg pkg python311-3.11.13
 set -eu
 
 PINNED="${COLIBRI_PINNED_PACKAGES:-python311-3.11.13}"
@@ -30,22 +33,43 @@ say() { echo "agent-jail-bootstrap: $*"; }
 
 # pkg fetch -o DIR puts packages in DIR/All/ (pkg-fetch(8)); a flat cache works too.
 cached() { for f in "$CACHE/$1.pkg" "$CACHE/All/$1.pkg"; do [ -f "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+# pkg's own package, whatever its version (the newest by name if there are several).
+cached_pkg() { ls "$CACHE"/pkg-[0-9]*.pkg "$CACHE"/All/pkg-[0-9]*.pkg 2>/dev/null | tail -n 1; }
+# pkg -N: "a reliable test for whether a system is configured to use pkg" (pkg(7)); it never
+# bootstraps, and without pkg(8) pkg info would only print pkg(7)'s bootstrap prompt.
+have_pkg8() { pkg -N >/dev/null 2>&1; }
+installed() { have_pkg8 && pkg info -e "$1" >/dev/null 2>&1; }
 
 missing=""
+PKG_FILE=""
+if ! have_pkg8; then
+    PKG_FILE="$(cached_pkg)"
+    [ -n "$PKG_FILE" ] || missing=" pkg"
+fi
 for pkgver in $PINNED; do
-    if pkg info -e "$pkgver" >/dev/null 2>&1; then
-        continue
-    fi
+    installed "$pkgver" && continue
     cached "$pkgver" >/dev/null || missing="$missing $pkgver"
 done
 if [ -n "$missing" ]; then
     say "cold package cache: missing$missing in $CACHE; nothing was installed."
-    say "warm it on the host (pkg fetch -o <release or jail root>$CACHE <package>) and apply the template again."
+    say "warm it on the host (pkg fetch -y -d -o <release or jail root>$CACHE pkg $PINNED) and apply the template again."
     exit 1
 fi
 
+if [ -n "$PKG_FILE" ]; then
+    # pkg(7) checks the signature its repository config asks for (FreeBSD.conf: fingerprints) in a
+    # detached PKG_FILE.sig, which `pkg fetch` does not download.  The file itself was checked by
+    # the host's pkg fetch against the signed repository catalogue, so this one offline bootstrap
+    # skips pkg(7)'s own check; every later package is added by pkg(8).
+    SIGNATURE_TYPE=none pkg add "$PKG_FILE"
+    have_pkg8 || { say "pkg add $PKG_FILE did not install pkg(8); nothing else was installed."; exit 1; }
+    say "pkg bootstrapped from $PKG_FILE"
+else
+    say "pkg already installed"
+fi
+
 for pkgver in $PINNED; do
-    if pkg info -e "$pkgver" >/dev/null 2>&1; then
+    if installed "$pkgver"; then
         say "$pkgver already installed"
     else
         pkg add "$(cached "$pkgver")"

@@ -89,7 +89,8 @@ def spawn_local(
 
 
 def start_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
-    """Start a stopped agent's jail and its mother skill."""
+    """Start a stopped agent's jail and wait for its mother skill's ready line (exit 17 with the
+    mother's own reason when it refuses; the jail is then stopped again)."""
     _show(context.get(ctx).jails().start(tenant), as_json, f"started {tenant}")
 
 

@@ -8,9 +8,9 @@ from colibri.adapters.jail import JailBackend, JailState, Mount
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
 from colibri.domain import TenantStatus, check_transition
-from colibri.errors import ColibriError, JailError, RepairFailed, StateConflict, TenantNotFound
+from colibri.errors import ColibriError, JailError, MotherNotReady, RepairFailed, StateConflict, TenantNotFound
 from colibri.services.adoption import JAIL_SOCKET_DIR, Adoption, withdraw
-from colibri.services.spawn import start_mother
+from colibri.services.spawn import mother_log_size, start_mother
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, utcnow
 from colibri.store.repos import TenantRepo
@@ -69,8 +69,7 @@ class JailService:
                 raise StateConflict(
                     f"tenant {tenant_id} is {tenant.status}; run 'colibri spawn-agent {tenant_id}' to converge it"
                 )
-            self._backend.start(tenant.jail_name)
-            start_mother(self._backend, tenant.jail_name)
+            self._start_agent(tenant.jail_name)
             return self._set_status(tenant_id, TenantStatus.ACTIVE)
 
     def stop(self, tenant_id: str) -> dict[str, Any]:
@@ -172,10 +171,7 @@ class JailService:
                 if drift.kind in ("stopped_jail", "unmounted_socket"):
                     if drift.kind == "unmounted_socket":
                         self._backend.stop(drift.jail)
-                    self._backend.start(drift.jail)
-                    if not self._backend.is_mounted(drift.jail, self._socket_mount(drift.jail)):
-                        raise JailError(f"jail {drift.jail} started without its socket mount on {JAIL_SOCKET_DIR}")
-                    start_mother(self._backend, drift.jail)
+                    self._start_agent(drift.jail)
                 elif drift.kind == "running_jail":
                     self._backend.stop(drift.jail)
                 else:
@@ -183,6 +179,29 @@ class JailService:
         except ColibriError as exc:
             return Drift(drift.kind, drift.jail, drift.tenant, drift.action, False, str(exc))
         return Drift(drift.kind, drift.jail, drift.tenant, drift.action, True)
+
+    def _start_agent(self, jail: str) -> None:
+        """Start the jail and see its mother ready.  The jail's rc starts the mother at boot, so
+        colibri asks rc.subr's status first (a second ``start`` is "already running?", exit 1) and
+        waits for a ready line logged after this boot.  A mother that refuses or never gets ready
+        leaves a jail this call started stopped again: the tenant keeps its state."""
+        was_running = self._backend.info(jail).state is JailState.RUNNING
+        since = None if was_running else mother_log_size(self._backend, jail)
+        self._backend.start(jail)
+        if not self._backend.is_mounted(jail, self._socket_mount(jail)):  # live, not only configured
+            if not was_running:
+                self._backend.stop(jail)
+            raise JailError(
+                f"jail {jail} runs without its socket mount on {JAIL_SOCKET_DIR}"
+                f"{'; it was stopped again' if not was_running else ''}: restart it (stop-agent, start-agent)"
+            )
+        try:
+            start_mother(self._backend, jail, since=since)
+        except MotherNotReady as exc:
+            if was_running:
+                raise
+            self._backend.stop(jail)
+            raise MotherNotReady(f"{exc}; jail {jail} was stopped again") from None
 
     def _tenant(self, tenant_id: str) -> Tenant:
         with self._store.session() as session:

@@ -25,12 +25,14 @@ from colibri.adapters import jailfs
 from colibri.adapters.jail import UID_BLOCK, JailBackend, JailIds, JailInfo, JailState, Mount
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
+from colibri.adapters.runner import CommandResult
 from colibri.domain import TenantStatus, check_transition
 from colibri.errors import (
     ColibriError,
     InvalidInput,
     JailError,
     JailExists,
+    MotherNotReady,
     StateConflict,
     TenantNotFound,
 )
@@ -400,7 +402,9 @@ class SpawnService:
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
     def _start_mother(self, name: str) -> str:
-        return start_mother(self._backend, name)
+        # The identity was just (re)written: a mother already running (started by the jail's rc at
+        # boot, or by an earlier spawn) must read it again.
+        return start_mother(self._backend, name, restart=True)
 
     # ---- spawn-local ---------------------------------------------------------------------------------
     def _run_local(self, tenant: Tenant, home: Path, report: StepCallback) -> None:
@@ -432,11 +436,7 @@ class SpawnService:
         with _step(report, tenant.tenant_id, "mother_started") as say:
             if self._notify is not None:
                 self._notify(tenant.tenant_id)
-            pid = local.start(self._paths.skills_dir / "mother" / "mother.py", home / ".colibri/agent.json")
-            time.sleep(0.5)
-            if local.pid() != pid:
-                raise JailError(f"the mother skill exited right after starting (see {local.state / 'mother.log'})")
-            say(f"pid {pid}")
+            say(_start_local_mother(local, self._paths.skills_dir / "mother" / "mother.py"))
         self._record(tenant.tenant_id, "mother_started")
 
     # ---- store ---------------------------------------------------------------------------------------
@@ -570,31 +570,174 @@ def _require_handler(root: Path, capability: str, shipped: Path, rel: str = HAND
 
 MOTHER_READY = "ready: identity read and .env checked"
 """The line the mother logs once its identity is read and its .env checked (skills/mother)."""
-MOTHER_READY_TIMEOUT = 10.0
-"""How long spawn waits for that line.  A mother that refuses (bad .env, no identity) exits
-before it, which fails the step; one still running without it after this long is accepted."""
+MOTHER_REFUSED = "refusing to start: "
+"""How every refusal line of the mother begins; the rest is its reason."""
+MOTHER_READY_TIMEOUT = 15.0
+"""How long spawn waits for the mother's ready line.  Without it the agent is not active: a
+mother that refuses (bad .env, no identity) fails the step with its reason, and so does one that
+says nothing in time (under daemon(8) -R its supervisor would only restart it, later)."""
 MOTHER_LOG = "var/log/colibri_mother.log"
+MOTHER_PIDFILE = "var/run/colibri_mother_child.pid"
+"""The mother's own pid (daemon(8) -p on FreeBSD; the sandbox's rc.d script writes it too)."""
+
+_MOTHER_LINE = re.compile(
+    rb"^(?:mother\[(\d+)\]: )?("
+    + re.escape(MOTHER_READY.encode())
+    + rb"|"
+    + re.escape(MOTHER_REFUSED.encode())
+    + rb".*)$",
+    re.M,
+)
+"""A ready or refusal line, ``mother[PID]: `` first (skills/mother logs so; a stand-in may not)."""
 
 
-def start_mother(backend: JailBackend, name: str) -> str:
-    """Start the jail's mother service and wait until it says it is ready.  Raises JailError with
-    the last line of its log when it exits first (e.g. it refused an unsafe .env)."""
+def start_mother(backend: JailBackend, name: str, *, since: int | None = None, restart: bool = False) -> str:
+    """Make sure the jail's mother runs and has said it is ready; return what ``service status``
+    says.  Idempotent: a mother already running and ready is left alone (rc.subr answers a
+    second ``start`` with "already running?", exit 1, so status is asked first).
+
+    ``since``: the mother log's size before the caller started the jail, whose rc started the
+    mother at boot: its ready line must come after that.  Without it, a running mother counts as
+    ready only when the log's last ready-or-refusal line is a ready line of its current pid;
+    otherwise it is restarted.  ``restart``: a running mother is always started afresh (spawn
+    has just rewritten its identity).  Raises MotherNotReady with the mother's own reason when it
+    refuses, exits or stays silent (a refusing mother is stopped, so it does not loop)."""
+    status = _service(backend, name, "status")
+    if status.exit_code == 0 and restart:
+        _service(backend, name, "stop")
+    elif status.exit_code == 0:
+        if since is not None:
+            return _await_ready(backend, name, since, started=False)
+        last = _last_mother_line(_read_log(backend, name), 0)
+        if (
+            last is not None
+            and last[1] == MOTHER_READY
+            and last[0] is not None
+            and last[0] == _mother_pid(backend, name)
+        ):
+            return status.out.strip()
+        _service(backend, name, "stop")  # running, but not known to be ready: start it afresh
+    return _start(backend, name)
+
+
+def mother_log_size(backend: JailBackend, name: str) -> int:
+    """The mother log's size now: pass it to start_mother as ``since`` before starting the jail."""
+    return len(_read_log(backend, name))
+
+
+def _start(backend: JailBackend, name: str) -> str:
     offset = len(_read_log(backend, name))
-    result = backend.exec(name, backend.service_argv(MOTHER, "start"), timeout=30)
+    result = _service(backend, name, "start")
     if result.exit_code != 0:
-        raise JailError(f"the mother skill did not start in jail {name} (exit {result.exit_code})")
-    already = "already running" in result.out + result.err
+        said = _first_line(result.err) or _first_line(result.out) or f"exit {result.exit_code}"
+        raise MotherNotReady(f"the mother skill did not start in jail {name}: {said}")
+    return _await_ready(backend, name, offset, started=True)
+
+
+def _await_ready(backend: JailBackend, name: str, offset: int, *, started: bool) -> str:
     deadline = time.monotonic() + MOTHER_READY_TIMEOUT
     while True:
-        status = backend.exec(name, backend.service_argv(MOTHER, "status"), timeout=10)
+        line = _mother_line_since(backend, name, offset)
+        if line is not None and line[1].startswith(MOTHER_REFUSED):
+            _service(backend, name, "stop")  # under daemon(8) -R it would only retry, and refuse again
+            raise _refused(name, line[1])
+        status = _service(backend, name, "status")
+        if status.exit_code == 0 and line is not None and line[1] == MOTHER_READY:
+            return status.out.strip()
         if status.exit_code != 0:
-            raise JailError(f"the mother skill exited right after starting in jail {name}: {_log_tail(backend, name)}")
-        log = _read_log(backend, name)
-        if already or MOTHER_READY.encode() in log[offset if len(log) >= offset else 0 :]:
-            return status.out.strip()
+            line = _mother_line_since(backend, name, offset)
+            if line is not None and line[1].startswith(MOTHER_REFUSED):
+                raise _refused(name, line[1])
+            if not started:  # the mother rc started at boot is gone: start it ourselves
+                return _start(backend, name)
+            raise MotherNotReady(
+                f"the mother skill exited right after starting in jail {name}: {_log_tail(backend, name)}"
+            )
         if time.monotonic() >= deadline:
-            return status.out.strip()
-        time.sleep(0.05)
+            _service(backend, name, "stop")
+            raise MotherNotReady(
+                f"the mother skill in jail {name} did not say it was ready within {MOTHER_READY_TIMEOUT:g} s "
+                f"(stopped again); its last log line: {_log_tail(backend, name)}"
+            )
+        time.sleep(0.1)
+
+
+def _refused(name: str, line: str) -> MotherNotReady:
+    return MotherNotReady(f"the mother skill refused to start in jail {name}: {line.removeprefix(MOTHER_REFUSED)}")
+
+
+def _mother_line_since(backend: JailBackend, name: str, offset: int) -> tuple[int | None, str] | None:
+    log = _read_log(backend, name)
+    return _last_mother_line(log, offset if len(log) >= offset else 0)  # a rotated log starts again
+
+
+def _start_local_mother(local: LocalHome, skill: Path) -> str:
+    """spawn-local's mother, held to the same rule as a jail's: active only after its ready line
+    (a running one only if that line is its own), a refusal fails with its reason."""
+    log_rel = ".colibri/mother.log"
+
+    def read() -> bytes:
+        try:
+            return jailfs.read_file(local.home, log_rel, limit=1 << 20)
+        except JailError:
+            return b""
+
+    running = local.pid()
+    if running is not None:
+        last = _last_mother_line(read(), 0)
+        if last is not None and last[1] == MOTHER_READY and last[0] == running:
+            return f"pid {running}"
+        local.stop()
+    offset = len(read())
+    pid = local.start(skill, local.state / "agent.json")
+    deadline = time.monotonic() + MOTHER_READY_TIMEOUT
+    while True:
+        log = read()
+        line = _last_mother_line(log, offset if len(log) >= offset else 0)
+        if line is not None and line[1].startswith(MOTHER_REFUSED):
+            local.stop()
+            raise MotherNotReady(f"the mother skill refused to start: {line[1].removeprefix(MOTHER_REFUSED)}")
+        alive = local.pid() == pid
+        if alive and line is not None and line[1] == MOTHER_READY:
+            return f"pid {pid}"
+        if not alive:
+            raise MotherNotReady(f"the mother skill exited right after starting (see {local.state / 'mother.log'})")
+        if time.monotonic() >= deadline:
+            local.stop()
+            raise MotherNotReady(
+                f"the mother skill did not say it was ready within {MOTHER_READY_TIMEOUT:g} s (stopped again; "
+                f"see {local.state / 'mother.log'})"
+            )
+        time.sleep(0.1)
+
+
+def _service(backend: JailBackend, name: str, verb: str) -> CommandResult:
+    return backend.exec(name, backend.service_argv(MOTHER, verb), timeout=30)
+
+
+def _last_mother_line(log: bytes, offset: int) -> tuple[int | None, str] | None:
+    """(pid, text) of the last ready or refusal line of the log after ``offset``."""
+    found = None
+    for match in _MOTHER_LINE.finditer(log, offset):
+        found = match
+    if found is None:
+        return None
+    pid = int(found.group(1)) if found.group(1) else None
+    return pid, found.group(2).decode("utf-8", "replace")[:300]
+
+
+def _mother_pid(backend: JailBackend, name: str) -> int | None:
+    try:
+        text = jailfs.read_file(backend.root(name), MOTHER_PIDFILE, limit=64).decode("ascii", "replace")
+    except JailError:
+        return None
+    word = text.split()[0] if text.split() else ""
+    return int(word) if word.isdigit() else None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:300] if lines else ""
 
 
 def _read_log(backend: JailBackend, name: str) -> bytes:

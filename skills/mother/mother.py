@@ -61,6 +61,8 @@ class Busy(Unreachable):
 
 READY = "ready: identity read and .env checked"
 """The line spawn waits for (colibri.services.spawn.MOTHER_READY): keep the two in step."""
+REFUSED = "refusing to start: "
+"""How every refusal line begins (colibri.services.spawn.MOTHER_REFUSED); spawn shows the rest."""
 
 
 def log(message):
@@ -412,7 +414,8 @@ def main(argv=None):
         identity = load_identity(args.identity)
         check_secrets(identity["env_file"])
     except Refused as exc:
-        log(str(exc))
+        reason = str(exc).removeprefix(REFUSED)
+        log(f"{REFUSED}{reason}")  # one line, with the reason: spawn reports it and fails
         return exc.code
     log(READY)  # spawn waits for this line: identity read, .env checked
     mother = Mother(identity, args.handler_timeout, args.poll_wait)

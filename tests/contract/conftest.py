@@ -48,10 +48,11 @@ def make_bastille(tmp_path: Path, request: pytest.FixtureRequest) -> JailBackend
 
 def warm_package_cache(release: Path) -> None:
     """Thin jails copy /var from the release, so a package file in the release's cache is in every
-    new jail's cache: what an operator does with ``pkg fetch -o`` (runbooks/install-freebsd-host.md)."""
-    cache = release / "var/cache/pkg"
-    cache.mkdir(parents=True, exist_ok=True)
-    (cache / "python311-3.11.13.pkg").write_bytes(b"emulated package file\n")
+    new jail's cache: what an operator does with ``pkg fetch -o`` (runbooks/install-freebsd-host.md):
+    pkg itself and the pinned python311, as the emulator's package archives."""
+    from tests.emulators.bastille.packages import warm_cache
+
+    warm_cache(release / "var/cache/pkg")
 
 
 @pytest.fixture(name="backend", params=BACKENDS)

@@ -115,7 +115,7 @@ def test_an_adoption_failing_late_is_undone(invoke: Invoke, sandbox_env: Path) -
     before = tree(root)
     (sandbox_env / "mother/mother.py").write_text("import sys\nsys.exit('refusing: no thanks')\n")
     code, _, err = adopt(invoke, root)
-    assert code == 11 and "refusing: no thanks" in err, err
+    assert code == 17 and "refusing: no thanks" in err, err  # MotherNotReady
     # the mount, the files, the .env and the start are undone: the jail is as it was
     assert state("demo") == "stopped" and json.loads((root.parent / "mounts.json").read_text()) == []
     assert tree(root) == before

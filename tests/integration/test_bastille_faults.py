@@ -6,13 +6,10 @@ call log (``${prefix}/.emulator/log``) shows what colibri asked bastille to do.
 
 Two limits of this file, said plainly:
 
-* Spawns stop at the ``mother_installed`` boundary.  The emulator's service(8) stand-in only
-  book-keeps rc.subr scripts: ``service colibri_mother start`` prints "Starting" and ``status``
-  "is running as pid N" while no process runs, and the jail has no /usr/local/bin/python3.11
-  (its pkg installs nothing).  A spawn reaching ``active`` there would prove nothing about the
-  mother, so each spawn here is cut at the start of ``mother_started`` (as a kill -9 there would):
-  the tenant stays ``spawning`` at ``mother_installed``.  The mother itself runs in
-  tests/integration/test_spawn.py on the sandbox backend.
+* Spawns stop at the ``mother_installed`` boundary: these cases are about bastille's faults, so
+  each spawn here is cut at the start of ``mother_started`` (as a kill -9 there would) and the
+  tenant stays ``spawning`` at ``mother_installed``.  The real mother under the emulator's
+  rc.subr, service(8) and daemon(8) runs in tests/integration/test_bastille_rc.py.
 * Spawns run through ``SpawnService`` (in threads for the concurrent cases) built from the same
   settings as the CLI, not through ``colibri spawn-agent`` in a subprocess: the CLI's
   ``Context.backend()`` runs bastille, jls and jexec with a fixed system PATH, which cannot reach
@@ -51,7 +48,7 @@ pytestmark = pytest.mark.integration
 
 from tests.conftest import Invoke  # noqa: E402
 
-PACKAGE = "python311-3.11.13.pkg"  # the pinned package agent-jail-bootstrap.sh wants in the cache
+PACKAGE = "All/python311-3.11.13.pkg"  # the pinned package agent-jail-bootstrap.sh wants in the cache
 
 
 # ---- set-up -------------------------------------------------------------------------------------------

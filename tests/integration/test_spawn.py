@@ -109,7 +109,7 @@ def test_failure_marks_failed_and_a_rerun_converges(invoke: Invoke, sandbox_env:
     mother = sandbox_env / "mother/mother.py"
     mother.write_text("import sys\nsys.exit('refusing: no .env')\n")
     code, _, err = invoke("spawn-agent", "demo")
-    assert code == 11
+    assert code == 17  # MotherNotReady
     assert "the mother skill exited right after starting in jail demo" in err
     record = tenant(invoke, "demo")
     assert record["status"] == "failed"
@@ -246,8 +246,9 @@ def test_start_agent_fails_when_the_mother_refuses(invoke: Invoke, sandbox_env: 
     invoke("spawn-agent", "demo")  # re-installs the (now refusing) skill into the jail; fails
     invoke("stop-agent", "demo")
     code, _, err = invoke("start-agent", "demo")
-    assert code == 11
-    assert "refusing: .env is not 0600" in err
+    assert code == 17  # MotherNotReady: the agent is not active, and the jail is stopped again
+    assert "refusing: .env is not 0600" in err and "jail demo was stopped again" in err
+    assert tenant(invoke, "demo")["status"] == "stopped"
 
 
 def test_reconcile_reports_then_repairs_drift(invoke: Invoke) -> None:
@@ -334,3 +335,35 @@ def test_each_tenant_runs_on_its_own_ids_and_only_its_agent_reaches_its_socket(i
             continue
     assert {ant["agent_uid"], bee["agent_uid"]} <= set(owners.values()), owners
     assert 1001 not in owners.values()
+
+
+def test_the_jails_rc_answers_like_rc_subr_and_start_after_stop_converges(invoke: Invoke) -> None:
+    """The jail's rc starts the mother at boot, so start-agent after stop-agent finds it running:
+    the rc.d script answers a second start like rc.subr ("already running?", exit 1) and colibri
+    asks its status first instead of failing on that (issue 9 defect 2)."""
+    from colibri.cli.context import Context
+
+    invoke("register-tenant", "demo", "--collection", "")
+    assert invoke("spawn-agent", "demo")[0] == 0
+    backend = Context().backend()
+    rc = ["/bin/sh", "/etc/rc.d/colibri_mother"]
+    pid = (backend.root("demo") / "var/run/colibri_mother.pid").read_text().strip()
+    again = backend.exec("demo", [*rc, "start"])
+    assert (again.exit_code, again.err) == (1, f"colibri_mother already running?  (pid={pid}).\n")
+    status = backend.exec("demo", [*rc, "status"])
+    assert (status.exit_code, status.out) == (0, f"colibri_mother is running as pid {pid}.\n")
+
+    assert invoke("stop-agent", "demo")[0] == 0
+    code, _, err = invoke("start-agent", "demo")
+    assert code == 0, err
+    assert tenant(invoke, "demo")["status"] == "active" and jail_ps("demo").count("mother.py") == 1
+    assert invoke("start-agent", "demo")[0] == 0  # again: nothing to do
+    assert jail_ps("demo").count("mother.py") == 1
+
+    stop = backend.exec("demo", [*rc, "stop"])
+    assert stop.exit_code == 0 and stop.out.startswith("Stopping colibri_mother.\n")
+    stop = backend.exec("demo", [*rc, "stop"])
+    assert (stop.exit_code, stop.err) == (1, "colibri_mother not running? (check /var/run/colibri_mother.pid).\n")
+    status = backend.exec("demo", [*rc, "status"])
+    assert (status.exit_code, status.out) == (1, "colibri_mother is not running.\n")
+    assert invoke("reconcile") == (0, "no drift\n", "")  # the jail runs: reconcile does not look inside

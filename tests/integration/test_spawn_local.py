@@ -46,3 +46,28 @@ def test_spawn_local_refuses_a_symlinked_home(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert run(["spawn-local", "solo", "--home", str(tmp_path / "link")]) == 7
     assert "must be an existing directory, given as an absolute path, not a symlink" in capsys.readouterr().err
+
+
+def test_spawn_local_is_active_only_after_the_ready_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mother that is still up half a second after its start is not yet ready: one that then
+    refuses fails the spawn with its reason (exit 17), and the tenant is not active."""
+    require(os.geteuid() == 0, "root (the run dir is root-only)")
+    skills = tmp_path / "skills"
+    (skills / "mother/handlers").mkdir(parents=True)
+    (skills / "mother/mother.py").write_text(
+        "import os, sys, time\ntime.sleep(1.5)\n"
+        "print(f'mother[{os.getpid()}]: refusing to start: the secrets file is not ours', file=sys.stderr)\n"
+        "sys.exit(6)\n"
+    )
+    monkeypatch.setenv("COLIBRI_SKILLS_DIR", str(skills))
+    home = tmp_path / "homes" / "solo"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("COLIBRI_SECRETS_ALLOWED_ROOTS", json.dumps([str(tmp_path / "homes")]))
+    assert run(["register-tenant", "solo", "--collection", ""]) == 0
+    capsys.readouterr()
+    assert run(["spawn-local", "solo", "--home", str(home)]) == 17
+    assert "the mother skill refused to start: the secrets file is not ours" in capsys.readouterr().err
+    assert run(["show-tenant", "solo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["status"] == "failed"

@@ -2884,6 +2884,14 @@ def make_release_root(rel: Path, name: str) -> None:
         "etc/login.conf": "default:\\\n\t:path=/sbin /bin /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin ~/bin:\n",
         "etc/shells": "/bin/sh\n/bin/csh\n/bin/tcsh\n",
     }
+    # rc(8)'s library (the emulated one: jailbin/rc.subr) and pkg(7)'s repository config, whose
+    # signature_type a local `pkg add ./pkg.pkg` bootstrap honours (usr.sbin/pkg/FreeBSD.conf.quarterly).
+    files["etc/rc.subr"] = (Path(__file__).resolve().parent / "jailbin" / "rc.subr").read_text()
+    files["etc/pkg/FreeBSD.conf"] = (
+        'FreeBSD: {\n  url: "pkg+https://pkg.example.invalid/${ABI}/quarterly",\n  mirror_type: "srv",\n'
+        '  signature_type: "fingerprints",\n  fingerprints: "/usr/share/keys/pkg",\n  enabled: yes\n}\n'
+    )
+    (rel / "etc" / "pkg").mkdir(parents=True, exist_ok=True)
     for rel_path, text in files.items():
         (rel / rel_path).write_text(text)
     os.chmod(rel / "bin" / "freebsd-version", 0o555)

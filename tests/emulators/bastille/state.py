@@ -273,7 +273,7 @@ HOST_SYSTEM_BINDS = [
     ("/lib64", "/lib64"),
     ("/usr/lib32", "/usr/lib32"),
 ]
-JAIL_FREEBSD_SHIMS = ["pw", "sysrc", "service", "pkg", "daemon"]
+JAIL_FREEBSD_SHIMS = ["pw", "sysrc", "service", "pkg", "daemon", "su"]
 
 
 class MountTable:

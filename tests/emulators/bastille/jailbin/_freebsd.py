@@ -480,11 +480,14 @@ def _make_home(home: str, uid: int, gid: int, mode: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# service(8) + rc.subr: bookkeeping for rc.subr scripts, real execution for plain sh scripts
+# service(8): runs the rc.d script, as service(8) does (usr.sbin/service/service.sh: `cd /`,
+# `env -i HOME=/ PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin script args`).
+# rc.subr scripts source the emulated /etc/rc.subr (jailbin/rc.subr), so their answers, exit
+# codes and the processes they start are real.
 # ---------------------------------------------------------------------------------------------
 
 RC_DIRS = ["/etc/rc.d", "/usr/local/etc/rc.d"]
-STATE_DIR = "/var/run/.emulated-rc"
+SERVICE_PATH = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
 
 
 def _rc_script_info(path: str) -> tuple[str, str, list[str]]:
@@ -517,26 +520,30 @@ def find_rc_script(svc: str) -> str | None:
     return None
 
 
+def run_rc_script(script: str, args: list[str]) -> int:
+    """Run one rc.d script the way service(8) and /etc/rc do: a clean environment, cwd /."""
+    env = {"HOME": "/", "PATH": SERVICE_PATH}
+    return subprocess.call(["/bin/sh", script, *args], env=env, cwd="/")
+
+
 def rc_autostart() -> list[str]:
-    """What /etc/rc does at jail start in the emulator: 'start' every enabled rc.subr service."""
+    """What jail(8)'s exec.start (/bin/sh /etc/rc, not autoboot) does: run every rc.d script with
+    ``quietstart`` (libexec/rc/rc: _boot=quietstart), /etc/rc.d first, then the local_startup
+    directory; rcorder(8) is not emulated (names in order).  Disabled services answer 0 quietly."""
     started = []
     for d in RC_DIRS:
         with contextlib.suppress(OSError):
             for n in sorted(os.listdir(d)):
                 p = os.path.join(d, n)
-                if os.path.isfile(p) and service_main([n, "quietstart"]) == 0:
+                if os.path.isfile(p) and os.access(p, os.X_OK) and run_rc_script(p, ["quietstart"]) == 0:
                     started.append(n)
     return started
 
 
-def _read(path: str) -> str:
-    with open(path) as fh:
-        return fh.read()
-
-
 def service_main(argv: list[str]) -> int:
+    usage = "usage: service [-j <jail name or id>] [-rv] <rc.d script> start|stop|etc.\n"
     if not argv:
-        sys.stderr.write("usage: service [-j <jail name or id>] [-rv] <rc.d script> start|stop|etc.\n")
+        sys.stderr.write(usage)
         return 1
     if argv[0] == "-e":
         for d in RC_DIRS:
@@ -553,87 +560,42 @@ def service_main(argv: list[str]) -> int:
                     print(n)
         return 0
     if len(argv) < 2:
-        sys.stderr.write("usage: service [-j <jail name or id>] [-rv] <rc.d script> start|stop|etc.\n")
+        sys.stderr.write(usage)
         return 1
-    svc, verb = argv[0], argv[1]
-    script = find_rc_script(svc)
-    if script is None:
+    script = find_rc_script(argv[0])
+    if script is None or not os.access(script, os.X_OK):
         sys.stderr.write(
-            f"{svc} does not exist in /etc/rc.d or the local startup\n"
+            f"{argv[0]} does not exist in /etc/rc.d or the local startup\n"
             f"directories (/usr/local/etc/rc.d), or is not executable\n"
         )
         return 1
-    uses_rc_subr = "rc.subr" in _read(script)
-    if not uses_rc_subr:
-        # A plain sh script works on Linux too: run it for real, as service(8) would.
-        return subprocess.call(["/bin/sh", script, *argv[1:]])
-    name, rcvar, extra = _rc_script_info(script)
-    state = os.path.join(STATE_DIR, name)
-    running = os.path.exists(state)
-    prefix = ""
-    for p in ("one", "force", "quiet", "fast"):
-        if verb.startswith(p) and verb != p:
-            prefix, verb = p, verb[len(p) :]
-            break
-    quiet = prefix in ("quiet", "fast")
-    gated = verb in ("start", "restart", "status", "poll") and prefix not in ("one", "force")
-    if gated and not _rc_enabled(rcvar):  # rc.subr run_rc_command: a notice on stdout, status 0
-        if not quiet:
-            print(f"Cannot '{verb}' {name}. Set {rcvar} to YES in /etc/rc.conf", end=" ")
-            print(f"or use 'one{verb}' instead of '{verb}'.")
-        return 0
-    if verb == "start":
-        if running:
-            if not quiet:
-                print(f"{name} already running? (pid={_read(state).strip()}).")
-            return 0 if quiet else 1
-        os.makedirs(STATE_DIR, exist_ok=True)
-        with open(state, "w") as fh:
-            fh.write(f"{1000 + int(hashlib.md5(name.encode()).hexdigest()[:4], 16) % 30000}\n")
-        print(f"Starting {name}.")
-        return 0
-    if verb == "stop":
-        if not running:
-            sys.stderr.write(f"{name} not running? (check /var/run/{name}.pid).\n")
-            return 1
-        pid = _read(state).strip()
-        os.unlink(state)
-        print(f"Stopping {name}.\nWaiting for PIDS: {pid}.")
-        return 0
-    if verb == "restart":
-        if running:
-            service_main([svc, "onestop" if prefix == "one" else "forcestop"])
-        return service_main([svc, "onestart" if prefix == "one" else "forcestart"])
-    if verb == "status":
-        if running:
-            print(f"{name} is running as pid {_read(state).strip()}.")
-            return 0
-        print(f"{name} is not running.")
-        return 1
-    if verb in ("enable", "disable"):
-        _rc_write("/etc/rc.conf", rcvar, "YES" if verb == "enable" else "NO")
-        print(f"{name} {verb}d in /etc/rc.conf")
-        return 0
-    if verb == "enabled":
-        return 0 if _rc_enabled(rcvar) else 1
-    if verb == "rcvar":
-        val = _rc_read("/etc/rc.conf").get(rcvar, "")
-        print(f'# {name}\n#\n{rcvar}="{val or "NO"}"\n#   (default: "")')
-        return 0
-    if verb in extra:
-        return 0
-    cmds = "start|stop|restart|rcvar|enable|disable|delete|enabled|describe|extracommands|status|poll"
-    extras = "".join(f"|{e}" for e in extra)
-    sys.stderr.write(f"Usage: {script} [fast|force|one|quiet]({cmds}{extras})\n")
-    return 1
+    sys.stdout.flush()
+    return run_rc_script(script, argv[1:])
 
 
 # ---------------------------------------------------------------------------------------------
-# pkg(8): recorded, not real. Installed names live in /var/db/pkg/.emulated-installed.
+# pkg(7) and pkg(8).  /usr/sbin/pkg is pkg(7) (usr.sbin/pkg/pkg.c): while ${LOCALBASE}/sbin/pkg
+# is missing (every new thin jail: its /usr/local is its own) it only bootstraps pkg(8), else it
+# hands over to pkg(8) (here: in-process, not execv, so the stand-ins never loop).  Packages are
+# emulated archives (tests/emulators/bastille/packages.py): a tar with a JSON +MANIFEST (name,
+# version) whose other members are installed under /; the names installed live in
+# /var/db/pkg/.emulated-installed.  `pkg install` from a repository records names only.
 # ---------------------------------------------------------------------------------------------
 
 PKG_DB = "/var/db/pkg/.emulated-installed"
 PKG_POLICY = "/var/db/pkg/.emulated-policy"  # written by `bastille pkg` (BASTILLE_EMU_PKG_AVAILABLE/FAIL)
+PKG_REPO_CONF = "/etc/pkg/FreeBSD.conf"
+PKG_EMULATED_VERSION = "2.1.2"  # what a bootstrap from the (emulated) repository installs
+
+# pkg.c's own texts
+PKG_NON_INTERACTIVE = (
+    "The package management tool is not yet installed on your system.\n"
+    "Please set ASSUME_ALWAYS_YES=yes environment variable to be able to bootstrap "
+    "in non-interactive (stdin not being a tty)\n"
+)
+PKG_CONFIRM = (
+    "The package management tool is not yet installed on your system.\nDo you want to fetch and install it now? [y/N]: "
+)
 
 
 def _pkg_policy() -> tuple[set[str] | None, bool]:
@@ -662,7 +624,186 @@ def _pkg_match(entry: tuple[str, str], pattern: str) -> bool:
     return pattern in (entry[0], f"{entry[0]}-{entry[1]}")
 
 
+def _pkg8_path() -> str:
+    return os.path.join(os.environ.get("LOCALBASE") or "/usr/local", "sbin", "pkg")
+
+
+def _yes(value: str | None) -> bool:
+    return (value or "").lower() in ("yes", "true", "on", "1")
+
+
+def _is_pkg_pkg(path: str) -> bool:
+    """pkg.c pkg_is_pkg_pkg(): the file's name is pkg-VERSION.EXT, pkg-devel-VERSION.EXT or pkg.EXT."""
+    base = os.path.basename(path)
+    name, sep, _ = base.rpartition("-")
+    if not sep:
+        return base.startswith("pkg.") and len(base) > 4
+    return name in ("pkg", "pkg-devel")
+
+
+def _signature_type() -> str:
+    """config.c: SIGNATURE_TYPE from the environment, else the repository's signature_type."""
+    if "SIGNATURE_TYPE" in os.environ:
+        return os.environ["SIGNATURE_TYPE"]
+    with contextlib.suppress(OSError), open(PKG_REPO_CONF) as fh:
+        m = re.search(r"signature_type\s*:\s*\"?([A-Za-z]+)", fh.read())
+        if m:
+            return m.group(1)
+    return "NONE"
+
+
+def _read_package(path: str):  # type: ignore[no-untyped-def]
+    """(manifest, tarfile) of an emulated package, or raise ValueError with pkg's message."""
+    import json
+    import tarfile
+
+    try:
+        tar = tarfile.open(path)  # noqa: SIM115 (handed to the caller, which closes it)
+    except (OSError, tarfile.TarError):
+        raise ValueError(f"archive_read_open_filename({path}): Unrecognized archive format") from None
+    try:
+        manifest = json.load(tar.extractfile("+MANIFEST"))  # type: ignore[arg-type]
+        if not isinstance(manifest, dict) or not manifest.get("name") or not manifest.get("version"):
+            raise ValueError
+    except (KeyError, ValueError, TypeError):
+        tar.close()
+        raise ValueError(f"{path} is not a valid package: no manifest found") from None
+    return manifest, tar
+
+
+def _install_package(path: str, installed: list[tuple[str, str]]) -> int:
+    """pkg add FILE: install the archive's files under / and record it (pkg-add(8))."""
+    try:
+        manifest, tar = _read_package(path)
+    except ValueError as exc:
+        sys.stderr.write(f"pkg: {exc}\n")
+        return 1
+    entry = (str(manifest["name"]), str(manifest["version"]))
+    with tar:
+        if any(e[0] == entry[0] for e in installed):
+            print(f"the most recent version of {entry[0]}-{entry[1]} is already installed")
+            return 0
+        print(f"Installing {entry[0]}-{entry[1]}...")
+        for member in tar.getmembers():
+            if member.name == "+MANIFEST" or member.name.startswith("+"):
+                continue
+            rel = member.name.lstrip("/")
+            if not rel or ".." in rel.split("/"):
+                sys.stderr.write(f"pkg: {path}: refusing the path {member.name}\n")
+                return 1
+            dst = "/" + rel
+            if member.isdir():
+                os.makedirs(dst, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dst)
+            if member.issym():
+                os.symlink(member.linkname, dst)
+            elif member.isfile():
+                src = tar.extractfile(member)
+                assert src is not None
+                with open(dst, "wb") as out:
+                    out.write(src.read())
+                os.chmod(dst, member.mode & 0o7777)
+    installed.append(entry)
+    _pkg_save(installed)
+    return 0
+
+
+def _pkg_installed() -> list[tuple[str, str]]:
+    with contextlib.suppress(OSError), open(PKG_DB) as fh:
+        return [_pkg_split(x) for x in fh.read().split() if x]
+    return []
+
+
+def _pkg_save(entries: list[tuple[str, str]]) -> None:
+    os.makedirs(os.path.dirname(PKG_DB), exist_ok=True)
+    with open(PKG_DB, "w") as fh:
+        fh.write("".join(f"{n}-{v}\n" for n, v in entries))
+
+
+def _pkg7_bootstrap_local(path: str) -> int:
+    """pkg.c bootstrap_pkg_local(): check the signature the repository's config asks for, find
+    pkg-static in the archive, and run `pkg-static add FILE` (which installs pkg(8) itself)."""
+    sig = _signature_type()
+    if sig.upper() == "FINGERPRINTS" or sig.upper() == "PUBKEY":
+        ext = ".sig" if sig.upper() == "FINGERPRINTS" else ".pubkeysig"
+        if not os.path.isfile(path + ext):
+            sys.stderr.write("Signature for pkg not available.\n")
+            return 1
+        # The emulator does not verify signatures cryptographically; the file's presence is checked.
+    elif sig.upper() != "NONE":
+        sys.stderr.write(f"pkg: Signature type {sig} is not supported for bootstrapping.\n")
+        return 1
+    try:
+        _, tar = _read_package(path)
+    except ValueError as exc:
+        sys.stderr.write(f"pkg: {exc}\n")
+        return 1
+    with tar:
+        if not any(m.name.endswith("/pkg-static") for m in tar.getmembers()):
+            sys.stderr.write("pkg: failed to extract pkg-static: (null)\n")
+            return 1
+    return _install_package(path, _pkg_installed())
+
+
+def _pkg7_bootstrap_remote() -> int:
+    """pkg.c bootstrap_pkg(): fetch pkg from the configured repository (emulated: installs the
+    pkg(8) stand-in unless BASTILLE_EMU_FAIL=pkg is in force)."""
+    _, fail = _pkg_policy()
+    print("Bootstrapping pkg from the FreeBSD repository, please wait...")
+    if fail:
+        sys.stderr.write("pkg: Error fetching Latest/pkg.pkg: Network is unreachable\n")
+        sys.stderr.write("A pre-built version of pkg could not be found for your system.\n")
+        return 1
+    shim = '#!/bin/sh\nexec /usr/sbin/pkg "$@"\n'
+    for n in ("pkg", "pkg-static"):
+        dst = os.path.join(os.path.dirname(_pkg8_path()), n)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "w") as fh:
+            fh.write(shim)
+        os.chmod(dst, 0o755)
+    installed = [e for e in _pkg_installed() if e[0] != "pkg"] + [("pkg", PKG_EMULATED_VERSION)]
+    _pkg_save(installed)
+    print(f"Installing pkg-{PKG_EMULATED_VERSION}...")
+    return 0
+
+
 def pkg_main(argv: list[str]) -> int:
+    """pkg(7): /usr/sbin/pkg."""
+    if os.access(_pkg8_path(), os.X_OK):
+        return pkg8_main(argv)
+    opts, args = _getopts([a for a in argv if a not in ("--yes", "--force")], "dfr:yN46")
+    if "N" in opts:  # "a reliable test for whether a system is configured to use pkg"
+        sys.stderr.write("pkg: pkg is not installed\n")
+        return 1
+    command = args[0] if args else None
+    if command == "add":
+        _, rest = _getopts(args[1:], "fy")
+        if len(rest) == 1 and _is_pkg_pkg(rest[0]):
+            if not os.access(rest[0], os.R_OK):
+                sys.stderr.write(f"No such file: {rest[0]}\n")
+                return 1
+            return _pkg7_bootstrap_local(rest[0])
+    yes = "y" in opts or "--yes" in argv or _yes(os.environ.get("ASSUME_ALWAYS_YES"))
+    if not yes:
+        if not sys.stdin.isatty():
+            sys.stderr.write(PKG_NON_INTERACTIVE)
+            return 1
+        sys.stdout.write(PKG_CONFIRM)
+        sys.stdout.flush()
+        if not sys.stdin.readline().strip().lower().startswith("y"):
+            return 1
+    if _pkg7_bootstrap_remote() != 0:
+        return 1
+    if command == "bootstrap":
+        return 0
+    return pkg8_main(argv)
+
+
+def pkg8_main(argv: list[str]) -> int:
+    """pkg(8): the subset colibri and bastille use."""
     try:
         opts, args = _getopts(argv, "NdlvyC:R:o:j:c:r:4:6:")
         if "N" in opts:
@@ -671,43 +812,37 @@ def pkg_main(argv: list[str]) -> int:
             sys.stderr.write("Usage: pkg [-v] [-d] [-l] [-N] [-j <jail name or id>|-c <chroot path>|-r <rootdir>]\n")
             return 1
         cmd, rest = args[0], args[1:]
-        sub_opts, names = _getopts(rest, "AfIMnFqRUyagiCxXeEr:")
+        sub_opts, names = _getopts(rest, "AfIMnFqRUyagiCxXeEr:o:d")
     except ValueError as exc:
         sys.stderr.write(f"pkg: illegal option -- {exc}\n")
         return 1
     available, fail = _pkg_policy()
-    installed: list[tuple[str, str]] = []
-    with contextlib.suppress(OSError), open(PKG_DB) as fh:
-        installed = [_pkg_split(x) for x in fh.read().split() if x]
-    assume_yes = "y" in sub_opts or os.environ.get("ASSUME_ALWAYS_YES", "").lower() in ("yes", "true", "1")
-
-    def save(entries: list[tuple[str, str]]) -> None:
-        os.makedirs(os.path.dirname(PKG_DB), exist_ok=True)
-        with open(PKG_DB, "w") as fh:
-            fh.write("".join(f"{n}-{v}\n" for n, v in entries))
+    installed = _pkg_installed()
+    assume_yes = "y" in sub_opts or _yes(os.environ.get("ASSUME_ALWAYS_YES"))
 
     def repo_banner() -> None:
         print("Updating FreeBSD repository catalogue...\nFreeBSD repository is up to date.")
         print("All repositories are up to date.")
 
-    if cmd in ("update", "bootstrap"):
+    if cmd == "bootstrap":
+        print(f"pkg already bootstrapped at {_pkg8_path()}")
+        return 0
+    if cmd == "update":
         if fail:
             sys.stderr.write("pkg: Repository FreeBSD cannot be opened. 'pkg update' required\n")
             return 1
         repo_banner()
         return 0
     if cmd == "add":
+        if not names:
+            sys.stderr.write("Usage: pkg add [-IAfqM] <pkg-name> ...\n")
+            return 1
         for f in names:
             if not os.path.isfile(f):
                 sys.stderr.write(f"pkg: Unable to access {f}: No such file or directory\n")
                 return 1
-            entry = _pkg_split(f)
-            if any(e[0] == entry[0] for e in installed):
-                print(f"the most recent version of {entry[0]}-{entry[1]} is already installed")
-                continue
-            print(f"Installing {entry[0]}-{entry[1]}...")
-            installed.append(entry)
-        save(installed)
+            if _install_package(f, installed) != 0:
+                return 1
         return 0
     if cmd == "install":
         repo_banner()
@@ -736,7 +871,7 @@ def pkg_main(argv: list[str]) -> int:
                 return 1
         for i, (n, v) in enumerate(new, 1):
             print(f"[{i}/{len(new)}] Installing {n}-{v}...")
-        save(installed + new)
+        _pkg_save(installed + new)
         return 0
     if cmd in ("delete", "remove"):
         missing = [n for n in names if not any(_pkg_match(e, n) for e in installed)]
@@ -747,7 +882,7 @@ def pkg_main(argv: list[str]) -> int:
         for n, v in installed:
             if (n, v) not in keep:
                 print(f"Deinstalling {n}-{v}...")
-        save(keep)
+        _pkg_save(keep)
         return 0
     if cmd in ("info", "query"):
         if not names:
@@ -756,7 +891,7 @@ def pkg_main(argv: list[str]) -> int:
             return 0
         hits = [e for e in installed if any(_pkg_match(e, n) for n in names)]
         ok = all(any(_pkg_match(e, n) for e in installed) for n in names)
-        if "e" in sub_opts or "E" in sub_opts:
+        if "e" in sub_opts or "E" in sub_opts:  # pkg-info(8) -e: nothing printed, 0 when installed, else 1
             return 0 if ok else 1
         if not ok:
             sys.stderr.write(f"pkg: No package(s) matching {names[0]}\n")
@@ -771,19 +906,114 @@ def pkg_main(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# daemon(8): detach, pidfiles, -o log, -r restart, -u user
+# daemon(8), after usr.sbin/daemon/daemon.c (FreeBSD 14): the pidfiles are opened and locked
+# before detaching (a locked one: "process already running, pid: N", exit 3); supervision mode
+# (-p -P -r -R -o -S -s -l -T) forks the child, which writes the child pidfile, drops to -u USER
+# (setusercontext: groups, uid, USER/HOME/SHELL) and execs the command with stdout+stderr on a
+# pipe; the supervisor (still root) appends what it reads to -o FILE, reopens it on SIGHUP with
+# -H, restarts the child -R N seconds (-r: 1) after it exits, and on SIGTERM forwards it to the
+# child and exits, removing both pidfiles.  Syslog output (-S ...) is discarded (no syslogd).
 # ---------------------------------------------------------------------------------------------
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _pidfile_open(path: str) -> int:
+    """pidfile_open(3): create or open, lock, never truncate someone else's."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        sys.stderr.write(f"daemon: pidfile ``{path}'': {exc.strerror}\n")
+        raise SystemExit(2) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with open(path) as fh:
+            other = fh.read().strip()
+        sys.stderr.write(f"daemon: process already running, pid: {other}\n")
+        raise SystemExit(3) from None
+    return fd
+
+
+def _pidfile_write(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _restrict_process(user: str) -> None:
+    import grp
+    import pwd
+
+    try:
+        ent = pwd.getpwnam(user)
+    except KeyError:
+        sys.stderr.write(f"daemon: unknown user: {user}\n")
+        os._exit(1)
+    try:
+        os.setgroups([g.gr_gid for g in grp.getgrall() if user in g.gr_mem] + [ent.pw_gid])
+        os.setgid(ent.pw_gid)
+        os.setuid(ent.pw_uid)
+    except OSError:
+        sys.stderr.write("daemon: failed to set user environment\n")
+        os._exit(1)
+    os.environ.update(USER=ent.pw_name, HOME=ent.pw_dir, SHELL=ent.pw_shell or "/bin/sh")
 
 
 def daemon_main(argv: list[str]) -> int:
     try:
-        opts, cmd = _getopts(argv, "cfHrSp:P:t:u:m:o:s:T:l:R:C:")
+        opts, cmd = _getopts(argv, "cfHrSp:P:t:u:m:o:s:T:l:R:h")
     except ValueError as exc:
         sys.stderr.write(f"daemon: illegal option -- {exc}\n")
         return 1
-    if not cmd:
-        sys.stderr.write("usage: daemon [-cfHrS] [-p child_pidfile] [-P supervisor_pidfile] ... command ...\n")
-        return 1
+    if not cmd or "h" in opts:
+        sys.stderr.write(
+            "usage: daemon [-cfHrS] [-p child_pidfile] [-P supervisor_pidfile]\n"
+            "              [-u user] [-o output_file] [-t title]\n"
+            "              [-l syslog_facility] [-s syslog_priority]\n"
+            "              [-T syslog_tag] [-m output_mask] [-R restart_delay_secs]\n"
+            "command arguments ...\n"
+        )
+        return 0 if "h" in opts and cmd else 1
+    restart = "r" in opts or "R" in opts
+    delay = 1
+    if "R" in opts:
+        try:
+            delay = int(opts["R"][-1], 0)
+        except ValueError:
+            delay = 0
+        if delay < 1:
+            sys.stderr.write("daemon: invalid restart delay\n")
+            return 6
+    mask = 3
+    if "m" in opts:
+        try:
+            mask = int(opts["m"][-1])
+        except ValueError:
+            mask = -1
+        if not 0 <= mask <= 3:
+            sys.stderr.write("daemon: unrecognized listening mask\n")
+            return 6
+    supervised = any(k in opts for k in "pPrRoSslT")
+    out_name = (opts.get("o") or [""])[-1]
+    out_fd = -1
+    if out_name:
+        try:
+            out_fd = os.open(out_name, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            sys.stderr.write(f"daemon: open: {exc.strerror}\n")
+            return 7
+    child_pf = (opts.get("p") or [""])[-1]
+    sup_pf = (opts.get("P") or [""])[-1]
+    try:
+        child_fd = _pidfile_open(child_pf) if child_pf else -1
+        sup_fd = _pidfile_open(sup_pf) if sup_pf else -1
+    except SystemExit as exc:
+        return int(exc.code or 1)
+    # daemon(3): fork (the parent returns 0 to rc), setsid, chdir / with -c, /dev/null with -f
     if os.fork():
         return 0
     os.setsid()
@@ -791,62 +1021,125 @@ def daemon_main(argv: list[str]) -> int:
         os._exit(0)
     if "c" in opts:
         os.chdir("/")
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    if "o" in opts:
-        log = os.open(opts["o"][-1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-    elif "f" in opts:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-    sup = (opts.get("P") or [""])[-1]
-    child_pf = (opts.get("p") or [""])[-1]
-    if sup:
-        with open(sup, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-    restart = "r" in opts or "R" in opts
-    delay = float((opts.get("R") or ["1"])[-1])
-    child = 0
+    if "f" in opts:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    user = (opts.get("u") or [""])[-1]
+    if not supervised:
+        if user:
+            _restrict_process(user)
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as exc:
+            sys.stderr.write(f"daemon: {cmd[0]}: {exc.strerror}\n")
+            os._exit(1)
+    if sup_fd >= 0:
+        _pidfile_write(sup_fd)
+
+    state = {"child": 0, "reopen": False, "terminate": False}
 
     def on_term(signum, frame):  # type: ignore[no-untyped-def]
-        if child:
+        if state["child"]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, 0)
-        for pf in (sup, child_pf):
-            if pf:
-                with contextlib.suppress(OSError):
-                    os.unlink(pf)
-        os._exit(0)
+                os.kill(state["child"], signal.SIGTERM)
+        state["terminate"] = True
+        raise _Terminate
+
+    def on_hup(signum, frame):  # type: ignore[no-untyped-def]
+        state["reopen"] = True
 
     signal.signal(signal.SIGTERM, on_term)
-    user = (opts.get("u") or [""])[-1]
-    while True:
-        child = os.fork()
-        if child == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if user:
-                ent = next((r for r in _read_table("/etc/passwd") if r[0] == user), None)
-                if ent is None:
+    if "H" in opts and out_fd >= 0:
+        signal.signal(signal.SIGHUP, on_hup)
+    try:
+        while True:
+            rfd, wfd = os.pipe()
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                if child_fd >= 0:
+                    _pidfile_write(child_fd)
+                if user:
+                    _restrict_process(user)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                os.close(rfd)
+                if mask & 2:
+                    os.dup2(wfd, 2)
+                if mask & 1:
+                    os.dup2(wfd, 1)
+                if wfd not in (1, 2):
+                    os.close(wfd)
+                try:
+                    os.execvp(cmd[0], cmd)
+                except OSError as exc:
+                    os.write(2, f"daemon: {cmd[0]}: {exc.strerror}\n".encode())
                     os._exit(1)
-                os.setgid(int(ent[3]))
-                os.setuid(int(ent[2]))
-                os.environ.update(HOME=ent[5], USER=user, LOGNAME=user)
-            try:
-                os.execvp(cmd[0], cmd)
-            except OSError:
-                os._exit(127)
-        if child_pf:
-            with open(child_pf, "w") as fh:
-                fh.write(f"{child}\n")
-        os.waitpid(child, 0)
-        if not restart:
-            break
-        time.sleep(delay)
-    for pf in (sup, child_pf):
-        if pf:
+            state["child"] = pid
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            os.close(wfd)
+            while True:
+                if state["reopen"] and out_fd >= 0:
+                    state["reopen"] = False
+                    with contextlib.suppress(OSError):
+                        new = os.open(out_name, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                        os.close(out_fd)
+                        out_fd = new
+                data = os.read(rfd, 4096)
+                if not data:
+                    break
+                if out_fd >= 0:
+                    os.write(out_fd, data)
+                elif "f" not in opts and "S" not in opts:
+                    os.write(1, data)
+            os.close(rfd)
+            os.waitpid(pid, 0)
+            state["child"] = 0
+            if not restart:
+                break
+            time.sleep(delay)
+    except _Terminate:
+        pass
+    for fd, path in ((child_fd, child_pf), (sup_fd, sup_pf)):
+        if fd >= 0:
             with contextlib.suppress(OSError):
-                os.unlink(pf)
-    os._exit(0)
+                os.unlink(path)
+    os._exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# su(1), the form rc.subr uses for ${name}_user: `su -m USER -c 'sh -c "CMD"'`.  On FreeBSD the
+# words after the login name go to the shell (-c before it would be a login class), root needs no
+# password, and -m keeps the environment and the invoker's shell (here always /bin/sh).
+# ---------------------------------------------------------------------------------------------
+
+
+def su_main(argv: list[str]) -> int:
+    import pwd
+
+    args = list(argv)
+    while args and args[0].startswith("-") and args[0] != "-":
+        opt = args.pop(0)
+        if opt == "-c" and args:
+            args.pop(0)  # a login class
+    if args and args[0] == "-":
+        args.pop(0)
+    login = args.pop(0) if args else "root"
+    try:
+        ent = pwd.getpwnam(login)
+    except KeyError:
+        sys.stderr.write(f"su: unknown login: {login}\n")
+        return 1
+    if os.geteuid() != 0:
+        sys.stderr.write("su: Sorry\n")
+        return 1
+    import grp
+
+    os.setgroups([g.gr_gid for g in grp.getgrall() if login in g.gr_mem] + [ent.pw_gid])
+    os.setgid(ent.pw_gid)
+    os.setuid(ent.pw_uid)
+    os.execv("/bin/sh", ["sh", *args])
+    return 1
