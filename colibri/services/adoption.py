@@ -12,6 +12,7 @@ colibri made it.
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,6 +28,7 @@ IDENTITY = "/usr/local/etc/colibri/agent.json"
 JAIL_SOCKET_DIR = "/var/run/colibri"
 RC_DIRS = ("etc/rc.d", "usr/local/etc/rc.d")  # where service(8) looks for a script
 MOTHER_FILES = ("var/log/colibri_mother.log", "var/run/colibri_mother.pid", "var/run/colibri_mother_child.pid")
+"""The mother's log and daemon(8)'s pidfiles (its rc.d script); the log's rotations go too."""
 WRITTEN_DIRS = (
     PurePosixPath(IDENTITY).parent.as_posix(),
     SKILL_DIR,
@@ -167,6 +169,7 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     paths: list[tuple[str, bool]] = [(IDENTITY, False), (SKILL_DIR, True), (f"home/{jail_user}/.env", False)]
     paths += [(f"{HANDLERS_DIR}/{h}", False) for h in record.handlers]
     paths += [(f, False) for f in MOTHER_FILES]
+    paths += [(f"var/log/{n}", False) for n in _rotated_logs(root)]
     for rel, tree in paths:
         if jailfs.remove(root, rel, tree=tree):
             removed.append("/" + rel.lstrip("/"))
@@ -179,6 +182,18 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
         backend.stop(name)
         removed.append("the jail's start (stopped again)")
     return removed
+
+
+_ROTATED = re.compile(r"colibri_mother\.log\.\d{1,3}(\.(bz2|gz|xz|zst))?", re.ASCII)
+"""The mother log's old generations, as newsyslog(8) names them (the template's newsyslog.conf.d)."""
+
+
+def _rotated_logs(root: Path) -> list[str]:
+    try:
+        with jailfs.open_dir(root, "var/log") as fd:
+            return sorted(n for n in os.listdir(fd) if _ROTATED.fullmatch(n))
+    except JailError:
+        return []
 
 
 def _mother_runs(backend: JailBackend, name: str) -> bool:

@@ -138,6 +138,9 @@ def test_release_takes_out_exactly_what_colibri_added(invoke: Invoke) -> None:
     assert code == 0, err
     assert (root / "home/agent/.env").stat().st_mode & 0o777 == 0o600 and live("demo")
     assert "mother.py" in jail_ps("demo")
+    rotated = root / "var/log/colibri_mother.log.0.bz2"  # as newsyslog would have left it
+    rotated.write_bytes(b"BZh9")
+    os.chown(rotated, BASE, BASE)
     code, out, err = invoke("release-agent", "demo", "--json")
     assert code == 0, err
     removed = json.loads(out)["data"]["removed"]
@@ -147,6 +150,7 @@ def test_release_takes_out_exactly_what_colibri_added(invoke: Invoke) -> None:
         "/usr/local/etc/colibri/agent.json",
         "/home/agent/.env",
         "/usr/local/share/colibri/skills/mother",
+        "/var/log/colibri_mother.log.0.bz2",
     ):
         assert item in removed
     assert "/usr/local/etc/colibri/" not in removed  # the operator's directory stays
