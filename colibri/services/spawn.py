@@ -628,7 +628,8 @@ def mother_log_size(backend: JailBackend, name: str) -> int:
 def _start(backend: JailBackend, name: str) -> str:
     offset = len(_read_log(backend, name))
     result = _service(backend, name, "start")
-    if result.exit_code != 0:
+    # rc.subr answers a start of a service that is not enabled with a notice and exit 0.
+    if result.exit_code != 0 or result.out.startswith("Cannot 'start'"):
         said = _first_line(result.err) or _first_line(result.out) or f"exit {result.exit_code}"
         raise MotherNotReady(f"the mother skill did not start in jail {name}: {said}")
     return _await_ready(backend, name, offset, started=True)

@@ -236,11 +236,18 @@ def ready_lines(root: Path) -> list[str]:
 def test_start_after_stop_and_reconcile_find_the_mother_rc_already_started(
     emu: BastilleEmulator, ctx: Context, invoke: Invoke
 ) -> None:
-    backend = spawn_active(emu, ctx, invoke, "acme")
+    warm_cache(cache(emu))
+    for tenant in ("acme", "beta"):
+        assert invoke("register-tenant", tenant, "--collection", "")[0] == 0
+        stage_secrets(ctx, tenant)
+    backend = jails(emu, ctx)
+    assert spawner(ctx, backend).spawn_many(["acme", "beta"], parallelism=2) == {"acme": None, "beta": None}
+    for tenant in ("acme", "beta"):  # both mothers said ready, each with its own .env
+        assert len(ready_lines(backend.root(tenant))) == 1
+        assert json.loads(invoke("show-tenant", tenant, "--json")[1])["data"]["status"] == "active"
     root = backend.root("acme")
     env = root / "home/agent/.env"
     assert (env.stat().st_mode & 0o777, env.stat().st_uid) == (0o600, backend.user_ids("acme", "agent")[0])
-    assert len(ready_lines(root)) == 1
     service = JailService(ctx.store, backend, ctx.settings.run_dir / "locks")
 
     assert service.stop("acme")["status"] == "stopped" and not emu.is_running("acme")
@@ -332,3 +339,13 @@ def test_colibri_mother_user_is_the_one_documented_and_read(
     assert in_jail(emu, "acme", "sysrc", "colibri_mother_user=ghost").returncode == 0
     r = in_jail(emu, "acme", "service", MOTHER, "start")
     assert r.returncode == 1 and "colibri_mother_user ghost does not exist in this jail" in r.stderr
+
+
+def test_a_disabled_mother_is_said_so_not_waited_for(emu: BastilleEmulator, ctx: Context, invoke: Invoke) -> None:
+    backend = spawn_active(emu, ctx, invoke, "acme")
+    assert in_jail(emu, "acme", "sysrc", "colibri_mother_enable=NO").returncode == 0
+    service = JailService(ctx.store, backend, ctx.settings.run_dir / "locks")
+    service.stop("acme")
+    with pytest.raises(MotherNotReady, match=r"did not start in jail acme: Cannot 'start' colibri_mother\. Set"):
+        service.start("acme")
+    assert not emu.is_running("acme")

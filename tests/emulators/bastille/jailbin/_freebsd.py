@@ -774,7 +774,11 @@ def pkg_main(argv: list[str]) -> int:
     """pkg(7): /usr/sbin/pkg."""
     if os.access(_pkg8_path(), os.X_OK):
         return pkg8_main(argv)
-    opts, args = _getopts([a for a in argv if a not in ("--yes", "--force")], "dfr:yN46")
+    try:
+        opts, args = _getopts([a for a in argv if a not in ("--yes", "--force")], "dfr:yN46")
+    except ValueError as exc:
+        sys.stderr.write(f"pkg: illegal option -- {exc}\n")
+        return 1
     if "N" in opts:  # "a reliable test for whether a system is configured to use pkg"
         sys.stderr.write("pkg: pkg is not installed\n")
         return 1
@@ -1008,10 +1012,14 @@ def daemon_main(argv: list[str]) -> int:
             return 7
     child_pf = (opts.get("p") or [""])[-1]
     sup_pf = (opts.get("P") or [""])[-1]
+    child_fd = sup_fd = -1
     try:
         child_fd = _pidfile_open(child_pf) if child_pf else -1
         sup_fd = _pidfile_open(sup_pf) if sup_pf else -1
     except SystemExit as exc:
+        if child_fd >= 0 and exc.code != 3:  # pidfile_remove(3) of the one already opened
+            with contextlib.suppress(OSError):
+                os.unlink(child_pf)
         return int(exc.code or 1)
     # daemon(3): fork (the parent returns 0 to rc), setsid, chdir / with -c, /dev/null with -f
     if os.fork():
