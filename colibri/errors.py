@@ -34,6 +34,7 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     │   └── SchemaTooNew
     ├── DaemonError                     16  the colibri daemon is not reachable or refused
     │   └── LimitExceeded                   a tenant's or a socket's limit is reached (HTTP 429)
+    ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
     └── PartialFailure                      some items of a batch failed: the worst item's code
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
 ``from None`` with a message written by colibri.
@@ -233,6 +234,12 @@ class PartialFailure(ColibriError):
         self.exit_code = exit_code
 
 
+class RepairFailed(ColibriError):
+    """``reconcile --apply``: at least one repair did not work (each is named in the output)."""
+
+    exit_code = 18
+
+
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
 
@@ -256,6 +263,7 @@ EXIT_CODES: dict[int, str] = {
     15: "the database failed (StoreError)",
     16: "the colibri daemon is unreachable or refused (DaemonError)",
     17: "the mother skill in the jail refused to start or never became ready; its reason is shown (MotherNotReady)",
+    18: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",
 }

@@ -122,6 +122,22 @@ class JailBackend(Protocol):
         """Mount a host directory into the jail (from its next start on, and now if running)."""
         ...
 
+    def umount(self, name: str, jail_path: str) -> bool:
+        """Undo ``mount``: the mount is gone now (if live) and from the next start on.  Returns
+        False when there was none; raises JailError when it is still there afterwards."""
+        ...
+
+    def is_mounted(self, name: str, mount: Mount) -> bool:
+        """True when ``mount`` is live in the running jail (the kernel's mount table, not a
+        config line); False when it is not, or the jail is not running."""
+        ...
+
+    def enable_service(self, name: str, service: str, enabled: bool) -> bool:
+        """Set rc.conf(5)'s ``SERVICE_enable`` in the jail (YES, or the line removed); returns
+        True when that changed the file.  A backend without rc variables (sandbox) does nothing
+        and returns False."""
+        ...
+
     def root(self, name: str) -> Path:
         """The jail's root directory on the host."""
         ...

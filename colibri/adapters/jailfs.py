@@ -205,3 +205,61 @@ def copy_tree(source: Path, root: Path, rel: str, *, owner: tuple[int, int] | No
         if child.name == "__pycache__":
             continue
         copy_tree(child, root, f"{rel}/{child.name}", owner=owner)
+
+
+def exists(root: Path, rel: str) -> bool:
+    """True when ``root/rel`` exists (any type; a symlink is not followed).  A symlink or a
+    non-directory on the way is a JailError, as for every other walk."""
+    parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
+    try:
+        with open_dir(root, parent) as dirfd:
+            os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except JailError as exc:
+        if str(exc).startswith("no such directory in the jail"):
+            return False
+        raise
+    return True
+
+
+def remove(root: Path, rel: str, *, tree: bool = False) -> bool:
+    """Remove ``root/rel`` without following any symlink: a file (or symlink) is unlinked, a
+    directory removed when empty, or with ``tree`` with everything in it.  Returns False when it
+    was not there; raises JailError when it cannot be removed (a non-empty directory without
+    ``tree``, or an unsafe path)."""
+    parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
+    where = f"{rel} in jail {root}"
+    try:
+        with open_dir(root, parent) as dirfd:
+            return _remove_at(dirfd, name, tree=tree, where=where)
+    except JailError as exc:
+        if str(exc).startswith("no such directory in the jail"):
+            return False
+        raise
+
+
+def _remove_at(dirfd: int, name: str, *, tree: bool, where: str) -> bool:
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise JailError(f"cannot remove {where}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=dirfd)
+            return True
+        if tree:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+            try:
+                for child in os.listdir(fd):
+                    _remove_at(fd, child, tree=True, where=f"{where}/{child}")
+            finally:
+                os.close(fd)
+        os.rmdir(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise JailError(f"cannot remove {where}: {exc.strerror}") from None
+    return True

@@ -80,6 +80,7 @@ class Context:
             settings.jail_template,
             settings.tenant_uid_base,
             settings.tenant_uid_blocks,
+            settings.state_dir,
         )
         return SpawnService(
             self.store, self.backend(), paths, provision=self.secrets().provision, notify_daemon=self._open_socket
@@ -108,7 +109,14 @@ class Context:
     def jails(self) -> "JailService":
         from colibri.services.jails import JailService
 
-        return JailService(self.store, self.backend(), self.settings.run_dir / "locks")
+        settings = self.settings
+        return JailService(
+            self.store,
+            self.backend(),
+            settings.run_dir / "locks",
+            state_dir=settings.state_dir,
+            jail_user=settings.jail_user,
+        )
 
     def daemon_client(self) -> "DaemonClient":
         """The daemon's admin socket (``run_dir/admin.sock``)."""

@@ -29,7 +29,8 @@ def spawn_agent(
     """Create and start each tenant's jail, provision its secrets, start its mother skill.
 
     Safe to run again: it resumes where a previous run stopped and converges. --jail-name and
-    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it).
+    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it):
+    everything is checked before anything changes, and a failed adoption is undone.
     """
     cli = context.get(ctx)
     if (jail_name is None) != (jail_root is None):
@@ -133,8 +134,21 @@ def destroy_agent(
 
 
 def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
-    """Hand an adopted jail back: stop the mother in it and forget it (the jail is left alone)."""
-    _show(context.get(ctx).jails().release(tenant), as_json, f"released the adopted jail of {tenant}")
+    """Hand an adopted jail back: undo what colibri added to it and forget it.
+
+    Stops the mother, removes the socket mount, the identity, the mother's files, the tenant's
+    .env and what colibri enabled or created; each step is checked and named. The jail itself
+    stays as it is (running or not).
+    """
+    from colibri.services.adoption import describe
+
+    record = context.get(ctx).jails().release(tenant)
+    removed = record.get("removed")
+    _show(
+        record,
+        as_json,
+        f"released the adopted jail of {tenant}; removed: {describe(removed if isinstance(removed, list) else [])}",
+    )
 
 
 def reconcile(
@@ -142,20 +156,32 @@ def reconcile(
     apply: Annotated[bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare the store with the jail backend and report (or --apply repairs for) each difference."""
-    from colibri.services.jails import describe_drifts
+    """Compare the store with the jail backend and report (or --apply repairs for) each difference.
 
-    drifts = describe_drifts(context.get(ctx).jails().reconcile(apply=apply))
+    With --apply, a repair that fails is shown with its error and the exit code is 18.
+    """
+    from colibri.services.jails import describe_drifts, repair_failure
+
+    found = context.get(ctx).jails().reconcile(apply=apply)
+    drifts = describe_drifts(found)
+    failure = repair_failure(found)
     if as_json:
+        if failure is not None:
+            output.emit_json_failure(drifts, failure)
+            raise typer.Exit(failure.exit_code)
         output.emit_json(drifts)
-    elif not drifts:
+        return
+    if not drifts:
         output.line("no drift")
     else:
         output.table(
             ("KIND", "JAIL", "TENANT", "ACTION", "APPLIED"),
-            ((d["kind"], d["jail"], d["tenant"], d["action"], d["error"] or ("yes" if d["applied"] else "no"))
+            ((d["kind"], d["jail"], d["tenant"], d["action"],
+              f"failed: {d['error']}" if d["error"] else ("yes" if d["applied"] else "no"))
              for d in drifts),
         )  # fmt: skip
+    if failure is not None:
+        raise failure
 
 
 def _show(record: dict[str, object], as_json: bool, text: str) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from colibri.errors import ColibriError
 from colibri.text import PLAIN, safe
 
 
@@ -85,11 +86,11 @@ def _template(order: tuple[Any, ...], level: int) -> tuple[tuple[str, ...], str]
     return keys, pad + "{\n" + ",\n".join(lines) + "\n" + pad + "}"
 
 
-def emit_json_failure(data: Any, *, kind: str, code: int, message: str) -> None:
+def emit_json_failure(data: Any, exc: ColibriError) -> None:
     """A command that failed (wholly or partly) but has a result to report, e.g. a batch with
-    per-item outcomes: ``{"ok": false, "data": <the result>, "error": {...}}``, the error as in
-    the failure envelope."""
-    error = {"type": kind, "code": code, "message": _cut(message)}
+    per-item outcomes or a reconcile with failed repairs: ``{"ok": false, "data": <the result>,
+    "error": {...}}``, the error as in the failure envelope."""
+    error = {"type": type(exc).__name__, "code": exc.exit_code, "message": _cut(exc.message)}
     sys.stdout.write(_pretty({"ok": False, "data": data, "error": error}) + "\n")
 
 

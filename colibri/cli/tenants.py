@@ -124,7 +124,7 @@ def run_batch_command(
         if failure is None:
             output.emit_json(shown)
             return items
-        output.emit_json_failure(shown, kind=type(failure).__name__, code=failure.exit_code, message=failure.message)
+        output.emit_json_failure(shown, failure)
         raise typer.Exit(failure.exit_code)
     output.line(batch_summary(items))
     if failure is not None:

@@ -67,7 +67,7 @@ def provision(
     )
     if not as_json:
         raise error
-    output.emit_json_failure(shown, kind=type(error).__name__, code=error.exit_code, message=error.message)
+    output.emit_json_failure(shown, error)
     raise typer.Exit(error.exit_code)
 
 
@@ -81,7 +81,7 @@ def _one(result: Any, as_json: bool) -> None:
             _render(result.public())
         return
     if as_json:
-        output.emit_json_failure(result.public(), kind=type(error).__name__, code=error.exit_code, message=str(error))
+        output.emit_json_failure(result.public(), error)
         raise typer.Exit(error.exit_code)
     if not isinstance(error, SecretsRefused):
         raise error

@@ -4,11 +4,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from colibri.adapters.jail import JailBackend, JailState
+from colibri.adapters.jail import JailBackend, JailState, Mount
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
 from colibri.domain import TenantStatus, check_transition
-from colibri.errors import ColibriError, JailError, MotherNotReady, StateConflict, TenantNotFound
+from colibri.errors import ColibriError, JailError, MotherNotReady, RepairFailed, StateConflict, TenantNotFound
+from colibri.services.adoption import JAIL_SOCKET_DIR, Adoption, withdraw
 from colibri.services.spawn import mother_log_size, start_mother
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, utcnow
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from colibri.settings import Settings
 
 SHOULD_RUN = frozenset({TenantStatus.ACTIVE})
+REPAIRABLE = frozenset({"stopped_jail", "running_jail", "missing_jail", "unmounted_socket"})
 HAS_JAIL = frozenset({TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING})
 
 
@@ -25,7 +27,7 @@ HAS_JAIL = frozenset({TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FA
 class Drift:
     """One difference between the store and the backend, and what reconcile does about it."""
 
-    kind: str  # orphan_jail | foreign_jail | missing_jail | stopped_jail | running_jail
+    kind: str  # orphan_jail | foreign_jail | missing_jail | stopped_jail | running_jail | unmounted_socket
     jail: str
     tenant: str | None
     action: str
@@ -37,10 +39,22 @@ class Drift:
 
 
 class JailService:
-    def __init__(self, store: Store, backend: JailBackend, locks_dir: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: JailBackend,
+        locks_dir: Path,
+        *,
+        state_dir: Path | None = None,
+        jail_user: str = "agent",
+        socket_root: Path | None = None,
+    ) -> None:
         self._store = store
         self._backend = backend
         self._locks = locks_dir
+        self._records = state_dir if state_dir is not None else locks_dir.parent  # SpawnPaths.records
+        self._jail_user = jail_user
+        self._sockets = socket_root if socket_root is not None else locks_dir.parent / "agents"
 
     def start(self, tenant_id: str) -> dict[str, Any]:
         """Start a stopped agent's jail (or local mother).  Raises TenantNotFound, StateConflict."""
@@ -90,20 +104,26 @@ class JailService:
             return self._reset(tenant_id)
 
     def release(self, tenant_id: str) -> dict[str, Any]:
-        """Hand an adopted jail back: stop colibri's mother in it and forget it; the jail itself,
-        never colibri's, is left as it is.  The tenant goes back to ``registered``."""
+        """Hand an adopted jail back: undo exactly what colibri added to it (its mother stopped,
+        the socket mount, the identity and the mother's files, the tenant's ``.env``, the mother's
+        rc.conf enable and the directories colibri made), each step checked, and forget it.  The
+        jail itself, never colibri's, stays (running or not, as it is).  The tenant goes back to
+        ``registered``; the result's ``removed`` says what went.  A failed step raises JailError
+        and leaves the tenant adopted, so running release again goes on from there."""
         with host_lock(self._locks, f"spawn-{tenant_id}", wait=None):
             tenant = self._tenant(tenant_id)
             if not tenant.adopted:
                 raise StateConflict(f"tenant {tenant_id} has no adopted jail; 'colibri destroy-agent' removes its jail")
-            if self._backend.info(tenant.jail_name).state is JailState.RUNNING:
-                self._backend.exec(tenant.jail_name, self._backend.service_argv("colibri_mother", "stop"), timeout=30)
+            record = Adoption.load(self._records, tenant_id, tenant.jail_name)
+            removed = withdraw(self._backend, record, self._jail_user, restore_state=False)
             reset = self._reset(tenant_id)
-        with self._store.session() as session:
-            row = TenantRepo(session).get_for_update(tenant_id)
-            assert row is not None
-            row.adopted = False
-            reset["adopted"] = False
+            with self._store.session() as session:
+                row = TenantRepo(session).get_for_update(tenant_id)
+                assert row is not None
+                row.adopted = False
+                reset["adopted"] = False
+            Adoption.forget(self._records, tenant_id)
+        reset["removed"] = removed
         return reset
 
     def reconcile(self, apply: bool = False) -> list[Drift]:
@@ -134,15 +154,23 @@ class JailService:
             return Drift("stopped_jail", jail.name, tenant.tenant_id, "start the jail and its agent")
         if status is TenantStatus.STOPPED and jail.state is JailState.RUNNING:
             return Drift("running_jail", jail.name, tenant.tenant_id, "stop the jail")
+        if status in SHOULD_RUN and not self._backend.is_mounted(jail.name, self._socket_mount(jail.name)):
+            # configured but not live (mounted by hand away, or a start that did not apply it)
+            return Drift("unmounted_socket", jail.name, tenant.tenant_id, "restart the jail and its agent")
         return None
 
+    def _socket_mount(self, name: str) -> Mount:
+        return Mount(self._sockets / name, JAIL_SOCKET_DIR, read_only=False)
+
     def _apply(self, drift: Drift) -> Drift:
-        if drift.tenant is None or drift.kind not in ("stopped_jail", "running_jail", "missing_jail"):
+        if drift.tenant is None or drift.kind not in REPAIRABLE:
             return drift
         try:
             # The tenant's spawn lock: never repair under a spawn, start, stop or destroy in flight.
             with host_lock(self._locks, f"spawn-{drift.tenant}", wait=None):
-                if drift.kind == "stopped_jail":
+                if drift.kind in ("stopped_jail", "unmounted_socket"):
+                    if drift.kind == "unmounted_socket":
+                        self._backend.stop(drift.jail)
                     self._start_agent(drift.jail)
                 elif drift.kind == "running_jail":
                     self._backend.stop(drift.jail)
@@ -160,6 +188,13 @@ class JailService:
         was_running = self._backend.info(jail).state is JailState.RUNNING
         since = None if was_running else mother_log_size(self._backend, jail)
         self._backend.start(jail)
+        if not self._backend.is_mounted(jail, self._socket_mount(jail)):  # live, not only configured
+            if not was_running:
+                self._backend.stop(jail)
+            raise JailError(
+                f"jail {jail} runs without its socket mount on {JAIL_SOCKET_DIR}"
+                f"{'; it was stopped again' if not was_running else ''}: restart it (stop-agent, start-agent)"
+            )
         try:
             start_mother(self._backend, jail, since=since)
         except MotherNotReady as exc:
@@ -211,10 +246,25 @@ def describe_drifts(drifts: list[Drift]) -> list[dict[str, Any]]:
     return [d.public() for d in drifts]
 
 
+def failed_repairs(drifts: list[Drift]) -> list[Drift]:
+    """The repairs ``reconcile --apply`` tried that did not work (each with its error)."""
+    return [d for d in drifts if d.error is not None]
+
+
+def repair_failure(drifts: list[Drift]) -> RepairFailed | None:
+    """The error for a ``reconcile --apply`` whose repairs did not all work, naming each."""
+    failed = failed_repairs(drifts)
+    if not failed:
+        return None
+    tried = sum(1 for d in drifts if d.applied or d.error is not None)
+    summary = "; ".join(f"{d.kind} {d.jail}: {d.error}" for d in failed)
+    return RepairFailed(f"{len(failed)} of {tried} repairs failed: {summary}")
+
+
 def daemon_reconcile(settings: "Settings", store: Store) -> list[dict[str, Any]]:
     """The daemon's periodic reconcile: a dry run whose drifts it logs and counts (repairs stay
     an operator's call: ``colibri reconcile --apply``)."""
     from colibri.adapters.backends import make_backend
 
-    service = JailService(store, make_backend(settings), settings.run_dir / "locks")
+    service = JailService(store, make_backend(settings), settings.run_dir / "locks", state_dir=settings.state_dir)
     return describe_drifts(service.reconcile(apply=False))

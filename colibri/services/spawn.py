@@ -36,6 +36,8 @@ from colibri.errors import (
     StateConflict,
     TenantNotFound,
 )
+from colibri.services import adoption
+from colibri.services.adoption import Adoption, withdraw
 from colibri.store.db import Store
 from colibri.store.models import Tenant, tenant_public, utcnow
 from colibri.store.repos import TenantRepo
@@ -85,6 +87,12 @@ class SpawnPaths:
     default_template: str
     uid_base: int = 1_000_000_000
     uid_blocks: int = 16_384
+    state_dir: Path | None = None
+    """Where adoption records live (``state_dir/adopted/``); default: beside ``run_dir``."""
+
+    @property
+    def records(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.run_dir
 
     @property
     def locks(self) -> Path:
@@ -173,9 +181,29 @@ class SpawnService:
 
     # ---- the jail pipeline -------------------------------------------------------------------------
     def _run_steps(self, tenant: Tenant, adopt: tuple[str, Path] | None, report: StepCallback) -> None:
+        if adopt is not None and not tenant.adopted:
+            # A new adoption: checked first, each change recorded, all of it undone on a failure.
+            record: Adoption | None = None
+            try:
+                record = self._adopt_checked(tenant, *adopt)
+                self._steps(tenant, None, report, record)
+            except ColibriError as exc:
+                self._undo_adoption(tenant, record, exc)
+                raise
+            return
+        self._steps(tenant, adopt, report, None)
+
+    def _steps(
+        self, tenant: Tenant, adopt: tuple[str, Path] | None, report: StepCallback, adoption: Adoption | None
+    ) -> None:
         name = tenant.jail_name
         with _step(report, tenant.tenant_id, "jail_created") as say:
-            info = self._ensure_jail(tenant, adopt)
+            info = self._ensure_jail(tenant, adopt) if adoption is None else self._backend.info(name)
+            if adoption is not None:
+                self._claim_adopted_ids(tenant, name, adoption)
+                if self._backend.enable_service(name, MOTHER, True):
+                    adoption.enabled_mother = True
+                    adoption.save(self._paths.records)
             self._ensure_socket_mount(name)
             say(f"{'adopted' if tenant.adopted else 'jail'} {name} at {info.root}")
         self._record(
@@ -184,8 +212,12 @@ class SpawnService:
 
         with _step(report, tenant.tenant_id, "jail_started") as say:
             if self._backend.info(name).state is not JailState.RUNNING:
+                if adoption is not None:
+                    adoption.started_jail = True
+                    adoption.save(self._paths.records)
                 self._backend.start(name)
             self._expect(name, JailState.RUNNING)
+            self._expect_socket_mount(name)
             say("running")
         self._record(tenant.tenant_id, "jail_started")
 
@@ -221,6 +253,13 @@ class SpawnService:
         return info
 
     def _adopt(self, tenant: Tenant, info: JailInfo, name: str, root: Path) -> JailInfo:
+        """A re-run of a spawn whose adoption went through: the same checks, nothing claimed again."""
+        self._adopt_target(tenant, info, name, root)
+        self._claim_adopted_ids(tenant, name, None)
+        tenant.adopted = True
+        return info
+
+    def _adopt_target(self, tenant: Tenant, info: JailInfo, name: str, root: Path) -> None:
         if name != tenant.jail_name:
             raise InvalidInput(f"--jail-name {name} must be the tenant's jail name {tenant.jail_name} (1:1:1)")
         if info.state is JailState.ABSENT:
@@ -229,18 +268,58 @@ class SpawnService:
             raise JailError(f"cannot adopt jail {name}: --jail-root {root} is a symlink")
         if root.resolve() != info.root.resolve() or info.root.is_symlink():
             raise JailError(f"cannot adopt jail {name}: its root is {info.root}, not {root}")
-        self._claim_adopted_ids(tenant, name)
-        tenant.adopted = True
-        return info
+        if info.managed:
+            raise JailError(f"cannot adopt jail {name}: colibri created it; run 'colibri spawn-agent {name}' instead")
 
-    def _claim_adopted_ids(self, tenant: Tenant, name: str) -> None:
-        """An adopted jail keeps its own ids.  When they are a block of host ids (a sandbox jail
-        in a user namespace), it must be no other tenant's, and is recorded as this tenant's so
-        that it is never given out; a jail on host ids (bastille) records nothing."""
+    def _adopt_checked(self, tenant: Tenant, name: str, root: Path) -> Adoption:
+        """Check everything an adoption needs before anything changes (the jail, its root, its
+        ids against the other tenants', the agent user, its home, every directory colibri writes
+        to), then start the record of what it is about to change."""
+        info = self._backend.info(name)
+        self._adopt_target(tenant, info, name, root)
+        self._ids_of_adopted(tenant, name)
+        created, running = adoption.preflight(self._backend, name, self._paths.jail_user)
+        handlers = self._paths.skills_dir / "mother" / "handlers"
+        record = Adoption(
+            tenant.tenant_id,
+            name,
+            was_running=running,
+            handlers=sorted(p.name for p in handlers.iterdir() if p.is_file()) if handlers.is_dir() else [],
+            created_dirs=created,
+        )
+        record.save(self._paths.records)
+        tenant.adopted = True
+        return record
+
+    def _undo_adoption(self, tenant: Tenant, record: Adoption | None, exc: ColibriError) -> None:
+        """A new adoption failed: take out what it added and forget the jail (the tenant is then
+        ``failed`` with the reason, and not adopted).  An undo that fails too is said with it."""
+        try:
+            if record is not None:
+                withdraw(self._backend, record, self._paths.jail_user, restore_state=True)
+        except ColibriError as undo:
+            tenant.adopted = False
+            where = Adoption.path(self._paths.records, tenant.tenant_id)
+            raise JailError(f"{exc}; undoing the adoption failed too ({undo}): see {where}") from None
+        with self._store.session() as session:
+            row = TenantRepo(session).get_for_update(tenant.tenant_id)
+            assert row is not None
+            row.adopted = False
+            row.spawn_step = None
+            row.jail_root = None
+            row.backend = None
+            if record is not None and record.claimed_ids:
+                row.uid_base = record.prior_uid_base
+        Adoption.forget(self._paths.records, tenant.tenant_id)
+        tenant.adopted = False
+
+    def _ids_of_adopted(self, tenant: Tenant, name: str) -> int | None:
+        """The block of host ids the adopted jail's root is on, checked against every other
+        tenant's (no change); None for a jail on host ids (bastille), which claims no block."""
         base = self._backend.user_ids(name, "root")[0]
         if base < UID_BLOCK:
-            return
-        with host_lock(self._paths.locks, "uid-pool"), self._store.session() as session:
+            return None
+        with self._store.session() as session:
             repo = TenantRepo(session)
             for other in repo.find(include_removed=True):
                 held = other.uid_base
@@ -248,18 +327,41 @@ class SpawnService:
                     raise JailError(
                         f"cannot adopt jail {name}: its ids ({base}..) overlap tenant {other.tenant_id}'s block"
                     )
-            row = repo.get_for_update(tenant.tenant_id)
-            assert row is not None
-            if row.uid_base not in (None, base):
-                raise JailError(
-                    f"cannot adopt jail {name}: tenant {tenant.tenant_id} already has the block {row.uid_base}"
-                )
-            row.uid_base = base
+                if other.tenant_id == tenant.tenant_id and held not in (None, base):
+                    raise JailError(f"cannot adopt jail {name}: tenant {tenant.tenant_id} already has the block {held}")
+        return base
+
+    def _claim_adopted_ids(self, tenant: Tenant, name: str, record: Adoption | None) -> None:
+        """An adopted jail keeps its own ids.  When they are a block of host ids (a sandbox jail
+        in a user namespace), it must be no other tenant's, and is recorded as this tenant's so
+        that it is never given out; a jail on host ids (bastille) records nothing."""
+        with host_lock(self._paths.locks, "uid-pool"):
+            base = self._ids_of_adopted(tenant, name)  # again, under the pool's lock
+            if base is None:
+                return
+            with self._store.session() as session:
+                row = TenantRepo(session).get_for_update(tenant.tenant_id)
+                assert row is not None
+                if row.uid_base == base:
+                    return
+                if record is not None:
+                    record.prior_uid_base, record.claimed_ids = row.uid_base, True
+                    record.save(self._paths.records)
+                row.uid_base = base
 
     def _ensure_socket_mount(self, name: str) -> None:
         socket_dir = self._paths.socket_dir(name)
         _make_socket_dir(socket_dir, self._backend.user_ids(name, self._paths.jail_user)[1])
         self._backend.mount(name, Mount(socket_dir, JAIL_SOCKET_DIR, read_only=False))
+
+    def _expect_socket_mount(self, name: str) -> None:
+        """The socket directory must be mounted in the running jail, not only configured."""
+        mount = Mount(self._paths.socket_dir(name), JAIL_SOCKET_DIR, read_only=False)
+        if not self._backend.is_mounted(name, mount):
+            raise JailError(
+                f"jail {name} runs without its socket mount ({mount.host_path} on {JAIL_SOCKET_DIR}); "
+                f"restart it (colibri stop-agent {name} && colibri start-agent {name})"
+            )
 
     def _expect(self, name: str, state: JailState) -> None:
         actual = self._backend.info(name).state

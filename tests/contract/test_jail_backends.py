@@ -108,6 +108,34 @@ def test_mount_a_host_directory_read_write(backend: JailBackend, tmp_path: Path)
     assert (shared / "from-jail").exists()
 
 
+def test_a_mount_is_checked_live_and_umount_takes_it_out(backend: JailBackend, tmp_path: Path) -> None:
+    backend.create("alpha", ip=IP, template="colibri/agent", ids=IDS)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "from-host").write_text("x")
+    mount = Mount(shared, "/var/run/colibri", read_only=False)
+    if backend.info("alpha").state is JailState.RUNNING:
+        backend.stop("alpha")
+    assert backend.umount("alpha", "/var/run/colibri") is False  # nothing there yet
+    backend.mount("alpha", mount)  # stopped: configured, not live
+    assert backend.is_mounted("alpha", mount) is False
+    backend.start("alpha")
+    assert backend.is_mounted("alpha", mount) is True
+    assert not backend.is_mounted("alpha", Mount(tmp_path, "/var/run/colibri"))  # another source is not it
+    assert backend.umount("alpha", "/var/run/colibri") is True  # running: gone now
+    assert backend.is_mounted("alpha", mount) is False
+    assert "from-host" not in backend.exec("alpha", ["/bin/sh", "-c", "ls /var/run/colibri"]).out
+    backend.restart("alpha")  # and from the next start on
+    assert backend.is_mounted("alpha", mount) is False
+    backend.mount("alpha", mount)  # running: live at once
+    assert backend.is_mounted("alpha", mount) is True
+    backend.stop("alpha")
+    assert backend.umount("alpha", "/var/run/colibri") is True  # stopped: from the next start on
+    backend.start("alpha")
+    assert backend.is_mounted("alpha", mount) is False
+    assert backend.umount("alpha", "/var/run/colibri") is False
+
+
 def test_destroy_removes_only_colibris_jails(backend: JailBackend) -> None:
     backend.create("alpha", ip=IP, template="colibri/agent", ids=IDS)
     _running(backend, "alpha")

@@ -31,3 +31,8 @@ def rctl_rules(name: str) -> list[str]:
 
 def racct_enabled() -> list[str]:
     return ["sysctl", "-n", "kern.racct.enable"]
+
+
+def mounts_nullfs() -> list[str]:
+    """``mount -p -t nullfs``: the host's live nullfs mounts, one fstab(5)-format line each."""
+    return ["mount", "-p", "-t", "nullfs"]

@@ -2082,7 +2082,12 @@ class Bastille:
             with fstab.open("a") as fh:
                 fh.write(entry + "\n")
             info = self.is_running(jail)
-            if info and not self.mount_live(jail, info, hostpath, full, fstype, perms):
+            # mount.sh appends the line first, then `mount -F fstab -a || error_continue`: a failed
+            # mount leaves the line and exits 0 (fault mount:live reproduces it).
+            if info and (
+                self.fault("mount", "live", jail) or not self.mount_live(jail, info, hostpath, full, fstype, perms)
+            ):
+                self.err(f"mount_nullfs: {full}: Operation not permitted\n")
                 self.error_continue(f"Failed to mount volume: {full}")
             self.info(2, f"Added: {entry}")
 
@@ -2099,6 +2104,7 @@ class Bastille:
             return False
         table.add(canon, src)
         info["table"] = table.to_json()
+        info.setdefault("nullfs", []).append([src, full, perms])
         S.update_table(self.L, jail, info)
         return True
 
@@ -2129,6 +2135,7 @@ class Bastille:
                     self.error_continue(f"[ERROR]: Failed to unmount volume: {mount_path}")
                 table.mounts = [m for m in table.mounts if m[0] != canon]
                 info["table"] = table.to_json()
+                info["nullfs"] = [m for m in info.get("nullfs", []) if m[1] != jailpath]
                 S.update_table(self.L, jail, info)
             if in_fstab:
                 fstab.write_text(

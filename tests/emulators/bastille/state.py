@@ -510,6 +510,15 @@ def start_sandbox(
         "path": str(layout.jail_root(name)),
         "hostname": hostname,
         "table": table.to_json(),
+        # What FreeBSD's own mount table would hold for this jail (mount -p on the host): its
+        # fstab's nullfs lines as jail(8) mounted them, [from, on (host path), options].
+        "nullfs": [
+            [src, dst, opts]
+            for src, dst, fstype, opts, *_ in parse_fstab(
+                Path(str(jail_conf.get("mount.fstab") or layout.jail_dir(name) / "fstab"))
+            )
+            if fstype == "nullfs"
+        ],
     }
     (layout.run_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
     layout.jids_dir.mkdir(parents=True, exist_ok=True)

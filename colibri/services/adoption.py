@@ -1,0 +1,212 @@
+"""What colibri adds to a jail it adopts, written down before it adds it, and taken out again.
+
+An adopted jail is someone else's: ``spawn-agent --jail-name/--jail-root`` checks everything it
+can before it changes anything (``preflight``), then records each change in a host-side file
+(``state_dir/adopted/<tenant>.json``, root-only, never in the jail, which could forge it) before
+making it.  ``withdraw`` undoes exactly those changes, each one checked, and says what it
+removed: a failed adoption, and ``release-agent``, both use it.  What is colibri's by path alone
+(the identity, the mother's files, the tenant's ``.env``, the socket mount) always goes; what the
+jail may have had before (a directory, ``colibri_mother_enable``) goes only when the record says
+colibri made it.
+"""
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from colibri.adapters import jailfs
+from colibri.adapters.jail import JailBackend, JailState
+from colibri.errors import JailError
+
+MOTHER = "colibri_mother"
+SKILL_DIR = "/usr/local/share/colibri/skills/mother"
+HANDLERS_DIR = "/usr/local/libexec/colibri/handlers"
+IDENTITY = "/usr/local/etc/colibri/agent.json"
+JAIL_SOCKET_DIR = "/var/run/colibri"
+RC_DIRS = ("etc/rc.d", "usr/local/etc/rc.d")  # where service(8) looks for a script
+MOTHER_FILES = ("var/log/colibri_mother.log", "var/run/colibri_mother.pid", "var/run/colibri_mother_child.pid")
+"""The mother's log and daemon(8)'s pidfiles (its rc.d script); the log's rotations go too."""
+WRITTEN_DIRS = (
+    PurePosixPath(IDENTITY).parent.as_posix(),
+    SKILL_DIR,
+    HANDLERS_DIR,
+    JAIL_SOCKET_DIR,
+    "/var/log",
+    "/var/run",
+)
+"""Every directory colibri writes into in an adopted jail (the mother's install, its socket mount)."""
+
+
+@dataclass
+class Adoption:
+    """The record of one adoption: what the jail was like, and each change colibri made."""
+
+    tenant: str
+    jail: str
+    was_running: bool
+    handlers: list[str] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
+    enabled_mother: bool = False
+    started_jail: bool = False
+    prior_uid_base: int | None = None
+    claimed_ids: bool = False
+
+    @staticmethod
+    def path(state_dir: Path, tenant: str) -> Path:
+        return state_dir / "adopted" / f"{tenant}.json"
+
+    def save(self, state_dir: Path) -> None:
+        folder = state_dir / "adopted"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target = self.path(state_dir, self.tenant)
+        tmp = target.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+            os.chmod(tmp, 0o600)
+            tmp.replace(target)
+        except OSError as exc:
+            raise JailError(f"cannot record the adoption of jail {self.jail} in {target}: {exc.strerror}") from None
+
+    @classmethod
+    def load(cls, state_dir: Path, tenant: str, jail: str) -> "Adoption":
+        """The record, or (an adoption by an older colibri) one that claims nothing optional."""
+        try:
+            data = json.loads(cls.path(state_dir, tenant).read_text())
+            record = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError):
+            return cls(tenant, jail, was_running=True)
+        return record
+
+    @staticmethod
+    def forget(state_dir: Path, tenant: str) -> None:
+        Adoption.path(state_dir, tenant).unlink(missing_ok=True)
+
+
+def missing_dirs(root: Path, rel: str) -> list[str]:
+    """The directories on the way to ``root/rel`` that are not there yet (outermost first).
+    JailError when one that is there is a symlink or not a directory: colibri never writes
+    through it, so an adoption that would need to is refused before anything is changed."""
+    parts = [p for p in PurePosixPath(rel).parts if p not in ("/", "")]
+    missing: list[str] = []
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if missing:
+            missing.append("/" + sub)
+            continue
+        try:
+            with jailfs.open_dir(root, sub):
+                pass
+        except JailError as exc:
+            if not str(exc).startswith("no such directory in the jail"):
+                raise JailError(f"{exc}: colibri writes {'/' + rel.lstrip('/')} there") from None
+            missing.append("/" + sub)
+    return missing
+
+
+def preflight(backend: JailBackend, name: str, jail_user: str) -> tuple[list[str], bool]:
+    """Everything an adoption needs that can be checked without changing anything: the agent
+    user in the jail's own passwd, its home (a directory, no symlink), the mother's rc.d script,
+    and every directory colibri will write to (no symlink on the way).  Returns the directories
+    colibri would create, and whether the jail runs."""
+    root = backend.root(name)
+    backend.user_ids(name, jail_user)  # JailError: missing from the jail's /etc/passwd, or unsafe
+    home = f"home/{jail_user}"
+    try:
+        with jailfs.open_dir(root, home):
+            pass
+    except JailError as exc:
+        raise JailError(f"cannot adopt jail {name}: the agent's home /{home}: {exc}") from None
+    if not any(_is_file(root, f"{d}/{MOTHER}") for d in RC_DIRS):
+        raise JailError(
+            f"cannot adopt jail {name}: it has no rc.d script {MOTHER} (in /etc/rc.d or /usr/local/etc/rc.d); "
+            "prepare it with the agent template first (bastille template NAME colibri/agent)"
+        )
+    created: list[str] = []
+    for rel in WRITTEN_DIRS:
+        try:
+            found = missing_dirs(root, rel)
+        except JailError as exc:
+            raise JailError(f"cannot adopt jail {name}: {exc}") from None
+        created += [d for d in found if d not in created]
+    return created, backend.info(name).state is JailState.RUNNING
+
+
+def _is_file(root: Path, rel: str) -> bool:
+    try:
+        jailfs.read_file(root, rel, limit=1)
+    except JailError:
+        return False
+    return True
+
+
+def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_state: bool) -> list[str]:
+    """Take colibri out of the adopted jail, each step checked: stop the mother, unmount the
+    socket, remove colibri's files and the tenant's ``.env``, disable the mother if colibri
+    enabled it, remove the directories colibri made (when empty).  With ``restore_state`` (a
+    failed adoption), a jail colibri started is stopped again.  Returns what was removed; raises
+    JailError naming the step that failed (what was removed before it stays removed, and a
+    second run goes on from there)."""
+    name = record.jail
+    removed: list[str] = []
+    info = backend.info(name)
+    if info.state is JailState.ABSENT:
+        return removed
+    if info.state is JailState.RUNNING and _mother_runs(backend, name):
+        result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
+        if _mother_runs(backend, name):
+            said = (result.out + result.err).strip().splitlines()
+            raise JailError(
+                f"cannot release jail {name}: the mother is still running after "
+                f"'service {MOTHER} stop' (exit {result.exit_code}{': ' + said[-1][:200] if said else ''})"
+            )
+        removed.append("the mother (stopped)")
+    if backend.umount(name, JAIL_SOCKET_DIR):
+        removed.append(f"the socket mount on {JAIL_SOCKET_DIR}")
+    root = backend.root(name)
+    paths: list[tuple[str, bool]] = [(IDENTITY, False), (SKILL_DIR, True), (f"home/{jail_user}/.env", False)]
+    paths += [(f"{HANDLERS_DIR}/{h}", False) for h in record.handlers]
+    paths += [(f, False) for f in MOTHER_FILES]
+    paths += [(f"var/log/{n}", False) for n in _rotated_logs(root)]
+    for rel, tree in paths:
+        if jailfs.remove(root, rel, tree=tree):
+            removed.append("/" + rel.lstrip("/"))
+    if record.enabled_mother and backend.enable_service(name, MOTHER, False):
+        removed.append(f"{MOTHER}_enable from /etc/rc.conf")
+    for rel in sorted(record.created_dirs, key=lambda d: d.count("/"), reverse=True):
+        if _remove_empty(root, rel):
+            removed.append(rel + "/")
+    if restore_state and record.started_jail and backend.info(name).state is JailState.RUNNING:
+        backend.stop(name)
+        removed.append("the jail's start (stopped again)")
+    return removed
+
+
+_ROTATED = re.compile(r"colibri_mother\.log\.\d{1,3}(\.(bz2|gz|xz|zst))?", re.ASCII)
+"""The mother log's old generations, as newsyslog(8) names them (the template's newsyslog.conf.d)."""
+
+
+def _rotated_logs(root: Path) -> list[str]:
+    try:
+        with jailfs.open_dir(root, "var/log") as fd:
+            return sorted(n for n in os.listdir(fd) if _ROTATED.fullmatch(n))
+    except JailError:
+        return []
+
+
+def _mother_runs(backend: JailBackend, name: str) -> bool:
+    return backend.exec(name, backend.service_argv(MOTHER, "status"), timeout=30).exit_code == 0
+
+
+def _remove_empty(root: Path, rel: str) -> bool:
+    try:
+        return jailfs.remove(root, rel)
+    except JailError:
+        return False  # not empty: something other than colibri put files there; left alone
+
+
+def describe(removed: Iterable[str]) -> str:
+    items = list(removed)
+    return ", ".join(items) if items else "nothing (colibri had nothing left in it)"
