@@ -128,3 +128,69 @@ def check_transition(tenant_id: str, current: TenantStatus, new: TenantStatus) -
     """Raise StateConflict unless ``current → new`` is an edge of the state machine."""
     if new not in _TRANSITIONS[current]:
         raise StateConflict(f"tenant {tenant_id} is {current}; it cannot become {new}")
+
+
+class AgentState(enum.StrEnum):
+    """An agent's liveness, as the hive sees it.
+
+    active → stale (a missed TTL) → lost (past the grace: its tasks are requeued); stale → active (a
+    heartbeat); any → left (it deregistered); any → active (it registered again).
+    """
+
+    ACTIVE = "active"
+    STALE = "stale"
+    LOST = "lost"
+    LEFT = "left"
+
+
+LIVE_AGENT_STATES = frozenset({AgentState.ACTIVE, AgentState.STALE})
+"""Agents that may come back: they count against a tenant's agents, the registry starts from them."""
+
+_AGENT_TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
+    AgentState.ACTIVE: frozenset({AgentState.ACTIVE, AgentState.STALE, AgentState.LOST, AgentState.LEFT}),
+    AgentState.STALE: frozenset({AgentState.ACTIVE, AgentState.STALE, AgentState.LOST, AgentState.LEFT}),
+    AgentState.LOST: frozenset({AgentState.ACTIVE, AgentState.LOST, AgentState.LEFT}),
+    AgentState.LEFT: frozenset({AgentState.ACTIVE, AgentState.LEFT}),
+}
+
+
+def agent_may_become(current: str, new: str) -> bool:
+    """Whether ``current → new`` is an edge of the agent state machine (a lost or gone agent comes
+    back only by registering again, which makes it active)."""
+    return AgentState(new) in _AGENT_TRANSITIONS[AgentState(current)]
+
+
+class TaskState(enum.StrEnum):
+    """A task's lifecycle.
+
+    queued → running (claimed: a lease); running → succeeded | failed (its agent reported);
+    running → queued (a lease expired, its agent was lost, registered again or deregistered, or
+    the lease never reached it), until its attempts are spent: then running → failed.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED})
+UNFINISHED_TASK_STATES = frozenset({TaskState.QUEUED, TaskState.RUNNING})
+
+_TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.RUNNING}),
+    TaskState.RUNNING: frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.QUEUED}),
+    TaskState.SUCCEEDED: frozenset(),
+    TaskState.FAILED: frozenset(),
+}
+
+
+def check_task_transition(task_id: int | None, current: str, new: TaskState) -> None:
+    """Raise StateConflict unless ``current → new`` is an edge of the task state machine."""
+    if new not in _TASK_TRANSITIONS[TaskState(current)]:
+        raise StateConflict(f"task {task_id} is {current}; it cannot become {new}")
+
+
+def requeue_outcome(attempts: int, max_attempts: int) -> TaskState:
+    """A running task taken from its agent: queued again, or failed once its attempts are spent."""
+    return TaskState.FAILED if attempts >= max_attempts else TaskState.QUEUED

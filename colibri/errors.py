@@ -124,6 +124,10 @@ class InvalidInput(ColibriError):
     exit_code = 7
 
 
+class ResultTooLarge(InvalidInput):
+    """A task's result beyond ``task_max_result_bytes`` (the API answers 413)."""
+
+
 class InvalidTenantId(InvalidInput):
     """A tenant id that is not a safe Bastille jail name."""
 
@@ -242,6 +246,37 @@ class RepairFailed(ColibriError):
 
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
+
+TASK_FAILED_EXIT = ColibriError.exit_code
+"""``submit-task --wait``: the task ran and failed (its error is shown)."""
+
+
+def _registry() -> dict[str, type[ColibriError]]:
+    found: dict[str, type[ColibriError]] = {}
+    todo: list[type[ColibriError]] = [ColibriError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo += cls.__subclasses__()
+    return found
+
+
+def error_from_api(kind: object, code: object, message: str) -> ColibriError:
+    """The ColibriError a daemon's error envelope ``{"type", "code", "message"}`` names.
+
+    The one registry is the class tree above (every ColibriError by its name, subclasses defined
+    elsewhere included); an unknown type is a DaemonError.  The instance keeps the class's
+    attributes and is built without its ``__init__`` (the daemon already wrote the message); an
+    envelope whose code differs from the class's own (PartialFailure carries the worst of its
+    items) keeps the envelope's code."""
+    known = _registry().get(str(kind))
+    cls = known or DaemonError
+    error: ColibriError = cls.__new__(cls)
+    ColibriError.__init__(error, message)
+    if known and isinstance(code, int) and not isinstance(code, bool) and code in EXIT_CODES and code != cls.exit_code:
+        error.exit_code = code
+    return error
+
 
 EXIT_CODES: dict[int, str] = {
     0: "success",

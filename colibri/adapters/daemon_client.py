@@ -49,12 +49,7 @@ def _error_from(envelope: Any, status: int) -> ColibriError:
     if not isinstance(detail, dict):
         return DaemonError(f"the daemon answered HTTP {status}")
     message = str(detail.get("message", f"HTTP {status}"))
-    cls = getattr(errors, str(detail.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, ColibriError)):
-        cls = DaemonError
-    error: ColibriError = cls.__new__(cls)
-    ColibriError.__init__(error, message)  # the daemon already wrote the message
-    return error
+    return errors.error_from_api(detail.get("type"), detail.get("code"), message)
 
 
 class DaemonClient:

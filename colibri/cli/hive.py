@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from colibri.cli import context, output, params
+from colibri.errors import TASK_FAILED_EXIT
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.", show_default=False)]
@@ -67,7 +68,7 @@ def submit_task(
         task = client.task(task["id"], wait=25)
     _show(task, as_json)
     if task["state"] == "failed":
-        raise typer.Exit(1)
+        raise typer.Exit(TASK_FAILED_EXIT)
 
 
 def tasks(

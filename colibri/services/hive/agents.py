@@ -1,0 +1,158 @@
+"""Agents: register, deregister, liveness written in batches; and which owners get a socket.
+
+Agent states (colibri.domain.AgentState): active, stale (a missed TTL), lost (past the grace:
+what it held is requeued), left (it deregistered).  A new instance of a known agent cannot finish
+what the old one held, so registering again requeues its running tasks.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlmodel import Session
+
+from colibri.domain import LIVE_AGENT_STATES, AgentState, TenantStatus, agent_may_become, validate_tenant_id
+from colibri.errors import InvalidInput, LimitExceeded, TenantNotFound
+from colibri.services.hive.ledger import Ledger
+from colibri.services.hive.rules import Requeued, Scope, validate_name
+from colibri.services.hive.tasks import TaskRules
+from colibri.services.hive.views import agent_public
+from colibri.store.agents import AgentRepo
+from colibri.store.models import Agent, utcnow
+from colibri.store.owners import OwnerRepo
+
+
+class AgentRules:
+    def __init__(self, ledger: Ledger, tasks: TaskRules) -> None:
+        self._ledger = ledger
+        self._tasks = tasks
+
+    def register(
+        self, scope: Scope, agent_id: str, capabilities: list[dict[str, str]], mother_version: str | None
+    ) -> tuple[dict[str, Any], list[Requeued]]:
+        """Record (or renew) an agent as active; its running tasks go back to the queue."""
+        key = scope.agent_key(validate_name(agent_id, "agent id"))
+        with self._ledger.session() as session:
+            _check_owner(session, scope)
+            agents = AgentRepo(session)
+            agent = agents.get(key)
+            now = utcnow()
+            if agent is None or agent.state not in LIVE_AGENT_STATES:
+                self._check_agent_room(agents, scope)
+            if agent is None:
+                agent = Agent(key=key, agent_id=agent_id, tenant_id=scope.tenant, state=AgentState.ACTIVE)
+                agent.lane = scope.name if scope.kind == "lane" else None
+            agent.capabilities = json.dumps(capabilities, separators=(",", ":"))
+            agent.mother_version = mother_version
+            agent.state = AgentState.ACTIVE
+            agent.registered_at = agent.last_seen_at = agent.state_changed_at = now
+            agents.add(agent)
+            requeued = self._tasks.requeue_held(session, key, f"agent {key} registered again")
+            agents.flush()
+            return agent_public(agent), requeued
+
+    def _check_agent_room(self, agents: AgentRepo, scope: Scope) -> None:
+        """A tenant (or lane) has at most ``max_agents`` live agents; its gone ones (left, lost) are
+        pruned beyond that many, so registering new agent ids forever cannot grow the table."""
+        limit = self._ledger.policy.max_agents
+        live = agents.live_count(scope.kind, scope.name)
+        if live >= limit:
+            raise LimitExceeded(
+                f"{scope.kind} {scope.name} already has {live} live agents (tenant_max_agents {limit}); "
+                "deregister one first"
+            )
+        agents.delete_gone_beyond(scope.kind, scope.name, limit)
+
+    def deregister(self, key: str) -> list[Requeued]:
+        """Mark an agent gone (``left``) and requeue what it held."""
+        with self._ledger.session() as session:
+            agent = AgentRepo(session).get(key)
+            if agent is not None:
+                agent.state, agent.state_changed_at = AgentState.LEFT, utcnow()
+            return self._tasks.requeue_held(session, key, f"agent {key} deregistered")
+
+    def mark_lost(self, key: str) -> list[Requeued]:
+        """An agent missed its heartbeats past the grace: requeue its tasks."""
+        return self.set_states([(key, AgentState.LOST)])
+
+    def set_states(self, changes: Sequence[tuple[str, str]]) -> list[Requeued]:
+        """Write agent state changes in one transaction; tasks of agents now ``lost`` are requeued."""
+        requeued: list[Requeued] = []
+        with self._ledger.session() as session:
+            agents = AgentRepo(session)
+            now = utcnow()
+            for key, state in changes:
+                agent = agents.get(key)
+                if agent is not None and agent.state != state and agent_may_become(agent.state, state):
+                    agent.state, agent.state_changed_at = AgentState(state), now
+                if state == AgentState.LOST:
+                    requeued += self._tasks.requeue_held(session, key, f"agent {key} was lost")
+        return requeued
+
+    def flush_heartbeats(self, beats: Sequence[tuple[str, float]]) -> int:
+        """Write coalesced heartbeats (agent key, wall time) in one batched UPDATE."""
+        if not beats:
+            return 0
+        with self._ledger.store.session() as session:
+            return AgentRepo(session).write_heartbeats(beats)
+
+    def load_agents(self) -> list[dict[str, Any]]:
+        """Agents that may come back (active or stale): the daemon's registry starts from these."""
+        with self._ledger.store.session() as session:
+            return [agent_public(a) for a in AgentRepo(session).live()]
+
+    def agents(self, tenant: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        with self._ledger.store.session() as session:
+            return [agent_public(a) for a in AgentRepo(session).find(tenant, state)]
+
+    # ---- sockets: which tenants and lanes get one --------------------------------------------
+
+    def socket_owners(self) -> tuple[list[str], list[str]]:
+        """Active tenants and declared lanes: the daemon opens an agent socket for each."""
+        with self._ledger.store.session() as session:
+            owners = OwnerRepo(session)
+            return owners.active_tenant_ids(), owners.lane_names()
+
+    def tenant_for_socket(self, tenant_id: str) -> str:
+        """The spawn pipeline asks for a tenant's socket: any tenant that is not removed may have one."""
+        validate_tenant_id(tenant_id)
+        with self._ledger.store.session() as session:
+            tenant = OwnerRepo(session).tenant(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            return tenant_id
+
+    def removed_tenants(self, candidates: Iterable[str]) -> list[str]:
+        """Which of these tenants are gone (removed or deleted): their sockets are closed."""
+        wanted = list(candidates)
+        if not wanted:
+            return []
+        with self._ledger.store.session() as session:
+            kept = OwnerRepo(session).kept_tenant_ids(wanted)
+            return [t for t in wanted if t not in kept]
+
+    def agent_gid(self, tenant_id: str, agent_id: int) -> int | None:
+        """The tenant's agent gid from its row (None: no block yet; spawn sets the directory)."""
+        with self._ledger.store.session() as session:
+            tenant = OwnerRepo(session).tenant(tenant_id)
+            return None if tenant is None or tenant.uid_base is None else tenant.uid_base + agent_id
+
+    def declare_lane(self, name: str) -> bool:
+        """Declare a shared lane (idempotent).  Returns True when it is new."""
+        validate_tenant_id(name)  # a lane's socket directory follows the tenant rules
+        with self._ledger.store.session() as session:
+            owners = OwnerRepo(session)
+            if owners.lane(name) is not None:
+                return False
+            owners.add_lane(name)
+            return True
+
+
+def _check_owner(session: Session, scope: Scope) -> None:
+    owners = OwnerRepo(session)
+    if scope.kind == "tenant":
+        tenant = owners.tenant(str(scope.name))
+        if tenant is None or tenant.status == TenantStatus.REMOVED:
+            raise TenantNotFound(str(scope.name))
+    elif scope.kind == "lane" and owners.lane(str(scope.name)) is None:
+        raise InvalidInput(f"lane not declared: {scope.name}")

@@ -1,0 +1,159 @@
+"""What each tenant holds in the store, kept in memory: cheap limit checks, and retention.
+
+The daemon's database thread is the only writer of tasks, so the counts read once per tenant
+stay right as long as every change goes through ``Ledger.session()``: a change noted inside it is
+applied when the transaction commits (and dropped when it rolls back); then a tenant past its
+finished-task caps is pruned.
+"""
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from colibri.services.hive.rules import FINISHED, PRUNE_BATCH, Policy
+from colibri.store.db import Store
+from colibri.store.models import Task, utcnow
+from colibri.store.tasks import TaskRepo
+
+
+@dataclass
+class Usage:
+    """What one tenant (None: the operator) holds in the store: its unfinished tasks and their
+    payload bytes, its finished tasks and their payload + result bytes."""
+
+    queued: int = 0
+    queued_bytes: int = 0
+    finished: int = 0
+    finished_bytes: int = 0
+
+
+@dataclass
+class _Pending:
+    """Usage changes of the open transaction, applied once it commits."""
+
+    deltas: list[tuple[str | None, int, int, int, int]] = field(default_factory=list)
+
+
+class Ledger:
+    """The store, the policy and the kept usage, shared by the hive's agent and task rules."""
+
+    def __init__(self, store: Store, policy: Policy, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self._usage: dict[str | None, Usage] = {}
+        self._pending: _Pending | None = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A store session whose usage changes are applied when it commits (and dropped when it
+        rolls back); then tenants past their finished-task caps are pruned."""
+        self._pending = pending = _Pending()
+        try:
+            with self.store.session() as session:
+                yield session
+        finally:
+            self._pending = None
+        over = set()
+        for tenant, queued, queued_bytes, finished, finished_bytes in pending.deltas:
+            usage = self._usage.get(tenant)
+            if usage is None:
+                continue  # read whole from the store when it is first needed
+            usage.queued += queued
+            usage.queued_bytes += queued_bytes
+            usage.finished += finished
+            usage.finished_bytes += finished_bytes
+            if self._over_retention(usage):
+                over.add(tenant)
+        for tenant in over:
+            self.prune(tenant)
+
+    def note(self, tenant: str | None, queued: int, queued_bytes: int, finished: int, finished_bytes: int) -> None:
+        assert self._pending is not None, "usage changes only inside session()"
+        self._pending.deltas.append((tenant, queued, queued_bytes, finished, finished_bytes))
+
+    def note_finished(self, task: Task) -> None:
+        payload = len(task.payload)
+        self.note(task.tenant_id, -1, -payload, 1, payload + len(task.result or ""))
+
+    def usage(self, tenant: str | None, session: Session | None = None) -> Usage:
+        """The tenant's usage; read from the store the first time (one query per tenant)."""
+        usage = self._usage.get(tenant)
+        if usage is None:
+            usage = Usage()
+            if session is None:
+                with self.store.session() as own:
+                    rows = TaskRepo(own).usage_rows(tenant)
+            else:
+                rows = TaskRepo(session).usage_rows(tenant)
+            for state, count, total, payload in rows:
+                if state in FINISHED:
+                    usage.finished += int(count)
+                    usage.finished_bytes += int(total)
+                else:
+                    usage.queued += int(count)
+                    usage.queued_bytes += int(payload)
+            self._usage[tenant] = usage
+        return usage
+
+    def queue_full(self, tenant: str | None, size: int = 0) -> str | None:
+        """Why a task of ``size`` payload bytes cannot be queued for ``tenant`` (None: it can), from
+        the kept usage alone: a refused submit costs the store nothing.  Only known tenants are
+        checked here (the daemon calls this off the database thread)."""
+        usage = self._usage.get(tenant)
+        if tenant is None or usage is None:
+            return None
+        if usage.queued >= self.policy.max_queued_tasks:
+            return (
+                f"tenant {tenant} has {usage.queued} unfinished tasks (tenant_max_queued_tasks "
+                f"{self.policy.max_queued_tasks}); wait for some to finish"
+            )
+        if usage.queued_bytes + size > self.policy.max_queued_bytes:
+            return (
+                f"tenant {tenant}'s unfinished tasks hold {usage.queued_bytes} payload bytes; this one would "
+                f"pass tenant_max_queued_payload_bytes ({self.policy.max_queued_bytes})"
+            )
+        return None
+
+    def _over_retention(self, usage: Usage) -> bool:
+        return usage.finished > self.policy.max_finished_tasks or usage.finished_bytes > self.policy.max_finished_bytes
+
+    def prune(self, tenant: str | None) -> int:
+        """Delete the tenant's oldest finished tasks until it is within its finished-task caps."""
+        usage = self.usage(tenant)
+        deleted = 0
+        while self._over_retention(usage):
+            with self.store.session() as session:
+                tasks = TaskRepo(session)
+                rows = tasks.oldest_finished(tenant, 64)
+                if not rows:
+                    usage.finished = usage.finished_bytes = 0  # the counts were off: nothing is left
+                    break
+                doomed: list[int] = []
+                count, total = usage.finished, usage.finished_bytes
+                for task_id, task_size in rows:
+                    if count <= self.policy.max_finished_tasks and total <= self.policy.max_finished_bytes:
+                        break
+                    doomed.append(int(task_id or 0))
+                    count, total = count - 1, total - int(task_size)
+                tasks.delete(doomed)
+            usage.finished, usage.finished_bytes = count, max(total, 0)
+            deleted += len(doomed)
+        return deleted
+
+    def prune_expired(self) -> int:
+        """Delete finished tasks older than ``retention_seconds`` (at most PRUNE_BATCH a run)."""
+        cutoff = utcnow() - timedelta(seconds=self.policy.retention_seconds)
+        with self.session() as session:
+            tasks = TaskRepo(session)
+            rows = tasks.finished_before(cutoff, PRUNE_BATCH)
+            if not rows:
+                return 0
+            tasks.delete([int(i or 0) for i, _, _ in rows])
+            for _, tenant, task_size in rows:
+                self.note(tenant, 0, 0, -1, -int(task_size))
+            return len(rows)

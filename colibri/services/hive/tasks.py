@@ -1,0 +1,238 @@
+"""Tasks: submit, claim (a lease), finish, give back, requeue; capability routing by ``Scope``.
+
+Task states (colibri.domain.TaskState): ``queued → running → succeeded | failed``; an expired
+lease, a lost or re-registered agent puts a running task back to ``queued`` until
+``max_attempts`` claims were spent, then it is ``failed`` with the reason.  Nothing is dropped
+silently.
+"""
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from colibri.domain import TaskState, TenantStatus, check_task_transition, requeue_outcome, validate_tenant_id
+from colibri.errors import Conflict, LimitExceeded, PermissionDenied, StateConflict, TaskNotFound, TenantNotFound
+from colibri.services.hive.ledger import Ledger
+from colibri.services.hive.rules import (
+    FINISHED,
+    MAX_PAYLOAD_BYTES,
+    AgentRef,
+    Requeued,
+    ResultTooLarge,
+    Scope,
+    encode_json,
+    validate_idempotency_key,
+    validate_name,
+)
+from colibri.services.hive.views import task_public
+from colibri.store.models import Task, utcnow
+from colibri.store.owners import OwnerRepo
+from colibri.store.tasks import TaskRepo
+
+
+class TaskRules:
+    def __init__(self, ledger: Ledger, token: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+        self._ledger = ledger
+        self._token = token
+
+    def submit(
+        self, scope: Scope, capability: str, payload: Any, tenant: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a task.  On an agent socket the tenant is the socket's; naming another is refused.
+
+        With an ``idempotency_key``, a repeat by the same submitter returns the task the first call
+        created (``"created": false``); the same key with another capability, tenant or payload is a
+        Conflict.  A tenant has at most ``max_queued_tasks`` unfinished tasks holding at most
+        ``max_queued_bytes`` of payload (LimitExceeded beyond)."""
+        ledger = self._ledger
+        validate_name(capability, "capability")
+        tenant = _task_tenant(scope, tenant)
+        idempotency_key = validate_idempotency_key(idempotency_key)
+        text = encode_json(payload, MAX_PAYLOAD_BYTES, "the payload")
+        submitted_by = "operator" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
+        if idempotency_key is None and (full := ledger.queue_full(tenant, len(text))) is not None:
+            raise LimitExceeded(full)  # known from the kept usage: no store work for a refusal
+        with ledger.session() as session:
+            tasks = TaskRepo(session)
+            if idempotency_key is not None:
+                earlier = tasks.by_idempotency_key(submitted_by, idempotency_key)
+                if earlier is not None:
+                    if (earlier.capability, earlier.tenant_id, earlier.payload) != (capability, tenant, text):
+                        raise Conflict(
+                            f"idempotency key {idempotency_key!r} was used for task {earlier.id} with another body"
+                        )
+                    return {**task_public(earlier), "created": False}
+            if tenant is not None:
+                found = OwnerRepo(session).tenant(tenant)
+                if found is None or found.status == TenantStatus.REMOVED:
+                    raise TenantNotFound(tenant)
+                self._check_queue_room(session, tenant, len(text))
+            task = Task(
+                tenant_id=tenant,
+                capability=capability,
+                payload=text,
+                state=TaskState.QUEUED,
+                max_attempts=ledger.policy.max_attempts,
+                submitted_by=submitted_by,
+                idempotency_key=idempotency_key,
+            )
+            tasks.add(task)
+            ledger.note(tenant, 1, len(text), 0, 0)
+            return {**task_public(task), "created": True}
+
+    def _check_queue_room(self, session: Session, tenant: str, size: int) -> None:
+        """A tenant has at most ``max_queued_tasks`` unfinished tasks holding ``max_queued_bytes``."""
+        self._ledger.usage(tenant, session)
+        full = self._ledger.queue_full(tenant, size)
+        if full is not None:
+            raise LimitExceeded(full)
+
+    def claim(self, agent: AgentRef) -> dict[str, Any] | None:
+        """Lease the oldest queued task this agent may take, or return None.
+
+        The update is a compare-and-set on ``state = 'queued'``: a task is never leased twice.
+        """
+        if not agent.capabilities:
+            return None
+        policy = self._ledger.policy
+        with self._ledger.store.session() as session:
+            task = TaskRepo(session).next_queued(sorted(agent.capabilities), agent.tenant)
+            if task is None:
+                return None
+            check_task_transition(task.id, task.state, TaskState.RUNNING)
+            now = self._ledger.clock()
+            task.state, task.agent_key = TaskState.RUNNING, agent.key
+            task.lease_token, task.lease_expires_at = self._token(), now + policy.lease_seconds
+            task.attempts += 1
+            task.claimed_at = task.updated_at = utcnow()
+            TaskRepo(session).add(task)
+            shown = task_public(task)
+            shown["lease"] = task.lease_token
+            shown["lease_seconds"] = policy.lease_seconds
+            return shown
+
+    def finish(
+        self, scope: Scope, key: str, task_id: int, lease: str, ok: bool, result: Any, error: str | None,
+        exit_status: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Record a task's outcome.  Only the agent holding the current lease may; anything else is
+        StateConflict (the lease expired and the task went back to the queue).
+
+        Idempotent: the same agent reporting again with the lease that finished the task (its first
+        answer was lost) gets the task as it was recorded, and nothing changes."""
+        result_text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
+        with self._ledger.session() as session:
+            task = _visible(session, scope, task_id, for_update=True)
+            if task.state in FINISHED and task.agent_key == key and task.lease_token == lease:
+                return task_public(task)
+            if task.state != TaskState.RUNNING or task.agent_key != key or task.lease_token != lease:
+                raise StateConflict(f"task {task_id} is not leased to {key} (its lease expired or it was requeued)")
+            task.state = TaskState.SUCCEEDED if ok else TaskState.FAILED
+            task.result = result_text
+            task.error = None if ok else (error or "failed")[:4000]
+            task.exit_status = exit_status
+            task.lease_expires_at = None  # the token stays: a repeated report is recognised
+            task.finished_at = task.updated_at = utcnow()
+            TaskRepo(session).add(task)
+            self._ledger.note_finished(task)
+            return task_public(task)
+
+    def release(self, task_id: int, lease: str) -> bool:
+        """Give a leased task back at once, as if never claimed (its lease never reached the agent):
+        queued again, the attempt not counted.  False when that lease no longer holds it."""
+        with self._ledger.store.session() as session:
+            task = TaskRepo(session).get(task_id, for_update=True)
+            if task is None or task.state != TaskState.RUNNING or task.lease_token != lease:
+                return False
+            _unclaim(task)
+            session.add(task)
+            return True
+
+    def release_undelivered(self, key: str, claimed_before: datetime) -> list[Requeued]:
+        """The agent asks for work while it holds leases claimed before ``claimed_before`` (this
+        daemon's start): an agent claims only with its hands free, so those leases never reached it
+        (the daemon died between the claim's commit and its answer).  Queued again at once, as if
+        never claimed; without this they waited out their whole lease."""
+        with self._ledger.store.session() as session:
+            given: list[Requeued] = []
+            for task in TaskRepo(session).held_by(key, claimed_before):
+                _unclaim(task)
+                session.add(task)
+                assert task.id is not None
+                given.append(Requeued(task.id, task.tenant_id, task.capability, task.state))
+            return given
+
+    def expire_leases(self) -> list[Requeued]:
+        """Requeue running tasks whose lease ran out."""
+        now = self._ledger.clock()
+        with self._ledger.session() as session:
+            expired = TaskRepo(session).lease_expired(now)
+            return [self.requeue(session, t, f"lease expired on agent {t.agent_key}") for t in expired]
+
+    def requeue_held(self, session: Session, key: str, reason: str) -> list[Requeued]:
+        return [self.requeue(session, task, reason) for task in TaskRepo(session).held_by(key)]
+
+    def requeue(self, session: Session, task: Task, reason: str) -> Requeued:
+        outcome = requeue_outcome(task.attempts, task.max_attempts)
+        check_task_transition(task.id, task.state, outcome)
+        task.state = outcome
+        if outcome == TaskState.FAILED:
+            task.error = f"gave up after {task.attempts} attempts: {reason}"
+            task.finished_at = utcnow()
+            self._ledger.note_finished(task)
+        else:
+            task.error = f"requeued: {reason}"
+        task.agent_key, task.lease_token, task.lease_expires_at = None, None, None
+        task.updated_at = utcnow()
+        session.add(task)
+        assert task.id is not None
+        return Requeued(task.id, task.tenant_id, task.capability, task.state)
+
+    def task(self, scope: Scope, task_id: int) -> dict[str, Any]:
+        """One task.  A tenant's socket sees only that tenant's tasks (others are TaskNotFound)."""
+        with self._ledger.store.session() as session:
+            return task_public(_visible(session, scope, task_id))
+
+    def tasks(self, tenant: str | None = None, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first, summaries (no payload, no result)."""
+        with self._ledger.store.session() as session:
+            found = TaskRepo(session).find(tenant, state, max(1, min(limit, 1000)))
+            return [task_public(t, full=False) for t in found]
+
+    def queued(self) -> list[tuple[int, str | None, str]]:
+        """(id, tenant, capability) of every queued task: to wake waiting agents after a restart."""
+        with self._ledger.store.session() as session:
+            return TaskRepo(session).queued_refs()
+
+    def task_counts(self) -> dict[str, int]:
+        with self._ledger.store.session() as session:
+            counts = dict.fromkeys((s.value for s in TaskState), 0)
+            counts.update(TaskRepo(session).counts())
+            return counts
+
+
+def _unclaim(task: Task) -> None:
+    """Queued again as if never claimed: the attempt not counted, no agent, no lease."""
+    check_task_transition(task.id, task.state, TaskState.QUEUED)
+    task.state = TaskState.QUEUED
+    task.attempts = max(0, task.attempts - 1)
+    task.agent_key, task.lease_token, task.lease_expires_at, task.claimed_at = None, None, None, None
+    task.updated_at = utcnow()
+
+
+def _task_tenant(scope: Scope, tenant: str | None) -> str | None:
+    if scope.kind == "admin":
+        return None if tenant is None else validate_tenant_id(tenant)
+    if tenant is not None and tenant != scope.tenant:
+        raise PermissionDenied(f"this socket belongs to {scope.kind} {scope.name}; it cannot act for {tenant}")
+    return scope.tenant
+
+
+def _visible(session: Session, scope: Scope, task_id: int, for_update: bool = False) -> Task:
+    task = TaskRepo(session).get(task_id, for_update=for_update)
+    if task is None or (scope.kind == "tenant" and task.tenant_id != scope.name):
+        raise TaskNotFound(f"task not found: {task_id}")
+    return task
