@@ -11,14 +11,18 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from colibri import __version__
+from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response, log_bug
 from colibri.daemon.logfilter import about
-from colibri.daemon.metrics import CONTENT_TYPE
+from colibri.daemon.metrics import CONTENT_TYPE, Metrics
+from colibri.daemon.sockets import Sockets
 from colibri.domain import validate_tenant_id
 from colibri.errors import (
+    INTERNAL_ERROR_EXIT,
     AgentNotFound,
     ColibriError,
     Conflict,
@@ -33,14 +37,13 @@ from colibri.services.hive import (
     AGENT_STATES,
     FINISHED,
     TASK_STATES,
+    HiveService,
+    Policy,
     ResultTooLarge,
     Scope,
     parse_capabilities,
     validate_name,
 )
-
-if TYPE_CHECKING:
-    from colibri.daemon.server import Daemon
 
 log = logging.getLogger("colibri.daemon")
 MAX_WAIT = 30.0
@@ -52,6 +55,23 @@ _STATUS: list[tuple[type[ColibriError], int]] = [
 ]  # fmt: skip
 
 Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
+STOPPING = (503, "DaemonError", DaemonError.exit_code, "the daemon is stopping")
+INTERNAL = (500, "ColibriError", INTERNAL_ERROR_EXIT, "internal error")
+
+
+@dataclass
+class Parts:
+    """What the routes use of the daemon: built by the daemon's process, which the API never sees."""
+
+    metrics: Metrics
+    dispatcher: Dispatcher
+    sockets: Sockets
+    db: Callable[..., Awaitable[Any]]
+    hive: Callable[[], HiveService]
+    policy: Callable[[], Policy]
+    health: Callable[[], Awaitable[dict[str, Any]]]
+    metrics_text: Callable[[], Awaitable[str]]
+    stopping: Callable[[], bool]
 
 
 def error_for(exc: ColibriError) -> Response:
@@ -139,8 +159,8 @@ def _task_id(request: Request) -> int:
 class Api:
     """Route handlers over the daemon's state.  ``handler(scope)`` is what a socket serves."""
 
-    def __init__(self, daemon: "Daemon") -> None:
-        self.d = daemon
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
         self.admin = Router()
         self.agent = Router()
         self.metrics_only = Router()
@@ -166,7 +186,7 @@ class Api:
     def handler(self, scope: Scope, router: Router | None = None) -> Callable[[Request], Any]:
         routes = router or (self.admin if scope.kind == "admin" else self.agent)
         kind = scope.kind
-        metrics = self.d.metrics
+        metrics = self.p.metrics
 
         def handle(request: Request) -> "Response | Awaitable[Response]":
             response = self._dispatch(routes, request, scope)
@@ -178,8 +198,8 @@ class Api:
         return handle
 
     def _dispatch(self, routes: Router, request: Request, scope: Scope) -> "Response | Awaitable[Response]":
-        if self.d.stopping:
-            return error_response(503, "DaemonError", 16, "the daemon is stopping", close=True)
+        if self.p.stopping():
+            return error_response(*STOPPING, close=True)
         target = routes.match(request)
         if target == 404:
             version = request.path.split("/")[1] if request.path.count("/") > 1 else ""
@@ -187,10 +207,12 @@ class Api:
                 message = f"unsupported API version {version!r}: this daemon speaks v1"
             else:
                 message = f"no such route: {request.path[:100]}"
-            return error_response(404, "NotFound", 4, message)
+            return error_response(404, "NotFound", NotFound.exit_code, message)
         if target == 405:
             allow = ", ".join(routes.allowed(request.path))
-            response = error_response(405, "InvalidInput", 7, f"method {request.method[:20]} not allowed here: {allow}")
+            response = error_response(
+                405, "InvalidInput", InvalidInput.exit_code, f"method {request.method[:20]} not allowed here: {allow}"
+            )
             response.headers["Allow"] = allow  # RFC 9110 §15.5.6
             return response
         assert callable(target)
@@ -199,10 +221,10 @@ class Api:
         except ColibriError as exc:
             return error_for(exc)
         except BadRequest as exc:
-            return error_response(exc.status, "InvalidInput", 7, str(exc))
+            return error_response(exc.status, "InvalidInput", InvalidInput.exit_code, str(exc))
         except Exception as exc:  # a bug: logged with its traceback (never the body), answered 500
             log_bug(request, exc)
-            return error_response(500, "ColibriError", 1, "internal error", close=True)
+            return error_response(*INTERNAL, close=True)
 
     async def _later(self, pending: Awaitable[Response], kind: str, request: Request) -> Response:
         try:
@@ -210,11 +232,11 @@ class Api:
         except ColibriError as exc:
             response = error_for(exc)
         except BadRequest as exc:
-            response = error_response(exc.status, "InvalidInput", 7, str(exc))
+            response = error_response(exc.status, "InvalidInput", InvalidInput.exit_code, str(exc))
         except Exception as exc:  # a bug: logged with its traceback (never the body), answered 500
             log_bug(request, exc)
-            response = error_response(500, "ColibriError", 1, "internal error", close=True)
-        self.d.metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
+            response = error_response(*INTERNAL, close=True)
+        self.p.metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
         return response
 
     # ---- agents ---------------------------------------------------------------------------------
@@ -227,32 +249,33 @@ class Api:
         mother = body.get("mother_version")
         if mother is not None and (not isinstance(mother, str) or len(mother) > 32):
             raise InvalidInput("mother_version must be a string of at most 32 characters")
-        record, requeued = await self.d.db(self.d.hive.register, scope, agent_id, capabilities, mother)
-        agent = self.d.registry.upsert(record)
-        self.d.after_requeue(requeued)
-        stale, lost = self.d.policy.ttls(agent.interval)
+        record, requeued = await self.p.db(self.p.hive().register, scope, agent_id, capabilities, mother)
+        agent = self.p.dispatcher.registry.upsert(record)
+        self.p.dispatcher.forget(agent.key)  # register requeued what it held
+        self.p.dispatcher.after_requeue(requeued)
+        stale, lost = self.p.policy().ttls(agent.interval)
         shown = ", ".join(sorted(agent.capabilities)) or "no capabilities"
         log.info("agent %s registered (%s)", agent.key, shown, extra=about(agent.key))
         answer = {"agent": record, "interval": round(agent.interval, 3), "stale_after": stale, "lost_after": lost}
-        return json_response(200, {**answer, "lease_seconds": self.d.policy.lease_seconds})
+        return json_response(200, {**answer, "lease_seconds": self.p.policy().lease_seconds})
 
     def heartbeat(self, request: Request, scope: Scope) -> Response:
         body = _object(request)
         _claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
-        agent = self.d.registry.beat(key)
+        agent = self.p.dispatcher.registry.beat(key)
         if agent is None:
             raise AgentNotFound(f"agent not registered (or lost): {key}; register again")
-        actions = self.d.registry.take_actions(agent) if agent.actions else []
+        actions = self.p.dispatcher.registry.take_actions(agent) if agent.actions else []
         return json_response(200, {"interval": round(agent.interval, 3), "actions": actions})
 
     async def deregister(self, request: Request, scope: Scope) -> Response:
         body = _object(request)
         _claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
-        requeued = await self.d.db(self.d.hive.deregister, key)
-        self.d.registry.remove(key)
-        self.d.after_requeue(requeued)
+        requeued = await self.p.db(self.p.hive().deregister, key)
+        self.p.dispatcher.registry.remove(key)
+        self.p.dispatcher.after_requeue(requeued)
         log.info("agent %s deregistered", key, extra=about(key))
         return json_response(200, {"agent": key, "requeued": [r.task_id for r in requeued]})
 
@@ -260,10 +283,10 @@ class Api:
         state = request.query.get("state")
         if state is not None and state not in AGENT_STATES:
             raise InvalidInput(f"unknown agent state {state[:20]!r}: one of {', '.join(AGENT_STATES)}")
-        stored = await self.d.db(self.d.hive.agents, _tenant_query(request), None)
+        stored = await self.p.db(self.p.hive().agents, _tenant_query(request), None)
         shown = []
         for record in stored:
-            live = self.d.registry.get(record["key"])
+            live = self.p.dispatcher.registry.get(record["key"])
             if live is not None:
                 record["state"] = live.state
                 record["heartbeat_interval"] = round(live.interval, 3)
@@ -278,7 +301,7 @@ class Api:
         if not isinstance(action, str) or action not in ACTIONS:  # a dict or list is unhashable: not a 500
             shown = action[:30] if isinstance(action, str) else type(action).__name__
             raise InvalidInput(f"unknown action {shown!r}: one of {', '.join(sorted(ACTIONS))}")
-        count = self.d.registry.queue_action(tenant, action)
+        count = self.p.dispatcher.registry.queue_action(tenant, action)
         return json_response(200, {"tenant": request.params["tenant"], "action": action, "agents": count})
 
     # ---- tasks ----------------------------------------------------------------------------------
@@ -291,30 +314,30 @@ class Api:
         tenant = body.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise InvalidInput("tenant must be a string")
-        submit, key = self.d.hive.submit, body.get("idempotency_key")
-        task = await self.d.db(submit, scope, body.get("capability"), body["payload"], tenant, key)
+        submit, key = self.p.hive().submit, body.get("idempotency_key")
+        task = await self.p.db(submit, scope, body.get("capability"), body["payload"], tenant, key)
         if task["created"]:
-            self.d.metrics.inc("colibri_tasks_submitted_total")
-            self.d.notify(task["tenant"], task["capability"])
+            self.p.metrics.inc("colibri_tasks_submitted_total")
+            self.p.dispatcher.notify(task["tenant"], task["capability"])
         if task["state"] == "queued":
-            task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])
+            task["waiting"] = self.p.dispatcher.registry.waiting_reason(task["tenant"], task["capability"])
         return json_response(201 if task["created"] else 200, task)
 
     async def task(self, request: Request, scope: Scope) -> Response:
         task_id = _task_id(request)
         wait = _query_number(request, "wait", 0, 0, MAX_WAIT)
-        task = await self.d.db(self.d.hive.task, scope, task_id)
+        task = await self.p.db(self.p.hive().task, scope, task_id)
         if wait > 0 and task["state"] not in FINISHED:
-            self.d.task_waits += 1
+            self.p.dispatcher.task_waits += 1
             try:
-                await _until(self.d.task_event(task_id), wait, request)
+                await _until(self.p.dispatcher.task_event(task_id), wait, request)
             finally:
-                self.d.task_waits -= 1
+                self.p.dispatcher.task_waits -= 1
             if request.gone:
                 return json_response(200, task)  # nobody reads it: no second look at the store
-            task = await self.d.db(self.d.hive.task, scope, task_id)
+            task = await self.p.db(self.p.hive().task, scope, task_id)
         if task["state"] == "queued":
-            task["waiting"] = self.d.registry.waiting_reason(task["tenant"], task["capability"])
+            task["waiting"] = self.p.dispatcher.registry.waiting_reason(task["tenant"], task["capability"])
         return json_response(200, task)
 
     async def tasks(self, request: Request, scope: Scope) -> Response:
@@ -322,7 +345,7 @@ class Api:
         if state is not None and state not in TASK_STATES:
             raise InvalidInput(f"unknown task state {state[:20]!r}: one of {', '.join(TASK_STATES)}")
         limit = int(_query_number(request, "limit", 100, 1, MAX_LIMIT, integer=True))
-        found = await self.d.db(self.d.hive.tasks, _tenant_query(request), state, limit)
+        found = await self.p.db(self.p.hive().tasks, _tenant_query(request), state, limit)
         return json_response(200, {"tasks": found})
 
     async def claim(self, request: Request, scope: Scope) -> Response:
@@ -331,12 +354,12 @@ class Api:
         _claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
         wait = _body_number(body.get("wait", 0), "wait", 0, MAX_WAIT)
-        task = await self.d.claim(key, wait, request.conn)
+        task = await self.p.dispatcher.claim(key, wait, request.conn)
         if task is None:
             return Response(204)
-        self.d.metrics.inc("colibri_tasks_claimed_total")
+        self.p.metrics.inc("colibri_tasks_claimed_total")
         response = json_response(200, task)
-        response.unsent = lambda: self.d.give_back_later(task)  # the client went while we claimed
+        response.unsent = lambda: self.p.dispatcher.give_back_later(task)  # the client went while we claimed
         return response
 
     async def result(self, request: Request, scope: Scope) -> Response:
@@ -351,33 +374,33 @@ class Api:
             raise InvalidInput("error must be a string")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
             raise InvalidInput("exit_status must be an integer")
-        finish = self.d.hive.finish
-        task = await self.d.db(finish, scope, key, _task_id(request), lease, ok, body.get("result"), error, status)
-        self.d.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
-        self.d.finished(task["id"])
+        finish = self.p.hive().finish
+        task = await self.p.db(finish, scope, key, _task_id(request), lease, ok, body.get("result"), error, status)
+        self.p.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
+        self.p.dispatcher.finished(task["id"])
         return json_response(200, task)
 
     # ---- sockets, lanes, health, metrics ------------------------------------------------------
 
     async def open_socket(self, request: Request, scope: Scope) -> Response:
-        tenant = await self.d.db(self.d.hive.tenant_for_socket, request.params["tenant"])
-        path = await self.d.open_agent_socket("tenant", tenant)
+        tenant = await self.p.db(self.p.hive().tenant_for_socket, request.params["tenant"])
+        path = await self.p.sockets.open_agent_socket("tenant", tenant)
         return json_response(200, {"tenant": tenant, "socket": str(path), "directory": str(path.parent)})
 
     async def close_socket(self, request: Request, scope: Scope) -> Response:
-        closed = await self.d.close_agent_socket("tenant", validate_tenant_id(request.params["tenant"]))
+        closed = await self.p.sockets.close_agent_socket("tenant", validate_tenant_id(request.params["tenant"]))
         return json_response(200, {"tenant": request.params["tenant"], "closed": closed})
 
     async def declare_lane(self, request: Request, scope: Scope) -> Response:
-        created = await self.d.db(self.d.hive.declare_lane, request.params["lane"])
-        path = await self.d.open_agent_socket("lane", request.params["lane"])
+        created = await self.p.db(self.p.hive().declare_lane, request.params["lane"])
+        path = await self.p.sockets.open_agent_socket("lane", request.params["lane"])
         return json_response(200, {"lane": request.params["lane"], "created": created, "socket": str(path)})
 
     async def health(self, request: Request, scope: Scope) -> Response:
         if scope.kind != "admin":
             return json_response(200, {"status": "ok", "version": __version__})
-        return json_response(200, await self.d.health())
+        return json_response(200, await self.p.health())
 
     async def metrics(self, request: Request, scope: Scope) -> Response:
-        text = await self.d.metrics_text()
+        text = await self.p.metrics_text()
         return Response(200, text.encode(), content_type=CONTENT_TYPE)

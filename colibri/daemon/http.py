@@ -45,6 +45,9 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from colibri import strictjson
+from colibri.errors import INTERNAL_ERROR_EXIT, DaemonError, InvalidInput, LimitExceeded
+
+BAD = InvalidInput.exit_code  # the codes of the error envelopes this module answers by itself
 
 log = logging.getLogger("colibri.daemon")
 MAX_HEAD = 16 * 1024
@@ -220,7 +223,9 @@ class Gate:
 
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-_BUSY_BODY = b'{"error":{"type":"LimitExceeded","code":16,"message":"too many connections on this socket"}}'
+_BUSY_BODY = b'{"error":{"type":"LimitExceeded","code":%d,"message":"too many connections on this socket"}}' % (
+    LimitExceeded.exit_code
+)
 BUSY = _BUSY + b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
 
 
@@ -334,7 +339,7 @@ class HttpProtocol(asyncio.Protocol):
             if now - self._started > limits.request_timeout:
                 self._buffer.clear()
                 message = f"the request was not complete within {limits.request_timeout:g} s"
-                self._send(error_response(408, "InvalidInput", 7, message, close=True))
+                self._send(error_response(408, "InvalidInput", BAD, message, close=True))
         elif now - self.last_active > limits.idle_timeout:
             self._abort()
 
@@ -357,23 +362,23 @@ class HttpProtocol(asyncio.Protocol):
                 request = self._parse()
             except BadRequest as exc:
                 self._buffer.clear()
-                self._send(error_response(exc.status, "InvalidInput", 7, str(exc), close=True), self._head)
+                self._send(error_response(exc.status, "InvalidInput", BAD, str(exc), close=True), self._head)
                 return
             if request is None:
                 break
             head = request.method == "HEAD"
             if not self._gate.take(self.last_active, len(request.body)):
                 message = "too many requests on this socket: slow down"
-                self._send(error_response(429, "LimitExceeded", 16, message), head)
+                self._send(error_response(429, "LimitExceeded", LimitExceeded.exit_code, message), head)
                 continue
             if request.query_error is not None:
-                self._send(error_response(400, "InvalidInput", 7, request.query_error), head)
+                self._send(error_response(400, "InvalidInput", BAD, request.query_error), head)
                 continue
             try:
                 outcome = self._handler(request)
             except Exception as exc:  # the handler maps its own errors; this is a bug, answer 500 anyway
                 log_bug(request, exc)
-                outcome = error_response(500, "ColibriError", 1, "internal error", close=True)
+                outcome = error_response(500, "ColibriError", INTERNAL_ERROR_EXIT, "internal error", close=True)
             if inspect.isawaitable(outcome):
                 self._busy = True
                 task = asyncio.ensure_future(outcome)
@@ -386,10 +391,10 @@ class HttpProtocol(asyncio.Protocol):
     def _finished(self, request: Request, task: "asyncio.Future[Response]") -> None:
         self._busy = False
         if task.cancelled():
-            response = error_response(503, "DaemonError", 16, "the daemon is stopping", close=True)
+            response = error_response(503, "DaemonError", DaemonError.exit_code, "the daemon is stopping", close=True)
         elif (exc := task.exception()) is not None:
             log_bug(request, exc)
-            response = error_response(500, "ColibriError", 1, "internal error", close=True)
+            response = error_response(500, "ColibriError", INTERNAL_ERROR_EXIT, "internal error", close=True)
         else:
             response = task.result()
         if response.unsent is not None and (self._transport is None or self._transport.is_closing()):

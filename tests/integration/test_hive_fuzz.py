@@ -42,7 +42,7 @@ def hive_fixture() -> Iterator[Hive]:
 
 
 def test_the_document_and_the_routers_agree() -> None:
-    api = Api(daemon=None)  # type: ignore[arg-type]
+    api = Api(parts=None)  # type: ignore[arg-type]
     routers = {"admin": api.admin, "agent": api.agent}
     for path, method, op in OPERATIONS:
         concrete = re.sub(r"\{\w+\}", "1", path)

@@ -36,11 +36,11 @@ def test_agent_sockets_get_the_descriptors_left_after_the_reserve(tmp_path: Path
                         daemon_admin_max_connections=50)  # fmt: skip
     daemon = Daemon(settings)
     try:
-        daemon._fd_limit = 1024
-        daemon._resize_pool()
-        assert daemon._pool_conns.cap == 1024 - 100 - 50
-        admin, tenant = daemon._gate("admin", admin=True), daemon._gate("tenant:t")
-        assert admin.pool is None and tenant.pool is daemon._pool_conns  # the admin's budget is its own
+        daemon.sockets.fd_limit = 1024
+        daemon.sockets.resize_pool()
+        assert daemon.sockets.pool.cap == 1024 - 100 - 50
+        admin, tenant = daemon.sockets.gate("admin", admin=True), daemon.sockets.gate("tenant:t")
+        assert admin.pool is None and tenant.pool is daemon.sockets.pool  # the admin's budget is its own
         assert admin.max_connections == 50 and tenant.max_connections == settings.daemon_max_connections_per_socket
     finally:
         daemon._pool.shutdown()
