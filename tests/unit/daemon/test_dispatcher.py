@@ -1,0 +1,94 @@
+"""The dispatcher on a real SQLite store: what happens to leases across a daemon's SIGKILL.
+
+The race of test_kill_9_under_load_loses_nothing_acknowledged, made deterministic: the old daemon
+committed a claim and died before its answer was written, so the agent never got the lease; the
+agent stays registered (the new daemon loads it from the store) and goes on polling.  Its lease
+must not wait out ``task_lease_seconds``.
+"""
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from colibri.daemon.dispatcher import Dispatcher
+from colibri.daemon.liveness import Registry
+from colibri.daemon.metrics import Metrics
+from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+from colibri.services.tenants import TenantService
+from colibri.store.db import Store
+from colibri.store.models import Tenant, utcnow
+
+ECHO = [{"name": "echo", "version": "1"}]
+ACME = Scope("tenant", "acme")
+POLICY = Policy(lease_seconds=300, max_attempts=3)
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'hive.db'}")
+    TenantService(store, "h").register("acme", None, None)
+    with Session(store.engine) as session:
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.status = "active"
+        session.add(tenant)
+        session.commit()
+    yield store
+    store.close()
+
+
+def restarted(hive: HiveService) -> Dispatcher:
+    """A new daemon's dispatcher, started after the old daemon's claims, its registry loaded."""
+    registry = Registry(POLICY)
+    for record in hive.load_agents():
+        registry.upsert(record)
+
+    async def db(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    dispatcher = Dispatcher(registry, Metrics(), db, lambda: hive, lambda: False)
+    dispatcher.started = utcnow() + timedelta(seconds=1)  # claimed_at is stored in whole seconds
+    return dispatcher
+
+
+def test_a_lease_claimed_before_the_restart_goes_to_the_agents_first_claim(store: Store) -> None:
+    old = HiveService(store, POLICY)
+    old.register(ACME, "a1", ECHO, "1")
+    first = old.submit(ACME, "echo", {"n": 1})
+    second = old.submit(ACME, "echo", {"n": 2})
+    lost = old.claim(AgentRef("acme/a1", "acme", None, frozenset({"echo"})))  # committed, never answered
+    assert lost is not None and lost["id"] == first["id"]
+
+    hive = HiveService(store, POLICY)
+    dispatcher = restarted(hive)
+    got = asyncio.run(dispatcher.claim("acme/a1", 0))
+    assert got is not None and got["id"] == first["id"]  # not the second: the lost one, at once
+    assert got["lease"] != lost["lease"] and got["attempts"] == 1  # the undelivered attempt not spent
+    assert 'colibri_tasks_requeued_total{outcome="undelivered"} 1' in dispatcher.metrics.render({})
+    again = asyncio.run(dispatcher.claim("acme/a1", 0))  # this daemon's own lease is kept
+    assert again is not None and again["id"] == second["id"]
+    assert hive.task(ACME, first["id"])["state"] == "running"
+    hive.finish(ACME, "acme/a1", first["id"], got["lease"], True, {"n": 1}, None, 0)
+    assert hive.task(ACME, first["id"])["state"] == "succeeded"
+
+
+def test_a_lease_of_another_agent_or_one_reported_is_left_alone(store: Store) -> None:
+    old = HiveService(store, POLICY)
+    old.register(ACME, "a1", ECHO, "1")
+    old.register(ACME, "a2", ECHO, "1")
+    task = old.submit(ACME, "echo", {"n": 1})
+    held = old.claim(AgentRef("acme/a2", "acme", None, frozenset({"echo"})))
+    assert held is not None
+
+    hive = HiveService(store, POLICY)
+    dispatcher = restarted(hive)
+    assert asyncio.run(dispatcher.claim("acme/a1", 0)) is None  # a2's lease is a2's
+    shown = hive.task(ACME, task["id"])
+    assert shown["state"] == "running" and shown["agent"] == "acme/a2"
+    hive.finish(ACME, "acme/a2", task["id"], held["lease"], True, 1, None, 0)  # a2 reports after the restart
+    assert hive.task(ACME, task["id"])["state"] == "succeeded"
