@@ -6,10 +6,7 @@ Errors are ColibriErrors raised by the service, mapped here once to a status and
 ``{"error": {"type", "code", "message"}}`` whose ``code`` is colibri's exit code.
 """
 
-import asyncio
-import contextlib
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +16,15 @@ from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response, log_bug
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import CONTENT_TYPE, Metrics
+from colibri.daemon.requests import (
+    body_number,
+    body_object,
+    claim_check,
+    query_number,
+    task_id_of,
+    tenant_query,
+    until,
+)
 from colibri.daemon.sockets import Sockets
 from colibri.domain import validate_tenant_id
 from colibri.errors import (
@@ -79,81 +85,6 @@ def error_for(exc: ColibriError) -> Response:
     if status == 500:  # every 500 is logged, with its traceback (never the request body)
         log.error("internal error: %s", type(exc).__name__, exc_info=exc)
     return error_response(status, type(exc).__name__, exc.exit_code, str(exc))
-
-
-def _object(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body
-
-
-def _claim_check(body: dict[str, Any], scope: Scope) -> None:
-    """An agent on tenant A's socket may not name tenant B (the socket decides, not the body)."""
-    named = body.get("tenant")
-    if named is not None and scope.kind != "admin" and named != scope.name:
-        raise PermissionDenied(f"this socket belongs to {scope.kind} {scope.name}; it cannot act for {named!r}")
-
-
-_DECIMAL = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?", re.ASCII)
-_INTEGER = re.compile(r"[0-9]{1,6}", re.ASCII)
-
-
-def _bounded(number: float, what: str, low: float, high: float) -> float:
-    """``number`` within [low, high], or InvalidInput naming the bounds: never clamped, since a
-    client that asked for 5000 and got 1000 would take the 1000 for all there is."""
-    if not low <= number <= high:
-        raise InvalidInput(f"{what} must be between {low:g} and {high:g}, not {number:g}")
-    return number
-
-
-def _query_number(request: Request, name: str, default: float, low: float, high: float, integer: bool = False) -> float:
-    """A query parameter as a plain decimal (no sign, exponent, inf or nan) within its bounds."""
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (_INTEGER if integer else _DECIMAL).fullmatch(raw):
-        kind = "an integer" if integer else "a number"
-        raise InvalidInput(f"{name} must be {kind} between {low:g} and {high:g}, not {raw[:20]!r}")
-    return _bounded(float(raw), name, low, high)
-
-
-def _tenant_query(request: Request) -> str | None:
-    """The ``tenant`` filter of a listing, checked as a tenant id (400 otherwise)."""
-    tenant = request.query.get("tenant")
-    return None if tenant is None else validate_tenant_id(tenant)
-
-
-def _body_number(value: object, what: str, low: float, high: float) -> float:
-    """A JSON number (not a boolean, not a string) within its bounds."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{what} must be a number between {low:g} and {high:g}")
-    return _bounded(float(value), what, low, high)
-
-
-async def _until(event: asyncio.Event, seconds: float, request: Request) -> None:
-    """Wait for ``event``, at most ``seconds``, and no longer than the client stays."""
-    conn = request.conn
-    if conn is None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-        return
-    gone = asyncio.Event()
-    unwatch = conn.watch(gone.set)
-    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(gone.wait())}
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        unwatch()
-        for pending in waits:
-            pending.cancel()
-
-
-def _task_id(request: Request) -> int:
-    raw = request.params["task_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise InvalidInput(f"invalid task id {raw[:20]!r}")
-    return int(raw)
 
 
 class Api:
@@ -242,8 +173,8 @@ class Api:
     # ---- agents ---------------------------------------------------------------------------------
 
     async def register(self, request: Request, scope: Scope) -> Response:
-        body = _object(request)
-        _claim_check(body, scope)
+        body = body_object(request)
+        claim_check(body, scope)
         agent_id = validate_name(body.get("agent_id"), "agent id")
         capabilities = parse_capabilities(body.get("capabilities", []))
         mother = body.get("mother_version")
@@ -260,8 +191,8 @@ class Api:
         return json_response(200, {**answer, "lease_seconds": self.p.policy().lease_seconds})
 
     def heartbeat(self, request: Request, scope: Scope) -> Response:
-        body = _object(request)
-        _claim_check(body, scope)
+        body = body_object(request)
+        claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
         agent = self.p.dispatcher.registry.beat(key)
         if agent is None:
@@ -270,8 +201,8 @@ class Api:
         return json_response(200, {"interval": round(agent.interval, 3), "actions": actions})
 
     async def deregister(self, request: Request, scope: Scope) -> Response:
-        body = _object(request)
-        _claim_check(body, scope)
+        body = body_object(request)
+        claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
         requeued = await self.p.db(self.p.hive().deregister, key)
         self.p.dispatcher.registry.remove(key)
@@ -283,7 +214,7 @@ class Api:
         state = request.query.get("state")
         if state is not None and state not in AGENT_STATES:
             raise InvalidInput(f"unknown agent state {state[:20]!r}: one of {', '.join(AGENT_STATES)}")
-        stored = await self.p.db(self.p.hive().agents, _tenant_query(request), None)
+        stored = await self.p.db(self.p.hive().agents, tenant_query(request), None)
         shown = []
         for record in stored:
             live = self.p.dispatcher.registry.get(record["key"])
@@ -296,7 +227,7 @@ class Api:
 
     async def action(self, request: Request, scope: Scope) -> Response:
         tenant = validate_tenant_id(request.params["tenant"])
-        body = _object(request)
+        body = body_object(request)
         action = body.get("action")
         if not isinstance(action, str) or action not in ACTIONS:  # a dict or list is unhashable: not a 500
             shown = action[:30] if isinstance(action, str) else type(action).__name__
@@ -307,8 +238,8 @@ class Api:
     # ---- tasks ----------------------------------------------------------------------------------
 
     async def submit(self, request: Request, scope: Scope) -> Response:
-        body = _object(request)
-        _claim_check(body, scope)
+        body = body_object(request)
+        claim_check(body, scope)
         if "payload" not in body:
             raise InvalidInput("a task needs a payload (any JSON value)")
         tenant = body.get("tenant")
@@ -324,13 +255,13 @@ class Api:
         return json_response(201 if task["created"] else 200, task)
 
     async def task(self, request: Request, scope: Scope) -> Response:
-        task_id = _task_id(request)
-        wait = _query_number(request, "wait", 0, 0, MAX_WAIT)
+        task_id = task_id_of(request)
+        wait = query_number(request, "wait", 0, 0, MAX_WAIT)
         task = await self.p.db(self.p.hive().task, scope, task_id)
         if wait > 0 and task["state"] not in FINISHED:
             self.p.dispatcher.task_waits += 1
             try:
-                await _until(self.p.dispatcher.task_event(task_id), wait, request)
+                await until(self.p.dispatcher.task_event(task_id), wait, request)
             finally:
                 self.p.dispatcher.task_waits -= 1
             if request.gone:
@@ -344,16 +275,16 @@ class Api:
         state = request.query.get("state")
         if state is not None and state not in TASK_STATES:
             raise InvalidInput(f"unknown task state {state[:20]!r}: one of {', '.join(TASK_STATES)}")
-        limit = int(_query_number(request, "limit", 100, 1, MAX_LIMIT, integer=True))
-        found = await self.p.db(self.p.hive().tasks, _tenant_query(request), state, limit)
+        limit = int(query_number(request, "limit", 100, 1, MAX_LIMIT, integer=True))
+        found = await self.p.db(self.p.hive().tasks, tenant_query(request), state, limit)
         return json_response(200, {"tasks": found})
 
     async def claim(self, request: Request, scope: Scope) -> Response:
         """Long-poll: a lease on a task this agent may take, or 204 after ``wait`` seconds."""
-        body = _object(request)
-        _claim_check(body, scope)
+        body = body_object(request)
+        claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
-        wait = _body_number(body.get("wait", 0), "wait", 0, MAX_WAIT)
+        wait = body_number(body.get("wait", 0), "wait", 0, MAX_WAIT)
         task = await self.p.dispatcher.claim(key, wait, request.conn)
         if task is None:
             return Response(204)
@@ -363,8 +294,8 @@ class Api:
         return response
 
     async def result(self, request: Request, scope: Scope) -> Response:
-        body = _object(request)
-        _claim_check(body, scope)
+        body = body_object(request)
+        claim_check(body, scope)
         key = scope.agent_key(validate_name(body.get("agent_id"), "agent id"))
         lease, ok = body.get("lease"), body.get("ok")
         if not isinstance(lease, str) or not isinstance(ok, bool):
@@ -375,7 +306,7 @@ class Api:
         if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
             raise InvalidInput("exit_status must be an integer")
         finish = self.p.hive().finish
-        task = await self.p.db(finish, scope, key, _task_id(request), lease, ok, body.get("result"), error, status)
+        task = await self.p.db(finish, scope, key, task_id_of(request), lease, ok, body.get("result"), error, status)
         self.p.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
         self.p.dispatcher.finished(task["id"])
         return json_response(200, task)

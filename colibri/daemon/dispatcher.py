@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from colibri.daemon.http import HttpProtocol
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import Metrics
+from colibri.daemon.wire import Connection
 from colibri.domain import AgentState, TaskState
 from colibri.errors import AgentNotFound
 from colibri.services.hive import HiveService, Requeued
@@ -54,7 +54,7 @@ class Dispatcher:
         self.started = utcnow()
         self._checked: set[str] = set()  # agents whose leases from before the start were looked at
 
-    async def claim(self, key: str, wait: float, conn: HttpProtocol | None = None) -> dict[str, Any] | None:
+    async def claim(self, key: str, wait: float, conn: Connection | None = None) -> dict[str, Any] | None:
         """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive.
 
         When the client closes ``conn`` no task is taken (a waiting claim ends at once), and one

@@ -35,192 +35,34 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, unquote
+from collections.abc import Callable
 
-from colibri import strictjson
+from colibri.daemon.gate import Gate, Limits, Pool
+from colibri.daemon.wire import (
+    HOST,
+    MAX_REQUEST_LINE,
+    REASONS,
+    BadRequest,
+    Handler,
+    Request,
+    Response,
+    Router,
+    error_response,
+    framing_length,
+    json_response,
+    log_bug,
+    parse_headers,
+    parse_json,
+    parse_query,
+    parse_request_line,
+    tokens,
+)
 from colibri.errors import INTERNAL_ERROR_EXIT, DaemonError, InvalidInput, LimitExceeded
 
 BAD = InvalidInput.exit_code  # the codes of the error envelopes this module answers by itself
-
 log = logging.getLogger("colibri.daemon")
-MAX_HEAD = 16 * 1024
-MAX_BODY = 1024 * 1024
-MAX_REQUEST_LINE = 8 * 1024  # RFC 9112 §3: beyond, 414 (every route's target is far shorter)
-MAX_SMALL_BODY = 16 * 1024  # register, heartbeat, claim, ...: nothing there needs more
-LARGE_BODY = re.compile(r"/v1/tasks(?:/[0-9]+/result)?")  # submit a task, post its result
-MAX_DEPTH = strictjson.MAX_DEPTH  # JSON nesting of an API body
-REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    413: "Content Too Large", 414: "URI Too Long", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}  # fmt: skip
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    params: dict[str, str] = field(default_factory=dict)
-    conn: "HttpProtocol | None" = None
-    query_error: str | None = None  # a query the framing allows but that is not valid (400, kept open)
-
-    @property
-    def gone(self) -> bool:
-        """The client has closed its connection: nobody will read the answer."""
-        return self.conn is not None and self.conn.closed
-
-    def json(self) -> Any:
-        """The body as strict JSON (an empty body is ``{}``).  Raises BadRequest (400)."""
-        if not self.body:
-            return {}
-        return parse_json(self.body)
-
-
-def parse_json(body: bytes) -> Any:
-    """The body as strict JSON (colibri/strictjson.py).  Anything else is BadRequest, never a 500."""
-    try:
-        return strictjson.loads(body, max_depth=MAX_DEPTH)
-    except strictjson.NotStrictJson as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    close: bool = False
-    unsent: Callable[[], None] | None = None  # called when the client has gone before the answer
-    headers: dict[str, str] = field(default_factory=dict)  # more header fields (e.g. Allow)
-
-
-class BadRequest(Exception):
-    """The request itself is malformed (400, or the status given)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def log_bug(request: "Request", exc: BaseException) -> None:
-    """A bug, answered 500: logged with its traceback (files, lines, code; never locals) and the
-    exception's type, but not its message, which may quote what the client sent (``KeyError:
-    'the-secret'``); never the request's body."""
-    kind = type(exc)
-    withheld = type(kind.__name__, (Exception,), {
-        "__module__": kind.__module__, "__qualname__": kind.__qualname__,
-        "__str__": lambda self: "(its message is not logged: it may quote the request)",
-    })  # fmt: skip
-    log.error("internal error answering %s %s (%s)", request.method[:20], request.path[:100], kind.__name__,
-              exc_info=(withheld, withheld(), exc.__traceback__))  # fmt: skip
-
-
-def json_response(status: int, data: Any) -> Response:
-    return Response(status, json.dumps(data, separators=(",", ":")).encode())
-
-
-def error_response(status: int, kind: str, code: int, message: str, close: bool = False) -> Response:
-    body = {"error": {"type": kind, "code": code, "message": message}}
-    return Response(status, json.dumps(body, separators=(",", ":")).encode(), close=close)
-
-
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one connection may consume (the daemon's settings; see etc/colibri.toml.sample)."""
-
-    max_head: int = MAX_HEAD
-    max_body: int = MAX_BODY
-    max_small_body: int = MAX_SMALL_BODY
-    large_body: re.Pattern[str] = LARGE_BODY  # the paths (before the query) allowed max_body
-    request_timeout: float = 30.0  # a started request must be complete within this
-    idle_timeout: float = 120.0  # an idle keep-alive connection, or one whose client does not read
-
-    @property
-    def max_buffer(self) -> int:
-        return self.max_head + self.max_body + 4
-
-
-class Pool:
-    """A budget of connections shared by several sockets (the agent sockets' share of the fds)."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.count = 0
-
-
-class Gate:
-    """One listening socket's budget: its connections, its request rate (token bucket)."""
-
-    def __init__(
-        self, name: str, max_connections: int, rate: float = 0.0, burst: float = 0.0, limits: Limits | None = None,
-        everyone: "set[HttpProtocol] | None" = None, pool: Pool | None = None,
-        refused: Callable[[str, str], None] | None = None, byte_rate: float = 0.0, byte_burst: float = 0.0,
-    ) -> None:  # fmt: skip
-        self.name = name
-        self.max_connections = max_connections
-        self.rate = rate
-        self.burst = max(burst, rate, 1.0)
-        self.limits = limits or Limits()
-        # Bytes are charged too: parsing a 1 MiB body costs the loop tens of milliseconds, so a
-        # request count alone would let one tenant spend the whole loop on big bodies.  The burst
-        # holds at least one body of the largest size allowed.
-        self.byte_rate = byte_rate
-        self.byte_burst = max(byte_burst, byte_rate, float(self.limits.max_body + self.limits.max_head))
-        self._bytes = self.byte_burst
-        self._byte_stamp = time.monotonic()
-        self.conns: set[HttpProtocol] = set()
-        self.everyone = everyone if everyone is not None else set()
-        self.pool = pool
-        self.refused = refused or (lambda gate, why: None)
-        self._tokens = self.burst
-        self._stamp = time.monotonic()
-
-    def admit(self) -> bool:
-        """A new connection: within this socket's budget (and the shared pool's)?"""
-        if len(self.conns) >= self.max_connections:
-            self.refused(self.name, "connections")
-            return False
-        if self.pool is not None and self.pool.count >= self.pool.cap:
-            self.refused(self.name, "descriptors")
-            return False
-        return True
-
-    def take(self, now: float, size: int = 0) -> bool:
-        """One request's token and its ``size`` in bytes; False when this socket is over its rate."""
-        if self.byte_rate > 0 and size:
-            budget = min(self.byte_burst, self._bytes + (now - self._byte_stamp) * self.byte_rate)
-            self._byte_stamp = now
-            if budget < size:
-                self._bytes = budget
-                self.refused(self.name, "bytes")
-                return False
-            self._bytes = budget - size
-        if self.rate <= 0:
-            return True
-        tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if tokens < 1.0:
-            self._tokens = tokens
-            self.refused(self.name, "rate")
-            return False
-        self._tokens = tokens - 1.0
-        return True
-
 
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
 _BUSY_BODY = b'{"error":{"type":"LimitExceeded","code":%d,"message":"too many connections on this socket"}}' % (
@@ -436,9 +278,9 @@ class HttpProtocol(asyncio.Protocol):
         self._head = lines[0].startswith("HEAD ")
         if any(c in line for line in lines for c in "\r\n\x00"):
             raise BadRequest("a bare CR, LF or NUL in the request head")
-        method, target, version = _request_line(lines[0])
-        headers, hosts = _headers(lines[1:])
-        length = _framing(headers)
+        method, target, version = parse_request_line(lines[0])
+        headers, hosts = parse_headers(lines[1:])
+        length = framing_length(headers)
         limit = self._limits.max_body
         path, _, query = target.partition("?")
         if length > self._limits.max_small_body and not self._limits.large_body.fullmatch(path):
@@ -448,133 +290,22 @@ class HttpProtocol(asyncio.Protocol):
         if version == "HTTP/1.1" and hosts != 1:  # RFC 9112 §3.2
             raise BadRequest("an HTTP/1.1 request needs exactly one Host header" if hosts else
                              "an HTTP/1.1 request needs a Host header")  # fmt: skip
-        if not _HOST.fullmatch(headers.get("host", "")):  # RFC 9112 §3.2: uri-host [":" port], or empty
+        if not HOST.fullmatch(headers.get("host", "")):  # RFC 9112 §3.2: uri-host [":" port], or empty
             raise BadRequest("invalid Host header")
         if len(self._buffer) < end + 4 + length:
             return None
         body = bytes(self._buffer[end + 4 : end + 4 + length])
         del self._buffer[: end + 4 + length]
         self._started = self.last_active
-        if version == "HTTP/1.0" or "close" in _tokens(headers.get("connection", "")):
+        if version == "HTTP/1.0" or "close" in tokens(headers.get("connection", "")):
             self._closing = True
         try:
-            params, problem = _query(query), None
+            params, problem = parse_query(query), None
         except BadRequest as exc:
             params, problem = {}, str(exc)
         # The path stays as sent: routes match its segments, and a parameter is decoded after
         # (a %2F in a tenant id is part of that id, not a second segment; RFC 3986 §2.2).
         return Request(method, path, params, headers, body, conn=self, query_error=problem)
-
-
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def _request_line(line: str) -> tuple[str, str, str]:
-    parts = line.split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
-        raise BadRequest("malformed request line")
-    if parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-        raise BadRequest("only HTTP/1.1 is spoken here", 505)
-    target = parts[1]
-    absolute = _ABSOLUTE.fullmatch(target)  # RFC 9112 §3.2.2: a server accepts the absolute form
-    if absolute:
-        target = absolute.group(1) or "/"
-    if not target.startswith("/"):
-        raise BadRequest("malformed request line")
-    return parts[0], target, parts[2]
-
-
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?", re.ASCII)
-_ABSOLUTE = re.compile(r"https?://[^/?#\s]*(/[^#\s]*)?", re.IGNORECASE | re.ASCII)
-
-
-def _headers(lines: list[str]) -> tuple[dict[str, str], int]:
-    """The header fields (names lower-cased) and how many Host fields there were."""
-    headers: dict[str, str] = {}
-    hosts = 0
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            raise BadRequest("obsolete line folding in the request head")  # RFC 9112 §5.2
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):  # also whitespace before the colon (§5.1)
-            raise BadRequest("malformed header line")
-        key, value = name.lower(), value.strip(" \t")
-        if key == "content-length" and headers.get(key, value) != value:
-            raise BadRequest("conflicting Content-Length headers")
-        if key == "host":
-            hosts += 1
-        if key == "transfer-encoding" and key in headers:
-            value = f"{headers[key]}, {value}"  # RFC 9110 §5.3: one list
-        headers[key] = value
-    return headers, hosts
-
-
-_DIGITS = re.compile(r"[0-9]{1,12}", re.ASCII)
-
-
-def _tokens(value: str) -> list[str]:
-    return [item.strip(" \t").lower() for item in value.split(",")]
-
-
-def _framing(headers: dict[str, str]) -> int:
-    """The body's length (RFC 9112 §6.3), or BadRequest: there is one reading, or none."""
-    if "transfer-encoding" in headers:
-        if "content-length" in headers:
-            raise BadRequest("Transfer-Encoding and Content-Length together: the length is ambiguous")
-        if _tokens(headers["transfer-encoding"])[-1] != "chunked":
-            raise BadRequest("a Transfer-Encoding whose last coding is not chunked: the length is unknown")
-        raise BadRequest("chunked bodies are not supported: send Content-Length", 501)
-    raw = headers.get("content-length", "0")
-    if not _DIGITS.fullmatch(raw):  # not str.isdigit(): it accepts '²', which int() refuses; nor lists
-        raise BadRequest("invalid Content-Length")
-    return int(raw)
-
-
-def _query(query: str) -> dict[str, str]:
-    """The query's parameters; one given twice is refused (which one counts would be a guess)."""
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key in params:
-            raise BadRequest(f"query parameter {key[:30]!r} given more than once")
-        params[key] = value
-    return params
-
-
-class Router:
-    """Routes ``METHOD /path/{param}``; unknown paths are 404, known paths with another method 405."""
-
-    def __init__(self) -> None:
-        self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Any]]]] = []
-
-    def add(self, method: str, template: str, handler: Callable[..., Any]) -> None:
-        pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$")
-        for existing, methods in self._routes:
-            if existing.pattern == pattern.pattern:
-                methods[method] = handler
-                return
-        self._routes.append((pattern, {method: handler}))
-
-    def match(self, request: Request) -> Callable[..., Any] | int:
-        """The handler (a HEAD gets its GET's), or 404 / 405."""
-        status = 404
-        method = "GET" if request.method == "HEAD" else request.method
-        for pattern, methods in self._routes:
-            found = pattern.match(request.path)
-            if found:
-                handler = methods.get(method)
-                if handler is None:
-                    status = 405
-                    continue
-                request.params = {k: unquote(v, errors="replace") for k, v in found.groupdict().items()}
-                return handler
-        return status
-
-    def allowed(self, path: str) -> list[str]:
-        """The methods ``path`` answers (the ``Allow`` of a 405), HEAD wherever GET is."""
-        methods = {m for pattern, handlers in self._routes if pattern.match(path) for m in handlers}
-        if "GET" in methods:
-            methods.add("HEAD")
-        return sorted(methods)
 
 
 def sweep(conns: set[HttpProtocol], now: float | None = None) -> None:
@@ -595,3 +326,9 @@ async def close_all(conns: set[HttpProtocol], grace: float) -> None:
         with contextlib.suppress(Exception):
             if conn._transport is not None:
                 conn._transport.abort()
+
+
+__all__ = [
+    "REASONS", "BadRequest", "Gate", "Handler", "HttpProtocol", "Limits", "Pool", "Request", "Response", "Router",
+    "close_all", "error_response", "json_response", "log_bug", "parse_json", "sweep",
+]  # fmt: skip

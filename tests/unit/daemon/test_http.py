@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 
 from colibri.daemon.http import (
-    MAX_BODY,
-    MAX_DEPTH,
     BadRequest,
     Gate,
     HttpProtocol,
@@ -21,6 +19,7 @@ from colibri.daemon.http import (
     parse_json,
     sweep,
 )
+from colibri.daemon.wire import MAX_BODY, MAX_DEPTH
 
 
 class Transport(asyncio.Transport):
