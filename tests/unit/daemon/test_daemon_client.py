@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from colibri.adapters.daemon_client import AnswerLost, DaemonClient
+from colibri import errors
+from colibri.adapters.daemon_client import AnswerLost, DaemonClient, _error_from
+from colibri.daemon.api import error_for
 from colibri.errors import Conflict
 
 
@@ -72,3 +74,36 @@ def test_retries_end(tmp_path: Path) -> None:
         DaemonClient(tmp_path / "s", timeout=5).submit("echo", 1)
     thread.join(5)
     assert len(seen) == 3
+
+
+def _every_error() -> list[type[errors.ColibriError]]:
+    found, todo = [], [errors.ColibriError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_error_the_daemon_sends_comes_back_as_itself_with_its_code_and_message() -> None:
+    classes = _every_error()
+    assert errors.ResultTooLarge in classes and AnswerLost in classes  # defined in errors.py and elsewhere
+    for cls in classes:
+        sent: errors.ColibriError = cls.__new__(cls)
+        errors.ColibriError.__init__(sent, f"a {cls.__name__} happened")
+        envelope = json.loads(error_for(sent).body)
+        back = _error_from(envelope, 400)
+        assert type(back) is cls, cls
+        assert back.exit_code == sent.exit_code and str(back) == f"a {cls.__name__} happened"
+
+
+def test_an_envelope_keeps_its_code_and_an_unknown_type_is_a_daemon_error() -> None:
+    worst = _error_from({"error": {"type": "PartialFailure", "code": 12, "message": "2 failed"}}, 400)
+    assert isinstance(worst, errors.PartialFailure) and worst.exit_code == 12
+    unknown = _error_from({"error": {"type": "Bogus", "code": 4, "message": "?"}}, 404)
+    assert type(unknown) is errors.DaemonError and unknown.exit_code == errors.DaemonError.exit_code
+    assert (
+        type(_error_from({"error": {"type": "ColibriError", "code": True, "message": "m"}}, 500)) is errors.ColibriError
+    )
+    assert _error_from({"error": {"type": "ColibriError", "code": True, "message": "m"}}, 500).exit_code == 1
+    assert type(_error_from("not an envelope", 502)) is errors.DaemonError
