@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from colibri.cli import context, output, params
+from colibri.domain import FINISHED_TASK_STATES, TaskState
 from colibri.errors import TASK_FAILED_EXIT
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
@@ -64,10 +65,10 @@ def submit_task(
     if not wait:
         _show(task, as_json, brief=True)
         return
-    while task["state"] not in ("succeeded", "failed"):
+    while task["state"] not in FINISHED_TASK_STATES:
         task = client.task(task["id"], wait=25)
     _show(task, as_json)
-    if task["state"] == "failed":
+    if task["state"] == TaskState.FAILED:
         raise typer.Exit(TASK_FAILED_EXIT)
 
 

@@ -26,7 +26,7 @@ from colibri.daemon.requests import (
     until,
 )
 from colibri.daemon.sockets import Sockets
-from colibri.domain import validate_tenant_id
+from colibri.domain import TaskState, validate_tenant_id
 from colibri.errors import (
     INTERNAL_ERROR_EXIT,
     AgentNotFound,
@@ -250,7 +250,7 @@ class Api:
         if task["created"]:
             self.p.metrics.inc("colibri_tasks_submitted_total")
             self.p.dispatcher.notify(task["tenant"], task["capability"])
-        if task["state"] == "queued":
+        if task["state"] == TaskState.QUEUED:
             task["waiting"] = self.p.dispatcher.registry.waiting_reason(task["tenant"], task["capability"])
         return json_response(201 if task["created"] else 200, task)
 
@@ -267,7 +267,7 @@ class Api:
             if request.gone:
                 return json_response(200, task)  # nobody reads it: no second look at the store
             task = await self.p.db(self.p.hive().task, scope, task_id)
-        if task["state"] == "queued":
+        if task["state"] == TaskState.QUEUED:
             task["waiting"] = self.p.dispatcher.registry.waiting_reason(task["tenant"], task["capability"])
         return json_response(200, task)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from colibri.domain import LIVE_AGENT_STATES, AgentState
 from colibri.services.hive import AgentRef, Policy
 
 
@@ -22,7 +23,7 @@ class LiveAgent:
     tenant: str | None
     lane: str | None
     capabilities: frozenset[str]
-    state: str = "active"
+    state: str = AgentState.ACTIVE
     last_seen: float = 0.0  # monotonic
     last_seen_wall: float = 0.0
     interval: float = 10.0
@@ -94,19 +95,19 @@ class Registry:
     def upsert(self, record: dict[str, Any]) -> LiveAgent:
         """Add or renew an agent from its public record (register, or the store at start-up)."""
         old = self._agents.pop(record["key"], None)
-        if old is not None and old.state in ("active", "stale"):
+        if old is not None and old.state in LIVE_AGENT_STATES:
             self._drop(old)
         agent = LiveAgent(
             key=record["key"],
             tenant=record["tenant"],
             lane=record["lane"],
             capabilities=frozenset(c["name"] for c in record["capabilities"]),
-            state="active" if record["state"] in ("active", "stale") else record["state"],
+            state=AgentState.ACTIVE if record["state"] in LIVE_AGENT_STATES else record["state"],
             last_seen=self._clock(),
             last_seen_wall=self._wall(),
         )
         self._agents[agent.key] = agent
-        if agent.state in ("active", "stale"):
+        if agent.state in LIVE_AGENT_STATES:
             self._gain(agent)
         mine = max(1, self._by_scope.get(agent.scope, 0))
         agent.interval = self.policy.next_interval(mine, self._rand, max(1, len(self._by_scope)))
@@ -115,18 +116,18 @@ class Registry:
     def remove(self, key: str) -> None:
         agent = self._agents.pop(key, None)
         self._dirty.discard(key)
-        if agent is not None and agent.state in ("active", "stale"):
+        if agent is not None and agent.state in LIVE_AGENT_STATES:
             self._drop(agent)
 
     def beat(self, key: str) -> LiveAgent | None:
         """Record a heartbeat.  None when the agent is unknown or lost: it must register again."""
         agent = self._agents.get(key)
-        if agent is None or agent.state not in ("active", "stale"):
+        if agent is None or agent.state not in LIVE_AGENT_STATES:
             return None
         self.heartbeats += 1
         agent.last_seen = self._clock()
         agent.last_seen_wall = self._wall()
-        agent.state = "active"
+        agent.state = AgentState.ACTIVE
         scopes = self._by_scope
         agent.interval = self.policy.next_interval(scopes[agent.scope], self._rand, len(scopes))
         self._dirty.add(key)
@@ -140,7 +141,7 @@ class Registry:
         """Deliver ``action`` with the next heartbeat of every live agent of ``tenant``."""
         count = 0
         for agent in self._agents.values():
-            if agent.tenant == tenant and agent.state in ("active", "stale") and action not in agent.actions:
+            if agent.tenant == tenant and agent.state in LIVE_AGENT_STATES and action not in agent.actions:
                 agent.actions.append(action)
                 count += 1
         return count
@@ -150,19 +151,19 @@ class Registry:
         now = self._clock()
         changes: list[tuple[str, str]] = []
         for agent in self._agents.values():
-            if agent.state not in ("active", "stale"):
+            if agent.state not in LIVE_AGENT_STATES:
                 continue
             stale_ttl, lost_ttl = self.policy.ttls(agent.interval)
             silent = now - agent.last_seen
             if silent >= lost_ttl:
-                agent.state = "lost"
+                agent.state = AgentState.LOST
                 self._drop(agent)
                 self._dirty.discard(agent.key)
-                changes.append((agent.key, "lost"))
-            elif silent >= stale_ttl and agent.state == "active":
-                agent.state = "stale"
+                changes.append((agent.key, AgentState.LOST))
+            elif silent >= stale_ttl and agent.state == AgentState.ACTIVE:
+                agent.state = AgentState.STALE
                 self._dirty.discard(agent.key)  # the flush marks rows active; stale must win
-                changes.append((agent.key, "stale"))
+                changes.append((agent.key, AgentState.STALE))
         return changes
 
     def take_dirty(self) -> list[tuple[str, float]]:
@@ -176,14 +177,14 @@ class Registry:
         self._dirty.update(k for k, _ in batch if k in self._agents)
 
     def counts(self) -> dict[str, int]:
-        counts = {"active": 0, "stale": 0, "lost": 0, "left": 0}
+        counts = {state.value: 0 for state in AgentState}
         for agent in self._agents.values():
             counts[agent.state] = counts.get(agent.state, 0) + 1
         return counts
 
     def may_take(self, agent: LiveAgent, tenant: str | None, capability: str) -> bool:
         """Routing: a tenant's task goes to that tenant's agents or to lane agents, never another's."""
-        if agent.state != "active" or capability not in agent.capabilities:
+        if agent.state != AgentState.ACTIVE or capability not in agent.capabilities:
             return False
         return agent.lane is not None or (tenant is not None and agent.tenant == tenant)
 
