@@ -9,6 +9,7 @@ daemon's one database thread) and the hive service.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,7 +21,6 @@ from colibri.daemon.wire import Connection
 from colibri.domain import AgentState, TaskState
 from colibri.errors import AgentNotFound
 from colibri.services.hive import HiveService, Requeued
-from colibri.store.models import utcnow
 
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")
@@ -49,9 +49,7 @@ class Dispatcher:
         self.waiters: list[Waiter] = []
         self.task_waits = 0  # GET /v1/tasks/{id}?wait= long-polls in progress
         self._task_events: dict[int, asyncio.Event] = {}
-        # Whole seconds, as claimed_at is stored: a lease claimed in the start's own second is left
-        # to its lease (never one of this daemon's own taken for an old one).
-        self.started = utcnow()
+        self.started = time.time()  # the hive service's clock: leases end at its time + lease_seconds
         self._checked: set[str] = set()  # agents whose leases from before the start were looked at
 
     async def claim(self, key: str, wait: float, conn: Connection | None = None) -> dict[str, Any] | None:

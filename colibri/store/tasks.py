@@ -75,11 +75,11 @@ class TaskRepo:
         query = select(Task).where(Task.state == TaskState.RUNNING, col(Task.lease_expires_at) < now)
         return self._session.exec(query).all()
 
-    def held_by(self, agent_key: str, claimed_before: datetime | None = None) -> Sequence[Task]:
-        """Running tasks leased to this agent (only those claimed before ``claimed_before``)."""
+    def held_by(self, agent_key: str, expiring_before: float | None = None) -> Sequence[Task]:
+        """Running tasks leased to this agent (only those whose lease ends before ``expiring_before``)."""
         query = select(Task).where(Task.state == TaskState.RUNNING, Task.agent_key == agent_key)
-        if claimed_before is not None:
-            query = query.where(col(Task.claimed_at) < claimed_before)
+        if expiring_before is not None:
+            query = query.where(col(Task.lease_expires_at) < expiring_before)
         return self._session.exec(query).all()
 
     def find(self, tenant: str | None, state: str | None, limit: int) -> Sequence[Task]:

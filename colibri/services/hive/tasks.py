@@ -8,7 +8,6 @@ silently.
 
 import secrets
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -151,14 +150,19 @@ class TaskRules:
             session.add(task)
             return True
 
-    def release_undelivered(self, key: str, claimed_before: datetime) -> list[Requeued]:
-        """The agent asks for work while it holds leases claimed before ``claimed_before`` (this
-        daemon's start): an agent claims only with its hands free, so those leases never reached it
-        (the daemon died between the claim's commit and its answer).  Queued again at once, as if
-        never claimed; without this they waited out their whole lease."""
+    def release_undelivered(self, key: str, started: float) -> list[Requeued]:
+        """The agent asks for work while it holds leases claimed before ``started`` (this daemon's
+        start, on the service's clock): an agent claims only with its hands free, so those leases
+        never reached it (the daemon died between the claim's commit and its answer).  Queued again
+        at once, as if never claimed; without this they waited out their whole lease.
+
+        A lease claimed at ``t`` ends at ``t + lease_seconds``: one of this daemon's own ends at or
+        after ``started + lease_seconds``, so it is never taken for an old one (a lease shortened
+        across the restart may leave an old one to run out, the safe side)."""
+        expiring_before = started + self._ledger.policy.lease_seconds
         with self._ledger.store.session() as session:
             given: list[Requeued] = []
-            for task in TaskRepo(session).held_by(key, claimed_before):
+            for task in TaskRepo(session).held_by(key, expiring_before):
                 _unclaim(task)
                 session.add(task)
                 assert task.id is not None

@@ -7,8 +7,8 @@ must not wait out ``task_lease_seconds``.
 """
 
 import asyncio
+import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from colibri.daemon.metrics import Metrics
 from colibri.services.hive import AgentRef, HiveService, Policy, Scope
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
-from colibri.store.models import Tenant, utcnow
+from colibri.store.models import Tenant
 
 ECHO = [{"name": "echo", "version": "1"}]
 ACME = Scope("tenant", "acme")
@@ -52,7 +52,7 @@ def restarted(hive: HiveService) -> Dispatcher:
         return fn(*args)
 
     dispatcher = Dispatcher(registry, Metrics(), db, lambda: hive, lambda: False)
-    dispatcher.started = utcnow() + timedelta(seconds=1)  # claimed_at is stored in whole seconds
+    dispatcher.started = time.time()  # after the old daemon's claims, however close
     return dispatcher
 
 
