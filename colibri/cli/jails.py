@@ -121,7 +121,7 @@ def destroy_agent(
     if len(ids) == 1 and from_file is None:
         _show(service.destroy(ids[0]), as_json, f"destroyed the jail of {ids[0]}")
         return
-    from colibri.services.tenants import HAS_JAIL
+    from colibri.domain import HAS_JAIL
 
     registry = context.get(ctx).tenants()
 
@@ -140,7 +140,7 @@ def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = Fal
     .env and what colibri enabled or created; each step is checked and named. The jail itself
     stays as it is (running or not).
     """
-    from colibri.services.adoption import describe
+    from colibri.services.lifecycle.adoption import describe
 
     record = context.get(ctx).jails().release(tenant)
     removed = record.get("removed")
@@ -160,9 +160,9 @@ def reconcile(
 
     With --apply, a repair that fails is shown with its error and the exit code is 18.
     """
-    from colibri.services.jails import describe_drifts, repair_failure
+    from colibri.services.lifecycle.reconcile import describe_drifts, repair_failure
 
-    found = context.get(ctx).jails().reconcile(apply=apply)
+    found = context.get(ctx).reconciler().reconcile(apply=apply)
     drifts = describe_drifts(found)
     failure = repair_failure(found)
     if as_json:

@@ -6,7 +6,7 @@ difference.  The loop in server.py runs it on its own thread, bounded in time, s
 import logging
 from typing import Any
 
-from colibri.services.jails import daemon_reconcile
+from colibri.services.lifecycle.reconcile import daemon_reconcile
 from colibri.settings import Settings
 from colibri.store.db import Store
 

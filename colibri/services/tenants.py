@@ -6,22 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from colibri.adapters.locks import host_lock
 from colibri.domain import (
+    HAS_JAIL,
     TenantStatus,
-    check_transition,
     prefix_clash,
     validate_collection_name,
     validate_host_name,
     validate_tenant_id,
 )
 from colibri.errors import ColibriError, InvalidInput, PartialFailure, StateConflict, TenantExists, TenantNotFound
+from colibri.services.lifecycle.layout import agent_lock
 from colibri.store.db import Store
-from colibri.store.models import Tenant, tenant_public, tenant_public_row, utcnow
+from colibri.store.models import Tenant, tenant_public, tenant_public_row
 from colibri.store.repos import TenantRepo
-
-# States in which the tenant may still own a jail on its host.
-HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
 
 
 @dataclass(frozen=True)
@@ -66,14 +63,15 @@ class TenantService:
                     "as a prefix of the other; choose another id"
                 )
             if existing is not None:  # a removed tenant comes back
-                check_transition(tenant_id, TenantStatus(existing.status), TenantStatus.REGISTERED)
-                existing.collection_name = wanted_collection
-                existing.collection_id = None
-                existing.host = wanted_host
-                existing.status = TenantStatus.REGISTERED
-                existing.last_error = None
-                existing.updated_at = utcnow()
-                return Registration(tenant_public(existing), True)
+                back = repo.change(
+                    tenant_id,
+                    TenantStatus.REGISTERED,
+                    collection_name=wanted_collection,
+                    collection_id=None,
+                    host=wanted_host,
+                    last_error=None,
+                )
+                return Registration(tenant_public(back), True)
             tenant = Tenant(
                 tenant_id=tenant_id,
                 jail_name=tenant_id,
@@ -116,7 +114,7 @@ class TenantService:
                 tenant = TenantRepo(session).get(tenant_id)
                 if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
                     self._destroy_jail(tenant_id)
-        lock = host_lock(self._locks, f"spawn-{tenant_id}", wait=None) if self._locks else contextlib.nullcontext()
+        lock = agent_lock(self._locks, tenant_id) if self._locks else contextlib.nullcontext()
         with lock, self._store.session() as session:  # not while a spawn of it is in flight
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
@@ -127,10 +125,7 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
-            check_transition(tenant_id, status, TenantStatus.REMOVED)
-            tenant.status = TenantStatus.REMOVED
-            tenant.updated_at = utcnow()
-            return tenant_public(tenant)
+            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED))
 
 
 # --- batches: several tenants in one command ---------------------------------------------------

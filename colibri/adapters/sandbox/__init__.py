@@ -78,6 +78,7 @@ class Sandbox:
     """JailBackend on bubblewrap."""
 
     name = "sandbox"
+    needs_ip = False  # loopback only: no address from the pool
 
     def __init__(
         self,
@@ -121,6 +122,11 @@ class Sandbox:
         uid, gid = read_jail_passwd(self.root(name), user)
         base = self._base(name)
         return (uid, gid) if base is None else userns.to_host(base, uid, gid)
+
+    def interrupted(self, name: str) -> bool:
+        """Never: a sandbox jail is built beside its place and renamed in, so a create cut short
+        leaves only a ``.building-*`` directory, not a jail."""
+        return False
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
