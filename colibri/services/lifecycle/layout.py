@@ -58,13 +58,14 @@ def agent_lock(locks_dir: Path, tenant_id: str) -> Iterator[None]:
 def make_socket_dir(socket_dir: Path, agent_gid: int) -> None:
     """``run_dir/agents/<tenant>``, root:<the tenant's agent gid> 0750, so of all host users only
     that tenant's agent reaches its socket; ``agents/`` is 0711 (no listing).  The tenant's own
-    directory is what gets mounted into its jail."""
+    directory is what gets mounted into its jail.  Its owner is colibri's own user: root, as
+    colibri runs on a host (a unit test's user otherwise)."""
     socket_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
     socket_dir.parent.chmod(0o711)
     socket_dir.mkdir(exist_ok=True, mode=0o750)
     fd = os.open(socket_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.fchown(fd, 0, agent_gid)
+        os.fchown(fd, os.geteuid(), agent_gid)
         os.fchmod(fd, 0o750)
     finally:
         os.close(fd)
