@@ -1,5 +1,6 @@
 """``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``reconcile``."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -184,7 +185,7 @@ def reconcile(
         raise failure
 
 
-def _show(record: dict[str, object], as_json: bool, text: str) -> None:
+def _show(record: Mapping[str, object], as_json: bool, text: str) -> None:
     if as_json:
         output.emit_json(record)
     else:

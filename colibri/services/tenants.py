@@ -4,7 +4,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from colibri.domain import (
     HAS_JAIL,
@@ -17,13 +17,13 @@ from colibri.domain import (
 from colibri.errors import ColibriError, InvalidInput, PartialFailure, StateConflict, TenantExists, TenantNotFound
 from colibri.services.lifecycle.layout import agent_lock
 from colibri.store.db import Store
-from colibri.store.models import Tenant, tenant_public, tenant_public_row
+from colibri.store.models import Tenant, TenantView, tenant_public, tenant_public_row
 from colibri.store.repos import TenantRepo
 
 
 @dataclass(frozen=True)
 class Registration:
-    tenant: dict[str, Any]
+    tenant: TenantView
     created: bool
 
 
@@ -83,7 +83,7 @@ class TenantService:
             return Registration(tenant_public(tenant), True)
 
     @staticmethod
-    def _same_or_conflict(existing: Tenant, collection: str | None, host: str) -> dict[str, Any]:
+    def _same_or_conflict(existing: Tenant, collection: str | None, host: str) -> TenantView:
         differences = []
         if existing.collection_name != collection:
             differences.append(f"collection {existing.collection_name!r} (asked {collection!r})")
@@ -93,12 +93,12 @@ class TenantService:
             raise TenantExists(f"tenant {existing.tenant_id} is already registered with " + ", ".join(differences))
         return tenant_public(existing)
 
-    def all(self, status: TenantStatus | None = None) -> list[dict[str, Any]]:
+    def all(self, status: TenantStatus | None = None) -> list[TenantView]:
         """All tenants (removed ones only when asked for by status), ordered by id."""
         with self._store.session() as session:
             return [tenant_public_row(row) for row in TenantRepo(session).find_rows(status)]
 
-    def show(self, tenant_id: str) -> dict[str, Any]:
+    def show(self, tenant_id: str) -> TenantView:
         """One tenant.  Raises TenantNotFound."""
         with self._store.session() as session:
             tenant = TenantRepo(session).get(tenant_id)
@@ -106,7 +106,7 @@ class TenantService:
                 raise TenantNotFound(tenant_id)
             return tenant_public(tenant)
 
-    def remove(self, tenant_id: str, destroy_jail: bool = False) -> dict[str, Any]:
+    def remove(self, tenant_id: str, destroy_jail: bool = False) -> TenantView:
         """Mark a tenant removed.  While it may still have a jail: StateConflict, or with
         ``destroy_jail`` its jail is destroyed first (never an adopted one: that refusal stands)."""
         if destroy_jail and self._destroy_jail is not None:
@@ -161,6 +161,15 @@ def parse_tenant_list(data: bytes, source: str) -> list[str]:
     return ids
 
 
+class BatchItemView(TypedDict):
+    """One tenant's outcome as a batch's ``--json`` shows it (``error`` only for a failed one)."""
+
+    tenant_id: str
+    outcome: str
+    message: str
+    error: NotRequired[dict[str, str | int]]
+
+
 @dataclass(frozen=True)
 class BatchItem:
     """One tenant's outcome in a batch: what was done, or the error (type, code, message)."""
@@ -170,8 +179,8 @@ class BatchItem:
     message: str = ""
     error: ColibriError | None = None
 
-    def public(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {"tenant_id": self.tenant_id, "outcome": self.outcome, "message": self.message}
+    def public(self) -> "BatchItemView":
+        shown = BatchItemView(tenant_id=self.tenant_id, outcome=self.outcome, message=self.message)
         if self.error is not None:
             shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
         return shown

@@ -12,8 +12,14 @@ from colibri.services.lifecycle.adoption import Adoption, withdraw
 from colibri.services.lifecycle.layout import JAIL_SOCKET_DIR, agent_lock
 from colibri.services.lifecycle.mother import mother_log_size, start_mother
 from colibri.store.db import Store
-from colibri.store.models import Tenant, tenant_public
+from colibri.store.models import Tenant, TenantView, tenant_public
 from colibri.store.repos import TenantRepo
+
+
+class ReleasedView(TenantView):
+    """release-agent's answer: the tenant, and what colibri took out of the jail."""
+
+    removed: list[str]
 
 
 class AgentService:
@@ -44,7 +50,7 @@ class AgentService:
     def locks_dir(self) -> Path:
         return self._locks
 
-    def start(self, tenant_id: str) -> dict[str, Any]:
+    def start(self, tenant_id: str) -> TenantView:
         """Start a stopped agent's jail (or local mother).  Raises TenantNotFound, StateConflict."""
         with agent_lock(self._locks, tenant_id):
             tenant = self._tenant(tenant_id)
@@ -60,7 +66,7 @@ class AgentService:
             self.start_agent(tenant.jail_name)
             return self.set_status(tenant_id, TenantStatus.ACTIVE)
 
-    def stop(self, tenant_id: str) -> dict[str, Any]:
+    def stop(self, tenant_id: str) -> TenantView:
         """Stop an agent's jail (or local mother); the tenant becomes ``stopped``."""
         with agent_lock(self._locks, tenant_id):
             tenant = self._tenant(tenant_id)
@@ -71,7 +77,7 @@ class AgentService:
                 self._backend.stop(tenant.jail_name)
             return self.set_status(tenant_id, TenantStatus.STOPPED)
 
-    def destroy(self, tenant_id: str) -> dict[str, Any]:
+    def destroy(self, tenant_id: str) -> TenantView:
         """Destroy the tenant's jail.  Refused for an adopted jail or one without colibri's marker.
         The tenant goes back to ``registered`` and its IP returns to the pool."""
         with agent_lock(self._locks, tenant_id):
@@ -91,7 +97,7 @@ class AgentService:
                     self._backend.destroy(tenant.jail_name)
             return self._reset(tenant_id)
 
-    def release(self, tenant_id: str) -> dict[str, Any]:
+    def release(self, tenant_id: str) -> ReleasedView:
         """Hand an adopted jail back: undo exactly what colibri added to it (its mother stopped,
         the socket mount, the identity and the mother's files, the tenant's ``.env``, the mother's
         rc.conf enable and the directories colibri made), each step checked, and forget it.  The
@@ -106,8 +112,7 @@ class AgentService:
             removed = withdraw(self._backend, record, self._jail_user, restore_state=False)
             reset = self._reset(tenant_id, adopted=False)
             Adoption.forget(self._records, tenant_id)
-        reset["removed"] = removed
-        return reset
+        return ReleasedView(**reset, removed=removed)
 
     # ---- for reconcile, under the tenant's lock ---------------------------------------------------
     def socket_mount(self, name: str) -> Mount:
@@ -136,7 +141,7 @@ class AgentService:
             self._backend.stop(jail)
             raise MotherNotReady(f"{exc}; jail {jail} was stopped again") from None
 
-    def set_status(self, tenant_id: str, status: TenantStatus, error: str | None = None) -> dict[str, Any]:
+    def set_status(self, tenant_id: str, status: TenantStatus, error: str | None = None) -> TenantView:
         with self._store.session() as session:
             return tenant_public(TenantRepo(session).change(tenant_id, status, last_error=error))
 
@@ -154,7 +159,7 @@ class AgentService:
         if TenantStatus(tenant.status) not in HAS_JAIL or tenant.backend is None:
             raise StateConflict(f"tenant {tenant.tenant_id} has no agent yet; run 'colibri spawn-agent' first")
 
-    def _reset(self, tenant_id: str, **fields: Any) -> dict[str, Any]:
+    def _reset(self, tenant_id: str, **fields: Any) -> TenantView:
         """Back to ``registered``, its jail's fields cleared (the IP back to the pool)."""
         cleared = dict.fromkeys(("backend", "jail_root", "ip_address", "spawn_step", "last_error"))
         with self._store.session() as session:

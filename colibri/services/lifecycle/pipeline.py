@@ -40,7 +40,7 @@ from colibri.services.lifecycle.mother import (
     start_mother,
 )
 from colibri.store.db import Store
-from colibri.store.models import Tenant, tenant_public
+from colibri.store.models import Tenant, TenantView, tenant_public
 from colibri.store.repos import TenantRepo
 
 STEPS = (
@@ -111,7 +111,7 @@ class SpawnService:
         capabilities: list[str] | None = None,
         adopt: tuple[str, Path] | None = None,
         on_step: StepCallback | None = None,
-    ) -> dict[str, Any]:
+    ) -> TenantView:
         """Run (or resume) the pipeline for one tenant; returns the tenant.  Raises TenantNotFound,
         StateConflict (another spawn of the tenant runs), JailExists, the backend's and the secrets'
         errors (the tenant is then ``failed`` with the reason)."""
@@ -150,7 +150,7 @@ class SpawnService:
         *,
         capabilities: list[str] | None = None,
         on_step: StepCallback | None = None,
-    ) -> dict[str, Any]:
+    ) -> TenantView:
         """The same chain without a jail: secrets into ``home/.env``, the mother as a host process."""
         caps = parse_capabilities(capabilities) if capabilities is not None else None
         report = on_step or _quiet
@@ -341,7 +341,7 @@ class SpawnService:
         with self._store.session() as session:
             TenantRepo(session).change(tenant_id, spawn_step=step, **fields)
 
-    def _finish(self, tenant_id: str) -> dict[str, Any]:
+    def _finish(self, tenant_id: str) -> TenantView:
         with self._store.session() as session:
             return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.ACTIVE, spawn_step="active"))
 

@@ -1,7 +1,7 @@
 """Reconcile: the store compared with the jail backend, and the repairs that are safe to make."""
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from colibri.adapters.jail import JailInfo, JailState
 from colibri.domain import TenantStatus
@@ -19,6 +19,17 @@ SHOULD_RUN = frozenset({TenantStatus.ACTIVE})
 REPAIRABLE = frozenset({"stopped_jail", "running_jail", "missing_jail", "unmounted_socket"})
 
 
+class DriftView(TypedDict):
+    """A drift as ``reconcile --json`` shows it."""
+
+    kind: str
+    jail: str
+    tenant: str | None
+    action: str
+    applied: bool
+    error: str | None
+
+
 @dataclass(frozen=True)
 class Drift:
     """One difference between the store and the backend, and what reconcile does about it."""
@@ -30,8 +41,15 @@ class Drift:
     applied: bool = False
     error: str | None = None
 
-    def public(self) -> dict[str, Any]:
-        return asdict(self)
+    def public(self) -> DriftView:
+        return DriftView(
+            kind=self.kind,
+            jail=self.jail,
+            tenant=self.tenant,
+            action=self.action,
+            applied=self.applied,
+            error=self.error,
+        )
 
 
 class Reconciler:
@@ -91,7 +109,7 @@ class Reconciler:
         return Drift(drift.kind, drift.jail, drift.tenant, drift.action, True)
 
 
-def describe_drifts(drifts: list[Drift]) -> list[dict[str, Any]]:
+def describe_drifts(drifts: list[Drift]) -> list[DriftView]:
     return [d.public() for d in drifts]
 
 
@@ -117,4 +135,4 @@ def daemon_reconcile(settings: "Settings", store: Store) -> list[dict[str, Any]]
     from colibri.adapters.backends import make_backend
 
     agents = AgentService(store, make_backend(settings), settings.run_dir / "locks", state_dir=settings.state_dir)
-    return describe_drifts(Reconciler(store, agents).reconcile(apply=False))
+    return [dict(d) for d in describe_drifts(Reconciler(store, agents).reconcile(apply=False))]
