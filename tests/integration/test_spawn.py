@@ -277,7 +277,7 @@ def test_start_agent_fails_when_the_mother_refuses(invoke: Invoke, sandbox_env: 
 
 def test_reconcile_reports_then_repairs_drift(invoke: Invoke) -> None:
     from colibri.cli.context import Context
-    from colibri.services.lifecycle.reconcile import daemon_reconcile
+    from colibri.daemon.reconcile import daemon_reconcile
 
     for name in ("demo", "gone"):
         invoke("register-tenant", name, "--collection", "")

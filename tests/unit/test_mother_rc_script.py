@@ -12,6 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from colibri.services.lifecycle import mother
 from tests.conftest import REPO
 
@@ -63,6 +65,7 @@ def daemon_flags(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     return flags, child
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_the_documented_user_variable_reaches_daemon_not_rc_subr(tmp_path: Path) -> None:
     fields, argv = run(tmp_path)
     assert fields["user"] == "<unset>", "rc.subr would wrap daemon(8) in su(1)"
@@ -76,6 +79,7 @@ def test_the_documented_user_variable_reaches_daemon_not_rc_subr(tmp_path: Path)
     assert "colibri_mother_runas" not in text.split("\n. /etc/rc.subr\n")[0], "one documented name"
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_daemon_restarts_with_a_delay_and_writes_what_colibri_reads(tmp_path: Path) -> None:
     fields, argv = run(tmp_path)
     flags, child = daemon_flags(argv)

@@ -1,8 +1,8 @@
 """The agent lifecycle, in one place: a tenant's row becomes a running agent in its jail, and back.
 
 - ``layout``: where colibri puts things in a jail and on the host, and the tenant's lifecycle lock;
-- ``pipeline``: spawn's resumable steps (``SpawnService``), with ``allocation`` (ids, IPs) and
-  ``local`` (spawn-local, the chain without a jail);
+- ``pipeline``: spawn's resumable steps (``SpawnService``; spawn-local, the chain without a jail,
+  too), with ``allocation`` (the tenant's host ids and jail IP);
 - ``mother``: the mother skill inside the jail: started once, ready only after its ready line;
 - ``adoption``: a jail colibri did not make, taken in (checked first, recorded) and handed back;
 - ``operations``: start, stop, destroy and release a spawned agent (``AgentService``);

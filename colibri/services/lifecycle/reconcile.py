@@ -1,7 +1,7 @@
 """Reconcile: the store compared with the jail backend, and the repairs that are safe to make."""
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TypedDict
 
 from colibri.adapters.jail import JailInfo, JailState
 from colibri.domain import TenantStatus
@@ -11,9 +11,6 @@ from colibri.services.lifecycle.operations import AgentService
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
-
-if TYPE_CHECKING:
-    from colibri.settings import Settings
 
 SHOULD_RUN = frozenset({TenantStatus.ACTIVE})
 REPAIRABLE = frozenset({"stopped_jail", "running_jail", "missing_jail", "unmounted_socket"})
@@ -126,13 +123,3 @@ def repair_failure(drifts: list[Drift]) -> RepairFailed | None:
     tried = sum(1 for d in drifts if d.applied or d.error is not None)
     summary = "; ".join(f"{d.kind} {d.jail}: {d.error}" for d in failed)
     return RepairFailed(f"{len(failed)} of {tried} repairs failed: {summary}")
-
-
-def daemon_reconcile(settings: "Settings", store: Store) -> list[dict[str, Any]]:
-    """The daemon's periodic reconcile: a dry run whose drifts it logs and counts (repairs stay
-    an operator's call: ``colibri reconcile --apply``).  The daemon is a composition root of its
-    own: the backend is built here, from the settings, as the CLI's context builds it."""
-    from colibri.adapters.backends import make_backend
-
-    agents = AgentService(store, make_backend(settings), settings.run_dir / "locks", state_dir=settings.state_dir)
-    return [dict(d) for d in describe_drifts(Reconciler(store, agents).reconcile(apply=False))]
