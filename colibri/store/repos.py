@@ -1,4 +1,4 @@
-"""Repositories: queries only, no business rules."""
+"""Repositories: the only SQL.  Queries, and one checked state change (its rule is domain.py's)."""
 
 from collections.abc import Sequence
 from typing import Any
