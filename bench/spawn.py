@@ -64,8 +64,8 @@ def child(timings_path: str, argv: list[str]) -> int:
     # what spawn-agent imports lazily, imported here so that it is counted as imports
     import colibri.adapters.credentials
     import colibri.adapters.runner
+    import colibri.services.lifecycle.pipeline
     import colibri.services.secrets
-    import colibri.services.spawn
     import colibri.settings
     import colibri.store.db  # noqa: F401
     from colibri.adapters.sandbox import Sandbox

@@ -124,6 +124,11 @@ _TRANSITIONS: dict[TenantStatus, frozenset[TenantStatus]] = {
 }
 
 
+HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
+"""The states in which a tenant may still own a jail on its host (remove-tenant refuses them;
+start, stop and destroy need one)."""
+
+
 def check_transition(tenant_id: str, current: TenantStatus, new: TenantStatus) -> None:
     """Raise StateConflict unless ``current → new`` is an edge of the state machine."""
     if new not in _TRANSITIONS[current]:

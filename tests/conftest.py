@@ -81,3 +81,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"PostgreSQL store suite: {len(passed)} passed, {len(failed)} failed on a real server"
         )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in tests/integration drives real programs: it is marked ``integration`` here,
+    so ``-m 'not integration'`` is the unit layer (the contract's real backends are marked in
+    tests/contract/conftest.py, the few unit tests that run a real program in their module)."""
+    for item in items:
+        if item.path.is_relative_to(REPO / "tests/integration"):
+            item.add_marker(pytest.mark.integration)

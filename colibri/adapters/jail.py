@@ -75,10 +75,20 @@ class JailBackend(Protocol):
     """What colibri needs from a jail manager."""
 
     name: str
+    needs_ip: bool
+    """True when each jail needs an address from ``jail_ip_pool`` (bastille: a jail's IP is its
+    network; a sandbox jail has loopback only)."""
 
     def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
         """Create (not start) a jail owned by colibri, its agent user on the tenant's ``ids``.
         JailExists if any jail of that name exists."""
+        ...
+
+    def interrupted(self, name: str) -> bool:
+        """True when this backend's own ``create`` of ``name`` was cut short (kill -9 before the
+        marker was written), so the unmarked jail there is colibri's half-made one, which
+        ``create`` replaces, not a foreign jail.  A backend whose create cannot leave one says
+        False."""
         ...
 
     def start(self, name: str) -> JailInfo: ...

@@ -4,11 +4,11 @@ import contextlib
 import os
 import signal
 import stat
-import time
 from pathlib import Path
 
 from colibri.adapters import jailfs
 from colibri.errors import JailError
+from colibri.poll import poll_true
 
 
 class LocalHome:
@@ -91,12 +91,13 @@ class LocalHome:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.pid() == pid:
+
+        def gone() -> bool:
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        if self.pid() == pid:
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            return self.pid() != pid
+
+        if not poll_true(gone, timeout=timeout, interval=0.05):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with jailfs.open_dir(self.home, ".colibri") as dirfd, contextlib.suppress(FileNotFoundError):

@@ -43,7 +43,8 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")] = False,
 ) -> None:
     """Run private AI agents in FreeBSD jails: one tenant = one jail = one Vaultwarden collection."""
-    ctx.obj = context.Context(config_path=config, debug=debug)
+    injected = ctx.obj if isinstance(ctx.obj, context.Adapters) else context.Adapters()
+    ctx.obj = context.Context(config_path=config, debug=debug, adapters=injected)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -66,18 +67,19 @@ def _register() -> None:
 _register()
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], adapters: "context.Adapters | None" = None) -> int:
     """Run one command line and return its exit code (``main`` without ``sys.exit``).
 
     A ColibriError is one line (or the JSON error envelope) and its exit code.  Anything else is
     a bug: one line naming only the exception's type (its text may hold a value colibri would not
     show), exit INTERNAL_ERROR_EXIT, the traceback only with ``--debug`` (never its locals).
+    ``adapters``: fakes in place of the real adapters (tests).
     """
     as_json = "--json" in argv
     debug = "--debug" in argv
     _lenient_stdout()
     try:
-        app(args=argv, prog_name="colibri")
+        app(args=argv, prog_name="colibri", obj=adapters)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ColibriError as exc:

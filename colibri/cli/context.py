@@ -4,6 +4,7 @@ Nothing heavy is imported until a command needs it, so ``colibri --help`` stays 
 """
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,18 +15,32 @@ if TYPE_CHECKING:
     from colibri.adapters.bitwarden import Bitwarden
     from colibri.adapters.daemon_client import DaemonClient
     from colibri.adapters.jail import JailBackend
-    from colibri.services.jails import JailService
+    from colibri.adapters.localhome import LocalHome
+    from colibri.services.lifecycle.operations import AgentService
+    from colibri.services.lifecycle.pipeline import SpawnService
+    from colibri.services.lifecycle.reconcile import Reconciler
     from colibri.services.secrets import SecretsService, VaultService
-    from colibri.services.spawn import SpawnService
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
     from colibri.store.db import Store
 
 
 @dataclass
+class Adapters:
+    """Adapters handed to the context instead of the real ones (``colibri.cli.run(argv,
+    adapters=...)``): the seam the unit tests put their fakes in (tests/fakes).  None: the real
+    one, built from the settings."""
+
+    jail_backend: "JailBackend | None" = None
+    local_home: "Callable[[Path], LocalHome] | None" = None
+    """How spawn-local, stop and destroy reach a home; None: colibri.adapters.localhome.LocalHome."""
+
+
+@dataclass
 class Context:
     config_path: Path | None = None
     debug: bool = False
+    adapters: Adapters = field(default_factory=Adapters)
     _settings: "Settings | None" = None
     _sources: dict[str, str] = field(default_factory=dict)
     _store: "Store | None" = None
@@ -62,14 +77,24 @@ class Context:
         )
 
     def backend(self) -> "JailBackend":
-        """The jail backend chosen by the jail_backend setting."""
-        from colibri.adapters.backends import make_backend
+        """The jail backend: the injected one, else the one the jail_backend setting names."""
+        if self.adapters.jail_backend is None:
+            from colibri.adapters.backends import make_backend
 
-        return make_backend(self.settings)
+            return make_backend(self.settings)
+        return self.adapters.jail_backend
+
+    def _local_home(self) -> "Callable[[Path], LocalHome]":
+        if self.adapters.local_home is None:
+            from colibri.adapters.localhome import LocalHome
+
+            return LocalHome
+        return self.adapters.local_home
 
     def spawner(self) -> "SpawnService":
         from colibri.resources import shipped
-        from colibri.services.spawn import SpawnPaths, SpawnService
+        from colibri.services.lifecycle.layout import SpawnPaths
+        from colibri.services.lifecycle.pipeline import SpawnService
 
         settings = self.settings
         paths = SpawnPaths(
@@ -83,7 +108,12 @@ class Context:
             settings.state_dir,
         )
         return SpawnService(
-            self.store, self.backend(), paths, provision=self.secrets().provision, notify_daemon=self._open_socket
+            self.store,
+            self.backend(),
+            paths,
+            provision=self.secrets().provision,
+            notify_daemon=self._open_socket,
+            local_home=self._local_home(),
         )
 
     def _reload_secrets(self, tenant_id: str) -> None:
@@ -106,17 +136,24 @@ class Context:
         with contextlib.suppress(DaemonError):
             client.open_tenant_socket(tenant_id)
 
-    def jails(self) -> "JailService":
-        from colibri.services.jails import JailService
+    def jails(self) -> "AgentService":
+        """start, stop, destroy and release of spawned agents."""
+        from colibri.services.lifecycle.operations import AgentService
 
         settings = self.settings
-        return JailService(
+        return AgentService(
             self.store,
             self.backend(),
             settings.run_dir / "locks",
             state_dir=settings.state_dir,
             jail_user=settings.jail_user,
+            local_home=self._local_home(),
         )
+
+    def reconciler(self) -> "Reconciler":
+        from colibri.services.lifecycle.reconcile import Reconciler
+
+        return Reconciler(self.store, self.jails())
 
     def daemon_client(self) -> "DaemonClient":
         """The daemon's admin socket (``run_dir/admin.sock``)."""

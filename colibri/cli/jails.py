@@ -1,5 +1,6 @@
 """``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``reconcile``."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -121,7 +122,7 @@ def destroy_agent(
     if len(ids) == 1 and from_file is None:
         _show(service.destroy(ids[0]), as_json, f"destroyed the jail of {ids[0]}")
         return
-    from colibri.services.tenants import HAS_JAIL
+    from colibri.domain import HAS_JAIL
 
     registry = context.get(ctx).tenants()
 
@@ -140,7 +141,7 @@ def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = Fal
     .env and what colibri enabled or created; each step is checked and named. The jail itself
     stays as it is (running or not).
     """
-    from colibri.services.adoption import describe
+    from colibri.services.lifecycle.adoption import describe
 
     record = context.get(ctx).jails().release(tenant)
     removed = record.get("removed")
@@ -160,9 +161,9 @@ def reconcile(
 
     With --apply, a repair that fails is shown with its error and the exit code is 18.
     """
-    from colibri.services.jails import describe_drifts, repair_failure
+    from colibri.services.lifecycle.reconcile import describe_drifts, repair_failure
 
-    found = context.get(ctx).jails().reconcile(apply=apply)
+    found = context.get(ctx).reconciler().reconcile(apply=apply)
     drifts = describe_drifts(found)
     failure = repair_failure(found)
     if as_json:
@@ -184,7 +185,7 @@ def reconcile(
         raise failure
 
 
-def _show(record: dict[str, object], as_json: bool, text: str) -> None:
+def _show(record: Mapping[str, object], as_json: bool, text: str) -> None:
     if as_json:
         output.emit_json(record)
     else:

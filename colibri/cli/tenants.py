@@ -3,7 +3,7 @@
 import contextlib
 import gc
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -144,7 +144,7 @@ def list_tenants(
         _print_tenants(context.get(ctx).tenants().all(status), as_json)
 
 
-def _print_tenants(tenants: list[dict[str, Any]], as_json: bool) -> None:
+def _print_tenants(tenants: Sequence[Mapping[str, Any]], as_json: bool) -> None:
     if as_json:
         output.emit_json(tenants)
         return
@@ -178,7 +178,7 @@ def show_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False
     if as_json:
         output.emit_json(record)
     else:
-        output.fields(record, SHOW_KEYS)
+        output.fields(dict(record), SHOW_KEYS)
 
 
 def remove_tenant(

@@ -6,7 +6,9 @@ difference.  The loop in server.py runs it on its own thread, bounded in time, s
 import logging
 from typing import Any
 
-from colibri.services.jails import daemon_reconcile
+from colibri.adapters.backends import make_backend
+from colibri.services.lifecycle.operations import AgentService
+from colibri.services.lifecycle.reconcile import Reconciler, describe_drifts
 from colibri.settings import Settings
 from colibri.store.db import Store
 
@@ -20,3 +22,10 @@ def run_reconcile(settings: Settings, store: Store) -> list[dict[str, Any]]:
             "reconcile: %s jail %s (tenant %s): %s", drift["kind"], drift["jail"], drift["tenant"], drift["action"]
         )
     return drifts
+
+
+def daemon_reconcile(settings: Settings, store: Store) -> list[dict[str, Any]]:
+    """A dry run of reconcile; the daemon, a composition root like the CLI's context, builds the
+    backend from its settings (services are handed theirs)."""
+    agents = AgentService(store, make_backend(settings), settings.run_dir / "locks", state_dir=settings.state_dir)
+    return [dict(d) for d in describe_drifts(Reconciler(store, agents).reconcile(apply=False))]

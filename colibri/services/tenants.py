@@ -4,29 +4,26 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-from colibri.adapters.locks import host_lock
 from colibri.domain import (
+    HAS_JAIL,
     TenantStatus,
-    check_transition,
     prefix_clash,
     validate_collection_name,
     validate_host_name,
     validate_tenant_id,
 )
 from colibri.errors import ColibriError, InvalidInput, PartialFailure, StateConflict, TenantExists, TenantNotFound
+from colibri.services.lifecycle.layout import agent_lock
 from colibri.store.db import Store
-from colibri.store.models import Tenant, tenant_public, tenant_public_row, utcnow
+from colibri.store.models import Tenant, TenantView, tenant_public, tenant_public_row
 from colibri.store.repos import TenantRepo
-
-# States in which the tenant may still own a jail on its host.
-HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
 
 
 @dataclass(frozen=True)
 class Registration:
-    tenant: dict[str, Any]
+    tenant: TenantView
     created: bool
 
 
@@ -66,14 +63,15 @@ class TenantService:
                     "as a prefix of the other; choose another id"
                 )
             if existing is not None:  # a removed tenant comes back
-                check_transition(tenant_id, TenantStatus(existing.status), TenantStatus.REGISTERED)
-                existing.collection_name = wanted_collection
-                existing.collection_id = None
-                existing.host = wanted_host
-                existing.status = TenantStatus.REGISTERED
-                existing.last_error = None
-                existing.updated_at = utcnow()
-                return Registration(tenant_public(existing), True)
+                back = repo.change(
+                    tenant_id,
+                    TenantStatus.REGISTERED,
+                    collection_name=wanted_collection,
+                    collection_id=None,
+                    host=wanted_host,
+                    last_error=None,
+                )
+                return Registration(tenant_public(back), True)
             tenant = Tenant(
                 tenant_id=tenant_id,
                 jail_name=tenant_id,
@@ -85,7 +83,7 @@ class TenantService:
             return Registration(tenant_public(tenant), True)
 
     @staticmethod
-    def _same_or_conflict(existing: Tenant, collection: str | None, host: str) -> dict[str, Any]:
+    def _same_or_conflict(existing: Tenant, collection: str | None, host: str) -> TenantView:
         differences = []
         if existing.collection_name != collection:
             differences.append(f"collection {existing.collection_name!r} (asked {collection!r})")
@@ -95,12 +93,12 @@ class TenantService:
             raise TenantExists(f"tenant {existing.tenant_id} is already registered with " + ", ".join(differences))
         return tenant_public(existing)
 
-    def all(self, status: TenantStatus | None = None) -> list[dict[str, Any]]:
+    def all(self, status: TenantStatus | None = None) -> list[TenantView]:
         """All tenants (removed ones only when asked for by status), ordered by id."""
         with self._store.session() as session:
             return [tenant_public_row(row) for row in TenantRepo(session).find_rows(status)]
 
-    def show(self, tenant_id: str) -> dict[str, Any]:
+    def show(self, tenant_id: str) -> TenantView:
         """One tenant.  Raises TenantNotFound."""
         with self._store.session() as session:
             tenant = TenantRepo(session).get(tenant_id)
@@ -108,7 +106,7 @@ class TenantService:
                 raise TenantNotFound(tenant_id)
             return tenant_public(tenant)
 
-    def remove(self, tenant_id: str, destroy_jail: bool = False) -> dict[str, Any]:
+    def remove(self, tenant_id: str, destroy_jail: bool = False) -> TenantView:
         """Mark a tenant removed.  While it may still have a jail: StateConflict, or with
         ``destroy_jail`` its jail is destroyed first (never an adopted one: that refusal stands)."""
         if destroy_jail and self._destroy_jail is not None:
@@ -116,7 +114,7 @@ class TenantService:
                 tenant = TenantRepo(session).get(tenant_id)
                 if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
                     self._destroy_jail(tenant_id)
-        lock = host_lock(self._locks, f"spawn-{tenant_id}", wait=None) if self._locks else contextlib.nullcontext()
+        lock = agent_lock(self._locks, tenant_id) if self._locks else contextlib.nullcontext()
         with lock, self._store.session() as session:  # not while a spawn of it is in flight
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
@@ -127,10 +125,7 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
-            check_transition(tenant_id, status, TenantStatus.REMOVED)
-            tenant.status = TenantStatus.REMOVED
-            tenant.updated_at = utcnow()
-            return tenant_public(tenant)
+            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED))
 
 
 # --- batches: several tenants in one command ---------------------------------------------------
@@ -166,6 +161,15 @@ def parse_tenant_list(data: bytes, source: str) -> list[str]:
     return ids
 
 
+class BatchItemView(TypedDict):
+    """One tenant's outcome as a batch's ``--json`` shows it (``error`` only for a failed one)."""
+
+    tenant_id: str
+    outcome: str
+    message: str
+    error: NotRequired[dict[str, str | int]]
+
+
 @dataclass(frozen=True)
 class BatchItem:
     """One tenant's outcome in a batch: what was done, or the error (type, code, message)."""
@@ -175,8 +179,8 @@ class BatchItem:
     message: str = ""
     error: ColibriError | None = None
 
-    def public(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {"tenant_id": self.tenant_id, "outcome": self.outcome, "message": self.message}
+    def public(self) -> "BatchItemView":
+        shown = BatchItemView(tenant_id=self.tenant_id, outcome=self.outcome, message=self.message)
         if self.error is not None:
             shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
         return shown

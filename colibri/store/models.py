@@ -4,7 +4,7 @@ ever stored here (the vault's collection *id* is an identifier, not a secret).""
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
@@ -61,12 +61,39 @@ def _iso(value: datetime | None) -> str | None:
 TENANT_COLUMNS = tuple(Tenant.model_fields)
 
 
-def tenant_public(tenant: Tenant) -> dict[str, Any]:
+class TenantView(TypedDict):
+    """A tenant as ``show-tenant`` and ``list-tenants`` show it (README; these keys, this order)."""
+
+    tenant_id: str
+    jail_name: str
+    collection_name: str | None
+    collection_id: str | None
+    host: str
+    status: str
+    created_at: str | None
+    updated_at: str | None
+    last_error: str | None
+    backend: str | None
+    jail_root: str | None
+    ip_address: str | None
+    template: str | None
+    capabilities: list[dict[str, str]]
+    spawn_step: str | None
+    adopted: bool
+    secrets_status: str | None
+    secrets_error: str | None
+    secrets_changed_at: str | None
+    secrets_checked_at: str | None
+    uid_base: int | None
+    agent_uid: int | None
+
+
+def tenant_public(tenant: Tenant) -> TenantView:
     """The tenant as shown by ``show-tenant`` and ``list-tenants`` (stable keys, see README)."""
     return tenant_public_row({name: getattr(tenant, name) for name in TENANT_COLUMNS})
 
 
-def tenant_public_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+def tenant_public_row(row: Mapping[Any, Any]) -> TenantView:
     """``tenant_public`` from a plain row of the tenants table (``TenantRepo.find_rows``): listing
     10,000 tenants this way costs a third of building ORM objects first."""
     return {

@@ -1,12 +1,15 @@
-"""Repositories: queries only, no business rules."""
+"""Repositories: the only SQL.  Queries, and one checked state change (its rule is domain.py's)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import DateTime, RowMapping, type_coerce
 from sqlalchemy import select as select_table
 from sqlmodel import Session, col, select
 
-from colibri.store.models import Tenant
+from colibri.domain import TenantStatus, check_transition
+from colibri.errors import TenantNotFound
+from colibri.store.models import Tenant, utcnow
 
 
 class TenantRepo:
@@ -18,6 +21,24 @@ class TenantRepo:
 
     def get_for_update(self, tenant_id: str) -> Tenant | None:
         return self._session.get(Tenant, tenant_id, with_for_update=True)
+
+    def change(self, tenant_id: str, status: TenantStatus | None = None, **fields: Any) -> Tenant:
+        """The one checked state change of a tenant: load it for update, check ``status`` against
+        the state machine (domain.check_transition; the same status again is no change), set it
+        and ``fields``, stamp ``updated_at``.  Raises TenantNotFound, StateConflict.  The caller's
+        session commits it, as one transaction with whatever else it did."""
+        tenant = self.get_for_update(tenant_id)
+        if tenant is None:
+            raise TenantNotFound(tenant_id)
+        if status is not None and tenant.status != status:
+            check_transition(tenant_id, TenantStatus(tenant.status), status)
+            tenant.status = status
+        for name, value in fields.items():
+            if name not in Tenant.model_fields:
+                raise AttributeError(f"tenants has no column {name}")
+            setattr(tenant, name, value)
+        tenant.updated_at = utcnow()
+        return tenant
 
     def find(self, status: str | None = None, include_removed: bool = False) -> Sequence[Tenant]:
         query = select(Tenant).order_by(col(Tenant.tenant_id))

@@ -63,9 +63,9 @@ class Busy(Unreachable):
 
 
 READY = "ready: identity read and .env checked"
-"""The line spawn waits for (colibri.services.spawn.MOTHER_READY): keep the two in step."""
+"""The line spawn waits for (colibri.services.lifecycle.mother.MOTHER_READY): keep the two in step."""
 REFUSED = "refusing to start: "
-"""How every refusal line begins (colibri.services.spawn.MOTHER_REFUSED); spawn shows the rest."""
+"""How every refusal line begins (colibri.services.lifecycle.mother.MOTHER_REFUSED); spawn shows the rest."""
 
 
 def log(message):

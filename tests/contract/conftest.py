@@ -1,7 +1,9 @@
-"""The JailBackend contract: one body of tests, run against every real backend.
+"""The JailBackend contract: one body of tests, run against every backend.
 
 ``sandbox`` runs real bubblewrap namespaces; ``bastille`` runs colibri's Bastille adapter against the
-bastille 1.4.4 emulator in tests/emulators/bastille (FreeBSD is not available here).
+bastille 1.4.4 emulator in tests/emulators/bastille (FreeBSD is not available here); ``fake`` is
+the unit tests' FakeJails (tests/fakes/jail.py), held to the same contract so it cannot drift.
+The fake runs here on the tenant's host ids (as root), as the real backends do.
 """
 
 import os
@@ -16,7 +18,11 @@ from colibri.adapters.runner import ShRunner
 from colibri.resources import shipped
 from tests.conftest import require
 
-BACKENDS = ["sandbox", "bastille"]
+BACKENDS = [
+    pytest.param("sandbox", marks=pytest.mark.integration),
+    pytest.param("bastille", marks=pytest.mark.integration),
+    "fake",
+]
 
 
 def make_sandbox(tmp_path: Path) -> JailBackend:
@@ -55,9 +61,18 @@ def warm_package_cache(release: Path) -> None:
     warm_cache(release / "var/cache/pkg")
 
 
+def make_fake(tmp_path: Path) -> JailBackend:
+    from tests.fakes.jail import FakeJails
+
+    require(os.geteuid() == 0, "root (the contract checks the owners of the jail's files)")
+    return FakeJails(tmp_path / "jails", host_ids=True)
+
+
 @pytest.fixture(name="backend", params=BACKENDS)
 def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JailBackend]:
-    backend = make_sandbox(tmp_path) if request.param == "sandbox" else make_bastille(tmp_path, request)
+    makers = {"sandbox": make_sandbox, "fake": make_fake}
+    maker = makers.get(request.param)
+    backend = maker(tmp_path) if maker is not None else make_bastille(tmp_path, request)
     yield backend
     for jail in backend.list_jails():  # leave no running jail behind
         if jail.state is JailState.RUNNING:

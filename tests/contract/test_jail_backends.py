@@ -161,6 +161,11 @@ def foreign_jail_fixture(backend: JailBackend, request: pytest.FixtureRequest) -
     if backend.name == "bastille":
         emulator = request.getfixturevalue("bastille_emulator")
         emulator.run("create", "handmade", emulator.release, "10.17.89.99")
+    elif backend.name == "fake":
+        from tests.fakes.jail import FakeJails
+
+        assert isinstance(backend, FakeJails)
+        backend.add_foreign("handmade")
     else:
         root = backend.root("handmade")
         (root / "etc").mkdir(parents=True)

@@ -18,8 +18,9 @@ from colibri.adapters.runner import ShRunner
 from colibri.cli.context import Context
 from colibri.errors import BastilleError, JailError, SecretsError
 from colibri.resources import shipped
-from colibri.services.jails import JailService
-from colibri.services.spawn import SpawnPaths, SpawnService
+from colibri.services.lifecycle.layout import SpawnPaths
+from colibri.services.lifecycle.operations import AgentService
+from colibri.services.lifecycle.pipeline import SpawnService
 from tests.conftest import Invoke
 from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulator_fixture, make_emulator  # noqa: F401
 from tests.integration.test_bastille_faults import (  # noqa: F401  (fixtures used by name)
@@ -44,8 +45,8 @@ def spawner(ctx: Context, jails: Bastille, provision: object = None) -> SpawnSer
     return SpawnService(ctx.store, jails, paths, provision=provision)  # type: ignore[arg-type]
 
 
-def jail_service(ctx: Context, jails: Bastille) -> JailService:
-    return JailService(ctx.store, jails, ctx.settings.run_dir / "locks", state_dir=ctx.settings.state_dir)
+def agent_service(ctx: Context, jails: Bastille) -> AgentService:
+    return AgentService(ctx.store, jails, ctx.settings.run_dir / "locks", state_dir=ctx.settings.state_dir)
 
 
 def host_mounts(emu: BastilleEmulator) -> str:
@@ -136,7 +137,7 @@ def test_adopt_then_release_leaves_nothing_of_colibris(emu: BastilleEmulator, ct
     assert target in fstab(emu) and target in host_mounts(emu)  # configured and live
     assert (root / "usr/local/etc/colibri/agent.json").is_file()
     assert 'colibri_mother_enable="YES"' in (root / "etc/rc.conf").read_text()
-    released = jail_service(ctx, jails).release("demo")
+    released = agent_service(ctx, jails).release("demo")
     assert "the socket mount on /var/run/colibri" in released["removed"]
     assert "colibri_mother_enable from /etc/rc.conf" in released["removed"]
     assert fstab(emu) == lines and target not in host_mounts(emu)

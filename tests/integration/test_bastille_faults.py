@@ -38,8 +38,9 @@ from colibri.errors import (
     StateConflict,
 )
 from colibri.resources import shipped
-from colibri.services.jails import JailService
-from colibri.services.spawn import SpawnPaths, SpawnService
+from colibri.services.lifecycle.layout import SpawnPaths
+from colibri.services.lifecycle.operations import AgentService
+from colibri.services.lifecycle.pipeline import SpawnService
 from colibri.settings import Settings
 from tests.contract.conftest import warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulator_fixture  # noqa: F401
@@ -84,8 +85,8 @@ def spawner(ctx: Context, jails: Bastille) -> SpawnService:
     return SpawnService(ctx.store, jails, paths, provision=None)
 
 
-def service(ctx: Context, jails: Bastille) -> JailService:
-    return JailService(ctx.store, jails, ctx.settings.run_dir / "locks")
+def service(ctx: Context, jails: Bastille) -> AgentService:
+    return AgentService(ctx.store, jails, ctx.settings.run_dir / "locks")
 
 
 class Boundary(Exception):

@@ -23,8 +23,10 @@ from colibri.adapters.runner import ShRunner
 from colibri.cli.context import Context
 from colibri.errors import BastilleError, MotherNotReady
 from colibri.resources import shipped
-from colibri.services.jails import JailService
-from colibri.services.spawn import SpawnPaths, SpawnService
+from colibri.services.lifecycle.layout import SpawnPaths
+from colibri.services.lifecycle.operations import AgentService
+from colibri.services.lifecycle.pipeline import SpawnService
+from colibri.services.lifecycle.reconcile import Reconciler
 from tests.conftest import Invoke
 from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulator_fixture  # noqa: F401
 from tests.emulators.bastille.packages import PKG_VERSION, warm_cache
@@ -250,7 +252,7 @@ def test_start_after_stop_and_reconcile_find_the_mother_rc_already_started(
     root = backend.root("acme")
     env = root / "home/agent/.env"
     assert (env.stat().st_mode & 0o777, env.stat().st_uid) == (0o600, backend.user_ids("acme", "agent")[0])
-    service = JailService(ctx.store, backend, ctx.settings.run_dir / "locks")
+    service = AgentService(ctx.store, backend, ctx.settings.run_dir / "locks")
 
     assert service.stop("acme")["status"] == "stopped" and not emu.is_running("acme")
     # The jail's rc starts colibri_mother at boot; `service colibri_mother start` would now be
@@ -263,7 +265,7 @@ def test_start_after_stop_and_reconcile_find_the_mother_rc_already_started(
 
     # a jail stopped behind colibri's back: reconcile --apply starts it and its mother
     assert emu.run("stop", "acme").returncode == 0
-    drifts = service.reconcile(apply=True)
+    drifts = Reconciler(ctx.store, service).reconcile(apply=True)
     assert [(d.kind, d.applied, d.error) for d in drifts] == [("stopped_jail", True, None)]
     assert emu.is_running("acme") and len(ready_lines(root)) == 3
     status = in_jail(emu, "acme", "service", MOTHER, "status")
@@ -275,7 +277,7 @@ def test_a_refusing_mother_is_never_active_and_does_not_loop(
 ) -> None:
     backend = spawn_active(emu, ctx, invoke, "acme")
     root = backend.root("acme")
-    service = JailService(ctx.store, backend, ctx.settings.run_dir / "locks")
+    service = AgentService(ctx.store, backend, ctx.settings.run_dir / "locks")
     service.stop("acme")
     (root / "home/agent/.env").chmod(0o644)  # the mother refuses an unsafe .env (exit 6, under daemon -R)
 
@@ -346,7 +348,7 @@ def test_colibri_mother_user_is_the_one_documented_and_read(
 def test_a_disabled_mother_is_said_so_not_waited_for(emu: BastilleEmulator, ctx: Context, invoke: Invoke) -> None:
     backend = spawn_active(emu, ctx, invoke, "acme")
     assert in_jail(emu, "acme", "sysrc", "colibri_mother_enable=NO").returncode == 0
-    service = JailService(ctx.store, backend, ctx.settings.run_dir / "locks")
+    service = AgentService(ctx.store, backend, ctx.settings.run_dir / "locks")
     service.stop("acme")
     with pytest.raises(MotherNotReady, match=r"did not start in jail acme: Cannot 'start' colibri_mother\. Set"):
         service.start("acme")

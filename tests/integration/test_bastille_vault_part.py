@@ -14,7 +14,8 @@ from colibri.adapters.runner import ShRunner
 from colibri.cli.context import Context
 from colibri.errors import ColibriError, TemplateNotFound
 from colibri.resources import shipped
-from colibri.services.spawn import IDENTITY, SpawnPaths, SpawnService
+from colibri.services.lifecycle.layout import IDENTITY, SpawnPaths
+from colibri.services.lifecycle.pipeline import SpawnService
 from tests.contract.conftest import warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulator_fixture  # noqa: F401
 

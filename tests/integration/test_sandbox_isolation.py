@@ -20,7 +20,7 @@ from colibri.adapters.runner import ShRunner
 from colibri.adapters.sandbox import Sandbox, cgroups
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.resources import shipped
-from colibri.services.spawn import _make_socket_dir
+from colibri.services.lifecycle.layout import make_socket_dir as _make_socket_dir
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration

@@ -1,14 +1,14 @@
 """Each tenant's block of host ids: allocated like its IP, kept, never shared, never reused."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from colibri.adapters import jail
 from colibri.adapters.jail import UID_BLOCK, JailIds
 from colibri.errors import JailError
-from colibri.services.spawn import SpawnPaths, SpawnService
+from colibri.services.lifecycle.allocation import allocate_ids
+from colibri.services.lifecycle.layout import SpawnPaths
 from colibri.services.tenants import TenantService
 from colibri.store import models
 from colibri.store.db import Store
@@ -17,15 +17,17 @@ from colibri.store.repos import TenantRepo
 BASE = 1_000_000_000
 
 
-def service(tmp_path: Path, blocks: int = 4) -> tuple[Store, SpawnService]:
+Pool = tuple[Store, SpawnPaths]
+
+
+def service(tmp_path: Path, blocks: int = 4) -> tuple[Store, Pool]:
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
     paths = SpawnPaths(tmp_path / "run", tmp_path / "skills", "agent", "10.17.89.0/24", "colibri/agent", BASE, blocks)
-    backend: Any = object()  # allocation never reaches the backend
-    return store, SpawnService(store, backend, paths, provision=None)
+    return store, (store, paths)
 
 
-def allocate(spawn: SpawnService, tenant: str) -> JailIds:
-    return spawn._allocate_ids(tenant)  # the allocator is the unit under test
+def allocate(pool: Pool, tenant: str) -> JailIds:
+    return allocate_ids(pool[0], pool[1], tenant)  # the allocator is the unit under test
 
 
 def test_lowest_free_block_kept_once_allocated(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from colibri.services import spawn
+import pytest
+
+from colibri.services.lifecycle import mother
 from tests.conftest import REPO
 
 SCRIPT = REPO / "jails/agent/overlay/usr/local/etc/rc.d/colibri_mother"
@@ -63,6 +65,7 @@ def daemon_flags(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     return flags, child
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_the_documented_user_variable_reaches_daemon_not_rc_subr(tmp_path: Path) -> None:
     fields, argv = run(tmp_path)
     assert fields["user"] == "<unset>", "rc.subr would wrap daemon(8) in su(1)"
@@ -76,13 +79,14 @@ def test_the_documented_user_variable_reaches_daemon_not_rc_subr(tmp_path: Path)
     assert "colibri_mother_runas" not in text.split("\n. /etc/rc.subr\n")[0], "one documented name"
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_daemon_restarts_with_a_delay_and_writes_what_colibri_reads(tmp_path: Path) -> None:
     fields, argv = run(tmp_path)
     flags, child = daemon_flags(argv)
     assert int(flags["-R"][0]) >= 5, "a refusing mother must not be restarted every second"
     assert flags["-P"] == [fields["pidfile"]] == ["/var/run/colibri_mother.pid"]
-    assert flags["-p"] == ["/" + spawn.MOTHER_PIDFILE]
-    assert flags["-o"] == ["/" + spawn.MOTHER_LOG] and "-H" in flags
+    assert flags["-p"] == ["/" + mother.MOTHER_PIDFILE]
+    assert flags["-o"] == ["/" + mother.MOTHER_LOG] and "-H" in flags
     assert fields["procname"] == fields["command"] == "/usr/sbin/daemon"
     assert child[0] == "/usr/local/bin/python3.11" and child[1].endswith("/skills/mother/mother.py")
     assert "/usr/local/bin/python3.11" in fields["required_files"].split()
@@ -93,12 +97,12 @@ def test_newsyslog_rotates_the_mothers_log_and_signals_its_supervisor() -> None:
     lines = [ln.split() for ln in NEWSYSLOG.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert len(lines) == 1
     path, owner, mode, count, size, when, flags, pidfile, sig = lines[0]
-    assert path == "/" + spawn.MOTHER_LOG and (owner, mode) == ("root:wheel", "600")
+    assert path == "/" + mother.MOTHER_LOG and (owner, mode) == ("root:wheel", "600")
     assert count.isdigit() and size.isdigit() and when == "*" and "C" in flags
     assert pidfile == "/var/run/colibri_mother.pid" and sig == "1", "SIGHUP to daemon(8)'s supervisor (-H)"
 
 
 def test_the_mother_logs_the_lines_spawn_waits_for() -> None:
     text = (REPO / "skills/mother/mother.py").read_text()
-    assert f'READY = "{spawn.MOTHER_READY}"' in text
-    assert f'REFUSED = "{spawn.MOTHER_REFUSED}"' in text
+    assert f'READY = "{mother.MOTHER_READY}"' in text
+    assert f'REFUSED = "{mother.MOTHER_REFUSED}"' in text

@@ -60,6 +60,7 @@ def test_shipped_scripts_found() -> None:
     assert "jails/agent/sandbox/etc/rc.d/colibri_mother" in names
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 @pytest.mark.parametrize("script", SHIPPED_SH, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_sh_syntax(script: Path) -> None:
     assert script.read_text().startswith("#!/bin/sh\n"), f"{script} must be a /bin/sh script"
@@ -144,6 +145,7 @@ def child_colibri_args(child: list[str]) -> list[str]:
     return child[3:]
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_rc_start_defaults(tmp_path: Path) -> None:
     fields, argv = report(run_rc(tmp_path, "start"))
     assert fields["name"] == "colibri" and fields["rcvar"] == "colibri_enable"
@@ -169,6 +171,7 @@ def test_rc_start_defaults(tmp_path: Path) -> None:
     assert "install -d -m 0750 /var/log/colibri" in run_rc(tmp_path, "start")
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_rc_start_syslog_user_and_overrides(tmp_path: Path) -> None:
     conf = (
         'colibri_enable="YES"\ncolibri_user="colibri"\ncolibri_log_target="syslog"\n'
@@ -196,12 +199,14 @@ def test_unknown_daemon_option_is_caught() -> None:
         getopt.getopt(["-X"], DAEMON_GETOPT)
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_rc_reload_signals_the_child_not_the_supervisor(tmp_path: Path) -> None:
     lines = run_rc(tmp_path, "reload")
     assert "kill -HUP 222" in lines
     assert not any("111" in line for line in lines)
 
 
+@pytest.mark.integration  # runs sh(1) on the script
 def test_rc_status_asks_the_daemon(tmp_path: Path) -> None:
     """status runs the real ``colibri daemon status`` line: with no daemon it says so (exit 16)."""
     config = tmp_path / "colibri.toml"

@@ -137,10 +137,10 @@ def test_remove_waits_for_no_spawn(invoke: Invoke) -> None:
     import os
     from pathlib import Path
 
-    from colibri.adapters.locks import host_lock
+    from colibri.services.lifecycle.layout import agent_lock
 
     invoke("register-tenant", "acme")
-    with host_lock(Path(os.environ["COLIBRI_RUN_DIR"]) / "locks", "spawn-acme", wait=None):
+    with agent_lock(Path(os.environ["COLIBRI_RUN_DIR"]) / "locks", "acme"):
         code, _, err = invoke("remove-tenant", "acme")
     assert code == 5
     assert err.startswith("colibri: spawn-acme is busy: another colibri process (pid ")

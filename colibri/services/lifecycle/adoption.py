@@ -16,16 +16,25 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from colibri.adapters import jailfs
-from colibri.adapters.jail import JailBackend, JailState
-from colibri.errors import JailError
+from colibri.adapters.jail import UID_BLOCK, JailBackend, JailInfo, JailState
+from colibri.errors import ColibriError, InvalidInput, JailError
+from colibri.services.lifecycle.layout import (
+    HANDLERS_DIR,
+    IDENTITY,
+    JAIL_SOCKET_DIR,
+    MOTHER,
+    SKILL_DIR,
+    SpawnPaths,
+    uid_pool_lock,
+)
+from colibri.services.lifecycle.mother import mother_runs
+from colibri.store.db import Store
+from colibri.store.models import Tenant
+from colibri.store.repos import TenantRepo
 
-MOTHER = "colibri_mother"
-SKILL_DIR = "/usr/local/share/colibri/skills/mother"
-HANDLERS_DIR = "/usr/local/libexec/colibri/handlers"
-IDENTITY = "/usr/local/etc/colibri/agent.json"
-JAIL_SOCKET_DIR = "/var/run/colibri"
 RC_DIRS = ("etc/rc.d", "usr/local/etc/rc.d")  # where service(8) looks for a script
 MOTHER_FILES = ("var/log/colibri_mother.log", "var/run/colibri_mother.pid", "var/run/colibri_mother_child.pid")
 """The mother's log and daemon(8)'s pidfiles (its rc.d script); the log's rotations go too."""
@@ -154,9 +163,9 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     info = backend.info(name)
     if info.state is JailState.ABSENT:
         return removed
-    if info.state is JailState.RUNNING and _mother_runs(backend, name):
+    if info.state is JailState.RUNNING and mother_runs(backend, name):
         result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
-        if _mother_runs(backend, name):
+        if mother_runs(backend, name):
             said = (result.out + result.err).strip().splitlines()
             raise JailError(
                 f"cannot release jail {name}: the mother is still running after "
@@ -196,10 +205,6 @@ def _rotated_logs(root: Path) -> list[str]:
         return []
 
 
-def _mother_runs(backend: JailBackend, name: str) -> bool:
-    return backend.exec(name, backend.service_argv(MOTHER, "status"), timeout=30).exit_code == 0
-
-
 def _remove_empty(root: Path, rel: str) -> bool:
     try:
         return jailfs.remove(root, rel)
@@ -210,3 +215,104 @@ def _remove_empty(root: Path, rel: str) -> bool:
 def describe(removed: Iterable[str]) -> str:
     items = list(removed)
     return ", ".join(items) if items else "nothing (colibri had nothing left in it)"
+
+
+class Adopter:
+    """spawn-agent ``--jail-name/--jail-root``: the checks before anything changes, the ids the
+    jail keeps, and the undo of a failed adoption (the pipeline calls these; ``withdraw`` does
+    the jail's part)."""
+
+    def __init__(self, store: Store, backend: JailBackend, paths: SpawnPaths) -> None:
+        self._store, self._backend, self._paths = store, backend, paths
+
+    def rerun(self, tenant: Tenant, info: JailInfo, name: str, root: Path) -> JailInfo:
+        """A re-run of a spawn whose adoption went through: the same checks, nothing claimed again."""
+        self._target(tenant, info, name, root)
+        self.claim_ids(tenant, name, None)
+        tenant.adopted = True
+        return info
+
+    def _target(self, tenant: Tenant, info: JailInfo, name: str, root: Path) -> None:
+        if name != tenant.jail_name:
+            raise InvalidInput(f"--jail-name {name} must be the tenant's jail name {tenant.jail_name} (1:1:1)")
+        if info.state is JailState.ABSENT:
+            raise JailError(f"cannot adopt jail {name}: the {self._backend.name} backend has no such jail")
+        if root.is_symlink():
+            raise JailError(f"cannot adopt jail {name}: --jail-root {root} is a symlink")
+        if root.resolve() != info.root.resolve() or info.root.is_symlink():
+            raise JailError(f"cannot adopt jail {name}: its root is {info.root}, not {root}")
+        if info.managed:
+            raise JailError(f"cannot adopt jail {name}: colibri created it; run 'colibri spawn-agent {name}' instead")
+
+    def check(self, tenant: Tenant, name: str, root: Path) -> Adoption:
+        """Check everything an adoption needs before anything changes (the jail, its root, its
+        ids against the other tenants', the agent user, its home, every directory colibri writes
+        to), then start the record of what it is about to change."""
+        info = self._backend.info(name)
+        self._target(tenant, info, name, root)
+        self._ids_of(tenant, name)
+        created, running = preflight(self._backend, name, self._paths.jail_user)
+        handlers = self._paths.skills_dir / "mother" / "handlers"
+        record = Adoption(
+            tenant.tenant_id,
+            name,
+            was_running=running,
+            handlers=sorted(p.name for p in handlers.iterdir() if p.is_file()) if handlers.is_dir() else [],
+            created_dirs=created,
+        )
+        record.save(self._paths.records)
+        tenant.adopted = True
+        return record
+
+    def undo(self, tenant: Tenant, record: Adoption | None, exc: ColibriError) -> None:
+        """A new adoption failed: take out what it added and forget the jail (the tenant is then
+        ``failed`` with the reason, and not adopted).  An undo that fails too is said with it."""
+        try:
+            if record is not None:
+                withdraw(self._backend, record, self._paths.jail_user, restore_state=True)
+        except ColibriError as undo:
+            tenant.adopted = False
+            where = Adoption.path(self._paths.records, tenant.tenant_id)
+            raise JailError(f"{exc}; undoing the adoption failed too ({undo}): see {where}") from None
+        fields: dict[str, Any] = {"adopted": False, "spawn_step": None, "jail_root": None, "backend": None}
+        if record is not None and record.claimed_ids:
+            fields["uid_base"] = record.prior_uid_base
+        with self._store.session() as session:
+            TenantRepo(session).change(tenant.tenant_id, **fields)
+        Adoption.forget(self._paths.records, tenant.tenant_id)
+        tenant.adopted = False
+
+    def _ids_of(self, tenant: Tenant, name: str) -> int | None:
+        """The block of host ids the adopted jail's root is on, checked against every other
+        tenant's (no change); None for a jail on host ids (bastille), which claims no block."""
+        base = self._backend.user_ids(name, "root")[0]
+        if base < UID_BLOCK:
+            return None
+        with self._store.session() as session:
+            for other in TenantRepo(session).find(include_removed=True):
+                held = other.uid_base
+                if other.tenant_id != tenant.tenant_id and held is not None and abs(held - base) < UID_BLOCK:
+                    raise JailError(
+                        f"cannot adopt jail {name}: its ids ({base}..) overlap tenant {other.tenant_id}'s block"
+                    )
+                if other.tenant_id == tenant.tenant_id and held not in (None, base):
+                    raise JailError(f"cannot adopt jail {name}: tenant {tenant.tenant_id} already has the block {held}")
+        return base
+
+    def claim_ids(self, tenant: Tenant, name: str, record: Adoption | None) -> None:
+        """An adopted jail keeps its own ids.  When they are a block of host ids (a sandbox jail
+        in a user namespace), it must be no other tenant's, and is recorded as this tenant's so
+        that it is never given out; a jail on host ids (bastille) records nothing."""
+        with uid_pool_lock(self._paths.locks):
+            base = self._ids_of(tenant, name)  # again, under the pool's lock
+            if base is None:
+                return
+            with self._store.session() as session:
+                row = TenantRepo(session).get_for_update(tenant.tenant_id)
+                assert row is not None
+                if row.uid_base == base:
+                    return
+                if record is not None:
+                    record.prior_uid_base, record.claimed_ids = row.uid_base, True
+                    record.save(self._paths.records)
+                row.uid_base = base
