@@ -123,7 +123,7 @@ class Bastille(Hardening):
         if self._checked:
             return ""
         try:
-            result = self._run([self._bastille, "--version"], env=self._env(), timeout=30, ok_codes=(0, 1))
+            result = self._run([self._bastille, *bastille_argv.version()], env=self._env(), timeout=30, ok_codes=(0, 1))
         except ToolMissing:
             raise BastilleError(f"bastille not found ({self._bastille}); install sysutils/bastille") from None
         match = _VERSION.search(result.out + result.err)
@@ -149,7 +149,7 @@ class Bastille(Hardening):
         return self.jails_dir / name / "root"
 
     def _names(self) -> list[str]:
-        result = self._bastille_run("list", "jails", timeout=60)
+        result = self._bastille_run(*bastille_argv.list_jails(), timeout=60)
         if result.exit_code != 0:
             if "No jails found" in result.err:
                 return []
@@ -158,7 +158,7 @@ class Bastille(Hardening):
 
     def _running(self, name: str) -> bool:
         try:
-            result = self._run(["jls", "-j", name, "name"], env=self._env(), timeout=30, ok_codes=(0, 1))
+            result = self._run(bastille_argv.jls_name(name), env=self._env(), timeout=30, ok_codes=(0, 1))
         except CommandFailed:
             return False
         return result.exit_code == 0 and result.out.strip() == name
@@ -240,15 +240,15 @@ class Bastille(Hardening):
         return (self._intents / name).is_file() and self._marker(name) is None
 
     def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None) -> None:
-        result = self._bastille_run("create", name, self._release, ip)
+        result = self._bastille_run(*bastille_argv.create(name, self._release, ip))
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
             raise self._fail(f"create {name}", result)
         if not self._running(name):
-            started = self._bastille_run("start", name)
+            started = self._bastille_run(*bastille_argv.start(name))
             if not self._running(name):
                 raise self._fail(f"start {name} after create", started)
         self._stage_ids(name, ids)
-        applied = self._bastille_run("template", name, template)
+        applied = self._bastille_run(*bastille_argv.template(name, template))
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
             # bastille's own line only says which hook failed; the hook's last words say why
             # (e.g. agent-jail-bootstrap.sh refusing a cold package cache, on stdout).
@@ -258,8 +258,8 @@ class Bastille(Hardening):
         # colibri/agent sets the agent-jail parameters and restarts; a template that did not is made
         # good here (bastille config, then a restart), and either way they are checked live.
         if self._configure(name):
-            self._bastille_run("stop", name)
-            started = self._bastille_run("start", name)
+            self._bastille_run(*bastille_argv.stop(name))
+            started = self._bastille_run(*bastille_argv.start(name))
             if not self._running(name):
                 raise self._fail(f"start {name} after setting its parameters", started)
         self._verify_params(name)
@@ -301,7 +301,7 @@ class Bastille(Hardening):
     def start(self, name: str) -> JailInfo:
         with host_lock(self._locks, "bastille"):
             self._require(name)
-            result = self._bastille_run("start", name)
+            result = self._bastille_run(*bastille_argv.start(name))
             if not self._running(name):  # "already running" and jail -c failures both exit 0
                 raise self._fail(f"start {name}", result)
             if self._marker(name) is not None:  # colibri's agent jail: its hardening, or no jail
@@ -309,14 +309,14 @@ class Bastille(Hardening):
                     self._verify_params(name)
                     self._apply_limits(name)
                 except BastilleError:
-                    self._bastille_run("stop", name)
+                    self._bastille_run(*bastille_argv.stop(name))
                     raise
         return self.info(name)
 
     def stop(self, name: str) -> JailInfo:
         with host_lock(self._locks, "bastille"):
             self._require(name)
-            result = self._bastille_run("stop", name)
+            result = self._bastille_run(*bastille_argv.stop(name))
             if self._running(name):
                 raise self._fail(f"stop {name}", result)
         return self.info(name)
@@ -336,7 +336,7 @@ class Bastille(Hardening):
 
     def _destroy_locked(self, name: str) -> None:
         self._require(name)
-        result = self._bastille_run("destroy", "-afy", name)
+        result = self._bastille_run(*bastille_argv.destroy(name))
         if (self.jails_dir / name).exists() or self._running(name):  # busy datasets exit 0 (#1666)
             raise self._fail(f"destroy {name} (the jail is still there)", result)
 
@@ -353,13 +353,11 @@ class Bastille(Hardening):
     ) -> CommandResult:
         if not self._running(name):
             raise BastilleError(f"jail {name} is not running")
-        command = ["jexec", "-l", "-U", user or "root", name]
-        if env:
-            command += ["/usr/bin/env", *env_list(env)]
-        return self._run([*command, *argv], stdin=stdin, env=self._env(), timeout=timeout, ok_codes=tuple(range(256)))
+        command = bastille_argv.jexec(name, user or "root", env_list(env) if env else [], argv)
+        return self._run(command, stdin=stdin, env=self._env(), timeout=timeout, ok_codes=tuple(range(256)))
 
     def service_argv(self, service: str, verb: str) -> list[str]:
-        return ["/usr/sbin/service", service, verb]
+        return bastille_argv.service(service, verb)
 
     def copy_in(self, name: str, source: Path, jail_path: str, *, mode: int = 0o644) -> None:
         self._require(name)
@@ -388,9 +386,7 @@ class Bastille(Hardening):
             with jailfs.open_dir(self.root(name), mount.jail_path, create=True):
                 pass
             if running:
-                result = self._bastille_run(
-                    "mount", name, str(mount.host_path), mount.jail_path, "nullfs", options, "0", "0"
-                )
+                result = self._bastille_run(*bastille_argv.mount(name, str(mount.host_path), mount.jail_path, options))
                 if not self._fstab_has(name, target):
                     raise self._fail(f"mount {name}", result)
                 if not self._live(name, mount):
@@ -416,7 +412,7 @@ class Bastille(Hardening):
             if not self._fstab_has(name, target) and not (live and self._running(name)):
                 return False
             if self._running(name):
-                result = self._bastille_run("umount", name, jail_path)
+                result = self._bastille_run(*bastille_argv.umount(name, jail_path))
                 if self._fstab_has(name, target) or self._mounted_on(name, jail_path):
                     raise self._fail(f"umount {name} {jail_path} (the mount is still there)", result)
             else:
