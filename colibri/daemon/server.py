@@ -36,7 +36,7 @@ from colibri.daemon.api import Api
 from colibri.daemon.http import Gate, HttpProtocol, Limits, Pool, Router, close_all, sweep
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
-from colibri.daemon.metrics import Metrics
+from colibri.daemon.metrics import Metrics, process_gauges, process_health
 from colibri.daemon.reconcile import run_reconcile
 from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
 from colibri.services.hive import HiveService, Policy, Requeued, Scope
@@ -606,6 +606,7 @@ class Daemon:
             "heartbeat_interval": round(self.policy.base_interval(1, self.registry.scopes + 1), 3),
             "sockets": sum(1 for kind, _ in self._servers if kind in ("tenant", "lane")),
             "uptime_seconds": round(time.time() - self._started, 1),
+            **process_health(),
         }
 
     def _store_check(self) -> None:
@@ -636,6 +637,7 @@ class Daemon:
             for state, count in (await asyncio.wait_for(self.db(self.hive.task_counts), 3.0)).items():
                 gauges[("colibri_tasks", (("state", state),))] = count
         gauges[("colibri_store_up", ())] = 1 if self.store_up else 0
+        gauges.update(process_gauges())
         return self.metrics.render(gauges)
 
 
