@@ -17,7 +17,8 @@ from colibri import __version__
 from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response, log_bug
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import CONTENT_TYPE
-from colibri.domain import validate_tenant_id
+from colibri.domain import capabilities_from_objects as parse_capabilities
+from colibri.domain import validate_name, validate_tenant_id
 from colibri.errors import (
     AgentNotFound,
     ColibriError,
@@ -35,8 +36,6 @@ from colibri.services.hive import (
     TASK_STATES,
     ResultTooLarge,
     Scope,
-    parse_capabilities,
-    validate_name,
 )
 
 if TYPE_CHECKING:

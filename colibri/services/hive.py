@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
-from colibri.domain import TenantStatus, validate_tenant_id
+from colibri.domain import TenantStatus, validate_name, validate_tenant_id
 from colibri.errors import (
     Conflict,
     InvalidInput,
@@ -47,9 +47,6 @@ FINISHED = frozenset({"succeeded", "failed"})
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_RESULT_BYTES = 256 * 1024  # the default of task_max_result_bytes
 PRUNE_BATCH = 500  # finished tasks deleted by age per run (the next run takes the rest)
-MAX_CAPABILITIES = 64
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
 UNFINISHED = ("queued", "running")
 
@@ -182,32 +179,6 @@ class _Pending:
     """Usage changes of the open transaction, applied once it commits."""
 
     deltas: list[tuple[str | None, int, int, int, int]] = field(default_factory=list)
-
-
-def validate_name(value: object, what: str) -> str:
-    """An agent id, capability or lane name: ASCII letters, digits, '_', '.', '-' (max 64)."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        shown = repr(value)[:50]
-        raise InvalidInput(f"invalid {what} {shown}: use 1-64 ASCII letters, digits, '_', '.', '-'")
-    return value
-
-
-def parse_capabilities(value: object) -> list[dict[str, str]]:
-    """``[{"name": "echo", "version": "1"}, ...]``, names unique.  Raises InvalidInput."""
-    if not isinstance(value, list) or len(value) > MAX_CAPABILITIES:
-        raise InvalidInput(f"capabilities must be a list of at most {MAX_CAPABILITIES} objects")
-    seen: dict[str, dict[str, str]] = {}
-    for item in value:
-        if not isinstance(item, dict):
-            raise InvalidInput('each capability is an object {"name": ..., "version": ...}')
-        name = validate_name(item.get("name"), "capability name")
-        version = item.get("version", "0")
-        if not isinstance(version, str) or not _VERSION.fullmatch(version):
-            raise InvalidInput(f"invalid version for capability {name}")
-        if name in seen:
-            raise InvalidInput(f"capability {name} is listed twice")
-        seen[name] = {"name": name, "version": version}
-    return list(seen.values())
 
 
 def encode_json(value: Any, limit: int, what: str, error: type[InvalidInput] = InvalidInput) -> str:

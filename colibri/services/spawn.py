@@ -27,6 +27,7 @@ from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult
 from colibri.domain import TenantStatus, check_transition
+from colibri.domain import capabilities_from_specs as parse_capabilities
 from colibri.errors import (
     ColibriError,
     InvalidInput,
@@ -58,24 +59,8 @@ IDENTITY = "/usr/local/etc/colibri/agent.json"
 JAIL_SOCKET_DIR = "/var/run/colibri"
 MOTHER = "colibri_mother"
 
-_CAPABILITY = re.compile(r"([a-z0-9][a-z0-9._-]{0,63})(?:@([A-Za-z0-9._-]{1,32}))?", re.ASCII)
-
 StepCallback = Callable[[str, str, str, str], None]
 """on_step(tenant, step, state, detail) with state in start | done | skip | fail."""
-
-
-def parse_capabilities(values: list[str]) -> list[dict[str, str]]:
-    """``name`` or ``name@version`` → [{"name", "version"}]; names double as handler file names."""
-    parsed: dict[str, dict[str, str]] = {}
-    for value in values:
-        match = _CAPABILITY.fullmatch(value)
-        if match is None:
-            raise InvalidInput(
-                f"invalid capability {value[:40]!r}: use NAME or NAME@VERSION "
-                "(lower-case letters, digits, '.', '_', '-')"
-            )
-        parsed[match.group(1)] = {"name": match.group(1), "version": match.group(2) or "1"}
-    return list(parsed.values())
 
 
 @dataclass(frozen=True)
