@@ -14,7 +14,6 @@ path.  FreeBSD's sun_path holds 104 bytes and the socket lives at
 JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
 """Bastille's validate_name charset (reference §2.2): the tenant id's, and the bastille backend's
 exact-target check."""
-_JAIL_NAME = JAIL_NAME
 _ALL_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _RESERVED = re.compile(r"[aA][lL][lL]", re.ASCII)
 
@@ -31,7 +30,7 @@ def validate_tenant_id(value: str) -> str:
         raise InvalidTenantId("invalid tenant id: it is empty")
     if len(value) > TENANT_ID_MAX:
         raise InvalidTenantId(f"invalid tenant id {shown}: longer than {TENANT_ID_MAX} characters ({len(value)})")
-    if not _JAIL_NAME.fullmatch(value):
+    if not JAIL_NAME.fullmatch(value):
         raise InvalidTenantId(
             f"invalid tenant id {shown}: use ASCII letters, digits, '-' and '_', starting with a letter or digit"
         )
@@ -185,6 +184,11 @@ _TRANSITIONS: dict[TenantStatus, frozenset[TenantStatus]] = {
     ),
     TenantStatus.REMOVED: frozenset({TenantStatus.REGISTERED}),
 }
+
+
+HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
+"""The states in which a tenant may have a jail (remove-tenant refuses them without --destroy-jail;
+reconcile and destroy-agent look for their jails)."""
 
 
 def check_transition(tenant_id: str, current: TenantStatus, new: TenantStatus) -> None:

@@ -145,6 +145,18 @@ def _row(values: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
 
+def show(data: Any, as_json: bool, *, text: str | None = None, keys: Sequence[str] = ()) -> None:
+    """One result: the JSON envelope with ``--json``; else ``text`` as one line, or else the
+    ``keys`` of ``data`` that it has as ``key: value`` lines (a dict or list value as compact JSON)."""
+    if as_json:
+        emit_json(data)
+    elif text is not None:
+        line(text)
+    else:
+        shown = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in data.items()}
+        fields(shown, [k for k in keys if k in shown])
+
+
 def fields(record: dict[str, Any], keys: Sequence[str]) -> None:
     """``key: value`` lines for one record (show commands)."""
     width = max(len(k) for k in keys)

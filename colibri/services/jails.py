@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from colibri.adapters.jail import JailBackend, JailState, Mount
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.locks import host_lock
-from colibri.domain import TenantStatus, check_transition
+from colibri.domain import HAS_JAIL, TenantStatus, check_transition
 from colibri.errors import ColibriError, JailError, MotherNotReady, RepairFailed, StateConflict, TenantNotFound
 from colibri.services.adoption import JAIL_SOCKET_DIR, Adoption, withdraw
 from colibri.services.spawn import mother_log_size, start_mother
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 SHOULD_RUN = frozenset({TenantStatus.ACTIVE})
 REPAIRABLE = frozenset({"stopped_jail", "running_jail", "missing_jail", "unmounted_socket"})
-HAS_JAIL = frozenset({TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED, TenantStatus.SPAWNING})
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from colibri.adapters.locks import host_lock
 from colibri.domain import (
+    HAS_JAIL,
     TenantStatus,
     check_transition,
     prefix_clash,
@@ -21,7 +22,6 @@ from colibri.store.models import Tenant, tenant_public, tenant_public_row, utcno
 from colibri.store.repos import TenantRepo
 
 # States in which the tenant may still own a jail on its host.
-HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from colibri.adapters.bastille.hardening import Limits
 from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
+from colibri.domain import JAIL_NAME
 from colibri.errors import (
     BastilleError,
     CommandFailed,
@@ -41,7 +42,7 @@ from colibri.errors import (
 MARKER = "colibri.json"
 SUPPORTED_MAJOR = 1
 _VERSION = re.compile(r"\b(\d+)\.(\d+)\.(\d+)")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+_NAME = JAIL_NAME  # bastille validate_name's charset, the tenant id's (colibri.domain)
 
 
 def _exact_target(name: str) -> str:

@@ -22,6 +22,8 @@ STAGE = Path("/run/colibri-sandbox")
 directories for bwrap to bind (they may lie below directories the jail's ids cannot walk)."""
 CACHE = Path("/run/colibri-sandbox.cache")
 """Root's cache of the seccomp program (see seccomp.write_bpf); on tmpfs, gone at boot."""
+JAIL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH of the sandbox launcher and of every command colibri runs in a sandbox jail."""
 CAP_NUMBERS = {"chown": 0, "dac_override": 1, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7}
 _HOST_RO = ("usr",)
 HOST_MERGED = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
@@ -99,7 +101,7 @@ def launch(config: dict[str, Any], fds: dict[str, int], log_path: Path, info_rea
             stdout=log,
             stderr=log,
             start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "COLIBRI_LAUNCH": json.dumps(config)},
+            env={"PATH": JAIL_PATH, "COLIBRI_LAUNCH": json.dumps(config)},
         )
     except OSError as exc:
         close_all([info_read])
