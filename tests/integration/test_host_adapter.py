@@ -1,4 +1,4 @@
-"""colibri.adapters.host against real processes of this host (no root needed)."""
+"""colibri.adapters.host against real processes of this host (sleep, python; no root needed)."""
 
 import os
 import signal
@@ -11,6 +11,8 @@ import pytest
 
 from colibri.adapters import host
 from colibri.poll import poll_true
+
+pytestmark = pytest.mark.integration
 
 
 def _stat_ticks(pid: int) -> int:
