@@ -15,7 +15,6 @@ rctl.conf without checking); the agent user gets the tenant's uid/gid.  Every ar
 """
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ from colibri.adapters import jailfs
 from colibri.adapters.bastille import argv as bastille_argv
 from colibri.adapters.bastille.enforce import Hardening
 from colibri.adapters.bastille.hardening import Limits
-from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.bastille.mounts import Mounts
+from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
 from colibri.domain import JAIL_NAME
@@ -53,7 +53,7 @@ def _exact_target(name: str) -> str:
     return name
 
 
-class Bastille(Hardening):
+class Bastille(Mounts, Hardening):
     """JailBackend on bastille(8)."""
 
     name = "bastille"
@@ -367,62 +367,6 @@ class Bastille(Hardening):
         else:
             jailfs.write_file(self.root(name), jail_path, source.read_bytes(), mode=mode)
 
-    def mount(self, name: str, mount: Mount) -> None:
-        """A nullfs mount recorded in the jail's fstab (applied by ``bastille mount`` when running,
-        by jail(8)'s mount.fstab at the next start otherwise).  On a running jail the mount is
-        checked live too: bastille 1.4.4 mount.sh appends the fstab line *before* ``mount -F fstab
-        -a``, and a failed mount there is only an error_continue (exit 0), so a line alone proves
-        nothing.  A line left without its live mount is taken out again."""
-        with host_lock(self._locks, "bastille"):
-            self._require(name)
-            target = self._target(name, mount.jail_path)
-            options = "ro" if mount.read_only else "rw"
-            line = f"{mount.host_path} {target} nullfs {options} 0 0"
-            present = self._fstab_has(name, target)
-            running = self._running(name)
-            if present and (not running or self._live(name, mount)):
-                return
-            if present:  # in the fstab but not mounted (added while it ran): add it again, live
-                self._fstab_drop(name, target)
-            with jailfs.open_dir(self.root(name), mount.jail_path, create=True):
-                pass
-            if running:
-                result = self._bastille_run(*bastille_argv.mount(name, str(mount.host_path), mount.jail_path, options))
-                if not self._fstab_has(name, target):
-                    raise self._fail(f"mount {name}", result)
-                if not self._live(name, mount):
-                    self._fstab_drop(name, target)
-                    error = self._fail(f"mount {name}", result)
-                    raise BastilleError(f"{error} ({mount.host_path} is not mounted on {target}; nothing was kept)")
-                return
-            fstab = self.jails_dir / name / "fstab"
-            try:
-                with fstab.open("a") as handle:
-                    handle.write(line + "\n")
-            except OSError as exc:
-                raise BastilleError(f"cannot add the mount to {fstab}: {exc.strerror}") from None
-
-    def umount(self, name: str, jail_path: str) -> bool:
-        """``bastille umount NAME PATH`` on a running jail (it unmounts, then drops the fstab line);
-        on a stopped one bastille does nothing ("Jail is not running.", exit 0: umount.sh), so the
-        line is dropped here.  Verified: no line and no live mount afterwards."""
-        with host_lock(self._locks, "bastille"):
-            self._require(name)
-            target = self._target(name, jail_path)
-            live = self._mounted_on(name, jail_path)
-            if not self._fstab_has(name, target) and not (live and self._running(name)):
-                return False
-            if self._running(name):
-                result = self._bastille_run(*bastille_argv.umount(name, jail_path))
-                if self._fstab_has(name, target) or self._mounted_on(name, jail_path):
-                    raise self._fail(f"umount {name} {jail_path} (the mount is still there)", result)
-            else:
-                self._fstab_drop(name, target)
-            return True
-
-    def is_mounted(self, name: str, mount: Mount) -> bool:
-        return self._running(name) and self._live(name, mount)
-
     def enable_service(self, name: str, service: str, enabled: bool) -> bool:
         """rc.conf(5) in the jail, edited from the host as ``sysrc [-x] SERVICE_enable=YES``
         would: the last assignment replaced or one appended; every assignment removed."""
@@ -447,47 +391,3 @@ class Bastille(Hardening):
             lines = [ln for i, ln in enumerate(lines) if i not in mine]
         jailfs.write_file(self.root(name), rc_conf, ("\n".join(lines) + "\n" if lines else "").encode(), mode=0o644)
         return True
-
-    # ---- fstab and the host's mount table ---------------------------------------------------------
-    def _target(self, name: str, jail_path: str) -> str:
-        return str(self.root(name)) + "/" + jail_path.lstrip("/")
-
-    def _fstab_lines(self, name: str) -> list[str]:
-        fstab = self.jails_dir / name / "fstab"
-        try:
-            return fstab.read_text().splitlines() if fstab.exists() else []
-        except OSError as exc:
-            raise BastilleError(f"cannot read {fstab}: {exc.strerror}") from None
-
-    def _fstab_has(self, name: str, target: str) -> bool:
-        return any(ln.split()[1:2] == [target] for ln in self._fstab_lines(name) if not ln.lstrip().startswith("#"))
-
-    def _fstab_drop(self, name: str, target: str) -> None:
-        fstab = self.jails_dir / name / "fstab"
-        kept = [ln for ln in self._fstab_lines(name) if ln.split()[1:2] != [target] or ln.lstrip().startswith("#")]
-        try:
-            tmp = fstab.with_name(".fstab.colibri")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            tmp.replace(fstab)
-        except OSError as exc:
-            raise BastilleError(f"cannot rewrite {fstab}: {exc.strerror}") from None
-
-    def _host_mounts(self) -> list[list[str]]:
-        """The host's nullfs mounts from ``mount -p -t nullfs`` (mount(8): one fstab(5)-format line
-        per mounted file system, from the kernel's table: sbin/mount/mount.c putfsent)."""
-        result = self._run(bastille_argv.mounts_nullfs(), env=self._env(), timeout=30, ok_codes=(0, 1))
-        if result.exit_code != 0:
-            raise self._fail("mount -p (the host's mount table)", result)
-        return [ln.split() for ln in result.out.splitlines() if len(ln.split()) >= 3]
-
-    def _mounted_on(self, name: str, jail_path: str) -> list[list[str]]:
-        """The host's live nullfs mounts on ``jail_path`` of the jail.  The kernel keeps the path
-        mount(2) resolved, so a symlinked prefix shows as its target; only the host's part is
-        resolved here, nothing inside the jail root is followed."""
-        targets = {self._target(name, jail_path)}
-        targets.add(f"{os.path.realpath(self.jails_dir)}/{name}/root/{jail_path.lstrip('/')}")
-        return [m for m in self._host_mounts() if m[1] in targets]
-
-    def _live(self, name: str, mount: Mount) -> bool:
-        sources = {str(mount.host_path), os.path.realpath(mount.host_path)}
-        return any(m[0] in sources for m in self._mounted_on(name, mount.jail_path))
