@@ -1,4 +1,4 @@
-"""Pure value types and rules: tenant ids, tenant states.  No I/O here."""
+"""Pure value types and rules: tenant ids, capabilities, tenant states.  No I/O here."""
 
 import enum
 import re
@@ -11,7 +11,9 @@ path.  FreeBSD's sun_path holds 104 bytes and the socket lives at
 ``/var/run/colibri/agents/<tenant>/agent.sock`` (35 bytes without the id); ZFS dataset paths,
 ``jls`` columns and DNS labels (63) all stay comfortable at 32.  Bastille itself has no limit."""
 
-_JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+JAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+"""Bastille's validate_name charset (reference §2.2): the tenant id's, and the bastille backend's
+exact-target check."""
 _ALL_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _RESERVED = re.compile(r"[aA][lL][lL]", re.ASCII)
 
@@ -28,7 +30,7 @@ def validate_tenant_id(value: str) -> str:
         raise InvalidTenantId("invalid tenant id: it is empty")
     if len(value) > TENANT_ID_MAX:
         raise InvalidTenantId(f"invalid tenant id {shown}: longer than {TENANT_ID_MAX} characters ({len(value)})")
-    if not _JAIL_NAME.fullmatch(value):
+    if not JAIL_NAME.fullmatch(value):
         raise InvalidTenantId(
             f"invalid tenant id {shown}: use ASCII letters, digits, '-' and '_', starting with a letter or digit"
         )
@@ -84,6 +86,66 @@ def _printable(value: str) -> str:
     return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+"""An agent id, capability or lane name: 1-64 ASCII letters, digits, '_', '.', '-', starting with a
+letter or digit (so no '..', no '/', nothing that reads as an option): safe as a handler's file name."""
+CAPABILITY_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}", re.ASCII)
+MAX_CAPABILITIES = 64
+
+Capability = dict[str, str]
+"""``{"name": ..., "version": ...}``, as the store, the identity file and the API carry it."""
+
+
+def validate_name(value: object, what: str) -> str:
+    """An agent id, capability or lane name (``NAME``).  Raises InvalidInput naming ``what``."""
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        shown = repr(value)[:50]
+        raise InvalidInput(f"invalid {what} {shown}: use 1-64 ASCII letters, digits, '_', '.', '-'")
+    return value
+
+
+def capability(name: object, version: object) -> Capability:
+    """One capability, by the one rule the CLI (``--capability``), the API (``register``) and
+    docs/openapi.yaml share: a NAME, and a version of letters, digits and ``_.+-`` (semver's build
+    ``+`` included) starting with a letter or digit.  Raises InvalidInput."""
+    name = validate_name(name, "capability name")
+    if not isinstance(version, str) or not CAPABILITY_VERSION.fullmatch(version):
+        raise InvalidInput(f"invalid version for capability {name}")
+    return {"name": name, "version": version}
+
+
+def capabilities_from_specs(values: list[str]) -> list[Capability]:
+    """``--capability NAME[@VERSION]`` values (version 1 when not given); a name given again takes
+    its last version (a repeated option is not an error)."""
+    parsed: dict[str, Capability] = {}
+    for value in values:
+        name, at, version = value.partition("@")
+        try:
+            parsed[name] = capability(name, version if at else "1")
+        except InvalidInput:
+            raise InvalidInput(
+                f"invalid capability {_printable(value)}: use NAME or NAME@VERSION (ASCII letters, digits, "
+                "'.', '_', '-'; a VERSION may also hold '+')"
+            ) from None
+    return list(parsed.values())
+
+
+def capabilities_from_objects(value: object) -> list[Capability]:
+    """An agent's ``[{"name": "echo", "version": "1"}, ...]`` (version 0 when not given), at most
+    MAX_CAPABILITIES, names unique (what an agent sends twice is refused).  Raises InvalidInput."""
+    if not isinstance(value, list) or len(value) > MAX_CAPABILITIES:
+        raise InvalidInput(f"capabilities must be a list of at most {MAX_CAPABILITIES} objects")
+    seen: dict[str, Capability] = {}
+    for item in value:
+        if not isinstance(item, dict):
+            raise InvalidInput('each capability is an object {"name": ..., "version": ...}')
+        parsed = capability(item.get("name"), item.get("version", "0"))
+        if parsed["name"] in seen:
+            raise InvalidInput(f"capability {parsed['name']} is listed twice")
+        seen[parsed["name"]] = parsed
+    return list(seen.values())
+
+
 class TenantStatus(enum.StrEnum):
     """The tenant's lifecycle.
 
@@ -125,8 +187,8 @@ _TRANSITIONS: dict[TenantStatus, frozenset[TenantStatus]] = {
 
 
 HAS_JAIL = frozenset({TenantStatus.SPAWNING, TenantStatus.ACTIVE, TenantStatus.STOPPED, TenantStatus.FAILED})
-"""The states in which a tenant may still own a jail on its host (remove-tenant refuses them;
-start, stop and destroy need one)."""
+"""The states in which a tenant may have a jail (remove-tenant refuses them without --destroy-jail;
+reconcile and destroy-agent look for their jails)."""
 
 
 def check_transition(tenant_id: str, current: TenantStatus, new: TenantStatus) -> None:

@@ -27,6 +27,14 @@ def require(ok: bool, what: str) -> None:
     pytest.skip(f"missing: {what}")
 
 
+def require_root(what: str) -> None:
+    """Skip, also under CI, when the test does what only root can (``what``: mknod, fchown to
+    another uid).  These are the unit layer's only root cases: it runs as any user without them
+    (``setpriv --reuid=nobody ... pytest tests/unit``), and the README command, run as root, runs them."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: {what}")
+
+
 def require_program(name: str) -> str:
     path = shutil.which(name)
     require(path is not None, f"program {name}")

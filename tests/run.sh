@@ -7,4 +7,4 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff check";  ruff check .
 echo "== ruff format"; ruff format --check .
 echo "== mypy";        mypy --strict colibri
-echo "== pytest";      pytest "$@"
+echo "== pytest";      pytest -n auto --dist loadfile "$@"  # a test file stays on one worker (its module fixtures)

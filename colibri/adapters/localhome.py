@@ -6,7 +6,7 @@ import signal
 import stat
 from pathlib import Path
 
-from colibri.adapters import jailfs
+from colibri.adapters import host, jailfs
 from colibri.errors import JailError
 from colibri.poll import poll_true
 
@@ -28,11 +28,15 @@ class LocalHome:
         lives in a directory that user controls, so its word alone is not trusted)."""
         try:
             pid = int(jailfs.read_file(self.home, ".colibri/mother.pid", limit=32).strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            owner = Path(f"/proc/{pid}").stat().st_uid
         except (OSError, ValueError, JailError):
             return None
-        return pid if b"mother.py" in cmdline and owner == self.owner()[0] else None
+        argv, owner = host.cmdline(pid), host.effective_uid(pid)
+        if argv is None or owner is None or not any("mother.py" in arg for arg in argv):
+            return None
+        try:
+            return pid if owner == self.owner()[0] else None
+        except OSError:
+            return None
 
     def start(self, skill: Path, identity: Path) -> int:
         running = self.pid()

@@ -3,11 +3,11 @@
 import contextlib
 import fcntl
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from colibri.errors import CommandTimeout, StateConflict
+from colibri.poll import poll_true
 
 
 @contextlib.contextmanager
@@ -31,16 +31,17 @@ def host_lock(locks_dir: Path, name: str, *, wait: float | None = 600.0) -> Iter
 
 
 def _acquire(fd: int, path: Path, wait: float | None) -> None:
-    deadline = time.monotonic() + (wait or 0.0)
-    while True:
+    def take() -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
         except BlockingIOError:
-            if wait is None:
-                holder = path.read_text().strip() or "?"
-                message = f"{path.stem} is busy: another colibri process (pid {holder}) holds it"
-                raise StateConflict(message) from None
-            if time.monotonic() >= deadline:
-                raise CommandTimeout(f"waiting for the lock {path}", wait) from None
-            time.sleep(0.05)
+            return False
+        return True
+
+    if take():
+        return
+    if wait is None:
+        holder = path.read_text().strip() or "?"
+        raise StateConflict(f"{path.stem} is busy: another colibri process (pid {holder}) holds it")
+    if not poll_true(take, timeout=wait, interval=0.05):
+        raise CommandTimeout(f"waiting for the lock {path}", wait)

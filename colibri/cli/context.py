@@ -199,6 +199,7 @@ class Context:
         """The bw adapter, or None while vault_url / vault_organization_id are unset."""
         import os
 
+        from colibri.adapters.backends import SYSTEM_PATH
         from colibri.adapters.bitwarden import Bitwarden, BwConfig
         from colibri.adapters.runner import ShRunner
 
@@ -214,7 +215,7 @@ class Context:
             timeout=settings.bw_timeout,
         )
         # bw is a node script (#!/usr/bin/env node): node must be on PATH; nothing else is passed.
-        path = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        path = os.environ.get("PATH") or ":".join(SYSTEM_PATH)
         # bw's `list items` covers the whole organisation: more room than a jail command gets.
         return Bitwarden(ShRunner({"PATH": path}, max_output=64 << 20), config)
 

@@ -50,7 +50,10 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     agents = ", ".join(f"{n} {state}" for state, n in health["agents"].items())
     output.fields(
         {**health, "agents": agents or "none"},
-        ("status", "version", "store", "backend", "agents", "queue_depth", "heartbeat_interval", "sockets"),
+        (
+            *("status", "version", "store", "backend", "agents", "queue_depth", "heartbeat_interval", "sockets"),
+            *("rss_bytes", "open_fds", "connections"),
+        ),
     )
 
 

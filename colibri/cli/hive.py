@@ -1,7 +1,6 @@
 """``colibri agents``, ``submit-task``, ``tasks``, ``task``, ``register-lane``: the hive, via the daemon."""
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -11,6 +10,7 @@ from colibri.errors import TASK_FAILED_EXIT
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.", show_default=False)]
+BRIEF_KEYS = ("id", "capability", "tenant", "state", "waiting")
 TASK_KEYS = (
     "id", "tenant", "capability", "state", "attempts", "max_attempts", "agent", "waiting", "payload",
     "result", "error", "exit_status", "submitted_by", "created_at", "claimed_at", "finished_at",
@@ -63,11 +63,11 @@ def submit_task(
     client = context.get(ctx).daemon_client()
     task = client.submit(capability, document, tenant, idempotency_key)
     if not wait:
-        _show(task, as_json, brief=True)
+        output.show(task, as_json, keys=BRIEF_KEYS)
         return
     while task["state"] not in FINISHED_TASK_STATES:
         task = client.task(task["id"], wait=25)
-    _show(task, as_json)
+    output.show(task, as_json, keys=TASK_KEYS)
     if task["state"] == TaskState.FAILED:
         raise typer.Exit(TASK_FAILED_EXIT)
 
@@ -99,7 +99,7 @@ def task(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one task: state, attempts, the agent holding it, its result or error, why it waits."""
-    _show(context.get(ctx).daemon_client().task(task_id), as_json)
+    output.show(context.get(ctx).daemon_client().task(task_id), as_json, keys=TASK_KEYS)
 
 
 def register_lane(
@@ -113,15 +113,6 @@ def register_lane(
         output.emit_json(result)
     else:
         output.line(f"lane {lane}: {result['socket']}")
-
-
-def _show(task: dict[str, Any], as_json: bool, brief: bool = False) -> None:
-    if as_json:
-        output.emit_json(task)
-        return
-    shown = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in task.items()}
-    keys = ("id", "capability", "tenant", "state", "waiting") if brief else TASK_KEYS
-    output.fields(shown, [k for k in keys if k in shown])
 
 
 def register(app: typer.Typer) -> None:

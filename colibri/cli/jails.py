@@ -93,12 +93,12 @@ def spawn_local(
 def start_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
     """Start a stopped agent's jail and wait for its mother skill's ready line (exit 17 with the
     mother's own reason when it refuses; the jail is then stopped again)."""
-    _show(context.get(ctx).jails().start(tenant), as_json, f"started {tenant}")
+    output.show(context.get(ctx).jails().start(tenant), as_json, text=f"started {tenant}")
 
 
 def stop_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
     """Stop an agent's jail; the tenant becomes 'stopped'."""
-    _show(context.get(ctx).jails().stop(tenant), as_json, f"stopped {tenant}")
+    output.show(context.get(ctx).jails().stop(tenant), as_json, text=f"stopped {tenant}")
 
 
 def destroy_agent(
@@ -120,7 +120,7 @@ def destroy_agent(
         confirm_destroy(ids, from_file, "and everything in it", "and everything in them")
     service = context.get(ctx).jails()
     if len(ids) == 1 and from_file is None:
-        _show(service.destroy(ids[0]), as_json, f"destroyed the jail of {ids[0]}")
+        output.show(service.destroy(ids[0]), as_json, text=f"destroyed the jail of {ids[0]}")
         return
     from colibri.domain import HAS_JAIL
 
@@ -145,11 +145,8 @@ def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = Fal
 
     record = context.get(ctx).jails().release(tenant)
     removed = record.get("removed")
-    _show(
-        record,
-        as_json,
-        f"released the adopted jail of {tenant}; removed: {describe(removed if isinstance(removed, list) else [])}",
-    )
+    said = describe(removed if isinstance(removed, list) else [])
+    output.show(record, as_json, text=f"released the adopted jail of {tenant}; removed: {said}")
 
 
 def reconcile(
@@ -183,13 +180,6 @@ def reconcile(
         )  # fmt: skip
     if failure is not None:
         raise failure
-
-
-def _show(record: Mapping[str, object], as_json: bool, text: str) -> None:
-    if as_json:
-        output.emit_json(record)
-    else:
-        output.line(text)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ ASCII (``\\uXXXX`` for everything outside printable ASCII), so ``--json`` on a t
 """
 
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,55 @@ from colibri.text import PLAIN, safe
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(_pretty({"ok": True, "data": data}) + "\n")
+    sys.stdout.write(_dumps({"ok": True, "data": data}) + "\n")
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps(value, indent=2, sort_keys=True)``, byte for byte: through orjson where its
+    output is the same, else through ``_pretty``."""
+    fast = _orjson_dumps(value)
+    return fast if fast is not None else _pretty(value)
+
+
+_NESTED = frozenset((dict, list, tuple))
+_PLAIN = frozenset((str, int, bool, type(None))) | _NESTED
+
+
+def _orjson_dumps(value: Any) -> str | None:
+    """orjson's rendering (a tenth of ``_pretty``'s time on 10,000 tenants) where it is the
+    stdlib's, else None.  It is only for the plain types, exactly (no float: orjson writes 1e-05 as
+    0.00001 and NaN as null; no subclass or other type, which orjson and the stdlib each render
+    their own way or refuse), and only when it came out printable ASCII (orjson writes UTF-8 and a
+    raw DEL, the stdlib \\u-escapes them).  A non-str key or an int over 64 bits: orjson refuses."""
+    try:
+        import orjson
+    except ImportError:  # an optional speed-up: the stdlib path gives the same bytes
+        return None
+    if not _plain(value):
+        return None
+    try:
+        raw = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return None
+    if not raw.isascii() or b"\x7f" in raw:
+        return None
+    return raw.decode("ascii")
+
+
+def _plain(value: Any) -> bool:
+    """True when ``value`` and all it holds are of ``_PLAIN``'s exact types: one level of the tree
+    at a time, each level's values typed and filtered in C (10,000 records: ~10 ms, a Python walk
+    takes twice that)."""
+    if type(value) not in _NESTED:
+        return type(value) in _PLAIN
+    level = [value]
+    while level:
+        values = list(itertools.chain.from_iterable(c.values() if type(c) is dict else c for c in level))
+        kinds = set(map(type, values))
+        if not kinds <= _PLAIN:
+            return False
+        level = list(itertools.compress(values, map(_NESTED.__contains__, map(type, values))))
+    return True
 
 
 def _pretty(value: Any, level: int = 0) -> str:
@@ -91,7 +140,7 @@ def emit_json_failure(data: Any, exc: ColibriError) -> None:
     per-item outcomes or a reconcile with failed repairs: ``{"ok": false, "data": <the result>,
     "error": {...}}``, the error as in the failure envelope."""
     error = {"type": type(exc).__name__, "code": exc.exit_code, "message": _cut(exc.message)}
-    sys.stdout.write(_pretty({"ok": False, "data": data, "error": error}) + "\n")
+    sys.stdout.write(_dumps({"ok": False, "data": data, "error": error}) + "\n")
 
 
 def emit_json_line(data: Any) -> None:
@@ -143,6 +192,18 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
 
 def _row(values: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+
+def show(data: Any, as_json: bool, *, text: str | None = None, keys: Sequence[str] = ()) -> None:
+    """One result: the JSON envelope with ``--json``; else ``text`` as one line, or else the
+    ``keys`` of ``data`` that it has as ``key: value`` lines (a dict or list value as compact JSON)."""
+    if as_json:
+        emit_json(data)
+    elif text is not None:
+        line(text)
+    else:
+        shown = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in data.items()}
+        fields(shown, [k for k in keys if k in shown])
 
 
 def fields(record: dict[str, Any], keys: Sequence[str]) -> None:

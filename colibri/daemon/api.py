@@ -26,7 +26,8 @@ from colibri.daemon.requests import (
     until,
 )
 from colibri.daemon.sockets import Sockets
-from colibri.domain import TaskState, validate_tenant_id
+from colibri.domain import TaskState, validate_name, validate_tenant_id
+from colibri.domain import capabilities_from_objects as parse_capabilities
 from colibri.errors import (
     INTERNAL_ERROR_EXIT,
     AgentNotFound,
@@ -47,8 +48,6 @@ from colibri.services.hive import (
     Policy,
     ResultTooLarge,
     Scope,
-    parse_capabilities,
-    validate_name,
 )
 
 log = logging.getLogger("colibri.daemon")

@@ -3,6 +3,8 @@
 from collections import Counter
 from collections.abc import Mapping
 
+from colibri.adapters import host
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 HELP = {
@@ -29,7 +31,29 @@ HELP = {
     "colibri_task_waits": ("gauge", "long-polls waiting for a task to finish"),
     "colibri_http_refused_total": ("counter", "connections or requests refused by a limit, by reason"),
     "colibri_accept_errors_total": ("counter", "accepts that failed for want of descriptors"),
+    "process_resident_memory_bytes": ("gauge", "resident memory of the daemon process, bytes"),
+    "process_open_fds": ("gauge", "file descriptors the daemon process has open"),
+    "colibri_process_connections": ("gauge", "sockets the daemon process has open (any family, listening or not)"),
 }
+
+_USAGE_GAUGES = {
+    "rss_bytes": "process_resident_memory_bytes",
+    "open_fds": "process_open_fds",
+    "connections": "colibri_process_connections",
+}
+
+
+def process_health() -> dict[str, int | None]:
+    """The daemon's own use of the host for ``/health`` (``colibri daemon status``): ``rss_bytes``,
+    ``open_fds``, ``connections``; None where the kernel would not say."""
+    usage = host.usage()
+    return {"rss_bytes": usage.rss_bytes, "open_fds": usage.open_fds, "connections": usage.connections}
+
+
+def process_gauges() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The same for ``/metrics``, under the Prometheus process collector's names where there is one
+    (a value the kernel would not give is left out, not shown as 0)."""
+    return {(_USAGE_GAUGES[key], ()): value for key, value in process_health().items() if value is not None}
 
 
 class Metrics:

@@ -8,7 +8,7 @@ from typing import Any
 
 from colibri import __version__
 from colibri.daemon.dispatcher import Dispatcher
-from colibri.daemon.metrics import Metrics
+from colibri.daemon.metrics import Metrics, process_gauges, process_health
 from colibri.daemon.sockets import Sockets
 from colibri.errors import StoreError
 from colibri.services.hive import HiveService, Policy
@@ -45,6 +45,7 @@ class Status:
             "heartbeat_interval": round(self._policy().base_interval(1, registry.scopes + 1), 3),
             "sockets": self._sockets.agent_sockets(),
             "uptime_seconds": round(time.time() - self._started, 1),
+            **process_health(),
         }
 
     async def metrics_text(self) -> str:
@@ -65,4 +66,5 @@ class Status:
             for state, count in (await asyncio.wait_for(self._db(self._hive().task_counts), 3.0)).items():
                 gauges[("colibri_tasks", (("state", state),))] = count
         gauges[("colibri_store_up", ())] = 1 if self._store_up() else 0
+        gauges.update(process_gauges())
         return self._metrics.render(gauges)

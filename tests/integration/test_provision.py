@@ -207,10 +207,14 @@ def set_collection_id(world: World, tenant: str, collection_id: str) -> None:
 
 
 class ProcessScan:
-    """Polls every process's argv (and bw's environment, for the session key) while running."""
+    """Polls every process's argv (and bw's environment, for the session key) while running.
+    ``bw_calls`` and ``sessions`` are those of bw processes whose data directory is ``appdata``
+    (this test's colibri), when given: other suites and xdist workers run bw on this host too."""
 
-    def __init__(self) -> None:
+    def __init__(self, appdata: Path | None = None) -> None:
+        self.appdata = None if appdata is None else str(appdata)
         self.argvs: set[str] = set()
+        self.bw_calls: set[str] = set()
         self.sessions: set[str] = set()
         self.bw_seen = 0
         self._stop = threading.Event()
@@ -231,8 +235,12 @@ class ProcessScan:
                     argv = " ".join(proc.info["cmdline"] or ())
                     self.argvs.add(argv)
                     if "/bw" in argv or "@bitwarden" in argv:
+                        env = proc.environ()
+                        if self.appdata is not None and env.get("BITWARDENCLI_APPDATA_DIR") != self.appdata:
+                            continue
                         self.bw_seen += 1
-                        session = proc.environ().get("BW_SESSION")
+                        self.bw_calls.add(argv)
+                        session = env.get("BW_SESSION")
                         if session:
                             self.sessions.add(session)
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -331,7 +339,7 @@ def test_batch_provision_every_fault_one_session_and_no_leak(world: World, tmp_p
         envs[tenant].write_bytes(old)
     world.server.clear_requests()
 
-    with ProcessScan() as scan:
+    with ProcessScan(world.base / "state" / "bw") as scan:
         run = world.colibri("provision", "--all", "--json")
     vault.delete_item(world.items["bigval/env"])  # 10 MB would slow every later listing
     assert run.rc == 12, str(run)
@@ -442,7 +450,7 @@ def test_one_tenant_names_every_bad_value_and_lists_only_its_own_collection(worl
     vault.add_item(other, "env", fields={"K": "v"})
     env = add_tenant(world, "multi")
     env.write_bytes(b"OLD='kept'\n")
-    with ProcessScan() as scan:
+    with ProcessScan(world.base / "state" / "bw") as scan:
         run = world.colibri("provision", "multi")
     assert run.rc == 12, str(run)
     lines = run.stderr.splitlines()
@@ -456,8 +464,7 @@ def test_one_tenant_names_every_bad_value_and_lists_only_its_own_collection(worl
     assert "duplicate key OK: from item 'env'" in run.stderr
     assert not any(v in run.stdout + run.stderr for v in ("nul\0val", "v1bad", "okval", "free text", "dupval"))
     assert env.read_bytes() == b"OLD='kept'\n"
-    ours = world.env["COLIBRI_BW_PATH"]  # other bw processes may run on this host (other suites)
-    listings = [a for a in scan.argvs if "list items" in a and ours in a]
+    listings = [a for a in scan.bw_calls if "list items" in a]  # this colibri's bw only (ProcessScan)
     assert listings and all(a.endswith(f"list items --collectionid {col.id}") for a in listings), listings
     run = world.colibri("provision", "multi", "--json")
     document = run.json()

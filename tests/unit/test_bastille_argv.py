@@ -1,8 +1,12 @@
-"""The argv of every bastille / jls / rctl / sysctl call the bastille backend's hardening makes, and
-the parsers that read their answers back (pure functions: no emulator here)."""
+"""The argv of every bastille / jls / jexec / mount / rctl / sysctl call the bastille backend makes,
+and the parsers that read their answers back (pure functions: no emulator here)."""
+
+import ast
+from pathlib import Path
 
 import pytest
 
+import colibri.adapters.bastille
 from colibri.adapters.bastille import argv
 from colibri.adapters.bastille.hardening import (
     Limits,
@@ -27,6 +31,66 @@ def test_argv_of_every_new_call() -> None:
         "jls", "-j", "acme", "-h", "securelevel", "children.max"]  # fmt: skip
     assert argv.rctl_rules("acme") == ["rctl", "jail:acme"]
     assert argv.racct_enabled() == ["sysctl", "-n", "kern.racct.enable"]
+
+
+def test_argv_of_every_lifecycle_call() -> None:
+    """bastille 1.4.x's own words (after the program, which the backend puts first)."""
+    assert argv.version() == ["--version"]
+    assert argv.list_jails() == ["list", "jails"]
+    assert argv.create("acme", "14.2-RELEASE", "10.17.89.5") == ["create", "acme", "14.2-RELEASE", "10.17.89.5"]
+    assert argv.start("acme") == ["start", "acme"]
+    assert argv.stop("acme") == ["stop", "acme"]
+    assert argv.template("acme", "colibri/agent") == ["template", "acme", "colibri/agent"]
+    assert argv.destroy("acme") == ["destroy", "-afy", "acme"]
+    assert argv.mount("acme", "/var/run/colibri/agents/acme", "/var/run/colibri", "rw") == [
+        "mount", "acme", "/var/run/colibri/agents/acme", "/var/run/colibri", "nullfs", "rw", "0", "0"]  # fmt: skip
+    assert argv.umount("acme", "/var/run/colibri") == ["umount", "acme", "/var/run/colibri"]
+    assert argv.mounts_nullfs() == ["mount", "-p", "-t", "nullfs"]
+    assert argv.jls_name("acme") == ["jls", "-j", "acme", "name"]
+    assert argv.service("colibri_mother", "status") == ["/usr/sbin/service", "colibri_mother", "status"]
+
+
+def test_jexec_puts_the_environment_inside_the_jail_only() -> None:
+    assert argv.jexec("acme", "root", [], ["/bin/ls", "-l"]) == ["jexec", "-l", "-U", "root", "acme", "/bin/ls", "-l"]
+    assert argv.jexec("acme", "agent", ["A=1", "B=two words"], ["id"]) == [
+        "jexec", "-l", "-U", "agent", "acme", "/usr/bin/env", "A=1", "B=two words", "id"]  # fmt: skip
+
+
+_RUNNERS = {"_run", "_bastille_run", "_host_tool"}
+_BUILDERS = {"argv", "bastille_argv"}
+
+
+def _built_by_argv(node: ast.expr) -> bool:
+    """An argv from a builder of argv.py: ``argv.f(...)``, or ``[prefix, *argv.f(...)]``."""
+    if isinstance(node, ast.Starred):
+        node = node.value
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return isinstance(node.func.value, ast.Name) and node.func.value.id in _BUILDERS
+    if isinstance(node, ast.List):
+        return any(isinstance(e, ast.Starred) and _built_by_argv(e) for e in node.elts)
+    return False
+
+
+def test_every_call_the_backend_makes_takes_its_argv_from_argv_py() -> None:
+    """So the pins above cover every command: no argv is spelled where it is run."""
+    package = Path(colibri.adapters.bastille.__file__).parent
+    calls = 0
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in _RUNNERS or not isinstance(node.func.value, ast.Name):
+                continue
+            if node.func.value.id != "self":
+                continue
+            assert node.args, f"{path.name}:{node.lineno}: a call without its argv"
+            first = node.args[0]
+            passed_on = [first, *(e.value for e in getattr(first, "elts", []) if isinstance(e, ast.Starred))]
+            if any(isinstance(e, ast.Name) and e.id in ("command", "args") for e in passed_on):
+                continue  # the runners' own bodies pass on what they were given
+            assert _built_by_argv(first), f"{path.name}:{node.lineno}: argv not built in argv.py"
+            calls += 1
+    assert calls >= 20  # every call site was seen (the walk did not silently miss the files)
 
 
 def test_limits_in_kernel_units() -> None:

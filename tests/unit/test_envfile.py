@@ -9,7 +9,7 @@ import pytest
 from colibri.adapters import envfile
 from colibri.adapters.envfile import Entry, parse_lines, render
 from colibri.errors import PermissionDenied, SecretsError, SecretsRefused
-from tests.conftest import require
+from tests.conftest import require_root
 
 UID, GID = os.geteuid(), os.getegid()
 
@@ -177,7 +177,7 @@ def test_env_fifo_or_device_is_refused_without_blocking(jail: Path, kind: str) -
     elif os.geteuid() == 0:
         os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
     else:
-        require(False, "root (mknod of a device node)")
+        require_root("mknod of a device node")
     with pytest.raises(PermissionDenied, match="not a regular file"):
         write(jail, b"A='1'\n")
 
@@ -205,14 +205,14 @@ def test_user_missing_from_jail_passwd(jail: Path) -> None:
 
 def test_owner_comes_from_the_jails_passwd(jail: Path) -> None:
     (jail / "etc" / "passwd").write_text("agent:*:4242:4343::/home/agent:/bin/sh\n")
-    require(UID == 0, "root (fchown to another uid)")
+    require_root("fchown to another uid")
     path, _ = write(jail, b"A='1'\n")
     assert (path.stat().st_uid, path.stat().st_gid) == (4242, 4343)
 
 
 def test_a_user_namespace_jail_shifts_the_passwd_ids_onto_its_block(jail: Path) -> None:
     (jail / "etc" / "passwd").write_text("agent:*:1001:1001::/home/agent:/bin/sh\n")
-    require(UID == 0, "root (fchown to another uid)")
+    require_root("fchown to another uid")
     base = 1_000_000_000
     path, _ = envfile.write_jail_env(jail, "agent", b"A='1'\n", [jail.parent.parent], id_shift=base)
     info = path.stat()

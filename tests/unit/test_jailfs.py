@@ -13,7 +13,7 @@ from colibri.adapters import jailfs
 from colibri.adapters.jail import read_jail_passwd
 from colibri.adapters.localhome import LocalHome
 from colibri.errors import JailError
-from tests.conftest import require
+from tests.conftest import require_root
 
 PASSWD = "root:*:0:0::/root:/bin/sh\nagent:*:1001:1001::/home/agent:/bin/sh\n"
 
@@ -81,7 +81,7 @@ def _plant(root: Path, kind: str, tmp_path: Path) -> None:
 )
 def test_a_hostile_passwd_fails_fast(root: Path, tmp_path: Path, kind: str, reason: str) -> None:
     if kind == "device":
-        require(os.geteuid() == 0, "root (mknod of a device node)")
+        require_root("mknod of a device node")
     _plant(root, kind, tmp_path)
     error = _finishes(read_jail_passwd, root, "agent")
     assert isinstance(error, JailError), error
@@ -135,7 +135,7 @@ def test_write_file_replaces_a_planted_fifo_device_or_symlink(root: Path, tmp_pa
     if kind == "fifo":
         os.mkfifo(target)
     elif kind == "device":
-        require(os.geteuid() == 0, "root (mknod of a device node)")
+        require_root("mknod of a device node")
         os.mknod(target, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
     else:
         target.symlink_to(victim)

@@ -15,7 +15,6 @@ rctl.conf without checking); the agent user gets the tenant's uid/gid.  Every ar
 """
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,9 +24,11 @@ from colibri.adapters import jailfs
 from colibri.adapters.bastille import argv as bastille_argv
 from colibri.adapters.bastille.enforce import Hardening
 from colibri.adapters.bastille.hardening import Limits
-from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, Mount, env_list, read_jail_passwd
+from colibri.adapters.bastille.mounts import Mounts
+from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
+from colibri.domain import JAIL_NAME
 from colibri.errors import (
     BastilleError,
     CommandFailed,
@@ -41,7 +42,7 @@ from colibri.errors import (
 MARKER = "colibri.json"
 SUPPORTED_MAJOR = 1
 _VERSION = re.compile(r"\b(\d+)\.(\d+)\.(\d+)")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+_NAME = JAIL_NAME  # bastille validate_name's charset, the tenant id's (colibri.domain)
 
 
 def _exact_target(name: str) -> str:
@@ -52,7 +53,7 @@ def _exact_target(name: str) -> str:
     return name
 
 
-class Bastille(Hardening):
+class Bastille(Mounts, Hardening):
     """JailBackend on bastille(8)."""
 
     name = "bastille"
@@ -123,7 +124,7 @@ class Bastille(Hardening):
         if self._checked:
             return ""
         try:
-            result = self._run([self._bastille, "--version"], env=self._env(), timeout=30, ok_codes=(0, 1))
+            result = self._run([self._bastille, *bastille_argv.version()], env=self._env(), timeout=30, ok_codes=(0, 1))
         except ToolMissing:
             raise BastilleError(f"bastille not found ({self._bastille}); install sysutils/bastille") from None
         match = _VERSION.search(result.out + result.err)
@@ -149,7 +150,7 @@ class Bastille(Hardening):
         return self.jails_dir / name / "root"
 
     def _names(self) -> list[str]:
-        result = self._bastille_run("list", "jails", timeout=60)
+        result = self._bastille_run(*bastille_argv.list_jails(), timeout=60)
         if result.exit_code != 0:
             if "No jails found" in result.err:
                 return []
@@ -158,7 +159,7 @@ class Bastille(Hardening):
 
     def _running(self, name: str) -> bool:
         try:
-            result = self._run(["jls", "-j", name, "name"], env=self._env(), timeout=30, ok_codes=(0, 1))
+            result = self._run(bastille_argv.jls_name(name), env=self._env(), timeout=30, ok_codes=(0, 1))
         except CommandFailed:
             return False
         return result.exit_code == 0 and result.out.strip() == name
@@ -240,15 +241,15 @@ class Bastille(Hardening):
         return (self._intents / name).is_file() and self._marker(name) is None
 
     def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None) -> None:
-        result = self._bastille_run("create", name, self._release, ip)
+        result = self._bastille_run(*bastille_argv.create(name, self._release, ip))
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
             raise self._fail(f"create {name}", result)
         if not self._running(name):
-            started = self._bastille_run("start", name)
+            started = self._bastille_run(*bastille_argv.start(name))
             if not self._running(name):
                 raise self._fail(f"start {name} after create", started)
         self._stage_ids(name, ids)
-        applied = self._bastille_run("template", name, template)
+        applied = self._bastille_run(*bastille_argv.template(name, template))
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
             # bastille's own line only says which hook failed; the hook's last words say why
             # (e.g. agent-jail-bootstrap.sh refusing a cold package cache, on stdout).
@@ -258,8 +259,8 @@ class Bastille(Hardening):
         # colibri/agent sets the agent-jail parameters and restarts; a template that did not is made
         # good here (bastille config, then a restart), and either way they are checked live.
         if self._configure(name):
-            self._bastille_run("stop", name)
-            started = self._bastille_run("start", name)
+            self._bastille_run(*bastille_argv.stop(name))
+            started = self._bastille_run(*bastille_argv.start(name))
             if not self._running(name):
                 raise self._fail(f"start {name} after setting its parameters", started)
         self._verify_params(name)
@@ -301,7 +302,7 @@ class Bastille(Hardening):
     def start(self, name: str) -> JailInfo:
         with host_lock(self._locks, "bastille"):
             self._require(name)
-            result = self._bastille_run("start", name)
+            result = self._bastille_run(*bastille_argv.start(name))
             if not self._running(name):  # "already running" and jail -c failures both exit 0
                 raise self._fail(f"start {name}", result)
             if self._marker(name) is not None:  # colibri's agent jail: its hardening, or no jail
@@ -309,14 +310,14 @@ class Bastille(Hardening):
                     self._verify_params(name)
                     self._apply_limits(name)
                 except BastilleError:
-                    self._bastille_run("stop", name)
+                    self._bastille_run(*bastille_argv.stop(name))
                     raise
         return self.info(name)
 
     def stop(self, name: str) -> JailInfo:
         with host_lock(self._locks, "bastille"):
             self._require(name)
-            result = self._bastille_run("stop", name)
+            result = self._bastille_run(*bastille_argv.stop(name))
             if self._running(name):
                 raise self._fail(f"stop {name}", result)
         return self.info(name)
@@ -336,7 +337,7 @@ class Bastille(Hardening):
 
     def _destroy_locked(self, name: str) -> None:
         self._require(name)
-        result = self._bastille_run("destroy", "-afy", name)
+        result = self._bastille_run(*bastille_argv.destroy(name))
         if (self.jails_dir / name).exists() or self._running(name):  # busy datasets exit 0 (#1666)
             raise self._fail(f"destroy {name} (the jail is still there)", result)
 
@@ -353,13 +354,11 @@ class Bastille(Hardening):
     ) -> CommandResult:
         if not self._running(name):
             raise BastilleError(f"jail {name} is not running")
-        command = ["jexec", "-l", "-U", user or "root", name]
-        if env:
-            command += ["/usr/bin/env", *env_list(env)]
-        return self._run([*command, *argv], stdin=stdin, env=self._env(), timeout=timeout, ok_codes=tuple(range(256)))
+        command = bastille_argv.jexec(name, user or "root", env_list(env) if env else [], argv)
+        return self._run(command, stdin=stdin, env=self._env(), timeout=timeout, ok_codes=tuple(range(256)))
 
     def service_argv(self, service: str, verb: str) -> list[str]:
-        return ["/usr/sbin/service", service, verb]
+        return bastille_argv.service(service, verb)
 
     def copy_in(self, name: str, source: Path, jail_path: str, *, mode: int = 0o644) -> None:
         self._require(name)
@@ -367,64 +366,6 @@ class Bastille(Hardening):
             jailfs.copy_tree(source, self.root(name), jail_path)
         else:
             jailfs.write_file(self.root(name), jail_path, source.read_bytes(), mode=mode)
-
-    def mount(self, name: str, mount: Mount) -> None:
-        """A nullfs mount recorded in the jail's fstab (applied by ``bastille mount`` when running,
-        by jail(8)'s mount.fstab at the next start otherwise).  On a running jail the mount is
-        checked live too: bastille 1.4.4 mount.sh appends the fstab line *before* ``mount -F fstab
-        -a``, and a failed mount there is only an error_continue (exit 0), so a line alone proves
-        nothing.  A line left without its live mount is taken out again."""
-        with host_lock(self._locks, "bastille"):
-            self._require(name)
-            target = self._target(name, mount.jail_path)
-            options = "ro" if mount.read_only else "rw"
-            line = f"{mount.host_path} {target} nullfs {options} 0 0"
-            present = self._fstab_has(name, target)
-            running = self._running(name)
-            if present and (not running or self._live(name, mount)):
-                return
-            if present:  # in the fstab but not mounted (added while it ran): add it again, live
-                self._fstab_drop(name, target)
-            with jailfs.open_dir(self.root(name), mount.jail_path, create=True):
-                pass
-            if running:
-                result = self._bastille_run(
-                    "mount", name, str(mount.host_path), mount.jail_path, "nullfs", options, "0", "0"
-                )
-                if not self._fstab_has(name, target):
-                    raise self._fail(f"mount {name}", result)
-                if not self._live(name, mount):
-                    self._fstab_drop(name, target)
-                    error = self._fail(f"mount {name}", result)
-                    raise BastilleError(f"{error} ({mount.host_path} is not mounted on {target}; nothing was kept)")
-                return
-            fstab = self.jails_dir / name / "fstab"
-            try:
-                with fstab.open("a") as handle:
-                    handle.write(line + "\n")
-            except OSError as exc:
-                raise BastilleError(f"cannot add the mount to {fstab}: {exc.strerror}") from None
-
-    def umount(self, name: str, jail_path: str) -> bool:
-        """``bastille umount NAME PATH`` on a running jail (it unmounts, then drops the fstab line);
-        on a stopped one bastille does nothing ("Jail is not running.", exit 0: umount.sh), so the
-        line is dropped here.  Verified: no line and no live mount afterwards."""
-        with host_lock(self._locks, "bastille"):
-            self._require(name)
-            target = self._target(name, jail_path)
-            live = self._mounted_on(name, jail_path)
-            if not self._fstab_has(name, target) and not (live and self._running(name)):
-                return False
-            if self._running(name):
-                result = self._bastille_run("umount", name, jail_path)
-                if self._fstab_has(name, target) or self._mounted_on(name, jail_path):
-                    raise self._fail(f"umount {name} {jail_path} (the mount is still there)", result)
-            else:
-                self._fstab_drop(name, target)
-            return True
-
-    def is_mounted(self, name: str, mount: Mount) -> bool:
-        return self._running(name) and self._live(name, mount)
 
     def enable_service(self, name: str, service: str, enabled: bool) -> bool:
         """rc.conf(5) in the jail, edited from the host as ``sysrc [-x] SERVICE_enable=YES``
@@ -450,47 +391,3 @@ class Bastille(Hardening):
             lines = [ln for i, ln in enumerate(lines) if i not in mine]
         jailfs.write_file(self.root(name), rc_conf, ("\n".join(lines) + "\n" if lines else "").encode(), mode=0o644)
         return True
-
-    # ---- fstab and the host's mount table ---------------------------------------------------------
-    def _target(self, name: str, jail_path: str) -> str:
-        return str(self.root(name)) + "/" + jail_path.lstrip("/")
-
-    def _fstab_lines(self, name: str) -> list[str]:
-        fstab = self.jails_dir / name / "fstab"
-        try:
-            return fstab.read_text().splitlines() if fstab.exists() else []
-        except OSError as exc:
-            raise BastilleError(f"cannot read {fstab}: {exc.strerror}") from None
-
-    def _fstab_has(self, name: str, target: str) -> bool:
-        return any(ln.split()[1:2] == [target] for ln in self._fstab_lines(name) if not ln.lstrip().startswith("#"))
-
-    def _fstab_drop(self, name: str, target: str) -> None:
-        fstab = self.jails_dir / name / "fstab"
-        kept = [ln for ln in self._fstab_lines(name) if ln.split()[1:2] != [target] or ln.lstrip().startswith("#")]
-        try:
-            tmp = fstab.with_name(".fstab.colibri")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            tmp.replace(fstab)
-        except OSError as exc:
-            raise BastilleError(f"cannot rewrite {fstab}: {exc.strerror}") from None
-
-    def _host_mounts(self) -> list[list[str]]:
-        """The host's nullfs mounts from ``mount -p -t nullfs`` (mount(8): one fstab(5)-format line
-        per mounted file system, from the kernel's table: sbin/mount/mount.c putfsent)."""
-        result = self._run(bastille_argv.mounts_nullfs(), env=self._env(), timeout=30, ok_codes=(0, 1))
-        if result.exit_code != 0:
-            raise self._fail("mount -p (the host's mount table)", result)
-        return [ln.split() for ln in result.out.splitlines() if len(ln.split()) >= 3]
-
-    def _mounted_on(self, name: str, jail_path: str) -> list[list[str]]:
-        """The host's live nullfs mounts on ``jail_path`` of the jail.  The kernel keeps the path
-        mount(2) resolved, so a symlinked prefix shows as its target; only the host's part is
-        resolved here, nothing inside the jail root is followed."""
-        targets = {self._target(name, jail_path)}
-        targets.add(f"{os.path.realpath(self.jails_dir)}/{name}/root/{jail_path.lstrip('/')}")
-        return [m for m in self._host_mounts() if m[1] in targets]
-
-    def _live(self, name: str, mount: Mount) -> bool:
-        sources = {str(mount.host_path), os.path.realpath(mount.host_path)}
-        return any(m[0] in sources for m in self._mounted_on(name, mount.jail_path))

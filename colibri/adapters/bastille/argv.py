@@ -36,3 +36,64 @@ def racct_enabled() -> list[str]:
 def mounts_nullfs() -> list[str]:
     """``mount -p -t nullfs``: the host's live nullfs mounts, one fstab(5)-format line each."""
     return ["mount", "-p", "-t", "nullfs"]
+
+
+# ---- bastille(8)'s subcommands (the words after the program: the backend puts its bastille_path first) ----
+def version() -> list[str]:
+    """``bastille --version`` (1.4.x prints it on stderr)."""
+    return ["--version"]
+
+
+def list_jails() -> list[str]:
+    """``bastille list jails``: one jail name a line."""
+    return ["list", "jails"]
+
+
+def create(name: str, release: str, ip: str) -> list[str]:
+    """``bastille create NAME RELEASE IP``: a thin jail (``-T`` would be thick)."""
+    return ["create", name, release, ip]
+
+
+def start(name: str) -> list[str]:
+    return ["start", name]
+
+
+def stop(name: str) -> list[str]:
+    return ["stop", name]
+
+
+def template(name: str, template_name: str) -> list[str]:
+    """``bastille template NAME TEMPLATE``, never with ``--arg`` (bastille eval's them)."""
+    return ["template", name, template_name]
+
+
+def destroy(name: str) -> list[str]:
+    """``bastille destroy -afy NAME``: force (a running jail is stopped), auto-confirm."""
+    return ["destroy", "-afy", name]
+
+
+def mount(name: str, host_path: str, jail_path: str, options: str) -> list[str]:
+    """``bastille mount NAME HOST JAIL nullfs OPTIONS 0 0`` (mount.sh's fstab-style arguments)."""
+    return ["mount", name, host_path, jail_path, "nullfs", options, "0", "0"]
+
+
+def umount(name: str, jail_path: str) -> list[str]:
+    return ["umount", name, jail_path]
+
+
+# ---- FreeBSD's own tools ----------------------------------------------------------------------
+def jls_name(name: str) -> list[str]:
+    """``jls -j NAME name``: the jail's name when it runs (exit 1 when it does not: usr.sbin/jls)."""
+    return ["jls", "-j", name, "name"]
+
+
+def jexec(name: str, user: str, env: Sequence[str], command: Sequence[str]) -> list[str]:
+    """``jexec -l -U USER NAME [/usr/bin/env K=V...] CMD...``: jexec(8) keeps the command's exit
+    status (``bastille cmd`` collapses it to 0/1); ``-l`` a clean login environment, ``-U`` the
+    jail's own user.  ``env`` is ``K=V`` strings, given only to env(1) inside the jail."""
+    return ["jexec", "-l", "-U", user, name, *(["/usr/bin/env", *env] if env else []), *command]
+
+
+def service(service_name: str, verb: str) -> list[str]:
+    """``/usr/sbin/service NAME VERB`` inside the jail (rc.subr answers start/stop/status)."""
+    return ["/usr/sbin/service", service_name, verb]

@@ -180,7 +180,7 @@ class Sandbox(SandboxMounts):
             "cgroup_procs": groups.procs(),
             "nofile": self._open_files,
             "bwrap": bwrap.argv(name, self.root(name), self._mounts(name), fds),
-            "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            "env": {"PATH": bwrap.JAIL_PATH},
         }
         try:
             raw = bwrap.launch(config, fds, run / "console.log", read_end)
@@ -293,7 +293,7 @@ class Sandbox(SandboxMounts):
             "caps": sorted(bwrap.CAP_NUMBERS[c] for c in bwrap.JAIL_CAPS),
             "user": list(ids) if ids else None,
             "argv": list(argv),
-            "env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, **(env or {})},
+            "env": {"PATH": bwrap.JAIL_PATH, "HOME": home, **(env or {})},
         }
         # The launcher enters the jail's namespaces and cgroups and runs the command with jail
         # root's capabilities (or as the user) under the jail's seccomp filter.

@@ -7,13 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from colibri.adapters import host
 from colibri.adapters.jail import UID_BLOCK, Mount
 from colibri.errors import JailError
+from colibri.poll import poll_true, poll_until
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 STAGE = Path("/run/colibri-sandbox")
@@ -21,6 +22,8 @@ STAGE = Path("/run/colibri-sandbox")
 directories for bwrap to bind (they may lie below directories the jail's ids cannot walk)."""
 CACHE = Path("/run/colibri-sandbox.cache")
 """Root's cache of the seccomp program (see seccomp.write_bpf); on tmpfs, gone at boot."""
+JAIL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH of the sandbox launcher and of every command colibri runs in a sandbox jail."""
 CAP_NUMBERS = {"chown": 0, "dac_override": 1, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7}
 _HOST_RO = ("usr",)
 HOST_MERGED = ("bin", "sbin", "lib", "lib64", "lib32", "libx32")
@@ -62,15 +65,23 @@ def confine_argv() -> list[str]:
 
 
 def wait_for_init(ns_init: int, timeout: float = 10.0) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        init = first_child(ns_init)
-        if init is not None:
-            return init
-        if not Path(f"/proc/{ns_init}").exists():
-            return None
-        time.sleep(0.005)
-    return None
+    """The jail's init (bwrap's first child) once bwrap has forked it; None when bwrap died first
+    or ``timeout`` passed."""
+
+    def check() -> int | None:
+        init = host.first_child(ns_init)
+        if init is None and not host.exists(ns_init):
+            raise _Gone
+        return init
+
+    try:
+        return poll_until(check, timeout=timeout, interval=0.01)
+    except _Gone:
+        return None
+
+
+class _Gone(Exception):
+    """bwrap is gone: no init will come."""
 
 
 def launch(config: dict[str, Any], fds: dict[str, int], log_path: Path, info_read: int) -> bytes:
@@ -90,7 +101,7 @@ def launch(config: dict[str, Any], fds: dict[str, int], log_path: Path, info_rea
             stdout=log,
             stderr=log,
             start_new_session=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "COLIBRI_LAUNCH": json.dumps(config)},
+            env={"PATH": JAIL_PATH, "COLIBRI_LAUNCH": json.dumps(config)},
         )
     except OSError as exc:
         close_all([info_read])
@@ -109,25 +120,10 @@ def launch(config: dict[str, Any], fds: dict[str, int], log_path: Path, info_rea
     return raw
 
 
-def start_time(pid: int) -> int | None:
-    """``pid``'s start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it
-    names one process for the life of the host, whatever the process writes to its own argv."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        return int(fields[19])  # fields after the command's ")" start at field 3
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def owner(pid: int) -> int | None:
-    """``pid``'s real host uid (from /proc/PID/status), None when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return None
+start_time = host.start_time
+"""``pid``'s start time in clock ticks since boot: with the pid, it names one process for the life
+of the host, whatever the process writes to its own argv."""
+first_child = host.first_child
 
 
 def is_ours(pid: int, started: int | None, base: int) -> bool:
@@ -136,7 +132,7 @@ def is_ours(pid: int, started: int | None, base: int) -> bool:
     its pid 1's argv through /proc/1/mem, and another tenant can forge one (review)."""
     if pid <= 0 or started is None or start_time(pid) != started:
         return False
-    uid = owner(pid)
+    uid = host.real_uid(pid)
     return uid is not None and base <= uid < base + UID_BLOCK
 
 
@@ -154,29 +150,12 @@ def last_line(path: Path) -> str:
     return f"{lines[-1][:300]} (see {path})" if lines else f"see {path}"
 
 
-def first_child(pid: int) -> int | None:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has released its namespace)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
+    """True once ``pid`` is gone or a zombie (reaped here when it is our child), within ``timeout``."""
+
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.02)
-    return not _alive(pid)
+        return not host.alive(pid)
+
+    return poll_true(gone, timeout=timeout, interval=0.02)

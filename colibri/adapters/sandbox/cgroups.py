@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colibri.errors import JailError
+from colibri.poll import poll_true
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "pids", "cpu")
@@ -122,16 +123,21 @@ def remove(h: Hierarchy, timeout: float = 5.0) -> None:
     """Remove the jail's groups once their processes are gone (JailError if they stay busy)."""
     deadline = time.monotonic() + timeout
     for group in h.groups:
-        while group.is_dir():
+        why: list[str] = []
+
+        def removed(group: Path = group, why: list[str] = why) -> bool:
             try:
                 group.rmdir()
             except FileNotFoundError:
-                break
+                return True
             except OSError as exc:
-                if time.monotonic() >= deadline:
-                    raise JailError(f"cannot remove the jail's cgroup {group}: {exc.strerror}") from None
+                why[:] = [exc.strerror or str(exc)]
                 _kill_all(group)
-                time.sleep(0.02)
+                return False
+            return True
+
+        if group.is_dir() and not poll_true(removed, timeout=deadline - time.monotonic(), interval=0.02):
+            raise JailError(f"cannot remove the jail's cgroup {group}: {why[0] if why else 'busy'}")
 
 
 def _kill_all(group: Path) -> None:
@@ -150,11 +156,15 @@ def kill(h: Hierarchy, timeout: float = 5.0) -> None:
     empty (JailError if they are not within ``timeout``).  Nothing but the jail runs in them."""
     deadline = time.monotonic() + timeout
     for group in h.groups:
-        while _procs(group):
-            if time.monotonic() >= deadline:
-                raise JailError(f"the jail's processes in {group} survive SIGKILL")
+
+        def empty(group: Path = group) -> bool:
+            if not _procs(group):
+                return True
             _kill_all(group)
-            time.sleep(0.01)
+            return False
+
+        if not poll_true(empty, timeout=deadline - time.monotonic(), interval=0.01):
+            raise JailError(f"the jail's processes in {group} survive SIGKILL")
 
 
 def _procs(group: Path) -> list[str]:

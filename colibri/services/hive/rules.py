@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from colibri.domain import FINISHED_TASK_STATES, AgentState, TaskState
+from colibri.domain import FINISHED_TASK_STATES, MAX_CAPABILITIES, AgentState, TaskState, validate_name
+from colibri.domain import capabilities_from_objects as parse_capabilities
 from colibri.errors import InvalidInput, PermissionDenied, ResultTooLarge
 from colibri.settings import Settings
 
@@ -21,12 +22,9 @@ UNFINISHED = (TaskState.QUEUED.value, TaskState.RUNNING.value)
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_RESULT_BYTES = 256 * 1024  # the default of task_max_result_bytes
 PRUNE_BATCH = 500  # finished tasks deleted by age per run (the next run takes the rest)
-MAX_CAPABILITIES = 64
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
 
-__all__ = ["ResultTooLarge"]  # re-exported: its home is colibri.errors (the client maps it back)
+__all__ = ["MAX_CAPABILITIES", "ResultTooLarge", "parse_capabilities", "validate_name"]  # re-exported: its home is colibri.errors (the client maps it back)
 
 
 def validate_idempotency_key(value: object) -> str | None:
@@ -134,32 +132,6 @@ class Requeued:
     tenant: str | None
     capability: str
     state: str  # queued again, or failed when attempts ran out
-
-
-def validate_name(value: object, what: str) -> str:
-    """An agent id, capability or lane name: ASCII letters, digits, '_', '.', '-' (max 64)."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        shown = repr(value)[:50]
-        raise InvalidInput(f"invalid {what} {shown}: use 1-64 ASCII letters, digits, '_', '.', '-'")
-    return value
-
-
-def parse_capabilities(value: object) -> list[dict[str, str]]:
-    """``[{"name": "echo", "version": "1"}, ...]``, names unique.  Raises InvalidInput."""
-    if not isinstance(value, list) or len(value) > MAX_CAPABILITIES:
-        raise InvalidInput(f"capabilities must be a list of at most {MAX_CAPABILITIES} objects")
-    seen: dict[str, dict[str, str]] = {}
-    for item in value:
-        if not isinstance(item, dict):
-            raise InvalidInput('each capability is an object {"name": ..., "version": ...}')
-        name = validate_name(item.get("name"), "capability name")
-        version = item.get("version", "0")
-        if not isinstance(version, str) or not _VERSION.fullmatch(version):
-            raise InvalidInput(f"invalid version for capability {name}")
-        if name in seen:
-            raise InvalidInput(f"capability {name} is listed twice")
-        seen[name] = {"name": name, "version": version}
-    return list(seen.values())
 
 
 def encode_json(value: Any, limit: int, what: str, error: type[InvalidInput] = InvalidInput) -> str:

@@ -20,6 +20,7 @@ from colibri.adapters import jailfs
 from colibri.adapters.jail import JailBackend, JailInfo, JailState
 from colibri.adapters.localhome import LocalHome
 from colibri.domain import TenantStatus, check_transition
+from colibri.domain import capabilities_from_specs as parse_capabilities
 from colibri.errors import ColibriError, InvalidInput, JailError, JailExists, StateConflict, TenantNotFound
 from colibri.services.lifecycle.adoption import Adopter, Adoption
 from colibri.services.lifecycle.allocation import allocate_ids, allocate_ip
@@ -53,8 +54,6 @@ STEPS = (
 )
 LOCAL_STEPS = ("home_checked", "secrets_provisioned", "mother_installed", "mother_started", "active")
 
-_CAPABILITY = re.compile(r"([a-z0-9][a-z0-9._-]{0,63})(?:@([A-Za-z0-9._-]{1,32}))?", re.ASCII)
-
 StepCallback = Callable[[str, str, str, str], None]
 """on_step(tenant, step, state, detail) with state in start | done | skip | fail."""
 
@@ -67,20 +66,6 @@ class Provisioned(Protocol):
 
     @property
     def secrets_expected(self) -> bool: ...
-
-
-def parse_capabilities(values: list[str]) -> list[dict[str, str]]:
-    """``name`` or ``name@version`` → [{"name", "version"}]; names double as handler file names."""
-    parsed: dict[str, dict[str, str]] = {}
-    for value in values:
-        match = _CAPABILITY.fullmatch(value)
-        if match is None:
-            raise InvalidInput(
-                f"invalid capability {value[:40]!r}: use NAME or NAME@VERSION "
-                "(lower-case letters, digits, '.', '_', '-')"
-            )
-        parsed[match.group(1)] = {"name": match.group(1), "version": match.group(2) or "1"}
-    return list(parsed.values())
 
 
 class SpawnService:

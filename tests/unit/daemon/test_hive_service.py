@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
+from colibri.domain import capabilities_from_objects as parse_capabilities
 from colibri.errors import (
     Conflict,
     InvalidInput,
@@ -16,7 +17,7 @@ from colibri.errors import (
     TaskNotFound,
     TenantNotFound,
 )
-from colibri.services.hive import AgentRef, HiveService, Policy, Scope, parse_capabilities
+from colibri.services.hive import AgentRef, HiveService, Policy, Scope
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Agent, Tenant
