@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from colibri.adapters.bitwarden import Selector, VaultCollection, VaultItem, VaultSnapshot
+from colibri.adapters.bitwarden_output import Selector, VaultCollection, VaultItem, VaultSnapshot
 from colibri.adapters.credentials import OperatorCredentials
 from colibri.errors import PermissionDenied, SecretsError, SecretsRefused, TenantNotFound, VaultLocked
 from colibri.services.secrets import SecretsConfig, SecretsService
