@@ -20,13 +20,14 @@ the daemon's cue to tell the agent.
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from colibri.adapters import envfile
 from colibri.adapters.bitwarden_output import Selector, VaultCollection, VaultItem, VaultSnapshot
 from colibri.adapters.credentials import OperatorCredentials, read_staged
 from colibri.domain import TenantStatus
 from colibri.errors import ColibriError, SecretsError, StoreError, TenantNotFound
+from colibri.services.secrets_report import ProvisionResult, interrupted
 from colibri.store.db import Store
 from colibri.store.models import Tenant, utcnow
 from colibri.store.repos import TenantRepo
@@ -52,37 +53,6 @@ class SecretsConfig:
     staged_dir: Path
     allowed_roots: tuple[Path, ...]
     organization_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ProvisionResult:
-    tenant_id: str
-    outcome: str  # written | unchanged | skipped | failed
-    source: str | None = None
-    path: str | None = None
-    keys: tuple[str, ...] = ()
-    message: str = ""
-    error: ColibriError | None = None
-    secrets_expected: bool = True  # False: the tenant has no collection and nothing staged
-
-    def public(self) -> dict[str, Any]:
-        """JSON-able, without values (key names only; a refusal's problems by key and origin)."""
-        shown: dict[str, Any] = {
-            "tenant_id": self.tenant_id,
-            "outcome": self.outcome,
-            "source": self.source,
-            "path": self.path,
-            "keys": list(self.keys),
-            "message": self.message,
-            "secrets_expected": self.secrets_expected,
-        }
-        if self.error is not None:
-            shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
-            problems = getattr(self.error, "problems", None)
-            if problems is not None:
-                shown["problems"] = list(problems)
-                shown["problems_total"] = getattr(self.error, "total", len(problems))
-        return shown
 
 
 @dataclass(frozen=True)
@@ -188,23 +158,43 @@ class SecretsService:
                 snapshot = self._snapshot(select)
             except ColibriError as exc:
                 vault_error = exc
-        results = []
-        for plan in plans:
-            try:
-                results.append(self._one(plan, snapshot, resolved, vault_error, batch))
-            except ColibriError as exc:
-                refusal = as_refusal(exc)
-                self._mark(plan.tenant_id, "stale", str(refusal))
-                results.append(ProvisionResult(plan.tenant_id, "failed", message=str(refusal), error=refusal))
-            except Exception as exc:
+            except KeyboardInterrupt:
                 if not batch:
-                    raise  # one tenant: the CLI's last resort reports it (with --debug, its traceback)
-                # A bug met by one tenant (its jail may have gone looking for one) must not stop
-                # the others; only the type is kept, the text may hold anything.
-                error = ColibriError(f"internal error ({type(exc).__name__}) while provisioning {plan.tenant_id}")
-                self._mark(plan.tenant_id, "stale", error.message)
-                results.append(ProvisionResult(plan.tenant_id, "failed", message=error.message, error=error))
+                    raise
+                return interrupted([p.tenant_id for p in plans], [], in_hand=False)
+        results: list[ProvisionResult] = []
+        try:
+            for plan in plans:
+                results.append(self._guarded(plan, snapshot, resolved, vault_error, batch))
+        except KeyboardInterrupt:
+            if not batch:
+                raise
+            return interrupted([p.tenant_id for p in plans], results)
         return results
+
+    def _guarded(
+        self,
+        plan: _Plan,
+        snapshot: VaultSnapshot | None,
+        resolved: dict[str, str | ColibriError],
+        vault_error: ColibriError | None,
+        batch: bool,
+    ) -> ProvisionResult:
+        """One tenant's result: a refusal marks it stale; in a batch so does a bug (only its type)."""
+        try:
+            return self._one(plan, snapshot, resolved, vault_error, batch)
+        except ColibriError as exc:
+            refusal = as_refusal(exc)
+            self._mark(plan.tenant_id, "stale", str(refusal))
+            return ProvisionResult(plan.tenant_id, "failed", message=str(refusal), error=refusal)
+        except Exception as exc:
+            if not batch:
+                raise  # one tenant: the CLI's last resort reports it (with --debug, its traceback)
+            # A bug met by one tenant (its jail may have gone looking for one) must not stop
+            # the others; only the type is kept, the text may hold anything.
+            error = ColibriError(f"internal error ({type(exc).__name__}) while provisioning {plan.tenant_id}")
+            self._mark(plan.tenant_id, "stale", error.message)
+            return ProvisionResult(plan.tenant_id, "failed", message=error.message, error=error)
 
     def _has_target(self, plan: _Plan) -> bool:
         return plan.host == self._config.host and bool(plan.jail_root) and plan.backend is not None

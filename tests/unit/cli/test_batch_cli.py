@@ -209,3 +209,23 @@ def test_ctrl_c_between_two_tenants_leaves_none_unreported() -> None:
     assert isinstance(failure, Interrupted) and failure.exit_code == 130
     assert failure.message == "registrations interrupted (Ctrl-C) at tenant bee: 1 done, 2 not run"
     assert batch_summary(items) == "1 registered, 2 not run (of 3 tenants)"
+
+
+def test_ctrl_c_in_provision_all_prints_the_report(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """provision --all after a Ctrl-C (the service's side: tests/unit/test_secrets_service.py):
+    the per-tenant lines or the JSON document, then exit 130."""
+    from colibri.services.secrets import SecretsService
+    from colibri.services.secrets_report import ProvisionResult, interrupted
+
+    report = interrupted(["ant", "bee", "cow"], [ProvisionResult("ant", "written", message="2 keys")])
+    monkeypatch.setattr(SecretsService, "provision_all", lambda self: report)
+    code, out, _ = invoke("provision", "--all", "--json")
+    document = json.loads(out)
+    assert code == 130 and document["ok"] is False
+    assert document["error"]["message"] == "provisioning interrupted (Ctrl-C) at tenant bee: 1 done, 1 not run"
+    assert [t["outcome"] for t in document["data"]] == ["written", "interrupted", "not run"]
+    code, out, err = invoke("provision", "--all")
+    assert code == 130
+    assert out.splitlines() == ["ant: written: 2 keys", "bee: interrupted: Ctrl-C while it was in hand: check it",
+                                "cow: not run: the Ctrl-C came before its turn"]  # fmt: skip
+    assert err == "colibri: provisioning interrupted (Ctrl-C) at tenant bee: 1 done, 1 not run\n"
