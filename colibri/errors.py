@@ -35,7 +35,8 @@ Services and adapters raise these; only ``colibri.cli.main`` turns them into a l
     ├── DaemonError                     16  the colibri daemon is not reachable or refused
     │   └── LimitExceeded                   a tenant's or a socket's limit is reached (HTTP 429)
     ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
-    └── PartialFailure                      some items of a batch failed: the worst item's code
+    ├── PartialFailure                      some items of a batch failed: the worst item's code
+    └── Interrupted                    130  a batch stopped by Ctrl-C (what was done is reported)
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
 ``from None`` with a message written by colibri.
 """
@@ -236,6 +237,13 @@ class PartialFailure(ColibriError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Interrupted(ColibriError):
+    """A batch stopped by the operator's Ctrl-C: the tenants done, the one in hand and those not
+    run are reported; the exit code is KeyboardInterrupt's own."""
+
+    exit_code = 130
 
 
 class RepairFailed(ColibriError):

@@ -15,22 +15,33 @@ unlocked session per operation.
 * ``BW_NOINTERACTION=true`` always: without it a stale session prompts, and with no TTY exits 0
   with empty stdout (a silent false success).
 * Only stdout is parsed.  stderr is looked at for a few known markers to choose colibri's own
-  message; it is never shown, logged or put in an exception (it may hold secrets).
+  message; it is never shown, logged or put in an exception (it may hold secrets).  What bw
+  prints, and the vault values it is read into, are colibri/adapters/bitwarden_output.py.
 """
 
 import fcntl
-import json
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from colibri.adapters.bitwarden_output import (
+    BwStatus,
+    Selector,
+    VaultItem,
+    VaultSnapshot,
+    message,
+    parse_collections,
+    parse_items,
+    parse_json,
+    parse_status,
+)
 from colibri.adapters.credentials import OperatorCredentials
 from colibri.adapters.runner import CommandResult, CommandRunner
 from colibri.errors import PermissionDenied, SecretsError, VaultLocked
@@ -40,20 +51,6 @@ LOCK_NAME = "colibri.lock"
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
-# (marker in bw's stderr, colibri's message).  First match wins.
-_MARKERS: tuple[tuple[str, str], ...] = (
-    ("Insecure URL", "the vault URL must use https"),
-    ("certificate", "the vault server's TLS certificate is not trusted (set vault_ca_file)"),
-    ("ECONNREFUSED", "cannot reach the vault server (connection refused)"),
-    ("ENOTFOUND", "cannot reach the vault server (unknown host)"),
-    ("ETIMEDOUT", "cannot reach the vault server (timed out)"),
-    ("client_id or client_secret is incorrect", "the vault refused the API key: wrong client id or secret"),
-    ("decryption operation failed", "wrong master password: bw could not decrypt the vault key"),
-    ("Invalid master password", "wrong master password"),
-    ("Vault is locked", "the vault is locked: bw refused the session key"),
-    ("JSON", "the vault server answered something that is not valid JSON"),
-    ("FetchError", "cannot reach the vault server"),
-)
 _BACKFILL_MARKERS = ("KeyIdBackfill", "user key id", "user-key-id")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
 
@@ -81,108 +78,10 @@ class BwConfig:
     timeout: float = 60.0
 
 
-@dataclass(frozen=True)
-class BwStatus:
-    server_url: str | None
-    status: str  # unauthenticated | locked | unlocked
-    user_email: str | None = None
-
-
-@dataclass(frozen=True)
-class VaultCollection:
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class VaultItem:
-    id: str
-    name: str
-    collection_ids: tuple[str, ...]
-    notes: str | None
-    fields: tuple[tuple[str, str], ...]  # (name, value) in the item's order
-
-
-@dataclass(frozen=True)
-class VaultSnapshot:
-    """What one unlocked session read: the organization's collections and items."""
-
-    collections: tuple[VaultCollection, ...]
-    items: tuple[VaultItem, ...]
-    bw_calls: int = 0
-
-
-Selector = Callable[[tuple[VaultCollection, ...]], Iterable[str]]
-"""Given the organization's collections, the ids of those whose items are wanted."""
-
-
 @dataclass
 class _Session:
     key: str
     calls: list[str] = field(default_factory=list)
-
-
-def _message(result: CommandResult, what: str) -> str:
-    err = result.err
-    for marker, text in _MARKERS:
-        if marker in err:
-            return f"bw {what} failed: {text}"
-    return f"bw {what} failed with exit status {result.exit_code}"
-
-
-def _json(result: CommandResult, what: str) -> Any:
-    try:
-        return json.loads(result.out)
-    except ValueError:
-        raise SecretsError(f"bw {what} printed something that is not JSON") from None
-
-
-def parse_status(data: Any) -> BwStatus:
-    if not isinstance(data, dict) or not isinstance(data.get("status"), str):
-        raise SecretsError("bw status printed an unexpected document")
-    url = data.get("serverUrl")
-    email = data.get("userEmail")
-    return BwStatus(url if isinstance(url, str) else None, data["status"], email if isinstance(email, str) else None)
-
-
-def parse_collections(data: Any) -> tuple[VaultCollection, ...]:
-    if not isinstance(data, list):
-        raise SecretsError("bw list collections printed an unexpected document")
-    return tuple(VaultCollection(str(c["id"]), str(c.get("name") or "")) for c in data if isinstance(c, dict))
-
-
-def _field_value(item: dict[str, Any], raw: dict[str, Any]) -> str:
-    """A custom field's value; a linked field (type 3) takes the login's username or password."""
-    if raw.get("type") == 3:
-        login = item.get("login") or {}
-        linked = {100: "username", 101: "password"}.get(raw.get("linkedId") or 0)
-        value = login.get(linked) if linked else None
-        return "" if value is None else str(value)
-    value = raw.get("value")
-    return "" if value is None else str(value)
-
-
-def parse_items(data: Any) -> tuple[VaultItem, ...]:
-    if not isinstance(data, list):
-        raise SecretsError("bw list items printed an unexpected document")
-    items = []
-    for raw in data:
-        if not isinstance(raw, dict) or not raw.get("id"):
-            raise SecretsError("bw list items printed an item without an id")
-        fields = tuple(
-            (str(f.get("name") or ""), _field_value(raw, f)) for f in raw.get("fields") or () if isinstance(f, dict)
-        )
-        notes = raw.get("notes")
-        items.append(
-            VaultItem(
-                id=str(raw["id"]),
-                name=str(raw.get("name") or ""),
-                collection_ids=tuple(str(c) for c in raw.get("collectionIds") or ()),
-                notes=notes if isinstance(notes, str) else None,
-                fields=fields,
-            )
-        )
-    return tuple(items)
 
 
 class Bitwarden:
@@ -269,8 +168,8 @@ class Bitwarden:
     def _status(self) -> BwStatus:
         result = self._bw(["status"])
         if result.exit_code != 0:
-            raise SecretsError(_message(result, "status"))
-        return parse_status(_json(result, "status"))
+            raise SecretsError(message(result, "status"))
+        return parse_status(parse_json(result, "status"))
 
     def _ensure_server(self, allow_configure: bool) -> BwStatus:
         """Make sure bw talks to ``server_url``; configure it only while logged out."""
@@ -290,7 +189,7 @@ class Bitwarden:
             self._bw(["logout"])
         result = self._bw(["config", "server", wanted])
         if result.exit_code != 0:
-            raise SecretsError(_message(result, "config server"))
+            raise SecretsError(message(result, "config server"))
         current = self._status()
         if current.server_url is None or normalise_url(current.server_url) != wanted:
             raise SecretsError(f"bw did not accept the server URL {wanted}")
@@ -300,7 +199,7 @@ class Bitwarden:
         client_id, client_secret, _ = credentials.values()
         result = self._bw(["login", "--apikey"], {"BW_CLIENTID": client_id, "BW_CLIENTSECRET": client_secret})
         if result.exit_code != 0:
-            raise SecretsError(_message(result, "login --apikey"))
+            raise SecretsError(message(result, "login --apikey"))
 
     def _unlock(self, credentials: OperatorCredentials) -> str:
         password = credentials.master_password.get_secret_value()
@@ -315,7 +214,7 @@ class Bitwarden:
                 continue
             if result.exit_code == 0:
                 raise VaultLocked("bw unlock printed no session key")
-            raise VaultLocked(_message(result, "unlock"))
+            raise VaultLocked(message(result, "unlock"))
         raise VaultLocked("bw unlock failed twice")  # pragma: no cover - the loop returns or raises
 
     def _lock(self) -> None:
@@ -335,8 +234,8 @@ class Bitwarden:
     def _session_json(self, session: _Session, args: Sequence[str], what: str) -> Any:
         result = self._bw(args, {"BW_SESSION": session.key})
         if result.exit_code != 0:
-            raise SecretsError(_message(result, what))
-        return _json(result, what)
+            raise SecretsError(message(result, what))
+        return parse_json(result, what)
 
     def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot:
         """Unlock once, sync once, list the organization's collections, then its items, lock.
@@ -368,7 +267,7 @@ class Bitwarden:
             with self._unlocked(credentials, allow_configure=fresh_login) as session:
                 result = self._bw(["sync"], {"BW_SESSION": session.key})
                 if result.exit_code != 0:
-                    raise SecretsError(_message(result, "sync"))
+                    raise SecretsError(message(result, "sync"))
                 listed = parse_collections(
                     self._session_json(session, ["list", "collections", "--organizationid", org], "list collections")
                 )

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from colibri.services.lifecycle.operations import AgentService
     from colibri.services.lifecycle.pipeline import SpawnService
     from colibri.services.lifecycle.reconcile import Reconciler
-    from colibri.services.secrets import SecretsService, VaultService
+    from colibri.services.secrets import SecretsService
+    from colibri.services.secrets_vault import VaultService
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
     from colibri.store.db import Store
@@ -189,7 +190,7 @@ class Context:
     def vault(self) -> "VaultService":
         """``colibri vault login|status|check``."""
         from colibri.adapters.credentials import CredentialStore
-        from colibri.services.secrets import VaultService
+        from colibri.services.secrets_vault import VaultService
 
         settings = self.settings
         credentials = CredentialStore(settings.vault_credentials_dir)

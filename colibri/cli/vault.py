@@ -50,18 +50,21 @@ def provision(
     if tenant is not None:
         _one(service.provision(tenant, rebind=rebind, check=False), as_json)
         return
+    from colibri.services.secrets_report import interruption
+
     results = service.provision_all()
     shown = [r.public() for r in results]
     failed = [r for r in results if r.error is not None]
     if not as_json:
         for record in shown:
             _render(record)
-    if not failed:
+    stopped = interruption(results)  # a Ctrl-C: the report all the same, then exit 130
+    if not failed and stopped is None:
         if as_json:
             output.emit_json(shown)
         return
     names = ", ".join(r.tenant_id for r in failed[:20]) + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
-    error = PartialFailure(
+    error = stopped or PartialFailure(
         f"{len(failed)} of {len(results)} tenants failed: {names}",
         max(r.error.exit_code for r in failed if r.error is not None),
     )

@@ -17,10 +17,13 @@ Content-Length's (§6.3); a request with Transfer-Encoding and Content-Length, a
 whose last coding is not chunked, differing or list-valued Content-Lengths, whitespace before a
 field's colon (§5.1), obsolete line folding (§5.2), a bare CR, LF or NUL in the head (§2.2, RFC
 9110 §5.5), and an HTTP/1.1 request without exactly one Host (§3.2) are all answered 400, and
-the connection is closed without reading further.  A query that names a parameter twice is 400
-too: which of the two a reader would take is the same ambiguity.  HEAD is answered as GET with
+the connection is closed without reading further; the head is checked as its bytes arrive, so a
+bad one (a bare LF included) is refused at once, not held until the request timeout.  A query
+that names a parameter twice is 400 too: which of the two a reader would take is the same
+ambiguity.  HEAD is answered as GET with
 the same headers and no body (RFC 9110 §9.3.2); 204 carries neither Content-Length nor
-Content-Type (RFC 9110 §8.6, §15.3.5); 405 carries Allow (RFC 9110 §15.5.6).
+Content-Type (RFC 9110 §8.6, §15.3.5); 405 carries Allow (RFC 9110 §15.5.6), for a method of
+RFC 9110 the route lacks; any other method is 501 (RFC 9110 §9.1, §15.6.2).
 
 What a client can consume is bounded (everything a tenant sends is hostile): each listening
 socket has a ``Gate`` with its own connection budget (beyond it a connection gets one 503 and is
@@ -42,6 +45,7 @@ from collections.abc import Callable
 from colibri.daemon.gate import Gate, Limits, Pool
 from colibri.daemon.wire import (
     HOST,
+    KNOWN_METHODS,
     MAX_REQUEST_LINE,
     REASONS,
     BadRequest,
@@ -51,6 +55,7 @@ from colibri.daemon.wire import (
     Router,
     error_response,
     framing_length,
+    head_line_error,
     json_response,
     log_bug,
     parse_headers,
@@ -87,6 +92,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._counted = False
         self._head = False  # the request being parsed is a HEAD (its error answer has no body)
+        self._checked = 0  # the head in the buffer is checked up to here (_check_partial_head)
         self._on_close: set[Callable[[], None]] = set()
         self.closed = False
         self.last_active = self._started = self._paused_at = time.monotonic()
@@ -146,6 +152,7 @@ class HttpProtocol(asyncio.Protocol):
         now = time.monotonic()
         if not self._buffer:
             self._started = now
+            self._checked = 0
         self._buffer += data
         self.last_active = now
         if not self._busy and not self._write_paused:
@@ -213,6 +220,10 @@ class HttpProtocol(asyncio.Protocol):
                 message = "too many requests on this socket: slow down"
                 self._send(error_response(429, "LimitExceeded", LimitExceeded.exit_code, message), head)
                 continue
+            if request.method not in KNOWN_METHODS:  # RFC 9110 §9.1, §15.6.2; a known one a route lacks is 405
+                message = f"method {request.method[:20]} is not implemented"
+                self._send(error_response(501, "InvalidInput", BAD, message), head)
+                continue
             if request.query_error is not None:
                 self._send(error_response(400, "InvalidInput", BAD, request.query_error), head)
                 continue
@@ -263,6 +274,24 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
             self._transport = None
 
+    def _check_partial_head(self) -> None:
+        """The head so far, as its bytes arrive: each line once it is whole (``head_line_error``),
+        and in the line still coming a NUL or a CR that is not its end; a bare LF is refused too.
+        ``_checked`` is where the first line not yet checked begins, so each byte is looked at
+        about once however slowly the head comes (a slowloris costs no quadratic time)."""
+        buffer, start = self._buffer, self._checked
+        try:
+            while (newline := buffer.find(b"\n", start)) >= 0:
+                if newline == start or buffer[newline - 1] != 0x0D:  # RFC 9112 §2.2: refused, not held
+                    raise BadRequest("a bare CR, LF or NUL in the request head")
+                head_line_error(bytes(buffer[start : newline - 1]), first=start == 0)
+                start = self._checked = newline + 1
+            if buffer.find(b"\0", start) >= 0 or buffer.find(b"\r", start, len(buffer) - 1) >= 0:
+                raise BadRequest("a bare CR, LF or NUL in the request head")
+        except BadRequest:
+            self._head = buffer.startswith(b"HEAD ")
+            raise
+
     def _parse(self) -> Request | None:
         end = self._buffer.find(b"\r\n\r\n")
         line_end = self._buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
@@ -271,6 +300,7 @@ class HttpProtocol(asyncio.Protocol):
         if end < 0:
             if len(self._buffer) > self._limits.max_head:
                 raise BadRequest("request head too large", 431)
+            self._check_partial_head()
             return None
         if end > self._limits.max_head:
             raise BadRequest("request head too large", 431)
@@ -296,6 +326,7 @@ class HttpProtocol(asyncio.Protocol):
             return None
         body = bytes(self._buffer[end + 4 : end + 4 + length])
         del self._buffer[: end + 4 + length]
+        self._checked = 0
         self._started = self.last_active
         if version == "HTTP/1.0" or "close" in tokens(headers.get("connection", "")):
             self._closing = True

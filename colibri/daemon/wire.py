@@ -135,17 +135,40 @@ HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]
 _ABSOLUTE = re.compile(r"https?://[^/?#\s]*(/[^#\s]*)?", re.IGNORECASE | re.ASCII)
 
 
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+"""The methods of RFC 9110 §9 and PATCH (RFC 5789): one of them a route lacks is 405 with Allow;
+any other method is 501, whatever the path (RFC 9110 §9.1, §15.6.2)."""
+
+
+def head_line_error(line: bytes, first: bool) -> None:
+    """Check one line of a request head as soon as it has arrived (without its CRLF): a bare CR
+    or NUL, a malformed request line (400, or 505) or header line (400) is BadRequest at once, so a
+    bad head is refused before the rest of it comes (http.py's HttpProtocol)."""
+    if b"\r" in line or b"\0" in line:
+        raise BadRequest("a bare CR, LF or NUL in the request head")
+    text = line.decode("latin-1")
+    if first:
+        parse_request_line(text)
+    else:
+        header_field(text)
+
+
+def header_field(line: str) -> tuple[str, str]:
+    """One header line → (its name lower-cased, its value), or BadRequest."""
+    if line[:1] in (" ", "\t"):
+        raise BadRequest("obsolete line folding in the request head")  # RFC 9112 §5.2
+    name, sep, value = line.partition(":")
+    if not sep or not _TOKEN.fullmatch(name):  # also whitespace before the colon (§5.1)
+        raise BadRequest("malformed header line")
+    return name.lower(), value.strip(" \t")
+
+
 def parse_headers(lines: list[str]) -> tuple[dict[str, str], int]:
     """The header fields (names lower-cased) and how many Host fields there were."""
     headers: dict[str, str] = {}
     hosts = 0
     for line in lines:
-        if line[:1] in (" ", "\t"):
-            raise BadRequest("obsolete line folding in the request head")  # RFC 9112 §5.2
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):  # also whitespace before the colon (§5.1)
-            raise BadRequest("malformed header line")
-        key, value = name.lower(), value.strip(" \t")
+        key, value = header_field(line)
         if key == "content-length" and headers.get(key, value) != value:
             raise BadRequest("conflicting Content-Length headers")
         if key == "host":

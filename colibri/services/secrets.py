@@ -20,13 +20,14 @@ the daemon's cue to tell the agent.
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from colibri.adapters import envfile
-from colibri.adapters.bitwarden import Bitwarden, Selector, VaultCollection, VaultItem, VaultSnapshot, normalise_url
-from colibri.adapters.credentials import CredentialStore, OperatorCredentials, read_staged
+from colibri.adapters.bitwarden_output import Selector, VaultCollection, VaultItem, VaultSnapshot
+from colibri.adapters.credentials import OperatorCredentials, read_staged
 from colibri.domain import TenantStatus
 from colibri.errors import ColibriError, SecretsError, StoreError, TenantNotFound
+from colibri.services.secrets_report import ProvisionResult, interrupted
 from colibri.store.db import Store
 from colibri.store.models import Tenant, utcnow
 from colibri.store.repos import TenantRepo
@@ -52,37 +53,6 @@ class SecretsConfig:
     staged_dir: Path
     allowed_roots: tuple[Path, ...]
     organization_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ProvisionResult:
-    tenant_id: str
-    outcome: str  # written | unchanged | skipped | failed
-    source: str | None = None
-    path: str | None = None
-    keys: tuple[str, ...] = ()
-    message: str = ""
-    error: ColibriError | None = None
-    secrets_expected: bool = True  # False: the tenant has no collection and nothing staged
-
-    def public(self) -> dict[str, Any]:
-        """JSON-able, without values (key names only; a refusal's problems by key and origin)."""
-        shown: dict[str, Any] = {
-            "tenant_id": self.tenant_id,
-            "outcome": self.outcome,
-            "source": self.source,
-            "path": self.path,
-            "keys": list(self.keys),
-            "message": self.message,
-            "secrets_expected": self.secrets_expected,
-        }
-        if self.error is not None:
-            shown["error"] = {"type": type(self.error).__name__, "code": self.error.exit_code}
-            problems = getattr(self.error, "problems", None)
-            if problems is not None:
-                shown["problems"] = list(problems)
-                shown["problems_total"] = getattr(self.error, "total", len(problems))
-        return shown
 
 
 @dataclass(frozen=True)
@@ -188,23 +158,43 @@ class SecretsService:
                 snapshot = self._snapshot(select)
             except ColibriError as exc:
                 vault_error = exc
-        results = []
-        for plan in plans:
-            try:
-                results.append(self._one(plan, snapshot, resolved, vault_error, batch))
-            except ColibriError as exc:
-                refusal = as_refusal(exc)
-                self._mark(plan.tenant_id, "stale", str(refusal))
-                results.append(ProvisionResult(plan.tenant_id, "failed", message=str(refusal), error=refusal))
-            except Exception as exc:
+            except KeyboardInterrupt:
                 if not batch:
-                    raise  # one tenant: the CLI's last resort reports it (with --debug, its traceback)
-                # A bug met by one tenant (its jail may have gone looking for one) must not stop
-                # the others; only the type is kept, the text may hold anything.
-                error = ColibriError(f"internal error ({type(exc).__name__}) while provisioning {plan.tenant_id}")
-                self._mark(plan.tenant_id, "stale", error.message)
-                results.append(ProvisionResult(plan.tenant_id, "failed", message=error.message, error=error))
+                    raise
+                return interrupted([p.tenant_id for p in plans], [], in_hand=False)
+        results: list[ProvisionResult] = []
+        try:
+            for plan in plans:
+                results.append(self._guarded(plan, snapshot, resolved, vault_error, batch))
+        except KeyboardInterrupt:
+            if not batch:
+                raise
+            return interrupted([p.tenant_id for p in plans], results)
         return results
+
+    def _guarded(
+        self,
+        plan: _Plan,
+        snapshot: VaultSnapshot | None,
+        resolved: dict[str, str | ColibriError],
+        vault_error: ColibriError | None,
+        batch: bool,
+    ) -> ProvisionResult:
+        """One tenant's result: a refusal marks it stale; in a batch so does a bug (only its type)."""
+        try:
+            return self._one(plan, snapshot, resolved, vault_error, batch)
+        except ColibriError as exc:
+            refusal = as_refusal(exc)
+            self._mark(plan.tenant_id, "stale", str(refusal))
+            return ProvisionResult(plan.tenant_id, "failed", message=str(refusal), error=refusal)
+        except Exception as exc:
+            if not batch:
+                raise  # one tenant: the CLI's last resort reports it (with --debug, its traceback)
+            # A bug met by one tenant (its jail may have gone looking for one) must not stop
+            # the others; only the type is kept, the text may hold anything.
+            error = ColibriError(f"internal error ({type(exc).__name__}) while provisioning {plan.tenant_id}")
+            self._mark(plan.tenant_id, "stale", error.message)
+            return ProvisionResult(plan.tenant_id, "failed", message=error.message, error=error)
 
     def _has_target(self, plan: _Plan) -> bool:
         return plan.host == self._config.host and bool(plan.jail_root) and plan.backend is not None
@@ -364,81 +354,3 @@ def entries_of(
         if item.notes:
             entries += envfile.parse_lines(item.notes, f"{label} notes", problems)
     return entries
-
-
-class VaultService:
-    """``colibri vault login|status|check``: what is configured and whether it works, no values."""
-
-    def __init__(
-        self,
-        bitwarden: Bitwarden | None,
-        credentials: CredentialStore,
-        vault_url: str | None,
-        organization_id: str | None,
-    ) -> None:
-        self._bw = bitwarden
-        self._credentials = credentials
-        self._url = vault_url
-        self._org = organization_id
-
-    def _require_bw(self) -> Bitwarden:
-        if self._bw is None:
-            raise SecretsError("the vault is not configured: set vault_url and vault_organization_id")
-        return self._bw
-
-    def status(self) -> dict[str, Any]:
-        """Settings, which credentials are present, and bw's own state.  Never a value."""
-        shown: dict[str, Any] = {
-            "vault_url": self._url,
-            "organization_id": self._org,
-            "credentials_source": self._credentials.source(),
-            "credentials_dir": str(self._credentials.directory),
-        }
-        problems: list[str] = []
-        try:
-            shown["credentials"] = self._credentials.present()
-        except ColibriError as exc:
-            shown["credentials"] = {}
-            problems.append(str(exc))
-        if self._bw is None:
-            problems.append("vault_url and vault_organization_id must both be set")
-        else:
-            shown["bw_data_dir"] = str(self._bw.config.appdata_dir)
-            try:
-                state = self._bw.status()
-                shown["bw_server_url"] = state.server_url
-                shown["bw_login"] = state.status
-                wanted = normalise_url(self._bw.config.server_url)
-                matches = state.server_url is not None and normalise_url(state.server_url) == wanted
-                shown["server_matches"] = matches
-                if not matches and state.status != "unauthenticated":
-                    # Logged out, bw is pointed at vault_url before the next login; logged in
-                    # elsewhere, every provisioning refuses to send credentials until this is done.
-                    problems.append(
-                        f"bw in {self._bw.config.appdata_dir} is logged in to "
-                        f"{state.server_url or 'the default server'}, not to vault_url {wanted}: "
-                        "provisioning refuses to send credentials there; run 'colibri vault login' "
-                        "(it logs out, points bw at vault_url and logs in again)"
-                    )
-            except ColibriError as exc:
-                problems.append(str(exc))
-        shown["problems"] = problems
-        return shown
-
-    def check(self) -> dict[str, Any]:
-        """Unlock, sync and list the organization's collections once.  Raises on any failure."""
-        snapshot = self._require_bw().snapshot(self._credentials.load())
-        return {
-            "vault_url": self._url,
-            "organization_id": self._org,
-            "collections": sorted(c.name for c in snapshot.collections),
-            "items": len(snapshot.items),
-            "bw_calls": snapshot.bw_calls,
-        }
-
-    def login(self, credentials: OperatorCredentials, to: str) -> dict[str, Any]:
-        """Prove ``credentials`` against the vault (fresh login), then store them in ``to``
-        (``keyring`` or ``files``).  Nothing is stored when the proof fails."""
-        snapshot = self._require_bw().login(credentials)
-        where = self._credentials.save(credentials, to)
-        return {"stored_in": where, "collections": sorted(c.name for c in snapshot.collections)}

@@ -14,7 +14,15 @@ from colibri.domain import (
     validate_host_name,
     validate_tenant_id,
 )
-from colibri.errors import ColibriError, InvalidInput, PartialFailure, StateConflict, TenantExists, TenantNotFound
+from colibri.errors import (
+    ColibriError,
+    Interrupted,
+    InvalidInput,
+    PartialFailure,
+    StateConflict,
+    TenantExists,
+    TenantNotFound,
+)
 from colibri.services.lifecycle.layout import agent_lock
 from colibri.store.db import Store
 from colibri.store.models import Tenant, TenantView, tenant_public, tenant_public_row
@@ -175,7 +183,8 @@ class BatchItem:
     """One tenant's outcome in a batch: what was done, or the error (type, code, message)."""
 
     tenant_id: str
-    outcome: str  # the action's word (registered, unchanged, destroyed, removed) or failed
+    outcome: str  # the action's word (registered, unchanged, destroyed, removed), failed, or after a
+    # Ctrl-C: interrupted (the tenant in hand) and not run (those after it)
     message: str = ""
     error: ColibriError | None = None
 
@@ -194,27 +203,57 @@ def run_batch(
     """``action(tenant)`` → (outcome, message) for each tenant in turn, each on its own: one that
     fails (a ColibriError, or a bug: only its type is kept) does not stop the others, and what the
     action does for one tenant is all or nothing (each is one transaction, or its own rollback).
-    Duplicates run once.  ``on_item(done, total, item)`` reports progress."""
+    Duplicates run once.  ``on_item(done, total, item)`` reports progress.
+
+    A Ctrl-C (KeyboardInterrupt) stops the batch, not the report: the tenant in hand is
+    "interrupted" (with an Interrupted error: what its action did is for the operator to check),
+    those after it "not run"; ``batch_failure`` then ends the command with exit 130."""
     unique = list(dict.fromkeys(tenant_ids))
-    items = []
-    for number, tenant_id in enumerate(unique, start=1):
-        try:
-            outcome, message = action(tenant_id)
-            item = BatchItem(tenant_id, outcome, message)
-        except ColibriError as exc:
-            item = BatchItem(tenant_id, "failed", str(exc), exc)
-        except Exception as exc:  # a bug met by one tenant must not stop the others
-            error = ColibriError(f"internal error ({type(exc).__name__}) with tenant {tenant_id}")
-            item = BatchItem(tenant_id, "failed", error.message, error)
-        items.append(item)
-        if on_item is not None:
-            on_item(number, len(unique), item)
+    items: list[BatchItem] = []
+    in_hand: str | None = None
+    try:
+        for number, tenant_id in enumerate(unique, start=1):
+            in_hand = tenant_id
+            item = _run_one(tenant_id, action)
+            items.append(item)
+            in_hand = None
+            if on_item is not None:
+                on_item(number, len(unique), item)
+    except KeyboardInterrupt:
+        if in_hand is not None:
+            stopped = Interrupted(f"interrupted (Ctrl-C) at tenant {in_hand}")
+            items.append(BatchItem(in_hand, INTERRUPTED, "Ctrl-C while it was in hand: check it", stopped))
+            if on_item is not None:
+                on_item(len(items), len(unique), items[-1])
+        items += [BatchItem(tenant_id, NOT_RUN) for tenant_id in unique[len(items) :]]
     return items
 
 
-def batch_failure(items: Sequence[BatchItem], what: str) -> PartialFailure | None:
+INTERRUPTED, NOT_RUN = "interrupted", "not run"
+
+
+def _run_one(tenant_id: str, action: Callable[[str], tuple[str, str]]) -> BatchItem:
+    try:
+        outcome, message = action(tenant_id)
+        return BatchItem(tenant_id, outcome, message)
+    except ColibriError as exc:
+        return BatchItem(tenant_id, "failed", str(exc), exc)
+    except Exception as exc:  # a bug met by one tenant must not stop the others
+        error = ColibriError(f"internal error ({type(exc).__name__}) with tenant {tenant_id}")
+        return BatchItem(tenant_id, "failed", error.message, error)
+
+
+def batch_failure(items: Sequence[BatchItem], what: str) -> PartialFailure | Interrupted | None:
     """None when every tenant succeeded; else the error to end the command with: the failed
-    tenants named (the first 20), the exit code the worst (highest) of theirs."""
+    tenants named (the first 20), the exit code the worst (highest) of theirs; after a Ctrl-C,
+    Interrupted (130) with how many were done, failed and not run."""
+    stopped = [i.tenant_id for i in items if i.outcome in (INTERRUPTED, NOT_RUN)]  # in hand first, if one was
+    if stopped:
+        failed_n = sum(i.outcome == "failed" for i in items)
+        not_run = sum(i.outcome == NOT_RUN for i in items)
+        done = len(items) - failed_n - not_run - sum(i.outcome == INTERRUPTED for i in items)
+        counts = f"{done} done" + (f", {failed_n} failed" if failed_n else "") + f", {not_run} not run"
+        return Interrupted(f"{what} interrupted (Ctrl-C) at tenant {stopped[0]}: {counts}")
     failed = [i for i in items if i.error is not None]
     if not failed:
         return None
@@ -225,9 +264,10 @@ def batch_failure(items: Sequence[BatchItem], what: str) -> PartialFailure | Non
 
 def batch_summary(items: Sequence[BatchItem]) -> str:
     """``2 registered, 1 unchanged, 1 failed (of 4 tenants)``: outcomes in the order first met,
-    failed last."""
+    failed last (then, after a Ctrl-C, interrupted and not run)."""
+    last = {"failed": 1, INTERRUPTED: 2, NOT_RUN: 3}
     counts: dict[str, int] = {}
-    for item in sorted(items, key=lambda i: i.outcome == "failed"):
+    for item in sorted(items, key=lambda i: last.get(i.outcome, 0)):
         counts[item.outcome] = counts.get(item.outcome, 0) + 1
     parts = ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "nothing to do"
     return f"{parts} (of {len(items)} tenants)"

@@ -9,6 +9,7 @@ bounds, and a JSON body whose ``action`` is not a string.
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -300,3 +301,50 @@ def test_an_encoded_slash_in_a_tenant_id_is_a_400_not_another_route(hive: Hive) 
     finally:
         raw.close()
     assert status == 400 and "invalid tenant id" in answer["error"]["message"], (status, answer)
+
+
+def _first_answer(path: Path, data: bytes, timeout: float) -> tuple[float, bytes]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        started = time.monotonic()
+        sock.sendall(data)
+        try:
+            answer = sock.recv(65536)
+        except TimeoutError:
+            answer = b""
+        return time.monotonic() - started, answer
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /health HTTP/1.1\nHost: x\n\n",  # a head ended by bare LFs (review 9, F6)
+        b"GET /health HTTP/1.1\r\nHost: x\n\n",
+        b"GET /health HTTP/1.1\r\nX: a\rb",  # a bare CR, the head not yet complete
+        b"GET /health HTTP/1.1\r\nX: a\x00",
+        b"GET /health HTTP/1.1\r\n Folded: a\r\n",
+        b"GET /health HTTP/1.1\r\nNo colon here\r\n",
+        b"GET /health\r\n",  # a malformed request line, the rest of the head never comes
+    ],
+)
+def test_a_bad_head_is_refused_at_once_not_held(hive: Hive, data: bytes) -> None:
+    """A head's errors are found as its bytes arrive: a 400 within a second, not the request
+    timeout's 408 thirty seconds later (RFC 9112 §2.2: refuse a bare LF, or read it; never hold)."""
+    took, answer = _first_answer(hive.socket(TENANT), data, timeout=5.0)
+    assert answer.startswith(b"HTTP/1.1 400 "), (round(took, 1), answer[:80])
+    assert b"Connection: close" in answer and took < 2.0
+
+
+@pytest.mark.parametrize("method", ["BREW", "get", "PROPFIND"])
+def test_an_unknown_method_is_501(hive: Hive, method: str) -> None:
+    """RFC 9110 §9.1, §15.6.2: a method the server does not recognise is 501 (405, with Allow, is
+    for a method of RFC 9110 the path lacks; test_a_known_path_with_another_method_is_405_with_allow)."""
+    for path in (admin(hive), hive.socket(TENANT)):
+        data = exchange(path, request(method, "/health", close=True))
+        ((status, headers, body),) = responses(data, [method])
+        assert status == 501, data
+        assert "allow" not in headers
+        assert json.loads(body)["error"] == {
+            "type": "InvalidInput", "code": 7, "message": f"method {method} is not implemented"
+        }  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from colibri.adapters.bitwarden import Selector, VaultCollection, VaultItem, VaultSnapshot
+from colibri.adapters.bitwarden_output import Selector, VaultCollection, VaultItem, VaultSnapshot
 from colibri.adapters.credentials import OperatorCredentials
 from colibri.errors import PermissionDenied, SecretsError, SecretsRefused, TenantNotFound, VaultLocked
 from colibri.services.secrets import SecretsConfig, SecretsService
@@ -258,3 +258,35 @@ def test_no_collection_and_nothing_staged_expects_no_secrets(world: World) -> No
     assert world.service.provision("plain").secrets_expected is False
     env = world.add("acme")
     assert world.service.provision("acme").secrets_expected is True and env.exists()
+
+
+def test_ctrl_c_in_provision_all_reports_what_was_done(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C at the 2nd tenant of ``provision --all`` (review 9 F8's sibling): the first is
+    reported written, the one in hand interrupted, the rest not run; the CLI ends with exit 130."""
+    from colibri.adapters import envfile
+    from colibri.services.secrets_report import interruption
+
+    real = envfile.write_jail_env
+
+    def interrupted(root: Path, user: str, content: bytes, allowed: object, *, id_shift: int = 0) -> tuple[Path, bool]:
+        if "beta" in str(root):
+            raise KeyboardInterrupt
+        return real(root, user, content, allowed, id_shift=id_shift)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(envfile, "write_jail_env", interrupted)
+    for tenant in ("acme", "beta", "gamma"):
+        world.add(tenant)
+    results = world.service.provision_all()
+    assert [(r.tenant_id, r.outcome) for r in results] == [
+        ("acme", "written"),
+        ("beta", "interrupted"),
+        ("gamma", "not run"),
+    ]
+    stopped = interruption(results)
+    assert stopped is not None and stopped.exit_code == 130
+    assert stopped.message == "provisioning interrupted (Ctrl-C) at tenant beta: 1 done, 1 not run"
+    assert results[1].public()["error"] == {"type": "Interrupted", "code": 130}
+    with pytest.raises(KeyboardInterrupt):  # one tenant: the Ctrl-C is the command's, as before
+        world.service.provision("beta")
+    world.vault.error = KeyboardInterrupt()  # during the vault session: nothing was provisioned
+    assert {r.outcome for r in world.service.provision_all()} == {"not run"}

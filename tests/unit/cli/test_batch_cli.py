@@ -128,3 +128,104 @@ def test_destroying_several_asks_once_and_stdin_ids_need_yes(invoke: Invoke, mon
     code, out, _ = invoke("remove-tenant", "acme", "beta", "acme", "--destroy-jail")
     assert code == 1 and "Destroy the jails of 2 tenants (acme, beta) and remove each tenant?" in out
     assert set(statuses(invoke)) == {"acme", "beta"}
+
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, method: str, call: int) -> list[str]:
+    """TenantService.<method> raises KeyboardInterrupt (a Ctrl-C) at its ``call``-th call."""
+    from colibri.services.tenants import TenantService
+
+    real = getattr(TenantService, method)
+    calls: list[str] = []
+
+    def wrapped(self: TenantService, tenant_id: str, *args: object, **kwargs: object) -> object:
+        calls.append(tenant_id)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(self, tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(TenantService, method, wrapped)
+    return calls
+
+
+def test_ctrl_c_in_a_batch_still_says_what_was_done(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 9, F8: a Ctrl-C at the 2nd of 3 tenants ended the command with exit 130 and not one
+    byte of output.  The tenant in hand is "interrupted", the rest "not run", the document is
+    printed, exit 130."""
+    calls = interrupt_at(monkeypatch, "register", 2)
+    code, out, err = invoke("register-tenant", "ant", "bee", "cow", "--json")
+    assert (code, err, calls) == (130, "", ["ant", "bee"])
+    document = json.loads(out)
+    assert document["ok"] is False
+    assert document["error"] == {
+        "type": "Interrupted", "code": 130,
+        "message": "registrations interrupted (Ctrl-C) at tenant bee: 1 done, 1 not run",
+    }  # fmt: skip
+    assert document["data"] == [
+        {"tenant_id": "ant", "outcome": "registered", "message": ""},
+        {"tenant_id": "bee", "outcome": "interrupted", "message": "Ctrl-C while it was in hand: check it",
+         "error": {"type": "Interrupted", "code": 130}},
+        {"tenant_id": "cow", "outcome": "not run", "message": ""},
+    ]  # fmt: skip
+    assert statuses(invoke) == {"ant": "registered"}
+
+
+def test_ctrl_c_in_a_batch_without_json_prints_the_summary(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke("register-tenant", "ant", "bee", "cow", "dog", "b@d")[0] == 7
+    interrupt_at(monkeypatch, "remove", 3)
+    code, out, err = invoke("remove-tenant", "ant", "b@d", "bee", "cow", "dog")
+    assert code == 130
+    assert out == "1 removed, 1 failed, 1 interrupted, 2 not run (of 5 tenants)\n"
+    assert err.splitlines()[1:] == [
+        "[2/5] b@d: failed: tenant not found: b@d",
+        "[3/5] bee: interrupted: Ctrl-C while it was in hand: check it",
+        "colibri: removals interrupted (Ctrl-C) at tenant bee: 1 done, 1 failed, 2 not run",
+    ]
+    assert set(statuses(invoke)) == {"bee", "cow", "dog"}
+
+
+def test_ctrl_c_in_a_destroy_batch(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    invoke("register-tenant", "ant", "bee")
+    interrupt_at(monkeypatch, "show", 2)  # destroy-agent looks each tenant up first
+    code, out, _ = invoke("destroy-agent", "ant", "bee", "--yes", "--json")
+    assert code == 130
+    document = json.loads(out)
+    assert document["error"]["type"] == "Interrupted"
+    assert [(t["tenant_id"], t["outcome"]) for t in document["data"]] == [("ant", "unchanged"), ("bee", "interrupted")]
+
+
+def test_ctrl_c_between_two_tenants_leaves_none_unreported() -> None:
+    """A Ctrl-C while the progress of one tenant is shown: that one is done, the rest not run,
+    and the batch still ends Interrupted (130), not as a success."""
+    from colibri.errors import Interrupted
+    from colibri.services.tenants import BatchItem, batch_failure, batch_summary, run_batch
+
+    def progress(number: int, total: int, item: BatchItem) -> None:
+        if number == 1:
+            raise KeyboardInterrupt
+
+    items = run_batch(["ant", "bee", "cow"], lambda t: ("registered", ""), progress)
+    assert [(i.tenant_id, i.outcome) for i in items] == [("ant", "registered"), ("bee", "not run"), ("cow", "not run")]
+    failure = batch_failure(items, "registrations")
+    assert isinstance(failure, Interrupted) and failure.exit_code == 130
+    assert failure.message == "registrations interrupted (Ctrl-C) at tenant bee: 1 done, 2 not run"
+    assert batch_summary(items) == "1 registered, 2 not run (of 3 tenants)"
+
+
+def test_ctrl_c_in_provision_all_prints_the_report(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """provision --all after a Ctrl-C (the service's side: tests/unit/test_secrets_service.py):
+    the per-tenant lines or the JSON document, then exit 130."""
+    from colibri.services.secrets import SecretsService
+    from colibri.services.secrets_report import ProvisionResult, interrupted
+
+    report = interrupted(["ant", "bee", "cow"], [ProvisionResult("ant", "written", message="2 keys")])
+    monkeypatch.setattr(SecretsService, "provision_all", lambda self: report)
+    code, out, _ = invoke("provision", "--all", "--json")
+    document = json.loads(out)
+    assert code == 130 and document["ok"] is False
+    assert document["error"]["message"] == "provisioning interrupted (Ctrl-C) at tenant bee: 1 done, 1 not run"
+    assert [t["outcome"] for t in document["data"]] == ["written", "interrupted", "not run"]
+    code, out, err = invoke("provision", "--all")
+    assert code == 130
+    assert out.splitlines() == ["ant: written: 2 keys", "bee: interrupted: Ctrl-C while it was in hand: check it",
+                                "cow: not run: the Ctrl-C came before its turn"]  # fmt: skip
+    assert err == "colibri: provisioning interrupted (Ctrl-C) at tenant bee: 1 done, 1 not run\n"

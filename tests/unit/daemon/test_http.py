@@ -87,6 +87,21 @@ def test_limits_and_malformed_requests_close_the_connection() -> None:
         assert transport.closed and seen == []
 
 
+def test_a_head_arriving_a_byte_at_a_time_is_checked_as_it_comes() -> None:
+    """A good head in one-byte pieces (each CR alone at the buffer's end for a moment) is read;
+    a bad one is refused at the byte that makes it bad, before the rest arrives."""
+    good = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    protocol = HttpProtocol(lambda r: json_response(200, {}), set())
+    protocol.connection_made(transport := Transport())
+    for byte in good:
+        protocol.data_received(bytes([byte]))
+    assert transport.out.count(b"HTTP/1.1 200 OK") == 2 and not transport.closed
+    for bad in [b"GET / HTTP/1.1\r\nHost: h\n", b"GET / HTTP/1.1\r\nX: a\rb", b"GET / HTTP/1.1\r\nHost: h\r\n\x00",
+                b"GET /\r\n"]:  # fmt: skip
+        transport, _ = serve(bad)
+        assert transport.out.startswith(b"HTTP/1.1 400 ") and transport.closed, bad
+
+
 def test_connection_close_and_http10() -> None:
     transport, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert b"Connection: close" in transport.out and transport.closed
