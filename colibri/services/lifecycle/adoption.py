@@ -89,6 +89,27 @@ class Adoption:
             return cls(tenant, jail, was_running=True)
         return record
 
+    def merged(self, earlier: Path) -> "Adoption":
+        """This record with what an earlier, unfinished adoption of the same jail recorded (one
+        cut short by a kill, or whose undo failed): its changes are colibri's too, and the jail's
+        state before it is the one to restore.  Itself when there is none."""
+        if not earlier.exists():
+            return self
+        old = Adoption.load(earlier.parent.parent, self.tenant, self.jail)
+        if old.jail != self.jail:
+            return self
+        return Adoption(
+            self.tenant,
+            self.jail,
+            was_running=old.was_running,
+            handlers=sorted(set(old.handlers) | set(self.handlers)),
+            created_dirs=old.created_dirs + [d for d in self.created_dirs if d not in old.created_dirs],
+            enabled_mother=old.enabled_mother or self.enabled_mother,
+            started_jail=old.started_jail or self.started_jail,
+            prior_uid_base=old.prior_uid_base if old.claimed_ids else self.prior_uid_base,
+            claimed_ids=old.claimed_ids or self.claimed_ids,
+        )
+
     @staticmethod
     def forget(state_dir: Path, tenant: str) -> None:
         Adoption.path(state_dir, tenant).unlink(missing_ok=True)
@@ -260,18 +281,22 @@ class Adopter:
             handlers=sorted(p.name for p in handlers.iterdir() if p.is_file()) if handlers.is_dir() else [],
             created_dirs=created,
         )
+        record = record.merged(Adoption.path(self._paths.records, tenant.tenant_id))
         record.save(self._paths.records)
         tenant.adopted = True
         return record
 
-    def undo(self, tenant: Tenant, record: Adoption | None, exc: ColibriError) -> None:
-        """A new adoption failed: take out what it added and forget the jail (the tenant is then
-        ``failed`` with the reason, and not adopted).  An undo that fails too is said with it."""
+    def undo(self, tenant: Tenant, record: Adoption | None, exc: BaseException) -> None:
+        """A new adoption failed (or was interrupted): take out what it added and forget the jail
+        (the tenant is then ``failed`` with the reason, and not adopted).  An undo that fails too
+        is said with it; its record stays, and the next adoption of the jail takes it over."""
         try:
             if record is not None:
                 withdraw(self._backend, record, self._paths.jail_user, restore_state=True)
         except ColibriError as undo:
             tenant.adopted = False
+            if not isinstance(exc, ColibriError):
+                return  # the interrupt goes on; the record stays for the next run (merged)
             where = Adoption.path(self._paths.records, tenant.tenant_id)
             raise JailError(f"{exc}; undoing the adoption failed too ({undo}): see {where}") from None
         fields: dict[str, Any] = {"adopted": False, "spawn_step": None, "jail_root": None, "backend": None}

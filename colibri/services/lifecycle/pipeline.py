@@ -155,7 +155,7 @@ class SpawnService:
             try:
                 record = self._adopter.check(tenant, *adopt)
                 self._steps(tenant, None, report, record)
-            except ColibriError as exc:
+            except BaseException as exc:  # Ctrl-C too: the jail is someone else's
                 self._adopter.undo(tenant, record, exc)
                 raise
             return
