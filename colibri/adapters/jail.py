@@ -142,6 +142,11 @@ class JailBackend(Protocol):
         config line); False when it is not, or the jail is not running."""
         ...
 
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        """(pid as the jail sees it, command line) of every process in the running jail, from the
+        host's process table (never the jail's pidfiles or its own ps); [] when it does not run."""
+        ...
+
     def enable_service(self, name: str, service: str, enabled: bool) -> bool:
         """Set rc.conf(5)'s ``SERVICE_enable`` in the jail (YES, or the line removed); returns
         True when that changed the file.  A backend without rc variables (sandbox) does nothing

@@ -5,6 +5,8 @@ probes (findings F3, F5): each test asserts what colibri should do.
     .venv/bin/pytest tests/integration/test_adopt_review9.py -q
 """
 
+from pathlib import Path
+
 import pytest
 
 from colibri.services.lifecycle.pipeline import SpawnService
@@ -57,3 +59,36 @@ def test_ctrl_c_during_an_adoption_then_rerun_then_release_leaves_nothing(
     # Observed today: ['var 1000..:.. 40755', 'var/run ...', 'var/run/colibri ...'] left behind.
     assert left == [], left
     assert state("demo") == "stopped"
+
+
+def test_release_after_the_tenant_renamed_var_run_leaves_no_mother_and_no_socket_mount(invoke: Invoke) -> None:
+    """services/adoption.py withdraw decides whether the mother runs from `service colibri_mother
+    status` (the jail's own pidfile) and Sandbox.umount finds the socket bind by its exact mount
+    point in mountinfo.  Root in the jail renames /var/run (a mount point's parent can be renamed):
+    status says "not running", so the mother is never stopped; umount drops the mounts.json line
+    and reports "the socket mount on /var/run/colibri" as removed, but the live bind (now at
+    /var/run.old/colibri) stays.  After release the jail still runs colibri's mother with a live
+    rw bind of the host's agents/<tenant> directory, i.e. the daemon's socket for the tenant
+    (release does not close it either), though colibri says it is out of the jail."""
+    from colibri.cli.context import Context
+    from tests.integration.test_adopt_release import stage
+    from tests.integration.test_spawn import jail_ps
+
+    invoke("register-tenant", "demo", "--collection", "")
+    stage("demo")
+    root = foreign_jail()
+    code, _, err = adopt(invoke, root)
+    assert code == 0, err
+    backend = Context().backend()
+    moved = backend.exec("demo", ["/bin/sh", "-c", "mv /var/run /var/run.old && mkdir /var/run"])
+    assert moved.exit_code == 0, moved.err  # root in its own jail may do this
+
+    code, out, err = invoke("release-agent", "demo")
+    assert code == 0, err
+    mother_left = "mother.py" in jail_ps("demo")
+    init = backend._init_pid("demo")  # type: ignore[attr-defined]
+    binds = Path(f"/proc/{init}/mountinfo").read_text()
+    socket_left = [ln for ln in binds.splitlines() if "/colibri" in ln.split()[4]]
+    # Observed today: the mother still runs, and a bind on /var/run.old/colibri is still live,
+    # while release said: "removed: ..., the socket mount on /var/run/colibri, ...".
+    assert not mother_left and socket_left == [], (out, socket_left)

@@ -107,6 +107,14 @@ class Mounts:
     def is_mounted(self, name: str, mount: Mount) -> bool:
         return self._running(name) and self._live(name, mount)
 
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        """The running jail's processes from the host's ps (a jail's pid is the host's)."""
+        if not self._running(name):
+            return []
+        result = self._run(bastille_argv.ps_jail(name), env=self._env(), timeout=30, ok_codes=(0, 1))
+        rows = [ln.strip().split(None, 1) for ln in result.out.splitlines()]
+        return [(int(r[0]), r[1] if len(r) > 1 else "") for r in rows if r and r[0].isdigit()]
+
     # ---- fstab and the host's mount table ---------------------------------------------------------
     def _target(self, name: str, jail_path: str) -> str:
         return str(self.root(name)) + "/" + jail_path.lstrip("/")

@@ -21,6 +21,7 @@ from typing import Any
 from colibri.adapters import jailfs
 from colibri.adapters.jail import UID_BLOCK, JailBackend, JailInfo, JailState
 from colibri.errors import ColibriError, InvalidInput, JailError
+from colibri.poll import poll_until
 from colibri.services.lifecycle.layout import (
     HANDLERS_DIR,
     IDENTITY,
@@ -30,10 +31,10 @@ from colibri.services.lifecycle.layout import (
     SpawnPaths,
     uid_pool_lock,
 )
-from colibri.services.lifecycle.mother import mother_runs
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
+from colibri.text import safe
 
 RC_DIRS = ("etc/rc.d", "usr/local/etc/rc.d")  # where service(8) looks for a script
 MOTHER_FILES = ("var/log/colibri_mother.log", "var/run/colibri_mother.pid", "var/run/colibri_mother_child.pid")
@@ -184,13 +185,16 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     info = backend.info(name)
     if info.state is JailState.ABSENT:
         return removed
-    if info.state is JailState.RUNNING and mother_runs(backend, name):
+    if info.state is JailState.RUNNING and _mothers(backend, name):
         result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
-        if mother_runs(backend, name):
-            said = (result.out + result.err).strip().splitlines()
+        left = _mothers(backend, name)
+        if left:  # its pidfile gone or moved (root in the jail may rename /var/run): by its pids
+            backend.exec(name, ["/bin/kill", "-TERM", *map(str, left)], timeout=30)
+        if poll_until(lambda: None if _mothers(backend, name) else True, timeout=10.0) is None:
+            said = safe((result.out + result.err).strip()[-200:])
             raise JailError(
                 f"cannot release jail {name}: the mother is still running after "
-                f"'service {MOTHER} stop' (exit {result.exit_code}{': ' + said[-1][:200] if said else ''})"
+                f"'service {MOTHER} stop' and a kill (exit {result.exit_code}{': ' + said if said else ''})"
             )
         removed.append("the mother (stopped)")
     if backend.umount(name, JAIL_SOCKET_DIR):
@@ -212,6 +216,15 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
         backend.stop(name)
         removed.append("the jail's start (stopped again)")
     return removed
+
+
+MOTHER_COMMAND = f"{SKILL_DIR}/mother.py"
+
+
+def _mothers(backend: JailBackend, name: str) -> list[int]:
+    """The mother's processes in the jail (and daemon(8)'s, its supervisor), from the host's
+    process table: never the jail's pidfiles, which the tenant can move."""
+    return [pid for pid, cmd in backend.processes(name) if MOTHER_COMMAND in cmd or f"daemon: {MOTHER}" in cmd]
 
 
 _ROTATED = re.compile(r"colibri_mother\.log\.\d{1,3}(\.(bz2|gz|xz|zst))?", re.ASCII)

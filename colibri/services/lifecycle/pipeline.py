@@ -155,8 +155,12 @@ class SpawnService:
             try:
                 record = self._adopter.check(tenant, *adopt)
                 self._steps(tenant, None, report, record)
-            except BaseException as exc:  # Ctrl-C too: the jail is someone else's
+            except ColibriError as exc:
                 self._adopter.undo(tenant, record, exc)
+                raise
+            except BaseException as exc:  # Ctrl-C: undone unless the store has the adoption (resumable)
+                if not self._adopted(tenant.tenant_id):
+                    self._adopter.undo(tenant, record, exc)
                 raise
             return
         self._steps(tenant, adopt, report, None)
@@ -320,6 +324,11 @@ class SpawnService:
         # kept and the next spawn does not fail on it again.
         tenant.template = template or tenant.template or (self._paths.default_template if backend != "local" else None)
         return tenant
+
+    def _adopted(self, tenant_id: str) -> bool:
+        with self._store.session() as session:
+            row = TenantRepo(session).get(tenant_id)
+            return row is not None and bool(row.adopted)
 
     def _record(self, tenant_id: str, step: str, **fields: Any) -> None:
         with self._store.session() as session:
