@@ -33,6 +33,7 @@ class AgentService:
         jail_user: str = "agent",
         socket_root: Path | None = None,
         local_home: Callable[[Path], LocalHome] = LocalHome,
+        close_socket: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -41,6 +42,7 @@ class AgentService:
         self._jail_user = jail_user
         self._sockets = socket_root if socket_root is not None else locks_dir.parent / "agents"
         self._local_home = local_home
+        self._close_socket = close_socket  # the daemon's agent socket of a tenant: True if it closed one
 
     @property
     def backend(self) -> JailBackend:
@@ -110,6 +112,8 @@ class AgentService:
                 raise StateConflict(f"tenant {tenant_id} has no adopted jail; 'colibri destroy-agent' removes its jail")
             record = Adoption.load(self._records, tenant_id, tenant.jail_name)
             removed = withdraw(self._backend, record, self._jail_user, restore_state=False)
+            if self._close_socket is not None and self._close_socket(tenant_id):
+                removed.append("the daemon's agent socket")
             reset = self._reset(tenant_id, adopted=False)
             Adoption.forget(self._records, tenant_id)
         return ReleasedView(**reset, removed=removed)
