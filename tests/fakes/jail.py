@@ -55,6 +55,7 @@ class FakeJails:
 
     name = "fake"
     needs_ip = False
+    live_mount_safe = True
 
     def __init__(self, base: Path, *, host_ids: bool | None = None) -> None:
         self._dir = base

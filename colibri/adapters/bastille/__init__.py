@@ -58,6 +58,7 @@ class Bastille(Mounts, Hardening):
 
     name = "bastille"
     needs_ip = True
+    live_mount_safe = False  # mount.sh: host root's mount -F follows a symlink in the jail
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ class Sandbox(SandboxMounts):
 
     name = "sandbox"
     needs_ip = False  # loopback only: no address from the pool
+    live_mount_safe = True  # bound in the jail's own mount namespace
 
     def __init__(
         self,

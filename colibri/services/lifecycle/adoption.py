@@ -61,6 +61,7 @@ class Adoption:
     created_dirs: list[str] = field(default_factory=list)
     enabled_mother: bool = False
     started_jail: bool = False
+    stopped_jail: bool = False
     prior_uid_base: int | None = None
     claimed_ids: bool = False
 
@@ -107,6 +108,7 @@ class Adoption:
             created_dirs=old.created_dirs + [d for d in self.created_dirs if d not in old.created_dirs],
             enabled_mother=old.enabled_mother or self.enabled_mother,
             started_jail=old.started_jail or self.started_jail,
+            stopped_jail=old.stopped_jail or self.stopped_jail,
             prior_uid_base=old.prior_uid_base if old.claimed_ids else self.prior_uid_base,
             claimed_ids=old.claimed_ids or self.claimed_ids,
         )
@@ -215,6 +217,9 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     if restore_state and record.started_jail and backend.info(name).state is JailState.RUNNING:
         backend.stop(name)
         removed.append("the jail's start (stopped again)")
+    if restore_state and record.stopped_jail and backend.info(name).state is not JailState.RUNNING:
+        backend.start(name)
+        removed.append("the jail's stop for its socket mount (started again)")
     return removed
 
 

@@ -176,6 +176,13 @@ class SpawnService:
                 if self._backend.enable_service(name, MOTHER, True):
                     adoption.enabled_mother = True
                     adoption.save(self._paths.records)
+                if not self._backend.live_mount_safe and info.state is JailState.RUNNING:
+                    # Never a live mount into a running jail that is someone else's: its root
+                    # could swap the mount point for a symlink the host follows.  Stopped here,
+                    # the mount is only configured, and jail(8) mounts it at the next step's start.
+                    adoption.stopped_jail = True
+                    adoption.save(self._paths.records)
+                    self._backend.stop(name)
             self._ensure_socket_mount(name)
             say(f"{'adopted' if tenant.adopted else 'jail'} {name} at {info.root}")
         self._record(
