@@ -92,3 +92,25 @@ def test_release_after_the_tenant_renamed_var_run_leaves_no_mother_and_no_socket
     # Observed today: the mother still runs, and a bind on /var/run.old/colibri is still live,
     # while release said: "removed: ..., the socket mount on /var/run/colibri, ...".
     assert not mother_left and socket_left == [], (out, socket_left)
+
+
+def test_release_with_a_flooding_rc_stop_still_stops_the_mother(invoke: Invoke) -> None:
+    """A sibling of review9 F1: the jail's rc.d ``stop`` floods its output (CommandFailed over the
+    runner's cap); release does not fail on it but stops the mother by its pids."""
+    from colibri.cli.context import Context
+    from tests.integration.test_adopt_release import stage
+    from tests.integration.test_spawn import jail_ps
+
+    invoke("register-tenant", "demo", "--collection", "")
+    stage("demo")
+    root = foreign_jail()
+    code, _, err = adopt(invoke, root)
+    assert code == 0, err
+    script = root / "etc/rc.d/colibri_mother"
+    first, rest = script.read_text().split("\n", 1)
+    flood = "case \"$1\" in\nstop) head -c 5000000 /dev/zero | tr '\\\\0' x; exit 0 ;;\nesac\n"
+    script.write_text(first + "\n" + flood + rest)  # what root in the jail may do
+    code, out, err = invoke("release-agent", "demo")
+    assert code == 0, err
+    assert "mother.py" not in jail_ps("demo"), out
+    Context().backend().stop("demo")

@@ -20,7 +20,7 @@ from typing import Any
 
 from colibri.adapters import jailfs
 from colibri.adapters.jail import UID_BLOCK, JailBackend, JailInfo, JailState
-from colibri.errors import ColibriError, InvalidInput, JailError
+from colibri.errors import ColibriError, CommandFailed, CommandTimeout, InvalidInput, JailError
 from colibri.poll import poll_until
 from colibri.services.lifecycle.layout import (
     HANDLERS_DIR,
@@ -188,15 +188,18 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     if info.state is JailState.ABSENT:
         return removed
     if info.state is JailState.RUNNING and _mothers(backend, name):
-        result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
+        try:  # the rc.d script is the jail's: it may flood or hang, the kill below still comes
+            result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
+            said, how = safe((result.out + result.err).strip()[-200:]), f"exit {result.exit_code}"
+        except (CommandFailed, CommandTimeout) as exc:
+            said, how = safe(str(exc)[:200]), "failed"
         left = _mothers(backend, name)
         if left:  # its pidfile gone or moved (root in the jail may rename /var/run): by its pids
             backend.exec(name, ["/bin/kill", "-TERM", *map(str, left)], timeout=30)
         if poll_until(lambda: None if _mothers(backend, name) else True, timeout=10.0) is None:
-            said = safe((result.out + result.err).strip()[-200:])
             raise JailError(
                 f"cannot release jail {name}: the mother is still running after "
-                f"'service {MOTHER} stop' and a kill (exit {result.exit_code}{': ' + said if said else ''})"
+                f"'service {MOTHER} stop' and a kill ({how}{': ' + said if said else ''})"
             )
         removed.append("the mother (stopped)")
     if backend.umount(name, JAIL_SOCKET_DIR):

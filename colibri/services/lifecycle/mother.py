@@ -244,11 +244,6 @@ def _service(backend: JailBackend, name: str, verb: str) -> CommandResult:
         raise MotherNotReady(f"'service {MOTHER} {verb}' in jail {name} failed: {safe(str(exc)[:300])}") from None
 
 
-def mother_runs(backend: JailBackend, name: str) -> bool:
-    """rc.subr's ``service colibri_mother status`` says it runs (exit 0)."""
-    return _service(backend, name, "status").exit_code == 0
-
-
 def last_mother_line(log: bytes, offset: int) -> tuple[int | None, str] | None:
     """(pid, text) of the last ready or refusal line of the log after ``offset``."""
     found = None
