@@ -78,6 +78,11 @@ class JailBackend(Protocol):
     needs_ip: bool
     """True when each jail needs an address from ``jail_ip_pool`` (bastille: a jail's IP is its
     network; a sandbox jail has loopback only)."""
+    live_mount_safe: bool
+    """True when ``mount`` into a running jail resolves the mount point inside the jail (sandbox:
+    setns, then move_mount); False when root in the jail could swap it for a symlink the host
+    follows (bastille: mount.sh's ``mount -F fstab -a`` runs as host root): then an adoption
+    stops a running jail for its mount, and jail(8) mounts it at the start."""
 
     def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
         """Create (not start) a jail owned by colibri, its agent user on the tenant's ``ids``.
@@ -140,6 +145,11 @@ class JailBackend(Protocol):
     def is_mounted(self, name: str, mount: Mount) -> bool:
         """True when ``mount`` is live in the running jail (the kernel's mount table, not a
         config line); False when it is not, or the jail is not running."""
+        ...
+
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        """(pid as the jail sees it, command line) of every process in the running jail, from the
+        host's process table (never the jail's pidfiles or its own ps); [] when it does not run."""
         ...
 
     def enable_service(self, name: str, service: str, enabled: bool) -> bool:

@@ -141,6 +141,14 @@ def read_tail(root: Path, rel: str, limit: int) -> bytes:
     return _read(root, rel, limit, cut=True, tail=True)
 
 
+def read_since(root: Path, rel: str, offset: int, limit: int) -> tuple[int, bytes]:
+    """(size, what a growing log gained after ``offset``): from ``offset`` (from 0 when the file
+    is shorter, i.e. rotated), at most its last ``limit`` bytes; opened as ``read_regular`` does."""
+    found: list[int] = []
+    data = _read(root, rel, limit, cut=True, tail=True, since=offset, size=found)
+    return found[0], data
+
+
 def read_file(root: Path, rel: str, limit: int = 1 << 20) -> bytes:
     """The first ``limit`` bytes of ``root/rel``, opened as ``read_regular`` does (JailError if
     absent or unsafe); a longer file is cut, not refused (a log's head, an existence check)."""
@@ -158,7 +166,16 @@ def read_regular(root: Path, rel: str, limit: int) -> bytes:
     return _read(root, rel, limit, cut=False)
 
 
-def _read(root: Path, rel: str, limit: int, *, cut: bool, tail: bool = False) -> bytes:
+def _read(
+    root: Path,
+    rel: str,
+    limit: int,
+    *,
+    cut: bool,
+    tail: bool = False,
+    since: int | None = None,
+    size: list[int] | None = None,
+) -> bytes:
     parent, name = str(PurePosixPath(rel).parent), PurePosixPath(rel).name
     where = f"{rel} in jail {root}"
     with open_dir(root, parent) as dirfd:
@@ -175,8 +192,13 @@ def _read(root: Path, rel: str, limit: int, *, cut: bool, tail: bool = False) ->
                 raise JailError(f"cannot read {where}: not a regular file (refused)")
             if info.st_size > limit and not cut:
                 raise JailError(f"cannot read {where}: {info.st_size} bytes, more than the {limit} allowed")
-            if tail and info.st_size > limit:
-                os.lseek(fd, info.st_size - limit, os.SEEK_SET)
+            if size is not None:
+                size.append(info.st_size)
+            start = since if since is not None and since <= info.st_size else 0
+            if tail and info.st_size - start > limit:
+                start = info.st_size - limit
+            if start:
+                os.lseek(fd, start, os.SEEK_SET)
             chunks, left = [], limit + (0 if cut else 1)
             while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
                 chunks.append(chunk)

@@ -137,6 +137,19 @@ class Context:
         with contextlib.suppress(DaemonError):
             client.open_tenant_socket(tenant_id)
 
+    def _close_socket(self, tenant_id: str) -> bool:
+        """Ask a running daemon to close the tenant's agent socket (release-agent); False when
+        there is no daemon or it had none open."""
+        from colibri.errors import DaemonError
+
+        client = self.daemon_client()
+        if not client.socket_path.exists():
+            return False
+        try:
+            return bool(client.close_tenant_socket(tenant_id).get("closed"))
+        except DaemonError:
+            return False
+
     def jails(self) -> "AgentService":
         """start, stop, destroy and release of spawned agents."""
         from colibri.services.lifecycle.operations import AgentService
@@ -149,6 +162,7 @@ class Context:
             state_dir=settings.state_dir,
             jail_user=settings.jail_user,
             local_home=self._local_home(),
+            close_socket=self._close_socket,
         )
 
     def reconciler(self) -> "Reconciler":

@@ -55,6 +55,7 @@ class FakeJails:
 
     name = "fake"
     needs_ip = False
+    live_mount_safe = True
 
     def __init__(self, base: Path, *, host_ids: bool | None = None) -> None:
         self._dir = base
@@ -206,6 +207,13 @@ class FakeJails:
         jail = self._jails.get(name)
         live = jail.live.get(mount.jail_path) if jail is not None and jail.running else None
         return live is not None and live.host_path == mount.host_path
+
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        jail = self._jails.get(name)
+        if jail is None or not jail.running:
+            return []
+        mother = [(jail.mother, "python3 /usr/local/share/colibri/skills/mother/mother.py")] if jail.mother else []
+        return [(1, "/sbin/init"), *mother]
 
     def enable_service(self, name: str, service: str, enabled: bool) -> bool:
         jail = self._get(name)

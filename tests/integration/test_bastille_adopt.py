@@ -186,3 +186,35 @@ def test_a_host_without_bastille_bootstrap_is_told_the_command(
         assert not (emu.prefix / "jails" / "demo").exists()
     finally:
         emu.stop_all()
+
+
+def test_a_running_jail_is_adopted_without_a_live_bastille_mount(
+    emu: BastilleEmulator, ctx: Context, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review9 F4: mount.sh runs ``mount -F fstab -a`` as host root, which follows a symlink that
+    root in the running jail swapped in after colibri's check.  An adoption of a running jail
+    stops it first, so the socket mount is only configured, and jail(8) mounts it at the start;
+    a failed adoption starts the jail again (it was running)."""
+    from colibri.adapters.bastille import argv as bastille_argv
+
+    root = prepared_jail(emu)
+    assert emu.run("start", "demo").returncode == 0
+    register(invoke, "demo")
+    lines = fstab(emu)
+    live: list[list[str]] = []
+    real = bastille_argv.mount
+
+    def spy(*args: str) -> list[str]:
+        live.append(list(args))
+        return real(*args)
+
+    monkeypatch.setattr(bastille_argv, "mount", spy)
+
+    def vault_down(tenant_id: str) -> None:
+        assert f"{root}/var/run/colibri" in host_mounts(emu)  # mounted by the jail's start
+        raise SecretsError("the vault is down")
+
+    with pytest.raises(SecretsError, match="the vault is down"):
+        spawner(ctx, backend(emu, ctx.settings), vault_down).spawn("demo", adopt=("demo", root))
+    assert live == []  # never `bastille mount` into the running jail
+    assert emu.is_running("demo") and fstab(emu) == lines and "/var/run/colibri" not in host_mounts(emu)

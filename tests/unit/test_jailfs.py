@@ -141,3 +141,14 @@ def test_write_file_replaces_a_planted_fifo_device_or_symlink(root: Path, tmp_pa
         target.symlink_to(victim)
     assert _finishes(jailfs.write_file, root, "etc/identity.json", b"{}") is None
     assert target.read_bytes() == b"{}" and not target.is_symlink() and victim.read_text() == "precious"
+
+
+def test_read_since_gives_what_a_log_gained_its_end_at_most(tmp_path: Path) -> None:
+    """review9 F2: a growing log is read from the offset, or its end, never its stale head."""
+    log = tmp_path / "var/log/m.log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"a" * 100 + b"new\n")
+    assert jailfs.read_since(tmp_path, "var/log/m.log", 100, 1000) == (104, b"new\n")
+    assert jailfs.read_since(tmp_path, "var/log/m.log", 0, 4) == (104, b"new\n")  # cut: its end
+    assert jailfs.read_since(tmp_path, "var/log/m.log", 500, 1000) == (104, b"a" * 100 + b"new\n")  # rotated
+    assert jailfs.read_since(tmp_path, "var/log/m.log", 0, 0) == (104, b"")

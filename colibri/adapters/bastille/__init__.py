@@ -58,6 +58,7 @@ class Bastille(Mounts, Hardening):
 
     name = "bastille"
     needs_ip = True
+    live_mount_safe = False  # mount.sh: host root's mount -F follows a symlink in the jail
 
     def __init__(
         self,
@@ -374,20 +375,23 @@ class Bastille(Mounts, Hardening):
         rc_conf = "etc/rc.conf"
         var = f"{service}_enable"
         present = jailfs.exists(self.root(name), rc_conf)  # a symlinked /etc is a JailError here
-        text = jailfs.read_regular(self.root(name), rc_conf, 1 << 20).decode("utf-8", "replace") if present else ""
-        lines = text.splitlines()
-        mine = [i for i, ln in enumerate(lines) if ln.strip().startswith(f"{var}=")]
-        values = [lines[i].split("=", 1)[1].strip().strip("\"'").upper() for i in mine]
+        # Edited as bytes, split on \n only: every other line stays byte for byte (a foreign jail's).
+        lines = jailfs.read_regular(self.root(name), rc_conf, 1 << 20).split(b"\n") if present else []
+        if lines and lines[-1] == b"":
+            lines.pop()
+        key = f"{var}=".encode()
+        mine = [i for i, ln in enumerate(lines) if ln.strip().startswith(key)]
+        values = [lines[i].split(b"=", 1)[1].strip().strip(b"\"'").upper() for i in mine]
         if enabled:
-            if values and values[-1] in ("YES", "TRUE", "ON", "1"):
+            if values and values[-1] in (b"YES", b"TRUE", b"ON", b"1"):
                 return False
             if mine:
-                lines[mine[-1]] = f'{var}="YES"'
+                lines[mine[-1]] = f'{var}="YES"'.encode()
             else:
-                lines.append(f'{var}="YES"')
+                lines.append(f'{var}="YES"'.encode())
         else:
             if not mine:
                 return False
             lines = [ln for i, ln in enumerate(lines) if i not in mine]
-        jailfs.write_file(self.root(name), rc_conf, ("\n".join(lines) + "\n" if lines else "").encode(), mode=0o644)
+        jailfs.write_file(self.root(name), rc_conf, b"\n".join(lines) + b"\n" if lines else b"", mode=0o644)
         return True

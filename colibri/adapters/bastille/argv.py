@@ -87,6 +87,17 @@ def jls_name(name: str) -> list[str]:
     return ["jls", "-j", name, "name"]
 
 
+def ps_jail(name: str) -> list[str]:
+    """``ps -ax -J NAME -o pid= -o command=``: the jail's processes from the host's table (ps(1):
+    -J takes a jail's name or jid)."""
+    return ["ps", "-ax", "-J", name, "-o", "pid=", "-o", "command="]
+
+
+def umount_host(path: str) -> list[str]:
+    """``umount -f PATH``: a host mount by the path the kernel recorded (``mount -p``'s 2nd field)."""
+    return ["umount", "-f", path]
+
+
 def jexec(name: str, user: str, env: Sequence[str], command: Sequence[str]) -> list[str]:
     """``jexec -l -U USER NAME [/usr/bin/env K=V...] CMD...``: jexec(8) keeps the command's exit
     status (``bastille cmd`` collapses it to 0/1); ``-l`` a clean login environment, ``-U`` the

@@ -66,10 +66,14 @@ class Mounts:
                 result = self._bastille_run(*bastille_argv.mount(name, str(mount.host_path), mount.jail_path, options))
                 if not self._fstab_has(name, target):
                     raise self._fail(f"mount {name}", result)
-                if not self._live(name, mount):
+                escaped = self._unmount_elsewhere(name, str(mount.host_path), mount.jail_path)
+                if escaped or not self._live(name, mount):
                     self._fstab_drop(name, target)
                     error = self._fail(f"mount {name}", result)
-                    raise BastilleError(f"{error} ({mount.host_path} is not mounted on {target}; nothing was kept)")
+                    where = f"; it was mounted on {', '.join(escaped)} instead, unmounted again" if escaped else ""
+                    raise BastilleError(
+                        f"{error} ({mount.host_path} is not mounted on {target}{where}; nothing was kept)"
+                    )
                 return
             fstab = self.jails_dir / name / "fstab"
             try:
@@ -88,16 +92,28 @@ class Mounts:
             live = self._mounted_on(name, jail_path)
             if not self._fstab_has(name, target) and not (live and self._running(name)):
                 return False
+            sources = [ln.split()[0] for ln in self._fstab_lines(name) if ln.split()[1:2] == [target]]
+            sources += [m[0] for m in live]
             if self._running(name):
                 result = self._bastille_run(*bastille_argv.umount(name, jail_path))
                 if self._fstab_has(name, target) or self._mounted_on(name, jail_path):
                     raise self._fail(f"umount {name} {jail_path} (the mount is still there)", result)
+                for source in dict.fromkeys(sources):
+                    self._unmount_elsewhere(name, source, jail_path)
             else:
                 self._fstab_drop(name, target)
             return True
 
     def is_mounted(self, name: str, mount: Mount) -> bool:
         return self._running(name) and self._live(name, mount)
+
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        """The running jail's processes from the host's ps (a jail's pid is the host's)."""
+        if not self._running(name):
+            return []
+        result = self._run(bastille_argv.ps_jail(name), env=self._env(), timeout=30, ok_codes=(0, 1))
+        rows = [ln.strip().split(None, 1) for ln in result.out.splitlines()]
+        return [(int(r[0]), r[1] if len(r) > 1 else "") for r in rows if r and r[0].isdigit()]
 
     # ---- fstab and the host's mount table ---------------------------------------------------------
     def _target(self, name: str, jail_path: str) -> str:
@@ -138,6 +154,24 @@ class Mounts:
         targets = {self._target(name, jail_path)}
         targets.add(f"{os.path.realpath(self.jails_dir)}/{name}/root/{jail_path.lstrip('/')}")
         return [m for m in self._host_mounts() if m[1] in targets]
+
+    def _unmount_elsewhere(self, name: str, source: str, jail_path: str) -> list[str]:
+        """Every live mount of ``source`` that is not on ``jail_path`` of the jail (mount.sh has no
+        symlink check and ``mount -F fstab -a`` runs as host root: root in a running jail can swap
+        the mount point for a symlink between colibri's check and the mount), unmounted again by
+        the path the kernel recorded; returns those paths.  BastilleError when one stays."""
+        sources = {source, os.path.realpath(source)}
+        targets = {
+            self._target(name, jail_path),
+            f"{os.path.realpath(self.jails_dir)}/{name}/root/{jail_path.lstrip('/')}",
+        }
+        escaped = [m[1] for m in self._host_mounts() if m[0] in sources and m[1] not in targets]
+        for path in escaped:
+            self._run(bastille_argv.umount_host(path), env=self._env(), timeout=30, ok_codes=(0, 1))
+        left = [m[1] for m in self._host_mounts() if m[0] in sources and m[1] in escaped]
+        if left:
+            raise BastilleError(f"{source} is mounted on {', '.join(left)}, outside jail {name}, and umount failed")
+        return escaped
 
     def _live(self, name: str, mount: Mount) -> bool:
         sources = {str(mount.host_path), os.path.realpath(mount.host_path)}

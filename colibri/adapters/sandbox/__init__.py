@@ -28,7 +28,7 @@ from typing import Any
 from colibri.adapters import jailfs
 from colibri.adapters.jail import AGENT_ID, UID_BLOCK, JailIds, JailInfo, JailState, read_jail_passwd
 from colibri.adapters.runner import CommandResult, CommandRunner
-from colibri.adapters.sandbox import bwrap, cgroups, seccomp, userns
+from colibri.adapters.sandbox import bwrap, cgroups, procs, seccomp, userns
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.adapters.sandbox.mounts import SandboxMounts
 from colibri.errors import JailError, JailExists, JailNotFound, TemplateNotFound
@@ -44,6 +44,7 @@ class Sandbox(SandboxMounts):
 
     name = "sandbox"
     needs_ip = False  # loopback only: no address from the pool
+    live_mount_safe = True  # bound in the jail's own mount namespace
 
     def __init__(
         self,
@@ -301,6 +302,9 @@ class Sandbox(SandboxMounts):
         ok = tuple(range(256))
         launch = {"COLIBRI_LAUNCH": json.dumps(config)}  # the environment, not argv: it holds ``env``
         return self._run(command, stdin=stdin, timeout=timeout, ok_codes=ok, env=launch)
+
+    def processes(self, name: str) -> list[tuple[int, str]]:
+        return procs.in_jail(cgroups.pids(self._cgroups(name))) if self._init_pid(name) else []
 
     def service_argv(self, service: str, verb: str) -> list[str]:
         return ["/bin/sh", f"/etc/rc.d/{service}", verb]

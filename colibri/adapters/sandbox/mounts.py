@@ -23,7 +23,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 fd = os.open(f"/proc/{int(sys.argv[1])}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
 if libc.setns(fd, 0x00020000) != 0:  # CLONE_NEWNS: root and cwd become the namespace's
     sys.exit("setns: " + os.strerror(ctypes.get_errno()))
-if libc.umount2(sys.argv[2].encode(), 2) != 0:  # MNT_DETACH
+if libc.umount2(sys.argv[2].encode(), 2 | 8) != 0:  # MNT_DETACH | UMOUNT_NOFOLLOW
     sys.exit("umount2: " + os.strerror(ctypes.get_errno()))
 """
 """Run as host root in a child: detach one bind in a running jail's mount namespace (the jail
@@ -104,12 +104,16 @@ class SandboxMounts:
 
     def umount(self, name: str, jail_path: str) -> bool:
         """Drop the bind from ``mounts.json`` (gone from the next start on) and, in a running jail,
-        detach it now in the jail's mount namespace; verified afterwards."""
+        detach it now in the jail's mount namespace wherever it is: found by its source (device
+        and directory, mountinfo), not its mount point, which root in the jail can rename away
+        (``mv /var/run /var/run.old``).  Verified afterwards: no copy of it is left."""
         self._require(name)
         mounts = self._mount_entries(name)
         kept = [m for m in mounts if m.get("jail_path") != jail_path]
-        live = self._live_mount(name, jail_path)
-        if kept == mounts and live is None:
+        found = [_host_source(Path(m["host_path"])) for m in mounts if m.get("jail_path") == jail_path]
+        sources = {s for s in (*found, self._live_mount(name, jail_path)) if s is not None}
+        points = self._points_of(name, sources)
+        if kept == mounts and not points:
             return False
         if kept != mounts:
             path = self._dir / name / "mounts.json"
@@ -117,13 +121,22 @@ class SandboxMounts:
             tmp.write_text(json.dumps(kept, indent=2) + "\n")
             tmp.replace(path)
         init = self._init_pid(name)
-        if live is not None and init is not None:
-            result = self._run(
-                [sys.executable, "-I", "-S", "-c", _DETACH, str(init), jail_path], timeout=30, ok_codes=(0, 1)
-            )
-            if self._live_mount(name, jail_path) is not None:
-                raise JailError(f"cannot unmount {jail_path} in sandbox jail {name}: {result.err.strip()[-200:]}")
+        errors = []
+        for point in reversed(points) if init is not None else ():  # the last stacked first
+            argv = [sys.executable, "-I", "-S", "-c", _DETACH, str(init), point]
+            errors.append(self._run(argv, timeout=30, ok_codes=(0, 1)).err.strip()[-200:])
+        left = self._points_of(name, sources)
+        if left:
+            said = next((e for e in errors if e), "still mounted")
+            raise JailError(f"cannot unmount {jail_path} in sandbox jail {name} (on {', '.join(left)}): {said}")
         return True
+
+    def _points_of(self, name: str, sources: set[tuple[str, str]]) -> list[str]:
+        """Every mount point in the running jail that is a bind of one of ``sources``."""
+        init = self._init_pid(name)
+        if init is None or not sources:
+            return []
+        return [p for d, r, p in _mountinfo(Path(f"/proc/{init}/mountinfo")) if (d, r) in sources]
 
     def is_mounted(self, name: str, mount: Mount) -> bool:
         """The jail's mount on ``jail_path`` is a bind of ``host_path``: the same device, and the

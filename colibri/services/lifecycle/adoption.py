@@ -20,7 +20,8 @@ from typing import Any
 
 from colibri.adapters import jailfs
 from colibri.adapters.jail import UID_BLOCK, JailBackend, JailInfo, JailState
-from colibri.errors import ColibriError, InvalidInput, JailError
+from colibri.errors import ColibriError, CommandFailed, CommandTimeout, InvalidInput, JailError
+from colibri.poll import poll_until
 from colibri.services.lifecycle.layout import (
     HANDLERS_DIR,
     IDENTITY,
@@ -30,10 +31,10 @@ from colibri.services.lifecycle.layout import (
     SpawnPaths,
     uid_pool_lock,
 )
-from colibri.services.lifecycle.mother import mother_runs
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
+from colibri.text import safe
 
 RC_DIRS = ("etc/rc.d", "usr/local/etc/rc.d")  # where service(8) looks for a script
 MOTHER_FILES = ("var/log/colibri_mother.log", "var/run/colibri_mother.pid", "var/run/colibri_mother_child.pid")
@@ -60,6 +61,7 @@ class Adoption:
     created_dirs: list[str] = field(default_factory=list)
     enabled_mother: bool = False
     started_jail: bool = False
+    stopped_jail: bool = False
     prior_uid_base: int | None = None
     claimed_ids: bool = False
 
@@ -88,6 +90,28 @@ class Adoption:
         except (OSError, ValueError, TypeError):
             return cls(tenant, jail, was_running=True)
         return record
+
+    def merged(self, earlier: Path) -> "Adoption":
+        """This record with what an earlier, unfinished adoption of the same jail recorded (one
+        cut short by a kill, or whose undo failed): its changes are colibri's too, and the jail's
+        state before it is the one to restore.  Itself when there is none."""
+        if not earlier.exists():
+            return self
+        old = Adoption.load(earlier.parent.parent, self.tenant, self.jail)
+        if old.jail != self.jail:
+            return self
+        return Adoption(
+            self.tenant,
+            self.jail,
+            was_running=old.was_running,
+            handlers=sorted(set(old.handlers) | set(self.handlers)),
+            created_dirs=old.created_dirs + [d for d in self.created_dirs if d not in old.created_dirs],
+            enabled_mother=old.enabled_mother or self.enabled_mother,
+            started_jail=old.started_jail or self.started_jail,
+            stopped_jail=old.stopped_jail or self.stopped_jail,
+            prior_uid_base=old.prior_uid_base if old.claimed_ids else self.prior_uid_base,
+            claimed_ids=old.claimed_ids or self.claimed_ids,
+        )
 
     @staticmethod
     def forget(state_dir: Path, tenant: str) -> None:
@@ -163,13 +187,19 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     info = backend.info(name)
     if info.state is JailState.ABSENT:
         return removed
-    if info.state is JailState.RUNNING and mother_runs(backend, name):
-        result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
-        if mother_runs(backend, name):
-            said = (result.out + result.err).strip().splitlines()
+    if info.state is JailState.RUNNING and _mothers(backend, name):
+        try:  # the rc.d script is the jail's: it may flood or hang, the kill below still comes
+            result = backend.exec(name, backend.service_argv(MOTHER, "stop"), timeout=60)
+            said, how = safe((result.out + result.err).strip()[-200:]), f"exit {result.exit_code}"
+        except (CommandFailed, CommandTimeout) as exc:
+            said, how = safe(str(exc)[:200]), "failed"
+        left = _mothers(backend, name)
+        if left:  # its pidfile gone or moved (root in the jail may rename /var/run): by its pids
+            backend.exec(name, ["/bin/kill", "-TERM", *map(str, left)], timeout=30)
+        if poll_until(lambda: None if _mothers(backend, name) else True, timeout=10.0) is None:
             raise JailError(
                 f"cannot release jail {name}: the mother is still running after "
-                f"'service {MOTHER} stop' (exit {result.exit_code}{': ' + said[-1][:200] if said else ''})"
+                f"'service {MOTHER} stop' and a kill ({how}{': ' + said if said else ''})"
             )
         removed.append("the mother (stopped)")
     if backend.umount(name, JAIL_SOCKET_DIR):
@@ -190,7 +220,19 @@ def withdraw(backend: JailBackend, record: Adoption, jail_user: str, *, restore_
     if restore_state and record.started_jail and backend.info(name).state is JailState.RUNNING:
         backend.stop(name)
         removed.append("the jail's start (stopped again)")
+    if restore_state and record.stopped_jail and backend.info(name).state is not JailState.RUNNING:
+        backend.start(name)
+        removed.append("the jail's stop for its socket mount (started again)")
     return removed
+
+
+MOTHER_COMMAND = f"{SKILL_DIR}/mother.py"
+
+
+def _mothers(backend: JailBackend, name: str) -> list[int]:
+    """The mother's processes in the jail (and daemon(8)'s, its supervisor), from the host's
+    process table: never the jail's pidfiles, which the tenant can move."""
+    return [pid for pid, cmd in backend.processes(name) if MOTHER_COMMAND in cmd or f"daemon: {MOTHER}" in cmd]
 
 
 _ROTATED = re.compile(r"colibri_mother\.log\.\d{1,3}(\.(bz2|gz|xz|zst))?", re.ASCII)
@@ -260,18 +302,22 @@ class Adopter:
             handlers=sorted(p.name for p in handlers.iterdir() if p.is_file()) if handlers.is_dir() else [],
             created_dirs=created,
         )
+        record = record.merged(Adoption.path(self._paths.records, tenant.tenant_id))
         record.save(self._paths.records)
         tenant.adopted = True
         return record
 
-    def undo(self, tenant: Tenant, record: Adoption | None, exc: ColibriError) -> None:
-        """A new adoption failed: take out what it added and forget the jail (the tenant is then
-        ``failed`` with the reason, and not adopted).  An undo that fails too is said with it."""
+    def undo(self, tenant: Tenant, record: Adoption | None, exc: BaseException) -> None:
+        """A new adoption failed (or was interrupted): take out what it added and forget the jail
+        (the tenant is then ``failed`` with the reason, and not adopted).  An undo that fails too
+        is said with it; its record stays, and the next adoption of the jail takes it over."""
         try:
             if record is not None:
                 withdraw(self._backend, record, self._paths.jail_user, restore_state=True)
         except ColibriError as undo:
             tenant.adopted = False
+            if not isinstance(exc, ColibriError):
+                return  # the interrupt goes on; the record stays for the next run (merged)
             where = Adoption.path(self._paths.records, tenant.tenant_id)
             raise JailError(f"{exc}; undoing the adoption failed too ({undo}): see {where}") from None
         fields: dict[str, Any] = {"adopted": False, "spawn_step": None, "jail_root": None, "backend": None}

@@ -14,10 +14,11 @@ from colibri.adapters import jailfs
 from colibri.adapters.jail import JailBackend
 from colibri.adapters.localhome import LocalHome
 from colibri.adapters.runner import CommandResult
-from colibri.errors import InvalidInput, JailError, MotherNotReady
+from colibri.errors import CommandFailed, CommandTimeout, InvalidInput, JailError, MotherNotReady
 from colibri.poll import poll_until
 from colibri.services.lifecycle.layout import HANDLERS_DIR, IDENTITY, JAIL_SOCKET_DIR, MOTHER, SKILL_DIR, SpawnPaths
 from colibri.store.models import Tenant
+from colibri.text import safe
 
 MOTHER_READY = "ready: identity read and .env checked"
 """The line the mother logs once its identity is read and its .env checked (skills/mother)."""
@@ -32,6 +33,8 @@ MOTHER_PIDFILE = "var/run/colibri_mother_child.pid"
 """The mother's own pid (daemon(8) -p on FreeBSD; the sandbox's rc.d script writes it too)."""
 LOCAL_LOG = ".colibri/mother.log"
 """spawn-local's mother log, in the home."""
+LOG_WINDOW = 1 << 20
+"""How much of the mother log is read at most: its end (newsyslog rotates it only at 1024 KiB)."""
 
 _MOTHER_LINE = re.compile(
     rb"^(?:mother\[(\d+)\]: )?("
@@ -115,7 +118,7 @@ def start_mother(backend: JailBackend, name: str, *, since: int | None = None, r
     elif status.exit_code == 0:
         if since is not None:
             return _await_ready(backend, name, since, started=False)
-        last = last_mother_line(_read_log(backend, name), 0)
+        last = last_mother_line(_read_log(backend, name), 0)  # the log's end: its last such line
         if (
             last is not None
             and last[1] == MOTHER_READY
@@ -129,11 +132,14 @@ def start_mother(backend: JailBackend, name: str, *, since: int | None = None, r
 
 def mother_log_size(backend: JailBackend, name: str) -> int:
     """The mother log's size now: pass it to start_mother as ``since`` before starting the jail."""
-    return len(_read_log(backend, name))
+    try:
+        return jailfs.read_since(backend.root(name), MOTHER_LOG, 0, 0)[0]
+    except JailError:
+        return 0
 
 
 def _start(backend: JailBackend, name: str) -> str:
-    offset = len(_read_log(backend, name))
+    offset = mother_log_size(backend, name)
     result = _service(backend, name, "start")
     # rc.subr answers a start of a service that is not enabled with a notice and exit 0.
     if result.exit_code != 0 or result.out.startswith("Cannot 'start'"):
@@ -174,22 +180,27 @@ def _refused(where: str, line: str) -> MotherNotReady:
 
 
 def _mother_line_since(backend: JailBackend, name: str, offset: int) -> tuple[int | None, str] | None:
-    return _line_since(_read_log(backend, name), offset)
+    return last_mother_line(_log_since(backend.root(name), MOTHER_LOG, offset), 0)
 
 
-def _line_since(log: bytes, offset: int) -> tuple[int | None, str] | None:
-    return last_mother_line(log, offset if len(log) >= offset else 0)  # a rotated log starts again
+def _log_since(root: Path, rel: str, offset: int) -> bytes:
+    """What the log gained after ``offset`` (all of it when it is shorter: rotated), its last
+    LOG_WINDOW bytes at most, from its first whole line then; b"" when there is no log."""
+    try:
+        size, data = jailfs.read_since(root, rel, offset, LOG_WINDOW)
+    except JailError:
+        return b""
+    if size - (offset if offset <= size else 0) > LOG_WINDOW:  # cut: its first line may be a part
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    return data
 
 
 def start_local_mother(local: LocalHome, skill: Path) -> str:
     """spawn-local's mother, held to the same rule as a jail's: active only after its ready line
     (a running one only if that line is its own), a refusal fails with its reason."""
 
-    def read() -> bytes:
-        try:
-            return jailfs.read_file(local.home, LOCAL_LOG, limit=1 << 20)
-        except JailError:
-            return b""
+    def read(offset: int = 0) -> bytes:
+        return _log_since(local.home, LOCAL_LOG, offset)
 
     running = local.pid()
     if running is not None:
@@ -197,11 +208,14 @@ def start_local_mother(local: LocalHome, skill: Path) -> str:
         if last is not None and last[1] == MOTHER_READY and last[0] == running:
             return f"pid {running}"
         local.stop()
-    offset = len(read())
+    try:
+        offset = jailfs.read_since(local.home, LOCAL_LOG, 0, 0)[0]
+    except JailError:
+        offset = 0
     pid = local.start(skill, local.state / "agent.json")
 
     def look() -> str | None:
-        line = _line_since(read(), offset)
+        line = last_mother_line(read(offset), 0)
         if line is not None and line[1].startswith(MOTHER_REFUSED):
             local.stop()
             raise _refused("", line[1])
@@ -221,12 +235,13 @@ def start_local_mother(local: LocalHome, skill: Path) -> str:
 
 
 def _service(backend: JailBackend, name: str, verb: str) -> CommandResult:
-    return backend.exec(name, backend.service_argv(MOTHER, verb), timeout=30)
-
-
-def mother_runs(backend: JailBackend, name: str) -> bool:
-    """rc.subr's ``service colibri_mother status`` says it runs (exit 0)."""
-    return _service(backend, name, "status").exit_code == 0
+    """``service colibri_mother VERB`` in the jail.  The jail's rc.d script is the tenant's: one
+    that floods its output or hangs is a mother that is not ready (MotherNotReady, the reason
+    bounded and escaped), not an error of colibri's."""
+    try:
+        return backend.exec(name, backend.service_argv(MOTHER, verb), timeout=30)
+    except (CommandFailed, CommandTimeout) as exc:
+        raise MotherNotReady(f"'service {MOTHER} {verb}' in jail {name} failed: {safe(str(exc)[:300])}") from None
 
 
 def last_mother_line(log: bytes, offset: int) -> tuple[int | None, str] | None:
@@ -255,15 +270,12 @@ def _first_line(text: str) -> str:
 
 
 def _read_log(backend: JailBackend, name: str) -> bytes:
-    try:
-        return jailfs.read_file(backend.root(name), MOTHER_LOG, limit=1 << 20)
-    except JailError:
-        return b""
+    return _log_since(backend.root(name), MOTHER_LOG, 0)
 
 
 def _log_tail(backend: JailBackend, name: str) -> str:
     try:
-        data = jailfs.read_file(backend.root(name), MOTHER_LOG, limit=1 << 16)
+        data = jailfs.read_tail(backend.root(name), MOTHER_LOG, 1 << 16)
     except JailError:
         return "no log"
     lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]

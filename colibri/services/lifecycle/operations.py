@@ -7,7 +7,7 @@ from typing import Any
 from colibri.adapters.jail import JailBackend, JailState, Mount
 from colibri.adapters.localhome import LocalHome
 from colibri.domain import HAS_JAIL, TenantStatus
-from colibri.errors import JailError, MotherNotReady, StateConflict, TenantNotFound
+from colibri.errors import ColibriError, JailError, MotherNotReady, StateConflict, TenantNotFound
 from colibri.services.lifecycle.adoption import Adoption, withdraw
 from colibri.services.lifecycle.layout import JAIL_SOCKET_DIR, agent_lock
 from colibri.services.lifecycle.mother import mother_log_size, start_mother
@@ -33,6 +33,7 @@ class AgentService:
         jail_user: str = "agent",
         socket_root: Path | None = None,
         local_home: Callable[[Path], LocalHome] = LocalHome,
+        close_socket: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -41,6 +42,7 @@ class AgentService:
         self._jail_user = jail_user
         self._sockets = socket_root if socket_root is not None else locks_dir.parent / "agents"
         self._local_home = local_home
+        self._close_socket = close_socket  # the daemon's agent socket of a tenant: True if it closed one
 
     @property
     def backend(self) -> JailBackend:
@@ -110,6 +112,8 @@ class AgentService:
                 raise StateConflict(f"tenant {tenant_id} has no adopted jail; 'colibri destroy-agent' removes its jail")
             record = Adoption.load(self._records, tenant_id, tenant.jail_name)
             removed = withdraw(self._backend, record, self._jail_user, restore_state=False)
+            if self._close_socket is not None and self._close_socket(tenant_id):
+                removed.append("the daemon's agent socket")
             reset = self._reset(tenant_id, adopted=False)
             Adoption.forget(self._records, tenant_id)
         return ReleasedView(**reset, removed=removed)
@@ -126,20 +130,23 @@ class AgentService:
         was_running = self._backend.info(jail).state is JailState.RUNNING
         since = None if was_running else mother_log_size(self._backend, jail)
         self._backend.start(jail)
-        if not self._backend.is_mounted(jail, self.socket_mount(jail)):  # live, not only configured
-            if not was_running:
-                self._backend.stop(jail)
-            raise JailError(
-                f"jail {jail} runs without its socket mount on {JAIL_SOCKET_DIR}"
-                f"{'; it was stopped again' if not was_running else ''}: restart it (stop-agent, start-agent)"
-            )
         try:
+            if not self._backend.is_mounted(jail, self.socket_mount(jail)):  # live, not only configured
+                raise JailError(
+                    f"jail {jail} runs without its socket mount on {JAIL_SOCKET_DIR}"
+                    f"{'; it was stopped again' if not was_running else ''}: restart it (stop-agent, start-agent)"
+                )
             start_mother(self._backend, jail, since=since)
-        except MotherNotReady as exc:
+        except BaseException as exc:  # any failure, Ctrl-C too: a jail this call started is stopped again
             if was_running:
                 raise
-            self._backend.stop(jail)
-            raise MotherNotReady(f"{exc}; jail {jail} was stopped again") from None
+            try:
+                self._backend.stop(jail)
+            except ColibriError as stop:
+                raise JailError(f"{exc}; stopping jail {jail} again failed too: {stop}") from None
+            if isinstance(exc, MotherNotReady):
+                raise MotherNotReady(f"{exc}; jail {jail} was stopped again") from None
+            raise
 
     def set_status(self, tenant_id: str, status: TenantStatus, error: str | None = None) -> TenantView:
         with self._store.session() as session:

@@ -158,6 +158,10 @@ class SpawnService:
             except ColibriError as exc:
                 self._adopter.undo(tenant, record, exc)
                 raise
+            except BaseException as exc:  # Ctrl-C: undone unless the store has the adoption (resumable)
+                if not self._adopted(tenant.tenant_id):
+                    self._adopter.undo(tenant, record, exc)
+                raise
             return
         self._steps(tenant, adopt, report, None)
 
@@ -172,6 +176,13 @@ class SpawnService:
                 if self._backend.enable_service(name, MOTHER, True):
                     adoption.enabled_mother = True
                     adoption.save(self._paths.records)
+                if not self._backend.live_mount_safe and info.state is JailState.RUNNING:
+                    # Never a live mount into a running jail that is someone else's: its root
+                    # could swap the mount point for a symlink the host follows.  Stopped here,
+                    # the mount is only configured, and jail(8) mounts it at the next step's start.
+                    adoption.stopped_jail = True
+                    adoption.save(self._paths.records)
+                    self._backend.stop(name)
             self._ensure_socket_mount(name)
             say(f"{'adopted' if tenant.adopted else 'jail'} {name} at {info.root}")
         self._record(
@@ -320,6 +331,11 @@ class SpawnService:
         # kept and the next spawn does not fail on it again.
         tenant.template = template or tenant.template or (self._paths.default_template if backend != "local" else None)
         return tenant
+
+    def _adopted(self, tenant_id: str) -> bool:
+        with self._store.session() as session:
+            row = TenantRepo(session).get(tenant_id)
+            return row is not None and bool(row.adopted)
 
     def _record(self, tenant_id: str, step: str, **fields: Any) -> None:
         with self._store.session() as session:
