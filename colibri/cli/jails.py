@@ -1,6 +1,5 @@
 """``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``reconcile``."""
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 

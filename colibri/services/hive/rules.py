@@ -24,7 +24,12 @@ MAX_RESULT_BYTES = 256 * 1024  # the default of task_max_result_bytes
 PRUNE_BATCH = 500  # finished tasks deleted by age per run (the next run takes the rest)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}", re.ASCII)
 
-__all__ = ["MAX_CAPABILITIES", "ResultTooLarge", "parse_capabilities", "validate_name"]  # re-exported: its home is colibri.errors (the client maps it back)
+__all__ = [
+    "MAX_CAPABILITIES",
+    "ResultTooLarge",
+    "parse_capabilities",
+    "validate_name",
+]  # re-exported: its home is colibri.errors (the client maps it back)
 
 
 def validate_idempotency_key(value: object) -> str | None:

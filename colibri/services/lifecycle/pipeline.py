@@ -10,7 +10,6 @@ the tenant ``failed`` with the reason; the agent is never started when provision
 """
 
 import json
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
