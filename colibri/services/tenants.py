@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from colibri.store.models import Tenant
 
 # The table classes, the repositories and the lock helper are imported where a method needs them:
-# ``list-tenants`` needs none of them, and importing them is a tenth of its time (PERFORMANCE.md).
+# ``list-tenants`` needs none of them, and importing them cost it about 20 ms (PERFORMANCE.md).
 
 
 @dataclass(frozen=True)

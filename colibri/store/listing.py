@@ -2,9 +2,10 @@
 
 A Core select of the columns of a lightweight ``table()`` (untyped columns: the driver's values
 as they are, no result processing), so a listing imports neither SQLModel's table classes
-(``colibri.store.models``, a tenth of ``list-tenants --json``'s time to import) nor the
-repositories.  The view of one tenant is built here too, from a row of column values, for both
-this path and the ORM one (``models.tenant_public``): one definition of what a tenant shows.
+(``colibri.store.models``) nor the repositories: with the adapters they pull in, about 20 ms of
+``list-tenants --json``'s ~440 ms (docs/PERFORMANCE.md).  The view of one tenant is built here
+too, from its column values, for this path and the ORM one (``models.tenant_public``) alike: one
+definition of what a tenant shows.
 """
 
 import json

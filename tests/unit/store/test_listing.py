@@ -57,7 +57,7 @@ def test_the_listing_is_what_show_tenant_gives_for_each(db_url: str) -> None:
 
 def test_list_tenants_imports_no_table_class(tmp_path: object) -> None:
     """list-tenants reads through the listing path: SQLModel's table classes, the repositories
-    and the adapters are not imported (their import was a tenth of its time)."""
+    and the adapters are not imported (about 20 ms of its time, docs/PERFORMANCE.md)."""
     script = (
         "import sys\n"
         "from colibri.cli import run\n"
