@@ -91,10 +91,32 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
+SLOWEST_FILES = (
+    "tests/integration/test_provision_single.py",
+    "tests/integration/test_provision.py",
+    "tests/integration/test_chain.py",
+    "tests/integration/test_hive.py",
+    "tests/integration/test_bastille_lifecycle.py",
+    "tests/integration/test_bastille_faults.py",
+    "tests/integration/test_bastille_rc.py",
+    "tests/integration/test_runbooks.py",
+    "tests/contract/test_jail_backends.py",
+    "tests/integration/test_vaultwarden_server.py",
+    "tests/integration/test_cli_hostile.py",
+    "tests/integration/test_provision_local.py",
+)
+"""The files that take longest (``--durations``, docs/PERFORMANCE.md), longest first: collected
+first, so ``pytest -n auto --dist loadfile --no-loadscope-reorder`` (tests/run.sh) starts them
+first and the short files fill in at the end, instead of a long file starting last."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test in tests/integration drives real programs: it is marked ``integration`` here,
     so ``-m 'not integration'`` is the unit layer (the contract's real backends are marked in
-    tests/contract/conftest.py, the few unit tests that run a real program in their module)."""
+    tests/contract/conftest.py, the few unit tests that run a real program in their module).
+    The slowest files go first (SLOWEST_FILES), each file's tests in their order."""
     for item in items:
         if item.path.is_relative_to(REPO / "tests/integration"):
             item.add_marker(pytest.mark.integration)
+    rank = {REPO / name: number for number, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path, len(rank)))  # stable: the rest keep their order

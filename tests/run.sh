@@ -7,4 +7,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff check";  ruff check .
 echo "== ruff format"; ruff format --check .
 echo "== mypy";        mypy --strict colibri
-echo "== pytest";      pytest -n auto --dist loadfile "$@"  # a test file stays on one worker (its module fixtures)
+# a test file stays on one worker (its module fixtures); the files start in collection order, the
+# slowest first (tests/conftest.py SLOWEST_FILES), not xdist's default of the most tests first
+echo "== pytest";      pytest -n auto --dist loadfile --no-loadscope-reorder "$@"

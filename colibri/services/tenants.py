@@ -4,7 +4,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from colibri.domain import (
     HAS_JAIL,
@@ -23,10 +23,15 @@ from colibri.errors import (
     TenantExists,
     TenantNotFound,
 )
-from colibri.services.lifecycle.layout import agent_lock
+from colibri.store import listing
 from colibri.store.db import Store
-from colibri.store.models import Tenant, TenantView, tenant_public, tenant_public_row
-from colibri.store.repos import TenantRepo
+from colibri.store.listing import TenantView
+
+if TYPE_CHECKING:
+    from colibri.store.models import Tenant
+
+# The table classes, the repositories and the lock helper are imported where a method needs them:
+# ``list-tenants`` needs none of them, and importing them cost it about 20 ms (PERFORMANCE.md).
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class TenantService:
         if wanted_collection is not None:
             validate_collection_name(wanted_collection)
         wanted_host = validate_host_name(host) if host else self._default_host
+        from colibri.store.models import Tenant, tenant_public
+        from colibri.store.repos import TenantRepo
+
         with self._store.session() as session:
             repo = TenantRepo(session)
             existing = repo.get_for_update(tenant_id)
@@ -91,7 +99,9 @@ class TenantService:
             return Registration(tenant_public(tenant), True)
 
     @staticmethod
-    def _same_or_conflict(existing: Tenant, collection: str | None, host: str) -> TenantView:
+    def _same_or_conflict(existing: "Tenant", collection: str | None, host: str) -> TenantView:
+        from colibri.store.models import tenant_public
+
         differences = []
         if existing.collection_name != collection:
             differences.append(f"collection {existing.collection_name!r} (asked {collection!r})")
@@ -104,10 +114,13 @@ class TenantService:
     def all(self, status: TenantStatus | None = None) -> list[TenantView]:
         """All tenants (removed ones only when asked for by status), ordered by id."""
         with self._store.session() as session:
-            return [tenant_public_row(row) for row in TenantRepo(session).find_rows(status)]
+            return listing.tenant_views(session.connection(), status)
 
     def show(self, tenant_id: str) -> TenantView:
         """One tenant.  Raises TenantNotFound."""
+        from colibri.store.models import tenant_public
+        from colibri.store.repos import TenantRepo
+
         with self._store.session() as session:
             tenant = TenantRepo(session).get(tenant_id)
             if tenant is None:
@@ -117,6 +130,10 @@ class TenantService:
     def remove(self, tenant_id: str, destroy_jail: bool = False) -> TenantView:
         """Mark a tenant removed.  While it may still have a jail: StateConflict, or with
         ``destroy_jail`` its jail is destroyed first (never an adopted one: that refusal stands)."""
+        from colibri.services.lifecycle.layout import agent_lock
+        from colibri.store.models import tenant_public
+        from colibri.store.repos import TenantRepo
+
         if destroy_jail and self._destroy_jail is not None:
             with self._store.session() as session:
                 tenant = TenantRepo(session).get(tenant_id)

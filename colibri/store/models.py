@@ -1,13 +1,15 @@
 """SQLModel tables.  Public views are plain dicts built in ``to_public`` functions; no secret is
 ever stored here (the vault's collection *id* is an identifier, not a secret)."""
 
-import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypedDict
 
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
+
+# the public view of a tenant lives with the listing read path (which imports no table class)
+from colibri.store.listing import AGENT_ID as AGENT_ID
+from colibri.store.listing import TenantView as TenantView
+from colibri.store.listing import tenant_public_row as tenant_public_row
 
 
 def utcnow() -> datetime:
@@ -45,81 +47,12 @@ class Tenant(SQLModel, table=True):
     uid_base: int | None = Field(default=None, unique=True)
 
 
-AGENT_ID = 1001
-"""The agent's id inside its tenant's block (colibri.adapters.jail.AGENT_ID; the store sits below
-the adapters, so the number is repeated here and a unit test keeps the two equal)."""
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # the columns hold naive datetimes; they were written as UTC
-        return value.isoformat() + "Z"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 TENANT_COLUMNS = tuple(Tenant.model_fields)
-
-
-class TenantView(TypedDict):
-    """A tenant as ``show-tenant`` and ``list-tenants`` show it (README; these keys, this order)."""
-
-    tenant_id: str
-    jail_name: str
-    collection_name: str | None
-    collection_id: str | None
-    host: str
-    status: str
-    created_at: str | None
-    updated_at: str | None
-    last_error: str | None
-    backend: str | None
-    jail_root: str | None
-    ip_address: str | None
-    template: str | None
-    capabilities: list[dict[str, str]]
-    spawn_step: str | None
-    adopted: bool
-    secrets_status: str | None
-    secrets_error: str | None
-    secrets_changed_at: str | None
-    secrets_checked_at: str | None
-    uid_base: int | None
-    agent_uid: int | None
 
 
 def tenant_public(tenant: Tenant) -> TenantView:
     """The tenant as shown by ``show-tenant`` and ``list-tenants`` (stable keys, see README)."""
     return tenant_public_row({name: getattr(tenant, name) for name in TENANT_COLUMNS})
-
-
-def tenant_public_row(row: Mapping[Any, Any]) -> TenantView:
-    """``tenant_public`` from a plain row of the tenants table (``TenantRepo.find_rows``): listing
-    10,000 tenants this way costs a third of building ORM objects first."""
-    return {
-        "tenant_id": row["tenant_id"],
-        "jail_name": row["jail_name"],
-        "collection_name": row["collection_name"],
-        "collection_id": row["collection_id"],
-        "host": row["host"],
-        "status": row["status"],
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
-        "last_error": row["last_error"],
-        "backend": row["backend"],
-        "jail_root": row["jail_root"],
-        "ip_address": row["ip_address"],
-        "template": row["template"],
-        "capabilities": json.loads(row["capabilities"]) if row["capabilities"] else [],
-        "spawn_step": row["spawn_step"],
-        "adopted": row["adopted"],
-        "secrets_status": row["secrets_status"],
-        "secrets_error": row["secrets_error"],
-        "secrets_changed_at": _iso(row["secrets_changed_at"]),
-        "secrets_checked_at": _iso(row["secrets_checked_at"]),
-        "uid_base": row["uid_base"],
-        "agent_uid": None if row["uid_base"] is None else row["uid_base"] + AGENT_ID,  # JailIds.agent_uid
-    }
 
 
 # ---- the hive (migration 0004): agents, tasks, lanes --------------------------------------------
