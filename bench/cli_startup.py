@@ -9,7 +9,9 @@ Runs, in one go, each command as a fresh process (what an operator pays on every
 Each figure is the median of --runs runs; the command and its floor are run alternately so that
 drift of the machine hits both alike.  One warm-up run of each is discarded (page cache).
 Every colibri run uses a temporary state directory and config file (COLIBRI_STATE_DIR,
-COLIBRI_CONFIG), so nothing on the machine is read or written.  Prints a Markdown table.
+COLIBRI_CONFIG) and writes byte code under a temporary PYTHONPYCACHEPREFIX (never compiled from
+source on a timed run, as in an installed colibri, whatever PYTHONDONTWRITEBYTECODE says), so
+nothing on the machine is read or written.  Prints a Markdown table.
 """
 
 import argparse
@@ -111,6 +113,11 @@ def main() -> None:
         config.write_text("# empty: every setting from the environment or its default\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLIBRI_")}
         env |= {"COLIBRI_STATE_DIR": str(state), "COLIBRI_CONFIG": str(config), "COLIBRI_RUN_DIR": str(state / "run")}
+        # byte code as an installed colibri has it (pip compiles on install): a PYTHONDONTWRITEBYTECODE
+        # in the caller's environment would otherwise compile colibri's sources on every run; the
+        # first (discarded) run writes every module's byte code, the floor's too, under the temp dir
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         url = f"sqlite:///{state / 'colibri.db'}"
 
         load_before = os.getloadavg()

@@ -113,8 +113,8 @@ class TenantService:
 
     def all(self, status: TenantStatus | None = None) -> list[TenantView]:
         """All tenants (removed ones only when asked for by status), ordered by id."""
-        with self._store.session() as session:
-            return listing.tenant_views(session.connection(), status)
+        with self._store.connect() as conn:
+            return listing.tenant_views(conn, status)
 
     def show(self, tenant_id: str) -> TenantView:
         """One tenant.  Raises TenantNotFound."""

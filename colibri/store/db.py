@@ -11,15 +11,20 @@ import fcntl
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
-from sqlmodel import Session, create_engine
 
 from colibri.errors import ConfigError, SchemaTooNew, StoreError
 from colibri.store.migrations import head
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+# SQLModel (and with it SQLAlchemy's ORM, ~100 ms of imports) is imported by the first session, so
+# a read that needs only a connection (``Store.connect``: ``list-tenants``) never loads it.
 
 _PG_MIGRATION_LOCK = 0x636F6C6962  # "colib": the advisory-lock key for migrations
 
@@ -206,8 +211,10 @@ def open_engine(url: str, timeout: float = 5.0) -> Engine:
 
 
 @contextlib.contextmanager
-def session_scope(engine: Engine, url: str) -> Iterator[Session]:
+def session_scope(engine: Engine, url: str) -> Iterator["Session"]:
     """A session that commits on success, rolls back on error, and maps DB errors to StoreError."""
+    from sqlmodel import Session
+
     with translate_errors(url), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -224,8 +231,14 @@ class Store:
         self.url = url
         self.engine = open_engine(url, timeout)
 
-    def session(self) -> contextlib.AbstractContextManager[Session]:
+    def session(self) -> contextlib.AbstractContextManager["Session"]:
         return session_scope(self.engine, self.url)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for a read (no ORM: see above), with DB errors mapped to StoreError."""
+        with translate_errors(self.url), self.engine.connect() as conn:
+            yield conn
 
     def check(self) -> None:
         """Raise StoreError unless a trivial query works (for health checks)."""
