@@ -69,7 +69,7 @@ def child(timings_path: str, argv: list[str]) -> int:
     import colibri.settings
     import colibri.store.db  # noqa: F401
     from colibri.adapters.sandbox import Sandbox
-    from colibri.cli import run
+    from colibri.cli.app import run
 
     totals: dict[str, list[float]] = {}
     local = threading.local()

@@ -1,5 +1,5 @@
 """`python -m colibri` runs the CLI."""
 
-from colibri.cli import main
+from colibri.cli.app import main
 
 main()

@@ -1,6 +1,6 @@
 """The one error tree of colibri, and the only place exit codes are defined.
 
-Services and adapters raise these; only ``colibri.cli.main`` turns them into a line on stderr
+Services and adapters raise these; only ``colibri.cli.app.main`` turns them into a line on stderr
 (or a JSON error envelope) and an exit code.  Codes follow borg's idea: the class carries its code.
 
     ColibriError                         1  generic failure

@@ -65,9 +65,9 @@ Invoke = Callable[..., tuple[int, str, str]]
 
 @pytest.fixture(name="invoke")
 def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
-    """Run a command line through ``colibri.cli.run`` (the real main path, exit-code mapping
+    """Run a command line through ``colibri.cli.app.run`` (the real main path, exit-code mapping
     included) in this process: returns (exit code, stdout, stderr)."""
-    from colibri.cli import run
+    from colibri.cli.app import run
 
     def invoke(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Adapters:
-    """Adapters handed to the context instead of the real ones (``colibri.cli.run(argv,
+    """Adapters handed to the context instead of the real ones (``colibri.cli.app.run(argv,
     adapters=...)``): the seam the unit tests put their fakes in (tests/fakes).  None: the real
     one, built from the settings."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from colibri.cli import run
+from colibri.cli.app import run
 from tests.conftest import require
 
 

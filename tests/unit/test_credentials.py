@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from colibri.adapters.credentials import CredentialStore, OperatorCredentials, read_staged
-from colibri.cli import run
+from colibri.cli.app import run
 from colibri.errors import PermissionDenied, SecretsError
 
 CREDS = OperatorCredentials(SecretStr("user.1"), SecretStr("s3cret"), SecretStr("m4ster-pw-xyz"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from colibri.cli import app
+from colibri.cli.app import app
 from tests.conftest import REPO
 
 RC_SCRIPT = REPO / "etc/rc.d/colibri"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from colibri.cli import app
+from colibri.cli.app import app
 from colibri.errors import TenantNotFound
 
 runner = CliRunner()

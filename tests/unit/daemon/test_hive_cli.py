@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from colibri.cli import run
+from colibri.cli.app import run
 
 
 def test_commands_say_the_daemon_is_not_running(capsys: pytest.CaptureFixture[str]) -> None:

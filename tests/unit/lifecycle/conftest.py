@@ -27,7 +27,7 @@ def fake_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeJails:
 @pytest.fixture(name="cli")
 def cli_fixture(fake: FakeJails, capsys: pytest.CaptureFixture[str]) -> Cli:
     """``colibri ARGS`` (the real main path, exit codes included) with the fake as its backend."""
-    from colibri.cli import run
+    from colibri.cli.app import run
 
     def cli(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()

@@ -62,7 +62,7 @@ def test_list_tenants_imports_no_table_class(tmp_path: object) -> None:
     (docs/PERFORMANCE.md)."""
     script = (
         "import sys\n"
-        "from colibri.cli import run\n"
+        "from colibri.cli.app import run\n"
         "code = run(['list-tenants', '--json'])\n"
         "heavy = sorted(m for m in sys.modules if m in ('colibri.store.models', 'colibri.store.repos')"
         " or m.startswith(('colibri.adapters', 'colibri.services.lifecycle', 'sqlmodel', 'sqlalchemy.orm',"
