@@ -13,7 +13,8 @@ from tests.conftest import REPO, Invoke
 
 BOOM = """
 import sys
-from colibri.cli import context, main
+from colibri.cli import context
+from colibri.cli.app import main
 
 def boom(self):
     raise RuntimeError("sk-live-do-not-show")
