@@ -6,10 +6,9 @@ exits 0 for a stopped jail and keeps a stale value in rctl.conf when a rule is c
 jail.conf, the live parameters (jls), the kernel's rules (rctl), the jail's own passwd.
 """
 
-from pathlib import Path
-
 from colibri.adapters import jailfs
 from colibri.adapters.bastille import argv
+from colibri.adapters.bastille.core import BastilleCore
 from colibri.adapters.bastille.hardening import (
     FILE_ONLY,
     IDS_FILE,
@@ -25,33 +24,15 @@ from colibri.adapters.bastille.hardening import (
     parse_rctl_conf,
 )
 from colibri.adapters.jail import AGENT_ID, JailIds, read_jail_passwd
-from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
+from colibri.adapters.runner import CommandResult, stderr_tail
 from colibri.errors import BastilleError, JailError, ToolMissing
 
 RACCT_FIX = "add kern.racct.enable=1 to /boot/loader.conf and reboot"
 
 
-class Hardening:
-    _run: CommandRunner
+class Hardening(BastilleCore):
     _limits: Limits
     _jail_user: str
-
-    # provided by Bastille
-    def _bastille_run(self, *args: str, timeout: float = 600.0) -> CommandResult:
-        raise NotImplementedError
-
-    def _env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    def _fail(self, what: str, result: CommandResult) -> BastilleError:
-        raise NotImplementedError
-
-    def root(self, name: str) -> Path:
-        raise NotImplementedError
-
-    @property
-    def jails_dir(self) -> Path:
-        raise NotImplementedError
 
     def _host_tool(self, command: list[str]) -> CommandResult:
         try:

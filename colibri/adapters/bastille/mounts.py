@@ -10,38 +10,14 @@ from pathlib import Path
 
 from colibri.adapters import jailfs
 from colibri.adapters.bastille import argv as bastille_argv
+from colibri.adapters.bastille.core import BastilleCore
 from colibri.adapters.jail import Mount
 from colibri.adapters.locks import host_lock
-from colibri.adapters.runner import CommandResult, CommandRunner
 from colibri.errors import BastilleError
 
 
-class Mounts:
-    _run: CommandRunner
+class Mounts(BastilleCore):
     _locks: Path
-
-    # provided by Bastille
-    def _bastille_run(self, *args: str, timeout: float = 600.0) -> CommandResult:
-        raise NotImplementedError
-
-    def _env(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    def _fail(self, what: str, result: CommandResult) -> BastilleError:
-        raise NotImplementedError
-
-    def _require(self, name: str) -> None:
-        raise NotImplementedError
-
-    def _running(self, name: str) -> bool:
-        raise NotImplementedError
-
-    def root(self, name: str) -> Path:
-        raise NotImplementedError
-
-    @property
-    def jails_dir(self) -> Path:
-        raise NotImplementedError
 
     def mount(self, name: str, mount: Mount) -> None:
         """A nullfs mount recorded in the jail's fstab (applied by ``bastille mount`` when running,
