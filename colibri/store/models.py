@@ -3,7 +3,7 @@ ever stored here (the vault's collection *id* is an identifier, not a secret).""
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 # the public view of a tenant lives with the listing read path (which imports no table class)
@@ -25,7 +25,7 @@ class Tenant(SQLModel, table=True):
     jail_name: str = Field(max_length=64, unique=True)
     collection_name: str | None = Field(default=None, max_length=255)
     collection_id: str | None = Field(default=None, max_length=64)
-    host: str = Field(max_length=255)
+    host: str = Field(max_length=255, index=True)
     status: str = Field(max_length=16, index=True)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -77,6 +77,8 @@ class Agent(SQLModel, table=True):
     registered_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime = Field(default_factory=utcnow)
     state_changed_at: datetime = Field(default_factory=utcnow)
+    # many hosts (migration 0006): the host whose daemon this agent registered with
+    host: str | None = Field(default=None, max_length=64, index=True)
 
 
 class Task(SQLModel, table=True):
@@ -105,6 +107,9 @@ class Task(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, index=True)
     # migration 0005: a retried submit with the same key from the same submitter is the same task
     idempotency_key: str | None = Field(default=None, max_length=128)
+    # many hosts (migration 0006): the host whose daemon leased it; the fencing token of that claim
+    host: str | None = Field(default=None, max_length=64)
+    fence: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class Lane(SQLModel, table=True):
@@ -114,3 +119,26 @@ class Lane(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Host(SQLModel, table=True):
+    """One host of the hive (migration 0006).  The SSH columns are how the orchestrator reaches it
+    (empty for a host never driven over SSH); the lease is renewed by the host's own daemon."""
+
+    __tablename__ = "hosts"
+
+    name: str = Field(primary_key=True, max_length=64)
+    ssh_user: str | None = Field(default=None, max_length=64)
+    address: str | None = Field(default=None, max_length=255)
+    port: int | None = None
+    host_keys: str | None = None  # the pinned OpenSSH public key lines ("ssh-ed25519 AAAA..."), one per line
+    command: str | None = Field(default=None, max_length=1024)  # the remote colibri; None: "colibri"
+    backend: str | None = Field(default=None, max_length=16)
+    version: str | None = Field(default=None, max_length=32)
+    state: str = Field(default="unknown", max_length=16, sa_column_kwargs={"server_default": "unknown"})
+    lease_expires_at: float | None = None  # seconds since the epoch
+    lease_term: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_error: str | None = Field(default=None, max_length=2000)
+    enrolled_at: datetime = Field(default_factory=utcnow)
+    checked_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
