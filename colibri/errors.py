@@ -10,7 +10,8 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     │   ├── JailNotFound
     │   ├── AgentNotFound
     │   ├── TaskNotFound
-    │   └── TemplateNotFound
+    │   ├── TemplateNotFound
+    │   └── HostNotFound
     ├── Conflict                         5  already exists, or in the wrong state
     │   ├── TenantExists
     │   ├── JailExists
@@ -29,6 +30,8 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     │   ├── VaultLocked
     │   └── SecretsRefused                  a tenant's secrets hold values that cannot be written
     ├── RemoteError                     13  a remote host (ssh) failed
+    │   ├── HostKeyRefused              19  the host's key is not the pinned one (nothing was sent)
+    │   └── HostIncompatible            20  the remote colibri's major version or backend does not fit
     ├── CommandTimeout                  14  an external command or request timed out
     ├── StoreError                      15  the database failed
     │   └── SchemaTooNew
@@ -89,6 +92,12 @@ class TaskNotFound(NotFound):
 
 class TemplateNotFound(NotFound):
     """A jail template that does not exist."""
+
+
+class HostNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"host not found: {name}")
+        self.name = name
 
 
 class Conflict(ColibriError):
@@ -203,6 +212,19 @@ class RemoteError(ColibriError):
     exit_code = 13
 
 
+class HostKeyRefused(RemoteError):
+    """The host's SSH key is not one of those pinned at enrolment: refused before authentication,
+    so nothing (no key, no command, no secret) was sent."""
+
+    exit_code = 19
+
+
+class HostIncompatible(RemoteError):
+    """The remote colibri is another major version, or lacks the jail backend asked for."""
+
+    exit_code = 20
+
+
 class CommandTimeout(ColibriError):
     exit_code = 14
 
@@ -291,7 +313,7 @@ EXIT_CODES: dict[int, str] = {
     1: "generic failure (ColibriError), an internal error (a bug; --debug shows it), or an aborted confirmation",
     2: "bad command line (usage error)",
     3: "invalid settings or configuration file (ConfigError)",
-    4: "a named tenant, jail, agent, task or template does not exist (NotFound)",
+    4: "a named tenant, jail, agent, task, template or host does not exist (NotFound)",
     5: "already exists with other fields, or in a state that forbids it (Conflict)",
     6: "insufficient privilege or unsafe permissions (PermissionDenied)",
     7: "invalid value, e.g. a tenant id (InvalidInput)",
@@ -307,6 +329,8 @@ EXIT_CODES: dict[int, str] = {
     16: "the colibri daemon is unreachable or refused (DaemonError)",
     17: "the mother skill in the jail refused to start or never became ready; its reason is shown (MotherNotReady)",
     18: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
+    19: "a remote host's SSH key is not the one pinned at enrolment; nothing was sent (HostKeyRefused)",
+    20: "the remote colibri is another major version or lacks the backend asked for (HostIncompatible)",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",
 }

@@ -28,7 +28,7 @@ MAX_TEXT = 4096
 """The longest text setting (PATH_MAX; a name or URL is far shorter)."""
 _PATHS = (
     "state_dir", "run_dir", "log_dir", "bastille_config", "bastille_prefix", "sandbox_dir", "skills_dir",
-    "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots",
+    "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots", "ssh_key_file",
 )  # fmt: skip
 _NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_release", "bw_path", "jail_ip_pool")
 _OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address")
@@ -89,6 +89,12 @@ def _default_credentials_dir() -> Path:
     return default_config_path().parent / "credentials"
 
 
+def _default_ssh_key_file() -> Path:
+    if _is_root():
+        return Path("/usr/local/etc/colibri/ssh/id_ed25519")
+    return default_config_path().parent / "ssh" / "id_ed25519"
+
+
 class Settings(BaseSettings):
     """Every colibri setting.  Environment variables are ``COLIBRI_`` + the upper-cased name."""
 
@@ -132,6 +138,12 @@ class Settings(BaseSettings):
     staged_secrets_dir: Path | None = None
     vault_ca_file: Path | None = None
     secrets_allowed_roots: list[Path] | None = None
+
+    # hosts of a hive, driven over SSH (issue 11)
+    ssh_key_file: Path = Field(default_factory=_default_ssh_key_file)
+    ssh_connect_timeout: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
+    ssh_op_timeout: float = Field(default=120.0, gt=0, le=3600, allow_inf_nan=False)
+    ssh_channels: int = Field(default=4, ge=1, le=10)
 
     # daemon
     heartbeat_interval: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)

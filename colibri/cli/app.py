@@ -62,6 +62,10 @@ def _register() -> None:
 
     daemon.register(app)
     hive.register(app)
+    from colibri.cli import hosts, remote
+
+    hosts.register(app)
+    remote.register(app)
 
 
 _register()

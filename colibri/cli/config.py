@@ -11,10 +11,20 @@ from colibri.cli import context, output
 config_app = typer.Typer(help="Inspect colibri's settings.", no_args_is_help=True)
 
 
-def version(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
-    """Print colibri's version."""
+def version(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False
+) -> None:
+    """Print colibri's version (with --json also its Python, its jail backend and whether the
+    backend's programs are there: what `colibri hosts check` reads on a remote host)."""
     if as_json:
-        output.emit_json({"version": __version__, "python": platform.python_version()})
+        from colibri.errors import ConfigError
+        from colibri.services.hosts.ops import version_report
+
+        try:
+            report = version_report(context.get(ctx).settings)
+        except ConfigError as exc:  # the version still shows; the settings' problem is named
+            report = {"version": __version__, "python": platform.python_version(), "settings_error": str(exc)}
+        output.emit_json(report)
     else:
         output.line(f"colibri {__version__}")
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from colibri.adapters.daemon_client import DaemonClient
     from colibri.adapters.jail import JailBackend
     from colibri.adapters.localhome import LocalHome
+    from colibri.adapters.ssh import SshHosts
+    from colibri.services.hosts.enrol import HostService
     from colibri.services.lifecycle.operations import AgentService
     from colibri.services.lifecycle.pipeline import SpawnService
     from colibri.services.lifecycle.reconcile import Reconciler
@@ -45,6 +47,7 @@ class Context:
     _settings: "Settings | None" = None
     _sources: dict[str, str] = field(default_factory=dict)
     _store: "Store | None" = None
+    _ssh: "SshHosts | None" = None
 
     @property
     def settings(self) -> "Settings":
@@ -234,7 +237,26 @@ class Context:
         # bw's `list items` covers the whole organisation: more room than a jail command gets.
         return Bitwarden(ShRunner({"PATH": path}, max_output=64 << 20), config)
 
+    def ssh(self) -> "SshHosts":
+        """The kept SSH connections to the hive's hosts (closed with the context)."""
+        if self._ssh is None:
+            from colibri.adapters.ssh import SshHosts
+
+            settings = self.settings
+            self._ssh = SshHosts(
+                settings.ssh_key_file, settings.ssh_connect_timeout, settings.ssh_op_timeout, settings.ssh_channels
+            )
+        return self._ssh
+
+    def hosts(self) -> "HostService":
+        """``colibri hosts``: enrolment, liveness, check over SSH."""
+        from colibri.services.hosts.enrol import HostService
+
+        return HostService(self.store, self.ssh)
+
     def close(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
         if self._store is not None:
             self._store.close()
 

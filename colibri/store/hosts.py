@@ -27,6 +27,7 @@ class HostRepo:
         return self._session.exec(select(Host).order_by(col(Host.name))).all()
 
     def tenant_count(self, name: str) -> int:
-        """How many tenants live on this host (``hosts remove`` is refused while any do)."""
-        query = select(func.count()).select_from(Tenant).where(Tenant.host == name)
+        """How many tenants live on this host, a removed one's row aside (``hosts remove`` is
+        refused while any do)."""
+        query = select(func.count()).select_from(Tenant).where(Tenant.host == name, Tenant.status != "removed")
         return int(self._session.exec(query).one())
