@@ -78,7 +78,7 @@ def invoke_fixture(capsys: pytest.CaptureFixture[str]) -> Invoke:
     return invoke
 
 
-pytest_plugins = ["tests.servers.postgres"]
+pytest_plugins = ["tests.servers.postgres", "tests.rig.fixtures"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

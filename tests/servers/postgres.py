@@ -36,10 +36,16 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path, root: Path) -> None:
+    """``listen``: the addresses it listens on (127.0.0.1; the three-host rig adds its bridge's);
+    ``hba``: extra pg_hba.conf lines (the rig's ``host all all 10.77.N.0/24 trust``)."""
+
+    def __init__(self, bindir: Path, root: Path, listen: tuple[str, ...] = ("127.0.0.1",),
+                 hba: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.bindir = bindir
         self.root = root
         self.data = root / "data"
+        self.listen = listen
+        self.hba = hba
         self.port = _free_port()
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
@@ -52,7 +58,10 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust",
                   "--no-sync", "-E", "UTF8")  # fmt: skip
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        if self.hba:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("".join(f"{line}\n" for line in self.hba))
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={','.join(self.listen)} -c fsync=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.root / "log"), "-w", "start")  # fmt: skip
 
@@ -60,8 +69,9 @@ class PostgresServer:
         with contextlib.suppress(subprocess.SubprocessError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", address: str = "127.0.0.1") -> str:
+        """The SQLAlchemy URL of ``database``, reached at ``address`` (one of ``listen``)."""
+        return f"postgresql+psycopg://{self.user}@{address}:{self.port}/{database}"
 
     def create_database(self) -> str:
         import psycopg
