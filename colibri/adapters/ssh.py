@@ -19,6 +19,7 @@ Nothing sent or received (args may hold a tenant's rendered .env) is logged or p
 
 import contextlib
 import io
+import logging
 import os
 import shlex
 import socket
@@ -47,6 +48,9 @@ from colibri.errors import (
 _NEGOTIATED = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 """What the Transport offers for a pinned key type (an RSA key is signed with SHA-2)."""
 MAX_KEY_FILE = 64 * 1024
+_PARAMIKO_LOG = logging.getLogger("paramiko")
+_PARAMIKO_LOG.addHandler(logging.NullHandler())
+_PARAMIKO_LOG.propagate = False  # its records are tracebacks and the peer's text: colibri raises one clear error
 MAX_OUTPUT = 1 << 20
 """The most a one-off exec (run_json) may print."""
 
@@ -244,7 +248,9 @@ class SshHosts:
             offered = [t for kind, _ in pinned for t in _NEGOTIATED.get(kind, (kind,))]
             transport.get_security_options().key_types = tuple(dict.fromkeys(offered))
             transport.set_keepalive(max(1, int(self.op_timeout)))
-            transport.start_client(timeout=timeout)
+            transport.start_client(timeout=timeout)  # returns quietly when its timeout passes
+            if not transport.is_active() or not transport.initial_kex_done:
+                raise TimeoutError
             server = transport.get_remote_server_key()
             blob = server.asbytes()
             if not any(blob == pin_blob for _, pin_blob in pinned):
@@ -260,6 +266,13 @@ class SshHosts:
         except HostKeyRefused:
             transport.close()
             raise
+        except paramiko.ssh_exception.IncompatiblePeer:
+            transport.close()
+            kinds = ", ".join(dict.fromkeys(kind for kind, _ in pinned))
+            raise HostKeyRefused(
+                f"{where} offers no host key of the pinned type ({kinds}); refused before authentication, "
+                "nothing was sent"
+            ) from None
         except paramiko.AuthenticationException:
             transport.close()
             raise RemoteError(
@@ -268,8 +281,11 @@ class SshHosts:
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
-            if isinstance(exc, TimeoutError) or "timeout" in str(exc).lower():
-                raise RemoteError(f"{where}: no SSH handshake within {timeout:g} s") from None
+            text = str(exc).lower()
+            if isinstance(exc, TimeoutError) or "timeout" in text or "banner" in text or "timed out" in text:
+                raise RemoteError(
+                    f"{where}: no SSH handshake (no SSH banner within {timeout:g} s, or the connection closed)"
+                ) from None
             raise RemoteError(f"{where}: SSH failed ({type(exc).__name__})") from None
         except BaseException:
             transport.close()

@@ -1,10 +1,12 @@
 """Hosts over SSH on the three-host rig (tests/rig): real sshd in network namespaces, real
 paramiko, the real remote colibri, one real PostgreSQL.  Nothing here is faked."""
 
+import base64
 import json
 import os
 import re
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from colibri import __version__
+from colibri.adapters.remote_wire import WireError
 from colibri.adapters.ssh import SshHosts, SshTarget
-from colibri.errors import InvalidInput, TenantNotFound
+from colibri.errors import CommandTimeout, InvalidInput, TenantNotFound
 from tests.conftest import Invoke
 from tests.integration.hive_harness import wait_until
 from tests.rig import Rig, RigHost, write_command
@@ -277,3 +280,47 @@ def test_remote_host_reaches_the_shared_database(rig: Rig, invoke: Invoke, monke
     with pytest.raises(TenantNotFound):  # the remote's failure envelope, as the class it names
         ssh.run_json(target, ["show-tenant", "nobody", "--json"])
     assert invoke("remove-tenant", "shared1")[0] == 0
+
+
+def test_host_offering_none_of_the_pinned_key_types_is_refused(rig: Rig, invoke: Invoke) -> None:
+    a = rig.hosts["a"]
+    kind = b"ecdsa-sha2-nistp256"
+    blob = len(kind).to_bytes(4, "big") + kind + b"\x00\x00\x00\x08nistp256" + b"\x00\x00\x00\x41\x04" + b"\x01" * 64
+    ecdsa = "ecdsa-sha2-nistp256 " + base64.b64encode(blob).decode()
+    log_before, ran_before = len(a.log_text()), len(a.ran())
+    _add(invoke, "wrongtype", a, "--host-key", ecdsa)
+    code, _, err = invoke("hosts", "check", "wrongtype")
+    assert code == 19, err
+    assert "no host key of the pinned type (ecdsa-sha2-nistp256)" in err
+    assert not AUTH_LINE.search(a.log_text()[log_before:]) and len(a.ran()) == ran_before
+
+
+def test_peer_that_never_shakes_hands_fails_within_the_connect_timeout(rig: Rig, invoke: Invoke) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts (the kernel does), never says a word
+    try:
+        port = silent.getsockname()[1]
+        code, _, err = invoke("hosts", "add", "mute", "--ssh", f"root@127.0.0.1:{port}", "--host-key",
+                              rig.hosts["a"].host_key_line())  # fmt: skip
+        assert code == 0, err
+        code, _, err = invoke("hosts", "check", "mute")
+        assert code == 13, err
+        assert "no SSH handshake (no SSH banner within 1 s" in err
+    finally:
+        silent.close()
+
+
+def test_operation_timeout_and_a_garbled_peer(rig: Rig, ssh: SshHosts) -> None:
+    a = rig.hosts["a"]
+    hung = write_command(a.root / "colibri-hung", "exec sleep 30", a.invocations)
+    link = ssh.link(_target("rig-a-hung", a, hung))
+    with pytest.raises(CommandTimeout) as caught:
+        link.call("ping", {}, timeout=1)
+    assert caught.value.exit_code == 14 and "ping on host rig-a-hung" in str(caught.value)
+    chatty = write_command(a.root / "colibri-chatty", "echo 'Welcome to osa!'; exec sleep 30", a.invocations)
+    with pytest.raises(WireError) as wire:
+        ssh.link(_target("rig-a-chatty", a, chatty)).call("ping", {"env": "TOKEN=s3cret"}, timeout=10)
+    assert wire.value.exit_code == 13 and "Welcome" not in str(wire.value) and "s3cret" not in str(wire.value)
+    with pytest.raises(CommandTimeout):
+        ssh.run_json(_target("rig-a-hung", a, hung), ["version", "--json"], timeout=1)
