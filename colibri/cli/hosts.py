@@ -15,7 +15,7 @@ SHOW_KEYS = (
 )  # fmt: skip
 
 hosts_app = typer.Typer(
-    help="The hosts of a hive: enrol (pinned SSH host key), list with liveness, check, remove.",
+    help="The hosts of a hive (no command: list them, with liveness): add (host key pinned), show, check, remove.",
     invoke_without_command=True,
 )
 
