@@ -42,6 +42,11 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=60)
 
 
+def _base_env() -> dict[str, str]:
+    """A rig process's environment: never the test's COLIBRI_* (a host has its own colibri.toml)."""
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
+
+
 def _keygen(path: Path, comment: str) -> None:
     for old in (path, path.with_name(path.name + ".pub")):
         old.unlink(missing_ok=True)
@@ -56,6 +61,7 @@ class RigHost:
     address: str
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    daemon: subprocess.Popen[bytes] | None = None
 
     @property
     def host_key(self) -> Path:
@@ -101,7 +107,7 @@ class RigHost:
     def start_sshd(self) -> None:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, str(SSHD), "-D", "-f", str(self.sshd_config), "-E", str(self.log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_base_env(),
         )  # fmt: skip
         deadline = time.monotonic() + 15
         while True:
@@ -121,6 +127,48 @@ class RigHost:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.root / "run" / "admin.sock"
+
+    def start_daemon(self, **settings: str) -> None:
+        """This host's own colibri daemon, in its namespace, on its colibri.toml (``settings``:
+        extra ``COLIBRI_*`` values, e.g. ``heartbeat_interval="0.2"``); returns once /health answers."""
+        from colibri.adapters.daemon_client import DaemonClient
+
+        env = {**_base_env(), "COLIBRI_CONFIG": str(self.config)}
+        env.update({f"COLIBRI_{key.upper()}": value for key, value in settings.items()})
+        log = (self.root / "daemon.log").open("ab")
+        self.daemon = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, str(COLIBRI), "daemon"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+        )  # fmt: skip
+        log.close()
+        client = DaemonClient(self.admin_socket, timeout=5)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"the daemon of rig host {self.name} exited; see {self.root / 'daemon.log'}")
+            with contextlib.suppress(Exception):
+                if client.health()["status"] in ("ok", "degraded"):
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon of rig host {self.name} did not answer /health")
+            time.sleep(0.1)
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.daemon is None:
+            return None
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(sig)
+            try:
+                self.daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait(10)
+        code, self.daemon = self.daemon.returncode, None
+        return code
 
     def new_host_key(self) -> str:
         """A fresh host key (the host "reinstalled"), sshd restarted with it: its public line."""
@@ -294,6 +342,8 @@ def write_command(path: Path, body: str, invocations: Path) -> Path:
 
 def teardown(rig: Rig) -> None:
     for host in rig.hosts.values():
+        with contextlib.suppress(Exception):
+            host.stop_daemon()
         with contextlib.suppress(Exception):
             host.stop_sshd()
         with contextlib.suppress(Exception):
