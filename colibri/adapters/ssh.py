@@ -175,9 +175,24 @@ class _Serve:
                 raise _Lost
             self.buffer += chunk
 
+    def exit_status(self, wait: float = 1.0) -> int | None:
+        """The remote process's exit status, if it has ended (waiting at most ``wait``)."""
+        if self.channel.status_event.wait(wait):
+            return self.channel.exit_status
+        return None
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.channel.close()
+
+
+def _lost(target: SshTarget, op: str, status: int | None) -> str:
+    where = f"the SSH link to host {target.name} was lost during {op}"
+    if status == 127:
+        return f"{where}: the remote command {target.command!r} was not found (exit status 127)"
+    if status is not None and status >= 0:
+        return f"{where}: its remote serve exited with status {status}"
+    return f"{where} (its remote serve or the connection ended)"
 
 
 class SshHosts:
@@ -328,9 +343,10 @@ class SshHosts:
                 try:
                     result = current.call(op, args, deadline)
                 except _Lost:
+                    ended = current.exit_status()
                     current.close()
                     if not pooled:
-                        break
+                        raise RemoteError(_lost(target, op, ended)) from None
                     serve, reopen = None, not self._transport_alive(host)
                     continue
                 except TimeoutError:

@@ -16,7 +16,7 @@ import pytest
 from colibri import __version__
 from colibri.adapters.remote_wire import WireError
 from colibri.adapters.ssh import SshHosts, SshTarget
-from colibri.errors import CommandTimeout, InvalidInput, TenantNotFound
+from colibri.errors import CommandTimeout, InvalidInput, RemoteError, TenantNotFound
 from tests.conftest import Invoke
 from tests.integration.hive_harness import wait_until
 from tests.rig import Rig, RigHost, write_command
@@ -338,3 +338,12 @@ def test_each_host_runs_its_own_daemon_on_the_shared_database(rig: Rig, ssh: Ssh
         assert (status["status"], status["store"]) == ("ok", "ok")  # its store: the shared PostgreSQL, via the bridge
     finally:
         assert a.stop_daemon() == 0
+
+
+def test_missing_remote_command_is_named(rig: Rig, invoke: Invoke, ssh: SshHosts) -> None:
+    a = rig.hosts["a"]
+    with pytest.raises(RemoteError, match=r"remote command '/nonexistent/colibri' was not found \(exit status 127\)"):
+        ssh.link(_target("rig-a-none", a, Path("/nonexistent/colibri"))).call("ping", {})
+    _add(invoke, "nocolibri", a, "--command", "/nonexistent/colibri")
+    code, _, err = invoke("hosts", "check", "nocolibri")
+    assert code == 13 and "'/nonexistent/colibri' was not found" in err
