@@ -120,14 +120,15 @@ class _Host:
     slots: threading.BoundedSemaphore
     lock: threading.Lock = field(default_factory=threading.Lock)
     transport: paramiko.Transport | None = None
-    idle: list["_Serve"] = field(default_factory=list)
+    idle: dict[str, list["_Serve"]] = field(default_factory=dict)  # by the remote command
 
 
 class _Serve:
     """One channel running ``remote serve``: a request, then its answer, one at a time."""
 
-    def __init__(self, channel: paramiko.Channel) -> None:
+    def __init__(self, channel: paramiko.Channel, command: str) -> None:
         self.channel = channel
+        self.command = command
         self.buffer = bytearray()
         self.next_id = 1
 
@@ -195,6 +196,11 @@ def _lost(target: SshTarget, op: str, status: int | None) -> str:
     return f"{where} (its remote serve or the connection ended)"
 
 
+def _reach(target: SshTarget) -> tuple[str, str, int, tuple[str, ...]]:
+    """What one kept connection serves: the same user, address, port and pin (whatever the command)."""
+    return (target.user, target.address, target.port, target.host_keys)
+
+
 class SshHosts:
     """Every host's kept SSH connection.  Thread-safe; ``close()`` ends them all."""
 
@@ -204,7 +210,7 @@ class SshHosts:
         self.connect_timeout = connect_timeout
         self.op_timeout = op_timeout
         self._channels = channels
-        self._hosts: dict[SshTarget, _Host] = {}
+        self._hosts: dict[tuple[str, str, int, tuple[str, ...]], _Host] = {}
         self._lock = threading.Lock()
 
     def link(self, target: SshTarget) -> "HostLink":
@@ -212,9 +218,9 @@ class SshHosts:
 
     def _host(self, target: SshTarget) -> _Host:
         with self._lock:
-            host = self._hosts.get(target)
+            host = self._hosts.get(_reach(target))
             if host is None:
-                host = self._hosts[target] = _Host(threading.BoundedSemaphore(self._channels))
+                host = self._hosts[_reach(target)] = _Host(threading.BoundedSemaphore(self._channels))
             return host
 
     @contextlib.contextmanager
@@ -233,7 +239,7 @@ class SshHosts:
             if current is not None and (fresh or not current.is_active()):
                 with contextlib.suppress(Exception):
                     current.close()
-                host.transport, host.idle = None, []
+                host.transport, host.idle = None, {}
             if host.transport is None:
                 host.transport = self._connect(target)
             return host.transport
@@ -329,7 +335,7 @@ class SshHosts:
         seconds = self.op_timeout if timeout is None else timeout
         deadline = time.monotonic() + seconds
         with self._slot(target, seconds) as host:
-            serve, pooled = self._take(host)
+            serve, pooled = self._take(host, target.command)
             reopen = False
             for _attempt in (1, 2):
                 if serve is None:
@@ -338,7 +344,7 @@ class SshHosts:
                     except _Lost:
                         reopen = True
                         continue
-                    serve, pooled = _Serve(channel), False
+                    serve, pooled = _Serve(channel, target.command), False
                 current = serve
                 try:
                     result = current.call(op, args, deadline)
@@ -370,12 +376,14 @@ class SshHosts:
     @staticmethod
     def _give_back(host: _Host, serve: _Serve) -> None:
         with host.lock:
-            host.idle.append(serve)
+            host.idle.setdefault(serve.command, []).append(serve)
 
-    def _take(self, host: _Host) -> tuple[_Serve | None, bool]:
+    @staticmethod
+    def _take(host: _Host, command: str) -> tuple[_Serve | None, bool]:
         with host.lock:
-            while host.idle:
-                serve = host.idle.pop()
+            idle = host.idle.get(command, [])
+            while idle:
+                serve = idle.pop()
                 if serve.alive():
                     return serve, True
                 serve.close()
@@ -433,7 +441,7 @@ class SshHosts:
     def drop(self, target: SshTarget) -> None:
         """Close one host's connection (the next call reconnects)."""
         with self._lock:
-            host = self._hosts.pop(target, None)
+            host = self._hosts.pop(_reach(target), None)
         if host is not None:
             _close_host(host)
 
@@ -446,9 +454,10 @@ class SshHosts:
 
 def _close_host(host: _Host) -> None:
     with host.lock:
-        for serve in host.idle:
-            serve.close()
-        host.idle = []
+        for serves in host.idle.values():
+            for serve in serves:
+                serve.close()
+        host.idle = {}
         if host.transport is not None:
             with contextlib.suppress(Exception):
                 host.transport.close()

@@ -317,6 +317,7 @@ def test_silent_peer_fails_within_the_connect_timeout(rig: Rig, invoke: Invoke,
 
 def test_operation_timeout_and_a_garbled_peer(rig: Rig, ssh: SshHosts) -> None:
     a = rig.hosts["a"]
+    accepted = _accepted(a)
     hung = write_command(a.root / "colibri-hung", "exec sleep 30", a.invocations)
     link = ssh.link(_target("rig-a-hung", a, hung))
     with pytest.raises(CommandTimeout) as caught:
@@ -328,6 +329,9 @@ def test_operation_timeout_and_a_garbled_peer(rig: Rig, ssh: SshHosts) -> None:
     assert wire.value.exit_code == 13 and "Welcome" not in str(wire.value) and "s3cret" not in str(wire.value)
     with pytest.raises(CommandTimeout):
         ssh.run_json(_target("rig-a-hung", a, hung), ["version", "--json"], timeout=1)
+    assert ssh.link(_target("rig-a", a)).call("ping", {}) == {"pong": True}
+    wait_until(lambda: _accepted(a) >= accepted + 1)
+    assert _accepted(a) == accepted + 1  # one connection to the host, whichever remote command
 
 
 def test_each_host_runs_its_own_daemon_on_the_shared_database(rig: Rig, ssh: SshHosts) -> None:
