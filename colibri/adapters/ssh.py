@@ -165,11 +165,12 @@ class _Serve:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            self.channel.settimeout(left)
+            self.channel.settimeout(min(left, _STDERR_EVERY))
             try:
+                _drain_stderr(self.channel)
                 chunk = self.channel.recv(65536)
             except TimeoutError:
-                raise
+                continue  # the deadline is checked above; stderr is drained meanwhile
             except (OSError, EOFError, paramiko.SSHException):
                 raise _Lost from None
             if not chunk:
@@ -187,10 +188,23 @@ class _Serve:
             self.channel.close()
 
 
+_STDERR_EVERY = 0.2
+"""While an answer is awaited, the remote's stderr is drained this often (seconds)."""
+
+
+def _drain_stderr(channel: paramiko.Channel) -> None:
+    """Read and drop what the remote wrote on stderr (its text is never shown): unread, it would
+    fill the channel's window and stall its stdout."""
+    while channel.recv_stderr_ready():
+        channel.recv_stderr(65536)
+
+
 def _lost(target: SshTarget, op: str, status: int | None) -> str:
     where = f"the SSH link to host {target.name} was lost during {op}"
     if status == 127:
         return f"{where}: the remote command {target.command!r} was not found (exit status 127)"
+    if status == 3:
+        return f"{where}: its colibri refused its own settings (exit status 3; run colibri config show there)"
     if status is not None and status >= 0:
         return f"{where}: its remote serve exited with status {status}"
     return f"{where} (its remote serve or the connection ended)"
@@ -401,7 +415,8 @@ class SshHosts:
             except _Lost:
                 channel = self._retry_open(target, host, line)
             try:
-                out, status = self._drain(channel, deadline, f"{argv[0] if argv else 'command'} on host {target.name}")
+                what = f"{argv[0] if argv else 'command'} on host {target.name}"
+                out, status = self._drain(channel, deadline, what, seconds)
             finally:
                 channel.close()
         return _envelope(target, line, out, status)
@@ -412,20 +427,19 @@ class SshHosts:
         except _Lost:
             raise RemoteError(f"the SSH link to host {target.name} was lost") from None
 
-    def _drain(self, channel: paramiko.Channel, deadline: float, what: str) -> tuple[bytes, int]:
+    def _drain(self, channel: paramiko.Channel, deadline: float, what: str, seconds: float) -> tuple[bytes, int]:
         out = bytearray()
         channel.shutdown_write()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise CommandTimeout(what, self.op_timeout)
-            channel.settimeout(left)
+                raise CommandTimeout(what, seconds)
+            channel.settimeout(min(left, _STDERR_EVERY))
             try:
+                _drain_stderr(channel)
                 chunk = channel.recv(65536)
-                while channel.recv_stderr_ready():
-                    channel.recv_stderr(65536)  # drained, never shown: it is the remote's text
             except TimeoutError:
-                raise CommandTimeout(what, self.op_timeout) from None
+                continue
             except (OSError, EOFError, paramiko.SSHException):
                 raise RemoteError(f"the SSH link was lost during {what}") from None
             if not chunk:
@@ -435,7 +449,7 @@ class SshHosts:
                 raise RemoteError(f"{what} printed more than {MAX_OUTPUT} bytes; refused")
         left = max(0.001, deadline - time.monotonic())
         if not channel.status_event.wait(left):
-            raise CommandTimeout(what, self.op_timeout)
+            raise CommandTimeout(what, seconds)
         return bytes(out), channel.recv_exit_status()
 
     def drop(self, target: SshTarget) -> None:

@@ -1,6 +1,7 @@
 """``colibri remote serve``: the far end of the orchestrator's kept SSH channel (hidden: only the
 orchestrator runs it, as ``<command> remote serve`` on a host enrolled with ``hosts add``)."""
 
+import os
 import sys
 
 import typer
@@ -17,7 +18,17 @@ def serve(ctx: typer.Context) -> None:
     from colibri.services.hosts.serve import serve as serve_loop
 
     handlers = ops.handlers(ops.OpContext(context.get(ctx).settings))
+    _quiet_stderr()
     serve_loop(sys.stdin.buffer, sys.stdout.buffer, handlers)
+
+
+def _quiet_stderr() -> None:
+    """stderr goes nowhere: the orchestrator never reads it (it is this host's text), and a
+    stream nobody reads would fill the SSH channel's window and stall the answers on stdout."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def register(app: typer.Typer) -> None:

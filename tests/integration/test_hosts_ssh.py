@@ -351,3 +351,12 @@ def test_missing_remote_command_is_named(rig: Rig, invoke: Invoke, ssh: SshHosts
     _add(invoke, "nocolibri", a, "--command", "/nonexistent/colibri")
     code, _, err = invoke("hosts", "check", "nocolibri")
     assert code == 13 and "'/nonexistent/colibri' was not found" in err
+
+
+def test_a_remote_that_floods_stderr_does_not_stall_its_answers(rig: Rig, ssh: SshHosts) -> None:
+    b = rig.hosts["b"]
+    real = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "colibri"
+    noisy = write_command(b.root / "colibri-noisy", f'head -c 4000000 /dev/zero >&2; exec {real} "$@"', b.invocations)
+    target = _target("rig-b-noisy", b, noisy)
+    assert ssh.link(target).call("ping", {}, timeout=60) == {"pong": True}  # 4 MB > the 2 MiB window
+    assert ssh.run_json(target, ["version", "--json"], timeout=60)["version"] == __version__
