@@ -121,6 +121,8 @@ class _Host:
     lock: threading.Lock = field(default_factory=threading.Lock)
     transport: paramiko.Transport | None = None
     idle: dict[str, list["_Serve"]] = field(default_factory=dict)  # by the remote command
+    busy: int = 0  # calls holding a slot (each has, or is opening, one channel)
+    budget: int = 4
 
 
 class _Serve:
@@ -188,6 +190,17 @@ class _Serve:
             self.channel.close()
 
 
+def _make_room(host: _Host) -> None:
+    """Close idle channels (of the command with fewest first) until the calls in flight and the idle
+    channels fit the host's budget: a new channel never takes it over sshd's MaxSessions."""
+    with host.lock:
+        while host.idle and host.busy + sum(map(len, host.idle.values())) > host.budget:
+            command = min(host.idle, key=lambda c: len(host.idle[c]))
+            host.idle[command].pop().close()
+            if not host.idle[command]:
+                del host.idle[command]
+
+
 _STDERR_EVERY = 0.2
 """While an answer is awaited, the remote's stderr is drained this often (seconds)."""
 
@@ -235,6 +248,7 @@ class SshHosts:
             host = self._hosts.get(_reach(target))
             if host is None:
                 host = self._hosts[_reach(target)] = _Host(threading.BoundedSemaphore(self._channels))
+                host.budget = self._channels
             return host
 
     @contextlib.contextmanager
@@ -242,9 +256,13 @@ class SshHosts:
         host = self._host(target)
         if not host.slots.acquire(timeout=timeout):
             raise CommandTimeout(f"waiting for a free SSH channel to host {target.name}", timeout)
+        with host.lock:
+            host.busy += 1
         try:
             yield host
         finally:
+            with host.lock:
+                host.busy -= 1
             host.slots.release()
 
     def _transport(self, target: SshTarget, host: _Host, fresh: bool = False) -> paramiko.Transport:
@@ -329,6 +347,7 @@ class SshHosts:
 
     def _open(self, target: SshTarget, host: _Host, argv: str, fresh: bool) -> paramiko.Channel:
         transport = self._transport(target, host, fresh)
+        _make_room(host)
         try:
             channel = transport.open_session(timeout=self.connect_timeout)
             channel.settimeout(self.connect_timeout)
@@ -363,10 +382,11 @@ class SshHosts:
                 try:
                     result = current.call(op, args, deadline)
                 except _Lost:
-                    ended = current.exit_status()
-                    current.close()
                     if not pooled:
+                        ended = current.exit_status()
+                        current.close()
                         raise RemoteError(_lost(target, op, ended)) from None
+                    current.close()
                     serve, reopen = None, not self._transport_alive(host)
                     continue
                 except TimeoutError:

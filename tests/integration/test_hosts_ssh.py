@@ -360,3 +360,18 @@ def test_a_remote_that_floods_stderr_does_not_stall_its_answers(rig: Rig, ssh: S
     target = _target("rig-b-noisy", b, noisy)
     assert ssh.link(target).call("ping", {}, timeout=60) == {"pong": True}  # 4 MB > the 2 MiB window
     assert ssh.run_json(target, ["version", "--json"], timeout=60)["version"] == __version__
+
+
+def test_idle_channels_count_against_the_budget(rig: Rig) -> None:
+    c = rig.hosts["c"]
+    one = SshHosts(rig.client_key, connect_timeout=20, op_timeout=30, channels=1)
+    try:
+        link = one.link(_target("rig-c", c))
+        assert link.call("ping", {}) == {"pong": True}
+        serves = len(_serves(c))
+        assert link.call("ping", {}) == {"pong": True} and len(_serves(c)) == serves  # the idle one, reused
+        assert one.run_json(_target("rig-c", c), ["version", "--json"])["version"] == __version__
+        assert link.call("ping", {}) == {"pong": True}
+        assert len(_serves(c)) == serves + 1  # the idle serve was closed to make room for the exec
+    finally:
+        one.close()
