@@ -119,6 +119,19 @@ class Registry:
         if agent is not None and agent.state in LIVE_AGENT_STATES:
             self._drop(agent)
 
+    def drop_lost(self, keys: list[str]) -> int:
+        """Agents the store says are lost (another daemon declared this host lost while it was
+        frozen or cut off): their next heartbeat is told to register again.  Nothing is written."""
+        dropped = 0
+        for key in keys:
+            agent = self._agents.get(key)
+            if agent is not None and agent.state in LIVE_AGENT_STATES:
+                agent.state = AgentState.LOST
+                self._drop(agent)
+                self._dirty.discard(key)
+                dropped += 1
+        return dropped
+
     def beat(self, key: str) -> LiveAgent | None:
         """Record a heartbeat.  None when the agent is unknown or lost: it must register again."""
         agent = self._agents.get(key)

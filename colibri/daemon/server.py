@@ -32,6 +32,7 @@ from colibri import __version__
 from colibri.daemon import signals
 from colibri.daemon.api import Api, Parts
 from colibri.daemon.dispatcher import Dispatcher
+from colibri.daemon.hostlease import HostLease
 from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
@@ -97,6 +98,7 @@ class Daemon:
         hive, policy = (lambda: self.hive), (lambda: self.policy)
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
+        self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics)
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
                              lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up)  # fmt: skip
         self.api = Api(Parts(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy, self.status.health,
@@ -128,6 +130,8 @@ class Daemon:
                 asyncio.create_task(self._every(lambda: SWEEP_SECONDS, self._sweep, "sweep")),
                 asyncio.create_task(self._every(self._tick, self._liveness, "liveness")),
                 asyncio.create_task(self._every(self._lease_tick, self._leases, "leases")),
+                asyncio.create_task(self._every(self.lease.renew_every, self.lease.renew, "host lease")),
+                asyncio.create_task(self._every(self.lease.check_every, self.lease.rescue, "host loss")),
                 asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
                 asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
@@ -147,7 +151,9 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.settings
         self._store = await self._call(Store, settings.database, settings.database_timeout)
-        self._hive = HiveService(self._store, self.policy)
+        self._hive = HiveService(self._store, self.policy, host=settings.host,
+                                 host_lease=(settings.host_lease_seconds, settings.host_lease_grace))  # fmt: skip
+        await self.lease.start()
         for record in await self.db(self.hive.load_agents):
             self.registry.upsert(record)
         await self.sockets.open_admin()
@@ -170,6 +176,8 @@ class Daemon:
         if self._hive is not None:
             with contextlib.suppress(ColibriError):
                 await self._liveness(final=True)
+            with contextlib.suppress(ColibriError):
+                await self.lease.stop()
         await self.sockets.remove()
         if self._store is not None:
             await self._call(self._store.close)
@@ -295,12 +303,14 @@ class Daemon:
         batch = self.registry.take_dirty()
         if batch:
             try:
-                written = await self.db(self.hive.flush_heartbeats, batch)
+                written, extended = await self.db(self.hive.flush, batch)
             except StoreError:
                 self.registry.restore_dirty(batch)
                 raise
             self.metrics.inc("colibri_heartbeat_flushes_total")
             self.metrics.inc("colibri_heartbeat_rows_written_total", written)
+            if extended:
+                self.metrics.inc("colibri_task_leases_extended_total", extended)
 
     async def _leases(self) -> None:
         self.dispatcher.after_requeue(await self.db(self.hive.expire_leases))
