@@ -1,0 +1,134 @@
+"""Liveness across hosts (issue 11), with real parts: two or three daemons as processes, each its own
+COLIBRI_HOST, state and run directories, on one real PostgreSQL server; real mothers.
+
+A host is frozen with SIGSTOP on its daemon (its mothers keep running): past its lease + grace
+another daemon declares it lost and requeues its task, which finishes once on a lane of another
+host; after SIGCONT the frozen host's late completion is refused, and it is ``up`` again with a
+new term while its agents register again.
+"""
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from colibri.services.tenants import TenantService
+from colibri.store.db import Store
+from colibri.store.models import Agent, Host, Tenant
+from tests.integration.hive_harness import Hive, Raw, wait_until
+from tests.servers.postgres import PostgresServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+ECHO = [{"name": "echo", "version": "1"}]
+LEASE = {"COLIBRI_HOST_LEASE_SECONDS": "2", "COLIBRI_HOST_LEASE_GRACE": "1"}
+
+
+class Fleet:
+    """Daemons on one PostgreSQL database (a minimal stand-in for part Q's tests/integration/fleet.py)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.store = Store(url)
+        self.hives: dict[str, Hive] = {}
+
+    def host(self, name: str, **env: str) -> Hive:
+        hive = Hive({"COLIBRI_DATABASE_URL": self.url, "COLIBRI_HOST": name, **LEASE, **env})
+        self.hives[name] = hive
+        return hive
+
+    def tenant(self, name: str, host: str) -> None:
+        TenantService(self.store, host).register(name, None, None)
+        with Session(self.store.engine) as session:
+            tenant = session.get(Tenant, name)
+            assert tenant is not None
+            tenant.status = "active"
+            session.add(tenant)
+            session.commit()
+
+    def row(self, model: type, key: str) -> Any:
+        with Session(self.store.engine) as session:
+            found = session.get(model, key)
+            if found is not None:
+                session.expunge(found)
+            return found
+
+    def close(self) -> None:
+        for hive in self.hives.values():
+            if hive.daemon is not None and hive.daemon.poll() is None:
+                hive.daemon.send_signal(signal.SIGCONT)
+            hive.close()
+        self.store.close()
+
+
+@pytest.fixture(name="fleet")
+def fleet_fixture(postgres_server: PostgresServer) -> Iterator[Fleet]:
+    fleet = Fleet(postgres_server.create_database())
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def _task(hive: Hive, task_id: int) -> Callable[[], dict[str, Any]]:
+    return lambda: hive.admin.task(task_id)
+
+
+def test_a_frozen_host_is_lost_its_task_finishes_once_elsewhere_and_it_comes_back(fleet: Fleet) -> None:
+    fleet.tenant("acme", "hosta")
+    a, b = fleet.host("hosta"), fleet.host("hostb")
+    a.start()
+    a.admin.declare_lane("build")
+    b.start()
+    assert a.socket("acme").exists() and not b.socket("acme").exists()  # each daemon serves its own tenants
+    a.mother("acme", "m1", capabilities=("slow",))
+    wait_until(lambda: a.agent_state("acme/m1") == "active")
+    assert fleet.row(Agent, "acme/m1").host == "hosta"
+    term = fleet.row(Host, "hosta").lease_term
+    task = a.admin.submit("slow", {"n": 1}, tenant="acme")
+    wait_until(lambda: a.admin.task(task["id"])["state"] == "running")
+
+    assert a.daemon is not None
+    a.daemon.send_signal(signal.SIGSTOP)  # host A frozen while its agent holds the task
+    b.mother("build", "l1", capabilities=("slow",), socket_path=b.root / "run" / "lanes" / "build" / "agent.sock")
+    done = wait_until(lambda: (t := b.admin.task(task["id"]))["state"] == "succeeded" and t, 30)
+    assert done["agent"] == "lane:build/l1" and done["attempts"] == 2
+    assert fleet.row(Host, "hosta").state == "lost"
+    assert fleet.row(Agent, "acme/m1").state in ("lost", "active")  # lost, or registered again below
+    assert "host hosta is lost" in b.log()
+
+    a.daemon.send_signal(signal.SIGCONT)
+    wait_until(lambda: "refused" in a.mother_log("acme", "m1"), 30)  # the late completion
+    again = b.admin.task(task["id"])
+    assert (again["state"], again["agent"], again["result"], again["attempts"]) == (
+        "succeeded", "lane:build/l1", done["result"], 2
+    )  # fmt: skip
+    wait_until(lambda: (h := fleet.row(Host, "hosta")).state == "up" and h.lease_term > term)
+    wait_until(lambda: a.agent_state("acme/m1") == "active")  # it registered again with host A
+
+
+def test_a_live_agents_long_task_outlives_its_task_lease(fleet: Fleet) -> None:
+    """Rescue follows liveness, not a fixed window: an agent that keeps beating holds its task past
+    several task leases (the heartbeat flush extends them) and its answer is taken, first attempt."""
+    fleet.tenant("acme", "hosta")
+    a = fleet.host("hosta", COLIBRI_TASK_LEASE_SECONDS="2")
+    a.start()
+    raw = Raw(a.socket("acme"))
+    try:
+        assert raw("POST", "/v1/agent/register", {"agent_id": "r1", "capabilities": ECHO})[0] == 200
+        task = a.admin.submit("echo", {"n": 2}, tenant="acme")
+        status, lease = raw("POST", "/v1/tasks/claim", {"agent_id": "r1", "wait": 5})
+        assert status == 200 and lease["id"] == task["id"], lease
+        deadline = time.monotonic() + 5  # two and a half task leases, beating as told
+        while time.monotonic() < deadline:
+            status, beat = raw("POST", "/v1/agent/heartbeat", {"agent_id": "r1"})
+            assert status == 200, beat
+            time.sleep(min(float(beat["interval"]), 0.2))
+        body = {"agent_id": "r1", "lease": lease["lease"], "ok": True, "result": "late but alive"}
+        status, done = raw("POST", f"/v1/tasks/{task['id']}/result", body)
+        assert status == 200 and (done["state"], done["attempts"]) == ("succeeded", 1), done
+    finally:
+        raw.close()
+    assert "lease expired" not in a.log()
