@@ -37,11 +37,12 @@ from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
 from colibri.daemon.metrics import Metrics
+from colibri.daemon.outbox import Outbox
 from colibri.daemon.reconcile import run_reconcile
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
 from colibri.daemon.status import Status
-from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
-from colibri.services.hive import HiveService, Policy
+from colibri.errors import ColibriError, ConfigError, DaemonError, NotFound, StateConflict, StoreError
+from colibri.services.hive import HiveService, Policy, Scope
 from colibri.settings import Settings, load_settings
 from colibri.store.db import Store
 from colibri.store.owners import check_writable
@@ -99,10 +100,12 @@ class Daemon:
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
         self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics)
+        self.outbox = Outbox(settings.state_dir, settings.daemon_outbox_max_bytes)
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
-                             lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up)  # fmt: skip
+                             lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up,
+                             self._fleet)  # fmt: skip
         self.api = Api(Parts(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy, self.status.health,
-                             self.status.metrics_text, lambda: self.stopping))  # fmt: skip
+                             self.status.metrics_text, lambda: self.stopping, self.outbox.append))  # fmt: skip
         self.sockets.handler_for = self.api.handler
         self.sockets.metrics_router = self.api.metrics_only
 
@@ -300,6 +303,7 @@ class Daemon:
             for key, state in changes:
                 log.warning("agent %s is %s", key, state, extra=about(key))
             self.dispatcher.after_requeue(requeued)
+        await self._replay()
         batch = self.registry.take_dirty()
         if batch:
             try:
@@ -311,6 +315,57 @@ class Daemon:
             self.metrics.inc("colibri_heartbeat_rows_written_total", written)
             if extended:
                 self.metrics.inc("colibri_task_leases_extended_total", extended)
+
+    def _fleet(self) -> dict[str, object]:
+        """This host's part in the hive, for health and metrics (no store call)."""
+        started = self._hive is not None
+        return {
+            "host": self.settings.host,
+            "term": self.lease.term if started else 0,
+            "lease": "held" if started and self.lease.trusted() else "not trusted",
+            "outbox": len(self.outbox),
+        }
+
+    async def _replay(self) -> None:
+        """Completions acknowledged while the store was down, replayed in order with their leases;
+        one whose task was rescued meanwhile is refused by the usual rule: logged, dropped."""
+        if not self.store_up or not len(self.outbox):
+            return
+        records, done = self.outbox.records(), 0
+        try:
+            for record in records:
+                await self._replay_one(record)
+                done += 1
+        finally:
+            if done:
+                self.outbox.drop_first(done)
+
+    async def _replay_one(self, record: dict[str, Any]) -> None:
+        try:
+            kind, name = record["scope"]
+            args = (Scope(kind, name), str(record["agent"]), int(record["task"]), str(record["lease"]),
+                    bool(record["ok"]), record.get("result"), record.get("error"),
+                    record.get("exit_status"))  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            log.warning("outbox: a malformed record was dropped")
+            return
+        try:
+            task = await self.db(self.hive.finish, *args)
+        except (StateConflict, NotFound) as exc:
+            self.metrics.inc("colibri_outbox_replayed_total", outcome="refused")
+            log.warning("outbox: the completion of task %d by %s was refused (rescued meanwhile): %s", args[2],
+                        args[1], exc, extra=about(name))  # fmt: skip
+            return
+        except StoreError:
+            raise
+        except ColibriError as exc:
+            self.metrics.inc("colibri_outbox_replayed_total", outcome="refused")
+            log.warning("outbox: the completion of task %d was refused: %s", args[2], exc)
+            return
+        self.metrics.inc("colibri_outbox_replayed_total", outcome="ok")
+        self.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
+        self.dispatcher.finished(task["id"])
+        log.info("outbox: task %d completed (acknowledged while the database was down)", task["id"])
 
     async def _leases(self) -> None:
         self.dispatcher.after_requeue(await self.db(self.hive.expire_leases))

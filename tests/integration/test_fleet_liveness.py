@@ -7,9 +7,15 @@ host; after SIGCONT the frozen host's late completion is refused, and it is ``up
 new term while its agents register again.
 """
 
+import os
+import shutil
 import signal
+import stat
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +138,69 @@ def test_a_live_agents_long_task_outlives_its_task_lease(fleet: Fleet) -> None:
     finally:
         raw.close()
     assert "lease expired" not in a.log()
+
+
+def _pg_ctl(server: PostgresServer, action: str) -> None:
+    """pg_ctl stop (fast) or start on the server's existing data directory, as an operator would."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    options = f"-p {server.port} -k {server.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    extra = ["-m", "fast"] if action == "stop" else ["-o", options, "-l", str(server.root / "log")]
+    subprocess.run([*prefix, str(server.bindir / "pg_ctl"), "-D", str(server.data), *extra, "-w", action],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(name="own_server")
+def own_server_fixture(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """A private server this test may stop and start (the shared one serves the other tests)."""
+    root = Path(tempfile.mkdtemp(prefix="colibri-pg-"))
+    root.chmod(0o755)
+    server = PostgresServer(postgres_server.bindir, root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_with_the_database_down_the_host_is_degraded_and_loses_no_acknowledged_completion(
+    own_server: PostgresServer,
+) -> None:
+    fleet = Fleet(own_server.create_database())
+    try:
+        fleet.tenant("acme", "hosta")
+        a = fleet.host("hosta")
+        a.start()
+        raw = Raw(a.socket("acme"))
+        try:
+            assert raw("POST", "/v1/agent/register", {"agent_id": "r1", "capabilities": ECHO})[0] == 200
+            task = a.admin.submit("echo", {"n": 3}, tenant="acme")
+            status, lease = raw("POST", "/v1/tasks/claim", {"agent_id": "r1", "wait": 5})
+            assert status == 200, lease
+            fleet.store.close()
+            _pg_ctl(own_server, "stop")
+
+            assert raw("POST", "/v1/agent/heartbeat", {"agent_id": "r1"})[0] == 200  # served from memory
+            health = a.admin.health()
+            assert health["status"] == "degraded" and health["store"].startswith("unavailable")
+            status, refused = raw("POST", "/v1/tasks", {"capability": "echo", "payload": 1})
+            assert status == 503 and refused["error"]["type"] == "StoreError", refused  # nothing unstored acked
+            body = {"agent_id": "r1", "lease": lease["lease"], "ok": True, "result": "kept"}
+            status, kept = raw("POST", f"/v1/tasks/{task['id']}/result", body)
+            assert status == 202 and kept["outbox"] is True, kept
+            outbox = a.root / "db" / "outbox.jsonl"
+            assert stat.S_IMODE(outbox.stat().st_mode) == 0o600 and outbox.read_text().count("\n") == 1
+            assert "colibri_degraded 1" in a.admin.metrics()
+            assert raw("POST", "/v1/agent/heartbeat", {"agent_id": "r1"})[0] == 200
+
+            _pg_ctl(own_server, "start")
+            wait_until(lambda: a.admin.task(task["id"])["state"] == "succeeded", 30)
+            done = a.admin.task(task["id"])
+            assert (done["result"], done["attempts"], done["agent"]) == ("kept", 1, "acme/r1")
+            wait_until(lambda: not outbox.exists())
+            wait_until(lambda: a.admin.health()["status"] == "ok")
+            assert raw("POST", "/v1/agent/heartbeat", {"agent_id": "r1"})[0] == 200  # never told to re-register
+        finally:
+            raw.close()
+    finally:
+        fleet.close()
