@@ -56,9 +56,12 @@ class Outbox:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             new = not self.path.exists()
-            fd = self._open(os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            fd = self._open(os.O_RDWR | os.O_CREAT | os.O_APPEND)
             try:
                 os.fchmod(fd, 0o600)
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    line = b"\n" + line  # after a torn last line: this record starts a line of its own
                 os.write(fd, line)
                 os.fsync(fd)
             finally:
