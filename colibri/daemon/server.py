@@ -86,6 +86,7 @@ class Daemon:
         self._config_path = config_path
         self.policy = Policy.from_settings(settings)
         self.registry = Registry(self.policy)
+        self.registry.write_every = _write_every(settings)
         self.metrics = Metrics()
         self.stopping = False
         self.store_up = True
@@ -233,6 +234,7 @@ class Daemon:
         )
         self.policy = Policy.from_settings(self.settings)
         self.registry.policy = self.policy
+        self.registry.write_every = _write_every(self.settings)
         self.hive.policy = self.policy
         configure_logging(self.settings.log_target, self.settings.log_rate_limit_lines,
                           self.settings.log_rate_limit_interval)  # fmt: skip
@@ -304,12 +306,12 @@ class Daemon:
                 log.warning("agent %s is %s", key, state, extra=about(key))
             self.dispatcher.after_requeue(requeued)
         await self._replay()
-        batch = self.registry.take_dirty()
-        if batch:
+        batch, beating = self.registry.take_flush()
+        if beating:
             try:
-                written, extended = await self.db(self.hive.flush, batch)
+                written, extended = await self.db(self.hive.flush, batch, beating)
             except StoreError:
-                self.registry.restore_dirty(batch)
+                self.registry.restore_flush(batch, beating)
                 raise
             self.metrics.inc("colibri_heartbeat_flushes_total")
             self.metrics.inc("colibri_heartbeat_rows_written_total", written)
@@ -404,6 +406,12 @@ class Daemon:
         """Can the store take a write?  (store/owners.py: on SQLite the write lock, taken and let go.)"""
         assert self._store is not None
         check_writable(self._store)
+
+
+def _write_every(settings: Settings) -> float:
+    """How often a beating agent's row is rewritten: the setting, but never more than two stale
+    TTLs behind (liveness itself is decided here, in memory, and across hosts by the host lease)."""
+    return min(settings.heartbeat_write_interval, 2 * settings.agent_stale_after)
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:

@@ -97,16 +97,18 @@ class AgentRules:
         rescued when its agent or its host is lost, never because a fixed window passed."""
         return self.flush(beats)[0]
 
-    def flush(self, beats: Sequence[tuple[str, float]]) -> tuple[int, int]:
-        """``flush_heartbeats`` returning (agent rows, task leases) written."""
-        if not beats:
+    def flush(self, beats: Sequence[tuple[str, float]], beating: Sequence[str] | None = None) -> tuple[int, int]:
+        """``flush_heartbeats`` returning (agent rows, task leases) written; ``beating``: every agent
+        that beat since the last flush (default: those of ``beats``), whose tasks keep their lease."""
+        keys = [k for k, _ in beats] if beating is None else list(beating)
+        if not beats and not keys:
             return 0, 0
         lease = self._ledger.policy.lease_seconds
         now = self._ledger.clock()
         with self._ledger.store.session() as session:
             agents = AgentRepo(session)
-            written = agents.write_heartbeats(beats)
-            extended = agents.extend_task_leases([k for k, _ in beats], now + lease, now + lease / 2)
+            written = agents.write_heartbeats(beats) if beats else 0
+            extended = agents.extend_task_leases(keys, now + lease, now + lease / 2) if keys else 0
             return written, extended
 
     def load_agents(self) -> list[dict[str, Any]]:

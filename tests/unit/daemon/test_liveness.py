@@ -64,6 +64,27 @@ def test_heartbeats_are_coalesced() -> None:
     assert registry.take_dirty() == batch
 
 
+def test_a_beating_agents_row_is_rewritten_once_per_write_interval_its_lease_every_flush() -> None:
+    clock = Clock()
+    registry = Registry(Policy(heartbeat_interval=1, stale_after=3, lost_after=6), clock=clock, wall=clock)
+    registry.write_every = 60.0
+    registry.upsert(record("acme/a"))
+    registry.beat("acme/a")
+    assert registry.take_flush() == ([("acme/a", 100.0)], ["acme/a"])  # the first beat is written
+    for _ in range(5):  # 59 s of beats: the lease keeps being extended, the row is not rewritten
+        clock.now += 1
+        registry.beat("acme/a")
+        assert registry.take_flush() == ([], ["acme/a"])
+    clock.now += 55
+    registry.beat("acme/a")
+    assert registry.take_flush() == ([("acme/a", 160.0)], ["acme/a"])
+    clock.now += 4
+    assert registry.sweep() == [("acme/a", "stale")]  # written as stale by the sweep
+    registry.beat("acme/a")
+    assert registry.take_flush() == ([("acme/a", 164.0)], ["acme/a"])  # active again: written at once
+    assert registry.take_flush() == ([], [])
+
+
 def test_routing_and_waiting_reason() -> None:
     registry = Registry(Policy())
     acme = registry.upsert(record("acme/a"))
