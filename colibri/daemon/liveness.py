@@ -61,6 +61,7 @@ class Registry:
         # a beating agent's row is rewritten at most this often (0: every flush); a state change
         # (stale → active) is written at the next flush whatever this says
         self.write_every = 0.0
+        self._last_sweep: float | None = None
 
     def _gain(self, agent: LiveAgent) -> None:
         self._live += 1
@@ -165,9 +166,20 @@ class Registry:
                 count += 1
         return count
 
-    def sweep(self) -> list[tuple[str, str]]:
-        """Apply the TTLs; returns the (key, new state) transitions to write."""
+    def sweep(self, tick: float | None = None) -> list[tuple[str, str]]:
+        """Apply the TTLs; returns the (key, new state) transitions to write.
+
+        ``tick``: how often the daemon sweeps.  A gap much longer (over 2 ticks + 1 s) means the
+        daemon itself did not run (frozen, SIGSTOP, swapped out; or this loop was held up, the
+        safe side): its agents could not reach it,
+        so the stall is credited to every agent (as at a restart) instead of making them lost;
+        the host lease (another daemon's view) is what judges a frozen host."""
         now = self._clock()
+        last, self._last_sweep = self._last_sweep, now
+        if tick is not None and last is not None and now - last > 2 * tick + 1.0:
+            stall = now - last - tick
+            for agent in self._agents.values():
+                agent.last_seen += stall
         changes: list[tuple[str, str]] = []
         for agent in self._agents.values():
             if agent.state not in LIVE_AGENT_STATES:

@@ -294,7 +294,7 @@ class Daemon:
     async def _liveness(self, final: bool = False) -> None:
         """Sweep TTLs (stale, lost → requeue), then flush the coalesced heartbeats in one batch."""
         if not final:
-            self._pending_states += self.registry.sweep()
+            self._pending_states += self.registry.sweep(self._tick())
         if self._pending_states:
             changes, self._pending_states = self._pending_states, []
             try:

@@ -115,6 +115,34 @@ def test_a_frozen_host_is_lost_its_task_finishes_once_elsewhere_and_it_comes_bac
     wait_until(lambda: a.agent_state("acme/m1") == "active")  # it registered again with host A
 
 
+def test_a_host_frozen_for_less_than_its_lease_and_grace_loses_nothing(fleet: Fleet) -> None:
+    """A blip (the daemon frozen 2 s, under a 6 s lease + 2 s grace): no host lost, no requeue."""
+    fleet.tenant("acme", "hosta")
+    env = {"COLIBRI_HOST_LEASE_SECONDS": "6", "COLIBRI_HOST_LEASE_GRACE": "2"}
+    a, b = fleet.host("hosta", **env), fleet.host("hostb", **env)
+    a.start()
+    b.start()
+    raw = Raw(a.socket("acme"))
+    try:
+        assert raw("POST", "/v1/agent/register", {"agent_id": "r1", "capabilities": ECHO})[0] == 200
+        task = a.admin.submit("echo", {"n": 4}, tenant="acme")
+        status, lease = raw("POST", "/v1/tasks/claim", {"agent_id": "r1", "wait": 5})
+        assert status == 200, lease
+        term = fleet.row(Host, "hosta").lease_term
+        assert a.daemon is not None
+        a.daemon.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)  # the blip itself (not an assertion on time)
+        a.daemon.send_signal(signal.SIGCONT)
+        body = {"agent_id": "r1", "lease": lease["lease"], "ok": True, "result": "after the blip"}
+        status, done = raw("POST", f"/v1/tasks/{task['id']}/result", body)
+        assert status == 200 and (done["state"], done["attempts"]) == ("succeeded", 1), done
+    finally:
+        raw.close()
+    row = fleet.row(Host, "hosta")
+    assert (row.state, row.lease_term) == ("up", term)
+    assert "is lost" not in b.log()
+
+
 def test_a_live_agents_long_task_outlives_its_task_lease(fleet: Fleet) -> None:
     """Rescue follows liveness, not a fixed window: an agent that keeps beating holds its task past
     several task leases (the heartbeat flush extends them) and its answer is taken, first attempt."""
