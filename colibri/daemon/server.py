@@ -309,7 +309,7 @@ class Daemon:
         batch, beating = self.registry.take_flush()
         if beating:
             try:
-                written, extended = await self.db(self.hive.flush, batch, beating)
+                written, extended = await self.db(self.hive.flush, batch, beating, self.dispatcher.started)
             except StoreError:
                 self.registry.restore_flush(batch, beating)
                 raise

@@ -99,10 +99,11 @@ class AgentRepo:
         conn.exec_driver_sql(sql, rows)
         return len(rows)
 
-    def extend_task_leases(self, keys: Sequence[str], until: float, below: float) -> int:
+    def extend_task_leases(self, keys: Sequence[str], until: float, below: float, since: float = 0.0) -> int:
         """The running tasks of these (live) agents keep their lease: ``lease_expires_at = until``
-        where it ends before ``below``, so a task is written about once per half lease, not per
-        flush.  One statement (SQLite: one per 900 agents, under its parameter limit)."""
+        where it ends before ``below`` (about once per half lease, not per flush) and not before
+        ``since`` (a lease from before this daemon started may be one its agent never received:
+        ``release_undelivered`` gives those back).  One statement (SQLite: one per 900 agents)."""
         conn = self._session.connection()
         step = SQLITE_CHUNK if conn.dialect.name == "sqlite" else max(1, len(keys))
         written = 0
@@ -110,7 +111,7 @@ class AgentRepo:
             query = (
                 update(Task)
                 .where(col(Task.state) == TaskState.RUNNING.value, col(Task.lease_expires_at) < below,
-                       col(Task.agent_key).in_(list(keys[start : start + step])))
+                       col(Task.lease_expires_at) >= since, col(Task.agent_key).in_(list(keys[start : start + step])))
                 .values(lease_expires_at=until)
             )  # fmt: skip
             written += int(self._session.execute(query).rowcount)  # type: ignore[attr-defined]

@@ -97,9 +97,13 @@ class AgentRules:
         rescued when its agent or its host is lost, never because a fixed window passed."""
         return self.flush(beats)[0]
 
-    def flush(self, beats: Sequence[tuple[str, float]], beating: Sequence[str] | None = None) -> tuple[int, int]:
+    def flush(
+        self, beats: Sequence[tuple[str, float]], beating: Sequence[str] | None = None, started: float = 0.0
+    ) -> tuple[int, int]:
         """``flush_heartbeats`` returning (agent rows, task leases) written; ``beating``: every agent
-        that beat since the last flush (default: those of ``beats``), whose tasks keep their lease."""
+        that beat since the last flush (default: those of ``beats``), whose tasks keep their lease;
+        ``started``: when this daemon started (on the service's clock): only leases it gave are
+        extended (one it gave ends at or after ``started + lease_seconds``)."""
         keys = [k for k, _ in beats] if beating is None else list(beating)
         if not beats and not keys:
             return 0, 0
@@ -108,7 +112,7 @@ class AgentRules:
         with self._ledger.store.session() as session:
             agents = AgentRepo(session)
             written = agents.write_heartbeats(beats) if beats else 0
-            extended = agents.extend_task_leases(keys, now + lease, now + lease / 2) if keys else 0
+            extended = agents.extend_task_leases(keys, now + lease, now + lease / 2, started + lease) if keys else 0
             return written, extended
 
     def load_agents(self) -> list[dict[str, Any]]:

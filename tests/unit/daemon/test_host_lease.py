@@ -147,3 +147,24 @@ def test_a_live_agents_task_keeps_its_lease_a_silent_ones_does_not(store: Store,
 def test_a_daemon_serves_the_sockets_of_its_own_hosts_tenants_only(store: Store, clock: Clock) -> None:
     assert _hive(store, clock, "a").socket_owners() == (["acme"], [])
     assert _hive(store, clock, "b").socket_owners() == (["bolt"], [])
+
+
+def test_a_lease_from_before_the_daemon_started_is_not_extended_but_given_back(store: Store, clock: Clock) -> None:
+    """Killed between a claim's commit and its answer: the agent never got that lease.  Its beats
+    after the restart must not keep that lease alive; its first claim gives the task back."""
+    a = _hive(store, clock, "a")
+    a.hosts.start()
+    agent, _ = a.register(Scope("tenant", "acme"), "m1", ECHO, None)
+    task = a.submit(Scope("admin"), "echo", {}, tenant="acme")
+    assert a.claim(_ref(agent)) is not None  # the answer never left: the daemon died here
+    clock.now += 40
+    started = clock.now  # the new daemon
+    again = _hive(store, clock, "a")
+    again.hosts.start()
+    assert again.flush([("acme/m1", clock.now)], None, started) == (1, 0)  # not extended
+    [given] = again.release_undelivered("acme/m1", started)
+    assert given.task_id == task["id"] and given.state == "queued"
+    lease = again.claim(_ref(agent))
+    assert lease is not None
+    clock.now += 31
+    assert again.flush([("acme/m1", clock.now)], None, started) == (1, 1)  # its own lease is extended
