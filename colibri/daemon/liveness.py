@@ -110,6 +110,7 @@ class Registry:
             state=AgentState.ACTIVE if record["state"] in LIVE_AGENT_STATES else record["state"],
             last_seen=self._clock(),
             last_seen_wall=self._wall(),
+            written=self._clock(),  # registering wrote its row (at start-up: the row is there)
         )
         self._agents[agent.key] = agent
         if agent.state in LIVE_AGENT_STATES:

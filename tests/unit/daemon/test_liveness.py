@@ -84,16 +84,14 @@ def test_a_beating_agents_row_is_rewritten_once_per_write_interval_its_lease_eve
     clock = Clock()
     registry = Registry(Policy(heartbeat_interval=1, stale_after=3, lost_after=6), clock=clock, wall=clock)
     registry.write_every = 60.0
-    registry.upsert(record("acme/a"))
-    registry.beat("acme/a")
-    assert registry.take_flush() == ([("acme/a", 100.0)], ["acme/a"])  # the first beat is written
-    for _ in range(5):  # 59 s of beats: the lease keeps being extended, the row is not rewritten
+    registry.upsert(record("acme/a"))  # registering wrote its row
+    for _ in range(5):  # beats: the lease keeps being extended, the row is not rewritten
         clock.now += 1
         registry.beat("acme/a")
         assert registry.take_flush() == ([], ["acme/a"])
     clock.now += 55
     registry.beat("acme/a")
-    assert registry.take_flush() == ([("acme/a", 160.0)], ["acme/a"])
+    assert registry.take_flush() == ([("acme/a", 160.0)], ["acme/a"])  # 60 s after the registration
     clock.now += 4
     assert registry.sweep() == [("acme/a", "stale")]  # written as stale by the sweep
     registry.beat("acme/a")
