@@ -105,8 +105,13 @@ class AgentRepo:
         ``since`` (a lease from before this daemon started may be one its agent never received:
         ``release_undelivered`` gives those back).  One statement (SQLite: one per 900 agents)."""
         conn = self._session.connection()
-        step = SQLITE_CHUNK if conn.dialect.name == "sqlite" else max(1, len(keys))
-        written = 0
+        if conn.dialect.name != "sqlite":  # one array parameter: nothing to compile per key
+            sql = (
+                "UPDATE tasks SET lease_expires_at = %s WHERE state = 'running' AND lease_expires_at < %s"
+                " AND lease_expires_at >= %s AND agent_key = ANY(%s)"
+            )
+            return int(conn.exec_driver_sql(sql, (until, below, since, list(keys))).rowcount)
+        step, written = SQLITE_CHUNK, 0
         for start in range(0, len(keys), step):
             query = (
                 update(Task)
