@@ -236,6 +236,8 @@ class Daemon:
         self.registry.policy = self.policy
         self.registry.write_every = _write_every(self.settings)
         self.hive.policy = self.policy
+        hosts = self.hive.hosts
+        hosts.seconds, hosts.grace = self.settings.host_lease_seconds, self.settings.host_lease_grace
         configure_logging(self.settings.log_target, self.settings.log_rate_limit_lines,
                           self.settings.log_rate_limit_interval)  # fmt: skip
         log.info("settings reloaded (heartbeat interval %.1f s, lease %.0f s)", self.policy.heartbeat_interval,
