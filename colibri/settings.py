@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     agent_lost_after: float = Field(default=90.0, gt=0, le=WEEK, allow_inf_nan=False)
     task_lease_seconds: float = Field(default=300.0, gt=0, le=WEEK, allow_inf_nan=False)
     task_max_attempts: int = Field(default=3, ge=1, le=1000)
+    # many hosts (issue 11): this daemon's lease on its own hosts row; lost past lease + grace
+    heartbeat_write_interval: float = Field(default=60.0, ge=0, le=3600, allow_inf_nan=False)
+    host_lease_seconds: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False)
+    host_lease_grace: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
+    daemon_outbox_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, le=2**34)
     reconcile_interval: float = Field(default=300.0, ge=0, le=WEEK, allow_inf_nan=False)
     metrics_address: str | None = None
     log_target: Literal["stderr", "syslog"] = "stderr"

@@ -48,10 +48,19 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         output.emit_json(health)
         return
     agents = ", ".join(f"{n} {state}" for state, n in health["agents"].items())
+    fleet = health.get("fleet") or {}
+    lease = f"term {fleet['term']}, {fleet['lease']}" if fleet else None
     output.fields(
-        {**health, "agents": agents or "none"},
+        {
+            **health,
+            "agents": agents or "none",
+            "host": fleet.get("host"),
+            "host_lease": lease,
+            "outbox": fleet.get("outbox"),
+        },
         (
-            *("status", "version", "store", "backend", "agents", "queue_depth", "heartbeat_interval", "sockets"),
+            *("status", "version", "store", "backend", "host", "host_lease", "outbox", "agents", "queue_depth"),
+            *("heartbeat_interval", "sockets"),
             *("rss_bytes", "open_fds", "connections"),
         ),
     )

@@ -29,10 +29,10 @@ def agents(
         output.emit_json(found)
         return
     output.table(
-        ("AGENT", "STATE", "CAPABILITIES", "MOTHER", "LAST SEEN"),
+        ("AGENT", "STATE", "HOST", "CAPABILITIES", "MOTHER", "LAST SEEN"),
         (
-            (a["key"], a["state"], ",".join(c["name"] for c in a["capabilities"]), a["mother_version"],
-             a["last_seen_at"])
+            (a["key"], a["state"], a.get("host") or "-", ",".join(c["name"] for c in a["capabilities"]),
+             a["mother_version"], a["last_seen_at"])
             for a in found
         ),
     )  # fmt: skip

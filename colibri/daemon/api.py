@@ -77,6 +77,7 @@ class Parts:
     health: Callable[[], Awaitable[dict[str, Any]]]
     metrics_text: Callable[[], Awaitable[str]]
     stopping: Callable[[], bool]
+    outbox: Callable[[dict[str, Any]], None] | None = None  # a completion kept while the store is down
 
 
 def error_for(exc: ColibriError) -> Response:
@@ -304,8 +305,17 @@ class Api:
             raise InvalidInput("error must be a string")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
             raise InvalidInput("exit_status must be an integer")
-        finish = self.p.hive().finish
-        task = await self.p.db(finish, scope, key, task_id_of(request), lease, ok, body.get("result"), error, status)
+        finish, task_id = self.p.hive().finish, task_id_of(request)
+        try:
+            task = await self.p.db(finish, scope, key, task_id, lease, ok, body.get("result"), error, status)
+        except StoreError:
+            if self.p.outbox is None:
+                raise
+            record = {"task": task_id, "scope": [scope.kind, scope.name], "agent": key, "lease": lease, "ok": ok,
+                      "result": body.get("result"), "error": error, "exit_status": status}  # fmt: skip
+            self.p.outbox(record)  # fsync'd before the answer; StoreError (503) when it cannot be kept
+            self.p.metrics.inc("colibri_tasks_finished_total", outcome="outbox")
+            return json_response(202, {"id": task_id, "state": "accepted", "outbox": True})
         self.p.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
         self.p.dispatcher.finished(task["id"])
         return json_response(200, task)

@@ -28,6 +28,7 @@ class LiveAgent:
     last_seen_wall: float = 0.0
     interval: float = 10.0
     actions: list[str] = field(default_factory=list)
+    written: float = float("-inf")  # monotonic: when its last_seen_at was last written to the store
 
     @property
     def scope(self) -> str:
@@ -57,6 +58,10 @@ class Registry:
         self._live = 0  # agents in state active or stale
         self._by_scope: dict[str, int] = {}  # live agents per tenant (or lane): the N of the interval rule
         self.heartbeats = 0
+        # a beating agent's row is rewritten at most this often (0: every flush); a state change
+        # (stale → active) is written at the next flush whatever this says
+        self.write_every = 0.0
+        self._last_sweep: float | None = None
 
     def _gain(self, agent: LiveAgent) -> None:
         self._live += 1
@@ -105,6 +110,7 @@ class Registry:
             state=AgentState.ACTIVE if record["state"] in LIVE_AGENT_STATES else record["state"],
             last_seen=self._clock(),
             last_seen_wall=self._wall(),
+            written=self._clock(),  # registering wrote its row (at start-up: the row is there)
         )
         self._agents[agent.key] = agent
         if agent.state in LIVE_AGENT_STATES:
@@ -119,6 +125,19 @@ class Registry:
         if agent is not None and agent.state in LIVE_AGENT_STATES:
             self._drop(agent)
 
+    def drop_lost(self, keys: list[str]) -> int:
+        """Agents the store says are lost (another daemon declared this host lost while it was
+        frozen or cut off): their next heartbeat is told to register again.  Nothing is written."""
+        dropped = 0
+        for key in keys:
+            agent = self._agents.get(key)
+            if agent is not None and agent.state in LIVE_AGENT_STATES:
+                agent.state = AgentState.LOST
+                self._drop(agent)
+                self._dirty.discard(key)
+                dropped += 1
+        return dropped
+
     def beat(self, key: str) -> LiveAgent | None:
         """Record a heartbeat.  None when the agent is unknown or lost: it must register again."""
         agent = self._agents.get(key)
@@ -127,6 +146,8 @@ class Registry:
         self.heartbeats += 1
         agent.last_seen = self._clock()
         agent.last_seen_wall = self._wall()
+        if agent.state != AgentState.ACTIVE:
+            agent.written = float("-inf")  # its row says stale: written at the next flush
         agent.state = AgentState.ACTIVE
         scopes = self._by_scope
         agent.interval = self.policy.next_interval(scopes[agent.scope], self._rand, len(scopes))
@@ -146,9 +167,20 @@ class Registry:
                 count += 1
         return count
 
-    def sweep(self) -> list[tuple[str, str]]:
-        """Apply the TTLs; returns the (key, new state) transitions to write."""
+    def sweep(self, tick: float | None = None) -> list[tuple[str, str]]:
+        """Apply the TTLs; returns the (key, new state) transitions to write.
+
+        ``tick``: how often the daemon sweeps.  A gap much longer (over 2 ticks + 1 s) means the
+        daemon itself did not run (frozen, SIGSTOP, swapped out; or this loop was held up, the
+        safe side): its agents could not reach it,
+        so the stall is credited to every agent (as at a restart) instead of making them lost;
+        the host lease (another daemon's view) is what judges a frozen host."""
         now = self._clock()
+        last, self._last_sweep = self._last_sweep, now
+        if tick is not None and last is not None and now - last > 2 * tick + 1.0:
+            stall = now - last - tick
+            for agent in self._agents.values():
+                agent.last_seen += stall
         changes: list[tuple[str, str]] = []
         for agent in self._agents.values():
             if agent.state not in LIVE_AGENT_STATES:
@@ -168,13 +200,34 @@ class Registry:
 
     def take_dirty(self) -> list[tuple[str, float]]:
         """The coalesced heartbeats since the last flush: one row per agent, however many beats."""
-        batch = [(k, self._agents[k].last_seen_wall) for k in self._dirty if k in self._agents]
+        return self.take_flush()[0]
+
+    def take_flush(self) -> tuple[list[tuple[str, float]], list[str]]:
+        """What a flush writes: the rows (agent, last seen) due (one per agent however many beats,
+        and per agent at most once every ``write_every`` seconds), and every agent that beat since
+        the last flush (their running tasks' leases are extended)."""
+        now, every, agents = self._clock(), self.write_every, self._agents
+        beating = [k for k in self._dirty if k in agents]
+        rows: list[tuple[str, float]] = []
+        for key in beating:
+            agent = agents[key]
+            if now - agent.written >= every:
+                agent.written = now
+                rows.append((key, agent.last_seen_wall))
         self._dirty.clear()
-        return batch
+        return rows, beating
 
     def restore_dirty(self, batch: list[tuple[str, float]]) -> None:
         """A flush failed (store unavailable): keep the beats for the next one."""
-        self._dirty.update(k for k, _ in batch if k in self._agents)
+        for key, _ in batch:
+            agent = self._agents.get(key)
+            if agent is not None:
+                agent.written = float("-inf")
+                self._dirty.add(key)
+
+    def restore_flush(self, rows: list[tuple[str, float]], beating: list[str]) -> None:
+        self.restore_dirty(rows)
+        self._dirty.update(k for k in beating if k in self._agents)
 
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in AgentState}

@@ -32,15 +32,17 @@ from colibri import __version__
 from colibri.daemon import signals
 from colibri.daemon.api import Api, Parts
 from colibri.daemon.dispatcher import Dispatcher
+from colibri.daemon.hostlease import HostLease
 from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
 from colibri.daemon.metrics import Metrics
+from colibri.daemon.outbox import Outbox
 from colibri.daemon.reconcile import run_reconcile
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
 from colibri.daemon.status import Status
-from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
-from colibri.services.hive import HiveService, Policy
+from colibri.errors import ColibriError, ConfigError, DaemonError, NotFound, StateConflict, StoreError
+from colibri.services.hive import HiveService, Policy, Scope
 from colibri.settings import Settings, load_settings
 from colibri.store.db import Store
 from colibri.store.owners import check_writable
@@ -84,6 +86,7 @@ class Daemon:
         self._config_path = config_path
         self.policy = Policy.from_settings(settings)
         self.registry = Registry(self.policy)
+        self.registry.write_every = _write_every(settings)
         self.metrics = Metrics()
         self.stopping = False
         self.store_up = True
@@ -97,10 +100,13 @@ class Daemon:
         hive, policy = (lambda: self.hive), (lambda: self.policy)
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
+        self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics)
+        self.outbox = Outbox(settings.state_dir, settings.daemon_outbox_max_bytes)
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
-                             lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up)  # fmt: skip
+                             lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up,
+                             self._fleet)  # fmt: skip
         self.api = Api(Parts(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy, self.status.health,
-                             self.status.metrics_text, lambda: self.stopping))  # fmt: skip
+                             self.status.metrics_text, lambda: self.stopping, self.outbox.append))  # fmt: skip
         self.sockets.handler_for = self.api.handler
         self.sockets.metrics_router = self.api.metrics_only
 
@@ -128,6 +134,8 @@ class Daemon:
                 asyncio.create_task(self._every(lambda: SWEEP_SECONDS, self._sweep, "sweep")),
                 asyncio.create_task(self._every(self._tick, self._liveness, "liveness")),
                 asyncio.create_task(self._every(self._lease_tick, self._leases, "leases")),
+                asyncio.create_task(self._every(self.lease.renew_every, self.lease.renew, "host lease")),
+                asyncio.create_task(self._every(self.lease.check_every, self.lease.rescue, "host loss")),
                 asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
                 asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
@@ -147,7 +155,9 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.settings
         self._store = await self._call(Store, settings.database, settings.database_timeout)
-        self._hive = HiveService(self._store, self.policy)
+        self._hive = HiveService(self._store, self.policy, host=settings.host,
+                                 host_lease=(settings.host_lease_seconds, settings.host_lease_grace))  # fmt: skip
+        await self.lease.start()
         for record in await self.db(self.hive.load_agents):
             self.registry.upsert(record)
         await self.sockets.open_admin()
@@ -170,6 +180,8 @@ class Daemon:
         if self._hive is not None:
             with contextlib.suppress(ColibriError):
                 await self._liveness(final=True)
+            with contextlib.suppress(ColibriError):
+                await self.lease.stop()
         await self.sockets.remove()
         if self._store is not None:
             await self._call(self._store.close)
@@ -222,7 +234,10 @@ class Daemon:
         )
         self.policy = Policy.from_settings(self.settings)
         self.registry.policy = self.policy
+        self.registry.write_every = _write_every(self.settings)
         self.hive.policy = self.policy
+        hosts = self.hive.hosts
+        hosts.seconds, hosts.grace = self.settings.host_lease_seconds, self.settings.host_lease_grace
         configure_logging(self.settings.log_target, self.settings.log_rate_limit_lines,
                           self.settings.log_rate_limit_interval)  # fmt: skip
         log.info("settings reloaded (heartbeat interval %.1f s, lease %.0f s)", self.policy.heartbeat_interval,
@@ -281,7 +296,7 @@ class Daemon:
     async def _liveness(self, final: bool = False) -> None:
         """Sweep TTLs (stale, lost → requeue), then flush the coalesced heartbeats in one batch."""
         if not final:
-            self._pending_states += self.registry.sweep()
+            self._pending_states += self.registry.sweep(self._tick())
         if self._pending_states:
             changes, self._pending_states = self._pending_states, []
             try:
@@ -292,15 +307,69 @@ class Daemon:
             for key, state in changes:
                 log.warning("agent %s is %s", key, state, extra=about(key))
             self.dispatcher.after_requeue(requeued)
-        batch = self.registry.take_dirty()
-        if batch:
+        await self._replay()
+        batch, beating = self.registry.take_flush()
+        if beating:
             try:
-                written = await self.db(self.hive.flush_heartbeats, batch)
+                written, extended = await self.db(self.hive.flush, batch, beating, self.dispatcher.started)
             except StoreError:
-                self.registry.restore_dirty(batch)
+                self.registry.restore_flush(batch, beating)
                 raise
             self.metrics.inc("colibri_heartbeat_flushes_total")
             self.metrics.inc("colibri_heartbeat_rows_written_total", written)
+            if extended:
+                self.metrics.inc("colibri_task_leases_extended_total", extended)
+
+    def _fleet(self) -> dict[str, object]:
+        """This host's part in the hive, for health and metrics (no store call)."""
+        started = self._hive is not None
+        return {
+            "host": self.settings.host,
+            "term": self.lease.term if started else 0,
+            "lease": "held" if started and self.lease.trusted() else "not trusted",
+            "outbox": len(self.outbox),
+        }
+
+    async def _replay(self) -> None:
+        """Completions acknowledged while the store was down, replayed in order with their leases;
+        one whose task was rescued meanwhile is refused by the usual rule: logged, dropped."""
+        if not self.store_up or not len(self.outbox):
+            return
+        records, done = self.outbox.records(), 0
+        try:
+            for record in records:
+                await self._replay_one(record)
+                done += 1
+        finally:
+            if done:
+                self.outbox.drop_first(done)
+
+    async def _replay_one(self, record: dict[str, Any]) -> None:
+        try:
+            kind, name = record["scope"]
+            args = (Scope(kind, name), str(record["agent"]), int(record["task"]), str(record["lease"]),
+                    bool(record["ok"]), record.get("result"), record.get("error"),
+                    record.get("exit_status"))  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            log.warning("outbox: a malformed record was dropped")
+            return
+        try:
+            task = await self.db(self.hive.finish, *args)
+        except (StateConflict, NotFound) as exc:
+            self.metrics.inc("colibri_outbox_replayed_total", outcome="refused")
+            log.warning("outbox: the completion of task %d by %s was refused (rescued meanwhile): %s", args[2],
+                        args[1], exc, extra=about(name))  # fmt: skip
+            return
+        except StoreError:
+            raise
+        except ColibriError as exc:
+            self.metrics.inc("colibri_outbox_replayed_total", outcome="refused")
+            log.warning("outbox: the completion of task %d was refused: %s", args[2], exc)
+            return
+        self.metrics.inc("colibri_outbox_replayed_total", outcome="ok")
+        self.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
+        self.dispatcher.finished(task["id"])
+        log.info("outbox: task %d completed (acknowledged while the database was down)", task["id"])
 
     async def _leases(self) -> None:
         self.dispatcher.after_requeue(await self.db(self.hive.expire_leases))
@@ -339,6 +408,12 @@ class Daemon:
         """Can the store take a write?  (store/owners.py: on SQLite the write lock, taken and let go.)"""
         assert self._store is not None
         check_writable(self._store)
+
+
+def _write_every(settings: Settings) -> float:
+    """How often a beating agent's row is rewritten: the setting, but never more than two stale
+    TTLs behind (liveness itself is decided here, in memory, and across hosts by the host lease)."""
+    return min(settings.heartbeat_write_interval, 2 * settings.agent_stale_after)
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:

@@ -19,10 +19,11 @@ class Status:
         self, metrics: Metrics, dispatcher: Dispatcher, sockets: Sockets, db: Callable[..., Awaitable[Any]],
         hive: Callable[[], HiveService], policy: Callable[[], Policy], backend: Callable[[], str],
         store_check: Callable[[], None], store_up: Callable[[], bool],
+        fleet: Callable[[], dict[str, Any]] = dict,
     ) -> None:  # fmt: skip
         self._metrics, self._dispatcher, self._sockets, self._db = metrics, dispatcher, sockets, db
         self._hive, self._policy, self._backend = hive, policy, backend
-        self._store_check, self._store_up = store_check, store_up
+        self._store_check, self._store_up, self._fleet = store_check, store_up, fleet
         self._started = time.time()
 
     async def health(self) -> dict[str, Any]:
@@ -34,8 +35,10 @@ class Status:
         except (StoreError, TimeoutError) as exc:
             store = f"unavailable: {exc}" if str(exc) else "unavailable: no answer"
         registry = self._dispatcher.registry
+        fleet = self._fleet()
+        degraded = store != "ok" or fleet.get("lease", "held") != "held" or bool(fleet.get("outbox"))
         return {
-            "status": "ok" if store == "ok" else "degraded",
+            "status": "degraded" if degraded else "ok",
             "version": __version__,
             "store": store,
             "backend": self._backend(),
@@ -45,6 +48,7 @@ class Status:
             "heartbeat_interval": round(self._policy().base_interval(1, registry.scopes + 1), 3),
             "sockets": self._sockets.agent_sockets(),
             "uptime_seconds": round(time.time() - self._started, 1),
+            **({"fleet": fleet} if fleet else {}),
             **process_health(),
         }
 
@@ -66,5 +70,12 @@ class Status:
             for state, count in (await asyncio.wait_for(self._db(self._hive().task_counts), 3.0)).items():
                 gauges[("colibri_tasks", (("state", state),))] = count
         gauges[("colibri_store_up", ())] = 1 if self._store_up() else 0
+        fleet = self._fleet()
+        if fleet:
+            gauges[("colibri_host_lease_term", ())] = float(fleet["term"])
+            gauges[("colibri_host_lease_held", ())] = 1 if fleet["lease"] == "held" else 0
+            gauges[("colibri_outbox_records", ())] = float(fleet["outbox"])
+            held = fleet["lease"] == "held" and not fleet["outbox"]
+            gauges[("colibri_degraded", ())] = 0 if self._store_up() and held else 1
         gauges.update(process_gauges())
         return self._metrics.render(gauges)

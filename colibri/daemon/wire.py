@@ -31,7 +31,7 @@ MAX_SMALL_BODY = 16 * 1024  # register, heartbeat, claim, ...: nothing there nee
 LARGE_BODY = re.compile(r"/v1/tasks(?:/[0-9]+/result)?")  # submit a task, post its result
 MAX_DEPTH = strictjson.MAX_DEPTH  # JSON nesting of an API body
 REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
     413: "Content Too Large", 414: "URI Too Long", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",

@@ -4,14 +4,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
-from colibri.domain import LIVE_AGENT_STATES, AgentState
-from colibri.store.models import Agent
+from colibri.domain import LIVE_AGENT_STATES, AgentState, TaskState
+from colibri.store.models import Agent, Task, utcnow
 
 GONE = (AgentState.LOST.value, AgentState.LEFT.value)
 LIVE = tuple(sorted(s.value for s in LIVE_AGENT_STATES))
+SQLITE_CHUNK = 900  # bound parameters per statement, under SQLite's old default limit of 999
 
 
 class AgentRepo:
@@ -46,8 +47,32 @@ class AgentRepo:
             if row is not None:
                 self._session.delete(row)
 
-    def live(self) -> Sequence[Agent]:
-        return self._session.exec(select(Agent).where(col(Agent.state).in_(LIVE))).all()
+    def live(self, host: str | None = None) -> Sequence[Agent]:
+        """Active or stale agents (of ``host``, and those registered before hosts were recorded)."""
+        query = select(Agent).where(col(Agent.state).in_(LIVE))
+        if host is not None:
+            query = query.where(or_(col(Agent.host) == host, col(Agent.host).is_(None)))
+        return self._session.exec(query).all()
+
+    def keys_in_state(self, host: str, state: str) -> list[str]:
+        query = select(Agent.key).where(col(Agent.host) == host, col(Agent.state) == state)
+        return list(self._session.exec(query).all())
+
+    def mark_host_lost(self, host: str) -> list[str]:
+        """Every live agent of a lost host becomes ``lost`` (one UPDATE); their keys."""
+        query = (
+            update(Agent)
+            .where(col(Agent.host) == host, col(Agent.state).in_(LIVE))
+            .values(state=AgentState.LOST.value, state_changed_at=utcnow())
+            .returning(col(Agent.key))
+        )
+        return sorted(str(k) for k in self._session.execute(query).scalars().all())
+
+    def tasks_held_on(self, host: str) -> Sequence[Task]:
+        """Running tasks leased to any agent of ``host``, locked for the requeue."""
+        held = select(Agent.key).where(col(Agent.host) == host)
+        query = select(Task).where(Task.state == TaskState.RUNNING, col(Task.agent_key).in_(held))
+        return self._session.exec(query.order_by(col(Task.id)).with_for_update()).all()
 
     def find(self, tenant: str | None = None, state: str | None = None) -> Sequence[Agent]:
         query = select(Agent).order_by(col(Agent.key))
@@ -65,9 +90,34 @@ class AgentRepo:
             rows: list[tuple[object, str]] = [
                 (datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.000000"), key) for key, at in beats
             ]
-            sql = "UPDATE agents SET last_seen_at = ?, state = 'active' WHERE key = ?"
+            sql = "UPDATE agents SET last_seen_at = ?, state = 'active' WHERE key = ? AND state IN ('active', 'stale')"
         else:
             rows = [(datetime.fromtimestamp(at, UTC).replace(microsecond=0), key) for key, at in beats]
-            sql = "UPDATE agents SET last_seen_at = %s, state = 'active' WHERE key = %s"
+            sql = (
+                "UPDATE agents SET last_seen_at = %s, state = 'active' WHERE key = %s AND state IN ('active', 'stale')"
+            )
         conn.exec_driver_sql(sql, rows)
         return len(rows)
+
+    def extend_task_leases(self, keys: Sequence[str], until: float, below: float, since: float = 0.0) -> int:
+        """The running tasks of these (live) agents keep their lease: ``lease_expires_at = until``
+        where it ends before ``below`` (about once per half lease, not per flush) and not before
+        ``since`` (a lease from before this daemon started may be one its agent never received:
+        ``release_undelivered`` gives those back).  One statement (SQLite: one per 900 agents)."""
+        conn = self._session.connection()
+        if conn.dialect.name != "sqlite":  # one array parameter: nothing to compile per key
+            sql = (
+                "UPDATE tasks SET lease_expires_at = %s WHERE state = 'running' AND lease_expires_at < %s"
+                " AND lease_expires_at >= %s AND agent_key = ANY(%s)"
+            )
+            return int(conn.exec_driver_sql(sql, (until, below, since, list(keys))).rowcount)
+        step, written = SQLITE_CHUNK, 0
+        for start in range(0, len(keys), step):
+            query = (
+                update(Task)
+                .where(col(Task.state) == TaskState.RUNNING.value, col(Task.lease_expires_at) < below,
+                       col(Task.lease_expires_at) >= since, col(Task.agent_key).in_(list(keys[start : start + step])))
+                .values(lease_expires_at=until)
+            )  # fmt: skip
+            written += int(self._session.execute(query).rowcount)  # type: ignore[attr-defined]
+        return written

@@ -2,10 +2,10 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from colibri.store.models import Host, Tenant
+from colibri.store.models import Host, Tenant, utcnow
 
 
 class HostRepo:
@@ -31,3 +31,48 @@ class HostRepo:
         refused while any do)."""
         query = select(func.count()).select_from(Tenant).where(Tenant.host == name, Tenant.status != "removed")
         return int(self._session.exec(query).one())
+
+    # ---- the lease its own daemon renews (issue 11) -------------------------------------------
+
+    def take_term(self, name: str, expires: float) -> int:
+        """This host's daemon starts (or comes back after being declared lost): a new term, state
+        up, the lease from now.  The row is created for a host never enrolled over SSH."""
+        host = self.get(name, for_update=True)
+        if host is None:
+            host = Host(name=name)
+        host.state, host.lease_term, host.lease_expires_at = "up", host.lease_term + 1, expires
+        host.updated_at = utcnow()
+        self.add(host)
+        return host.lease_term
+
+    def renew(self, name: str, term: int, expires: float) -> bool:
+        """One small UPDATE; False when the term is no longer this daemon's (it was declared lost,
+        or another daemon took the name): the caller takes a new term."""
+        query = (
+            update(Host)
+            .where(col(Host.name) == name, col(Host.lease_term) == term, col(Host.state) == "up")
+            .values(lease_expires_at=expires, updated_at=utcnow())
+        )
+        return bool(self._session.execute(query).rowcount)  # type: ignore[attr-defined]
+
+    def mark_expired_lost(self, cutoff: float, exclude: str) -> list[str]:
+        """Hosts whose lease ended before ``cutoff`` become ``lost``.  A compare-and-set on the
+        state: of several daemons racing, exactly one gets each host back (PostgreSQL re-checks
+        the WHERE after the row lock the first one held)."""
+        query = (
+            update(Host)
+            .where(col(Host.state) == "up", col(Host.lease_expires_at) < cutoff, col(Host.name) != exclude)
+            .values(state="lost", updated_at=utcnow(), last_error="its lease expired (its daemon stopped renewing)")
+            .returning(col(Host.name))
+        )
+        return sorted(str(n) for n in self._session.execute(query).scalars().all())
+
+    def release(self, name: str, term: int) -> None:
+        """A clean stop: the lease ends now (state down) so nobody waits out the grace for it; the
+        agents' tasks were given back by the daemon already."""
+        query = (
+            update(Host)
+            .where(col(Host.name) == name, col(Host.lease_term) == term, col(Host.state) == "up")
+            .values(state="down", updated_at=utcnow())
+        )
+        self._session.execute(query)

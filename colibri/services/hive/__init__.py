@@ -17,8 +17,10 @@ is the one object the daemon holds.
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 from colibri.services.hive.agents import AgentRules
+from colibri.services.hive.hosts import HostRules
 from colibri.services.hive.ledger import Ledger, Usage
 from colibri.services.hive.rules import (
     AGENT_STATES,
@@ -52,17 +54,24 @@ class HiveService:
         policy: Policy,
         clock: Callable[[], float] = time.time,
         token: Callable[[], str] = lambda: secrets.token_hex(16),
+        host: str | None = None,
+        host_lease: tuple[float, float] = (30.0, 10.0),
     ) -> None:
         self._store = store
         self._ledger = ledger = Ledger(store, policy, clock)
         tasks = TaskRules(ledger, token)
-        agents = AgentRules(ledger, tasks)
+        agents = AgentRules(ledger, tasks, host)
+        # host: this daemon's host (issue 11): its lease gates claims; None (tests, the CLI): no gate
+        self.hosts = HostRules(ledger, tasks, host or "", *host_lease)
         self.usage, self.queue_full, self.prune_expired = ledger.usage, ledger.queue_full, ledger.prune_expired
-        self.submit, self.claim, self.finish, self.release = tasks.submit, tasks.claim, tasks.finish, tasks.release
+        self.submit, self.finish, self.release = tasks.submit, tasks.finish, tasks.release
+        self.claim: Callable[[AgentRef], dict[str, Any] | None] = (
+            tasks.claim if host is None else self.hosts.gate(tasks.claim)
+        )
         self.release_undelivered, self.expire_leases = tasks.release_undelivered, tasks.expire_leases
         self.task, self.tasks, self.queued, self.task_counts = tasks.task, tasks.tasks, tasks.queued, tasks.task_counts
         self.register, self.deregister, self.mark_lost = agents.register, agents.deregister, agents.mark_lost
-        self.set_states, self.flush_heartbeats = agents.set_states, agents.flush_heartbeats
+        self.set_states, self.flush_heartbeats, self.flush = agents.set_states, agents.flush_heartbeats, agents.flush
         self.load_agents, self.agents = agents.load_agents, agents.agents
         self.socket_owners, self.tenant_for_socket = agents.socket_owners, agents.tenant_for_socket
         self.removed_tenants, self.declare_lane, self.agent_gid = (

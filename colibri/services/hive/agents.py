@@ -23,9 +23,10 @@ from colibri.store.owners import OwnerRepo
 
 
 class AgentRules:
-    def __init__(self, ledger: Ledger, tasks: TaskRules) -> None:
+    def __init__(self, ledger: Ledger, tasks: TaskRules, host: str | None = None) -> None:
         self._ledger = ledger
         self._tasks = tasks
+        self.host = host  # this daemon's host: its agents' ``agents.host``, whose tenants it serves
 
     def register(
         self, scope: Scope, agent_id: str, capabilities: list[dict[str, str]], mother_version: str | None
@@ -45,6 +46,7 @@ class AgentRules:
             agent.capabilities = json.dumps(capabilities, separators=(",", ":"))
             agent.mother_version = mother_version
             agent.state = AgentState.ACTIVE
+            agent.host = self.host
             agent.registered_at = agent.last_seen_at = agent.state_changed_at = now
             agents.add(agent)
             requeued = self._tasks.requeue_held(session, key, f"agent {key} registered again")
@@ -90,16 +92,33 @@ class AgentRules:
         return requeued
 
     def flush_heartbeats(self, beats: Sequence[tuple[str, float]]) -> int:
-        """Write coalesced heartbeats (agent key, wall time) in one batched UPDATE."""
-        if not beats:
-            return 0
+        """Write coalesced heartbeats (agent key, wall time) in one batched UPDATE, and in the same
+        transaction extend the leases of the tasks these live agents run (one UPDATE): a task is
+        rescued when its agent or its host is lost, never because a fixed window passed."""
+        return self.flush(beats)[0]
+
+    def flush(
+        self, beats: Sequence[tuple[str, float]], beating: Sequence[str] | None = None, started: float = 0.0
+    ) -> tuple[int, int]:
+        """``flush_heartbeats`` returning (agent rows, task leases) written; ``beating``: every agent
+        that beat since the last flush (default: those of ``beats``), whose tasks keep their lease;
+        ``started``: when this daemon started (on the service's clock): only leases it gave are
+        extended (one it gave ends at or after ``started + lease_seconds``)."""
+        keys = [k for k, _ in beats] if beating is None else list(beating)
+        if not beats and not keys:
+            return 0, 0
+        lease = self._ledger.policy.lease_seconds
+        now = self._ledger.clock()
         with self._ledger.store.session() as session:
-            return AgentRepo(session).write_heartbeats(beats)
+            agents = AgentRepo(session)
+            written = agents.write_heartbeats(beats) if beats else 0
+            extended = agents.extend_task_leases(keys, now + lease, now + lease / 2, started + lease) if keys else 0
+            return written, extended
 
     def load_agents(self) -> list[dict[str, Any]]:
-        """Agents that may come back (active or stale): the daemon's registry starts from these."""
+        """Agents that may come back (active or stale) on this host: the registry starts from these."""
         with self._ledger.store.session() as session:
-            return [agent_public(a) for a in AgentRepo(session).live()]
+            return [agent_public(a) for a in AgentRepo(session).live(self.host)]
 
     def agents(self, tenant: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         with self._ledger.store.session() as session:
@@ -108,10 +127,11 @@ class AgentRules:
     # ---- sockets: which tenants and lanes get one --------------------------------------------
 
     def socket_owners(self) -> tuple[list[str], list[str]]:
-        """Active tenants and declared lanes: the daemon opens an agent socket for each."""
+        """Active tenants living on this host, and declared lanes: the daemon opens an agent socket
+        for each (a lane is served on every host of the hive)."""
         with self._ledger.store.session() as session:
             owners = OwnerRepo(session)
-            return owners.active_tenant_ids(), owners.lane_names()
+            return owners.active_tenant_ids(self.host), owners.lane_names()
 
     def tenant_for_socket(self, tenant_id: str) -> str:
         """The spawn pipeline asks for a tenant's socket: any tenant that is not removed may have one."""

@@ -28,6 +28,7 @@ def agent_public(agent: Agent) -> dict[str, Any]:
         "capabilities": json.loads(agent.capabilities),
         "mother_version": agent.mother_version,
         "state": agent.state,
+        "host": agent.host,
         "registered_at": _iso(agent.registered_at),
         "last_seen_at": _iso(agent.last_seen_at),
     }

@@ -51,6 +51,22 @@ def test_stale_then_lost_then_register_again() -> None:
     assert registry.counts() == {"active": 1, "stale": 0, "lost": 0, "left": 0}
 
 
+def test_a_daemon_that_did_not_run_does_not_lose_its_agents_for_it() -> None:
+    """Frozen (SIGSTOP) 5 s under a 2 s lost TTL: the agents could not reach it; not their fault."""
+    clock = Clock()
+    registry = Registry(Policy(heartbeat_interval=0.2, stale_after=1, lost_after=2), clock=clock, rand=lambda: 0.0)
+    registry.upsert(record("acme/a"))
+    assert registry.sweep(tick=0.1) == []
+    clock.now += 0.5
+    assert registry.sweep(tick=0.1) == []
+    clock.now += 5.0  # the stall
+    assert registry.sweep(tick=0.1) == []  # 0.5 s + 5 s, 4.9 s of it credited: 0.6 s silent
+    clock.now += 0.6
+    assert registry.sweep(tick=0.1) == [("acme/a", "stale")]  # silence while it ran counts
+    clock.now += 5.0
+    assert registry.sweep() == [("acme/a", "lost")]  # no pause_after: every second counts
+
+
 def test_heartbeats_are_coalesced() -> None:
     registry = Registry(Policy(), wall=lambda: 5.0)
     registry.upsert(record("acme/a"))
@@ -62,6 +78,25 @@ def test_heartbeats_are_coalesced() -> None:
     assert registry.take_dirty() == []
     registry.restore_dirty(batch)
     assert registry.take_dirty() == batch
+
+
+def test_a_beating_agents_row_is_rewritten_once_per_write_interval_its_lease_every_flush() -> None:
+    clock = Clock()
+    registry = Registry(Policy(heartbeat_interval=1, stale_after=3, lost_after=6), clock=clock, wall=clock)
+    registry.write_every = 60.0
+    registry.upsert(record("acme/a"))  # registering wrote its row
+    for _ in range(5):  # beats: the lease keeps being extended, the row is not rewritten
+        clock.now += 1
+        registry.beat("acme/a")
+        assert registry.take_flush() == ([], ["acme/a"])
+    clock.now += 55
+    registry.beat("acme/a")
+    assert registry.take_flush() == ([("acme/a", 160.0)], ["acme/a"])  # 60 s after the registration
+    clock.now += 4
+    assert registry.sweep() == [("acme/a", "stale")]  # written as stale by the sweep
+    registry.beat("acme/a")
+    assert registry.take_flush() == ([("acme/a", 164.0)], ["acme/a"])  # active again: written at once
+    assert registry.take_flush() == ([], [])
 
 
 def test_routing_and_waiting_reason() -> None:

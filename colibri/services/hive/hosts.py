@@ -1,0 +1,114 @@
+"""Host leases and host loss (issue 11): the rules, on the store; the daemon's loop is
+colibri/daemon/hostlease.py.
+
+Each daemon holds a lease on its own ``hosts`` row: a term (``lease_term``, taken at start and
+again whenever the host was declared lost) and an end (``lease_expires_at``, seconds since the
+epoch on the hosts' NTP-kept clocks; the grace covers their skew).  It renews with one small
+UPDATE and stops trusting its lease at ``end - margin`` (River's rule): past it, it claims nothing
+until a renewal succeeds.  A host whose lease ended more than ``grace`` ago is declared lost by
+whichever daemon gets there first: in ONE transaction its row becomes ``lost``, its live agents
+``lost``, and the tasks they held are requeued by the usual rules (attempts, max_attempts), which
+clears their lease so a late answer from the lost host is refused.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from colibri.services.hive.ledger import Ledger
+from colibri.services.hive.rules import Requeued
+from colibri.services.hive.tasks import TaskRules
+from colibri.store.agents import AgentRepo
+from colibri.store.hosts import HostRepo
+
+log = logging.getLogger("colibri.hive")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HostLost:
+    """One host declared lost by this daemon: the agents marked lost, the tasks requeued."""
+
+    host: str
+    agents: list[str]
+    requeued: list[Requeued]
+
+
+@dataclass
+class OwnLease:
+    """This daemon's lease on its host, as last written (``term`` 0: none taken yet)."""
+
+    term: int = 0
+    expires: float = 0.0
+
+
+class HostRules:
+    def __init__(self, ledger: Ledger, tasks: TaskRules, host: str, seconds: float = 30.0, grace: float = 10.0) -> None:
+        self._ledger = ledger
+        self._tasks = tasks
+        self.host = host
+        self.seconds = seconds
+        self.grace = grace
+        self.lease = OwnLease()
+
+    @property
+    def margin(self) -> float:
+        """How long before its end this daemon stops trusting its own lease."""
+        return max(0.2, self.seconds / 6)
+
+    def trusted(self) -> bool:
+        """Is the lease still ours to act on (claim work)?  False before the first term, and from
+        ``end - margin`` until a renewal succeeds."""
+        return self.lease.term > 0 and self._ledger.clock() < self.lease.expires - self.margin
+
+    def start(self) -> list[str]:
+        """Take a new term (state up).  Returns this host's agents found ``lost`` (the other daemons
+        declared the host lost while it was away): they must register again."""
+        expires = self._ledger.clock() + self.seconds
+        with self._ledger.store.session() as session:
+            term = HostRepo(session).take_term(self.host, expires)
+            lost = AgentRepo(session).keys_in_state(self.host, "lost")
+        self.lease = OwnLease(term, expires)
+        return lost
+
+    def renew(self) -> tuple[bool, list[str]]:
+        """Renew the lease (one UPDATE).  ``(True, [])`` when renewed; ``(False, lost agents)`` when
+        the term was no longer ours: the host had been declared lost and a new term is taken now."""
+        expires = self._ledger.clock() + self.seconds
+        with self._ledger.store.session() as session:
+            renewed = HostRepo(session).renew(self.host, self.lease.term, expires)
+        if renewed:
+            self.lease = OwnLease(self.lease.term, expires)
+            return True, []
+        return False, self.start()
+
+    def rescue(self) -> list[HostLost]:
+        """Declare lost every other host whose lease ended more than ``grace`` ago; its agents lost
+        and their tasks requeued, in one transaction (of racing daemons, one does each host)."""
+        cutoff = self._ledger.clock() - self.grace
+        found: list[HostLost] = []
+        with self._ledger.session() as session:
+            for name in HostRepo(session).mark_expired_lost(cutoff, self.host):
+                agents = AgentRepo(session)
+                keys = agents.mark_host_lost(name)
+                requeued = [
+                    self._tasks.requeue(session, t, f"host {name} was lost") for t in agents.tasks_held_on(name)
+                ]
+                found.append(HostLost(name, keys, requeued))
+        return found
+
+    def stop(self) -> None:
+        """A clean stop: the row says ``down`` (a planned stop is not a loss)."""
+        if self.lease.term:
+            with self._ledger.store.session() as session:
+                HostRepo(session).release(self.host, self.lease.term)
+        self.lease = OwnLease()
+
+    def gate(self, claim: Callable[[T], dict[str, Any] | None]) -> Callable[[T], dict[str, Any] | None]:
+        """A claim that takes nothing while this daemon does not trust its own lease."""
+
+        def gated(agent: T) -> dict[str, Any] | None:
+            return claim(agent) if self.trusted() else None
+
+        return gated
