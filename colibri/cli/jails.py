@@ -28,9 +28,11 @@ def spawn_agent(
 ) -> None:
     """Create and start each tenant's jail, provision its secrets, start its mother skill.
 
-    Safe to run again: it resumes where a previous run stopped and converges. --jail-name and
-    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it):
-    everything is checked before anything changes, and a failed adoption is undone.
+    Each tenant is spawned on its host (register-tenant --host): another host's over SSH, its
+    secrets rendered here and only the .env text sent. Safe to run again: it resumes where a
+    previous run stopped and converges. --jail-name and --jail-root adopt an existing jail
+    instead of creating one (colibri will never destroy it): everything is checked before
+    anything changes, and a failed adoption is undone.
     """
     cli = context.get(ctx)
     if (jail_name is None) != (jail_root is None):
@@ -39,7 +41,7 @@ def spawn_agent(
         raise typer.BadParameter("adopting a jail takes exactly one tenant")
     adopt = (jail_name, jail_root) if jail_name is not None and jail_root is not None else None
     printer = output.StepPrinter(as_json)
-    service = cli.spawner()
+    service = cli.lifecycle()  # each tenant on its own host
     try:
         if len(tenants) == 1:
             record = service.spawn(tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer)
@@ -92,12 +94,12 @@ def spawn_local(
 def start_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
     """Start a stopped agent's jail and wait for its mother skill's ready line (exit 17 with the
     mother's own reason when it refuses; the jail is then stopped again)."""
-    output.show(context.get(ctx).jails().start(tenant), as_json, text=f"started {tenant}")
+    output.show(context.get(ctx).lifecycle().start(tenant), as_json, text=f"started {tenant}")
 
 
 def stop_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
     """Stop an agent's jail; the tenant becomes 'stopped'."""
-    output.show(context.get(ctx).jails().stop(tenant), as_json, text=f"stopped {tenant}")
+    output.show(context.get(ctx).lifecycle().stop(tenant), as_json, text=f"stopped {tenant}")
 
 
 def destroy_agent(
@@ -117,7 +119,7 @@ def destroy_agent(
     ids = tenant_ids(tenants, from_file)
     if not yes:
         confirm_destroy(ids, from_file, "and everything in it", "and everything in them")
-    service = context.get(ctx).jails()
+    service = context.get(ctx).lifecycle()
     if len(ids) == 1 and from_file is None:
         output.show(service.destroy(ids[0]), as_json, text=f"destroyed the jail of {ids[0]}")
         return
@@ -142,7 +144,7 @@ def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = Fal
     """
     from colibri.services.lifecycle.adoption import describe
 
-    record = context.get(ctx).jails().release(tenant)
+    record = context.get(ctx).lifecycle().release(tenant)
     removed = record.get("removed")
     said = describe(removed if isinstance(removed, list) else [])
     output.show(record, as_json, text=f"released the adopted jail of {tenant}; removed: {said}")
@@ -153,15 +155,18 @@ def reconcile(
     apply: Annotated[bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare the store with the jail backend and report (or --apply repairs for) each difference.
+    """Compare the store with the jails of every host (this one and each enrolled host) and
+    report (or --apply repairs for) each difference, naming its host.
 
-    With --apply, a repair that fails is shown with its error and the exit code is 18.
+    With --apply, a repair that fails is shown with its error and the exit code is 18. A host
+    that cannot be reached is one failed item (unreachable_host); the exit code is then the
+    highest of the failed items' (13 for an unreachable host).
     """
-    from colibri.services.lifecycle.reconcile import describe_drifts, repair_failure
+    from colibri.services.lifecycle.placement import describe, reconcile_failure
 
-    found = context.get(ctx).reconciler().reconcile(apply=apply)
-    drifts = describe_drifts(found)
-    failure = repair_failure(found)
+    found = context.get(ctx).lifecycle().reconcile(apply=apply)
+    drifts = describe(found)
+    failure = reconcile_failure(found)
     if as_json:
         if failure is not None:
             output.emit_json_failure(drifts, failure)
@@ -172,8 +177,8 @@ def reconcile(
         output.line("no drift")
     else:
         output.table(
-            ("KIND", "JAIL", "TENANT", "ACTION", "APPLIED"),
-            ((d["kind"], d["jail"], d["tenant"], d["action"],
+            ("HOST", "KIND", "JAIL", "TENANT", "ACTION", "APPLIED"),
+            ((d["host"], d["kind"], d["jail"], d["tenant"], d["action"],
               f"failed: {d['error']}" if d["error"] else ("yes" if d["applied"] else "no"))
              for d in drifts),
         )  # fmt: skip
