@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from colibri.domain import validate_tenant_id
-from colibri.errors import ColibriError, InvalidInput, RemoteError, TenantNotFound
+from colibri.errors import ColibriError, InvalidInput, StateConflict, TenantNotFound
 
 if TYPE_CHECKING:
     from colibri.adapters.jail import JailBackend
@@ -187,7 +187,7 @@ class _Ops:
             if row is None or row.status == "removed":
                 raise TenantNotFound(tenant)
             if row.host != self._serving.host:
-                raise RemoteError(
+                raise StateConflict(
                     f"host {self._serving.host} refuses: tenant {tenant} lives on host {row.host}, not here"
                 )
         return tenant
