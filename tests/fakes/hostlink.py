@@ -35,6 +35,7 @@ class FakeHostLink:
         self._ops = ops
         self.transcript: list[tuple[str, str]] = []  # ("request" | "answer", the JSON text)
         self.requests = 0
+        self.attempts = 0  # calls, including those that never left (down, cut)
         self.down: ColibriError | None = None
         self.cut_after: int | None = None
         self.lose_answer: set[str] = set()
@@ -43,6 +44,7 @@ class FakeHostLink:
         return [json.loads(text)["op"] for kind, text in self.transcript if kind == "request"]
 
     def call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        self.attempts += 1
         if self.down is not None:
             raise error_from_api(type(self.down).__name__, self.down.exit_code, str(self.down))
         if self.cut_after is not None and self.requests >= self.cut_after:
