@@ -1,4 +1,5 @@
-"""``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``reconcile``."""
+"""``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``release-agent``,
+``reconcile``, ``move-tenant``: each goes to the tenant's host (services/lifecycle/placement.py)."""
 
 from pathlib import Path
 from typing import Annotated
@@ -186,6 +187,32 @@ def reconcile(
         raise failure
 
 
+def move_tenant(
+    ctx: typer.Context,
+    tenant: TenantArg,
+    to: Annotated[str, typer.Option("--to", help="The host to move to: this host or an enrolled one.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying the old jail.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move a tenant to another host: destroy its jail on the old host (the jail, its .env and
+    mounts go with it; an adopted jail is refused), record the new host, then spawn it there
+    with its secrets provisioned from the vault again (never copied from the old host).
+
+    Safe to run again after any failure: it goes on from where it stopped (runbooks/move-tenant.md).
+    """
+    if not yes and not typer.confirm(f"Destroy the jail of tenant {tenant} on its host and spawn it on {to}?"):
+        raise typer.Abort()
+    printer = output.StepPrinter(as_json)
+    try:
+        old, _ = context.get(ctx).lifecycle().move(tenant, to, on_step=printer)
+    finally:
+        printer.close()
+    if as_json:
+        output.emit_json_line({"ok": True, "tenant": tenant, "from": old, "to": to})
+    else:
+        output.line(f"moved {tenant} from {old} to {to}: active")
+
+
 def register(app: typer.Typer) -> None:
     app.command("spawn-agent")(spawn_agent)
     app.command("spawn-local")(spawn_local)
@@ -194,3 +221,4 @@ def register(app: typer.Typer) -> None:
     app.command("destroy-agent")(destroy_agent)
     app.command("release-agent")(release_agent)
     app.command("reconcile")(reconcile)
+    app.command("move-tenant")(move_tenant)

@@ -105,6 +105,10 @@ class Placement:
 
     def host_of(self, tenant_id: str) -> str:
         """The host the tenant lives on.  TenantNotFound."""
+        return self.where(tenant_id)[0]
+
+    def where(self, tenant_id: str) -> tuple[str, str]:
+        """The tenant's host and status.  TenantNotFound."""
         from colibri.errors import TenantNotFound
         from colibri.store.repos import TenantRepo
 
@@ -112,7 +116,7 @@ class Placement:
             tenant = TenantRepo(session).get(tenant_id)
             if tenant is None or tenant.status == "removed":
                 raise TenantNotFound(tenant_id)
-            return tenant.host
+            return tenant.host, tenant.status
 
     def is_local(self, host: str) -> bool:
         return host == self.this_host
@@ -123,6 +127,23 @@ class Placement:
 
         with self._store.session() as session:
             return [h.name for h in HostRepo(session).find() if h.name != self.this_host]
+
+    def rehome(self, tenant_id: str, host: str) -> None:
+        """Record that the tenant now lives on ``host``: only while it has no jail anywhere."""
+        from colibri.domain import TenantStatus
+        from colibri.errors import StateConflict, TenantNotFound
+        from colibri.store.repos import TenantRepo
+
+        with self._store.session() as session:
+            repo = TenantRepo(session)
+            tenant = repo.get_for_update(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            if tenant.status != TenantStatus.REGISTERED or tenant.jail_root:
+                raise StateConflict(
+                    f"tenant {tenant_id} is {tenant.status} on host {tenant.host}: destroy it there first"
+                )
+            repo.change(tenant_id, host=host)
 
     def remote(self, host: str) -> "RemoteHost":
         return RemoteHost(host, self.link(host), self._store, self.this_host)
@@ -425,6 +446,24 @@ class Lifecycle:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, list(hosts)))
         return {t: results[t] for t in dict.fromkeys(tenant_ids)}
+
+    def move(self, tenant_id: str, to: str, on_step: "StepCallback | None" = None) -> tuple[str, "TenantView"]:
+        """Move a tenant to host ``to``: its jail destroyed on the old host (the jail, its .env
+        and mounts with it; an adopted jail is refused), ``tenants.host`` changed, then spawned
+        on the new host with its secrets provisioned from the vault again (never copied from the
+        old host).  Safe to run again after any failure: it goes on from where it stopped.
+        Returns the old host and the tenant."""
+        from colibri.domain import HAS_JAIL, TenantStatus, validate_host_name
+
+        validate_host_name(to)
+        old, status = self._placement.where(tenant_id)
+        if not self._placement.is_local(to):
+            self._remote(to)  # enrolled, with its SSH reach: checked before anything changes
+        if old != to:
+            if TenantStatus(status) in HAS_JAIL:
+                self.destroy(tenant_id)
+            self._placement.rehome(tenant_id, to)
+        return old, self.spawn(tenant_id, on_step=on_step)
 
     # ---- every host ----------------------------------------------------------------------------
     def reconcile(self, apply: bool = False) -> list[HostDrift]:
