@@ -192,6 +192,13 @@ def move_tenant(
     tenant: TenantArg,
     to: Annotated[str, typer.Option("--to", help="The host to move to: this host or an enrolled one.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying the old jail.")] = False,
+    old_host_lost: Annotated[
+        bool,
+        typer.Option(
+            "--old-host-lost",
+            help="The old host will never answer: forget its jail instead of destroying it (never an adopted one).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Move a tenant to another host: destroy its jail on the old host (the jail, its .env and
@@ -204,7 +211,7 @@ def move_tenant(
         raise typer.Abort()
     printer = output.StepPrinter(as_json)
     try:
-        old, _ = context.get(ctx).lifecycle().move(tenant, to, on_step=printer)
+        old, _ = context.get(ctx).lifecycle().move(tenant, to, on_step=printer, old_host_lost=old_host_lost)
     finally:
         printer.close()
     if as_json:

@@ -128,8 +128,9 @@ class Placement:
         with self._store.session() as session:
             return [h.name for h in HostRepo(session).find() if h.name != self.this_host]
 
-    def rehome(self, tenant_id: str, host: str) -> None:
-        """Record that the tenant now lives on ``host``: only while it has no jail anywhere."""
+    def rehome(self, tenant_id: str, host: str, *, forget_jail: bool = False) -> None:
+        """Record that the tenant now lives on ``host``: only while it has no jail anywhere, or
+        with ``forget_jail`` (its old host is lost for good) its jail there forgotten."""
         from colibri.domain import TenantStatus
         from colibri.errors import StateConflict, TenantNotFound
         from colibri.store.repos import TenantRepo
@@ -139,7 +140,15 @@ class Placement:
             tenant = repo.get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)
-            if tenant.status != TenantStatus.REGISTERED or tenant.jail_root:
+            if forget_jail and tenant.adopted:
+                raise StateConflict(f"tenant {tenant_id} has an adopted jail on host {tenant.host}: not forgotten")
+            if forget_jail and tenant.status != TenantStatus.REGISTERED:
+                if tenant.status == TenantStatus.SPAWNING:
+                    repo.change(tenant_id, TenantStatus.FAILED)
+                cleared = dict.fromkeys(("backend", "jail_root", "ip_address", "spawn_step"))
+                forgotten = f"its jail on lost host {tenant.host} was forgotten (move-tenant --old-host-lost)"
+                repo.change(tenant_id, TenantStatus.REGISTERED, last_error=forgotten, **cleared)
+            elif tenant.status != TenantStatus.REGISTERED or tenant.jail_root:
                 raise StateConflict(
                     f"tenant {tenant_id} is {tenant.status} on host {tenant.host}: destroy it there first"
                 )
@@ -447,12 +456,16 @@ class Lifecycle:
             list(pool.map(one, list(hosts)))
         return {t: results[t] for t in dict.fromkeys(tenant_ids)}
 
-    def move(self, tenant_id: str, to: str, on_step: "StepCallback | None" = None) -> tuple[str, "TenantView"]:
+    def move(
+        self, tenant_id: str, to: str, on_step: "StepCallback | None" = None, *, old_host_lost: bool = False
+    ) -> tuple[str, "TenantView"]:
         """Move a tenant to host ``to``: its jail destroyed on the old host (the jail, its .env
         and mounts with it; an adopted jail is refused), ``tenants.host`` changed, then spawned
         on the new host with its secrets provisioned from the vault again (never copied from the
         old host).  Safe to run again after any failure: it goes on from where it stopped.
-        Returns the old host and the tenant."""
+        ``old_host_lost``: the old host will never answer: its jail is forgotten, not destroyed
+        (a reconcile there lists it as an orphan if it ever comes back).  Returns the old host
+        and the tenant."""
         from colibri.domain import HAS_JAIL, TenantStatus, validate_host_name
 
         validate_host_name(to)
@@ -460,9 +473,9 @@ class Lifecycle:
         if not self._placement.is_local(to):
             self._remote(to)  # enrolled, with its SSH reach: checked before anything changes
         if old != to:
-            if TenantStatus(status) in HAS_JAIL:
+            if TenantStatus(status) in HAS_JAIL and not old_host_lost:
                 self.destroy(tenant_id)
-            self._placement.rehome(tenant_id, to)
+            self._placement.rehome(tenant_id, to, forget_jail=old_host_lost)
         return old, self.spawn(tenant_id, on_step=on_step)
 
     # ---- every host ----------------------------------------------------------------------------

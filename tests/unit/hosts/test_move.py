@@ -48,3 +48,25 @@ def test_move_to_this_host_and_back(hive: Hive) -> None:
     assert hive.cli("move-tenant", "acme", "--to", "osa", "--yes")[0] == 0
     assert hive.orchestrator.info("acme").state is JailState.ABSENT
     assert hive.remotes["osa"].fake.info("acme").state is JailState.RUNNING
+
+
+def test_move_off_a_host_lost_for_good(hive: Hive) -> None:
+    from colibri.errors import RemoteError
+
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    osa = hive.remotes["osa"]
+    osa.link.down = RemoteError("cannot reach host osa (192.0.2.10:22): no route to host")
+    code, _, err = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes")
+    assert code == 13 and err == "colibri: cannot reach host osa (192.0.2.10:22): no route to host\n"
+    assert (hive.show("acme")["host"], hive.show("acme")["status"]) == ("osa", "active")  # nothing changed
+    code, out, err = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes", "--old-host-lost")
+    assert (code, out.splitlines()[-1]) == (0, "moved acme from osa to domedog: active"), err
+    assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING
+    osa.link.down = None  # it came back after all: its jail is an orphan there, reported, never destroyed
+    code, out, _ = hive.cli("reconcile", "--json")
+    drifts = [(d["host"], d["kind"], d["jail"], d["tenant"]) for d in json.loads(out)["data"]]
+    assert code == 0 and drifts == [("osa", "orphan_jail", "acme", None)]
+    assert osa.fake.info("acme").state is JailState.RUNNING
