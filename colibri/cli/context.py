@@ -204,13 +204,18 @@ class Context:
         command first meets another host's tenant, never by a single-host colibri."""
         import importlib
 
-        ssh = importlib.import_module("colibri.adapters.ssh")
+        from colibri.errors import RemoteError
+
+        hosts: Any = getattr(self, "ssh", None)  # Context.ssh(): the kept connections (adapters/ssh.py)
+        try:
+            ssh = importlib.import_module("colibri.adapters.ssh")
+        except ImportError:
+            ssh = None
+        if ssh is None or hosts is None:
+            raise RemoteError(f"tenant's host {reach.name} is another host, and this colibri has no SSH adapter")
         target = ssh.SshTarget(
             reach.name, reach.user, reach.address, reach.port, reach.host_keys, reach.command or "colibri"
         )
-        hosts: Any = getattr(self, "ssh", None)
-        if hosts is None:
-            raise RuntimeError("colibri.cli.context: no SSH hosts adapter (Context.ssh) is wired")
         link: HostLink = hosts().link(target)
         return link
 

@@ -345,6 +345,14 @@ class Lifecycle:
         self._secrets = secrets
         self._down: dict[str, ColibriError] = {}  # a host whose link failed in this command
         self._lock = threading.Lock()
+        self._local: SpawnService | None = None
+
+    def _local_spawner(self) -> "SpawnService":
+        """This host's spawn pipeline, one for the command (spawn_many's threads share it)."""
+        with self._lock:
+            if self._local is None:
+                self._local = self._spawner()
+            return self._local
 
     @property
     def placement(self) -> Placement:
@@ -390,7 +398,7 @@ class Lifecycle:
         ``spawn_step``."""
         host = self._placement.host_of(tenant_id)
         if self._placement.is_local(host):
-            return self._spawner().spawn(
+            return self._local_spawner().spawn(
                 tenant_id, template=template, capabilities=capabilities, adopt=adopt, on_step=on_step
             )
         remote = self._remote(host)
@@ -436,7 +444,9 @@ class Lifecycle:
             with gates[host]:
                 try:
                     if self._placement.is_local(host):
-                        self._spawner().spawn(tenant_id, template=template, capabilities=capabilities, on_step=on_step)
+                        self._local_spawner().spawn(
+                            tenant_id, template=template, capabilities=capabilities, on_step=on_step
+                        )
                     else:
                         secret = rendered[tenant_id]
                         if isinstance(secret, ColibriError):
