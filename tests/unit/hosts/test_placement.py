@@ -79,3 +79,12 @@ def test_spawn_many_spreads_over_hosts_with_one_render(hive: Hive) -> None:
     assert hive.orchestrator.info("cow").state is JailState.RUNNING
     assert hive.remotes["osa"].fake.calls.count(("create", "bee")) == 0
     assert [hive.show(t)["status"] for t in ("ant", "bee", "cow")] == ["active"] * 3
+
+
+def test_a_single_host_colibri_never_makes_a_link(hive: Hive) -> None:
+    assert hive.cli("register-tenant", "solo", "--collection", "")[0] == 0
+    for command in (("spawn-agent", "solo"), ("stop-agent", "solo"), ("start-agent", "solo"), ("reconcile",)):
+        assert hive.cli(*command)[0] == 0, command
+    assert hive.cli("destroy-agent", "solo", "--yes")[0] == 0
+    assert hive.reached == [] and all(r.link.attempts == 0 for r in hive.remotes.values())
+    assert ("create", "solo") in hive.orchestrator.calls
