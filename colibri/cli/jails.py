@@ -86,7 +86,7 @@ def spawn_local(
     """Run a tenant's agent without a jail: secrets into HOME/.env, the mother as a host process."""
     printer = output.StepPrinter(as_json)
     try:
-        context.get(ctx).spawner().spawn_local(tenant, home, capabilities=capability, on_step=printer)
+        context.get(ctx).lifecycle().spawn_local(tenant, home, capabilities=capability, on_step=printer)
     finally:
         printer.close()
     _done([tenant], as_json)

@@ -411,6 +411,25 @@ class Lifecycle:
             remote,
         )
 
+    def spawn_local(
+        self,
+        tenant_id: str,
+        home: Path,
+        *,
+        capabilities: list[str] | None = None,
+        on_step: "StepCallback | None" = None,
+    ) -> "TenantView":
+        """spawn-local: the agent as a process of this host, so only for a tenant of this host."""
+        from colibri.errors import StateConflict
+
+        host = self._placement.host_of(tenant_id)
+        if not self._placement.is_local(host):
+            raise StateConflict(
+                f"tenant {tenant_id} lives on host {host}; spawn-local runs an agent on this host "
+                f"({self._placement.this_host}) only: colibri move-tenant {tenant_id} --to {self._placement.this_host}"
+            )
+        return self._local_spawner().spawn_local(tenant_id, home, capabilities=capabilities, on_step=on_step)
+
     def spawn_many(
         self,
         tenant_ids: Sequence[str],

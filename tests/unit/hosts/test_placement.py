@@ -88,3 +88,14 @@ def test_a_single_host_colibri_never_makes_a_link(hive: Hive) -> None:
     assert hive.cli("destroy-agent", "solo", "--yes")[0] == 0
     assert hive.reached == [] and all(r.link.attempts == 0 for r in hive.remotes.values())
     assert ("create", "solo") in hive.orchestrator.calls
+
+
+def test_spawn_local_is_for_a_tenant_of_this_host_only(hive: Hive) -> None:
+    hive.enrol("osa")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    home = hive.base / "home-acme"
+    home.mkdir()
+    code, out, err = hive.cli("spawn-local", "acme", "--home", str(home))
+    assert (code, out) == (5, "")
+    assert err.startswith("colibri: tenant acme lives on host osa; spawn-local runs an agent on this host (testhost)")
+    assert hive.show("acme")["status"] == "registered" and list(home.iterdir()) == []
