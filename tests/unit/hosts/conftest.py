@@ -44,6 +44,7 @@ class Remote:
 @dataclass
 class Hive:
     base: Path
+    url: str
     orchestrator: HostJails
     remotes: dict[str, Remote]
     capsys: pytest.CaptureFixture[str]
@@ -92,6 +93,16 @@ class Hive:
         path.write_text(text)
         path.chmod(0o600)
 
+    def stored_text(self) -> str:
+        """Every row of every table of the hive's database, as text (to scan for a value)."""
+        from sqlalchemy import MetaData, select
+
+        store = self.remotes["osa"].context.store
+        metadata = MetaData()
+        metadata.reflect(store.engine)
+        with store.engine.connect() as conn:
+            return "\n".join(str(row) for table in metadata.sorted_tables for row in conn.execute(select(table)))
+
     def env_of(self, host: str, tenant: str) -> Path:
         return self.remotes[host].fake.root(tenant) / "home/agent/.env"
 
@@ -117,8 +128,11 @@ def skills(base: Path) -> Path:
 
 
 @pytest.fixture(name="hive")
-def hive_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Hive]:
-    url = f"sqlite:///{tmp_path / 'hive.db'}"
+def hive_fixture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], db_url: str
+) -> Iterator[Hive]:
+    """Every host on one database: SQLite, and a real PostgreSQL server (as a hive runs)."""
+    url = db_url
     folder = skills(tmp_path)
     monkeypatch.setenv("COLIBRI_DATABASE_URL", url)
     monkeypatch.setenv("COLIBRI_SKILLS_DIR", str(folder))
@@ -140,7 +154,7 @@ def hive_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest
         )
         context = Context(adapters=Adapters(jail_backend=fake), _settings=settings)
         remotes[name] = Remote(name, fake, context, FakeHostLink(name, context.remote_ops()), root)
-    hive = Hive(tmp_path, HostJails(tmp_path / "testhost-jails", host_ids=host_ids), remotes, capsys)
+    hive = Hive(tmp_path, url, HostJails(tmp_path / "testhost-jails", host_ids=host_ids), remotes, capsys)
     yield hive
     for remote in remotes.values():
         remote.context.close()

@@ -24,9 +24,9 @@ def _paths(run: Path) -> SpawnPaths:
 
 @pytest.mark.parametrize("pool", ["ids", "ip"])
 def test_another_host_taking_the_same_block_between_read_and_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str, db_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'hive.db'}"
+    url = db_url
     osa, domedog = Store(url), Store(url)  # two hosts' connections to the one database
     tenants = TenantService(osa, "osa")
     tenants.register("ant", "", None)

@@ -48,7 +48,8 @@ def test_the_secret_goes_only_to_its_host_and_only_inside_the_write_frames(
     )
     assert not any(SECRET in out or SECRET in err for _, out, err in shown)
     assert not any(SECRET in record.getMessage() or SECRET in str(record.args) for record in caplog.records)
-    for db in hive.base.glob("hive.db*"):
+    assert "acme" in hive.stored_text() and SECRET not in hive.stored_text()
+    for db in hive.base.glob("store.db*"):  # SQLite's file and journal, free pages included
         assert SECRET.encode() not in db.read_bytes()
     for path in _files_under(hive.remotes["domedog"].root) + _files_under(hive.base / "testhost-jails"):
         assert SECRET.encode() not in path.read_bytes(), path
