@@ -22,14 +22,22 @@ REMOTES = ("osa", "domedog")
 SECRET = "sk-live-7f3a9c2e41d8b6"
 """The tenant's provider key in these tests: it may appear only where the brief allows it."""
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a .env is chowned to the jail user: needs root")
+
+ROOT = os.geteuid() == 0
 
 
 class HostJails(FakeJails):
-    """The fake backend under the sandbox's name, so the .env rules of a real jail apply (the
-    tenant's block of ids, its user from the jail's passwd)."""
+    """The fake backend under a real backend's name, so the .env rules of a real jail apply.
+    As root it is the sandbox (the jail's ids shifted onto the tenant's block); as another user
+    a bastille-like jail whose agent user is the caller (only root can give a file away)."""
 
-    name = "sandbox"
+    name = "sandbox" if ROOT else "bastille"
+
+    def _build(self, name: str, *, rc_script: bool = True) -> None:
+        super()._build(name, rc_script=rc_script)
+        if not ROOT:
+            passwd = f"root:*:0:0::/root:/bin/sh\nagent:*:{os.getuid()}:{os.getgid()}::/home/agent:/bin/sh\n"
+            (self.root(name) / "etc/passwd").write_text(passwd)
 
 
 @dataclass
@@ -137,7 +145,7 @@ def hive_fixture(
     monkeypatch.setenv("COLIBRI_DATABASE_URL", url)
     monkeypatch.setenv("COLIBRI_SKILLS_DIR", str(folder))
     monkeypatch.setenv("COLIBRI_SECRETS_ALLOWED_ROOTS", json.dumps([str(tmp_path / "testhost-jails")]))
-    host_ids = os.geteuid() == 0
+    host_ids = ROOT
     remotes: dict[str, Remote] = {}
     for name in REMOTES:
         root = tmp_path / name

@@ -8,9 +8,7 @@ import pytest
 from colibri.adapters import envfile
 from colibri.adapters.jail import JailState
 from tests.fakes.hostlink import HostDied
-from tests.unit.hosts.conftest import SECRET, Hive, needs_root
-
-pytestmark = needs_root
+from tests.unit.hosts.conftest import SECRET, Hive
 
 
 def _spawnable(hive: Hive, tenant: str = "acme") -> None:

@@ -3,9 +3,7 @@
 import json
 
 from colibri.adapters.jail import JailState
-from tests.unit.hosts.conftest import SECRET, Hive, needs_root
-
-pytestmark = needs_root
+from tests.unit.hosts.conftest import SECRET, Hive
 
 
 def test_move_tenant_leaves_nothing_on_the_old_host(hive: Hive) -> None:

@@ -9,10 +9,8 @@ import pytest
 from colibri.cli.context import Adapters, Context
 from colibri.errors import RemoteError
 from colibri.services.secrets import SecretsConfig, SecretsService
-from tests.unit.hosts.conftest import SECRET, Hive, needs_root
+from tests.unit.hosts.conftest import SECRET, Hive
 from tests.unit.test_secrets_service import FakeCredentials, FakeVault
-
-pytestmark = needs_root
 
 
 def _files_under(root: Path) -> list[Path]:
