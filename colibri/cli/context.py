@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from colibri.adapters.localhome import LocalHome
     from colibri.adapters.ssh import SshHosts
     from colibri.services.hosts.enrol import HostService
+    from colibri.services.hosts.remote_ops import Op, ServingHost
     from colibri.services.lifecycle.operations import AgentService
-    from colibri.services.lifecycle.pipeline import SpawnService
+    from colibri.services.lifecycle.pipeline import Provisioned, SpawnService
+    from colibri.services.lifecycle.placement import HostLink, HostReach, Lifecycle, LinkFactory, Placement
     from colibri.services.lifecycle.reconcile import Reconciler
-    from colibri.services.secrets import SecretsService
+    from colibri.services.secrets import EnvWriter, SecretsService
     from colibri.services.secrets_vault import VaultService
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
@@ -37,6 +39,9 @@ class Adapters:
     jail_backend: "JailBackend | None" = None
     local_home: "Callable[[Path], LocalHome] | None" = None
     """How spawn-local, stop and destroy reach a home; None: colibri.adapters.localhome.LocalHome."""
+    host_links: "LinkFactory | None" = None
+    """How the orchestrator reaches another host (tests: tests/fakes/hostlink.py); None: SSH
+    (colibri.adapters.ssh), imported only when a command meets a tenant of another host."""
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Context:
     _sources: dict[str, str] = field(default_factory=dict)
     _store: "Store | None" = None
     _ssh: "SshHosts | None" = None
+    _lifecycle: "Lifecycle | None" = None
 
     @property
     def settings(self) -> "Settings":
@@ -76,7 +82,7 @@ class Context:
         return TenantService(
             self.store,
             self.settings.host,
-            destroy_jail=lambda t: self.jails().destroy(t),
+            destroy_jail=lambda t: self.lifecycle().destroy(t),
             locks_dir=self.settings.run_dir / "locks",
         )
 
@@ -95,7 +101,9 @@ class Context:
             return LocalHome
         return self.adapters.local_home
 
-    def spawner(self) -> "SpawnService":
+    def spawner(self, provision: "Callable[[str], Provisioned] | None" = None) -> "SpawnService":
+        """The spawn pipeline of this host; its provisioning step is ``provision`` (a remote op's
+        writer of the text it received), else this host's secrets service."""
         from colibri.resources import shipped
         from colibri.services.lifecycle.layout import SpawnPaths
         from colibri.services.lifecycle.pipeline import SpawnService
@@ -115,7 +123,7 @@ class Context:
             self.store,
             self.backend(),
             paths,
-            provision=self.secrets().provision,
+            provision=provision or self.secrets().provision,
             notify_daemon=self._open_socket,
             local_home=self._local_home(),
         )
@@ -171,7 +179,68 @@ class Context:
     def reconciler(self) -> "Reconciler":
         from colibri.services.lifecycle.reconcile import Reconciler
 
-        return Reconciler(self.store, self.jails())
+        return Reconciler(self.store, self.jails(), host=self.settings.host)
+
+    # ---- many hosts ------------------------------------------------------------------------------
+    def placement(self) -> "Placement":
+        return self.lifecycle().placement
+
+    def lifecycle(self) -> "Lifecycle":
+        """The lifecycle commands, each sent to its tenant's host (one per command: it keeps the
+        links it made and the hosts that failed)."""
+        if self._lifecycle is None:
+            from colibri.services.lifecycle.placement import Lifecycle, Placement
+
+            placement = Placement(self.store, self.settings.host, self._host_links())
+            self._lifecycle = Lifecycle(
+                placement, agents=self.jails, spawner=self.spawner, reconciler=self.reconciler, secrets=self.secrets
+            )
+        return self._lifecycle
+
+    def _host_links(self) -> "LinkFactory":
+        if self.adapters.host_links is not None:
+            return self.adapters.host_links
+        return self._ssh_link
+
+    def _ssh_link(self, reach: "HostReach") -> "HostLink":
+        """A host's link over SSH (colibri/adapters/ssh.py): paramiko is imported here, when a
+        command first meets another host's tenant, never by a single-host colibri."""
+        from colibri.adapters.ssh import SshTarget
+
+        target = SshTarget(
+            reach.name, reach.user, reach.address, reach.port, reach.host_keys, reach.command or "colibri"
+        )
+        link: HostLink = self.ssh().link(target)
+        return link
+
+    def host_services(self) -> "ServingHost":
+        """What this host's lifecycle ops need when it serves the orchestrator (remote serve)."""
+        from colibri.services.hosts.remote_ops import ServingHost
+
+        return ServingHost(
+            host=self.settings.host,
+            store=self.store,
+            backend=self.backend,
+            agents=self.jails,
+            spawner=self.spawner,
+            reconciler=self.reconciler,
+            env_writer=self.env_writer,
+        )
+
+    def remote_ops(self) -> "dict[str, Op]":
+        """The lifecycle op table ``colibri remote serve`` dispatches to (with ping, version)."""
+        from colibri.services.hosts.remote_ops import lifecycle_ops
+
+        return lifecycle_ops(self.host_services())
+
+    def env_writer(self) -> "EnvWriter":
+        """This host's writer of rendered .env files (no vault, no credentials)."""
+        from colibri.services.secrets import EnvWriter
+
+        settings = self.settings
+        return EnvWriter(
+            self.store, settings.jail_user, tuple(settings.allowed_secret_roots), secrets_changed=self._reload_secrets
+        )
 
     def daemon_client(self) -> "DaemonClient":
         """The daemon's admin socket (``run_dir/admin.sock``)."""
@@ -202,7 +271,16 @@ class Context:
             organization_id=settings.vault_organization_id,
         )
         credentials = CredentialStore(settings.vault_credentials_dir)
-        return SecretsService(self.store, config, self._bitwarden(), credentials, secrets_changed=self._reload_secrets)
+        return SecretsService(
+            self.store,
+            config,
+            self._bitwarden(),
+            credentials,
+            secrets_changed=self._reload_secrets,
+            send_env=lambda host, tenant, content, collection_id: self.lifecycle().send_env(
+                host, tenant, content, collection_id
+            ),
+        )
 
     def vault(self) -> "VaultService":
         """``colibri vault login|status|check``."""

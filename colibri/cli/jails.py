@@ -1,4 +1,5 @@
-"""``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``reconcile``."""
+"""``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``release-agent``,
+``reconcile``, ``move-tenant``: each goes to the tenant's host (services/lifecycle/placement.py)."""
 
 from pathlib import Path
 from typing import Annotated
@@ -28,9 +29,11 @@ def spawn_agent(
 ) -> None:
     """Create and start each tenant's jail, provision its secrets, start its mother skill.
 
-    Safe to run again: it resumes where a previous run stopped and converges. --jail-name and
-    --jail-root adopt an existing jail instead of creating one (colibri will never destroy it):
-    everything is checked before anything changes, and a failed adoption is undone.
+    Each tenant is spawned on its host (register-tenant --host): another host's over SSH, its
+    secrets rendered here and only the .env text sent. Safe to run again: it resumes where a
+    previous run stopped and converges. --jail-name and --jail-root adopt an existing jail
+    instead of creating one (colibri will never destroy it): everything is checked before
+    anything changes, and a failed adoption is undone.
     """
     cli = context.get(ctx)
     if (jail_name is None) != (jail_root is None):
@@ -39,7 +42,7 @@ def spawn_agent(
         raise typer.BadParameter("adopting a jail takes exactly one tenant")
     adopt = (jail_name, jail_root) if jail_name is not None and jail_root is not None else None
     printer = output.StepPrinter(as_json)
-    service = cli.spawner()
+    service = cli.lifecycle()  # each tenant on its own host
     try:
         if len(tenants) == 1:
             record = service.spawn(tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer)
@@ -83,7 +86,7 @@ def spawn_local(
     """Run a tenant's agent without a jail: secrets into HOME/.env, the mother as a host process."""
     printer = output.StepPrinter(as_json)
     try:
-        context.get(ctx).spawner().spawn_local(tenant, home, capabilities=capability, on_step=printer)
+        context.get(ctx).lifecycle().spawn_local(tenant, home, capabilities=capability, on_step=printer)
     finally:
         printer.close()
     _done([tenant], as_json)
@@ -92,12 +95,12 @@ def spawn_local(
 def start_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
     """Start a stopped agent's jail and wait for its mother skill's ready line (exit 17 with the
     mother's own reason when it refuses; the jail is then stopped again)."""
-    output.show(context.get(ctx).jails().start(tenant), as_json, text=f"started {tenant}")
+    output.show(context.get(ctx).lifecycle().start(tenant), as_json, text=f"started {tenant}")
 
 
 def stop_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
     """Stop an agent's jail; the tenant becomes 'stopped'."""
-    output.show(context.get(ctx).jails().stop(tenant), as_json, text=f"stopped {tenant}")
+    output.show(context.get(ctx).lifecycle().stop(tenant), as_json, text=f"stopped {tenant}")
 
 
 def destroy_agent(
@@ -117,7 +120,7 @@ def destroy_agent(
     ids = tenant_ids(tenants, from_file)
     if not yes:
         confirm_destroy(ids, from_file, "and everything in it", "and everything in them")
-    service = context.get(ctx).jails()
+    service = context.get(ctx).lifecycle()
     if len(ids) == 1 and from_file is None:
         output.show(service.destroy(ids[0]), as_json, text=f"destroyed the jail of {ids[0]}")
         return
@@ -142,7 +145,7 @@ def release_agent(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = Fal
     """
     from colibri.services.lifecycle.adoption import describe
 
-    record = context.get(ctx).jails().release(tenant)
+    record = context.get(ctx).lifecycle().release(tenant)
     removed = record.get("removed")
     said = describe(removed if isinstance(removed, list) else [])
     output.show(record, as_json, text=f"released the adopted jail of {tenant}; removed: {said}")
@@ -153,15 +156,18 @@ def reconcile(
     apply: Annotated[bool, typer.Option("--apply", help="Repair what is safe to repair (default: report).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare the store with the jail backend and report (or --apply repairs for) each difference.
+    """Compare the store with the jails of every host (this one and each enrolled host) and
+    report (or --apply repairs for) each difference, naming its host.
 
-    With --apply, a repair that fails is shown with its error and the exit code is 18.
+    With --apply, a repair that fails is shown with its error and the exit code is 18. A host
+    that cannot be reached is one failed item (unreachable_host); the exit code is then the
+    highest of the failed items' (13 for an unreachable host).
     """
-    from colibri.services.lifecycle.reconcile import describe_drifts, repair_failure
+    from colibri.services.lifecycle.placement import describe, reconcile_failure
 
-    found = context.get(ctx).reconciler().reconcile(apply=apply)
-    drifts = describe_drifts(found)
-    failure = repair_failure(found)
+    found = context.get(ctx).lifecycle().reconcile(apply=apply)
+    drifts = describe(found)
+    failure = reconcile_failure(found)
     if as_json:
         if failure is not None:
             output.emit_json_failure(drifts, failure)
@@ -172,13 +178,46 @@ def reconcile(
         output.line("no drift")
     else:
         output.table(
-            ("KIND", "JAIL", "TENANT", "ACTION", "APPLIED"),
-            ((d["kind"], d["jail"], d["tenant"], d["action"],
+            ("HOST", "KIND", "JAIL", "TENANT", "ACTION", "APPLIED"),
+            ((d["host"], d["kind"], d["jail"], d["tenant"], d["action"],
               f"failed: {d['error']}" if d["error"] else ("yes" if d["applied"] else "no"))
              for d in drifts),
         )  # fmt: skip
     if failure is not None:
         raise failure
+
+
+def move_tenant(
+    ctx: typer.Context,
+    tenant: TenantArg,
+    to: Annotated[str, typer.Option("--to", help="The host to move to: this host or an enrolled one.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying the old jail.")] = False,
+    old_host_lost: Annotated[
+        bool,
+        typer.Option(
+            "--old-host-lost",
+            help="The old host will never answer: forget its jail instead of destroying it (never an adopted one).",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move a tenant to another host: destroy its jail on the old host (the jail, its .env and
+    mounts go with it; an adopted jail is refused), record the new host, then spawn it there
+    with its secrets provisioned from the vault again (never copied from the old host).
+
+    Safe to run again after any failure: it goes on from where it stopped (runbooks/move-tenant.md).
+    """
+    if not yes and not typer.confirm(f"Destroy the jail of tenant {tenant} on its host and spawn it on {to}?"):
+        raise typer.Abort()
+    printer = output.StepPrinter(as_json)
+    try:
+        old, _ = context.get(ctx).lifecycle().move(tenant, to, on_step=printer, old_host_lost=old_host_lost)
+    finally:
+        printer.close()
+    if as_json:
+        output.emit_json_line({"ok": True, "tenant": tenant, "from": old, "to": to})
+    else:
+        output.line(f"moved {tenant} from {old} to {to}: active")
 
 
 def register(app: typer.Typer) -> None:
@@ -189,3 +228,4 @@ def register(app: typer.Typer) -> None:
     app.command("destroy-agent")(destroy_agent)
     app.command("release-agent")(release_agent)
     app.command("reconcile")(reconcile)
+    app.command("move-tenant")(move_tenant)

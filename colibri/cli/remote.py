@@ -17,7 +17,8 @@ def serve(ctx: typer.Context) -> None:
     from colibri.services.hosts import ops
     from colibri.services.hosts.serve import serve as serve_loop
 
-    handlers = ops.handlers(ops.OpContext(context.get(ctx).settings))
+    ctxt = context.get(ctx)
+    handlers = {**ops.handlers(ops.OpContext(ctxt.settings)), **ctxt.remote_ops()}
     _quiet_stderr()
     serve_loop(sys.stdin.buffer, sys.stdout.buffer, handlers)
 

@@ -51,7 +51,10 @@ def register_tenant(
     ] = None,
     host: Annotated[
         str | None,
-        typer.Option(help="Host that runs the tenant's jail (default: this host).", show_default=False),
+        typer.Option(
+            help="Host that runs the tenant's jail: this host (the default) or one enrolled with 'colibri hosts add'.",
+            show_default=False,
+        ),
     ] = None,
     from_file: FromFile = None,
     as_json: JsonFlag = False,

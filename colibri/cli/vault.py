@@ -27,7 +27,7 @@ def provision(
     ctx: typer.Context,
     tenant: Annotated[str | None, typer.Argument(help="Tenant id (omit with --all).", show_default=False)] = None,
     all_tenants: Annotated[
-        bool, typer.Option("--all", help="Every tenant of this host: one vault session for all.")
+        bool, typer.Option("--all", help="Every tenant with a jail, on every host: one vault session for all.")
     ] = False,
     rebind: Annotated[
         bool, typer.Option("--rebind", help="Resolve the collection by name again, forgetting its stored id.")

@@ -18,6 +18,7 @@ from colibri.errors import (
     ColibriError,
     Interrupted,
     InvalidInput,
+    NotFound,
     PartialFailure,
     StateConflict,
     TenantExists,
@@ -57,7 +58,8 @@ class TenantService:
         """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
 
         ``collection`` defaults to the tenant id (1:1:1); pass ``""`` for a tenant with no
-        collection (provisioning is then a no-op).  Raises InvalidTenantId, TenantExists.
+        collection (provisioning is then a no-op).  ``host`` is this host (None) or an enrolled
+        one.  Raises InvalidTenantId, TenantExists, NotFound (a host not enrolled).
         """
         validate_tenant_id(tenant_id)
         wanted_collection = tenant_id if collection is None else (collection or None)
@@ -72,6 +74,8 @@ class TenantService:
             existing = repo.get_for_update(tenant_id)
             if existing is not None and existing.status != TenantStatus.REMOVED:
                 return Registration(self._same_or_conflict(existing, wanted_collection, wanted_host), False)
+            if wanted_host != self._default_host:
+                self._require_enrolled(session, wanted_host)
             clash = prefix_clash(tenant_id, [t for t in repo.ids() if t != tenant_id])
             if clash is not None:
                 raise TenantExists(
@@ -97,6 +101,14 @@ class TenantService:
             )
             repo.add(tenant)
             return Registration(tenant_public(tenant), True)
+
+    @staticmethod
+    def _require_enrolled(session: Any, host: str) -> None:
+        """A tenant lives on this host or on an enrolled one (``colibri hosts add``).  NotFound."""
+        from colibri.store.hosts import HostRepo
+
+        if HostRepo(session).get(host) is None:
+            raise NotFound(f"host not found: {host} (enrol it first: colibri hosts add {host} --ssh USER@ADDRESS ...)")
 
     @staticmethod
     def _same_or_conflict(existing: "Tenant", collection: str | None, host: str) -> TenantView:

@@ -4,17 +4,42 @@ Both are kept while the tenant's row exists (even removed), so no id or address 
 another tenant while files or firewall rules may still name it."""
 
 import ipaddress
+from collections.abc import Callable
+from typing import TypeVar
 
 from colibri.adapters.jail import UID_BLOCK, JailIds
-from colibri.errors import JailError
+from colibri.errors import JailError, StoreError
 from colibri.services.lifecycle.layout import SpawnPaths, ip_pool_lock, uid_pool_lock
 from colibri.store.db import Store
 from colibri.store.repos import TenantRepo
+
+T = TypeVar("T")
+ATTEMPTS = 8
+
+
+def _retried(allocate: Callable[[], T]) -> T:
+    """``allocate()`` again when its commit met another host's allocation of the same block or
+    address (the pool locks are this host's files; with many hosts on one database another
+    host may take the lowest free one between our read and our commit: the unique column
+    refuses the second, and the next try reads it as taken)."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(ATTEMPTS):
+        try:
+            return allocate()
+        except StoreError as exc:
+            if not isinstance(exc.__context__, IntegrityError) or attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def allocate_ids(store: Store, paths: SpawnPaths, tenant_id: str) -> JailIds:
     """The tenant's block of host ids: kept once allocated (while the tenant row exists, even
     removed, so no id is reused for another tenant's files), else the lowest free block."""
+    return _retried(lambda: _allocate_ids(store, paths, tenant_id))
+
+
+def _allocate_ids(store: Store, paths: SpawnPaths, tenant_id: str) -> JailIds:
     with uid_pool_lock(paths.locks), store.session() as session:
         repo = TenantRepo(session)
         tenant = repo.get_for_update(tenant_id)
@@ -38,6 +63,10 @@ def allocate_ids(store: Store, paths: SpawnPaths, tenant_id: str) -> JailIds:
 
 def allocate_ip(store: Store, paths: SpawnPaths, tenant_id: str) -> str:
     """The tenant's IP from the pool: kept if it has one, else the lowest free address."""
+    return _retried(lambda: _allocate_ip(store, paths, tenant_id))
+
+
+def _allocate_ip(store: Store, paths: SpawnPaths, tenant_id: str) -> str:
     with ip_pool_lock(paths.locks), store.session() as session:
         repo = TenantRepo(session)
         tenant = repo.get_for_update(tenant_id)

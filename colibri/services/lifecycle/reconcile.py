@@ -50,18 +50,22 @@ class Drift:
 
 
 class Reconciler:
-    def __init__(self, store: Store, agents: AgentService) -> None:
+    def __init__(self, store: Store, agents: AgentService, host: str | None = None) -> None:
         self._store = store
         self._agents = agents
         self._backend = agents.backend
+        self._host = host  # this host's name: another host's tenants are not ours (None: every tenant)
 
     def reconcile(self, apply: bool = False) -> list[Drift]:
         """Compare the store with the backend.  Dry-run by default; ``apply`` repairs what is safe:
         starts jails that should run, stops jails of stopped tenants, marks tenants whose jail is
-        gone as failed.  Orphan and foreign jails are only reported: destroying is an operator's call."""
+        gone as failed.  Orphan and foreign jails are only reported: destroying is an operator's call.
+        With a ``host``, only that host's tenants are compared: a jail here whose tenant lives on
+        another host (left behind by a move) is an orphan."""
         with self._store.session() as session:
-            tenants = {t.jail_name: t for t in TenantRepo(session).find(include_removed=True)}
-            for tenant in tenants.values():
+            rows = TenantRepo(session).find(include_removed=True)
+            tenants = {t.jail_name: t for t in rows if self._host is None or t.host == self._host}
+            for tenant in rows:
                 session.expunge(tenant)
         jails = {j.name: j for j in self._backend.list_jails()}
         drifts = [self._drift_of_jail(j, tenants.get(n)) for n, j in jails.items()]

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from colibri.domain import TenantStatus
-from colibri.errors import SchemaTooNew, StateConflict, StoreError, TenantExists, TenantNotFound
+from colibri.errors import NotFound, SchemaTooNew, StateConflict, StoreError, TenantExists, TenantNotFound
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.migrations import head
@@ -40,6 +40,13 @@ def test_register_list_show_remove(db_url: str) -> None:
     again = tenants.register("acme", None, None)
     assert not again.created
     assert again.tenant == first.tenant
+    with pytest.raises(NotFound, match="host not found: host2"):  # a tenant's host is this one or enrolled
+        tenants.register("zed", "", "host2")
+    from colibri.store.hosts import HostRepo
+    from colibri.store.models import Host
+
+    with store.session() as session:
+        HostRepo(session).add(Host(name="host2"))
     tenants.register("zed", "", "host2")
     assert [t["tenant_id"] for t in tenants.all()] == ["acme", "zed"]
     assert tenants.show("zed")["collection_name"] is None
