@@ -275,6 +275,7 @@ def test_killed_ssh_session_is_reestablished_on_the_next_call(rig: Rig, ssh: Ssh
 def test_remote_host_reaches_the_shared_database(rig: Rig, invoke: Invoke, monkeypatch: pytest.MonkeyPatch,
                                                  ssh: SshHosts) -> None:  # fmt: skip
     monkeypatch.setenv("COLIBRI_DATABASE_URL", rig.database_url())
+    _add(invoke, "rig-b", rig.hosts["b"], "--host-key", rig.hosts["b"].host_key_line())  # enrolled in this database
     assert invoke("register-tenant", "shared1", "--host", "rig-b")[0] == 0
     target = _target("rig-b", rig.hosts["b"])
     seen = ssh.run_json(target, ["show-tenant", "shared1", "--json"])
@@ -282,6 +283,7 @@ def test_remote_host_reaches_the_shared_database(rig: Rig, invoke: Invoke, monke
     with pytest.raises(TenantNotFound):  # the remote's failure envelope, as the class it names
         ssh.run_json(target, ["show-tenant", "nobody", "--json"])
     assert invoke("remove-tenant", "shared1")[0] == 0
+    assert invoke("hosts", "remove", "rig-b")[0] == 0
 
 
 def test_host_offering_none_of_the_pinned_key_types_is_refused(rig: Rig, invoke: Invoke) -> None:
