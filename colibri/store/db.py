@@ -170,9 +170,22 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[Connection]:
                 yield conn
         return
     with engine.connect() as conn:
-        if parsed.get_backend_name() == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-        yield conn
+        if parsed.get_backend_name() != "postgresql":
+            yield conn
+            return
+        # a session lock, not a transaction's: reading an empty database's revision fails and is
+        # rolled back (current_revision), which would let a transaction lock go before the migration
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        conn.commit()
+        try:
+            yield conn
+        finally:
+            try:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                conn.commit()
+            except SQLAlchemyError:
+                conn.invalidate()  # closed, never pooled: the server lets the lock go with it
 
 
 def _backup_sqlite(url: str, revision: str) -> None:
