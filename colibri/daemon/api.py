@@ -304,8 +304,11 @@ class Api:
             raise InvalidInput("error must be a string")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
             raise InvalidInput("exit_status must be an integer")
-        finish = self.p.hive().finish
-        task = await self.p.db(finish, scope, key, task_id_of(request), lease, ok, body.get("result"), error, status)
+        fence = body.get("fence")  # optional: the claim's fencing token, checked when given
+        if fence is not None and (not isinstance(fence, int) or isinstance(fence, bool) or not 0 < fence < 2**63):
+            raise InvalidInput("fence must be a positive integer (the claim's)")
+        finish, task_id = self.p.hive().finish, task_id_of(request)
+        task = await self.p.db(finish, scope, key, task_id, lease, ok, body.get("result"), error, status, fence)
         self.p.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
         self.p.dispatcher.finished(task["id"])
         return json_response(200, task)

@@ -112,7 +112,7 @@ class Dispatcher:
 
     async def give_back(self, task: dict[str, Any]) -> None:
         """A leased task whose answer could not be delivered: queued again at once, no attempt spent."""
-        released = await self._db(self._hive().release, int(task["id"]), str(task["lease"]))
+        released = await self._db(self._hive().release, int(task["id"]), str(task["lease"]), task.get("fence"))
         if released:
             self.metrics.inc("colibri_tasks_requeued_total", outcome="undelivered")
             log.warning("task %d given back: its agent's connection closed before the lease was delivered",

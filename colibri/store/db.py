@@ -9,6 +9,7 @@ copy of an existing SQLite database.  A database migrated by a newer colibri is 
 import contextlib
 import fcntl
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import Connection, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from colibri.errors import ConfigError, SchemaTooNew, StoreError
+from colibri.errors import ConfigError, SchemaTooNew, StateConflict, StoreError
 from colibri.store.migrations import head
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ def translate_errors(url: str) -> Iterator[None]:
     except (OperationalError, DBAPIError) as exc:
         raise StoreError(describe_error(exc, url)) from None
     except SQLAlchemyError as exc:
+        orm = sys.modules.get("sqlalchemy.orm.exc")  # loaded with the ORM only (see above)
+        if orm is not None and isinstance(exc, orm.StaleDataError):
+            # a fenced update matched 0 rows: another claim (on any host) superseded the one read
+            raise StateConflict("the task was claimed again since it was read (its fence moved on)") from None
         raise StoreError(describe_error(exc, url)) from None
 
 
