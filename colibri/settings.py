@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     agent_lost_after: float = Field(default=90.0, gt=0, le=WEEK, allow_inf_nan=False)
     task_lease_seconds: float = Field(default=300.0, gt=0, le=WEEK, allow_inf_nan=False)
     task_max_attempts: int = Field(default=3, ge=1, le=1000)
+    task_poll_interval: float = Field(default=1.0, ge=0.05, le=3600, allow_inf_nan=False)
     reconcile_interval: float = Field(default=300.0, ge=0, le=WEEK, allow_inf_nan=False)
     metrics_address: str | None = None
     log_target: Literal["stderr", "syslog"] = "stderr"

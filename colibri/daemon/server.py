@@ -36,6 +36,7 @@ from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
 from colibri.daemon.metrics import Metrics
+from colibri.daemon.notify import Wakeups
 from colibri.daemon.reconcile import run_reconcile
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
 from colibri.daemon.status import Status
@@ -94,6 +95,7 @@ class Daemon:
         self._reconcile_running: Future[Any] | None = None
         self._pending_states: list[tuple[str, str]] = []
         self._lock_file: Any = None
+        self.wakeups: Wakeups | None = None  # LISTEN/NOTIFY between hosts on one PostgreSQL
         hive, policy = (lambda: self.hive), (lambda: self.policy)
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
@@ -132,6 +134,8 @@ class Daemon:
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
                 asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
             ]
+            if self.wakeups is not None:  # several hosts' daemons: the fallback for a lost wake-up
+                loops.append(asyncio.create_task(self._every(self._poll_tick, self.dispatcher.poll, "poll")))
             log.info("colibri daemon %s ready: %s", __version__, self.admin_socket)
             while not stop.is_set():
                 waiting = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload.wait())]
@@ -147,7 +151,13 @@ class Daemon:
     async def _start(self) -> None:
         settings = self.settings
         self._store = await self._call(Store, settings.database, settings.database_timeout)
-        self._hive = HiveService(self._store, self.policy)
+        self._hive = HiveService(self._store, self.policy, host=settings.host)
+        if self._store.engine.dialect.name == "postgresql":
+            loop = asyncio.get_running_loop()
+            self.wakeups = Wakeups(settings.database, self.dispatcher.wake, self.dispatcher.wake_waiting,
+                                   loop.call_soon_threadsafe, settings.database_timeout)  # fmt: skip
+            self.wakeups.start()
+            self.dispatcher.announce = self.wakeups.announce
         for record in await self.db(self.hive.load_agents):
             self.registry.upsert(record)
         await self.sockets.open_admin()
@@ -171,6 +181,9 @@ class Daemon:
             with contextlib.suppress(ColibriError):
                 await self._liveness(final=True)
         await self.sockets.remove()
+        if self.wakeups is not None:
+            self.dispatcher.announce = None
+            await asyncio.get_running_loop().run_in_executor(None, self.wakeups.stop)
         if self._store is not None:
             await self._call(self._store.close)
         self._pool.shutdown(wait=True)
@@ -248,6 +261,9 @@ class Daemon:
 
     def _tick(self) -> float:
         return min(1.0, max(0.05, min(self.policy.stale_after / 5, self.policy.heartbeat_interval / 2)))
+
+    def _poll_tick(self) -> float:
+        return self.settings.task_poll_interval
 
     def _lease_tick(self) -> float:
         return min(1.0, max(0.05, self.policy.lease_seconds / 10))

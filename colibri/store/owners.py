@@ -16,8 +16,12 @@ class OwnerRepo:
     def tenant(self, tenant_id: str) -> Tenant | None:
         return self._session.get(Tenant, tenant_id)
 
-    def active_tenant_ids(self) -> list[str]:
-        return list(self._session.exec(select(Tenant.tenant_id).where(Tenant.status == TenantStatus.ACTIVE)).all())
+    def active_tenant_ids(self, host: str | None = None) -> list[str]:
+        """Active tenants (only those living on ``host`` when it is given)."""
+        query = select(Tenant.tenant_id).where(Tenant.status == TenantStatus.ACTIVE)
+        if host is not None:
+            query = query.where(Tenant.host == host)
+        return list(self._session.exec(query).all())
 
     def kept_tenant_ids(self, candidates: Sequence[str]) -> set[str]:
         """Which of these tenants exist and are not removed."""

@@ -84,11 +84,12 @@ class TaskRepo:
             query = query.where(col(Task.lease_expires_at) < expiring_before)
         return self._session.exec(query.order_by(col(Task.id)).with_for_update()).all()
 
-    def queued_capabilities(self, capabilities: Sequence[str]) -> list[str]:
-        """Which of these capabilities have a queued task (the polling fallback of the wake-ups)."""
-        query = select(Task.capability).where(Task.state == TaskState.QUEUED,
-                                              col(Task.capability).in_(sorted(capabilities)))  # fmt: skip
-        return sorted(set(self._session.exec(query.distinct()).all()))
+    def queued_kinds(self, capabilities: Sequence[str]) -> list[tuple[str | None, str]]:
+        """(tenant, capability) of queued tasks of these capabilities, once each (the polling
+        fallback of the wake-ups)."""
+        wanted = col(Task.capability).in_(sorted(capabilities))
+        query = select(Task.tenant_id, Task.capability).where(Task.state == TaskState.QUEUED, wanted)
+        return sorted(set(self._session.exec(query.distinct()).all()), key=lambda r: (r[0] or "", r[1]))
 
     def find(self, tenant: str | None, state: str | None, limit: int) -> Sequence[Task]:
         """Newest first."""

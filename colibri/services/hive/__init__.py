@@ -57,11 +57,11 @@ class HiveService:
         self._store = store
         self._ledger = ledger = Ledger(store, policy, clock)
         tasks = TaskRules(ledger, token, host)
-        agents = AgentRules(ledger, tasks)
+        agents = AgentRules(ledger, tasks, host)
         self.usage, self.queue_full, self.prune_expired = ledger.usage, ledger.queue_full, ledger.prune_expired
         self.submit, self.claim, self.finish, self.release = tasks.submit, tasks.claim, tasks.finish, tasks.release
         self.release_undelivered, self.expire_leases = tasks.release_undelivered, tasks.expire_leases
-        self.claim_many, self.queued_capabilities = tasks.claim_many, tasks.queued_capabilities
+        self.claim_many, self.queued_kinds = tasks.claim_many, tasks.queued_kinds
         self.task, self.tasks, self.queued, self.task_counts = tasks.task, tasks.tasks, tasks.queued, tasks.task_counts
         self.register, self.deregister, self.mark_lost = agents.register, agents.deregister, agents.mark_lost
         self.set_states, self.flush_heartbeats = agents.set_states, agents.flush_heartbeats

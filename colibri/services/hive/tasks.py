@@ -249,12 +249,13 @@ class TaskRules:
             found = TaskRepo(session).find(tenant, state, max(1, min(limit, 1000)))
             return [task_public(t, full=False) for t in found]
 
-    def queued_capabilities(self, capabilities: Sequence[str]) -> list[str]:
-        """Which of these capabilities have a queued task (the wake-ups' polling fallback)."""
+    def queued_kinds(self, capabilities: Sequence[str]) -> list[tuple[str | None, str]]:
+        """(tenant, capability) of the queued tasks of these capabilities (the wake-ups' polling
+        fallback)."""
         if not capabilities:
             return []
         with self._ledger.store.session() as session:
-            return TaskRepo(session).queued_capabilities(capabilities)
+            return TaskRepo(session).queued_kinds(capabilities)
 
     def queued(self) -> list[tuple[int, str | None, str]]:
         """(id, tenant, capability) of every queued task: to wake waiting agents after a restart."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session
 
-from colibri.errors import StateConflict
+from colibri.errors import Conflict, PermissionDenied, StateConflict
 from colibri.services.hive import AgentRef, HiveService, Policy, Scope
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
@@ -155,3 +155,20 @@ def test_a_tenants_queue_room_counts_what_other_hosts_finished(store: Store, clo
             claimed = b.claim(lane("lane:linux/y1"))
             assert claimed is not None
             b.finish(LANE, "lane:linux/y1", claimed["id"], claimed["lease"], True, None, None, 0)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # tenants live on hosts of a shared store
+def test_a_tenants_agents_belong_to_the_daemon_of_its_host(store: Store, clock: Clock) -> None:
+    a, b = daemon(store, clock, "a"), daemon(store, clock, "b")  # acme was registered on host a
+    with pytest.raises(PermissionDenied):
+        b.register(ACME, "a1", ECHO, "1")
+    with pytest.raises(PermissionDenied):
+        b.tenant_for_socket("acme")
+    assert b.socket_owners()[0] == [] and a.socket_owners()[0] == ["acme"]
+    a.register(ACME, "a1", ECHO, "1")
+    a.declare_lane("linux")
+    b.register(LANE, "y1", ECHO, None)
+    with pytest.raises(Conflict):  # the same lane agent id, live on host b, cannot register on a
+        a.register(LANE, "y1", ECHO, None)
+    assert [r["key"] for r in a.load_agents()] == ["acme/a1"]
+    assert [r["key"] for r in b.load_agents()] == ["lane:linux/y1"]
