@@ -12,6 +12,9 @@ themselves; ``Hive.mother`` starts a real mother skill on any host's socket.
     fleet.close()
 """
 
+import contextlib
+import http.client
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,16 @@ FLEET_ENV = {"COLIBRI_TASK_POLL_INTERVAL": "0.2"}
 class Fleet:
     """N hosts' daemons on one database URL; ``hosts[name]`` is that host's Hive."""
 
-    def __init__(self, url: str, names: Sequence[str], extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, names: Sequence[str], extra_env: dict[str, str] | None = None,
+        host_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:  # fmt: skip
+        """``extra_env`` for every host's daemon, ``host_env[name]`` for one."""
         self.url = url
         self.hosts: dict[str, Hive] = {}
         for name in names:
             env = {**FLEET_ENV, "COLIBRI_HOST": name, "COLIBRI_DATABASE_URL": url, **(extra_env or {})}
-            self.hosts[name] = Hive(extra_env=env)
+            self.hosts[name] = Hive(extra_env={**env, **(host_env or {}).get(name, {})})
 
     def __getitem__(self, name: str) -> Hive:
         return self.hosts[name]
@@ -87,14 +94,32 @@ class Agent:
 
     def __init__(self, socket: Path, agent_id: str, capabilities: Sequence[str] = ("echo",), timeout: float = 40):
         self.agent_id = agent_id
+        self.socket = socket
         self.capabilities = [{"name": c, "version": "1"} for c in capabilities]
         self.call = Raw(socket, timeout)
+        self._stop = threading.Event()
+        self._beats: threading.Thread | None = None
 
-    def register(self) -> dict[str, Any]:
+    def register(self, heartbeat: bool = True) -> dict[str, Any]:
+        """Register; then heartbeat at the interval the daemon answers (a thread of its own)."""
         status, body = self.call("POST", "/v1/agent/register", {"agent_id": self.agent_id,
                                                                 "capabilities": self.capabilities})  # fmt: skip
         assert status == 200, (status, body)
+        if heartbeat and self._beats is None:
+            self._beats = threading.Thread(target=self._beat, args=(float(body["interval"]),), daemon=True)
+            self._beats.start()
         return dict(body)
+
+    def _beat(self, interval: float) -> None:
+        beats = Raw(self.socket, 10)
+        try:
+            while not self._stop.wait(interval):
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    status, body = beats("POST", "/v1/agent/heartbeat", {"agent_id": self.agent_id})
+                    if status == 200:
+                        interval = float(body["interval"])
+        finally:
+            beats.close()
 
     def claim(self, wait: float = 0) -> tuple[int, Any]:
         """(200, the lease) or (204, None), or the refusal."""
@@ -105,4 +130,7 @@ class Agent:
         return self.call("POST", f"/v1/tasks/{task['id']}/result", body)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beats is not None:
+            self._beats.join(10)
         self.call.close()
