@@ -134,3 +134,18 @@ class Agent:
         if self._beats is not None:
             self._beats.join(10)
         self.call.close()
+
+
+def restart_postgres(server: Any) -> None:
+    """``pg_ctl restart -m fast`` of tests/servers/postgres.py's server: every connection is cut."""
+    server._run(
+        str(server.bindir / "pg_ctl"),
+        "-D",
+        str(server.data),
+        "-l",
+        str(server.root / "log"),
+        "-m",
+        "fast",
+        "-w",
+        "restart",
+    )  # the log, as at start: its output must not hold the pipes

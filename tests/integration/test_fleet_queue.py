@@ -4,18 +4,21 @@ Real parts only: the PostgreSQL server of tests/servers/postgres.py, the daemons
 agents' API calls on their real Unix sockets (tests/integration/fleet.py).
 """
 
+import http.client
 import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from colibri.errors import PermissionDenied
-from tests.integration.fleet import Agent, Fleet
+from colibri.adapters.daemon_client import DaemonClient
+from colibri.errors import ColibriError, PermissionDenied
+from tests.integration.fleet import Agent, Fleet, restart_postgres
 from tests.integration.hive_harness import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -196,3 +199,70 @@ def test_a_host_cannot_claim_or_complete_another_hosts_tenants_task(fleet: Fleet
     assert fleet["c"].admin.task(task["id"])["result"] == "from acme"
     acme.close()
     zed.close()
+
+
+def test_postgresql_restarted_under_load_loses_nothing_and_completes_nothing_twice(
+    fleet: Fleet, postgres_server
+) -> None:
+    total, acknowledged, completions, refused = 60, {}, [], []
+    stop = threading.Event()
+
+    def agent_loop(agent: Agent) -> None:
+        while not stop.is_set():
+            try:
+                status, lease = agent.claim(1)
+                if status in (404,):  # lost while the store was away: register again
+                    agent.register(heartbeat=False)
+                if status != 200:
+                    continue
+                while not stop.is_set():  # report until the daemon records it (503 while the store is away)
+                    status, _ = agent.result(lease, result=agent.agent_id)
+                    if status == 200:
+                        completions.append((lease["id"], agent.agent_id))
+                        break
+                    if status == 409:
+                        refused.append(lease["id"])
+                        break
+            except (OSError, http.client.HTTPException):
+                stop.wait(0.1)
+
+    def submitter() -> None:
+        client = DaemonClient(fleet["b"].root / "run" / "admin.sock", timeout=10)
+        for n in range(total):
+            while n not in acknowledged:
+                try:
+                    acknowledged[n] = client.submit("load", n, idempotency_key=f"load-{n}", retries=0)["id"]
+                except ColibriError:  # the store is restarting: the same key again
+                    time.sleep(0.1)
+
+    agents = [Agent(fleet.lane_socket(h, "linux"), f"{h}-load", ("load",)) for h in ("a", "c")]
+    for agent in agents:
+        agent.register()
+    threads = [threading.Thread(target=agent_loop, args=(agent,)) for agent in agents]
+    threads.append(threading.Thread(target=submitter))
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= total // 3, 60)
+        before = fleet.sql("SELECT pg_postmaster_start_time()")[0][0]
+        restart_postgres(postgres_server)
+        assert fleet.sql("SELECT pg_postmaster_start_time()")[0][0] > before  # a new server under the load
+        wait_until(lambda: len(acknowledged) == total, 90)
+        ids = sorted(acknowledged.values())
+        query = "SELECT count(*) FROM tasks WHERE capability = 'load' AND state = 'succeeded'"
+        wait_until(lambda: fleet.sql(query)[0][0] == total, 90)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        for agent in agents:
+            agent.close()
+    rows = fleet.sql("SELECT id, state, result FROM tasks WHERE capability = 'load' ORDER BY id")
+    assert [r[0] for r in rows] == ids and len(set(ids)) == total  # nothing lost, no task twice
+    by_task: dict[int, set[str]] = {}
+    for task_id, who in completions:
+        by_task.setdefault(task_id, set()).add(who)
+    assert all(len(who) == 1 for who in by_task.values())  # completed by one agent (a repeat is idempotent)
+    assert {r[0]: json.loads(r[2]) for r in rows} == {i: next(iter(by_task[i])) for i in ids}
+    for name in ("a", "b", "c"):  # every daemon is back on the store
+        wait_until(lambda name=name: fleet[name].admin.health()["status"] == "ok", 30)
