@@ -124,6 +124,30 @@ def throughput(fleet: Fleet, tasks: int, per_host: int) -> tuple[float, int, int
     return done / elapsed, done, refused
 
 
+def floor(url: str, tasks: int) -> tuple[float, float]:
+    """The store layer alone: claim + finish through HiveService in this process, one thread, no
+    HTTP and no daemon, on the same database (tasks/s, and this process's CPU ms per task)."""
+    from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+    from colibri.store.db import Store
+
+    store = Store(url)
+    try:
+        hive = HiveService(store, Policy(max_queued_tasks=10**6, max_finished_tasks=10**6), host="floor")
+        hive.declare_lane("floor")
+        for n in range(tasks):
+            hive.submit(Scope("admin"), "floor", n)
+        ref, scope = AgentRef("lane:floor/f", None, "floor", frozenset({"floor"})), Scope("lane", "floor")
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(tasks):
+            lease = hive.claim(ref)
+            assert lease is not None
+            hive.finish(scope, ref.key, lease["id"], lease["lease"], True, None, None, 0)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return tasks / wall, cpu / tasks * 1000
+    finally:
+        store.close()
+
+
 def pickup(fleet: Fleet, samples: int) -> list[float]:
     agent = Agent(fleet.lane_socket("c", "linux"), "c-pickup", ("ping",))
     agent.register()
@@ -179,12 +203,15 @@ def main() -> None:
         load = os.getloadavg()[0]
         rate, done, refused = throughput(fleet, args.tasks, args.agents)
         latencies = sorted(pickup(fleet, args.samples))
+        floor_rate, floor_cpu = floor(fleet.url, 1000)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"\nload average at start: {load:.2f}; {os.cpu_count()} CPUs\n")
         print("| measure | result |")
         print("|---|---|")
         print(f"| claim + complete, 3 hosts x {args.agents} lane agents, {args.tasks} tasks | "
               f"**{rate:,.0f} tasks/s** ({done} completed, {refused} refused) |")  # fmt: skip
+        print(f"| floor: claim + finish in-process (HiveService, one thread, no HTTP), 1000 tasks | "
+              f"{floor_rate:,.0f} tasks/s, {floor_cpu:.2f} ms of Python CPU per task |")  # fmt: skip
         print(f"| cross-host submit (host a) -> claimed (host c), idle, {len(latencies)} samples | "
               f"p50 **{statistics.median(latencies):.1f} ms**, p99 **{p99:.1f} ms**, "
               f"max {latencies[-1]:.1f} ms |")  # fmt: skip
