@@ -115,6 +115,8 @@ class Dispatcher:
         return await future
 
     async def _drain_claims(self) -> None:
+        orphans: list[dict[str, Any]] = []  # leased while their claimer went (cancelled)
+        batch: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []
         try:
             while self._claims:
                 batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
@@ -128,10 +130,16 @@ class Dispatcher:
                 for (_, future), task in zip(batch, answers, strict=True):
                     if not future.done():
                         future.set_result(task)
-                    elif task is not None:  # its claimer went (cancelled) while the claim ran
-                        await self.give_back(task)
+                    elif task is not None:
+                        orphans.append(task)
         finally:
             self._claiming = False
+            for _, future in batch + self._claims:  # only when this task itself was cancelled (a stop)
+                if not future.done():
+                    future.cancel()
+            self._claims = []
+        for task in orphans:  # after the batch: a failure here leaves no claim unanswered
+            self.give_back_later(task)
 
     async def _undelivered(self, key: str) -> None:
         """An agent's first claim since the daemon started: leases it was given before are ones it
