@@ -157,6 +157,7 @@ class Settings(BaseSettings):
     host_lease_seconds: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False)
     host_lease_grace: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False)
     daemon_outbox_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, le=2**34)
+    task_poll_interval: float = Field(default=1.0, ge=0.05, le=3600, allow_inf_nan=False)
     reconcile_interval: float = Field(default=300.0, ge=0, le=WEEK, allow_inf_nan=False)
     metrics_address: str | None = None
     log_target: Literal["stderr", "syslog"] = "stderr"

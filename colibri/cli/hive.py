@@ -13,7 +13,7 @@ TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this te
 BRIEF_KEYS = ("id", "capability", "tenant", "state", "waiting")
 TASK_KEYS = (
     "id", "tenant", "capability", "state", "attempts", "max_attempts", "agent", "waiting", "payload",
-    "result", "error", "exit_status", "submitted_by", "created_at", "claimed_at", "finished_at",
+    "result", "error", "exit_status", "submitted_by", "created_at", "claimed_at", "finished_at", "host", "fence",
 )  # fmt: skip
 
 

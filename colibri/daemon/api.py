@@ -305,14 +305,17 @@ class Api:
             raise InvalidInput("error must be a string")
         if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
             raise InvalidInput("exit_status must be an integer")
+        fence = body.get("fence")  # optional: the claim's fencing token, checked when given
+        if fence is not None and (not isinstance(fence, int) or isinstance(fence, bool) or not 0 < fence < 2**63):
+            raise InvalidInput("fence must be a positive integer (the claim's)")
         finish, task_id = self.p.hive().finish, task_id_of(request)
         try:
-            task = await self.p.db(finish, scope, key, task_id, lease, ok, body.get("result"), error, status)
+            task = await self.p.db(finish, scope, key, task_id, lease, ok, body.get("result"), error, status, fence)
         except StoreError:
             if self.p.outbox is None:
                 raise
             record = {"task": task_id, "scope": [scope.kind, scope.name], "agent": key, "lease": lease, "ok": ok,
-                      "result": body.get("result"), "error": error, "exit_status": status}  # fmt: skip
+                      "result": body.get("result"), "error": error, "exit_status": status, "fence": fence}  # fmt: skip
             self.p.outbox(record)  # fsync'd before the answer; StoreError (503) when it cannot be kept
             self.p.metrics.inc("colibri_tasks_finished_total", outcome="outbox")
             return json_response(202, {"id": task_id, "state": "accepted", "outbox": True})

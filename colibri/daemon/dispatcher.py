@@ -4,6 +4,12 @@ The dispatcher owns what lives between the store and the sockets: the agents lon
 work (``Waiter``), the events a ``GET /v1/tasks/{id}?wait=`` waits on, and what follows a
 requeue (a wake-up, a metric, a log line).  It reaches the store only through ``db`` (the
 daemon's one database thread) and the hive service.
+
+Claims are batched: the claims that arrive while one is on the database thread go together in
+the next transaction (``claim_many``, at most ``CLAIM_BATCH``), so under load a commit serves many
+agents and when idle a claim waits for nothing.  With several hosts on one PostgreSQL, a task
+queued on another host arrives as a wake-up (``wake``: notify.py's LISTEN), and ``poll`` looks at
+the queue every ``task_poll_interval`` while agents wait, for a NOTIFY that was lost.
 """
 
 import asyncio
@@ -20,11 +26,12 @@ from colibri.daemon.metrics import Metrics
 from colibri.daemon.wire import Connection
 from colibri.domain import AgentState, TaskState
 from colibri.errors import AgentNotFound
-from colibri.services.hive import HiveService, Requeued
+from colibri.services.hive import AgentRef, HiveService, Requeued
 
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]
+CLAIM_BATCH = 32
 
 
 @dataclass
@@ -51,6 +58,9 @@ class Dispatcher:
         self._task_events: dict[int, asyncio.Event] = {}
         self.started = time.time()  # the hive service's clock: leases end at its time + lease_seconds
         self._checked: set[str] = set()  # agents whose leases from before the start were looked at
+        self.announce: Callable[[str], None] | None = None  # tell the other hosts (notify.py), if any
+        self._claims: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []
+        self._claiming = False
 
     async def claim(self, key: str, wait: float, conn: Connection | None = None) -> dict[str, Any] | None:
         """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive.
@@ -72,7 +82,7 @@ class Dispatcher:
             if agent.state == AgentState.ACTIVE:
                 if key not in self._checked:
                     await self._undelivered(key)
-                task: dict[str, Any] | None = await self._db(self._hive().claim, agent.ref())
+                task = await self._claim(agent.ref())
                 if task is not None:
                     if gone():
                         await self.give_back(task)
@@ -94,6 +104,43 @@ class Dispatcher:
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(waiter)
 
+    async def _claim(self, ref: AgentRef) -> dict[str, Any] | None:
+        """One claim, batched with those that arrive while the database thread is busy."""
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._claims.append((ref, future))
+        if not self._claiming:
+            self._claiming = True
+            drain = asyncio.ensure_future(self._drain_claims())
+            drain.add_done_callback(_log_failure)
+        return await future
+
+    async def _drain_claims(self) -> None:
+        orphans: list[dict[str, Any]] = []  # leased while their claimer went (cancelled)
+        batch: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []
+        try:
+            while self._claims:
+                batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
+                try:
+                    answers = await self._db(self._hive().claim_many, [ref for ref, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), task in zip(batch, answers, strict=True):
+                    if not future.done():
+                        future.set_result(task)
+                    elif task is not None:
+                        orphans.append(task)
+        finally:
+            self._claiming = False
+            for _, future in batch + self._claims:  # only when this task itself was cancelled (a stop)
+                if not future.done():
+                    future.cancel()
+            self._claims = []
+        for task in orphans:  # after the batch: a failure here leaves no claim unanswered
+            self.give_back_later(task)
+
     async def _undelivered(self, key: str) -> None:
         """An agent's first claim since the daemon started: leases it was given before are ones it
         never received (the daemon died between the claim's commit and its answer; an agent claims
@@ -112,7 +159,7 @@ class Dispatcher:
 
     async def give_back(self, task: dict[str, Any]) -> None:
         """A leased task whose answer could not be delivered: queued again at once, no attempt spent."""
-        released = await self._db(self._hive().release, int(task["id"]), str(task["lease"]))
+        released = await self._db(self._hive().release, int(task["id"]), str(task["lease"]), task.get("fence"))
         if released:
             self.metrics.inc("colibri_tasks_requeued_total", outcome="undelivered")
             log.warning("task %d given back: its agent's connection closed before the lease was delivered",
@@ -125,14 +172,50 @@ class Dispatcher:
         future.add_done_callback(_log_failure)
 
     def notify(self, tenant: str | None, capability: str) -> None:
-        """A task is queued: wake the longest-waiting agent that may take it (whose client is there)."""
+        """A task is queued: wake the longest-waiting agent that may take it (whose client is there),
+        and tell the other hosts' daemons (a NOTIFY with the capability only)."""
+        self._wake(tenant, capability, 1)
+        if self.announce is not None:
+            self.announce(capability)
+
+    def _wake(self, tenant: str | None, capability: str, count: int) -> int:
+        woken = 0
         for waiter in self.waiters:
+            if woken >= count:
+                break
             if waiter.event.is_set() or waiter.gone():
                 continue
             agent = self.registry.get(waiter.key)
             if agent is not None and self.registry.may_take(agent, tenant, capability):
                 waiter.event.set()
-                return
+                woken += 1
+        return woken
+
+    def wake(self, capability: str) -> None:
+        """Another host queued a task of this capability (its tenant is not said): wake this host's
+        waiting agents offering it; those that find nothing wait again."""
+        for waiter in self.waiters:
+            agent = self.registry.get(waiter.key)
+            if agent is not None and agent.state == AgentState.ACTIVE and capability in agent.capabilities:
+                waiter.event.set()
+
+    def wake_waiting(self) -> None:
+        """Wake every waiting claim to look at the queue once (the wake-ups' connection is back)."""
+        for waiter in self.waiters:
+            waiter.event.set()
+
+    async def poll(self) -> None:
+        """The fallback for a lost NOTIFY: which (tenant, capability) the waiting agents offer have
+        queued tasks (one query, only while agents wait), and wake the agents that may take them."""
+        offered: set[str] = set()
+        for waiter in self.waiters:
+            agent = self.registry.get(waiter.key)
+            if agent is not None and not waiter.event.is_set():
+                offered |= agent.capabilities
+        if not offered:
+            return
+        for tenant, capability in await self._db(self._hive().queued_kinds, sorted(offered)):
+            self._wake(tenant, capability, len(self.waiters))
 
     def after_requeue(self, requeued: list[Requeued]) -> None:
         for item in requeued:

@@ -37,6 +37,7 @@ from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
 from colibri.daemon.metrics import Metrics
+from colibri.daemon.notify import Wakeups
 from colibri.daemon.outbox import Outbox
 from colibri.daemon.reconcile import run_reconcile
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
@@ -97,6 +98,7 @@ class Daemon:
         self._reconcile_running: Future[Any] | None = None
         self._pending_states: list[tuple[str, str]] = []
         self._lock_file: Any = None
+        self.wakeups: Wakeups | None = None  # LISTEN/NOTIFY between hosts on one PostgreSQL
         hive, policy = (lambda: self.hive), (lambda: self.policy)
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
@@ -140,6 +142,8 @@ class Daemon:
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
                 asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
             ]
+            if self.wakeups is not None:  # several hosts' daemons: the fallback for a lost wake-up
+                loops.append(asyncio.create_task(self._every(self._poll_tick, self.dispatcher.poll, "poll")))
             log.info("colibri daemon %s ready: %s", __version__, self.admin_socket)
             while not stop.is_set():
                 waiting = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload.wait())]
@@ -158,6 +162,12 @@ class Daemon:
         self._hive = HiveService(self._store, self.policy, host=settings.host,
                                  host_lease=(settings.host_lease_seconds, settings.host_lease_grace))  # fmt: skip
         await self.lease.start()
+        if self._store.engine.dialect.name == "postgresql":
+            loop = asyncio.get_running_loop()
+            self.wakeups = Wakeups(settings.database, self.dispatcher.wake, self.dispatcher.wake_waiting,
+                                   loop.call_soon_threadsafe, settings.database_timeout)  # fmt: skip
+            self.wakeups.start()
+            self.dispatcher.announce = self.wakeups.announce
         for record in await self.db(self.hive.load_agents):
             self.registry.upsert(record)
         await self.sockets.open_admin()
@@ -183,6 +193,9 @@ class Daemon:
             with contextlib.suppress(ColibriError):
                 await self.lease.stop()
         await self.sockets.remove()
+        if self.wakeups is not None:
+            self.dispatcher.announce = None
+            await asyncio.get_running_loop().run_in_executor(None, self.wakeups.stop)
         if self._store is not None:
             await self._call(self._store.close)
         self._pool.shutdown(wait=True)
@@ -263,6 +276,9 @@ class Daemon:
 
     def _tick(self) -> float:
         return min(1.0, max(0.05, min(self.policy.stale_after / 5, self.policy.heartbeat_interval / 2)))
+
+    def _poll_tick(self) -> float:
+        return self.settings.task_poll_interval
 
     def _lease_tick(self) -> float:
         return min(1.0, max(0.05, self.policy.lease_seconds / 10))
@@ -349,7 +365,7 @@ class Daemon:
             kind, name = record["scope"]
             args = (Scope(kind, name), str(record["agent"]), int(record["task"]), str(record["lease"]),
                     bool(record["ok"]), record.get("result"), record.get("error"),
-                    record.get("exit_status"))  # fmt: skip
+                    record.get("exit_status"), _fence(record.get("fence")))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             log.warning("outbox: a malformed record was dropped")
             return
@@ -414,6 +430,11 @@ def _write_every(settings: Settings) -> float:
     """How often a beating agent's row is rewritten: the setting, but never more than two stale
     TTLs behind (liveness itself is decided here, in memory, and across hosts by the host lease)."""
     return min(settings.heartbeat_write_interval, 2 * settings.agent_stale_after)
+
+
+def _fence(value: Any) -> int | None:
+    """An outbox record's fencing token: a positive int, else none (a record from before fences)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:

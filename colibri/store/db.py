@@ -9,6 +9,7 @@ copy of an existing SQLite database.  A database migrated by a newer colibri is 
 import contextlib
 import fcntl
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import Connection, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from colibri.errors import ConfigError, SchemaTooNew, StoreError
+from colibri.errors import ConfigError, SchemaTooNew, StateConflict, StoreError
 from colibri.store.migrations import head
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ def translate_errors(url: str) -> Iterator[None]:
     except (OperationalError, DBAPIError) as exc:
         raise StoreError(describe_error(exc, url)) from None
     except SQLAlchemyError as exc:
+        orm = sys.modules.get("sqlalchemy.orm.exc")  # loaded with the ORM only (see above)
+        if orm is not None and isinstance(exc, orm.StaleDataError):
+            # a fenced update matched 0 rows: another claim (on any host) superseded the one read
+            raise StateConflict("the task was claimed again since it was read (its fence moved on)") from None
         raise StoreError(describe_error(exc, url)) from None
 
 
@@ -170,9 +175,22 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[Connection]:
                 yield conn
         return
     with engine.connect() as conn:
-        if parsed.get_backend_name() == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-        yield conn
+        if parsed.get_backend_name() != "postgresql":
+            yield conn
+            return
+        # a session lock, not a transaction's: reading an empty database's revision fails and is
+        # rolled back (current_revision), which would let a transaction lock go before the migration
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        conn.commit()
+        try:
+            yield conn
+        finally:
+            try:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                conn.commit()
+            except SQLAlchemyError:
+                conn.invalidate()  # closed, never pooled: the server lets the lock go with it
 
 
 def _backup_sqlite(url: str, revision: str) -> None:

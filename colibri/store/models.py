@@ -2,8 +2,10 @@
 ever stored here (the vault's collection *id* is an identifier, not a secret)."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Index
+from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
 # the public view of a tenant lives with the listing read path (which imports no table class)
@@ -110,6 +112,12 @@ class Task(SQLModel, table=True):
     # many hosts (migration 0006): the host whose daemon leased it; the fencing token of that claim
     host: str | None = Field(default=None, max_length=64)
     fence: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+
+    @declared_attr  # type: ignore[arg-type]
+    def __mapper_args__(cls) -> dict[str, Any]:
+        """Every ORM update of a task names the fence it read (``WHERE id = ? AND fence = ?``); a
+        claim sets the next one, so a writer whose claim was superseded updates 0 rows (StaleDataError)."""
+        return {"version_id_col": cls.__table__.c.fence, "version_id_generator": False}  # type: ignore[attr-defined]
 
 
 class Lane(SQLModel, table=True):

@@ -17,6 +17,7 @@ class OwnerRepo:
         return self._session.get(Tenant, tenant_id)
 
     def active_tenant_ids(self, host: str | None = None) -> list[str]:
+        """Active tenants (only those living on ``host`` when it is given)."""
         query = select(Tenant.tenant_id).where(Tenant.status == TenantStatus.ACTIVE)
         if host is not None:
             query = query.where(Tenant.host == host)

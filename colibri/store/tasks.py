@@ -72,15 +72,24 @@ class TaskRepo:
         return self._session.exec(query.with_for_update(skip_locked=True)).first()
 
     def lease_expired(self, now: float) -> Sequence[Task]:
+        """Running tasks whose lease ran out, locked; one another daemon is requeueing is skipped."""
         query = select(Task).where(Task.state == TaskState.RUNNING, col(Task.lease_expires_at) < now)
-        return self._session.exec(query).all()
+        return self._session.exec(query.order_by(col(Task.id)).with_for_update(skip_locked=True)).all()
 
     def held_by(self, agent_key: str, expiring_before: float | None = None) -> Sequence[Task]:
-        """Running tasks leased to this agent (only those whose lease ends before ``expiring_before``)."""
+        """Running tasks leased to this agent (only those whose lease ends before ``expiring_before``),
+        locked for the change that follows."""
         query = select(Task).where(Task.state == TaskState.RUNNING, Task.agent_key == agent_key)
         if expiring_before is not None:
             query = query.where(col(Task.lease_expires_at) < expiring_before)
-        return self._session.exec(query).all()
+        return self._session.exec(query.order_by(col(Task.id)).with_for_update()).all()
+
+    def queued_kinds(self, capabilities: Sequence[str]) -> list[tuple[str | None, str]]:
+        """(tenant, capability) of queued tasks of these capabilities, once each (the polling
+        fallback of the wake-ups)."""
+        wanted = col(Task.capability).in_(sorted(capabilities))
+        query = select(Task.tenant_id, Task.capability).where(Task.state == TaskState.QUEUED, wanted)
+        return sorted(set(self._session.exec(query.distinct()).all()), key=lambda r: (r[0] or "", r[1]))
 
     def find(self, tenant: str | None, state: str | None, limit: int) -> Sequence[Task]:
         """Newest first."""

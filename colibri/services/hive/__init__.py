@@ -59,7 +59,7 @@ class HiveService:
     ) -> None:
         self._store = store
         self._ledger = ledger = Ledger(store, policy, clock)
-        tasks = TaskRules(ledger, token)
+        tasks = TaskRules(ledger, token, host)
         agents = AgentRules(ledger, tasks, host)
         # host: this daemon's host (issue 11): its lease gates claims; None (tests, the CLI): no gate
         self.hosts = HostRules(ledger, tasks, host or "", *host_lease)
@@ -69,6 +69,7 @@ class HiveService:
             tasks.claim if host is None else self.hosts.gate(tasks.claim)
         )
         self.release_undelivered, self.expire_leases = tasks.release_undelivered, tasks.expire_leases
+        self.claim_many, self.queued_kinds = tasks.claim_many, tasks.queued_kinds
         self.task, self.tasks, self.queued, self.task_counts = tasks.task, tasks.tasks, tasks.queued, tasks.task_counts
         self.register, self.deregister, self.mark_lost = agents.register, agents.deregister, agents.mark_lost
         self.set_states, self.flush_heartbeats, self.flush = agents.set_states, agents.flush_heartbeats, agents.flush

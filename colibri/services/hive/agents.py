@@ -12,7 +12,7 @@ from typing import Any
 from sqlmodel import Session
 
 from colibri.domain import LIVE_AGENT_STATES, AgentState, TenantStatus, agent_may_become, validate_tenant_id
-from colibri.errors import InvalidInput, LimitExceeded, TenantNotFound
+from colibri.errors import Conflict, InvalidInput, LimitExceeded, PermissionDenied, TenantNotFound
 from colibri.services.hive.ledger import Ledger
 from colibri.services.hive.rules import Requeued, Scope, validate_name
 from colibri.services.hive.tasks import TaskRules
@@ -26,7 +26,7 @@ class AgentRules:
     def __init__(self, ledger: Ledger, tasks: TaskRules, host: str | None = None) -> None:
         self._ledger = ledger
         self._tasks = tasks
-        self.host = host  # this daemon's host: its agents' ``agents.host``, whose tenants it serves
+        self._host = host  # this daemon's host (issue 11: the agents it serves are its own)
 
     def register(
         self, scope: Scope, agent_id: str, capabilities: list[dict[str, str]], mother_version: str | None
@@ -35,9 +35,12 @@ class AgentRules:
         key = scope.agent_key(validate_name(agent_id, "agent id"))
         with self._ledger.session() as session:
             _check_owner(session, scope)
+            self._check_host(session, scope)
             agents = AgentRepo(session)
             agent = agents.get(key)
             now = utcnow()
+            if agent is not None and agent.state in LIVE_AGENT_STATES and agent.host not in (None, self._host):
+                raise Conflict(f"agent {key} is live on host {agent.host}; an agent id serves one host at a time")
             if agent is None or agent.state not in LIVE_AGENT_STATES:
                 self._check_agent_room(agents, scope)
             if agent is None:
@@ -45,13 +48,25 @@ class AgentRules:
                 agent.lane = scope.name if scope.kind == "lane" else None
             agent.capabilities = json.dumps(capabilities, separators=(",", ":"))
             agent.mother_version = mother_version
-            agent.state = AgentState.ACTIVE
-            agent.host = self.host
+            agent.state, agent.host = AgentState.ACTIVE, self._host
             agent.registered_at = agent.last_seen_at = agent.state_changed_at = now
             agents.add(agent)
             requeued = self._tasks.requeue_held(session, key, f"agent {key} registered again")
             agents.flush()
             return agent_public(agent), requeued
+
+    def _fenced(self) -> bool:
+        """Tenants are fenced to their host: a store shared by several hosts, and a daemon's host."""
+        return self._ledger.shared and self._host is not None
+
+    def _check_host(self, session: Session, scope: Scope) -> None:
+        """On a store shared by several hosts, a tenant's agents register with the daemon of the
+        host the tenant lives on, and no other (its tasks are fenced to it)."""
+        if not self._fenced() or scope.kind != "tenant":
+            return
+        tenant = OwnerRepo(session).tenant(str(scope.name))
+        if tenant is not None and tenant.host != self._host:
+            raise PermissionDenied(f"tenant {scope.name} lives on host {tenant.host}, not {self._host}")
 
     def _check_agent_room(self, agents: AgentRepo, scope: Scope) -> None:
         """A tenant (or lane) has at most ``max_agents`` live agents; its gone ones (left, lost) are
@@ -116,9 +131,10 @@ class AgentRules:
             return written, extended
 
     def load_agents(self) -> list[dict[str, Any]]:
-        """Agents that may come back (active or stale) on this host: the registry starts from these."""
+        """Agents that may come back (active or stale) on this host (or named no host, before issue
+        11): the daemon's registry starts from these; another host's agents are that host's."""
         with self._ledger.store.session() as session:
-            return [agent_public(a) for a in AgentRepo(session).live(self.host)]
+            return [agent_public(a) for a in AgentRepo(session).live() if a.host in (None, self._host)]
 
     def agents(self, tenant: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         with self._ledger.store.session() as session:
@@ -131,7 +147,7 @@ class AgentRules:
         for each (a lane is served on every host of the hive)."""
         with self._ledger.store.session() as session:
             owners = OwnerRepo(session)
-            return owners.active_tenant_ids(self.host), owners.lane_names()
+            return owners.active_tenant_ids(self._host if self._fenced() else None), owners.lane_names()
 
     def tenant_for_socket(self, tenant_id: str) -> str:
         """The spawn pipeline asks for a tenant's socket: any tenant that is not removed may have one."""
@@ -140,6 +156,8 @@ class AgentRules:
             tenant = OwnerRepo(session).tenant(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)
+            if self._fenced() and tenant.host != self._host:
+                raise PermissionDenied(f"tenant {tenant_id} lives on host {tenant.host}, not {self._host}")
             return tenant_id
 
     def removed_tenants(self, candidates: Iterable[str]) -> list[str]:

@@ -4,6 +4,10 @@ The daemon's database thread is the only writer of tasks, so the counts read onc
 stay right as long as every change goes through ``Ledger.session()``: a change noted inside it is
 applied when the transaction commits (and dropped when it rolls back); then a tenant past its
 finished-task caps is pruned.
+
+On a shared store (PostgreSQL: every host's daemon writes the same tasks, issue 11) the kept
+counts miss the other hosts' changes, so a limit is checked on counts read in the submit's own
+transaction, and kept counts older than ``SHARED_USAGE_SECONDS`` are read again before use.
 """
 
 import contextlib
@@ -18,6 +22,8 @@ from colibri.services.hive.rules import FINISHED, PRUNE_BATCH, Policy
 from colibri.store.db import Store
 from colibri.store.models import Task, utcnow
 from colibri.store.tasks import TaskRepo
+
+SHARED_USAGE_SECONDS = 5.0
 
 
 @dataclass
@@ -46,7 +52,14 @@ class Ledger:
         self.policy = policy
         self.clock = clock
         self._usage: dict[str | None, Usage] = {}
+        self._read_at: dict[str | None, float] = {}  # when each kept usage was read (a shared store)
         self._pending: _Pending | None = None
+        self.shared = store.engine.dialect.name != "sqlite"  # other hosts' daemons write tasks too
+
+    def forget(self, tenant: str | None) -> None:
+        """Drop a tenant's kept usage: the next use reads it from the store."""
+        self._usage.pop(tenant, None)
+        self._read_at.pop(tenant, None)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -82,9 +95,12 @@ class Ledger:
 
     def usage(self, tenant: str | None, session: Session | None = None) -> Usage:
         """The tenant's usage; read from the store the first time (one query per tenant)."""
+        if self.shared and self.clock() - self._read_at.get(tenant, 0.0) > SHARED_USAGE_SECONDS:
+            self.forget(tenant)
         usage = self._usage.get(tenant)
         if usage is None:
             usage = Usage()
+            self._read_at[tenant] = self.clock()
             if session is None:
                 with self.store.session() as own:
                     rows = TaskRepo(own).usage_rows(tenant)
@@ -103,7 +119,8 @@ class Ledger:
     def queue_full(self, tenant: str | None, size: int = 0) -> str | None:
         """Why a task of ``size`` payload bytes cannot be queued for ``tenant`` (None: it can), from
         the kept usage alone: a refused submit costs the store nothing.  Only known tenants are
-        checked here (the daemon calls this off the database thread)."""
+        checked here (the daemon calls this off the database thread).  On a shared store only the
+        counts read in the submit's transaction decide (another host may have finished tasks)."""
         usage = self._usage.get(tenant)
         if tenant is None or usage is None:
             return None

@@ -6,8 +6,9 @@ lease, a lost or re-registered agent puts a running task back to ``queued`` unti
 silently.
 """
 
+import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlmodel import Session
@@ -31,11 +32,17 @@ from colibri.store.models import Task, utcnow
 from colibri.store.owners import OwnerRepo
 from colibri.store.tasks import TaskRepo
 
+CLAIM_TRIES = 100  # a claim that lost a race for a row (no SKIP LOCKED on SQLite) looks again: each
+# loss is another writer's claim committed, so the tries are bounded by the tasks others took
+
 
 class TaskRules:
-    def __init__(self, ledger: Ledger, token: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+    def __init__(
+        self, ledger: Ledger, token: Callable[[], str] = lambda: secrets.token_hex(16), host: str | None = None
+    ) -> None:
         self._ledger = ledger
         self._token = token
+        self._host = host  # this daemon's host: a claim names it, and only its daemon finishes it
 
     def submit(
         self, scope: Scope, capability: str, payload: Any, tenant: str | None = None, idempotency_key: str | None = None
@@ -52,7 +59,8 @@ class TaskRules:
         idempotency_key = validate_idempotency_key(idempotency_key)
         text = encode_json(payload, MAX_PAYLOAD_BYTES, "the payload")
         submitted_by = "operator" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
-        if idempotency_key is None and (full := ledger.queue_full(tenant, len(text))) is not None:
+        fast = idempotency_key is None and not ledger.shared
+        if fast and (full := ledger.queue_full(tenant, len(text))) is not None:
             raise LimitExceeded(full)  # known from the kept usage: no store work for a refusal
         with ledger.session() as session:
             tasks = TaskRepo(session)
@@ -83,7 +91,10 @@ class TaskRules:
             return {**task_public(task), "created": True}
 
     def _check_queue_room(self, session: Session, tenant: str, size: int) -> None:
-        """A tenant has at most ``max_queued_tasks`` unfinished tasks holding ``max_queued_bytes``."""
+        """A tenant has at most ``max_queued_tasks`` unfinished tasks holding ``max_queued_bytes``
+        (on a shared store, counted in this transaction: other hosts finish its tasks too)."""
+        if self._ledger.shared:
+            self._ledger.forget(tenant)
         self._ledger.usage(tenant, session)
         full = self._ledger.queue_full(tenant, size)
         if full is not None:
@@ -92,42 +103,67 @@ class TaskRules:
     def claim(self, agent: AgentRef) -> dict[str, Any] | None:
         """Lease the oldest queued task this agent may take, or return None.
 
-        The update is a compare-and-set on ``state = 'queued'``: a task is never leased twice.
+        The row is locked with ``FOR UPDATE SKIP LOCKED`` (another host's claim in flight is
+        skipped, not waited for) and its update is fenced (``WHERE fence = <read>``): a task is
+        never leased twice.  The claim takes the next fence and names this daemon's host; the
+        answer carries both after the lease.
         """
-        if not agent.capabilities:
-            return None
+        return self.claim_many([agent])[0]
+
+    def claim_many(self, agents: Sequence[AgentRef]) -> list[dict[str, Any] | None]:
+        """Claims for several waiting agents in one transaction (one commit: what batching saves).
+
+        Where the store has no row locks to skip (SQLite), a claim that lost the race for a task to
+        another writer matches no row (the fence moved on); the batch is tried again on fresh rows."""
+        for _ in range(CLAIM_TRIES - 1):
+            with contextlib.suppress(StateConflict):
+                return self._claim_many(agents)
+        return self._claim_many(agents)
+
+    def _claim_many(self, agents: Sequence[AgentRef]) -> list[dict[str, Any] | None]:
         policy = self._ledger.policy
+        answers: list[dict[str, Any] | None] = []
         with self._ledger.store.session() as session:
-            task = TaskRepo(session).next_queued(sorted(agent.capabilities), agent.tenant)
-            if task is None:
-                return None
-            check_task_transition(task.id, task.state, TaskState.RUNNING)
-            now = self._ledger.clock()
-            task.state, task.agent_key = TaskState.RUNNING, agent.key
-            task.lease_token, task.lease_expires_at = self._token(), now + policy.lease_seconds
-            task.attempts += 1
-            task.claimed_at = task.updated_at = utcnow()
-            TaskRepo(session).add(task)
-            shown = task_public(task)
-            shown["lease"] = task.lease_token
-            shown["lease_seconds"] = policy.lease_seconds
-            return shown
+            tasks = TaskRepo(session)
+            for agent in agents:
+                task = tasks.next_queued(sorted(agent.capabilities), agent.tenant) if agent.capabilities else None
+                if task is None:
+                    answers.append(None)
+                    continue
+                check_task_transition(task.id, task.state, TaskState.RUNNING)
+                now = self._ledger.clock()
+                task.state, task.agent_key = TaskState.RUNNING, agent.key
+                task.lease_token, task.lease_expires_at = self._token(), now + policy.lease_seconds
+                task.attempts += 1
+                task.fence, task.host = task.fence + 1, self._host
+                task.claimed_at = task.updated_at = utcnow()
+                tasks.add(task)
+                shown = task_public(task)
+                host, fence = shown.pop("host"), shown.pop("fence")
+                shown["lease"] = task.lease_token
+                shown["lease_seconds"] = policy.lease_seconds
+                shown["host"], shown["fence"] = host, fence
+                answers.append(shown)
+        return answers
 
     def finish(
         self, scope: Scope, key: str, task_id: int, lease: str, ok: bool, result: Any, error: str | None,
-        exit_status: int | None,
+        exit_status: int | None, fence: int | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Record a task's outcome.  Only the agent holding the current lease may; anything else is
-        StateConflict (the lease expired and the task went back to the queue).
+        """Record a task's outcome.  Only the agent holding the current lease, through the daemon
+        that claimed it (the task's host), may, and with the current fence when it names one;
+        anything else is StateConflict (the lease expired and the task went back to the queue, or
+        another claim on any host superseded it: the fenced update matches 0 rows).
 
         Idempotent: the same agent reporting again with the lease that finished the task (its first
         answer was lost) gets the task as it was recorded, and nothing changes."""
         result_text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
         with self._ledger.session() as session:
             task = _visible(session, scope, task_id, for_update=True)
-            if task.state in FINISHED and task.agent_key == key and task.lease_token == lease:
+            held = task.agent_key == key and task.lease_token == lease and self._claimed_here(task, fence)
+            if task.state in FINISHED and held:
                 return task_public(task)
-            if task.state != TaskState.RUNNING or task.agent_key != key or task.lease_token != lease:
+            if task.state != TaskState.RUNNING or not held:
                 raise StateConflict(f"task {task_id} is not leased to {key} (its lease expired or it was requeued)")
             task.state = TaskState.SUCCEEDED if ok else TaskState.FAILED
             task.result = result_text
@@ -139,12 +175,19 @@ class TaskRules:
             self._ledger.note_finished(task)
             return task_public(task)
 
-    def release(self, task_id: int, lease: str) -> bool:
+    def _claimed_here(self, task: Task, fence: int | None) -> bool:
+        """The task's current claim is this daemon's (a task claimed before issue 11 names no
+        host), with ``fence`` when the caller names one."""
+        return task.host in (None, self._host) and (fence is None or task.fence == fence)
+
+    def release(self, task_id: int, lease: str, fence: int | None = None) -> bool:
         """Give a leased task back at once, as if never claimed (its lease never reached the agent):
-        queued again, the attempt not counted.  False when that lease no longer holds it."""
+        queued again, the attempt not counted.  False when that lease (and fence) no longer holds it."""
         with self._ledger.store.session() as session:
             task = TaskRepo(session).get(task_id, for_update=True)
             if task is None or task.state != TaskState.RUNNING or task.lease_token != lease:
+                return False
+            if not self._claimed_here(task, fence):
                 return False
             _unclaim(task)
             session.add(task)
@@ -205,6 +248,14 @@ class TaskRules:
         with self._ledger.store.session() as session:
             found = TaskRepo(session).find(tenant, state, max(1, min(limit, 1000)))
             return [task_public(t, full=False) for t in found]
+
+    def queued_kinds(self, capabilities: Sequence[str]) -> list[tuple[str | None, str]]:
+        """(tenant, capability) of the queued tasks of these capabilities (the wake-ups' polling
+        fallback)."""
+        if not capabilities:
+            return []
+        with self._ledger.store.session() as session:
+            return TaskRepo(session).queued_kinds(capabilities)
 
     def queued(self) -> list[tuple[int, str | None, str]]:
         """(id, tenant, capability) of every queued task: to wake waiting agents after a restart."""

@@ -55,4 +55,6 @@ def task_public(task: Task, full: bool = True) -> dict[str, Any]:
         shown["submitted_by"] = task.submitted_by
         shown["claimed_at"] = _iso(task.claimed_at)
         shown["lease_expires_at"] = _epoch_iso(task.lease_expires_at)
+    shown["host"] = task.host  # issue 11: the host whose daemon claimed it last, and that claim's fence
+    shown["fence"] = task.fence
     return shown

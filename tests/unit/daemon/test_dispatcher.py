@@ -92,3 +92,31 @@ def test_a_lease_of_another_agent_or_one_reported_is_left_alone(store: Store) ->
     assert shown["state"] == "running" and shown["agent"] == "acme/a2"
     hive.finish(ACME, "acme/a2", task["id"], held["lease"], True, 1, None, 0)  # a2 reports after the restart
     assert hive.task(ACME, task["id"])["state"] == "succeeded"
+
+
+def test_claims_arriving_while_one_is_on_the_database_thread_share_the_next_transaction(store: Store) -> None:
+    hive = HiveService(store, POLICY, host="h")
+    for n in range(1, 5):
+        hive.register(ACME, f"a{n}", ECHO, "1")
+        hive.submit(Scope("admin"), "echo", n, tenant="acme")
+    registry = Registry(POLICY)
+    for record in hive.load_agents():
+        registry.upsert(record)
+    batches: list[int] = []
+
+    async def db(fn: Any, *args: Any) -> Any:
+        if getattr(fn, "__name__", "") == "claim_many":
+            batches.append(len(args[0]))
+        await asyncio.sleep(0)  # the database thread: the loop runs on while it works
+        return fn(*args)
+
+    dispatcher = Dispatcher(registry, Metrics(), db, lambda: hive, lambda: False)
+    dispatcher._checked.update(f"acme/a{n}" for n in range(1, 5))  # no leases from before a start
+
+    async def claims() -> list[Any]:
+        return await asyncio.gather(*(dispatcher.claim(f"acme/a{n}", 0) for n in range(1, 5)))
+
+    got = asyncio.run(claims())
+    assert sorted(t["id"] for t in got) == sorted({t["id"] for t in got}) and len(got) == 4
+    assert batches == [4]  # four claims in one loop turn: one transaction
+    assert {t["agent"] for t in got} == {f"acme/a{n}" for n in range(1, 5)}
