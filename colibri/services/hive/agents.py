@@ -56,8 +56,9 @@ class AgentRules:
             return agent_public(agent), requeued
 
     def _fenced(self) -> bool:
-        """Tenants are fenced to their host: a store shared by several hosts, and a daemon's host."""
-        return self._ledger.shared and self._host is not None
+        """Does this daemon serve only its own host's tenants?  Always, when it knows its host
+        (a tenant of another host never gets a socket or an agent here, whatever the store)."""
+        return self._host is not None
 
     def _check_host(self, session: Session, scope: Scope) -> None:
         """On a store shared by several hosts, a tenant's agents register with the daemon of the

@@ -49,7 +49,10 @@ def clock_fixture() -> Clock:
 
 
 def daemon(store: Store, clock: Clock, host: str, **policy: float) -> HiveService:
-    return HiveService(store, Policy(lease_seconds=60, max_attempts=3, **policy), clock=clock, host=host)  # type: ignore[arg-type]
+    """One host's daemon, holding its host lease (a daemon claims nothing without one)."""
+    hive = HiveService(store, Policy(lease_seconds=60, max_attempts=3, **policy), clock=clock, host=host)  # type: ignore[arg-type]
+    hive.hosts.start()
+    return hive
 
 
 def lane(key: str) -> AgentRef:
@@ -77,7 +80,8 @@ def test_a_late_answer_from_a_superseded_claim_changes_nothing(store: Store, clo
     task = a.submit(ADMIN, "echo", {"n": 1})
     first = a.claim(lane("lane:linux/x1"))
     assert first is not None and first["fence"] == 1
-    clock.now += 61  # host a went quiet past the lease: host b's daemon requeues it
+    clock.now += 61  # host a went quiet past the lease: host b's daemon (renewing its own) requeues it
+    b.hosts.renew()
     assert [r.task_id for r in b.expire_leases()] == [task["id"]]
     second = b.claim(lane("lane:linux/y1"))
     assert second is not None and (second["host"], second["fence"]) == ("b", 2)

@@ -1,0 +1,203 @@
+"""The hive on three hosts, end to end, on the rig (issue 11, "Done when").
+
+Three network namespaces, each a host with a real sshd, its own colibri daemon (its own state, run
+and log directories, the sandbox backend) and the one PostgreSQL database; the orchestrator is
+this test's process in the root namespace, with the rig's SSH key and the tenants' secrets
+(staged, root-only: the orchestrator's stand-in for the vault; the real bw path is the same render
+and is tested in tests/unit/hosts and test_provision).  From the orchestrator: enrol the hosts with
+pinned keys, spawn two tenants' jails on two of them over SSH, check where the secrets landed (and
+where they did not), run a tenant's task on a lane of a third host and read its result on the
+tenant's host, then freeze a host that holds a task and see the task finish once elsewhere.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.fleet import Agent
+from tests.integration.hive_harness import wait_until
+from tests.rig import COLIBRI, Rig, RigHost
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+FAST = {
+    "heartbeat_interval": "0.3",
+    "agent_stale_after": "1.5",
+    "agent_lost_after": "3",
+    "host_lease_seconds": "3",
+    "host_lease_grace": "1",
+    "task_poll_interval": "0.2",
+    "reconcile_interval": "0",
+}
+SECRETS = {"t-alpha": "ALPHA-only-in-its-jail-7f3a", "t-beta": "BETA-only-in-its-jail-91c2"}
+OPERATOR = "OPERATOR-credential-never-leaves-e55d"
+
+
+class Orchestrator:
+    """The root namespace's colibri: its own colibri.toml, the shared database, the rig's key."""
+
+    def __init__(self, rig: Rig, root: Path) -> None:
+        self.root = root
+        root.mkdir(mode=0o700)
+        config = root / "colibri.toml"
+        config.write_text(
+            "\n".join((
+                'host = "orch"',
+                'jail_backend = "sandbox"',
+                f'state_dir = "{root / "state"}"',
+                f'run_dir = "{root / "run"}"',
+                f'log_dir = "{root / "log"}"',
+                f'database_url = "{rig.database_url()}"',
+                f'ssh_key_file = "{rig.client_key}"',
+                "",
+            ))
+        )  # fmt: skip
+        self.env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "COLIBRI_CONFIG": str(config)}
+        # the operator's vault credential lives here, on the orchestrator only
+        vault = root / "state" / "vault"
+        vault.mkdir(parents=True, mode=0o700)
+        (vault / "master_password").write_text(OPERATOR + "\n")
+        (vault / "master_password").chmod(0o600)
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([str(COLIBRI), *args], env=self.env, capture_output=True, text=True, timeout=180)
+        if check:
+            assert done.returncode == 0, (args, done.returncode, done.stderr)
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+    def stage(self, tenant: str, value: str) -> None:
+        staged = self.root / "state" / "staged"
+        (staged / tenant).mkdir(parents=True, mode=0o700, exist_ok=True)
+        staged.chmod(0o700)
+        path = staged / tenant / "provider.env"
+        path.write_text(f"PROVIDER_KEY={value}\n")
+        path.chmod(0o600)
+
+
+def on(host: RigHost, *args: str) -> subprocess.CompletedProcess[str]:
+    """colibri run on a rig host, in its namespace, with its own colibri.toml."""
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "COLIBRI_CONFIG": str(host.config)}
+    done = subprocess.run(["ip", "netns", "exec", host.netns, str(COLIBRI), *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, (host.name, args, done.returncode, done.stderr)
+    return done
+
+
+def files_holding(root: Path, needle: bytes) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(name="orch")
+def orch_fixture(rig: Rig, tmp_path: Path) -> Iterator[Orchestrator]:
+    orch = Orchestrator(rig, tmp_path / "orch")
+    yield orch
+    orch("destroy-agent", "t-alpha", "t-beta", check=False)
+    for host in rig.hosts.values():
+        if host.daemon is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host.daemon.pid, signal.SIGCONT)
+        host.stop_daemon()
+
+
+def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None:
+    a, b, c = rig.hosts["a"], rig.hosts["b"], rig.hosts["c"]
+    # enrol the three with their pinned keys, and check each over SSH
+    for host in (a, b, c):
+        orch("hosts", "add", f"rig-{host.name}", "--ssh", f"root@{host.address}", "--host-key", host.host_key_line(),
+             "--command", str(host.command))  # fmt: skip
+        checked = orch.json("hosts", "check", f"rig-{host.name}")
+        assert checked["backend"] == "sandbox" and checked["version"], checked
+    for host in (a, b, c):
+        host.start_daemon(**FAST)
+    assert {h["name"]: h["state"] for h in orch.json("hosts")} == {"rig-a": "up", "rig-b": "up", "rig-c": "up"}
+
+    # two tenants on two hosts, spawned from the orchestrator; secrets rendered here, sent over SSH
+    for tenant, host in (("t-alpha", "rig-a"), ("t-beta", "rig-b")):
+        orch("register-tenant", tenant, "--host", host, "--collection", "")
+        orch.stage(tenant, SECRETS[tenant])
+    spawned = orch("spawn-agent", "t-alpha", "t-beta", "--capability", "echo", "--json")
+    assert spawned.returncode == 0, spawned.stdout
+    for tenant, host in (("t-alpha", a), ("t-beta", b)):
+        shown = orch.json("show-tenant", tenant)
+        assert (shown["status"], shown["host"]) == ("active", f"rig-{host.name}"), shown
+        envs = files_holding(host.root, SECRETS[tenant].encode())
+        assert len(envs) == 1 and envs[0].name == ".env", envs  # the jail's .env, nothing else on that host
+        info = envs[0].stat()
+        assert info.st_mode & 0o777 == 0o600 and info.st_uid not in (0, os.geteuid()), oct(info.st_mode)
+        assert Path(shown["jail_root"]) in envs[0].parents, (shown["jail_root"], envs[0])
+    # a jail holds only its own secrets; no host but the orchestrator holds the operator's credential
+    assert files_holding(a.root, SECRETS["t-beta"].encode()) == []
+    assert files_holding(b.root, SECRETS["t-alpha"].encode()) == []
+    for host in (a, b, c):
+        assert files_holding(host.root, OPERATOR.encode()) == [], host.name
+    ran = "\n".join(argv for host in (a, b, c) for _, argv in host.ran())
+    assert SECRETS["t-alpha"] not in ran and SECRETS["t-beta"] not in ran  # never in a remote argv
+
+    # each tenant's mother registered with its own host's daemon
+    def agent_of(host: RigHost, tenant: str) -> Any:
+        agents = json.loads(on(host, "agents", "--tenant", tenant, "--json").stdout)
+        return next((x for x in agents if x["state"] == "active"), None)
+
+    assert wait_until(lambda: agent_of(a, "t-alpha"), 60)["host"] == "rig-a"
+    assert wait_until(lambda: agent_of(b, "t-beta"), 60)["host"] == "rig-b"
+
+    # a lane on host c takes t-alpha's task for a capability t-alpha's own agent lacks
+    on(c, "register-lane", "build")
+    lane = lambda host: host.root / "run" / "lanes" / "build" / "agent.sock"  # noqa: E731
+    wait_until(lambda: lane(b).exists() and lane(c).exists(), 30)
+    c1 = Agent(lane(c), "c1", ("build",))
+    c1.register()
+    submitted = json.loads(on(a, "submit-task", "build", '{"n": 1}', "--tenant", "t-alpha", "--json").stdout)
+    status, lease = c1.claim(wait=10)
+    assert status == 200 and lease["id"] == submitted["id"] and lease["host"] == "rig-c", (status, lease)
+    assert c1.result(lease, True, {"built": 1})[0] == 200
+    seen = json.loads(on(a, "task", str(submitted["id"]), "--json").stdout)  # read on the tenant's host
+    assert (seen["state"], seen["host"], seen["result"], seen["tenant"]) == ("succeeded", "rig-c", {"built": 1},
+                                                                             "t-alpha"), seen  # fmt: skip
+    c1.close()
+
+    # host b's lane holds a task when b freezes: past its lease + grace it is lost, the task runs once on c
+    b1 = Agent(lane(b), "b1", ("slow",))
+    b1.register()
+    task = json.loads(on(a, "submit-task", "slow", "{}", "--tenant", "t-alpha", "--json").stdout)
+    status, held = b1.claim(wait=10)
+    assert status == 200 and held["id"] == task["id"] and held["host"] == "rig-b", (status, held)
+    assert b.daemon is not None
+    os.kill(b.daemon.pid, signal.SIGSTOP)
+    c2 = Agent(lane(c), "c2", ("slow",))
+    c2.register()
+    status, again = c2.claim(wait=30)  # the task comes back only once b's lease + grace have passed
+    assert status == 200 and again["id"] == task["id"] and again["fence"] > held["fence"], (status, again)
+    assert {h["name"]: h["state"] for h in orch.json("hosts")}["rig-b"] == "lost"
+    assert c2.result(again, True, "done on c")[0] == 200
+    os.kill(b.daemon.pid, signal.SIGCONT)
+    late, _ = b1.result(held, True, "late from b")  # b's daemon answers again; its claim was superseded
+    assert late == 409
+    final = json.loads(on(a, "task", str(task["id"]), "--json").stdout)
+    assert (final["state"], final["host"], final["result"], final["attempts"]) == ("succeeded", "rig-c",
+                                                                                   "done on c", 2), final  # fmt: skip
+    wait_until(lambda: {h["name"]: h["state"] for h in orch.json("hosts")}["rig-b"] == "up", 30)  # a new term
+    b1.close()
+    c2.close()
+
+    # destroyed from the orchestrator: nothing of the tenants' secrets is left on their hosts
+    orch("destroy-agent", "t-alpha", "t-beta")
+    assert files_holding(a.root, SECRETS["t-alpha"].encode()) == []
+    assert files_holding(b.root, SECRETS["t-beta"].encode()) == []
