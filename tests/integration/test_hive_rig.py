@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration.fleet import Agent
 from tests.integration.hive_harness import wait_until
-from tests.rig import COLIBRI, Rig, RigHost
+from tests.rig import COLIBRI, Rig, RigHost, in_netns
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -73,7 +73,8 @@ class Orchestrator:
         return done
 
     def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json").stdout)
+        """The ``data`` of the command's --json envelope."""
+        return json.loads(self(*args, "--json").stdout)["data"]
 
     def stage(self, tenant: str, value: str) -> None:
         staged = self.root / "state" / "staged"
@@ -87,10 +88,14 @@ class Orchestrator:
 def on(host: RigHost, *args: str) -> subprocess.CompletedProcess[str]:
     """colibri run on a rig host, in its namespace, with its own colibri.toml."""
     env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "COLIBRI_CONFIG": str(host.config)}
-    done = subprocess.run(["ip", "netns", "exec", host.netns, str(COLIBRI), *args], env=env, capture_output=True,
+    done = subprocess.run([*in_netns(host.netns), str(COLIBRI), *args], env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, (host.name, args, done.returncode, done.stderr)
     return done
+
+
+def on_json(host: RigHost, *args: str) -> Any:
+    return json.loads(on(host, *args, "--json").stdout)["data"]
 
 
 def files_holding(root: Path, needle: bytes) -> list[Path]:
@@ -108,7 +113,7 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
 def orch_fixture(rig: Rig, tmp_path: Path) -> Iterator[Orchestrator]:
     orch = Orchestrator(rig, tmp_path / "orch")
     yield orch
-    orch("destroy-agent", "t-alpha", "t-beta", check=False)
+    orch("destroy-agent", "t-alpha", "t-beta", "--yes", check=False)
     for host in rig.hosts.values():
         if host.daemon is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -123,7 +128,7 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
         orch("hosts", "add", f"rig-{host.name}", "--ssh", f"root@{host.address}", "--host-key", host.host_key_line(),
              "--command", str(host.command))  # fmt: skip
         checked = orch.json("hosts", "check", f"rig-{host.name}")
-        assert checked["backend"] == "sandbox" and checked["version"], checked
+        assert checked["found"]["backend"] == "sandbox" and checked["found"]["backend_ready"], checked
     for host in (a, b, c):
         host.start_daemon(**FAST)
     assert {h["name"]: h["state"] for h in orch.json("hosts")} == {"rig-a": "up", "rig-b": "up", "rig-c": "up"}
@@ -152,7 +157,7 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
 
     # each tenant's mother registered with its own host's daemon
     def agent_of(host: RigHost, tenant: str) -> Any:
-        agents = json.loads(on(host, "agents", "--tenant", tenant, "--json").stdout)
+        agents = on_json(host, "agents", "--tenant", tenant)
         return next((x for x in agents if x["state"] == "active"), None)
 
     assert wait_until(lambda: agent_of(a, "t-alpha"), 60)["host"] == "rig-a"
@@ -164,11 +169,11 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
     wait_until(lambda: lane(b).exists() and lane(c).exists(), 30)
     c1 = Agent(lane(c), "c1", ("build",))
     c1.register()
-    submitted = json.loads(on(a, "submit-task", "build", '{"n": 1}', "--tenant", "t-alpha", "--json").stdout)
+    submitted = on_json(a, "submit-task", "build", "--payload", '{"n": 1}', "--tenant", "t-alpha")
     status, lease = c1.claim(wait=10)
     assert status == 200 and lease["id"] == submitted["id"] and lease["host"] == "rig-c", (status, lease)
     assert c1.result(lease, True, {"built": 1})[0] == 200
-    seen = json.loads(on(a, "task", str(submitted["id"]), "--json").stdout)  # read on the tenant's host
+    seen = on_json(a, "task", str(submitted["id"]))  # read on the tenant's host
     assert (seen["state"], seen["host"], seen["result"], seen["tenant"]) == ("succeeded", "rig-c", {"built": 1},
                                                                              "t-alpha"), seen  # fmt: skip
     c1.close()
@@ -176,7 +181,7 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
     # host b's lane holds a task when b freezes: past its lease + grace it is lost, the task runs once on c
     b1 = Agent(lane(b), "b1", ("slow",))
     b1.register()
-    task = json.loads(on(a, "submit-task", "slow", "{}", "--tenant", "t-alpha", "--json").stdout)
+    task = on_json(a, "submit-task", "slow", "--payload", "{}", "--tenant", "t-alpha")
     status, held = b1.claim(wait=10)
     assert status == 200 and held["id"] == task["id"] and held["host"] == "rig-b", (status, held)
     assert b.daemon is not None
@@ -190,7 +195,7 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
     os.kill(b.daemon.pid, signal.SIGCONT)
     late, _ = b1.result(held, True, "late from b")  # b's daemon answers again; its claim was superseded
     assert late == 409
-    final = json.loads(on(a, "task", str(task["id"]), "--json").stdout)
+    final = on_json(a, "task", str(task["id"]))
     assert (final["state"], final["host"], final["result"], final["attempts"]) == ("succeeded", "rig-c",
                                                                                    "done on c", 2), final  # fmt: skip
     wait_until(lambda: {h["name"]: h["state"] for h in orch.json("hosts")}["rig-b"] == "up", 30)  # a new term
@@ -198,6 +203,6 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
     c2.close()
 
     # destroyed from the orchestrator: nothing of the tenants' secrets is left on their hosts
-    orch("destroy-agent", "t-alpha", "t-beta")
+    orch("destroy-agent", "t-alpha", "t-beta", "--yes")
     assert files_holding(a.root, SECRETS["t-alpha"].encode()) == []
     assert files_holding(b.root, SECRETS["t-beta"].encode()) == []

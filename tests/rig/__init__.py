@@ -38,6 +38,14 @@ SSHD = Path("/usr/sbin/sshd")
 NAMES = ("a", "b", "c")
 
 
+def in_netns(netns: str) -> list[str]:
+    """The argv prefix that runs a program in ``netns``'s network namespace only.  Not ``ip netns
+    exec``: that also unshares the mount namespace and mounts a new /sys, which hides the host's
+    cgroup v1 hierarchies (/sys/fs/cgroup/<controller>) from the program, and the sandbox backend's
+    jails need them; a real host's sshd and daemon see the host's own /sys."""
+    return ["nsenter", f"--net=/run/netns/{netns}", "--"]
+
+
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=60)
 
@@ -106,7 +114,7 @@ class RigHost:
 
     def start_sshd(self) -> None:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, str(SSHD), "-D", "-f", str(self.sshd_config), "-E", str(self.log)],
+            [*in_netns(self.netns), str(SSHD), "-D", "-f", str(self.sshd_config), "-E", str(self.log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_base_env(),
         )  # fmt: skip
         deadline = time.monotonic() + 15
@@ -141,7 +149,7 @@ class RigHost:
         env.update({f"COLIBRI_{key.upper()}": value for key, value in settings.items()})
         log = (self.root / "daemon.log").open("ab")
         self.daemon = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, str(COLIBRI), "daemon"],
+            [*in_netns(self.netns), str(COLIBRI), "daemon"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
         )  # fmt: skip
         log.close()
@@ -221,7 +229,7 @@ class Rig:
         return self.postgres.url(self.database, self.gateway if from_rig else "127.0.0.1")
 
     def ns_exec(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", self.hosts[host].netns, *argv, check=False)
+        return _run(*in_netns(self.hosts[host].netns), *argv, check=False)
 
 
 def _claim_bridge() -> int:
