@@ -109,6 +109,16 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
     return found
 
 
+def jail_processes(tenant: str) -> list[str]:
+    """Processes left in any cgroup of ``tenant``'s sandbox jails (``colibri/<tenant>-<tag>``)."""
+    found = []
+    for procs in Path("/sys/fs/cgroup").glob(f"*/colibri/{tenant}-*/cgroup.procs"):
+        found += [f"{procs.parent}: {pid}" for pid in procs.read_text().split()]
+    for procs in Path("/sys/fs/cgroup/colibri").glob(f"{tenant}-*/cgroup.procs"):
+        found += [f"{procs.parent}: {pid}" for pid in procs.read_text().split()]
+    return found
+
+
 @pytest.fixture(name="orch")
 def orch_fixture(rig: Rig, tmp_path: Path) -> Iterator[Orchestrator]:
     orch = Orchestrator(rig, tmp_path / "orch")
@@ -204,5 +214,6 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
 
     # destroyed from the orchestrator: nothing of the tenants' secrets is left on their hosts
     orch("destroy-agent", "t-alpha", "t-beta", "--yes")
+    assert jail_processes("t-alpha") == [] and jail_processes("t-beta") == [], (a.ran(), b.ran())
     assert files_holding(a.root, SECRETS["t-alpha"].encode()) == []
     assert files_holding(b.root, SECRETS["t-beta"].encode()) == []
