@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from colibri.daemon.http import HttpProtocol  # noqa: E402
 from colibri.daemon.server import Daemon  # noqa: E402
-from colibri.services.hive import Scope  # noqa: E402
+from colibri.services.hive.rules import Scope  # noqa: E402
 from colibri.settings import Settings  # noqa: E402
 
 

@@ -127,7 +127,8 @@ def throughput(fleet: Fleet, tasks: int, per_host: int) -> tuple[float, int, int
 def floor(url: str, tasks: int) -> tuple[float, float]:
     """The store layer alone: claim + finish through HiveService in this process, one thread, no
     HTTP and no daemon, on the same database (tasks/s, and this process's CPU ms per task)."""
-    from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+    from colibri.services.hive.rules import AgentRef, Policy, Scope
+    from colibri.services.hive.service import HiveService
     from colibri.store.db import Store
 
     store = Store(url)

@@ -68,7 +68,7 @@ def child(timings_path: str, argv: list[str]) -> int:
     import colibri.services.secrets
     import colibri.settings
     import colibri.store.db  # noqa: F401
-    from colibri.adapters.sandbox import Sandbox
+    from colibri.adapters.sandbox.backend import Sandbox
     from colibri.cli.app import run
 
     totals: dict[str, list[float]] = {}

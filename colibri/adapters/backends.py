@@ -20,7 +20,7 @@ def tool_path() -> str:
 def make_backend(settings: Settings) -> JailBackend:
     runner = ShRunner({"PATH": tool_path(), "LANG": "C.UTF-8"})
     if settings.jail_backend == "sandbox":
-        from colibri.adapters.sandbox import Sandbox
+        from colibri.adapters.sandbox.backend import Sandbox
         from colibri.adapters.sandbox.cgroups import Limits
 
         limits = Limits(settings.jail_memory_mib, settings.jail_max_processes, settings.jail_cpu_percent)
@@ -32,6 +32,6 @@ def make_backend(settings: Settings) -> JailBackend:
             limits=limits,
             open_files=settings.jail_open_files,
         )
-    from colibri.adapters.bastille import Bastille
+    from colibri.adapters.bastille.backend import Bastille
 
     return Bastille.from_settings(settings, runner, shipped("jails"))

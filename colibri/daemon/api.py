@@ -38,17 +38,11 @@ from colibri.errors import (
     LimitExceeded,
     NotFound,
     PermissionDenied,
+    ResultTooLarge,
     StoreError,
 )
-from colibri.services.hive import (
-    AGENT_STATES,
-    FINISHED,
-    TASK_STATES,
-    HiveService,
-    Policy,
-    ResultTooLarge,
-    Scope,
-)
+from colibri.services.hive.rules import AGENT_STATES, FINISHED, TASK_STATES, Policy, Scope
+from colibri.services.hive.service import HiveService
 
 log = logging.getLogger("colibri.daemon")
 MAX_WAIT = 30.0

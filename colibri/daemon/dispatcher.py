@@ -26,7 +26,8 @@ from colibri.daemon.metrics import Metrics
 from colibri.daemon.wire import Connection
 from colibri.domain import AgentState, TaskState
 from colibri.errors import AgentNotFound
-from colibri.services.hive import AgentRef, HiveService, Requeued
+from colibri.services.hive.rules import AgentRef, Requeued
+from colibri.services.hive.service import HiveService
 
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")

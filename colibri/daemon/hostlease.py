@@ -12,7 +12,7 @@ from typing import Any
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.liveness import Registry
 from colibri.daemon.metrics import Metrics
-from colibri.services.hive import HiveService
+from colibri.services.hive.service import HiveService
 
 log = logging.getLogger("colibri.daemon")
 Db = Callable[..., Awaitable[Any]]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colibri.domain import LIVE_AGENT_STATES, AgentState
-from colibri.services.hive import AgentRef, Policy
+from colibri.services.hive.rules import AgentRef, Policy
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 from colibri.daemon.wire import Request
 from colibri.domain import validate_tenant_id
 from colibri.errors import InvalidInput, PermissionDenied
-from colibri.services.hive import Scope
+from colibri.services.hive.rules import Scope
 
 
 def body_object(request: Request) -> dict[str, Any]:

@@ -43,7 +43,8 @@ from colibri.daemon.reconcile import run_reconcile
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
 from colibri.daemon.status import Status
 from colibri.errors import ColibriError, ConfigError, DaemonError, NotFound, StateConflict, StoreError
-from colibri.services.hive import HiveService, Policy, Scope
+from colibri.services.hive.rules import Policy, Scope
+from colibri.services.hive.service import HiveService
 from colibri.settings import Settings, load_settings
 from colibri.store.db import Store
 from colibri.store.owners import check_writable

@@ -16,7 +16,8 @@ from colibri.daemon.http import Gate, HttpProtocol, Limits, Pool, Request, Route
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import Metrics
 from colibri.errors import ConfigError, DaemonError, StoreError
-from colibri.services.hive import HiveService, Scope
+from colibri.services.hive.rules import Scope
+from colibri.services.hive.service import HiveService
 from colibri.settings import Settings
 from colibri.store.models import AGENT_ID
 

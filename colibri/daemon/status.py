@@ -11,7 +11,8 @@ from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.metrics import Metrics, process_gauges, process_health
 from colibri.daemon.sockets import Sockets
 from colibri.errors import StoreError
-from colibri.services.hive import HiveService, Policy
+from colibri.services.hive.rules import Policy
+from colibri.services.hive.service import HiveService
 
 
 class Status:

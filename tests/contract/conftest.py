@@ -26,7 +26,7 @@ BACKENDS = [
 
 
 def make_sandbox(tmp_path: Path) -> JailBackend:
-    from colibri.adapters.sandbox import Sandbox
+    from colibri.adapters.sandbox.backend import Sandbox
 
     require(shutil.which("bwrap") is not None, "bubblewrap (Debian package bubblewrap)")
     require(os.geteuid() == 0, "root (the sandbox backend runs jails as root, like bastille)")
@@ -35,7 +35,7 @@ def make_sandbox(tmp_path: Path) -> JailBackend:
 
 
 def make_bastille(tmp_path: Path, request: pytest.FixtureRequest) -> JailBackend:
-    from colibri.adapters.bastille import Bastille
+    from colibri.adapters.bastille.backend import Bastille
 
     emulator = request.getfixturevalue("bastille_emulator")
     warm_package_cache(emulator.prefix / "releases" / emulator.release)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from colibri.adapters.bastille import Bastille
+from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.jail import JailState
 from colibri.adapters.runner import ShRunner
 from colibri.cli.context import Context

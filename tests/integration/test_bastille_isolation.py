@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from colibri.adapters.bastille import Bastille
+from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.bastille.hardening import Limits
 from colibri.adapters.jail import JailIds, JailState, parse_passwd
 from colibri.adapters.runner import ShRunner

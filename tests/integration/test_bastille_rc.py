@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from colibri.adapters.bastille import Bastille
+from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.runner import ShRunner
 from colibri.cli.context import Context
 from colibri.errors import BastilleError, MotherNotReady

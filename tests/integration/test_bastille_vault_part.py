@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from colibri.adapters.bastille import Bastille
+from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.runner import ShRunner
 from colibri.cli.context import Context
 from colibri.errors import ColibriError, TemplateNotFound

@@ -162,7 +162,7 @@ def test_the_whole_chain(chain: Chain) -> None:
     root = Path(tenant["jail_root"])
     pid = int((root / "var/run/colibri_mother.pid").read_text())
     from colibri.adapters.runner import ShRunner
-    from colibri.adapters.sandbox import Sandbox
+    from colibri.adapters.sandbox.backend import Sandbox
     from colibri.resources import shipped
 
     sandbox = Sandbox(chain.base / "state" / "jails", shipped("jails"), "agent", ShRunner({"PATH": os.environ["PATH"]}))

@@ -14,7 +14,8 @@ import pytest
 
 from colibri.adapters.jail import UID_BLOCK, JailIds, JailState
 from colibri.adapters.runner import ShRunner
-from colibri.adapters.sandbox import Sandbox, cgroups
+from colibri.adapters.sandbox import cgroups
+from colibri.adapters.sandbox.backend import Sandbox
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.resources import shipped
 from tests.conftest import require
@@ -99,7 +100,7 @@ MEASURE = """
 import os, resource, sys
 from pathlib import Path
 from colibri.adapters.runner import ShRunner
-from colibri.adapters.sandbox import Sandbox
+from colibri.adapters.sandbox.backend import Sandbox
 from colibri.errors import CommandFailed
 from colibri.resources import shipped
 sandbox = Sandbox(Path(sys.argv[1]), shipped("jails"), "agent", ShRunner({"PATH": os.environ["PATH"]}))

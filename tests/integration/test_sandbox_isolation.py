@@ -17,7 +17,8 @@ import pytest
 
 from colibri.adapters.jail import UID_BLOCK, JailIds
 from colibri.adapters.runner import ShRunner
-from colibri.adapters.sandbox import Sandbox, cgroups
+from colibri.adapters.sandbox import cgroups
+from colibri.adapters.sandbox.backend import Sandbox
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.resources import shipped
 from colibri.services.lifecycle.layout import make_socket_dir as _make_socket_dir

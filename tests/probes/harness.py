@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from colibri.adapters.jail import UID_BLOCK, JailIds
 from colibri.adapters.runner import ShRunner
-from colibri.adapters.sandbox import Sandbox
+from colibri.adapters.sandbox.backend import Sandbox
 from colibri.adapters.sandbox.cgroups import Limits
 from colibri.resources import shipped
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from colibri.adapters.bastille import Bastille
+from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.jail import Mount
 from colibri.adapters.runner import CommandResult
 from colibri.errors import ColibriError
@@ -108,7 +108,7 @@ def _host(tmp_path: Path) -> tuple[Bastille, FreeBSDHost, Path, Mount]:
 
 
 def test_a_live_mount_never_leaves_a_host_mount_outside_the_jail(tmp_path: Path) -> None:
-    """colibri/adapters/bastille/__init__.py Bastille.mount: open_dir(create=True) checks the
+    """colibri/adapters/bastille/backend.py Bastille.mount: open_dir(create=True) checks the
     mount point, then hands the path *string* to ``bastille mount`` on a running jail.  Today:
     the tenant's socket directory ends up mounted (rw) over the host directory the symlink
     names; colibri sees no live mount on the target, drops its fstab line, says "nothing was

@@ -5,9 +5,9 @@ import inspect
 
 import pytest
 
-from colibri.adapters.bastille import Bastille
+from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.jail import JailBackend
-from colibri.adapters.sandbox import Sandbox
+from colibri.adapters.sandbox.backend import Sandbox
 from tests.fakes.jail import FakeJails
 
 MEMBERS = sorted(

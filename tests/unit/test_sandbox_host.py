@@ -123,7 +123,7 @@ def test_a_block_overlapping_the_hosts_subordinate_ids_is_refused(tmp_path: Path
     """A host user whose /etc/subuid (or subgid) range covers a tenant's block could map the
     tenant's ids into a user namespace of its own and own the jail's files."""
     from colibri.adapters.jail import UID_BLOCK, JailIds
-    from colibri.adapters.sandbox import Sandbox
+    from colibri.adapters.sandbox.backend import Sandbox
 
     base = 10 * UID_BLOCK
     subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"

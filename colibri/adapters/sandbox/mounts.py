@@ -2,7 +2,7 @@
 bubblewrap at every start), bound into or detached from a running jail's mount namespace now,
 and checked live in its init's mountinfo (proc(5)), never taken from the config alone.
 
-``SandboxMounts`` is a part of ``Sandbox`` (colibri/adapters/sandbox/__init__.py), which gives
+``SandboxMounts`` is a part of ``Sandbox`` (colibri/adapters/sandbox/backend.py), which gives
 it the jail's directory, its init's pid and the runner.
 """
 

@@ -18,7 +18,8 @@ from sqlmodel import Session
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.liveness import Registry
 from colibri.daemon.metrics import Metrics
-from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+from colibri.services.hive.rules import AgentRef, Policy, Scope
+from colibri.services.hive.service import HiveService
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Tenant

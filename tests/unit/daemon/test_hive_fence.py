@@ -12,7 +12,8 @@ import pytest
 from sqlmodel import Session
 
 from colibri.errors import Conflict, PermissionDenied, StateConflict
-from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+from colibri.services.hive.rules import AgentRef, Policy, Scope
+from colibri.services.hive.service import HiveService
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Task, Tenant

@@ -17,7 +17,8 @@ from colibri.errors import (
     TaskNotFound,
     TenantNotFound,
 )
-from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+from colibri.services.hive.rules import AgentRef, Policy, Scope
+from colibri.services.hive.service import HiveService
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Agent, Tenant
@@ -268,7 +269,7 @@ def test_a_refused_submit_does_not_touch_the_store(store: Store, clock: Clock) -
 
 
 def test_a_result_over_the_cap_is_refused(hive: HiveService) -> None:
-    from colibri.services.hive import ResultTooLarge
+    from colibri.errors import ResultTooLarge
 
     small = HiveService(hive._store, Policy(max_result_bytes=1024))
     small.register(ACME, "a1", ECHO, "1")

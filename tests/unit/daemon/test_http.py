@@ -342,7 +342,7 @@ def test_the_api_logs_a_handlers_bug_with_its_traceback_and_counts_the_500(caplo
 
     from colibri.daemon.api import Api
     from colibri.daemon.metrics import Metrics
-    from colibri.services.hive import Scope
+    from colibri.services.hive.rules import Scope
 
     daemon = SimpleNamespace(metrics=Metrics(), stopping=lambda: False)
     api = Api(daemon)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from typing import Any
 
 from colibri.daemon.liveness import Registry
-from colibri.services.hive import Policy
+from colibri.services.hive.rules import Policy
 
 
 class Clock:

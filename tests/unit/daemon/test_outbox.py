@@ -12,7 +12,8 @@ from sqlmodel import Session
 from colibri.daemon.outbox import Outbox
 from colibri.daemon.server import Daemon
 from colibri.errors import StoreError
-from colibri.services.hive import AgentRef, HiveService, Scope
+from colibri.services.hive.rules import AgentRef, Scope
+from colibri.services.hive.service import HiveService
 from colibri.services.tenants import TenantService
 from colibri.settings import Settings
 from colibri.store.db import Store

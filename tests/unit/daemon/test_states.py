@@ -11,7 +11,7 @@ from colibri.domain import (
     requeue_outcome,
 )
 from colibri.errors import StateConflict
-from colibri.services.hive import AGENT_STATES, FINISHED, TASK_STATES
+from colibri.services.hive.rules import AGENT_STATES, FINISHED, TASK_STATES
 
 
 def test_the_api_names_are_the_enums_in_their_documented_order() -> None:

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from colibri.services.hive import AgentRef, HiveService, Policy, Scope
+from colibri.services.hive.rules import AgentRef, Policy, Scope
+from colibri.services.hive.service import HiveService
 from colibri.services.tenants import TenantService
 from colibri.store.agents import AgentRepo
 from colibri.store.db import Store
