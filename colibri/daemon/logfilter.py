@@ -12,8 +12,10 @@ interval (or ``flush()``, which the daemon calls every few seconds) says how man
 """
 
 import logging
+import logging.handlers
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from colibri.text import safe
 
@@ -104,3 +106,27 @@ class SafeFormatter(logging.Formatter):
         # The message has no raw newline left; what keeps its line breaks is the traceback (whose
         # text another handler may have cached on the record unescaped).
         return safe(super().format(record), keep_newlines=True)
+
+
+RATE_LIMIT = RateLimit()
+
+
+def configure_logging(target: str, lines: int = 20, interval: float = 10.0) -> None:
+    """Log to stderr, or to syslog(3) (facility daemon) as rc.d services do; rate-limited per cause."""
+    RATE_LIMIT.lines, RATE_LIMIT.interval = lines, interval
+    root = logging.getLogger("colibri")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    sink: logging.Handler
+    if target == "syslog":
+        address = "/var/run/log" if Path("/var/run/log").exists() else "/dev/log"
+        sink = logging.handlers.SysLogHandler(address, logging.handlers.SysLogHandler.LOG_DAEMON)
+        sink.setFormatter(SafeFormatter("colibri[%(process)d]: %(message)s"))
+    else:
+        sink = logging.StreamHandler()
+        sink.setFormatter(SafeFormatter("%(asctime)s colibri %(levelname)s %(message)s"))
+    sink.addFilter(RATE_LIMIT)
+    root.addHandler(sink)
+    root.setLevel(logging.INFO)
+    root.propagate = False

@@ -35,15 +35,16 @@ from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.hostlease import HostLease
 from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
-from colibri.daemon.logfilter import RateLimit, SafeFormatter, about
+from colibri.daemon.logfilter import RATE_LIMIT, about, configure_logging
 from colibri.daemon.metrics import Metrics
 from colibri.daemon.notify import Wakeups
 from colibri.daemon.outbox import Outbox
 from colibri.daemon.reconcile import run_reconcile
+from colibri.daemon.replay import Replay
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
 from colibri.daemon.status import Status
-from colibri.errors import ColibriError, ConfigError, DaemonError, NotFound, StateConflict, StoreError
-from colibri.services.hive.rules import Policy, Scope
+from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
+from colibri.services.hive.rules import Policy
 from colibri.services.hive.service import HiveService
 from colibri.settings import Settings, load_settings
 from colibri.store.db import Store
@@ -55,29 +56,6 @@ SOCKET_SCAN_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
 RECONCILE_BUDGET_SECONDS = 120.0
 SWEEP_SECONDS = 1.0
-
-RATE_LIMIT = RateLimit()
-
-
-def configure_logging(target: str, lines: int = 20, interval: float = 10.0) -> None:
-    """Log to stderr, or to syslog(3) (facility daemon) as rc.d services do; rate-limited per cause."""
-    RATE_LIMIT.lines, RATE_LIMIT.interval = lines, interval
-    root = logging.getLogger("colibri")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    sink: logging.Handler
-    if target == "syslog":
-        address = "/var/run/log" if Path("/var/run/log").exists() else "/dev/log"
-        sink = logging.handlers.SysLogHandler(address, logging.handlers.SysLogHandler.LOG_DAEMON)
-        sink.setFormatter(SafeFormatter("colibri[%(process)d]: %(message)s"))
-    else:
-        sink = logging.StreamHandler()
-        sink.setFormatter(SafeFormatter("%(asctime)s colibri %(levelname)s %(message)s"))
-    sink.addFilter(RATE_LIMIT)
-    root.addHandler(sink)
-    root.setLevel(logging.INFO)
-    root.propagate = False
 
 
 class Daemon:
@@ -105,6 +83,7 @@ class Daemon:
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
         self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics)
         self.outbox = Outbox(settings.state_dir, settings.daemon_outbox_max_bytes)
+        self.replay = Replay(self.outbox, self.db, hive, self.metrics, self.dispatcher)
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
                              lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up,
                              self._fleet)  # fmt: skip
@@ -348,45 +327,8 @@ class Daemon:
         }
 
     async def _replay(self) -> None:
-        """Completions acknowledged while the store was down, replayed in order with their leases;
-        one whose task was rescued meanwhile is refused by the usual rule: logged, dropped."""
-        if not self.store_up or not len(self.outbox):
-            return
-        records, done = self.outbox.records(), 0
-        try:
-            for record in records:
-                await self._replay_one(record)
-                done += 1
-        finally:
-            if done:
-                self.outbox.drop_first(done)
-
-    async def _replay_one(self, record: dict[str, Any]) -> None:
-        try:
-            kind, name = record["scope"]
-            args = (Scope(kind, name), str(record["agent"]), int(record["task"]), str(record["lease"]),
-                    bool(record["ok"]), record.get("result"), record.get("error"),
-                    record.get("exit_status"), _fence(record.get("fence")))  # fmt: skip
-        except (KeyError, TypeError, ValueError):
-            log.warning("outbox: a malformed record was dropped")
-            return
-        try:
-            task = await self.db(self.hive.finish, *args)
-        except (StateConflict, NotFound) as exc:
-            self.metrics.inc("colibri_outbox_replayed_total", outcome="refused")
-            log.warning("outbox: the completion of task %d by %s was refused (rescued meanwhile): %s", args[2],
-                        args[1], exc, extra=about(name))  # fmt: skip
-            return
-        except StoreError:
-            raise
-        except ColibriError as exc:
-            self.metrics.inc("colibri_outbox_replayed_total", outcome="refused")
-            log.warning("outbox: the completion of task %d was refused: %s", args[2], exc)
-            return
-        self.metrics.inc("colibri_outbox_replayed_total", outcome="ok")
-        self.metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
-        self.dispatcher.finished(task["id"])
-        log.info("outbox: task %d completed (acknowledged while the database was down)", task["id"])
+        if self.store_up:
+            await self.replay.run()
 
     async def _leases(self) -> None:
         self.dispatcher.after_requeue(await self.db(self.hive.expire_leases))
@@ -431,11 +373,6 @@ def _write_every(settings: Settings) -> float:
     """How often a beating agent's row is rewritten: the setting, but never more than two stale
     TTLs behind (liveness itself is decided here, in memory, and across hosts by the host lease)."""
     return min(settings.heartbeat_write_interval, 2 * settings.agent_stale_after)
-
-
-def _fence(value: Any) -> int | None:
-    """An outbox record's fencing token: a positive int, else none (a record from before fences)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> None:
