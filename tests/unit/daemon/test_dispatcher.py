@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session
 
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.liveness import Registry
 from colibri.daemon.metrics import Metrics
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.store.db import Store
-from colibri.store.models import Tenant
+from tests.unit.daemon.hive_world import active_tenants
 
 ECHO = [{"name": "echo", "version": "1"}]
 ACME = Scope("tenant", "acme")
@@ -31,14 +29,7 @@ POLICY = Policy(lease_seconds=300, max_attempts=3)
 
 @pytest.fixture(name="store")
 def store_fixture(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'hive.db'}")
-    TenantService(store, "h").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h"})
     yield store
     store.close()
 

@@ -9,37 +9,21 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlmodel import Session
 
 from colibri.errors import Conflict, PermissionDenied, StateConflict
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.store.db import Store
-from colibri.store.models import Task, Tenant
+from colibri.store.models import Task
+from tests.unit.daemon.hive_world import Clock, active_tenants
 
 ADMIN, ACME, LANE = Scope("admin"), Scope("tenant", "acme"), Scope("lane", "linux")
 ECHO = [{"name": "echo", "version": "1"}]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(name="store")
 def store_fixture(db_url: str) -> Iterator[Store]:
-    store = Store(db_url)
-    TenantService(store, "a").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
+    store = active_tenants(db_url, {"acme": "a"})
     yield store
     store.close()
 

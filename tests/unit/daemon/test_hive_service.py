@@ -19,32 +19,14 @@ from colibri.errors import (
 )
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.store.db import Store
-from colibri.store.models import Agent, Tenant
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from colibri.store.models import Agent
+from tests.unit.daemon.hive_world import Clock, active_tenants
 
 
 @pytest.fixture(name="store")
 def store_fixture(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'hive.db'}")
-    tenants = TenantService(store, "h")
-    for name in ("acme", "zed"):
-        tenants.register(name, None, None)
-    with Session(store.engine) as session:
-        for name in ("acme", "zed"):
-            tenant = session.get(Tenant, name)
-            assert tenant is not None
-            tenant.status = "active"
-            session.add(tenant)
-        session.commit()
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h", "zed": "h"})
     yield store
     store.close()
 

@@ -10,35 +10,17 @@ from sqlmodel import Session
 from colibri.errors import StateConflict
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.store.db import Store
-from colibri.store.models import Agent, Host, Task, Tenant
+from colibri.store.models import Agent, Host, Task
+from tests.unit.daemon.hive_world import Clock, active_tenants
 
 LEASE, GRACE = 30.0, 10.0
 ECHO = [{"name": "echo", "version": "1"}]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(name="store")
 def store_fixture(db_url: str) -> Iterator[Store]:
-    store = Store(db_url)
-    tenants = TenantService(store, "a")
-    tenants.register("acme", None, None)
-    TenantService(store, "b").register("bolt", None, None)
-    with Session(store.engine) as session:
-        for name in ("acme", "bolt"):
-            tenant = session.get(Tenant, name)
-            assert tenant is not None
-            tenant.status = "active"
-            session.add(tenant)
-        session.commit()
+    store = active_tenants(db_url, {"acme": "a", "bolt": "b"})
     yield store
     store.close()
 

@@ -7,17 +7,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session
 
 from colibri.daemon.outbox import Outbox
 from colibri.daemon.server import Daemon
 from colibri.errors import StoreError
 from colibri.services.hive.rules import AgentRef, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.settings import Settings
-from colibri.store.db import Store
-from colibri.store.models import Tenant
+from tests.unit.daemon.hive_world import active_tenants
 
 ECHO = [{"name": "echo", "version": "1"}]
 
@@ -45,14 +42,7 @@ def test_a_replay_completes_a_held_task_and_refuses_a_rescued_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(state_dir=tmp_path, run_dir=tmp_path / "run", host="a")
-    store = Store(f"sqlite:///{tmp_path / 'hive.db'}")
-    TenantService(store, "a").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "a"})
     daemon = Daemon(settings)
     try:
         hive = daemon._hive = HiveService(store, daemon.policy, host="a")

@@ -5,31 +5,21 @@ row lock, the write check and the leases a restarted daemon gives back."""
 import time
 from datetime import timedelta
 
-from sqlmodel import Session
-
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.store.agents import AgentRepo
 from colibri.store.db import Store
-from colibri.store.models import Tenant, utcnow
+from colibri.store.models import utcnow
 from colibri.store.owners import check_writable
 from colibri.store.tasks import TaskRepo
+from tests.unit.daemon.hive_world import active_tenants
 
 ECHO = [{"name": "echo", "version": "1"}]
 ACME = Scope("tenant", "acme")
 
 
 def _store(db_url: str) -> Store:
-    store = Store(db_url)
-    TenantService(store, "h").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
-    return store
+    return active_tenants(db_url, {"acme": "h"})
 
 
 def test_agents_heartbeats_and_states(db_url: str) -> None:
