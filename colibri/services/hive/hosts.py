@@ -9,6 +9,12 @@ until a renewal succeeds.  A host whose lease ended more than ``grace`` ago is d
 whichever daemon gets there first: in ONE transaction its row becomes ``lost``, its live agents
 ``lost``, and the tasks they held are requeued by the usual rules (attempts, max_attempts), which
 clears their lease so a late answer from the lost host is refused.
+
+A daemon declares others lost only once it has itself held its lease without a lapse for a whole
+lease + grace: after it started, or after its own lease ran out (the store was unreachable, or the
+daemon stood still), every other host first gets a full lease + grace to renew.  Without that, the
+first daemon back after a database outage longer than lease + grace would declare every other
+live host lost (their leases "expired" while nobody could renew) and re-run their tasks.
 """
 
 import logging
@@ -51,6 +57,7 @@ class HostRules:
         self.seconds = seconds
         self.grace = grace
         self.lease = OwnLease()
+        self._steady_since = 0.0  # since when this daemon has held its lease without a lapse
 
     @property
     def margin(self) -> float:
@@ -70,6 +77,7 @@ class HostRules:
             term = HostRepo(session).take_term(self.host, expires)
             lost = AgentRepo(session).keys_in_state(self.host, "lost")
         self.lease = OwnLease(term, expires)
+        self._steady_since = expires - self.seconds
         return lost
 
     def renew(self) -> tuple[bool, list[str]]:
@@ -79,6 +87,9 @@ class HostRules:
         with self._ledger.store.session() as session:
             renewed = HostRepo(session).renew(self.host, self.lease.term, expires)
         if renewed:
+            now = expires - self.seconds
+            if now >= self.lease.expires:  # our own lease had lapsed before this renewal
+                self._steady_since = now
             self.lease = OwnLease(self.lease.term, expires)
             return True, []
         return False, self.start()
@@ -86,7 +97,10 @@ class HostRules:
     def rescue(self) -> list[HostLost]:
         """Declare lost every other host whose lease ended more than ``grace`` ago; its agents lost
         and their tasks requeued, in one transaction (of racing daemons, one does each host)."""
-        cutoff = self._ledger.clock() - self.grace
+        now = self._ledger.clock()
+        if not self.trusted() or now - self._steady_since < self.seconds + self.grace:
+            return []  # others first get a whole lease + grace to renew after our own start or lapse
+        cutoff = now - self.grace
         found: list[HostLost] = []
         with self._ledger.session() as session:
             for name in HostRepo(session).mark_expired_lost(cutoff, self.host):

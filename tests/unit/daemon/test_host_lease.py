@@ -43,6 +43,15 @@ def _row(store: Store, model: type, key: object) -> Any:
         return row
 
 
+def _pass(clock: Clock, seconds: float, *renewing: HiveService) -> None:
+    """``seconds`` go by while the ``renewing`` daemons renew every third of a lease, as their loop does."""
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now = min(end, clock.now + LEASE / 3)
+        for hive in renewing:
+            assert hive.hosts.renew() == (True, [])
+
+
 def _ref(record: dict[str, object]) -> AgentRef:
     return AgentRef(str(record["key"]), "acme", None, frozenset({"echo"}))
 
@@ -80,8 +89,7 @@ def test_a_host_past_its_lease_and_grace_is_lost_its_tasks_requeued_once(store: 
     task = a.submit(Scope("admin"), "echo", {}, tenant="acme")
     lease = a.claim(_ref(agent))
     assert lease is not None
-    clock.now += LEASE + GRACE  # a is frozen: it renews nothing; b does
-    assert b.hosts.renew() == (True, [])
+    _pass(clock, LEASE + GRACE, b)  # a is frozen: it renews nothing; b does
     assert b.hosts.rescue() == []  # not before TTL + grace have passed
     clock.now += 0.5
     [lost] = b.hosts.rescue()
@@ -98,6 +106,25 @@ def test_a_host_past_its_lease_and_grace_is_lost_its_tasks_requeued_once(store: 
     assert a.hosts.renew() == (False, ["acme/m1"])  # a comes back: a new term, its agents to re-register
     row = _row(store, Host, "a")
     assert isinstance(row, Host) and (row.state, row.lease_term) == ("up", 2) and a.hosts.trusted()
+
+
+def test_after_a_database_outage_no_live_host_is_declared_lost(store: Store, clock: Clock) -> None:
+    """Nobody could renew for longer than lease + grace (the database was down): the first daemon
+    back must not declare the others lost; each gets a whole lease + grace to renew first."""
+    a, b = _hive(store, clock, "a"), _hive(store, clock, "b")
+    a.hosts.start()
+    b.hosts.start()
+    _pass(clock, LEASE + GRACE, a, b)
+    clock.now += 3 * (LEASE + GRACE)  # the outage: no daemon reaches the store
+    assert b.hosts.renew() == (True, [])  # b is back first; a's row says its lease ended long ago
+    assert b.hosts.rescue() == []
+    _pass(clock, 1.0, b)
+    assert b.hosts.rescue() == []  # still within a's grace after b's own lapse
+    assert a.hosts.renew() == (True, [])  # a is back too: nothing of it was lost
+    _pass(clock, LEASE + GRACE + 1, a, b)
+    assert b.hosts.rescue() == [] and _row(store, Host, "a").state == "up"
+    _pass(clock, LEASE + GRACE + 1, b)  # now a really stops renewing
+    assert [lost.host for lost in b.hosts.rescue()] == ["a"]
 
 
 def test_a_cleanly_stopped_host_is_not_declared_lost(store: Store, clock: Clock) -> None:
