@@ -38,9 +38,15 @@ WAIT_SECONDS = 0.5  # how long the listener blocks before it looks at the stop f
 
 
 def conninfo(url: str) -> str:
-    """A libpq URI from colibri's SQLAlchemy URL (``postgresql+psycopg://...``); it holds the
-    password when the URL does: never log it."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The libpq connection string of colibri's SQLAlchemy URL (``postgresql+psycopg://...``),
+    as the store's own connections get it: SQLAlchemy's psycopg dialect turns several ``host=H:P``
+    query parameters (a primary and its replica, runbooks/postgres-replica.md) into libpq's
+    ``host=H1,H2 port=P1,P2``.  It holds the password when the URL does: never log it."""
+    from psycopg.conninfo import make_conninfo
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    _, params = PGDialect_psycopg().create_connect_args(make_url(url))  # type: ignore[no-untyped-call]
+    return make_conninfo(**{key: str(value) for key, value in params.items()})
 
 
 def wanted(payload: str) -> str | None:
