@@ -54,7 +54,20 @@ def make_engine(url: str, timeout: float = 5.0) -> Engine:
 def _pg_connect_args(parsed: Any, timeout: float) -> dict[str, Any]:
     if parsed.get_backend_name() != "postgresql":
         return {}
-    return {"connect_timeout": max(1, int(timeout))}
+    return {
+        "connect_timeout": max(1, int(timeout)),
+        # A host whose link is cut (a pulled cable sends no FIN) must lose its connections, and the
+        # row locks an unfinished transaction of theirs holds, in seconds, not after the kernel's
+        # two hours: keepalives on both ends (libpq's, and the server's for this session).  Other
+        # hosts' daemons would otherwise wait on those locks when they declare the host lost.
+        **KEEPALIVES,
+        "tcp_user_timeout": 5000,  # ms: data unacknowledged this long (a pulled cable) drops the connection
+        "options": " ".join(f"-c tcp_{name}={value}" for name, value in KEEPALIVES.items() if name != "keepalives"),
+    }
+
+
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+"""A silent peer is dropped after about 5 + 3 x 2 = 11 seconds."""
 
 
 def _sqlite_engine(url: str, database: str | None, timeout: float) -> Engine:

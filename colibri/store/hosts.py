@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 from sqlmodel import Session, col, select
 
 from colibri.store.models import Host, Tenant, utcnow
@@ -54,6 +54,13 @@ class HostRepo:
             .values(lease_expires_at=expires, updated_at=utcnow())
         )
         return bool(self._session.execute(query).rowcount)  # type: ignore[attr-defined]
+
+    def bound_lock_waits(self, milliseconds: int) -> None:
+        """This transaction waits at most ``milliseconds`` for a row lock (PostgreSQL; SQLite has
+        one writer and its busy timeout): a lost host's unfinished transaction may still hold its
+        rows until the server drops its connection, and the rescuing daemon must not stall on it."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            self._session.execute(text(f"SET LOCAL lock_timeout = {int(milliseconds)}"))
 
     def mark_expired_lost(self, cutoff: float, exclude: str) -> list[str]:
         """Hosts whose lease ended before ``cutoff`` become ``lost``.  A compare-and-set on the

@@ -29,6 +29,7 @@ from colibri.store.agents import AgentRepo
 from colibri.store.hosts import HostRepo
 
 log = logging.getLogger("colibri.hive")
+RESCUE_LOCK_WAIT_MS = 2000
 T = TypeVar("T")
 
 
@@ -103,6 +104,7 @@ class HostRules:
         cutoff = now - self.grace
         found: list[HostLost] = []
         with self._ledger.session() as session:
+            HostRepo(session).bound_lock_waits(RESCUE_LOCK_WAIT_MS)  # a StoreError now: retried next check
             for name in HostRepo(session).mark_expired_lost(cutoff, self.host):
                 agents = AgentRepo(session)
                 keys = agents.mark_host_lost(name)
