@@ -21,6 +21,8 @@ def body_object(request: Request) -> dict[str, Any]:
 def claim_check(body: dict[str, Any], scope: Scope) -> None:
     """An agent on tenant A's socket may not name tenant B (the socket decides, not the body)."""
     named = body.get("tenant")
+    if "tenant" in body and not isinstance(named, str):
+        raise InvalidInput("tenant must be a string (the socket's tenant, or leave it out)")
     if named is not None and scope.kind != "admin" and named != scope.name:
         raise PermissionDenied(f"this socket belongs to {scope.kind} {scope.name}; it cannot act for {named!r}")
 
