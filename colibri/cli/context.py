@@ -205,7 +205,7 @@ class Context:
     def _ssh_link(self, reach: "HostReach") -> "HostLink":
         """A host's link over SSH (colibri/adapters/ssh.py): paramiko is imported here, when a
         command first meets another host's tenant, never by a single-host colibri."""
-        from colibri.adapters.ssh import SshTarget
+        from colibri.adapters.ssh_transport import SshTarget
 
         target = SshTarget(
             reach.name, reach.user, reach.address, reach.port, reach.host_keys, reach.command or "colibri"
