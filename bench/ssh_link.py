@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colibri.adapters.ssh import SshHosts, SshTarget
+from colibri.adapters.ssh import SshHosts
+from colibri.adapters.ssh_transport import SshTarget
 from tests.rig import build, teardown, write_command
 
 

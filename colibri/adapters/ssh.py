@@ -1,29 +1,21 @@
-"""SSH to the hosts of a hive, with paramiko (the only module that imports it).
+"""The kept SSH links to the hosts of a hive: a pool of channels over one Transport per host.
 
-One long-lived ``paramiko.Transport`` per host, reused by every call and re-established when lost;
-at most ``channels`` channels open on it at once (sshd's MaxSessions is 10).  The host key is
-pinned: the Transport negotiates only the pinned key types, and the server's key must be one of the
-pinned ones BEFORE authentication, so a changed key is refused with nothing sent (no TOFU, no
-AutoAddPolicy, no agent, no ``~/.ssh`` keys, no agent forwarding).  The client key is one file,
-refused unless it is owned by root (or the current user) and not readable by anyone else.
+One long-lived ``paramiko.Transport`` per host (``colibri.adapters.ssh_transport``: the pinned-key
+connection), reused by every call and re-established when lost; at most ``channels`` channels open
+on it at once (sshd's MaxSessions is 10).
 
 ``HostLink`` speaks the framed JSON of ``colibri.adapters.remote_wire`` to ``<command> remote
-serve`` running on a kept channel: a call costs one round trip, not a fresh exec (~50 ms with
-paramiko, wave2 §2.2).  Several calls in parallel each hold a channel (each its own ``remote
-serve``), up to ``channels``.  A channel taken from the pool that turns out dead (the remote
-process or the sshd session was killed while it was idle) is replaced once, on a fresh transport
-when the old one is gone; a second failure is a RemoteError.
+serve`` running on a kept channel (``colibri.adapters.ssh_channel``): a call costs one round trip,
+not a fresh exec (~50 ms with paramiko, wave2 §2.2).  Several calls in parallel each hold a channel
+(each its own ``remote serve``), up to ``channels``.  A channel taken from the pool that turns out
+dead (the remote process or the sshd session was killed while it was idle) is replaced once, on a
+fresh transport when the old one is gone; a second failure is a RemoteError.
 
 Nothing sent or received (args may hold a tenant's rendered .env) is logged or put in a message.
 """
 
 import contextlib
-import io
-import logging
-import os
 import shlex
-import socket
-import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,83 +26,11 @@ from typing import Any
 import paramiko
 
 from colibri.adapters import remote_wire
-from colibri.adapters.ssh_keys import fingerprint, parse_key_line
-from colibri.errors import (
-    ColibriError,
-    CommandTimeout,
-    ConfigError,
-    HostKeyRefused,
-    PermissionDenied,
-    RemoteError,
-    error_from_api,
-)
+from colibri.adapters.ssh_channel import Lost, Serve, drain, envelope, lost_message
+from colibri.adapters.ssh_transport import SshTarget, connect, load_client_key
+from colibri.errors import ColibriError, CommandTimeout, RemoteError
 
-_NEGOTIATED = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
-"""What the Transport offers for a pinned key type (an RSA key is signed with SHA-2)."""
-MAX_KEY_FILE = 64 * 1024
-_PARAMIKO_LOG = logging.getLogger("paramiko")
-_PARAMIKO_LOG.addHandler(logging.NullHandler())
-_PARAMIKO_LOG.propagate = False  # its records are tracebacks and the peer's text: colibri raises one clear error
-MAX_OUTPUT = 1 << 20
-"""The most a one-off exec (run_json) may print."""
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """How to reach one host: ``user@address:port``, its pinned host keys (OpenSSH public key lines
-    ``ssh-ed25519 AAAA...``) and the remote colibri command."""
-
-    name: str
-    user: str
-    address: str
-    port: int
-    host_keys: tuple[str, ...]
-    command: str
-
-
-# --- the client key -----------------------------------------------------------------------------
-
-
-def load_client_key(path: Path) -> paramiko.PKey:
-    """The private key in ``path``, refused (PermissionDenied, naming the file) unless it is a
-    regular file owned by root or the current user with no group or other permission, as ssh(1)
-    refuses an unprotected key."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigError(f"ssh_key_file {path} does not exist (see runbooks/add-host.md)") from None
-    except OSError as exc:
-        raise PermissionDenied(f"cannot open ssh_key_file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise PermissionDenied(f"ssh_key_file {path} is not a regular file")
-        if info.st_uid not in (0, os.geteuid()):
-            raise PermissionDenied(f"ssh_key_file {path} is owned by uid {info.st_uid}, not root; refused")
-        if info.st_mode & 0o077:
-            mode = stat.S_IMODE(info.st_mode)
-            raise PermissionDenied(f"ssh_key_file {path} has mode {mode:04o}; it must be 0600 or 0400; refused")
-        raw = os.read(fd, MAX_KEY_FILE + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_KEY_FILE:
-        raise ConfigError(f"ssh_key_file {path} is not a private key (over {MAX_KEY_FILE} bytes)")
-    text = raw.decode("utf-8", "replace")
-    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return kind.from_private_key(io.StringIO(text))
-        except paramiko.PasswordRequiredException:
-            raise ConfigError(f"ssh_key_file {path} is encrypted; colibri needs a key without a passphrase") from None
-        except (paramiko.SSHException, ValueError, TypeError, IndexError):
-            continue
-    raise ConfigError(f"ssh_key_file {path} is not an OpenSSH private key (ed25519, ecdsa or rsa)")
-
-
-# --- connections --------------------------------------------------------------------------------
-
-
-class _Lost(Exception):
-    """A channel died before it answered (internal: the caller may retry once)."""
+# --- the pool ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -120,74 +40,9 @@ class _Host:
     slots: threading.BoundedSemaphore
     lock: threading.Lock = field(default_factory=threading.Lock)
     transport: paramiko.Transport | None = None
-    idle: dict[str, list["_Serve"]] = field(default_factory=dict)  # by the remote command
+    idle: dict[str, list[Serve]] = field(default_factory=dict)  # by the remote command
     busy: int = 0  # calls holding a slot (each has, or is opening, one channel)
     budget: int = 4
-
-
-class _Serve:
-    """One channel running ``remote serve``: a request, then its answer, one at a time."""
-
-    def __init__(self, channel: paramiko.Channel, command: str) -> None:
-        self.channel = channel
-        self.command = command
-        self.buffer = bytearray()
-        self.next_id = 1
-
-    def alive(self) -> bool:
-        channel = self.channel
-        return not (channel.closed or channel.eof_received or channel.exit_status_ready())
-
-    def call(self, op: str, args: Mapping[str, Any], deadline: float) -> dict[str, Any]:
-        ident, self.next_id = self.next_id, self.next_id + 1
-        frame = remote_wire.request(ident, op, args)
-        try:
-            self.channel.settimeout(max(0.001, deadline - time.monotonic()))
-            self.channel.sendall(frame)
-        except (OSError, EOFError, paramiko.SSHException):
-            raise _Lost from None
-        answer = remote_wire.decode(self._line(deadline))
-        got, result, error = remote_wire.parse_answer(answer)
-        if got != ident:
-            raise remote_wire.WireError("an answer to another request; the connection is closed")
-        if error is not None:
-            raise error_from_api(error.get("type"), error.get("code"), str(error["message"])[:2000])
-        assert result is not None
-        return result
-
-    def _line(self, deadline: float) -> bytes:
-        while True:
-            end = self.buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self.buffer[: end + 1])
-                del self.buffer[: end + 1]
-                return line
-            if len(self.buffer) > remote_wire.MAX_FRAME:
-                raise remote_wire.WireError("an answer over the frame limit; the connection is closed")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            self.channel.settimeout(min(left, _STDERR_EVERY))
-            try:
-                _drain_stderr(self.channel)
-                chunk = self.channel.recv(65536)
-            except TimeoutError:
-                continue  # the deadline is checked above; stderr is drained meanwhile
-            except (OSError, EOFError, paramiko.SSHException):
-                raise _Lost from None
-            if not chunk:
-                raise _Lost
-            self.buffer += chunk
-
-    def exit_status(self, wait: float = 1.0) -> int | None:
-        """The remote process's exit status, if it has ended (waiting at most ``wait``)."""
-        if self.channel.status_event.wait(wait):
-            return self.channel.exit_status
-        return None
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.channel.close()
 
 
 def _make_room(host: _Host) -> None:
@@ -199,28 +54,6 @@ def _make_room(host: _Host) -> None:
             host.idle[command].pop().close()
             if not host.idle[command]:
                 del host.idle[command]
-
-
-_STDERR_EVERY = 0.2
-"""While an answer is awaited, the remote's stderr is drained this often (seconds)."""
-
-
-def _drain_stderr(channel: paramiko.Channel) -> None:
-    """Read and drop what the remote wrote on stderr (its text is never shown): unread, it would
-    fill the channel's window and stall its stdout."""
-    while channel.recv_stderr_ready():
-        channel.recv_stderr(65536)
-
-
-def _lost(target: SshTarget, op: str, status: int | None) -> str:
-    where = f"the SSH link to host {target.name} was lost during {op}"
-    if status == 127:
-        return f"{where}: the remote command {target.command!r} was not found (exit status 127)"
-    if status == 3:
-        return f"{where}: its colibri refused its own settings (exit status 3; run colibri config show there)"
-    if status is not None and status >= 0:
-        return f"{where}: its remote serve exited with status {status}"
-    return f"{where} (its remote serve or the connection ended)"
 
 
 def _reach(target: SshTarget) -> tuple[str, str, int, tuple[str, ...]]:
@@ -282,68 +115,7 @@ class SshHosts:
         return self._key
 
     def _connect(self, target: SshTarget) -> paramiko.Transport:
-        """A new authenticated Transport, the host key checked against the pin before auth."""
-        pinned = [parse_key_line(line) for line in target.host_keys]
-        if not pinned:
-            raise HostKeyRefused(f"host {target.name} has no pinned host key; nothing was sent")
-        key = self._client_key()
-        where = f"host {target.name} ({target.user}@{target.address}:{target.port})"
-        timeout = self.connect_timeout
-        try:
-            sock = socket.create_connection((target.address, target.port), timeout=timeout)
-        except TimeoutError:
-            raise RemoteError(f"{where} did not answer within {timeout:g} s") from None
-        except OSError as exc:
-            raise RemoteError(f"cannot connect to {where}: {exc.strerror or type(exc).__name__}") from None
-        transport = paramiko.Transport(sock)
-        try:
-            transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = timeout
-            offered = [t for kind, _ in pinned for t in _NEGOTIATED.get(kind, (kind,))]
-            transport.get_security_options().key_types = tuple(dict.fromkeys(offered))
-            transport.set_keepalive(max(1, int(self.op_timeout)))
-            transport.start_client(timeout=timeout)  # returns quietly when its timeout passes
-            if not transport.is_active() or not transport.initial_kex_done:
-                raise TimeoutError
-            server = transport.get_remote_server_key()
-            blob = server.asbytes()
-            if not any(blob == pin_blob for _, pin_blob in pinned):
-                raise HostKeyRefused(
-                    f"{where} presented the {server.get_name()} key "
-                    f"{fingerprint(f'{server.get_name()} {server.get_base64()}')}, which is not the pinned one; "
-                    "refused before authentication, nothing was sent (if the host was reinstalled, "
-                    "re-enrol it: colibri hosts remove, then hosts add with the new key)"
-                )
-            transport.auth_publickey(target.user, key)
-            if not transport.is_authenticated():
-                raise paramiko.AuthenticationException
-        except HostKeyRefused:
-            transport.close()
-            raise
-        except paramiko.ssh_exception.IncompatiblePeer:
-            transport.close()
-            kinds = ", ".join(dict.fromkeys(kind for kind, _ in pinned))
-            raise HostKeyRefused(
-                f"{where} offers no host key of the pinned type ({kinds}); refused before authentication, "
-                "nothing was sent"
-            ) from None
-        except paramiko.AuthenticationException:
-            transport.close()
-            raise RemoteError(
-                f"{where} refused the key in {self._key_file} for user {target.user} "
-                "(is its public key in that user's authorized_keys?)"
-            ) from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            transport.close()
-            text = str(exc).lower()
-            if isinstance(exc, TimeoutError) or "timeout" in text or "banner" in text or "timed out" in text:
-                raise RemoteError(
-                    f"{where}: no SSH handshake (no SSH banner within {timeout:g} s, or the connection closed)"
-                ) from None
-            raise RemoteError(f"{where}: SSH failed ({type(exc).__name__})") from None
-        except BaseException:
-            transport.close()
-            raise
-        return transport
+        return connect(target, self._client_key, self._key_file, self.connect_timeout, self.op_timeout)
 
     def _open(self, target: SshTarget, host: _Host, argv: str, fresh: bool) -> paramiko.Channel:
         transport = self._transport(target, host, fresh)
@@ -353,7 +125,7 @@ class SshHosts:
             channel.settimeout(self.connect_timeout)
             channel.exec_command(argv)
         except (paramiko.SSHException, OSError, EOFError):
-            raise _Lost from None
+            raise Lost from None
         return channel
 
     def _serve_command(self, target: SshTarget) -> str:
@@ -374,18 +146,18 @@ class SshHosts:
                 if serve is None:
                     try:
                         channel = self._open(target, host, self._serve_command(target), fresh=reopen)
-                    except _Lost:
+                    except Lost:
                         reopen = True
                         continue
-                    serve, pooled = _Serve(channel, target.command), False
+                    serve, pooled = Serve(channel, target.command), False
                 current = serve
                 try:
                     result = current.call(op, args, deadline)
-                except _Lost:
+                except Lost:
                     if not pooled:
                         ended = current.exit_status()
                         current.close()
-                        raise RemoteError(_lost(target, op, ended)) from None
+                        raise RemoteError(lost_message(target, op, ended)) from None
                     current.close()
                     serve, reopen = None, not self._transport_alive(host)
                     continue
@@ -408,12 +180,12 @@ class SshHosts:
             return host.transport is not None and host.transport.is_active()
 
     @staticmethod
-    def _give_back(host: _Host, serve: _Serve) -> None:
+    def _give_back(host: _Host, serve: Serve) -> None:
         with host.lock:
             host.idle.setdefault(serve.command, []).append(serve)
 
     @staticmethod
-    def _take(host: _Host, command: str) -> tuple[_Serve | None, bool]:
+    def _take(host: _Host, command: str) -> tuple[Serve | None, bool]:
         with host.lock:
             idle = host.idle.get(command, [])
             while idle:
@@ -432,45 +204,20 @@ class SshHosts:
         with self._slot(target, seconds) as host:
             try:
                 channel = self._open(target, host, line, fresh=False)
-            except _Lost:
+            except Lost:
                 channel = self._retry_open(target, host, line)
             try:
                 what = f"{argv[0] if argv else 'command'} on host {target.name}"
-                out, status = self._drain(channel, deadline, what, seconds)
+                out, status = drain(channel, deadline, what, seconds)
             finally:
                 channel.close()
-        return _envelope(target, line, out, status)
+        return envelope(target, line, out, status)
 
     def _retry_open(self, target: SshTarget, host: _Host, line: str) -> paramiko.Channel:
         try:
             return self._open(target, host, line, fresh=True)
-        except _Lost:
+        except Lost:
             raise RemoteError(f"the SSH link to host {target.name} was lost") from None
-
-    def _drain(self, channel: paramiko.Channel, deadline: float, what: str, seconds: float) -> tuple[bytes, int]:
-        out = bytearray()
-        channel.shutdown_write()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise CommandTimeout(what, seconds)
-            channel.settimeout(min(left, _STDERR_EVERY))
-            try:
-                _drain_stderr(channel)
-                chunk = channel.recv(65536)
-            except TimeoutError:
-                continue
-            except (OSError, EOFError, paramiko.SSHException):
-                raise RemoteError(f"the SSH link was lost during {what}") from None
-            if not chunk:
-                break
-            out += chunk
-            if len(out) > MAX_OUTPUT:
-                raise RemoteError(f"{what} printed more than {MAX_OUTPUT} bytes; refused")
-        left = max(0.001, deadline - time.monotonic())
-        if not channel.status_event.wait(left):
-            raise CommandTimeout(what, seconds)
-        return bytes(out), channel.recv_exit_status()
 
     def drop(self, target: SshTarget) -> None:
         """Close one host's connection (the next call reconnects)."""
@@ -496,23 +243,6 @@ def _close_host(host: _Host) -> None:
             with contextlib.suppress(Exception):
                 host.transport.close()
             host.transport = None
-
-
-def _envelope(target: SshTarget, line: str, out: bytes, status: int) -> dict[str, Any]:
-    where = f"host {target.name}"
-    if status == 127:
-        raise RemoteError(f"{where}: the remote command {target.command!r} was not found (exit status 127)")
-    try:
-        document = remote_wire.decode(out.strip() or b"null")
-    except remote_wire.WireError:
-        raise RemoteError(f"{where}: {line[:200]!r} did not print a JSON document (exit status {status})") from None
-    if document.get("ok") is True and isinstance(document.get("data"), dict):
-        data: dict[str, Any] = document["data"]
-        return data
-    error = document.get("error")
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        raise error_from_api(error.get("type"), error.get("code"), error["message"][:2000])
-    raise RemoteError(f"{where}: {line[:200]!r} printed an unexpected JSON document (exit status {status})")
 
 
 class HostLink:

@@ -1,5 +1,5 @@
 """OpenSSH public key lines and known_hosts files: parsed, normalised, fingerprinted (pure, stdlib:
-``hosts add`` and ``hosts`` use it without loading paramiko; colibri.adapters.ssh compares with it)."""
+``hosts add`` and ``hosts`` use it without loading paramiko; colibri.adapters.ssh_transport compares with it)."""
 
 import base64
 import binascii

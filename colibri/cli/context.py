@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from colibri.services.lifecycle.pipeline import Provisioned, SpawnService
     from colibri.services.lifecycle.placement import HostLink, HostReach, Lifecycle, LinkFactory, Placement
     from colibri.services.lifecycle.reconcile import Reconciler
-    from colibri.services.secrets import EnvWriter, SecretsService
+    from colibri.services.secrets import SecretsService
     from colibri.services.secrets_vault import VaultService
+    from colibri.services.secrets_write import EnvWriter
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
     from colibri.store.db import Store
@@ -205,7 +206,7 @@ class Context:
     def _ssh_link(self, reach: "HostReach") -> "HostLink":
         """A host's link over SSH (colibri/adapters/ssh.py): paramiko is imported here, when a
         command first meets another host's tenant, never by a single-host colibri."""
-        from colibri.adapters.ssh import SshTarget
+        from colibri.adapters.ssh_transport import SshTarget
 
         target = SshTarget(
             reach.name, reach.user, reach.address, reach.port, reach.host_keys, reach.command or "colibri"
@@ -235,7 +236,7 @@ class Context:
 
     def env_writer(self) -> "EnvWriter":
         """This host's writer of rendered .env files (no vault, no credentials)."""
-        from colibri.services.secrets import EnvWriter
+        from colibri.services.secrets_write import EnvWriter
 
         settings = self.settings
         return EnvWriter(

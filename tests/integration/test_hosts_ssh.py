@@ -15,7 +15,8 @@ import pytest
 
 from colibri import __version__
 from colibri.adapters.remote_wire import WireError
-from colibri.adapters.ssh import SshHosts, SshTarget
+from colibri.adapters.ssh import SshHosts
+from colibri.adapters.ssh_transport import SshTarget
 from colibri.errors import CommandTimeout, InvalidInput, RemoteError, TenantNotFound
 from tests.conftest import Invoke
 from tests.integration.hive_harness import wait_until

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from colibri.adapters.ssh import load_client_key
 from colibri.adapters.ssh_keys import fingerprint, keys_from_known_hosts, normal_key_line, parse_key_line
+from colibri.adapters.ssh_transport import load_client_key
 from colibri.errors import ConfigError, InvalidInput, PermissionDenied
 
 # a well-formed ed25519 public key line (a public key: nothing secret)

@@ -22,7 +22,8 @@ from colibri.errors import ColibriError, Conflict, HostIncompatible, HostNotFoun
 from colibri.store.db import Store
 
 if TYPE_CHECKING:
-    from colibri.adapters.ssh import SshHosts, SshTarget
+    from colibri.adapters.ssh import SshHosts
+    from colibri.adapters.ssh_transport import SshTarget
     from colibri.store.models import Host
 
 HOST_NAME_MAX = 63
@@ -90,7 +91,7 @@ def liveness(host: "Host", now: float, grace: float = LEASE_GRACE) -> str:
 
 def target_of(host: "Host") -> "SshTarget":
     """How to reach an enrolled host (InvalidInput for a host row without SSH reach)."""
-    from colibri.adapters.ssh import SshTarget
+    from colibri.adapters.ssh_transport import SshTarget
 
     if not host.ssh_user or not host.address or not host.host_keys:
         raise InvalidInput(f"host {host.name} has no SSH reach; enrol it with colibri hosts add {host.name} --ssh ...")

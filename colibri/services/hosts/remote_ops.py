@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from colibri.services.lifecycle.operations import AgentService
     from colibri.services.lifecycle.pipeline import Provisioned, SpawnService
     from colibri.services.lifecycle.reconcile import Reconciler
-    from colibri.services.secrets import EnvWriter
     from colibri.services.secrets_report import ProvisionResult
+    from colibri.services.secrets_write import EnvWriter
     from colibri.store.db import Store
 
 Op = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -230,7 +230,7 @@ class _Ops:
 
 
 def _refusal(exc: ColibriError) -> ColibriError:
-    from colibri.services.secrets import as_refusal
+    from colibri.services.secrets_render import as_refusal
 
     return as_refusal(exc)
 

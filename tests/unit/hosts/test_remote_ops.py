@@ -48,7 +48,7 @@ def test_the_ops_arguments_are_bounded_and_checked(hive: Hive) -> None:
 
 
 def test_a_rendered_env_never_shows_its_text() -> None:
-    from colibri.services.secrets import Rendered
+    from colibri.services.secrets_render import Rendered
 
     rendered = Rendered("acme", b"OPENROUTER_API_KEY='sk-hidden-1'\n", "collection acme", ("OPENROUTER_API_KEY",))
     assert "sk-hidden-1" not in repr(rendered) and "sk-hidden-1" not in str(rendered)

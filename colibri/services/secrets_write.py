@@ -1,0 +1,110 @@
+"""Writing a tenant's rendered ``.env`` into its jail on this host, and recording it.
+
+``EnvWriter`` needs neither the vault nor the operator's credentials: the orchestrator's
+``SecretsService`` (colibri/services/secrets.py) uses it for its own host's tenants, and a remote
+host's ``write_env`` and ``spawn`` ops use it for the text the orchestrator sent.  The file rules
+are envfile's (no-follow, 0600, owned by the jail's user, atomic, the old file kept on any error);
+the jail is the one the store records, never a path a peer sent.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from colibri.adapters import envfile
+from colibri.domain import TenantStatus
+from colibri.errors import SecretsError, TenantNotFound
+from colibri.store.db import Store
+from colibri.store.models import utcnow
+from colibri.store.repos import TenantRepo
+
+JAIL_BACKENDS = ("sandbox", "bastille")
+USERNS_BACKENDS = ("sandbox",)
+"""Backends whose jail ids are shifted onto the tenant's block by a user namespace: the jail's
+passwd says 1001, the host sees uid_base + 1001 (a bastille jail's passwd holds host ids)."""
+
+
+@dataclass(frozen=True)
+class EnvTarget:
+    """Where a tenant's ``.env`` goes on this host: its jail (or home) as the store records it."""
+
+    tenant_id: str
+    backend: str | None
+    jail_root: str | None
+    uid_base: int | None = None
+
+
+SendEnv = Callable[[str, str, bytes, "str | None"], tuple[str, bool]]
+"""``send_env(host, tenant, content, collection_id)`` → (path, changed): write a rendered .env on
+another host (its ``write_env`` op, over SSH stdin); raises that host's error (RemoteError...)."""
+
+
+class EnvWriter:
+    """Writes a rendered ``.env`` into a jail of this host and records it in the store (secrets
+    status, when it changed, the collection id), then tells the host's daemon.  No vault, no
+    credentials: the same writer serves the orchestrator's own tenants and the text a remote
+    host receives.  The file rules are envfile's: no-follow, 0600, owned by the jail's user,
+    atomic, the old file kept on any error."""
+
+    def __init__(
+        self,
+        store: Store,
+        jail_user: str,
+        allowed_roots: tuple[Path, ...],
+        secrets_changed: Callable[[str], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._jail_user = jail_user
+        self._allowed = allowed_roots
+        self._secrets_changed = secrets_changed  # tells the tenant's running agents to reload
+
+    def target(self, tenant_id: str) -> EnvTarget:
+        """The tenant's jail as the store has it (never a path a peer sent).  TenantNotFound."""
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            return EnvTarget(tenant.tenant_id, tenant.backend, tenant.jail_root, tenant.uid_base)
+
+    def deliver(self, target: EnvTarget, content: bytes, collection_id: str | None = None) -> tuple[Path, bool]:
+        """Write, record (``ok``), and when the file changed tell the daemon.  Raises
+        SecretsError or PermissionDenied (nothing written, nothing recorded)."""
+        path, changed = self.write(target, content)
+        self.mark(target.tenant_id, "ok", None, changed=changed, collection_id=collection_id)
+        if changed and self._secrets_changed is not None:
+            self._secrets_changed(target.tenant_id)
+        return path, changed
+
+    def write(self, target: EnvTarget, content: bytes) -> tuple[Path, bool]:
+        if not target.jail_root or target.backend is None:
+            raise SecretsError(f"tenant {target.tenant_id} has no jail yet: spawn it first")
+        root = Path(target.jail_root)
+        if target.backend in JAIL_BACKENDS:
+            shift = (target.uid_base or 0) if target.backend in USERNS_BACKENDS else 0
+            return envfile.write_jail_env(root, self._jail_user, content, self._allowed, id_shift=shift)
+        if target.backend == "local":
+            return envfile.write_home_env(root, content, self._allowed)
+        raise SecretsError(f"tenant {target.tenant_id}: unknown jail backend {target.backend!r}")
+
+    def mark(
+        self,
+        tenant_id: str,
+        status: str,
+        error: str | None,
+        *,
+        changed: bool = False,
+        collection_id: str | None = None,
+    ) -> None:
+        now = utcnow()
+        with self._store.session() as session:
+            tenant = TenantRepo(session).get_for_update(tenant_id)
+            if tenant is None:
+                return
+            tenant.secrets_status = status
+            tenant.secrets_error = error[:2000] if error else None
+            if status != "stale":
+                tenant.secrets_checked_at = now
+            if changed:
+                tenant.secrets_changed_at = now
+            if collection_id is not None:
+                tenant.collection_id = collection_id
