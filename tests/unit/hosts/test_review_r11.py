@@ -1,0 +1,45 @@
+"""Review R (issue 11): the control plane attacked by a hostile remote host (its root holds the
+hive's database URL, and it answers the orchestrator's ops).  Each test is a finding: strict xfail
+until it is fixed."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from colibri.store.models import Tenant
+from tests.fakes.hostlink import FakeHostLink
+from tests.unit.hosts.conftest import SECRET, Hive
+
+
+@pytest.mark.xfail(strict=True, reason="R1: placement is read from the shared database every host can write")
+def test_r1_a_host_that_rewrites_a_tenants_placement_never_receives_its_secrets(hive: Hive) -> None:
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    domedog = hive.remotes["domedog"]
+    with Session(domedog.context.store.engine) as session:  # domedog's own database credentials
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.host = "domedog"
+        session.add(tenant)
+        session.commit()
+    hive.cli("provision", "acme")  # the operator's routine rotation, run on the orchestrator
+    assert not any(SECRET in text for _, text in domedog.link.transcript)  # fails: acme's key went to domedog
+
+
+@pytest.mark.xfail(strict=True, reason="R2: a peer's error envelope sets the exit code, 0 included")
+def test_r2_a_remote_error_never_makes_the_command_exit_0(hive: Hive) -> None:
+    hive.enrol("osa")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+
+    def spawn(args: Mapping[str, Any]) -> dict[str, Any]:  # a hostile (or buggy) host's answer
+        return {"steps": [], "error": {"type": "JailError", "code": 0, "message": "nothing was created"}}
+
+    hive.remotes["osa"].link = FakeHostLink("osa", {"spawn": spawn})
+    code, _, err = hive.cli("spawn-agent", "acme")
+    assert "nothing was created" in err
+    assert code != 0  # fails: 0, the operator's script takes the failed spawn for a success
