@@ -2,7 +2,9 @@
 and a careless known_hosts file.  Each test is a finding: strict xfail until it is fixed."""
 
 import base64
+import contextlib
 import struct
+import threading
 import time
 
 import pytest
@@ -65,3 +67,41 @@ def test_r6_a_revoked_key_in_known_hosts_is_never_pinned() -> None:
     revoked, good = _ed25519(1), _ed25519(2)
     text = f"@revoked * {revoked}\n10.0.0.2 {revoked}\n10.0.0.2 {good}\n"
     assert revoked not in keys_from_known_hosts(text, "10.0.0.2", 22)
+
+
+@pytest.mark.xfail(strict=True, reason="R9: register-tenant --host reads the host row without a lock")
+def test_r9_register_tenant_racing_hosts_remove_leaves_no_tenant_on_a_removed_host(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from colibri.errors import ColibriError
+    from colibri.services.hosts.enrol import HostService
+    from colibri.services.tenants import TenantService
+    from colibri.store.db import Store
+    from colibri.store.hosts import HostRepo
+    from colibri.store.repos import TenantRepo
+
+    store = Store(db_url)
+    hosts = HostService(store)
+    hosts.add("osa", "root@192.0.2.10", [_ed25519(3)], None)
+    counted, registered = HostRepo.tenant_count, threading.Event()
+
+    def register() -> None:
+        with contextlib.suppress(ColibriError):
+            TenantService(store, "testhost").register("acme", "", "osa")
+        registered.set()
+
+    def count_then_race(repo: HostRepo, name: str) -> int:
+        found = counted(repo, name)
+        threading.Thread(target=register).start()  # an operator's register-tenant --host osa
+        registered.wait(3)  # it commits meanwhile (with a lock on the host row it would wait for us)
+        return found
+
+    monkeypatch.setattr(HostRepo, "tenant_count", count_then_race)
+    with contextlib.suppress(ColibriError):
+        hosts.remove("osa")
+    monkeypatch.undo()
+    registered.wait(10)
+    with store.session() as session:
+        tenant, host = TenantRepo(session).get("acme"), HostRepo(session).get("osa")
+    store.close()
+    assert tenant is None or host is not None  # fails: acme lives on osa, which is no longer enrolled
