@@ -2,16 +2,22 @@
 second daemon under one host's name and a tenant filling the outbox.  Each test is a finding:
 strict xfail until the coordinator fixes it."""
 
+import asyncio
 import contextlib
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
 from colibri.daemon.outbox import Outbox
-from colibri.errors import ColibriError, StoreError
-from colibri.services.hive.rules import Scope
+from colibri.daemon.server import Daemon
+from colibri.errors import ColibriError, InvalidInput, StoreError
+from colibri.services.hive.rules import AgentRef, Scope
+from colibri.services.hive.service import HiveService
+from colibri.services.tenants import TenantService
+from colibri.settings import Settings
 from colibri.store.db import Store
-from colibri.store.models import Task
+from colibri.store.models import Task, Tenant
 from tests.unit.daemon.test_host_lease import (  # noqa: F401 (fixtures)
     ECHO,
     GRACE,
@@ -73,3 +79,53 @@ def test_r5_one_tenant_cannot_fill_the_outbox_for_the_others(tmp_path: Path) -> 
             outbox.append({**hog, "task": task})
     acme = {"task": 7, "scope": ["tenant", "acme"], "agent": "acme/m1", "lease": "y" * 32, "ok": True}
     outbox.append(acme)  # fails: StoreError (503) for acme's real completion, until the database is back
+
+
+BIG = 2**63  # a JSON integer an agent may send as its exit status (the body is checked as "an integer")
+
+
+@pytest.mark.xfail(strict=True, reason="R10: an exit_status out of the column's range is a StoreError (the outbox)")
+def test_r10_a_result_with_a_huge_exit_status_is_refused_as_input_not_a_store_error(store: Store, clock: Clock) -> None:
+    a = _hive(store, clock, "a")
+    a.hosts.start()
+    agent, _ = a.register(Scope("tenant", "acme"), "m1", ECHO, None)
+    task = a.submit(Scope("admin"), "echo", {}, tenant="acme")
+    lease = a.claim(_ref(agent))
+    assert lease is not None
+    with contextlib.suppress(InvalidInput):  # fails: StoreError, which the result route answers 202 "outbox"
+        a.finish(Scope("tenant", "acme"), "acme/m1", task["id"], str(lease["lease"]), True, None, None, BIG)
+
+
+@pytest.mark.xfail(strict=True, reason="R10: one record the store refuses blocks every later outbox record")
+def test_r10_a_record_the_store_refuses_does_not_block_the_outbox(tmp_path: Path, db_url: str) -> None:
+    settings = Settings(state_dir=tmp_path, run_dir=tmp_path / "run", host="a")
+    store = Store(db_url)
+    TenantService(store, "a").register("acme", None, None)
+    with Session(store.engine) as session:
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.status = "active"
+        session.add(tenant)
+        session.commit()
+    daemon = Daemon(settings)
+    try:
+        hive = daemon._hive = HiveService(store, daemon.policy, host="a")
+        daemon._store = store
+        hive.hosts.start()
+        ref = AgentRef("acme/m1", "acme", None, frozenset({"echo"}))
+        hive.register(Scope("tenant", "acme"), "m1", ECHO, None)
+        poison, kept = (hive.submit(Scope("admin"), "echo", n, tenant="acme") for n in (1, 2))
+        for task, status in ((poison, BIG), (kept, 0)):  # as the result route wrote them (202 each)
+            lease = hive.claim(ref)
+            assert lease is not None and lease["id"] == task["id"]
+            daemon.outbox.append({"task": task["id"], "scope": ["tenant", "acme"], "agent": "acme/m1",
+                                  "lease": lease["lease"], "ok": True, "result": None, "error": None,
+                                  "exit_status": status})  # fmt: skip
+        for _ in range(3):  # the daemon's replay loop, three rounds
+            with contextlib.suppress(StoreError):
+                asyncio.run(daemon._replay())
+        assert hive.task(Scope("admin"), kept["id"])["state"] == "succeeded"  # fails: stuck behind the poison
+    finally:
+        daemon._pool.shutdown()
+        daemon._side.shutdown()
+        store.close()
