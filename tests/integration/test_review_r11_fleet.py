@@ -34,3 +34,16 @@ def test_r10_a_result_with_a_huge_exit_status_is_a_400_not_an_outbox_record(flee
         assert (status, health["fleet"]["outbox"]) == (400, 0), (status, body, health)  # fails: 202, outbox 1
     finally:
         agent.close()
+
+
+@pytest.mark.xfail(strict=True, reason="R10: a NUL in a result's error is a StoreError, answered 202 into the outbox")
+def test_r10_a_result_whose_error_holds_a_nul_is_never_an_outbox_record(fleet: Fleet) -> None:
+    agent = Agent(fleet["a"].socket("acme"), "m2")
+    try:
+        agent.register()
+        fleet["a"].admin.submit("echo", {"n": 2}, tenant="acme")
+        _, lease = wait_until(lambda: (got := agent.claim(1))[0] == 200 and got)
+        status, body = agent.result(lease, ok=False, error="boom\u0000")
+        assert status in (200, 400), (status, body)  # fails: 202 {"outbox": true}, the host degraded
+    finally:
+        agent.close()
