@@ -129,3 +129,18 @@ def test_r10_a_record_the_store_refuses_does_not_block_the_outbox(tmp_path: Path
         daemon._pool.shutdown()
         daemon._side.shutdown()
         store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="R11: a moved tenant's mother refused on its new host (old row live)")
+def test_r11_after_move_tenant_the_mother_registers_on_the_new_host_at_once(store: Store, clock: Clock) -> None:
+    a, b = _hive(store, clock, "a"), _hive(store, clock, "b")
+    a.hosts.start()
+    b.hosts.start()
+    a.register(Scope("tenant", "acme"), "acme-1", ECHO, None)  # the mother's agent id is "<tenant>-1"
+    with Session(store.engine) as session:  # move-tenant: the jail destroyed on a, then rehome (tenants.host)
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.host = "b"
+        session.add(tenant)
+        session.commit()
+    b.register(Scope("tenant", "acme"), "acme-1", ECHO, None)  # fails: Conflict until a marks it lost (~90 s)
