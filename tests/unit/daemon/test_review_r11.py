@@ -144,3 +144,40 @@ def test_r11_after_move_tenant_the_mother_registers_on_the_new_host_at_once(stor
         session.add(tenant)
         session.commit()
     b.register(Scope("tenant", "acme"), "acme-1", ECHO, None)  # fails: Conflict until a marks it lost (~90 s)
+
+
+@pytest.mark.xfail(strict=True, reason="R12: expiry runs before the outbox replay when the store returns")
+def test_r12_an_acknowledged_completion_survives_an_outage_longer_than_its_lease(
+    tmp_path: Path, db_url: str, clock: Clock
+) -> None:
+    settings = Settings(state_dir=tmp_path, run_dir=tmp_path / "run", host="a")
+    store = Store(db_url)
+    TenantService(store, "a").register("acme", None, None)
+    with Session(store.engine) as session:
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.status = "active"
+        session.add(tenant)
+        session.commit()
+    daemon = Daemon(settings)
+    try:
+        hive = daemon._hive = HiveService(store, daemon.policy, host="a", clock=clock)
+        daemon._store = store
+        hive.hosts.start()
+        hive.register(Scope("tenant", "acme"), "m1", ECHO, None)
+        task = hive.submit(Scope("admin"), "echo", 1, tenant="acme")
+        lease = hive.claim(AgentRef("acme/m1", "acme", None, frozenset({"echo"})))
+        assert lease is not None
+        daemon.outbox.append({"task": task["id"], "scope": ["tenant", "acme"], "agent": "acme/m1",
+                              "lease": lease["lease"], "ok": True, "result": "done", "error": None,
+                              "exit_status": 0, "fence": lease["fence"]})  # fmt: skip
+        daemon.store_up = False  # the agent was answered 202: the store had failed
+        clock.now += daemon.policy.lease_seconds + 1  # the outage (a failover) outlasted the lease
+        hive.hosts.renew()
+        asyncio.run(daemon._leases())  # the store is back: the lease loop ticks first (store_up was False)
+        asyncio.run(daemon._replay())
+        assert hive.task(Scope("admin"), task["id"])["state"] == "succeeded"  # fails: requeued, the result dropped
+    finally:
+        daemon._pool.shutdown()
+        daemon._side.shutdown()
+        store.close()
