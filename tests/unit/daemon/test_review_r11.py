@@ -204,3 +204,18 @@ def test_r13_hosts_remove_of_a_host_whose_daemon_is_live_is_refused_or_sticks(st
         row = HostRepo(session).get("c")
         kept = None if row is None else (row.address, row.state)
     assert kept in (None, ("192.0.2.12", "up"))  # fails: (None, "up"): back, without its SSH reach or its key
+
+
+@pytest.mark.xfail(strict=True, reason="R14: a shared lane takes the oldest task of any tenant: no fairness")
+def test_r14_one_tenants_backlog_does_not_hold_another_tenants_task_on_a_lane(store: Store, clock: Clock) -> None:
+    from colibri.services.hive.rules import AgentRef
+
+    a, b = _hive(store, clock, "a"), _hive(store, clock, "b")
+    a.hosts.start()
+    a.declare_lane("linux")
+    for n in range(3):  # acme's backlog (tenant_max_queued_tasks is 1000 by default)
+        a.submit(Scope("tenant", "acme"), "echo", n)
+    b.submit(Scope("tenant", "bolt"), "echo", 0)  # bolt's one task, from its own host
+    lanes = [AgentRef(f"lane:linux/x{n}", None, "linux", frozenset({"echo"})) for n in (1, 2)]
+    claimed = [a.claim(lane) for lane in lanes]
+    assert "bolt" in {c["tenant"] for c in claimed if c}  # fails: acme, acme (bolt waits behind all of acme's)
