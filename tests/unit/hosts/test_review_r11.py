@@ -43,3 +43,21 @@ def test_r2_a_remote_error_never_makes_the_command_exit_0(hive: Hive) -> None:
     code, _, err = hive.cli("spawn-agent", "acme")
     assert "nothing was created" in err
     assert code != 0  # fails: 0, the operator's script takes the failed spawn for a success
+
+
+@pytest.mark.xfail(strict=True, reason="R15: after move --old-host-lost the old host keeps the jail and .env")
+def test_r15_a_lost_host_that_comes_back_keeps_no_secret_of_a_moved_tenant(hive: Hive) -> None:
+    from colibri.errors import RemoteError
+
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    osa = hive.remotes["osa"]
+    osa.link.down = RemoteError("cannot reach host osa (192.0.2.10:22): no route to host")
+    assert hive.cli("move-tenant", "acme", "--to", "domedog", "--yes", "--old-host-lost")[0] == 0
+    osa.link.down = None  # it came back after all
+    hive.cli("reconcile", "--apply")  # the operator's routine repair on the orchestrator
+    left = [p for p in osa.root.rglob("*") if p.is_file() and not p.is_symlink() and SECRET.encode() in p.read_bytes()]
+    assert left == []  # fails: acme's .env (its provider key) is still on osa, its jail running
