@@ -65,3 +65,15 @@ def test_r2_hosts_check_of_a_host_answering_a_failure_with_code_0_does_not_exit_
     code, out, err = invoke("hosts", "check", "liar")
     assert "\x1b" not in out + err and "all is well" in err  # the peer's text is made safe
     assert code != 0  # fails: 0
+
+
+@pytest.mark.xfail(strict=True, reason="R16: hosts check never compares the remote's own host name with the enrolled")
+def test_r16_hosts_check_refuses_a_host_whose_colibri_calls_itself_otherwise(
+    rig: Rig, invoke: Invoke, orchestrator: str
+) -> None:
+    a = rig.hosts["a"]  # its colibri.toml says host = "rig-a"
+    code, _, err = invoke("hosts", "add", "osa", "--ssh", f"root@{a.address}", "--command", str(a.command),
+                          "--host-key", a.host_key_line())  # fmt: skip
+    assert code == 0, err
+    code, out, err = invoke("hosts", "check", "osa")
+    assert code != 0 and "rig-a" in err, (code, out, err)  # fails: 0, "osa" is taken for rig-a

@@ -61,3 +61,15 @@ def test_r15_a_lost_host_that_comes_back_keeps_no_secret_of_a_moved_tenant(hive:
     hive.cli("reconcile", "--apply")  # the operator's routine repair on the orchestrator
     left = [p for p in osa.root.rglob("*") if p.is_file() and not p.is_symlink() and SECRET.encode() in p.read_bytes()]
     assert left == []  # fails: acme's .env (its provider key) is still on osa, its jail running
+
+
+@pytest.mark.xfail(strict=True, reason="R16: a tenant's .env is sent before the remote's identity is checked")
+def test_r16_two_hosts_enrolled_crosswise_never_get_each_others_secrets(hive: Hive) -> None:
+    hive.enrol("osa")
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    domedog = hive.remotes["domedog"]
+    hive.remotes["osa"].link = domedog.link  # the operator enrolled osa with domedog's address and key
+    code, _, err = hive.cli("spawn-agent", "acme")
+    assert code != 0 and "domedog" in err  # refused there: acme lives on osa
+    assert not any(SECRET in text for _, text in domedog.link.transcript)  # fails: it crossed to domedog first
