@@ -73,3 +73,24 @@ def test_r16_two_hosts_enrolled_crosswise_never_get_each_others_secrets(hive: Hi
     code, _, err = hive.cli("spawn-agent", "acme")
     assert code != 0 and "domedog" in err  # refused there: acme lives on osa
     assert not any(SECRET in text for _, text in domedog.link.transcript)  # fails: it crossed to domedog first
+
+
+@pytest.mark.xfail(strict=True, reason="R1: host pins live in the shared database every host can write")
+def test_r1_a_host_that_rewrites_another_hosts_pin_is_never_trusted_with_its_tenants(hive: Hive) -> None:
+    from colibri.store.models import Host
+
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    forged = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"
+    with Session(hive.remotes["domedog"].context.store.engine) as session:  # domedog's database credentials
+        row = session.get(Host, "osa")
+        assert row is not None
+        row.address, row.host_keys = "192.0.2.66", forged  # domedog's own address and key, under osa's name
+        session.add(row)
+        session.commit()
+    hive.reached.clear()
+    hive.cli("provision", "acme")
+    assert all(reach.host_keys != (forged,) for reach in hive.reached)  # fails: the forged pin is used
