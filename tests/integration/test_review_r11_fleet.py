@@ -47,3 +47,15 @@ def test_r10_a_result_whose_error_holds_a_nul_is_never_an_outbox_record(fleet: F
         assert status in (200, 400), (status, body)  # fails: 202 {"outbox": true}, the host degraded
     finally:
         agent.close()
+
+
+@pytest.mark.xfail(strict=True, reason="R10: a NUL in mother_version is a StoreError whose text names the database")
+def test_r10_a_register_with_a_nul_is_a_400_that_names_no_database(fleet: Fleet) -> None:
+    agent = Agent(fleet["a"].socket("acme"), "m4")
+    try:
+        body = {"agent_id": "m4", "capabilities": [], "mother_version": "1\u0000"}
+        status, answer = agent.call("POST", "/v1/agent/register", body)
+        assert "postgresql" not in str(answer) and "127.0.0.1" not in str(answer), answer  # fails: URL to the jail
+        assert status == 400, (status, answer)
+    finally:
+        agent.close()
