@@ -303,7 +303,14 @@ def error_from_api(kind: object, code: object, message: str) -> ColibriError:
     cls = known or DaemonError
     error: ColibriError = cls.__new__(cls)
     ColibriError.__init__(error, message)
-    if known and isinstance(code, int) and not isinstance(code, bool) and code in EXIT_CODES and code != cls.exit_code:
+    # an error is never success: a peer's code 0 (a hostile or broken remote) keeps the class's own
+    if (
+        known
+        and isinstance(code, int)
+        and not isinstance(code, bool)
+        and code in EXIT_CODES
+        and code not in (0, cls.exit_code)
+    ):
         error.exit_code = code
     return error
 

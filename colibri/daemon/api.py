@@ -54,6 +54,7 @@ _STATUS: list[tuple[type[ColibriError], int]] = [
 ]  # fmt: skip
 
 Route = Callable[[Request, Scope], "Response | Awaitable[Response]"]
+STORE_DOWN = "the hive's database is unavailable; try again later"
 STOPPING = (503, "DaemonError", DaemonError.exit_code, "the daemon is stopping")
 INTERNAL = (500, "ColibriError", INTERNAL_ERROR_EXIT, "internal error")
 
@@ -74,11 +75,14 @@ class Parts:
     outbox: Callable[[dict[str, Any]], None] | None = None  # a completion kept while the store is down
 
 
-def error_for(exc: ColibriError) -> Response:
+def error_for(exc: ColibriError, scope: Scope | None = None) -> Response:
     status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
     if status == 500:  # every 500 is logged, with its traceback (never the request body)
         log.error("internal error: %s", type(exc).__name__, exc_info=exc)
-    return error_response(status, type(exc).__name__, exc.exit_code, str(exc))
+    message = str(exc)
+    if isinstance(exc, StoreError) and (scope is None or scope.kind != "admin"):
+        message = STORE_DOWN  # the database's address and its error are the operator's, not a jail's
+    return error_response(status, type(exc).__name__, exc.exit_code, message)
 
 
 class Api:
@@ -118,7 +122,7 @@ class Api:
             if isinstance(response, Response):
                 metrics.inc("colibri_http_requests_total", socket=kind, status=str(response.status))
                 return response
-            return self._later(response, kind, request)
+            return self._later(response, scope, request)
 
         return handle
 
@@ -144,18 +148,19 @@ class Api:
         try:
             return target(request, scope)  # type: ignore[no-any-return]
         except ColibriError as exc:
-            return error_for(exc)
+            return error_for(exc, scope)
         except BadRequest as exc:
             return error_response(exc.status, "InvalidInput", InvalidInput.exit_code, str(exc))
         except Exception as exc:  # a bug: logged with its traceback (never the body), answered 500
             log_bug(request, exc)
             return error_response(*INTERNAL, close=True)
 
-    async def _later(self, pending: Awaitable[Response], kind: str, request: Request) -> Response:
+    async def _later(self, pending: Awaitable[Response], scope: Scope, request: Request) -> Response:
+        kind = scope.kind
         try:
             response = await pending
         except ColibriError as exc:
-            response = error_for(exc)
+            response = error_for(exc, scope)
         except BadRequest as exc:
             response = error_response(exc.status, "InvalidInput", InvalidInput.exit_code, str(exc))
         except Exception as exc:  # a bug: logged with its traceback (never the body), answered 500

@@ -15,7 +15,20 @@ def body_object(request: Request) -> dict[str, Any]:
     body = request.json()
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
+    if _has_nul(body):  # PostgreSQL's text refuses it: as a store error it would look like an outage
+        raise InvalidInput("the body holds a NUL character (U+0000), which colibri does not take")
     return body
+
+
+def _has_nul(value: Any) -> bool:
+    """Does any string (key or value) hold U+0000?  (The parser bounds the body's depth.)"""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def claim_check(body: dict[str, Any], scope: Scope) -> None:

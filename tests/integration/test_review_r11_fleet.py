@@ -22,7 +22,6 @@ def fleet_fixture(postgres_server) -> Iterator[Fleet]:
         fleet.close()
 
 
-@pytest.mark.xfail(strict=True, reason="R10: a huge exit_status is a StoreError, answered 202 and put in the outbox")
 def test_r10_a_result_with_a_huge_exit_status_is_a_400_not_an_outbox_record(fleet: Fleet) -> None:
     agent = Agent(fleet["a"].socket("acme"), "m1")
     try:
@@ -36,7 +35,6 @@ def test_r10_a_result_with_a_huge_exit_status_is_a_400_not_an_outbox_record(flee
         agent.close()
 
 
-@pytest.mark.xfail(strict=True, reason="R10: a NUL in a result's error is a StoreError, answered 202 into the outbox")
 def test_r10_a_result_whose_error_holds_a_nul_is_never_an_outbox_record(fleet: Fleet) -> None:
     agent = Agent(fleet["a"].socket("acme"), "m2")
     try:
@@ -49,7 +47,6 @@ def test_r10_a_result_whose_error_holds_a_nul_is_never_an_outbox_record(fleet: F
         agent.close()
 
 
-@pytest.mark.xfail(strict=True, reason="R10: a NUL in mother_version is a StoreError whose text names the database")
 def test_r10_a_register_with_a_nul_is_a_400_that_names_no_database(fleet: Fleet) -> None:
     agent = Agent(fleet["a"].socket("acme"), "m4")
     try:

@@ -52,7 +52,6 @@ def orchestrator_fixture(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     yield url
 
 
-@pytest.mark.xfail(strict=True, reason="R2: a peer's error envelope sets the exit code, 0 included")
 def test_r2_hosts_check_of_a_host_answering_a_failure_with_code_0_does_not_exit_0(
     rig: Rig, invoke: Invoke, orchestrator: str
 ) -> None:

@@ -14,7 +14,15 @@ from typing import Any
 from sqlmodel import Session
 
 from colibri.domain import TaskState, TenantStatus, check_task_transition, requeue_outcome, validate_tenant_id
-from colibri.errors import Conflict, LimitExceeded, PermissionDenied, StateConflict, TaskNotFound, TenantNotFound
+from colibri.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    PermissionDenied,
+    StateConflict,
+    TaskNotFound,
+    TenantNotFound,
+)
 from colibri.services.hive.ledger import Ledger
 from colibri.services.hive.rules import (
     FINISHED,
@@ -157,6 +165,10 @@ class TaskRules:
 
         Idempotent: the same agent reporting again with the lease that finished the task (its first
         answer was lost) gets the task as it was recorded, and nothing changes."""
+        if exit_status is not None and not -(2**31) <= exit_status < 2**31:
+            raise InvalidInput("exit_status must be a 32-bit integer (a process's exit status)")
+        if error is not None and "\x00" in error:
+            raise InvalidInput("error holds a NUL character (U+0000), which colibri does not take")
         result_text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
         with self._ledger.session() as session:
             task = _visible(session, scope, task_id, for_update=True)

@@ -84,7 +84,6 @@ def test_r5_one_tenant_cannot_fill_the_outbox_for_the_others(tmp_path: Path) -> 
 BIG = 2**63  # a JSON integer an agent may send as its exit status (the body is checked as "an integer")
 
 
-@pytest.mark.xfail(strict=True, reason="R10: an exit_status out of the column's range is a StoreError (the outbox)")
 def test_r10_a_result_with_a_huge_exit_status_is_refused_as_input_not_a_store_error(store: Store, clock: Clock) -> None:
     a = _hive(store, clock, "a")
     a.hosts.start()
@@ -96,7 +95,6 @@ def test_r10_a_result_with_a_huge_exit_status_is_refused_as_input_not_a_store_er
         a.finish(Scope("tenant", "acme"), "acme/m1", task["id"], str(lease["lease"]), True, None, None, BIG)
 
 
-@pytest.mark.xfail(strict=True, reason="R10: one record the store refuses blocks every later outbox record")
 def test_r10_a_record_the_store_refuses_does_not_block_the_outbox(tmp_path: Path, db_url: str) -> None:
     settings = Settings(state_dir=tmp_path, run_dir=tmp_path / "run", host="a")
     store = Store(db_url)

@@ -31,7 +31,6 @@ def test_r1_a_host_that_rewrites_a_tenants_placement_never_receives_its_secrets(
     assert not any(SECRET in text for _, text in domedog.link.transcript)  # fails: acme's key went to domedog
 
 
-@pytest.mark.xfail(strict=True, reason="R2: a peer's error envelope sets the exit code, 0 included")
 def test_r2_a_remote_error_never_makes_the_command_exit_0(hive: Hive) -> None:
     hive.enrol("osa")
     assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
