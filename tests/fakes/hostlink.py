@@ -7,7 +7,8 @@ frames of ``spawn`` and ``write_env``).  Faults:
 
 - ``down = RemoteError(...)``: the host cannot be reached; nothing is sent.
 - ``cut_after = N``: the channel is lost after N request frames went out: the (N+1)th request
-  reaches nothing, RemoteError.
+  reaches nothing, RemoteError.  The ``version`` handshake the orchestrator sends first on a new
+  link (is the colibri there the host it was enrolled as?) is not counted.
 - ``lose_answer = {"spawn"}``: the op runs to its end on the host, then the channel is lost
   before its answer comes back (RemoteError).
 - a BaseException raised by the host while it serves (a fault switch of its fake backend, say)
@@ -35,13 +36,15 @@ class FakeHostLink:
         self._ops = ops
         self.transcript: list[tuple[str, str]] = []  # ("request" | "answer", the JSON text)
         self.requests = 0
-        self.attempts = 0  # calls, including those that never left (down, cut)
+        self.attempts = 0  # calls, including those that never left (down, cut) and the version handshake
         self.down: ColibriError | None = None
         self.cut_after: int | None = None
         self.lose_answer: set[str] = set()
 
     def ops_sent(self) -> list[str]:
-        return [json.loads(text)["op"] for kind, text in self.transcript if kind == "request"]
+        """The ops sent, but the ``version`` handshake."""
+        ops = (json.loads(text)["op"] for kind, text in self.transcript if kind == "request")
+        return [op for op in ops if op != "version"]
 
     def call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
         self.attempts += 1
@@ -51,7 +54,7 @@ class FakeHostLink:
             raise RemoteError(f"host {self.name}: the SSH channel was lost")
         frame = json.dumps({"op": op, "args": args}, ensure_ascii=True, allow_nan=False)
         self.transcript.append(("request", frame))
-        self.requests += 1
+        self.requests += op != "version"
         request = json.loads(frame)
         handler = self._ops.get(request["op"])
         try:

@@ -66,7 +66,6 @@ def test_r2_hosts_check_of_a_host_answering_a_failure_with_code_0_does_not_exit_
     assert code != 0  # fails: 0
 
 
-@pytest.mark.xfail(strict=True, reason="R16: hosts check never compares the remote's own host name with the enrolled")
 def test_r16_hosts_check_refuses_a_host_whose_colibri_calls_itself_otherwise(
     rig: Rig, invoke: Invoke, orchestrator: str
 ) -> None:

@@ -20,6 +20,7 @@ from colibri import __version__
 from colibri.domain import JAIL_NAME, validate_host_name
 from colibri.errors import ColibriError, Conflict, HostIncompatible, HostNotFound, InvalidInput
 from colibri.store.db import Store
+from colibri.text import safe
 
 if TYPE_CHECKING:
     from colibri.adapters.ssh import SshHosts
@@ -238,6 +239,12 @@ class HostService:
             )
         if found.get("settings_error"):
             return HostIncompatible(f"host {name}: the remote colibri's settings are invalid")
+        calls_itself = found.get("host")
+        if calls_itself != name:  # enrolled crosswise, or a copied colibri.toml: its tenants' secrets would go astray
+            return HostIncompatible(
+                f"host {name}: the colibri there calls itself {safe(str(calls_itself)[:64])!r} (its setting host); "
+                f"make it {name!r} there, or enrol it under its own name"
+            )
         if found.get("backend_ready") is not True:
             missing = found.get("missing")
             names = ", ".join(str(m)[:64] for m in missing) if isinstance(missing, list) else "?"

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from colibri.errors import ColibriError, NotFound, RemoteError, SecretsError, error_from_api
+from colibri.errors import ColibriError, HostIncompatible, NotFound, RemoteError, SecretsError, error_from_api
 from colibri.services.hosts.remote_ops import MAX_ENV_BYTES
 from colibri.services.lifecycle.reconcile import Drift, DriftView
 from colibri.store.db import Store
+from colibri.text import safe
 
 if TYPE_CHECKING:
     from colibri.services.lifecycle.operations import AgentService, ReleasedView
@@ -167,7 +168,15 @@ class Placement:
             reach = self._reach(host)
             if self._links is None:
                 raise RemoteError(f"tenant's host {host} is another host, and this colibri has no SSH link to it")
-            made = self._made[host] = self._links(reach)
+            made = self._links(reach)
+            # Before anything goes over it (a tenant's .env, say), the colibri there must call itself
+            # by the name the host was enrolled under: hosts enrolled crosswise get nothing (review R16).
+            calls_itself = made.call("version", {}).get("host")
+            if calls_itself != host:
+                raise HostIncompatible(
+                    f"host {host}: the colibri there calls itself {safe(str(calls_itself)[:64])!r}; nothing was sent"
+                )
+            self._made[host] = made
             return made
 
     def _reach(self, host: str) -> HostReach:

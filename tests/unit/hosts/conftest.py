@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from colibri.cli.context import Adapters, Context
+from colibri.services.hosts.ops import version_report
 from colibri.services.lifecycle.placement import HostReach
 from colibri.settings import Settings
 from tests.fakes.hostlink import FakeHostLink
@@ -161,7 +162,8 @@ def hive_fixture(
             secrets_allowed_roots=[root / "jails"],
         )
         context = Context(adapters=Adapters(jail_backend=fake), _settings=settings)
-        remotes[name] = Remote(name, fake, context, FakeHostLink(name, context.remote_ops()), root)
+        ops = {**context.remote_ops(), "version": lambda _args, s=settings: version_report(s)}  # as remote serve
+        remotes[name] = Remote(name, fake, context, FakeHostLink(name, ops), root)
     hive = Hive(tmp_path, url, HostJails(tmp_path / "testhost-jails", host_ids=host_ids), remotes, capsys)
     yield hive
     for remote in remotes.values():
