@@ -80,7 +80,7 @@ def error_for(exc: ColibriError, scope: Scope | None = None) -> Response:
     if status == 500:  # every 500 is logged, with its traceback (never the request body)
         log.error("internal error: %s", type(exc).__name__, exc_info=exc)
     message = str(exc)
-    if isinstance(exc, StoreError) and (scope is None or scope.kind != "admin"):
+    if isinstance(exc, StoreError) and scope is not None and scope.kind != "admin":
         message = STORE_DOWN  # the database's address and its error are the operator's, not a jail's
     return error_response(status, type(exc).__name__, exc.exit_code, message)
 

@@ -331,6 +331,7 @@ class Daemon:
             await self.replay.run()
 
     async def _leases(self) -> None:
+        await self.replay.run()  # what was acknowledged during an outage first: its leases may have run out
         self.dispatcher.after_requeue(await self.db(self.hive.expire_leases))
 
     async def _scan_sockets(self) -> None:

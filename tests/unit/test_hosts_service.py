@@ -109,8 +109,8 @@ def test_remove_refused_while_tenants_live_there(store: Store) -> None:
 
 
 def _found(**changes: Any) -> dict[str, Any]:
-    base = {"version": __version__, "python": "3.11.7", "backend": "sandbox", "programs": {"bwrap": "/usr/bin/bwrap"},
-            "missing": [], "backend_ready": True}  # fmt: skip
+    base = {"version": __version__, "python": "3.11.7", "host": "osa", "backend": "sandbox",
+            "programs": {"bwrap": "/usr/bin/bwrap"}, "missing": [], "backend_ready": True}  # fmt: skip
     return {**base, **changes}
 
 
@@ -118,6 +118,7 @@ def _found(**changes: Any) -> dict[str, Any]:
     ("found", "error"),
     [(_found(), None), (_found(version="99.0.0"), "another major version"), (_found(version=None), "did not say"),
      (_found(backend="bastille", backend_ready=False, missing=["bastille"]), "programs are missing there: bastille"),
+     (_found(host="domedog"), "calls itself 'domedog'"),
      (RemoteError("host osa did not answer within 1 s"), "did not answer")],
 )  # fmt: skip
 def test_check_records_what_it_found(store: Store, found: Any, error: str | None) -> None:
