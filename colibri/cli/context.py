@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from colibri.services.hosts.remote_ops import Op, ServingHost
     from colibri.services.lifecycle.operations import AgentService
     from colibri.services.lifecycle.pipeline import Provisioned, SpawnService
-    from colibri.services.lifecycle.placement import HostLink, HostReach, Lifecycle, LinkFactory, Placement
+    from colibri.services.lifecycle.placement import HostReach, LinkFactory, Placement
     from colibri.services.lifecycle.reconcile import Reconciler
+    from colibri.services.lifecycle.remote_host import HostLink
+    from colibri.services.lifecycle.routing import Lifecycle
     from colibri.services.secrets import SecretsService
     from colibri.services.secrets_vault import VaultService
     from colibri.services.secrets_write import EnvWriter
@@ -190,7 +192,8 @@ class Context:
         """The lifecycle commands, each sent to its tenant's host (one per command: it keeps the
         links it made and the hosts that failed)."""
         if self._lifecycle is None:
-            from colibri.services.lifecycle.placement import Lifecycle, Placement
+            from colibri.services.lifecycle.placement import Placement
+            from colibri.services.lifecycle.routing import Lifecycle
 
             placement = Placement(self.store, self.settings.host, self._host_links())
             self._lifecycle = Lifecycle(

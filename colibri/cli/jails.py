@@ -1,5 +1,5 @@
 """``spawn-agent``, ``spawn-local``, ``start-agent``, ``stop-agent``, ``destroy-agent``, ``release-agent``,
-``reconcile``, ``move-tenant``: each goes to the tenant's host (services/lifecycle/placement.py)."""
+``reconcile``, ``move-tenant``: each goes to the tenant's host (services/lifecycle/routing.py)."""
 
 from pathlib import Path
 from typing import Annotated
@@ -163,7 +163,7 @@ def reconcile(
     that cannot be reached is one failed item (unreachable_host); the exit code is then the
     highest of the failed items' (13 for an unreachable host).
     """
-    from colibri.services.lifecycle.placement import describe, reconcile_failure
+    from colibri.services.lifecycle.reconcile_hosts import describe, reconcile_failure
 
     found = context.get(ctx).lifecycle().reconcile(apply=apply)
     drifts = describe(found)

@@ -43,9 +43,6 @@ from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
 
-__all__ = ["CredentialSource", "Rendered", "SecretsConfig", "SecretsService", "VaultReader"]
-"""``Rendered`` is secrets_render's, named here too for the callers that take it with the service."""
-
 
 class VaultReader(Protocol):
     def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot: ...

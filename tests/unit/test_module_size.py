@@ -7,9 +7,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "colibri"
 LIMIT = 400
 
-KNOWN_OVER = {
-    "colibri/services/lifecycle/placement.py",  # split pending (the coordinator splits it, then removes this line)
-}
+KNOWN_OVER: set[str] = set()
 """Modules over the limit for now, by path from the repository's root; each is still over (else
 its line here goes)."""
 

@@ -1,0 +1,179 @@
+"""A host's lifecycle ops (services/hosts/remote_ops.py) over its link, answering as the local
+services do.
+
+Secrets never leave in any other form: the vault and the operator's credentials stay on this
+host (the orchestrator); a remote tenant's ``.env`` is resolved and rendered here
+(services/secrets.py) and only that text is sent, inside the op's arguments (the channel's
+stdin), to be written there by the same envfile rules.
+
+Everything a remote host answers is a peer's input: its step reports and drifts are checked
+and bounded before they are shown, and the tenant a command prints is read from the store, not
+taken from the answer.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from colibri.errors import RemoteError, SecretsError, error_from_api
+from colibri.services.hosts.remote_ops import MAX_ENV_BYTES
+from colibri.services.lifecycle.reconcile import Drift
+from colibri.store.db import Store
+
+if TYPE_CHECKING:
+    from colibri.services.lifecycle.operations import ReleasedView
+    from colibri.services.lifecycle.pipeline import StepCallback
+    from colibri.services.secrets_render import Rendered
+    from colibri.store.models import TenantView
+
+SPAWN_TIMEOUT = 1800.0
+"""A remote spawn (a jail created from a template, its packages, the mother ready): seconds."""
+LONG_TIMEOUT = 600.0
+"""A remote start, stop, destroy, release or reconcile: seconds (the link's own default for the rest)."""
+MAX_STEPS = 1024
+MAX_DRIFTS = 100_000
+MAX_FIELD = 2000
+
+
+class HostLink(Protocol):
+    """One host's kept channel (adapters/ssh.py HostLink): an op and its JSON arguments in, its
+    JSON answer out; an error answer is raised as the ColibriError it names."""
+
+    def call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]: ...
+
+
+class RemoteHost:
+    """A host's lifecycle ops (services/hosts/remote_ops.py) over its link, answering as the
+    local services do."""
+
+    def __init__(self, name: str, link: HostLink, store: Store, this_host: str) -> None:
+        self.name = name
+        self._link = link
+        self._store = store
+        self._this_host = this_host
+
+    def spawn(
+        self,
+        tenant_id: str,
+        rendered: "Rendered",
+        *,
+        template: str | None = None,
+        capabilities: list[str] | None = None,
+        adopt: tuple[str, Path] | None = None,
+        on_step: "StepCallback | None" = None,
+    ) -> "TenantView":
+        """The tenant's pipeline on its host, its provisioning writing ``rendered``.  Raises the
+        error the pipeline failed with there (after replaying its steps), or the link's."""
+        args: dict[str, Any] = {
+            "tenant": tenant_id,
+            "env": env_text(rendered),
+            "source": rendered.source,
+            "keys": list(rendered.keys),
+            "collection_id": rendered.collection_id,
+            "template": template,
+            "capabilities": capabilities,
+            "jail_name": adopt[0] if adopt else None,
+            "jail_root": str(adopt[1]) if adopt else None,
+        }
+        answer = self._link.call("spawn", args, timeout=SPAWN_TIMEOUT)
+        del args
+        steps = answer.get("steps")
+        if on_step is not None and isinstance(steps, list):
+            for step in steps[:MAX_STEPS]:
+                if isinstance(step, list) and len(step) == 4 and all(isinstance(s, str) for s in step):
+                    on_step(tenant_id, _cut(step[1]), _cut(step[2]), _cut(step[3]))
+        error = answer.get("error")
+        if isinstance(error, Mapping):
+            raise error_from_api(error.get("type"), error.get("code"), _cut(str(error.get("message", ""))))
+        return self._tenant(tenant_id)
+
+    def start(self, tenant_id: str) -> "TenantView":
+        self._link.call("start", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        return self._tenant(tenant_id)
+
+    def stop(self, tenant_id: str) -> "TenantView":
+        self._link.call("stop", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        return self._tenant(tenant_id)
+
+    def destroy(self, tenant_id: str) -> "TenantView":
+        self._link.call("destroy", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        return self._tenant(tenant_id)
+
+    def release(self, tenant_id: str) -> "ReleasedView":
+        from colibri.services.lifecycle.operations import ReleasedView
+
+        answer = self._link.call("release", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        shown = answer.get("tenant")
+        raw = shown.get("removed") if isinstance(shown, Mapping) else None
+        removed = [_cut(r) for r in raw[:MAX_STEPS] if isinstance(r, str)] if isinstance(raw, list) else []
+        return ReleasedView(**self._tenant(tenant_id), removed=removed)
+
+    def reconcile(self, apply: bool) -> list[Drift]:
+        answer = self._link.call("reconcile", {"apply": apply}, timeout=LONG_TIMEOUT)
+        raw = answer.get("drifts")
+        if not isinstance(raw, list):
+            raise RemoteError(f"host {self.name} answered reconcile without its drifts")
+        return [_drift(item, self.name) for item in raw[:MAX_DRIFTS]]
+
+    def write_env(self, tenant_id: str, content: bytes, collection_id: str | None) -> tuple[str, bool]:
+        """Write a rendered .env in the tenant's jail there: (its path there, changed)."""
+        args = {"tenant": tenant_id, "env": _decoded(content, tenant_id), "collection_id": collection_id}
+        answer = self._link.call("write_env", args)
+        del args
+        path, changed = answer.get("path"), answer.get("changed")
+        if not isinstance(path, str) or not isinstance(changed, bool):
+            raise RemoteError(f"host {self.name} answered write_env without its path and change")
+        return f"{self.name}:{_cut(path)}", changed
+
+    def show(self, tenant_id: str) -> dict[str, Any]:
+        answer = self._link.call("show", {"tenant": tenant_id})
+        jail = answer.get("jail")
+        if not isinstance(jail, Mapping):
+            raise RemoteError(f"host {self.name} answered show without the jail")
+        return {k: _cut(str(jail.get(k))) for k in ("state", "managed", "root")}
+
+    def _tenant(self, tenant_id: str) -> "TenantView":
+        from colibri.services.tenants import TenantService
+
+        return TenantService(self._store, self._this_host).show(tenant_id)
+
+
+def env_text(rendered: "Rendered") -> str | None:
+    """The rendered .env as the text an op carries (None: no secrets); over the bound it is
+    refused here, before anything is sent."""
+    return None if rendered.content is None else _decoded(rendered.content, rendered.tenant_id)
+
+
+def _decoded(content: bytes, tenant_id: str) -> str:
+    if len(content) > MAX_ENV_BYTES:
+        raise SecretsError(
+            f"the .env of tenant {tenant_id} is {len(content)} bytes; at most {MAX_ENV_BYTES} are sent to another host"
+        )
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretsError(f"the .env of tenant {tenant_id} is not UTF-8 text; not sent") from None
+
+
+def _cut(text: str) -> str:
+    return text[:MAX_FIELD]
+
+
+def _drift(item: object, host: str) -> Drift:
+    """A peer's drift, checked: its fields' types and sizes."""
+    if not isinstance(item, Mapping):
+        raise RemoteError(f"host {host} answered a drift that is not an object")
+    kind, jail, tenant, action = item.get("kind"), item.get("jail"), item.get("tenant"), item.get("action")
+    applied, error = item.get("applied"), item.get("error")
+    texts_ok = all(isinstance(v, str) for v in (kind, jail, action)) and isinstance(applied, bool)
+    if not texts_ok or not (tenant is None or isinstance(tenant, str)) or not (error is None or isinstance(error, str)):
+        raise RemoteError(f"host {host} answered a drift with fields of the wrong type")
+    assert isinstance(kind, str) and isinstance(jail, str) and isinstance(action, str) and isinstance(applied, bool)
+    return Drift(
+        _cut(kind),
+        _cut(jail),
+        None if tenant is None else _cut(tenant),
+        _cut(action),
+        applied,
+        None if error is None else _cut(error),
+    )
