@@ -130,7 +130,9 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
             row["local"] = local(a)
             local_down(a)
+            serves = {h.name: len([x for _, x in h.ran() if x == "remote serve"]) for h in (a, b, c)}
             row["hive"] = colibri(orch, "spawn-agent", *everyone)
+            row["serves"] = sum(len([x for _, x in h.ran() if x == "remote serve"]) - serves[h.name] for h in (a, b, c))
             spread = json.loads(subprocess.run([str(COLIBRI), "list-tenants", "--json"], env=_env(orch),
                                                capture_output=True, text=True, check=True).stdout)["data"]  # fmt: skip
             active = {t["host"] for t in spread if t["status"] == "active" and t["tenant_id"] in everyone}
@@ -152,14 +154,15 @@ def main() -> None:
           f"at each round's start {', '.join(f'{x:.1f}' for x in loads)}, "
           f"after {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f}\n")  # fmt: skip
     print(f"| round | {n} spawns on one host, local | {3 * n} over 3 hosts, one call on the orchestrator | ratio "
-          f"| 3 hosts x {n} local at once | hive / 3 x local |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          f"| 3 hosts x {n} local at once | hive / 3 x local | remote serve processes |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['round']} | {row['local']:.2f} s | {row['hive']:.2f} s | {row['hive'] / row['local']:.2f}x "
-              f"| {row['three_local']:.2f} s | {row['hive'] / row['three_local']:.2f}x |")  # fmt: skip
+              f"| {row['three_local']:.2f} s | {row['hive'] / row['three_local']:.2f}x "
+              f"| {row['serves']} |")  # fmt: skip
     med = {k: statistics.median(r[k] for r in rows) for k in ("local", "hive", "three_local")}
     print(f"| median | {med['local']:.2f} s | {med['hive']:.2f} s | {med['hive'] / med['local']:.2f}x "
-          f"| {med['three_local']:.2f} s | {med['hive'] / med['three_local']:.2f}x |")  # fmt: skip
+          f"| {med['three_local']:.2f} s | {med['hive'] / med['three_local']:.2f}x | |")  # fmt: skip
 
 
 if __name__ == "__main__":
