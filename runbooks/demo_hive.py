@@ -275,6 +275,19 @@ def _clear_previous() -> None:
     number, root = marker.read_text().split(maxsplit=1)
     root = root.strip()
     print(f"demo: tearing down the rig a previous run left (colrig{number}, {root})", flush=True)
+    config = Path(root) / "a" / "colibri.toml"
+    if config.exists():  # its tenant's jail first, by the host's own colibri (PostgreSQL still runs)
+        netns = f"colibri-rig-{number}-a"
+        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "COLIBRI_CONFIG": str(config)}
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([*in_netns(netns), str(COLIBRI), "destroy-agent", TENANT, "--yes"], env=env,
+                           capture_output=True, timeout=120)  # fmt: skip
+    for procs in [*Path("/sys/fs/cgroup").glob(f"*/colibri/{TENANT}-*/cgroup.procs"),
+                  *Path("/sys/fs/cgroup/colibri").glob(f"{TENANT}-*/cgroup.procs")]:  # fmt: skip
+        with contextlib.suppress(OSError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
     for name in ("a", "b", "c"):
         netns = f"colibri-rig-{number}-{name}"
         found = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
