@@ -334,7 +334,7 @@ class Context:
         """``colibri hosts``: enrolment, liveness, check over SSH."""
         from colibri.services.hosts.enrol import HostService
 
-        return HostService(self.store, self.ssh)
+        return HostService(self.store, self.ssh, grace=self.settings.host_lease_grace)
 
     def close(self) -> None:
         if self._ssh is not None:

@@ -2,7 +2,13 @@
 refusals before any SSH).  The SSH side is tests/integration/test_hosts_ssh.py, on the rig."""
 
 import json
+import time
 
+import pytest
+from sqlalchemy import text
+
+from colibri.settings import Settings
+from colibri.store.db import Store
 from tests.conftest import Invoke
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ4jS2T5Jm3cD3XqoP2i8VnR8nJb3TPO6lS0bYl5Y7+y"
@@ -45,3 +51,23 @@ def test_version_json_reports_the_backend(invoke: Invoke) -> None:
     code, out, _ = invoke("version", "--json")
     data = json.loads(out)["data"]
     assert code == 0 and {"version", "python", "backend", "programs", "missing", "backend_ready"} <= set(data)
+
+
+def test_liveness_uses_the_hive_s_lease_grace(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`colibri hosts` calls a host lost when its daemons do: past its lease + ``host_lease_grace``
+    (the setting), not a grace of its own (it said "stale" for 30 s after the daemons had already
+    marked the host's agents lost and re-queued their tasks)."""
+    assert invoke("hosts", "add", "domedog", "--ssh", "root@192.0.2.20", "--host-key", KEY)[0] == 0
+    store = Store(Settings().database)
+    try:
+        with store.connect() as conn:  # its daemon's lease ran out 5 s ago
+            conn.execute(text("UPDATE hosts SET lease_expires_at = :t"), {"t": time.time() - 5})
+            conn.commit()
+    finally:
+        store.close()
+    monkeypatch.setenv("COLIBRI_HOST_LEASE_GRACE", "2")
+    [host] = json.loads(invoke("hosts", "--json")[1])["data"]
+    assert host["liveness"] == "lost"
+    monkeypatch.setenv("COLIBRI_HOST_LEASE_GRACE", "60")
+    [host] = json.loads(invoke("hosts", "--json")[1])["data"]
+    assert host["liveness"] == "stale"

@@ -1,0 +1,169 @@
+"""30 spawns spread over 3 hosts in one ``spawn-agent`` call against one host's share (10) spawned
+locally (issue 11: at most 1.3x).
+
+    .venv/bin/python -m bench.spawn_hosts [--rounds 2] [--per-host 10]
+
+Builds the three-host rig (tests/rig: network namespaces, real sshd, each host's own daemon,
+state and run directories on the sandbox backend, one PostgreSQL), enrols the hosts from the
+orchestrator (the root namespace) with their pinned keys, then per round, alternately:
+
+- ``local``: ``colibri spawn-agent`` of 10 tenants on rig host a, run by a's own colibri in a's
+  namespace (its secrets staged on a): exactly the pipeline a remote spawn runs there, with the
+  same ``spawn_parallelism`` (4), database and backend, without SSH or the orchestrator;
+- ``hive``: one ``colibri spawn-agent`` of 30 tenants (10 living on each host) on the
+  orchestrator: secrets rendered there, each host's share sent over its kept SSH link, the hosts
+  side by side (placement.spawn_many);
+- ``3 x local``: the three hosts' colibri each spawning its own 10 at the same moment (three
+  processes, no orchestrator): what the hive call costs on this machine without SSH, since the
+  three "hosts" share its CPUs (on three machines each would have its own).
+
+Each timed call is the wall time of the whole command (interpreter start included); every jail is
+destroyed (``destroy-agent --yes``, not timed) before the next call, and at the end with the rig.
+Tenants are registered with ``--collection ''`` (staged secrets, no vault).  Prints Markdown.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.rig import COLIBRI, Rig, RigHost, build, in_netns, teardown
+
+DAEMON = {"heartbeat_interval": "1", "reconcile_interval": "0", "task_poll_interval": "0.5"}
+
+
+def _env(config: Path) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "COLIBRI_CONFIG": str(config)}
+
+
+def orch_config(rig: Rig) -> Path:
+    root = rig.root / "orch"
+    root.mkdir(mode=0o700)
+    config = root / "colibri.toml"
+    config.write_text(
+        f'host = "orch"\njail_backend = "sandbox"\nstate_dir = "{root / "state"}"\nrun_dir = "{root / "run"}"\n'
+        f'log_dir = "{root / "log"}"\ndatabase_url = "{rig.database_url()}"\nssh_key_file = "{rig.client_key}"\n'
+    )
+    return config
+
+
+def colibri(config: Path, *args: str, netns: str | None = None, check: bool = True) -> float:
+    """Run colibri; its wall time in seconds."""
+    prefix = in_netns(netns) if netns else []
+    start = time.perf_counter()
+    done = subprocess.run([*prefix, str(COLIBRI), *args], env=_env(config), capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    took = time.perf_counter() - start
+    if check and done.returncode != 0:
+        raise SystemExit(f"colibri {' '.join(args[:3])}... exited {done.returncode}: {done.stderr[-2000:]}")
+    return took
+
+
+def stage(state_dir: Path, tenant: str) -> None:
+    staged = state_dir / "staged" / tenant
+    staged.mkdir(parents=True, mode=0o700, exist_ok=True)
+    staged.parent.chmod(0o700)
+    (staged / "provider.env").write_text("PROVIDER_KEY=bench-not-a-real-key\n")
+    (staged / "provider.env").chmod(0o600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--per-host", type=int, default=10)
+    opts = parser.parse_args()
+    n = opts.per_host
+    load_before = os.getloadavg()
+    rig = build()
+    try:
+        a, b, c = (rig.hosts[x] for x in "abc")
+        orch = orch_config(rig)
+        for host in (a, b, c):
+            colibri(orch, "hosts", "add", f"rig-{host.name}", "--ssh", f"root@{host.address}", "--host-key",
+                    host.host_key_line(), "--command", str(host.command))  # fmt: skip
+            colibri(orch, "hosts", "check", f"rig-{host.name}")
+            host.start_daemon(**DAEMON)
+        # the tenants: own[h] spawned by h's colibri itself; hive[h] living on h, spawned from orch
+        own: dict[str, list[str]] = {h.name: [f"lo-{h.name}-{i:02d}" for i in range(n)] for h in (a, b, c)}
+        hive: dict[str, list[str]] = {h.name: [f"hv-{h.name}-{i:02d}" for i in range(n)] for h in (a, b, c)}
+        for host in (a, b, c):
+            for tenant in own[host.name]:
+                colibri(host.config, "register-tenant", tenant, "--collection", "", netns=host.netns)
+                stage(host.root / "state", tenant)
+            for tenant in hive[host.name]:
+                colibri(orch, "register-tenant", tenant, "--host", f"rig-{host.name}", "--collection", "")
+                stage(rig.root / "orch" / "state", tenant)
+        everyone = [t for h in "abc" for t in hive[h]]
+
+        def local(host: RigHost) -> float:
+            return colibri(host.config, "spawn-agent", *own[host.name], netns=host.netns)
+
+        def local_down(host: RigHost) -> None:
+            colibri(host.config, "destroy-agent", *own[host.name], "--yes", netns=host.netns)
+
+        def three_local() -> float:
+            took: dict[str, float] = {}
+            threads = [threading.Thread(target=lambda h=h: took.__setitem__(h.name, local(h))) for h in (a, b, c)]
+            start = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - start
+            if len(took) != 3:
+                raise SystemExit("a host's local spawn failed")
+            return wall
+
+        rows: list[dict[str, Any]] = []
+        loads = []
+        for round_no in range(1, opts.rounds + 1):
+            row: dict[str, Any] = {"round": round_no}
+            loads.append(os.getloadavg()[0])
+            row["local"] = local(a)
+            local_down(a)
+            serves = {h.name: len([x for _, x in h.ran() if x == "remote serve"]) for h in (a, b, c)}
+            row["hive"] = colibri(orch, "spawn-agent", *everyone)
+            row["serves"] = sum(len([x for _, x in h.ran() if x == "remote serve"]) - serves[h.name] for h in (a, b, c))
+            spread = json.loads(subprocess.run([str(COLIBRI), "list-tenants", "--json"], env=_env(orch),
+                                               capture_output=True, text=True, check=True).stdout)["data"]  # fmt: skip
+            active = {t["host"] for t in spread if t["status"] == "active" and t["tenant_id"] in everyone}
+            if len([t for t in spread if t["status"] == "active" and t["tenant_id"] in everyone]) != 3 * n:
+                raise SystemExit("the hive spawn left tenants inactive")
+            row["hosts"] = sorted(active)
+            colibri(orch, "destroy-agent", *everyone, "--yes")
+            row["three_local"] = three_local()
+            for host in (a, b, c):
+                local_down(host)
+            rows.append(row)
+            print(f"round {round_no}: {row}", file=sys.stderr, flush=True)
+        load_after = os.getloadavg()
+    finally:
+        teardown(rig)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"load average before {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}, "
+          f"at each round's start {', '.join(f'{x:.1f}' for x in loads)}, "
+          f"after {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f}\n")  # fmt: skip
+    print(f"| round | {n} spawns on one host, local | {3 * n} over 3 hosts, one call on the orchestrator | ratio "
+          f"| 3 hosts x {n} local at once | hive / 3 x local | remote serve processes |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['round']} | {row['local']:.2f} s | {row['hive']:.2f} s | {row['hive'] / row['local']:.2f}x "
+              f"| {row['three_local']:.2f} s | {row['hive'] / row['three_local']:.2f}x "
+              f"| {row['serves']} |")  # fmt: skip
+    med = {k: statistics.median(r[k] for r in rows) for k in ("local", "hive", "three_local")}
+    print(f"| median | {med['local']:.2f} s | {med['hive']:.2f} s | {med['hive'] / med['local']:.2f}x "
+          f"| {med['three_local']:.2f} s | {med['hive'] / med['three_local']:.2f}x | |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
