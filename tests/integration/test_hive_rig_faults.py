@@ -60,13 +60,19 @@ def test_the_remote_killed_mid_spawn_then_a_rerun_converges(rig: Rig, orch: Orch
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     _, err = spawn.communicate(timeout=120)
-    assert spawn.returncode == 13, (spawn.returncode, err)  # the host failed: one line, no traceback
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    shown = orch.json("show-tenant", "t-gamma")
-    assert shown["status"] in ("spawning", "failed"), shown  # not active: the spawn did not finish
-    assert jail.exists()
-    # the operator runs it again: it converges on the jail that is there, secrets and all
-    orch("spawn-agent", "t-gamma", "--capability", "echo")
+    assert "Traceback" not in err, err
+    if spawn.returncode == 0:
+        # the request went out on a kept channel that died under it: the adapter sent it once more
+        # on a new one (tests/integration/test_hosts_ssh.py), and the host's resumable pipeline
+        # converged on the jail it had made
+        assert all(not Path(f"/proc/{pid}").exists() for pid in serve)
+    else:
+        assert spawn.returncode == 13 and len(err.strip().splitlines()) == 1, (spawn.returncode, err)
+        shown = orch.json("show-tenant", "t-gamma")
+        assert shown["status"] in ("spawning", "failed"), shown  # not active: the spawn did not finish
+        assert jail.exists()
+        # the operator runs it again: it converges on the jail that is there, secrets and all
+        orch("spawn-agent", "t-gamma", "--capability", "echo")
     shown = orch.json("show-tenant", "t-gamma")
     assert shown["status"] == "active" and Path(shown["jail_root"]).exists(), shown
     envs = files_holding(a.root, SECRET.encode())
@@ -76,12 +82,6 @@ def test_the_remote_killed_mid_spawn_then_a_rerun_converges(rig: Rig, orch: Orch
     assert jail_processes("t-gamma") == [] and files_holding(a.root, SECRET.encode()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 11): with its cable pulled, host b's daemon stops "
-    "answering its agents' results for more than 40 s (its database thread waits on dead "
-    "connections) instead of acknowledging them into the outbox at once",
-)
 def test_a_host_cut_off_while_its_lane_holds_a_task(rig: Rig, orch: Orchestrator) -> None:
     """b's cable is pulled: its daemon is degraded (no database), keeps its agents and acknowledges
     their result into its outbox; past b's lease + grace host c's daemon declares b lost and the
