@@ -1,16 +1,18 @@
 """The tasks table: queries only, no business rules (like the tenant repository in repos.py)."""
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import Row, bindparam, delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from colibri.domain import FINISHED_TASK_STATES, TaskState
 from colibri.store.models import Task
 
 FINISHED = tuple(sorted(s.value for s in FINISHED_TASK_STATES))
+TASKS = Task.__table__  # type: ignore[attr-defined]
 
 
 def _owned_by(tenant: str | None) -> Any:
@@ -58,18 +60,33 @@ class TaskRepo:
         query = select(Task).where(Task.submitted_by == submitted_by, Task.idempotency_key == key)
         return self._session.exec(query).first()
 
-    def next_queued(self, capabilities: Sequence[str], tenant: str | None) -> Task | None:
-        """The oldest queued task of these capabilities (of ``tenant`` unless None), locked for the
-        claim; a task another transaction holds is skipped (PostgreSQL's SKIP LOCKED)."""
-        query = (
-            select(Task)
-            .where(Task.state == TaskState.QUEUED, col(Task.capability).in_(sorted(capabilities)))
-            .order_by(col(Task.id))
-            .limit(1)
-        )
+    def claim_next(self, capabilities: Sequence[str], tenant: str | None, values: dict[str, Any]) -> Row[Any] | None:
+        """Lease the oldest queued task of these capabilities (of ``tenant`` unless None) in one
+        statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING``
+        (on SQLite the statement is atomic: no row lock to skip).  ``values`` are the lease's
+        columns (``LEASE``); the attempt and the fence go up by one.  The task as leased, or None."""
+        params = {f"new_{name}": value for name, value in values.items()}
+        params["caps"] = sorted(capabilities)
         if tenant is not None:
-            query = query.where(Task.tenant_id == tenant)
-        return self._session.exec(query.with_for_update(skip_locked=True)).first()
+            params["owner"] = tenant
+        return self._session.connection().execute(_claim_statement(tenant is not None), params).first()
+
+    def finish_held(
+        self, task_id: int, agent_key: str, lease: str, host: str | None, fence: int | None,
+        tenant: str | None, values: dict[str, Any],
+    ) -> Row[Any] | None:  # fmt: skip
+        """Record the outcome of a running task in one fenced statement, only while it is leased to
+        ``agent_key`` with ``lease`` by a claim of ``host`` (or one before issue 11, naming none),
+        with ``fence`` when given and of ``tenant`` when given; ``values`` are ``OUTCOME``'s
+        columns.  The task as finished, or None (not held so: the caller looks at why)."""
+        params = {f"new_{name}": value for name, value in values.items()}
+        params.update(task=task_id, agent=agent_key, lease=lease, claimed_by=host)
+        if fence is not None:
+            params["held_fence"] = fence
+        if tenant is not None:
+            params["owner"] = tenant
+        query = _finish_statement(fence is not None, tenant is not None)
+        return self._session.connection().execute(query, params).first()
 
     def lease_expired(self, now: float) -> Sequence[Task]:
         """Running tasks whose lease ran out, locked; one another daemon is requeueing is skipped."""
@@ -107,3 +124,43 @@ class TaskRepo:
     def counts(self) -> dict[str, int]:
         rows = self._session.exec(select(Task.state, func.count()).group_by(Task.state)).all()
         return {state: int(n) for state, n in rows}
+
+
+LEASE = ("agent_key", "lease_token", "lease_expires_at", "host", "claimed_at", "updated_at")
+OUTCOME = ("state", "result", "error", "exit_status", "lease_expires_at", "finished_at", "updated_at")
+
+
+@functools.cache
+def _claim_statement(of_tenant: bool) -> Any:
+    """Built once per shape (bound parameters): a claim then costs no statement building and no
+    cache key (what the ORM spent most of a claim's Python time on)."""
+    t = TASKS
+    pick = select(t.c.id).where(t.c.state == TaskState.QUEUED, t.c.capability.in_(bindparam("caps", expanding=True)))
+    if of_tenant:
+        pick = pick.where(t.c.tenant_id == bindparam("owner"))
+    pick = pick.order_by(t.c.id).limit(1).with_for_update(skip_locked=True)
+    return (
+        update(t)
+        .where(t.c.id == pick.scalar_subquery(), t.c.state == TaskState.QUEUED)
+        .values(
+            state=TaskState.RUNNING,
+            attempts=t.c.attempts + 1,
+            fence=t.c.fence + 1,
+            **{name: bindparam(f"new_{name}") for name in LEASE},
+        )
+        .returning(*t.c)
+    )
+
+
+@functools.cache
+def _finish_statement(with_fence: bool, of_tenant: bool) -> Any:
+    t = TASKS
+    host: Any = bindparam("claimed_by")
+    where = [t.c.id == bindparam("task"), t.c.state == TaskState.RUNNING, t.c.agent_key == bindparam("agent"),
+             t.c.lease_token == bindparam("lease"), or_(t.c.host.is_(None), t.c.host == host)]  # fmt: skip
+    if with_fence:
+        where.append(t.c.fence == bindparam("held_fence"))
+    if of_tenant:
+        where.append(t.c.tenant_id == bindparam("owner"))
+    values = {name: bindparam(f"new_{name}", type_=t.c[name].type) for name in OUTCOME}
+    return update(t).where(*where).values(**values).returning(*t.c)

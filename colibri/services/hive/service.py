@@ -48,6 +48,7 @@ class HiveService:
         self.hosts = HostRules(ledger, tasks, host or "", *host_lease)
         self.usage, self.queue_full, self.prune_expired = ledger.usage, ledger.queue_full, ledger.prune_expired
         self.submit, self.finish, self.release = tasks.submit, tasks.finish, tasks.release
+        self.finish_many = tasks.finish_many
         self.claim: Callable[[AgentRef], dict[str, Any] | None] = (
             tasks.claim if host is None else self.hosts.gate(tasks.claim)
         )
