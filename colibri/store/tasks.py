@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, or_, update
+from sqlalchemy import Integer, Row, bindparam, column, delete, func, or_, text, update
 from sqlmodel import Session, col, select
 
 from colibri.domain import FINISHED_TASK_STATES, TaskState
@@ -88,6 +88,36 @@ class TaskRepo:
         query = _finish_statement(fence is not None, tenant is not None)
         return self._session.connection().execute(query, params).first()
 
+    def many_at_once(self) -> bool:
+        """Several claims (or results) in one statement: PostgreSQL (arrays, ``unnest``)."""
+        return bool(self._session.get_bind().dialect.name == "postgresql")
+
+    def claim_several(
+        self, capabilities: Sequence[str], tenant: str | None, leases: Sequence[tuple[str, str, float]],
+        host: str | None, stamp: datetime,
+    ) -> list[Row[Any]]:  # fmt: skip
+        """``claim_next`` for several agents of one kind in one statement (PostgreSQL): the oldest
+        queued tasks, locked (SKIP LOCKED), the first to the first ``(agent key, lease, lease end)``
+        of ``leases``; the tasks leased, in that order (fewer than asked when the queue ran short)."""
+        agents, tokens, ends = (list(column) for column in zip(*leases, strict=True))
+        params: dict[str, Any] = {"agents": agents, "tokens": tokens, "ends": ends, "caps": sorted(capabilities),
+                                  "k": len(leases), "claimed_by": host, "stamp": stamp}  # fmt: skip
+        if tenant is not None:
+            params["owner"] = tenant
+        rows = self._session.connection().execute(_claim_several(tenant is not None), params).all()
+        return sorted(rows, key=lambda row: int(row.n))
+
+    def finish_several(self, reports: Sequence[tuple[Any, ...]], host: str | None, stamp: datetime) -> list[Row[Any]]:
+        """``finish_held`` for several results in one statement (PostgreSQL); ``reports`` are
+        ``(task id, agent key, lease, fence, tenant, state, result, error, exit status)``, no task
+        twice.  The tasks finished, each with ``n``, its report's index (the others are not held so)."""
+        names = ("ids", "agents", "leases", "fences", "owners", "states", "results", "errors", "statuses")
+        params: dict[str, Any] = {
+            name: list(column) for name, column in zip(names, zip(*reports, strict=True), strict=True)
+        }
+        params.update(claimed_by=host, stamp=stamp)
+        return list(self._session.connection().execute(_FINISH_SEVERAL, params).all())
+
     def lease_expired(self, now: float) -> Sequence[Task]:
         """Running tasks whose lease ran out, locked; one another daemon is requeueing is skipped."""
         query = select(Task).where(Task.state == TaskState.RUNNING, col(Task.lease_expires_at) < now)
@@ -164,3 +194,39 @@ def _finish_statement(with_fence: bool, of_tenant: bool) -> Any:
         where.append(t.c.tenant_id == bindparam("owner"))
     values = {name: bindparam(f"new_{name}", type_=t.c[name].type) for name in OUTCOME}
     return update(t).where(*where).values(**values).returning(*t.c)
+
+
+def _returned() -> str:
+    return ", ".join(f"tasks.{c.name}" for c in TASKS.c)
+
+
+@functools.cache
+def _claim_several(of_tenant: bool) -> Any:
+    """One statement for several claims of one kind: the oldest queued ids locked (SKIP LOCKED),
+    numbered, joined to the agents' leases by that number."""
+    owner = "AND tenant_id = :owner " if of_tenant else ""
+    sql = (
+        "WITH want AS (SELECT * FROM unnest(CAST(:agents AS varchar[]), CAST(:tokens AS varchar[]), "  # noqa: S608 (constants)
+        "CAST(:ends AS double precision[])) WITH ORDINALITY AS w(agent, token, ends, n)), "
+        "picked AS (SELECT id FROM tasks WHERE state = 'queued' AND capability = ANY(CAST(:caps AS varchar[])) "
+        f"{owner}ORDER BY id LIMIT :k FOR UPDATE SKIP LOCKED), "
+        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM picked) "
+        "UPDATE tasks SET state = 'running', attempts = tasks.attempts + 1, fence = tasks.fence + 1, "
+        "agent_key = want.agent, lease_token = want.token, lease_expires_at = want.ends, host = :claimed_by, "
+        "claimed_at = :stamp, updated_at = :stamp FROM numbered JOIN want ON want.n = numbered.n "
+        f"WHERE tasks.id = numbered.id AND tasks.state = 'queued' RETURNING {_returned()}, want.n"
+    )
+    return text(sql).columns(*TASKS.c, column("n", Integer))
+
+
+_FINISH_SEVERAL = text(
+    "UPDATE tasks SET state = r.state, result = r.result, error = r.error, exit_status = r.status, "  # noqa: S608 (constants)
+    "lease_expires_at = NULL, finished_at = :stamp, updated_at = :stamp "
+    "FROM (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:agents AS varchar[]), CAST(:leases AS varchar[]), "
+    "CAST(:fences AS bigint[]), CAST(:owners AS varchar[]), CAST(:states AS varchar[]), CAST(:results AS text[]), "
+    "CAST(:errors AS varchar[]), CAST(:statuses AS integer[])) WITH ORDINALITY "
+    "AS r(id, agent, lease, fence, owner, state, result, error, status, n)) AS r "
+    "WHERE tasks.id = r.id AND tasks.state = 'running' AND tasks.agent_key = r.agent AND tasks.lease_token = r.lease "
+    "AND (tasks.host IS NULL OR tasks.host = :claimed_by) AND (r.fence IS NULL OR tasks.fence = r.fence) "
+    f"AND (r.owner IS NULL OR tasks.tenant_id = r.owner) RETURNING {_returned()}, r.n - 1 AS n"
+).columns(*TASKS.c, column("n", Integer))

@@ -121,28 +121,37 @@ class TaskRules:
     def claim_many(self, agents: Sequence[AgentRef]) -> list[dict[str, Any] | None]:
         """Claims for several waiting agents in one transaction (one commit: what batching saves),
         each one statement (``TaskRepo.claim_next``: the row picked, locked, fenced and leased at
-        once, no ORM load and flush)."""
+        once, no ORM load and flush); on PostgreSQL the agents of one kind (capabilities, tenant)
+        take theirs in one statement (``claim_several``), the oldest task to the first agent."""
         policy = self._ledger.policy
-        answers: list[dict[str, Any] | None] = []
+        answers: list[dict[str, Any] | None] = [None] * len(agents)
+        kinds: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
+        for index, agent in enumerate(agents):
+            if agent.capabilities:
+                kinds.setdefault((tuple(sorted(agent.capabilities)), agent.tenant), []).append(index)
         with self._ledger.store.session() as session:
             tasks = TaskRepo(session)
-            for agent in agents:
-                if not agent.capabilities:
-                    answers.append(None)
-                    continue
-                now, stamp, token = self._ledger.clock(), utcnow(), self._token()
-                values = {"agent_key": agent.key, "lease_token": token, "lease_expires_at": now + policy.lease_seconds,
-                          "host": self._host, "claimed_at": stamp, "updated_at": stamp}  # fmt: skip
-                row = tasks.claim_next(sorted(agent.capabilities), agent.tenant, values)
-                if row is None:
-                    answers.append(None)
-                    continue
-                shown = task_public(cast(Task, row))
-                host, fence = shown.pop("host"), shown.pop("fence")
-                shown["lease"] = token
-                shown["lease_seconds"] = policy.lease_seconds
-                shown["host"], shown["fence"] = host, fence
-                answers.append(shown)
+            for (capabilities, tenant), indexes in kinds.items():
+                now, stamp = self._ledger.clock(), utcnow()
+                leases = [(agents[i].key, self._token(), now + policy.lease_seconds) for i in indexes]
+                if len(indexes) > 1 and tasks.many_at_once():
+                    rows = tasks.claim_several(capabilities, tenant, leases, self._host, stamp)
+                else:
+                    rows = []
+                    for key, token, ends in leases:
+                        values = {"agent_key": key, "lease_token": token, "lease_expires_at": ends,
+                                  "host": self._host, "claimed_at": stamp, "updated_at": stamp}  # fmt: skip
+                        row = tasks.claim_next(capabilities, tenant, values)
+                        if row is None:
+                            break
+                        rows.append(row)
+                for index, (_, token, _), row in zip(indexes, leases, rows, strict=False):
+                    shown = task_public(cast(Task, row))
+                    host, fence = shown.pop("host"), shown.pop("fence")
+                    shown["lease"] = token
+                    shown["lease_seconds"] = policy.lease_seconds
+                    shown["host"], shown["fence"] = host, fence
+                    answers[index] = shown
         return answers
 
     def finish(
@@ -164,17 +173,58 @@ class TaskRules:
     def finish_many(self, reports: Sequence[Finish]) -> list[dict[str, Any] | ColibriError]:
         """Several outcomes (``finish``'s arguments each) in one transaction: each answer is the task
         or the error that one report alone would have raised (a refused report writes nothing, so
-        it does not undo the others).  A store failure fails them all (nothing was committed)."""
-        answers: list[dict[str, Any] | ColibriError] = []
+        it does not undo the others).  A store failure fails them all (nothing was committed).  On
+        PostgreSQL the results held as said are written in one statement (``finish_several``)."""
+        answers: list[dict[str, Any] | ColibriError | None] = [None] * len(reports)
         with self._ledger.session() as session:
-            for report in reports:
+            tasks = TaskRepo(session)
+            rest = list(range(len(reports)))
+            if len(reports) > 1 and tasks.many_at_once():
+                rest = self._finish_several(tasks, reports, answers)
+            for index in rest:
                 try:
-                    answers.append(self._finish(session, *report))
+                    answers[index] = self._finish(session, *reports[index])
                 except StoreError:
                     raise
                 except ColibriError as exc:
-                    answers.append(exc)
-        return answers
+                    answers[index] = exc
+        assert all(answer is not None for answer in answers)
+        return cast(list[dict[str, Any] | ColibriError], answers)
+
+    def _finish_several(
+        self, tasks: TaskRepo, reports: Sequence[Finish], answers: list[dict[str, Any] | ColibriError | None]
+    ) -> list[int]:
+        """Write the held results of ``reports`` in one statement; the indexes left to look at one by
+        one (not held so, or a task named twice)."""
+        rows: list[tuple[Any, ...]] = []
+        picked: list[int] = []
+        rest: list[int] = []
+        seen: set[int] = set()
+        for index, (scope, key, task_id, lease, ok, result, error, exit_status, fence) in enumerate(reports):
+            try:
+                text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
+            except ColibriError as exc:
+                answers[index] = exc
+                continue
+            if task_id in seen:
+                rest.append(index)
+                continue
+            seen.add(task_id)
+            state = TaskState.SUCCEEDED if ok else TaskState.FAILED
+            owner = scope.name if scope.kind == "tenant" else None
+            rows.append((task_id, key, lease, fence, owner, state, text, None if ok else (error or "failed")[:4000],
+                         exit_status))  # fmt: skip
+            picked.append(index)
+        done = {int(row.n): row for row in tasks.finish_several(rows, self._host, utcnow())} if rows else {}
+        for position, index in enumerate(picked):
+            row = done.get(position)
+            if row is None:
+                rest.append(index)
+                continue
+            payload = len(row.payload)
+            self._ledger.note(row.tenant_id, -1, -payload, 1, payload + len(row.result or ""))
+            answers[index] = task_public(cast(Task, row))
+        return sorted(rest)
 
     def _finish(
         self, session: Session, scope: Scope, key: str, task_id: int, lease: str, ok: bool, result: Any,
