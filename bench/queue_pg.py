@@ -224,6 +224,8 @@ def main() -> None:
         rate, cpu = floor(args.floor, args.tasks)
         print(f"{rate:.1f} {cpu:.4f}")
         return
+    if 3 * args.agents > 32:  # one lane: tenant_max_agents (32) live agents across the hosts
+        raise SystemExit("--agents: at most 10 per host (a lane has at most 32 live agents)")
     bindir = _pg_bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries missing (Debian package postgresql)")
