@@ -1,6 +1,6 @@
 """Issue 11 queue benchmark: three hosts' daemons on one PostgreSQL, lane agents claiming and completing.
 
-    .venv/bin/python bench/queue_pg.py [--tasks 6000] [--agents 8] [--samples 200]
+    .venv/bin/python bench/queue_pg.py [--tasks 6000] [--agents 8] [--samples 200] [--baseline DIR] [--rounds 2]
 
 Runs, in one go, against real ``colibri daemon`` processes (one per host: its own COLIBRI_HOST,
 state and run directories, the same COLIBRI_DATABASE_URL) and a real PostgreSQL server started
@@ -15,6 +15,14 @@ for the run (tests/servers/postgres.py, fsync off as in the tests):
    the lease (``--samples`` of them, one at a time), p50 / p99.  Host c's poll fallback is set to
    an hour here, so what is measured is the NOTIFY path.
 
+3. the floor: the store layer alone (``HiveService.claim_many`` + ``finish``, one thread, no HTTP,
+   no daemon) on the same server, in a process of its own, with this process's CPU per task.
+
+With ``--baseline DIR`` (a plain export of an earlier commit's ``colibri`` package, e.g.
+``git archive <commit> colibri | tar -x -C DIR``), 1 and 3 run for both codes, alternated
+``--rounds`` times in one run on the same server and load (the daemons and the floor take the
+package from ``PYTHONPATH``; each round is a fresh database): a before/after ratio of one run.
+
 The agents are not the mother skill: a mother adds a handler process per task, which is not what
 the queue's figure is about.  Prints a Markdown table for docs/PERFORMANCE.md.
 """
@@ -24,6 +32,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))  # last: a PYTHONPATH baseline's colibri comes first (tests/ only lives here)
 
 from tests.integration.fleet import Agent, Fleet  # noqa: E402
 from tests.servers.postgres import PostgresServer, _pg_bindir  # noqa: E402
@@ -126,7 +135,8 @@ def throughput(fleet: Fleet, tasks: int, per_host: int) -> tuple[float, int, int
 
 def floor(url: str, tasks: int) -> tuple[float, float]:
     """The store layer alone: claim + finish through HiveService in this process, one thread, no
-    HTTP and no daemon, on the same database (tasks/s, and this process's CPU ms per task)."""
+    HTTP and no daemon, on the same database (tasks/s, and this process's CPU ms per task); the
+    daemon's calls (``claim_many``, the fence named), with the host lease taken as a daemon does."""
     from colibri.services.hive.rules import AgentRef, Policy, Scope
     from colibri.services.hive.service import HiveService
     from colibri.store.db import Store
@@ -134,19 +144,28 @@ def floor(url: str, tasks: int) -> tuple[float, float]:
     store = Store(url)
     try:
         hive = HiveService(store, Policy(max_queued_tasks=10**6, max_finished_tasks=10**6), host="floor")
+        hive.hosts.start()
         hive.declare_lane("floor")
         for n in range(tasks):
             hive.submit(Scope("admin"), "floor", n)
         ref, scope = AgentRef("lane:floor/f", None, "floor", frozenset({"floor"})), Scope("lane", "floor")
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(tasks):
-            lease = hive.claim(ref)
+            lease = hive.claim_many([ref])[0]
             assert lease is not None
-            hive.finish(scope, ref.key, lease["id"], lease["lease"], True, None, None, 0)
+            hive.finish(scope, ref.key, lease["id"], lease["lease"], True, None, None, 0, lease["fence"])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return tasks / wall, cpu / tasks * 1000
     finally:
         store.close()
+
+
+def floor_in(code: str | None, url: str, tasks: int, cwd: Path) -> tuple[float, float]:
+    """``floor`` in a process of its own, with ``code``'s colibri package (None: this tree's)."""
+    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
+    out = subprocess.run([sys.executable, __file__, "--floor", url, "--tasks", str(tasks)], env=env, cwd=cwd,
+                         check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+    return float(out[-2]), float(out[-1])
 
 
 def pickup(fleet: Fleet, samples: int) -> list[float]:
@@ -183,41 +202,80 @@ def pickup(fleet: Fleet, samples: int) -> list[float]:
     return latencies
 
 
+def hive_of(server: PostgresServer, code: str | None, **kwargs: Any) -> Fleet:
+    """Three hosts' daemons on a fresh database, running ``code``'s colibri (None: this tree's)."""
+    env = {**ENV, **({"PYTHONPATH": code} if code else {})}
+    fleet = Fleet(server.create_database(), ["a", "b", "c"], extra_env=env, **kwargs)
+    fleet.start()
+    fleet.lane("linux")
+    return fleet
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=6000)
     parser.add_argument("--agents", type=int, default=8, help="lane agents per host")
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--baseline", help="an earlier colibri package's parent directory, for before/after")
+    parser.add_argument("--rounds", type=int, default=2, help="before/after rounds, alternated")
+    parser.add_argument("--floor", metavar="URL", help=argparse.SUPPRESS)  # the floor's own process
     args = parser.parse_args()
+    if args.floor:
+        rate, cpu = floor(args.floor, args.tasks)
+        print(f"{rate:.1f} {cpu:.4f}")
+        return
+    if 3 * args.agents > 32:  # one lane: tenant_max_agents (32) live agents across the hosts
+        raise SystemExit("--agents: at most 10 per host (a lane has at most 32 live agents)")
     bindir = _pg_bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries missing (Debian package postgresql)")
     root = Path(tempfile.mkdtemp(prefix="colibri-pg-bench-"))
     root.chmod(0o755)
+    os.chdir(root)  # the daemons' cwd: not this tree, so a PYTHONPATH baseline is the one imported
     server = PostgresServer(bindir, root)
     server.start()
-    fleet = Fleet(server.create_database(), ["a", "b", "c"], extra_env=ENV,
-                  host_env={"c": {"COLIBRI_TASK_POLL_INTERVAL": "3600"}})  # fmt: skip
+    codes: list[tuple[str, str | None]] = [("after", None)]
+    if args.baseline:
+        codes = [("before", str(Path(args.baseline).resolve())), ("after", None)]
+    rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name, _ in codes}
     try:
-        fleet.start()
-        fleet.lane("linux")
         load = os.getloadavg()[0]
-        rate, done, refused = throughput(fleet, args.tasks, args.agents)
-        latencies = sorted(pickup(fleet, args.samples))
-        floor_rate, floor_cpu = floor(fleet.url, 1000)
+        for _ in range(args.rounds if args.baseline else 1):
+            for name, code in codes:
+                fleet = hive_of(server, code)
+                try:
+                    round_load = os.getloadavg()[0]
+                    rate, done, refused = throughput(fleet, args.tasks, args.agents)
+                finally:
+                    fleet.close()
+                floor_rate, floor_cpu = floor_in(code, server.create_database(), 1000, root)
+                rows[name].append((rate, floor_rate, floor_cpu, round_load))
+                print(f"{name}: {rate:,.0f} tasks/s ({done} completed, {refused} refused); floor {floor_rate:,.0f}"
+                      f" tasks/s, {floor_cpu:.2f} ms CPU/task; load {round_load:.2f}", flush=True)  # fmt: skip
+        fleet = hive_of(server, None, host_env={"c": {"COLIBRI_TASK_POLL_INTERVAL": "3600"}})
+        try:
+            latencies = sorted(pickup(fleet, args.samples))
+        finally:
+            fleet.close()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"\nload average at start: {load:.2f}; {os.cpu_count()} CPUs\n")
-        print("| measure | result |")
-        print("|---|---|")
-        print(f"| claim + complete, 3 hosts x {args.agents} lane agents, {args.tasks} tasks | "
-              f"**{rate:,.0f} tasks/s** ({done} completed, {refused} refused) |")  # fmt: skip
-        print(f"| floor: claim + finish in-process (HiveService, one thread, no HTTP), 1000 tasks | "
-              f"{floor_rate:,.0f} tasks/s, {floor_cpu:.2f} ms of Python CPU per task |")  # fmt: skip
-        print(f"| cross-host submit (host a) -> claimed (host c), idle, {len(latencies)} samples | "
-              f"p50 **{statistics.median(latencies):.1f} ms**, p99 **{p99:.1f} ms**, "
-              f"max {latencies[-1]:.1f} ms |")  # fmt: skip
+        print("| measure | " + " | ".join(name for name, _ in codes) + " |")
+        print("|---|" + "---|" * len(codes))
+        best = {name: max(rows[name]) for name, _ in codes}
+        print(
+            f"| claim + complete, 3 hosts x {args.agents} lane agents, {args.tasks} tasks (best of "
+            f"{len(rows['after'])}) | " + " | ".join(f"**{best[n][0]:,.0f} tasks/s**" for n, _ in codes) + " |"
+        )
+        print("| each round (tasks/s) | "
+              + " | ".join(", ".join(f"{r[0]:,.0f}" for r in rows[n]) for n, _ in codes) + " |")  # fmt: skip
+        print("| floor: claim + finish in-process, one thread, 1000 tasks | "
+              + " | ".join(", ".join(f"{r[1]:,.0f}/s {r[2]:.2f} ms CPU" for r in rows[n]) for n, _ in codes)
+              + " |")  # fmt: skip
+        print(
+            f"| cross-host submit (host a) -> claimed (host c), idle, {len(latencies)} samples (after) | "
+            f"p50 **{statistics.median(latencies):.1f} ms**, p99 **{p99:.1f} ms**, max {latencies[-1]:.1f} ms |"
+        )
     finally:
-        fleet.close()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 

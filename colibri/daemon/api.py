@@ -307,9 +307,9 @@ class Api:
         fence = body.get("fence")  # optional: the claim's fencing token, checked when given
         if fence is not None and (not isinstance(fence, int) or isinstance(fence, bool) or not 0 < fence < 2**63):
             raise InvalidInput("fence must be a positive integer (the claim's)")
-        finish, task_id = self.p.hive().finish, task_id_of(request)
+        finish, task_id = self.p.dispatcher.finish, task_id_of(request)  # batched with others' results
         try:
-            task = await self.p.db(finish, scope, key, task_id, lease, ok, body.get("result"), error, status, fence)
+            task = await finish(scope, key, task_id, lease, ok, body.get("result"), error, status, fence)
         except StoreError:
             if self.p.outbox is None:
                 raise

@@ -7,9 +7,10 @@ daemon's one database thread) and the hive service.
 
 Claims are batched: the claims that arrive while one is on the database thread go together in
 the next transaction (``claim_many``, at most ``CLAIM_BATCH``), so under load a commit serves many
-agents and when idle a claim waits for nothing.  With several hosts on one PostgreSQL, a task
-queued on another host arrives as a wake-up (``wake``: notify.py's LISTEN), and ``poll`` looks at
-the queue every ``task_poll_interval`` while agents wait, for a NOTIFY that was lost.
+agents and when idle a claim waits for nothing; results likewise (``finish``: ``finish_many``).
+With several hosts on one PostgreSQL, a task queued on another host arrives as a wake-up
+(``wake``: notify.py's LISTEN), and ``poll`` looks at the queue every ``task_poll_interval`` while
+agents wait, for a NOTIFY that was lost.
 """
 
 import asyncio
@@ -18,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from colibri.daemon.liveness import Registry
 from colibri.daemon.logfilter import about
@@ -28,11 +29,13 @@ from colibri.domain import AgentState, TaskState
 from colibri.errors import AgentNotFound
 from colibri.services.hive.rules import AgentRef, Requeued
 from colibri.services.hive.service import HiveService
+from colibri.services.hive.tasks import Finish
 
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]
 CLAIM_BATCH = 32
+FINISH_BATCH = 64  # results written in one transaction at most (each one fenced UPDATE)
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Dispatcher:
         self.announce: Callable[[str], None] | None = None  # tell the other hosts (notify.py), if any
         self._claims: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []
         self._claiming = False
+        self._finishes: list[tuple[Finish, asyncio.Future[dict[str, Any]]]] = []
+        self._finishing = False
 
     async def claim(self, key: str, wait: float, conn: Connection | None = None) -> dict[str, Any] | None:
         """Lease a task to agent ``key``, waiting up to ``wait`` seconds for one to arrive.
@@ -141,6 +146,41 @@ class Dispatcher:
             self._claims = []
         for task in orphans:  # after the batch: a failure here leaves no claim unanswered
             self.give_back_later(task)
+
+    async def finish(self, *report: Any) -> dict[str, Any]:
+        """Record a result (``HiveService.finish``'s arguments), written in one transaction with the
+        results that arrive while the database thread is busy (``finish_many``, at most
+        ``FINISH_BATCH``); the answer, or the error, is this result's own."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._finishes.append((cast(Finish, report), future))
+        if not self._finishing:
+            self._finishing = True
+            drain = asyncio.ensure_future(self._drain_finishes())
+            drain.add_done_callback(_log_failure)
+        return await future
+
+    async def _drain_finishes(self) -> None:
+        batch: list[tuple[Finish, asyncio.Future[dict[str, Any]]]] = []
+        try:
+            while self._finishes:
+                batch, self._finishes = self._finishes[:FINISH_BATCH], self._finishes[FINISH_BATCH:]
+                try:
+                    answers = await self._db(self._hive().finish_many, [report for report, _ in batch])
+                except Exception as exc:  # the store: nothing of the batch was written
+                    answers = [exc] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue  # its request went (the result is recorded all the same)
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            self._finishing = False
+            for _, future in batch + self._finishes:  # only when this task itself was cancelled (a stop)
+                if not future.done():
+                    future.cancel()
+            self._finishes = []
 
     async def _undelivered(self, key: str) -> None:
         """An agent's first claim since the daemon started: leases it was given before are ones it

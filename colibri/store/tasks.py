@@ -1,16 +1,18 @@
 """The tasks table: queries only, no business rules (like the tenant repository in repos.py)."""
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import Integer, Row, bindparam, column, delete, func, or_, text, update
 from sqlmodel import Session, col, select
 
 from colibri.domain import FINISHED_TASK_STATES, TaskState
 from colibri.store.models import Task
 
 FINISHED = tuple(sorted(s.value for s in FINISHED_TASK_STATES))
+TASKS = Task.__table__  # type: ignore[attr-defined]
 
 
 def _owned_by(tenant: str | None) -> Any:
@@ -58,18 +60,63 @@ class TaskRepo:
         query = select(Task).where(Task.submitted_by == submitted_by, Task.idempotency_key == key)
         return self._session.exec(query).first()
 
-    def next_queued(self, capabilities: Sequence[str], tenant: str | None) -> Task | None:
-        """The oldest queued task of these capabilities (of ``tenant`` unless None), locked for the
-        claim; a task another transaction holds is skipped (PostgreSQL's SKIP LOCKED)."""
-        query = (
-            select(Task)
-            .where(Task.state == TaskState.QUEUED, col(Task.capability).in_(sorted(capabilities)))
-            .order_by(col(Task.id))
-            .limit(1)
-        )
+    def claim_next(self, capabilities: Sequence[str], tenant: str | None, values: dict[str, Any]) -> Row[Any] | None:
+        """Lease the oldest queued task of these capabilities (of ``tenant`` unless None) in one
+        statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING``
+        (on SQLite the statement is atomic: no row lock to skip).  ``values`` are the lease's
+        columns (``LEASE``); the attempt and the fence go up by one.  The task as leased, or None."""
+        params = {f"new_{name}": value for name, value in values.items()}
+        params["caps"] = sorted(capabilities)
         if tenant is not None:
-            query = query.where(Task.tenant_id == tenant)
-        return self._session.exec(query.with_for_update(skip_locked=True)).first()
+            params["owner"] = tenant
+        return self._session.connection().execute(_claim_statement(tenant is not None), params).first()
+
+    def finish_held(
+        self, task_id: int, agent_key: str, lease: str, host: str | None, fence: int | None,
+        tenant: str | None, values: dict[str, Any],
+    ) -> Row[Any] | None:  # fmt: skip
+        """Record the outcome of a running task in one fenced statement, only while it is leased to
+        ``agent_key`` with ``lease`` by a claim of ``host`` (or one before issue 11, naming none),
+        with ``fence`` when given and of ``tenant`` when given; ``values`` are ``OUTCOME``'s
+        columns.  The task as finished, or None (not held so: the caller looks at why)."""
+        params = {f"new_{name}": value for name, value in values.items()}
+        params.update(task=task_id, agent=agent_key, lease=lease, claimed_by=host)
+        if fence is not None:
+            params["held_fence"] = fence
+        if tenant is not None:
+            params["owner"] = tenant
+        query = _finish_statement(fence is not None, tenant is not None)
+        return self._session.connection().execute(query, params).first()
+
+    def many_at_once(self) -> bool:
+        """Several claims (or results) in one statement: PostgreSQL (arrays, ``unnest``)."""
+        return bool(self._session.get_bind().dialect.name == "postgresql")
+
+    def claim_several(
+        self, capabilities: Sequence[str], tenant: str | None, leases: Sequence[tuple[str, str, float]],
+        host: str | None, stamp: datetime,
+    ) -> list[Row[Any]]:  # fmt: skip
+        """``claim_next`` for several agents of one kind in one statement (PostgreSQL): the oldest
+        queued tasks, locked (SKIP LOCKED), the first to the first ``(agent key, lease, lease end)``
+        of ``leases``; the tasks leased, in that order (fewer than asked when the queue ran short)."""
+        agents, tokens, ends = (list(column) for column in zip(*leases, strict=True))
+        params: dict[str, Any] = {"agents": agents, "tokens": tokens, "ends": ends, "caps": sorted(capabilities),
+                                  "k": len(leases), "claimed_by": host, "stamp": stamp}  # fmt: skip
+        if tenant is not None:
+            params["owner"] = tenant
+        rows = self._session.connection().execute(_claim_several(tenant is not None), params).all()
+        return sorted(rows, key=lambda row: int(row.n))
+
+    def finish_several(self, reports: Sequence[tuple[Any, ...]], host: str | None, stamp: datetime) -> list[Row[Any]]:
+        """``finish_held`` for several results in one statement (PostgreSQL); ``reports`` are
+        ``(task id, agent key, lease, fence, tenant, state, result, error, exit status)``, no task
+        twice.  The tasks finished, each with ``n``, its report's index (the others are not held so)."""
+        names = ("ids", "agents", "leases", "fences", "owners", "states", "results", "errors", "statuses")
+        params: dict[str, Any] = {
+            name: list(column) for name, column in zip(names, zip(*reports, strict=True), strict=True)
+        }
+        params.update(claimed_by=host, stamp=stamp)
+        return list(self._session.connection().execute(_FINISH_SEVERAL, params).all())
 
     def lease_expired(self, now: float) -> Sequence[Task]:
         """Running tasks whose lease ran out, locked; one another daemon is requeueing is skipped."""
@@ -107,3 +154,79 @@ class TaskRepo:
     def counts(self) -> dict[str, int]:
         rows = self._session.exec(select(Task.state, func.count()).group_by(Task.state)).all()
         return {state: int(n) for state, n in rows}
+
+
+LEASE = ("agent_key", "lease_token", "lease_expires_at", "host", "claimed_at", "updated_at")
+OUTCOME = ("state", "result", "error", "exit_status", "lease_expires_at", "finished_at", "updated_at")
+
+
+@functools.cache
+def _claim_statement(of_tenant: bool) -> Any:
+    """Built once per shape (bound parameters): a claim then costs no statement building and no
+    cache key (what the ORM spent most of a claim's Python time on)."""
+    t = TASKS
+    pick = select(t.c.id).where(t.c.state == TaskState.QUEUED, t.c.capability.in_(bindparam("caps", expanding=True)))
+    if of_tenant:
+        pick = pick.where(t.c.tenant_id == bindparam("owner"))
+    pick = pick.order_by(t.c.id).limit(1).with_for_update(skip_locked=True)
+    return (
+        update(t)
+        .where(t.c.id == pick.scalar_subquery(), t.c.state == TaskState.QUEUED)
+        .values(
+            state=TaskState.RUNNING,
+            attempts=t.c.attempts + 1,
+            fence=t.c.fence + 1,
+            **{name: bindparam(f"new_{name}") for name in LEASE},
+        )
+        .returning(*t.c)
+    )
+
+
+@functools.cache
+def _finish_statement(with_fence: bool, of_tenant: bool) -> Any:
+    t = TASKS
+    host: Any = bindparam("claimed_by")
+    where = [t.c.id == bindparam("task"), t.c.state == TaskState.RUNNING, t.c.agent_key == bindparam("agent"),
+             t.c.lease_token == bindparam("lease"), or_(t.c.host.is_(None), t.c.host == host)]  # fmt: skip
+    if with_fence:
+        where.append(t.c.fence == bindparam("held_fence"))
+    if of_tenant:
+        where.append(t.c.tenant_id == bindparam("owner"))
+    values = {name: bindparam(f"new_{name}", type_=t.c[name].type) for name in OUTCOME}
+    return update(t).where(*where).values(**values).returning(*t.c)
+
+
+def _returned() -> str:
+    return ", ".join(f"tasks.{c.name}" for c in TASKS.c)
+
+
+@functools.cache
+def _claim_several(of_tenant: bool) -> Any:
+    """One statement for several claims of one kind: the oldest queued ids locked (SKIP LOCKED),
+    numbered, joined to the agents' leases by that number."""
+    owner = "AND tenant_id = :owner " if of_tenant else ""
+    sql = (
+        "WITH want AS (SELECT * FROM unnest(CAST(:agents AS varchar[]), CAST(:tokens AS varchar[]), "  # noqa: S608 (constants)
+        "CAST(:ends AS double precision[])) WITH ORDINALITY AS w(agent, token, ends, n)), "
+        "picked AS (SELECT id FROM tasks WHERE state = 'queued' AND capability = ANY(CAST(:caps AS varchar[])) "
+        f"{owner}ORDER BY id LIMIT :k FOR UPDATE SKIP LOCKED), "
+        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM picked) "
+        "UPDATE tasks SET state = 'running', attempts = tasks.attempts + 1, fence = tasks.fence + 1, "
+        "agent_key = want.agent, lease_token = want.token, lease_expires_at = want.ends, host = :claimed_by, "
+        "claimed_at = :stamp, updated_at = :stamp FROM numbered JOIN want ON want.n = numbered.n "
+        f"WHERE tasks.id = numbered.id AND tasks.state = 'queued' RETURNING {_returned()}, want.n"
+    )
+    return text(sql).columns(*TASKS.c, column("n", Integer))
+
+
+_FINISH_SEVERAL = text(
+    "UPDATE tasks SET state = r.state, result = r.result, error = r.error, exit_status = r.status, "  # noqa: S608 (constants)
+    "lease_expires_at = NULL, finished_at = :stamp, updated_at = :stamp "
+    "FROM (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:agents AS varchar[]), CAST(:leases AS varchar[]), "
+    "CAST(:fences AS bigint[]), CAST(:owners AS varchar[]), CAST(:states AS varchar[]), CAST(:results AS text[]), "
+    "CAST(:errors AS varchar[]), CAST(:statuses AS integer[])) WITH ORDINALITY "
+    "AS r(id, agent, lease, fence, owner, state, result, error, status, n)) AS r "
+    "WHERE tasks.id = r.id AND tasks.state = 'running' AND tasks.agent_key = r.agent AND tasks.lease_token = r.lease "
+    "AND (tasks.host IS NULL OR tasks.host = :claimed_by) AND (r.fence IS NULL OR tasks.fence = r.fence) "
+    f"AND (r.owner IS NULL OR tasks.tenant_id = r.owner) RETURNING {_returned()}, r.n - 1 AS n"
+).columns(*TASKS.c, column("n", Integer))

@@ -17,8 +17,9 @@ first daemon back after a database outage longer than lease + grace would declar
 live host lost (their leases "expired" while nobody could renew) and re-run their tasks.
 """
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,9 +122,21 @@ class HostRules:
                 HostRepo(session).release(self.host, self.lease.term)
         self.lease = OwnLease()
 
+    def gate_many(
+        self, claim: Callable[[Sequence[T]], list[dict[str, Any] | None]]
+    ) -> Callable[[Sequence[T]], list[dict[str, Any] | None]]:
+        """The batched claim, held to the same rule: nothing for anyone while the lease is not trusted."""
+
+        @functools.wraps(claim)
+        def gated(agents: Sequence[T]) -> list[dict[str, Any] | None]:
+            return claim(agents) if self.trusted() else [None] * len(agents)
+
+        return gated
+
     def gate(self, claim: Callable[[T], dict[str, Any] | None]) -> Callable[[T], dict[str, Any] | None]:
         """A claim that takes nothing while this daemon does not trust its own lease."""
 
+        @functools.wraps(claim)
         def gated(agent: T) -> dict[str, Any] | None:
             return claim(agent) if self.trusted() else None
 

@@ -17,7 +17,7 @@ public JSON), ``ledger`` (each tenant's usage, retention), ``tasks``, ``agents``
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from colibri.services.hive.agents import AgentRules
@@ -48,11 +48,15 @@ class HiveService:
         self.hosts = HostRules(ledger, tasks, host or "", *host_lease)
         self.usage, self.queue_full, self.prune_expired = ledger.usage, ledger.queue_full, ledger.prune_expired
         self.submit, self.finish, self.release = tasks.submit, tasks.finish, tasks.release
+        self.finish_many = tasks.finish_many
         self.claim: Callable[[AgentRef], dict[str, Any] | None] = (
             tasks.claim if host is None else self.hosts.gate(tasks.claim)
         )
         self.release_undelivered, self.expire_leases = tasks.release_undelivered, tasks.expire_leases
-        self.claim_many, self.queued_kinds = tasks.claim_many, tasks.queued_kinds
+        self.queued_kinds = tasks.queued_kinds
+        self.claim_many: Callable[[Sequence[AgentRef]], list[dict[str, Any] | None]] = (
+            tasks.claim_many if host is None else self.hosts.gate_many(tasks.claim_many)
+        )
         self.task, self.tasks, self.queued, self.task_counts = tasks.task, tasks.tasks, tasks.queued, tasks.task_counts
         self.register, self.deregister, self.mark_lost = agents.register, agents.deregister, agents.mark_lost
         self.set_states, self.flush_heartbeats, self.flush = agents.set_states, agents.flush_heartbeats, agents.flush

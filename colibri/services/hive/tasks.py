@@ -6,20 +6,21 @@ lease, a lost or re-registered agent puts a running task back to ``queued`` unti
 silently.
 """
 
-import contextlib
 import secrets
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlmodel import Session
 
 from colibri.domain import TaskState, TenantStatus, check_task_transition, requeue_outcome, validate_tenant_id
 from colibri.errors import (
+    ColibriError,
     Conflict,
     InvalidInput,
     LimitExceeded,
     PermissionDenied,
     StateConflict,
+    StoreError,
     TaskNotFound,
     TenantNotFound,
 )
@@ -40,8 +41,8 @@ from colibri.store.models import Task, utcnow
 from colibri.store.owners import OwnerRepo
 from colibri.store.tasks import TaskRepo
 
-CLAIM_TRIES = 100  # a claim that lost a race for a row (no SKIP LOCKED on SQLite) looks again: each
-# loss is another writer's claim committed, so the tries are bounded by the tasks others took
+# finish()'s arguments: scope, agent key, task id, lease, ok, result, error, exit status, fence
+Finish = tuple[Scope, str, int, str, bool, Any, str | None, int | None, int | None]
 
 
 class TaskRules:
@@ -119,39 +120,39 @@ class TaskRules:
         return self.claim_many([agent])[0]
 
     def claim_many(self, agents: Sequence[AgentRef]) -> list[dict[str, Any] | None]:
-        """Claims for several waiting agents in one transaction (one commit: what batching saves).
-
-        Where the store has no row locks to skip (SQLite), a claim that lost the race for a task to
-        another writer matches no row (the fence moved on); the batch is tried again on fresh rows."""
-        for _ in range(CLAIM_TRIES - 1):
-            with contextlib.suppress(StateConflict):
-                return self._claim_many(agents)
-        return self._claim_many(agents)
-
-    def _claim_many(self, agents: Sequence[AgentRef]) -> list[dict[str, Any] | None]:
+        """Claims for several waiting agents in one transaction (one commit: what batching saves),
+        each one statement (``TaskRepo.claim_next``: the row picked, locked, fenced and leased at
+        once, no ORM load and flush); on PostgreSQL the agents of one kind (capabilities, tenant)
+        take theirs in one statement (``claim_several``), the oldest task to the first agent."""
         policy = self._ledger.policy
-        answers: list[dict[str, Any] | None] = []
+        answers: list[dict[str, Any] | None] = [None] * len(agents)
+        kinds: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
+        for index, agent in enumerate(agents):
+            if agent.capabilities:
+                kinds.setdefault((tuple(sorted(agent.capabilities)), agent.tenant), []).append(index)
         with self._ledger.store.session() as session:
             tasks = TaskRepo(session)
-            for agent in agents:
-                task = tasks.next_queued(sorted(agent.capabilities), agent.tenant) if agent.capabilities else None
-                if task is None:
-                    answers.append(None)
-                    continue
-                check_task_transition(task.id, task.state, TaskState.RUNNING)
-                now = self._ledger.clock()
-                task.state, task.agent_key = TaskState.RUNNING, agent.key
-                task.lease_token, task.lease_expires_at = self._token(), now + policy.lease_seconds
-                task.attempts += 1
-                task.fence, task.host = task.fence + 1, self._host
-                task.claimed_at = task.updated_at = utcnow()
-                tasks.add(task)
-                shown = task_public(task)
-                host, fence = shown.pop("host"), shown.pop("fence")
-                shown["lease"] = task.lease_token
-                shown["lease_seconds"] = policy.lease_seconds
-                shown["host"], shown["fence"] = host, fence
-                answers.append(shown)
+            for (capabilities, tenant), indexes in kinds.items():
+                now, stamp = self._ledger.clock(), utcnow()
+                leases = [(agents[i].key, self._token(), now + policy.lease_seconds) for i in indexes]
+                if len(indexes) > 1 and tasks.many_at_once():
+                    rows = tasks.claim_several(capabilities, tenant, leases, self._host, stamp)
+                else:
+                    rows = []
+                    for key, token, ends in leases:
+                        values = {"agent_key": key, "lease_token": token, "lease_expires_at": ends,
+                                  "host": self._host, "claimed_at": stamp, "updated_at": stamp}  # fmt: skip
+                        row = tasks.claim_next(capabilities, tenant, values)
+                        if row is None:
+                            break
+                        rows.append(row)
+                for index, (_, token, _), row in zip(indexes, leases, rows, strict=False):
+                    shown = task_public(cast(Task, row))
+                    host, fence = shown.pop("host"), shown.pop("fence")
+                    shown["lease"] = token
+                    shown["lease_seconds"] = policy.lease_seconds
+                    shown["host"], shown["fence"] = host, fence
+                    answers[index] = shown
         return answers
 
     def finish(
@@ -165,27 +166,94 @@ class TaskRules:
 
         Idempotent: the same agent reporting again with the lease that finished the task (its first
         answer was lost) gets the task as it was recorded, and nothing changes."""
-        if exit_status is not None and not -(2**31) <= exit_status < 2**31:
-            raise InvalidInput("exit_status must be a 32-bit integer (a process's exit status)")
-        if error is not None and "\x00" in error:
-            raise InvalidInput("error holds a NUL character (U+0000), which colibri does not take")
-        result_text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
+        answer = self.finish_many([(scope, key, task_id, lease, ok, result, error, exit_status, fence)])[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def finish_many(self, reports: Sequence[Finish]) -> list[dict[str, Any] | ColibriError]:
+        """Several outcomes (``finish``'s arguments each) in one transaction: each answer is the task
+        or the error that one report alone would have raised (a refused report writes nothing, so
+        it does not undo the others).  A store failure fails them all (nothing was committed).  On
+        PostgreSQL the results held as said are written in one statement (``finish_several``)."""
+        answers: list[dict[str, Any] | ColibriError | None] = [_refusal(report) for report in reports]
+        todo = [index for index, answer in enumerate(answers) if answer is None]
         with self._ledger.session() as session:
-            task = _visible(session, scope, task_id, for_update=True)
-            held = task.agent_key == key and task.lease_token == lease and self._claimed_here(task, fence)
-            if task.state in FINISHED and held:
-                return task_public(task)
-            if task.state != TaskState.RUNNING or not held:
-                raise StateConflict(f"task {task_id} is not leased to {key} (its lease expired or it was requeued)")
-            task.state = TaskState.SUCCEEDED if ok else TaskState.FAILED
-            task.result = result_text
-            task.error = None if ok else (error or "failed")[:4000]
-            task.exit_status = exit_status
-            task.lease_expires_at = None  # the token stays: a repeated report is recognised
-            task.finished_at = task.updated_at = utcnow()
-            TaskRepo(session).add(task)
-            self._ledger.note_finished(task)
-            return task_public(task)
+            tasks = TaskRepo(session)
+            rest = todo
+            if len(todo) > 1 and tasks.many_at_once():
+                several: list[dict[str, Any] | ColibriError | None] = [None] * len(todo)
+                left = self._finish_several(tasks, [reports[index] for index in todo], several)
+                for position, answer in enumerate(several):
+                    if answer is not None:
+                        answers[todo[position]] = answer
+                rest = [todo[position] for position in left]
+            for index in rest:
+                try:
+                    answers[index] = self._finish(session, *reports[index])
+                except StoreError:
+                    raise
+                except ColibriError as exc:
+                    answers[index] = exc
+        assert all(answer is not None for answer in answers)
+        return cast(list[dict[str, Any] | ColibriError], answers)
+
+    def _finish_several(
+        self, tasks: TaskRepo, reports: Sequence[Finish], answers: list[dict[str, Any] | ColibriError | None]
+    ) -> list[int]:
+        """Write the held results of ``reports`` in one statement; the indexes left to look at one by
+        one (not held so, or a task named twice)."""
+        rows: list[tuple[Any, ...]] = []
+        picked: list[int] = []
+        rest: list[int] = []
+        seen: set[int] = set()
+        for index, (scope, key, task_id, lease, ok, result, error, exit_status, fence) in enumerate(reports):
+            try:
+                text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
+            except ColibriError as exc:
+                answers[index] = exc
+                continue
+            if task_id in seen:
+                rest.append(index)
+                continue
+            seen.add(task_id)
+            state = TaskState.SUCCEEDED if ok else TaskState.FAILED
+            owner = scope.name if scope.kind == "tenant" else None
+            rows.append((task_id, key, lease, fence, owner, state, text, None if ok else (error or "failed")[:4000],
+                         exit_status))  # fmt: skip
+            picked.append(index)
+        done = {int(row.n): row for row in tasks.finish_several(rows, self._host, utcnow())} if rows else {}
+        for position, index in enumerate(picked):
+            row = done.get(position)
+            if row is None:
+                rest.append(index)
+                continue
+            payload = len(row.payload)
+            self._ledger.note(row.tenant_id, -1, -payload, 1, payload + len(row.result or ""))
+            answers[index] = task_public(cast(Task, row))
+        return sorted(rest)
+
+    def _finish(
+        self, session: Session, scope: Scope, key: str, task_id: int, lease: str, ok: bool, result: Any,
+        error: str | None, exit_status: int | None, fence: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        result_text = encode_json(result, self._ledger.policy.max_result_bytes, "the result", ResultTooLarge)
+        stamp = utcnow()
+        values = {"state": TaskState.SUCCEEDED if ok else TaskState.FAILED, "result": result_text,
+                  "error": None if ok else (error or "failed")[:4000], "exit_status": exit_status,
+                  "lease_expires_at": None,  # the token stays: a repeated report is recognised
+                  "finished_at": stamp, "updated_at": stamp}  # fmt: skip
+        tenant = scope.name if scope.kind == "tenant" else None
+        row = TaskRepo(session).finish_held(task_id, key, lease, self._host, fence, tenant, values)
+        if row is not None:  # the usual case: held as said, finished in that one statement
+            payload = len(row.payload)
+            self._ledger.note(row.tenant_id, -1, -payload, 1, payload + len(row.result or ""))
+            return task_public(cast(Task, row))
+        task = _visible(session, scope, task_id, for_update=True)  # why not: a repeat, or a refusal
+        repeat = task.state in FINISHED and task.agent_key == key and task.lease_token == lease
+        if repeat and self._claimed_here(task, fence):
+            return task_public(task)  # its first answer was lost: the task as it was recorded
+        raise StateConflict(f"task {task_id} is not leased to {key} (its lease expired or it was requeued)")
 
     def _claimed_here(self, task: Task, fence: int | None) -> bool:
         """The task's current claim is this daemon's (a task claimed before issue 11 names no
@@ -303,3 +371,14 @@ def _visible(session: Session, scope: Scope, task_id: int, for_update: bool = Fa
     if task is None or (scope.kind == "tenant" and task.tenant_id != scope.name):
         raise TaskNotFound(f"task not found: {task_id}")
     return task
+
+
+def _refusal(report: "Finish") -> InvalidInput | None:
+    """What the database would refuse in a result is refused as input first (an exit status past 32
+    bits, a NUL in the error): as a store error it would look like an outage (review R10)."""
+    error, exit_status = report[6], report[7]
+    if exit_status is not None and not -(2**31) <= exit_status < 2**31:
+        return InvalidInput("exit_status must be a 32-bit integer (a process's exit status)")
+    if error is not None and "\x00" in error:
+        return InvalidInput("error holds a NUL character (U+0000), which colibri does not take")
+    return None

@@ -17,6 +17,7 @@ import pytest
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.liveness import Registry
 from colibri.daemon.metrics import Metrics
+from colibri.errors import StateConflict, StoreError
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
 from colibri.store.db import Store
@@ -88,6 +89,7 @@ def test_a_lease_of_another_agent_or_one_reported_is_left_alone(store: Store) ->
 
 def test_claims_arriving_while_one_is_on_the_database_thread_share_the_next_transaction(store: Store) -> None:
     hive = HiveService(store, POLICY, host="h")
+    hive.hosts.start()  # a daemon claims only under its host lease
     for n in range(1, 5):
         hive.register(ACME, f"a{n}", ECHO, "1")
         hive.submit(Scope("admin"), "echo", n, tenant="acme")
@@ -112,3 +114,40 @@ def test_claims_arriving_while_one_is_on_the_database_thread_share_the_next_tran
     assert sorted(t["id"] for t in got) == sorted({t["id"] for t in got}) and len(got) == 4
     assert batches == [4]  # four claims in one loop turn: one transaction
     assert {t["agent"] for t in got} == {f"acme/a{n}" for n in range(1, 5)}
+
+
+def test_results_arriving_together_share_one_transaction_each_answered_as_alone(store: Store) -> None:
+    hive = HiveService(store, POLICY, host="h")
+    hive.hosts.start()
+    keys = [f"acme/a{n}" for n in range(1, 4)]
+    for n, key in enumerate(keys, 1):
+        hive.register(ACME, key.split("/")[1], ECHO, "1")
+        hive.submit(Scope("admin"), "echo", n, tenant="acme")
+    leases = [hive.claim_many([AgentRef(key, "acme", None, frozenset({"echo"}))])[0] for key in keys]
+    assert all(leases)
+    batches: list[int] = []
+    failing = [False]
+
+    async def db(fn: Any, *args: Any) -> Any:
+        if getattr(fn, "__name__", "") == "finish_many":
+            batches.append(len(args[0]))
+            if failing[0]:
+                raise StoreError("database unreachable")
+        await asyncio.sleep(0)
+        return fn(*args)
+
+    dispatcher = Dispatcher(Registry(POLICY), Metrics(), db, lambda: hive, lambda: False)
+
+    async def results() -> list[Any]:
+        reports = [(ACME, keys[i], t["id"], t["lease"] if i != 1 else "stale", True, {"n": i}, None, 0, t["fence"])
+                   for i, t in enumerate(leases) if t is not None]  # fmt: skip
+        return await asyncio.gather(*(dispatcher.finish(*r) for r in reports), return_exceptions=True)
+
+    got = asyncio.run(results())
+    assert batches == [3]  # three results in one loop turn: one transaction
+    assert isinstance(got[1], StateConflict)  # the stale lease alone is refused
+    assert [got[0]["result"], got[2]["result"]] == [{"n": 0}, {"n": 2}]
+    assert [hive.task(ACME, t["id"])["state"] for t in leases if t] == ["succeeded", "running", "succeeded"]
+    failing[0] = True
+    again = asyncio.run(results())
+    assert batches == [3, 3] and all(isinstance(answer, StoreError) for answer in again)

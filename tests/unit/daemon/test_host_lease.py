@@ -72,12 +72,13 @@ def test_no_claim_without_a_trusted_lease(store: Store, clock: Clock) -> None:
     a = _hive(store, clock, "a")
     agent, _ = a.register(Scope("tenant", "acme"), "m1", ECHO, None)
     a.submit(Scope("admin"), "echo", {}, tenant="acme")
-    assert a.claim(_ref(agent)) is None  # no term taken yet
+    assert a.claim(_ref(agent)) is None and a.claim_many([_ref(agent)]) == [None]  # no term taken yet
     a.hosts.start()
     clock.now += LEASE - a.hosts.margin  # the lease is no longer trusted from its end minus the margin
     assert not a.hosts.trusted() and a.claim(_ref(agent)) is None
+    assert a.claim_many([_ref(agent)]) == [None]  # the batch the dispatcher uses, too
     assert a.hosts.renew() == (True, [])
-    assert a.hosts.trusted() and a.claim(_ref(agent)) is not None
+    assert a.hosts.trusted() and a.claim_many([_ref(agent)])[0] is not None
 
 
 def test_a_host_past_its_lease_and_grace_is_lost_its_tasks_requeued_once(store: Store, clock: Clock) -> None:
