@@ -20,7 +20,7 @@ from colibri.adapters.ssh_transport import SshTarget
 from colibri.errors import CommandTimeout, InvalidInput, RemoteError, TenantNotFound
 from tests.conftest import Invoke
 from tests.integration.hive_harness import wait_until
-from tests.rig import Rig, RigHost, write_command
+from tests.rig import COLIBRI, Rig, RigHost, write_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 AUTH_LINE = re.compile(r"Accepted publickey|Failed publickey|Postponed publickey|userauth|Authentication", re.I)
@@ -39,7 +39,13 @@ def orchestrator(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def _add(invoke: Invoke, name: str, host: RigHost, *extra: str) -> None:
-    args = ("hosts", "add", name, "--ssh", f"root@{host.address}", "--command", str(host.command))
+    """Enrol rig host ``host`` as ``name``; unless the test gives its own --command, the colibri there
+    calls itself ``name`` (COLIBRI_HOST), as a host enrolled under its own name does."""
+    command = host.command
+    if "--command" not in extra:
+        command = write_command(host.root / f"colibri-as-{name}", f'COLIBRI_HOST={name} exec {COLIBRI} "$@"',
+                                host.invocations)  # fmt: skip
+    args = ("hosts", "add", name, "--ssh", f"root@{host.address}", "--command", str(command))
     if "--known-hosts" not in extra and "--host-key" not in extra:
         extra = ("--host-key", host.host_key_line(), *extra)
     code, _, err = invoke(*args, *extra)
@@ -169,7 +175,8 @@ def test_remote_colibri_of_another_major_version_is_refused(rig: Rig, invoke: In
 def test_host_without_its_backend_programs_is_reported(rig: Rig, invoke: Invoke) -> None:
     c = rig.hosts["c"]
     bastille_host = write_command(
-        c.root / "colibri-bastille", f'COLIBRI_JAIL_BACKEND=bastille exec {c.command.with_name("colibri-real")} "$@"',
+        c.root / "colibri-bastille",
+        f'COLIBRI_HOST=nojails COLIBRI_JAIL_BACKEND=bastille exec {c.command.with_name("colibri-real")} "$@"',
         c.invocations,
     )  # fmt: skip
     real = c.command.with_name("colibri-real")
