@@ -6,28 +6,18 @@ PostgreSQL alike)."""
 from collections.abc import Iterator
 
 import pytest
-from sqlmodel import Session
 
 from colibri.errors import ResultTooLarge, StateConflict, TaskNotFound
 from colibri.services.hive.rules import AgentRef, Policy, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
-from colibri.store.db import Store
-from colibri.store.models import Tenant
+from tests.unit.daemon.hive_world import active_tenants
 
 ADMIN, ACME, LANE = Scope("admin"), Scope("tenant", "acme"), Scope("lane", "linux")
 
 
 @pytest.fixture(name="hive")
 def hive_fixture(db_url: str) -> Iterator[HiveService]:
-    store = Store(db_url)
-    TenantService(store, "a").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
+    store = active_tenants(db_url, {"acme": "a"})
     hive = HiveService(store, Policy(lease_seconds=60, max_attempts=3, max_result_bytes=64), host="a")
     hive.hosts.start()
     hive.declare_lane("linux")

@@ -14,10 +14,10 @@ from colibri.daemon.server import Daemon
 from colibri.errors import ColibriError, InvalidInput, StoreError
 from colibri.services.hive.rules import AgentRef, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.tenants import TenantService
 from colibri.settings import Settings
 from colibri.store.db import Store
 from colibri.store.models import Task, Tenant
+from tests.unit.daemon.hive_world import active_tenants
 from tests.unit.daemon.test_host_lease import (  # noqa: F401 (fixtures)
     ECHO,
     GRACE,
@@ -100,14 +100,7 @@ def test_r10_a_result_with_a_huge_exit_status_is_refused_as_input_not_a_store_er
 
 def test_r10_a_record_the_store_refuses_does_not_block_the_outbox(tmp_path: Path, db_url: str) -> None:
     settings = Settings(state_dir=tmp_path, run_dir=tmp_path / "run", host="a")
-    store = Store(db_url)
-    TenantService(store, "a").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
+    store = active_tenants(db_url, {"acme": "a"})
     daemon = Daemon(settings)
     try:
         hive = daemon._hive = HiveService(store, daemon.policy, host="a")
@@ -151,14 +144,7 @@ def test_r12_an_acknowledged_completion_survives_an_outage_longer_than_its_lease
     tmp_path: Path, db_url: str, clock: Clock
 ) -> None:
     settings = Settings(state_dir=tmp_path, run_dir=tmp_path / "run", host="a")
-    store = Store(db_url)
-    TenantService(store, "a").register("acme", None, None)
-    with Session(store.engine) as session:
-        tenant = session.get(Tenant, "acme")
-        assert tenant is not None
-        tenant.status = "active"
-        session.add(tenant)
-        session.commit()
+    store = active_tenants(db_url, {"acme": "a"})
     daemon = Daemon(settings)
     try:
         hive = daemon._hive = HiveService(store, daemon.policy, host="a", clock=clock)
