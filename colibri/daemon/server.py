@@ -138,7 +138,8 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.settings
-        self._store = await self._call(Store, settings.database, settings.database_timeout)
+        idle = max(10.0, settings.host_lease_seconds)  # a frozen daemon's open transaction ends by then
+        self._store = await self._call(Store, settings.database, settings.database_timeout, idle)
         self._hive = HiveService(self._store, self.policy, host=settings.host,
                                  host_lease=(settings.host_lease_seconds, settings.host_lease_grace))  # fmt: skip
         await self.lease.start()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 _PG_MIGRATION_LOCK = 0x636F6C6962  # "colib": the advisory-lock key for migrations
 
 
-def make_engine(url: str, timeout: float = 5.0) -> Engine:
+def make_engine(url: str, timeout: float = 5.0, idle_in_transaction: float | None = None) -> Engine:
     """Create the engine for ``url``; for SQLite, create its directory and set the pragmas.
 
     A URL SQLAlchemy cannot read, or whose dialect or driver is not installed, is a ConfigError
@@ -39,7 +39,8 @@ def make_engine(url: str, timeout: float = 5.0) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(url, parsed.database, timeout)
-        return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(parsed, timeout))
+        args = _pg_connect_args(parsed, timeout, idle_in_transaction)
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         scheme = url.split(":", 1)[0][:40] if "://" in url else "?"
         why = f"the driver is not installed ({exc})" if isinstance(exc, ImportError) else "no such dialect or driver"
@@ -51,9 +52,15 @@ def make_engine(url: str, timeout: float = 5.0) -> Engine:
         ) from None
 
 
-def _pg_connect_args(parsed: Any, timeout: float) -> dict[str, Any]:
+def _pg_connect_args(parsed: Any, timeout: float, idle_in_transaction: float | None = None) -> dict[str, Any]:
     if parsed.get_backend_name() != "postgresql":
         return {}
+    options = [f"-c tcp_{name}={value}" for name, value in KEEPALIVES.items() if name != "keepalives"]
+    if idle_in_transaction is not None:
+        # A daemon frozen (SIGSTOP) in the middle of a transaction keeps its row locks while the
+        # kernel still answers keepalives; the server ends such a session after this long, so the
+        # other hosts can declare that host lost (the daemon's transactions take milliseconds).
+        options.append(f"-c idle_in_transaction_session_timeout={int(idle_in_transaction * 1000)}")
     return {
         "connect_timeout": max(1, int(timeout)),
         # A host whose link is cut (a pulled cable sends no FIN) must lose its connections, and the
@@ -62,7 +69,7 @@ def _pg_connect_args(parsed: Any, timeout: float) -> dict[str, Any]:
         # hosts' daemons would otherwise wait on those locks when they declare the host lost.
         **KEEPALIVES,
         "tcp_user_timeout": 5000,  # ms: data unacknowledged this long (a pulled cable) drops the connection
-        "options": " ".join(f"-c tcp_{name}={value}" for name, value in KEEPALIVES.items() if name != "keepalives"),
+        "options": " ".join(options),
     }
 
 
@@ -230,9 +237,9 @@ def _run_alembic(conn: Connection) -> None:
     command.upgrade(config, "head")
 
 
-def open_engine(url: str, timeout: float = 5.0) -> Engine:
+def open_engine(url: str, timeout: float = 5.0, idle_in_transaction: float | None = None) -> Engine:
     """Create the engine and migrate the schema: what every command does first."""
-    engine = make_engine(url, timeout)
+    engine = make_engine(url, timeout, idle_in_transaction)
     try:
         migrate(engine, url)
     except BaseException:
@@ -258,9 +265,9 @@ def session_scope(engine: Engine, url: str) -> Iterator["Session"]:
 class Store:
     """An opened, migrated store; services open short sessions from it."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, idle_in_transaction: float | None = None) -> None:
         self.url = url
-        self.engine = open_engine(url, timeout)
+        self.engine = open_engine(url, timeout, idle_in_transaction)
 
     def session(self) -> contextlib.AbstractContextManager["Session"]:
         return session_scope(self.engine, self.url)

@@ -18,7 +18,7 @@ import pytest
 from tests.integration.fleet import Agent
 from tests.integration.hive_harness import Raw, wait_until
 from tests.rig import Rig, RigHost
-from tests.rig.orchestrator import FAST, Orchestrator, files_holding, jail_processes, on, on_json
+from tests.rig.orchestrator import FAST, Orchestrator, files_holding, jail_dirs, jail_processes, on, on_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 SECRET = "GAMMA-secret-3b9d"
@@ -54,12 +54,18 @@ def test_the_remote_killed_mid_spawn_then_a_rerun_converges(rig: Rig, orch: Orch
     spawn = subprocess.Popen(orch.argv("spawn-agent", "t-gamma", "--capability", "echo"), env=orch.env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     # the moment the jail exists on host a, the remote colibri driving the spawn dies
-    jail = wait_until(lambda: next(iter(a.root.glob("state/**/jails/t-gamma")), None), 60, 0.01)
-    serve = wait_until(lambda: [p for p, argv in a.ran() if argv == "remote serve" and p not in serves_before], 10)
-    for pid in serve:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _, err = spawn.communicate(timeout=120)
+    try:
+        jail = wait_until(lambda: next(iter(jail_dirs(a.root, "t-gamma")), None), 60, 0.01)
+        serve = wait_until(lambda: [p for p, argv in a.ran() if argv == "remote serve" and p not in serves_before],
+                           10)  # fmt: skip
+        for pid in serve:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, err = spawn.communicate(timeout=120)
+    finally:  # never leave the spawn running (nor its pipes open) past the test
+        if spawn.poll() is None:
+            spawn.kill()
+        spawn.communicate()
     assert "Traceback" not in err, err
     if spawn.returncode == 0:
         # the request went out on a kept channel that died under it: the adapter sent it once more
@@ -77,7 +83,7 @@ def test_the_remote_killed_mid_spawn_then_a_rerun_converges(rig: Rig, orch: Orch
     assert shown["status"] == "active" and Path(shown["jail_root"]).exists(), shown
     envs = files_holding(a.root, SECRET.encode())
     assert len(envs) == 1 and envs[0].name == ".env" and envs[0].stat().st_mode & 0o777 == 0o600, envs
-    assert len(list(a.root.glob("state/**/jails/t-gamma"))) == 1  # one jail, none forgotten
+    assert len(jail_dirs(a.root, "t-gamma")) == 1  # one jail, none forgotten
     orch("destroy-agent", "t-gamma", "--yes")
     assert jail_processes("t-gamma") == [] and files_holding(a.root, SECRET.encode()) == []
 

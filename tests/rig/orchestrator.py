@@ -87,15 +87,32 @@ def on_json(host: RigHost, *args: str) -> Any:
     return json.loads(on(host, *args, "--json").stdout)["data"]
 
 
+def walk_files(root: Path) -> list[Path]:
+    """Every regular file under ``root`` (not through links), while jails come and go under it: a
+    directory that vanishes mid-walk (a jail being built, then renamed) is passed over."""
+    found = []
+    for top, dirs, names in os.walk(root, onerror=lambda _error: None):
+        found += [Path(top) / name for name in names]
+        dirs[:] = [d for d in dirs if not (Path(top) / d).is_symlink()]
+    return [path for path in found if path.is_file() and not path.is_symlink()]
+
+
 def files_holding(root: Path, needle: bytes) -> list[Path]:
     found = []
-    for path in root.rglob("*"):
+    for path in walk_files(root):
         try:
-            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+            if needle in path.read_bytes():
                 found.append(path)
         except OSError:
             continue
     return found
+
+
+def jail_dirs(root: Path, tenant: str) -> list[Path]:
+    """The host's jail directories of ``tenant`` (``<state_dir>/jails/<tenant>``), found while jails
+    come and go."""
+    return [Path(top) / tenant for top, dirs, _ in os.walk(root, onerror=lambda _error: None)
+            if Path(top).name == "jails" and tenant in dirs]  # fmt: skip
 
 
 def jail_processes(tenant: str) -> list[str]:
