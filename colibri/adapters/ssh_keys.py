@@ -58,8 +58,18 @@ def keys_from_known_hosts(text: str, address: str, port: int) -> tuple[str, ...]
     ``@revoked`` and ``@cert-authority`` lines are never pinned."""
     wanted = address if port == 22 else f"[{address}]:{port}"
     found: list[str] = []
+    revoked: set[str] = set()
     for raw in text.splitlines():
         line = raw.strip()
+        if line.startswith("@revoked"):  # sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT": a revoked key is never pinned
+            parts = line.split()
+            if (
+                len(parts) >= 4
+                and parts[2] in KEY_TYPES
+                and any(pattern == "*" or _host_matches(pattern, wanted) for pattern in parts[1].split(","))
+            ):
+                revoked.add(normal_key_line(" ".join(parts[2:4])))
+            continue
         if not line or line.startswith("#") or line.startswith("@"):
             continue
         parts = line.split()
@@ -70,7 +80,7 @@ def keys_from_known_hosts(text: str, address: str, port: int) -> tuple[str, ...]
             continue
         if any(_host_matches(pattern, wanted) for pattern in parts[0].split(",")):
             found.append(normal_key_line(" ".join(parts[1:3])))
-    return tuple(dict.fromkeys(found))
+    return tuple(key for key in dict.fromkeys(found) if key not in revoked)
 
 
 def _host_matches(pattern: str, wanted: str) -> bool:

@@ -62,7 +62,6 @@ def _ed25519(seed: int) -> str:
     return "ssh-ed25519 " + base64.b64encode(blob).decode()
 
 
-@pytest.mark.xfail(strict=True, reason="R6: a key marked @revoked in --known-hosts is pinned anyway")
 def test_r6_a_revoked_key_in_known_hosts_is_never_pinned() -> None:
     revoked, good = _ed25519(1), _ed25519(2)
     text = f"@revoked * {revoked}\n10.0.0.2 {revoked}\n10.0.0.2 {good}\n"
