@@ -337,7 +337,10 @@ EXIT_CODES: dict[int, str] = {
     17: "the mother skill in the jail refused to start or never became ready; its reason is shown (MotherNotReady)",
     18: "reconcile --apply: a repair failed; each failing item is in the output (RepairFailed)",
     19: "a remote host's SSH key is not the one pinned at enrolment; nothing was sent (HostKeyRefused)",
-    20: "the remote colibri is another major version or lacks the backend asked for (HostIncompatible)",
+    20: (
+        "the remote colibri is another major version, lacks the backend asked for, or calls itself by "
+        "another name than the host was enrolled under (HostIncompatible)"
+    ),
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",
 }
