@@ -151,7 +151,6 @@ class Daemon:
             self.dispatcher.announce = self.wakeups.announce
         for record in await self.db(self.hive.load_agents):
             self.registry.upsert(record)
-        await self.sockets.open_admin()
         tenants, lanes = await self.db(self.hive.socket_owners)
         for tenant in tenants:
             await self.sockets.try_open("tenant", tenant)
@@ -159,6 +158,7 @@ class Daemon:
             await self.sockets.try_open("lane", lane)
         if settings.metrics_address:
             await self.sockets.open_metrics(settings.metrics_address)
+        await self.sockets.open_admin()  # last: once /health answers, every socket the store names is open
 
     async def _stop(self, loops: list["asyncio.Task[None]"]) -> None:
         self.stopping = True

@@ -300,3 +300,18 @@ def test_sockets_for_tenants_spawned_while_running(hive: Hive) -> None:
         conn.execute("UPDATE tenants SET status = 'active' WHERE tenant_id = 'fresh'")
     conn.close()
     wait_until(lambda: hive.socket("fresh").is_socket(), 15)  # the periodic scan found it
+
+
+def test_once_health_answers_every_tenant_socket_is_open() -> None:
+    """CI saw a tenant's first request find no socket: /health answered before the daemon had
+    opened the sockets of the tenants the store already named.  The admin socket opens last."""
+    hive = Hive()
+    try:
+        tenants = [f"t{n:02d}" for n in range(40)]
+        for tenant in tenants:
+            hive.tenant(tenant)
+        hive.start()
+        missing = [t for t in tenants if not hive.socket(t).is_socket()]
+        assert missing == []
+    finally:
+        hive.close()
