@@ -60,7 +60,7 @@ class Dispatcher:
         self.waiters: list[Waiter] = []
         self.task_waits = 0  # GET /v1/tasks/{id}?wait= long-polls in progress
         self._task_events: dict[int, asyncio.Event] = {}
-        self.started = time.time()  # the hive service's clock: leases end at its time + lease_seconds
+        self.started = time.time()  # set again on the database's clock when the host lease is taken
         self._checked: set[str] = set()  # agents whose leases from before the start were looked at
         self.announce: Callable[[str], None] | None = None  # tell the other hosts (notify.py), if any
         self._claims: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []

@@ -3,27 +3,48 @@ hosts lost, and tell this host's agents to register again after it was itself de
 
 The rules are colibri/services/hive/hosts.py; this module runs them on the database thread and
 acts on the answers in the event loop (the registry, the dispatcher's wake-ups, the log).
+
+One daemon per host name (review R7).  A daemon does not start while another holds a live lease
+under its host's name.  A restart after a crash (``kill -9``, a panic of the daemon alone) must
+still start at once: the term each run takes is kept in ``run_dir/host-lease.json`` (root's, 0600),
+and a lease of that term is this host's own previous run's.  A run directory emptied meanwhile
+(a reboot: rc.d's cleanvar empties /var/run) leaves no such proof: the daemon then waits once for
+one lease to lapse (``host_lease_seconds`` at most; a crashed daemon's lease ends by then) and
+starts, or, the lease renewed meanwhile by a daemon that is alive, refuses to start (exit 5).
+A daemon that finds its host's lease taken by another daemon, or its host removed from the hive
+(``colibri hosts remove``), while it runs stops cleanly with that one line (exit 5, resp. 4).
 """
 
+import asyncio
+import contextlib
+import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.liveness import Registry
 from colibri.daemon.metrics import Metrics
+from colibri.errors import ColibriError, HostNotFound, StateConflict
 from colibri.services.hive.service import HiveService
 
 log = logging.getLogger("colibri.daemon")
 Db = Callable[..., Awaitable[Any]]
+LEASE_FILE = "host-lease.json"
+LEASE_FILE_MAX_BYTES = 4096
 
 
 class HostLease:
     def __init__(
-        self, db: Db, hive: Callable[[], HiveService], registry: Registry, dispatcher: Dispatcher, metrics: Metrics
-    ) -> None:
+        self, db: Db, hive: Callable[[], HiveService], registry: Registry, dispatcher: Dispatcher, metrics: Metrics,
+        run_dir: Path | None = None, halt: Callable[[ColibriError], None] | None = None,
+    ) -> None:  # fmt: skip
         self._db, self._hive, self._registry = db, hive, registry
         self._dispatcher, self._metrics = dispatcher, metrics
+        self._file = None if run_dir is None else run_dir / LEASE_FILE
+        self._halt = halt
 
     def renew_every(self) -> float:
         """Three renewals a lease: one missed renewal (a blip) never costs the lease."""
@@ -41,15 +62,35 @@ class HostLease:
         return self._hive().hosts.trusted()
 
     async def start(self) -> None:
-        lost = await self._db(self._hive().hosts.start)
+        hosts = self._hive().hosts
+        try:
+            lost = await self._db(hosts.start, self._prior_term())
+        except StateConflict as exc:
+            wait = hosts.seconds + 1.0
+            log.warning("%s; waiting %.0f s for that lease to lapse (a daemon of this host that crashed)", exc, wait)
+            await asyncio.sleep(wait)
+            lost = await self._db(hosts.start, self._prior_term())  # still held: a live daemon renews it
+        self._dispatcher.started = await self._db(hosts.clock)  # leases end on the database's clock
+        self._keep_term()
         self._back(lost)
 
     async def renew(self) -> None:
-        renewed, lost = await self._db(self._hive().hosts.renew)
+        try:
+            renewed, lost = await self._db(self._hive().hosts.renew)
+        except (StateConflict, HostNotFound) as exc:
+            self._forget_term()
+            if isinstance(exc, HostNotFound):
+                exc.message = f"host {exc.name} was removed from the hive (colibri hosts remove); this daemon stops"
+            else:
+                exc.message = f"this host's lease was taken over: {exc.message}; this daemon stops"
+            if self._halt is None:
+                raise
+            self._halt(exc)
+            return
         self._metrics.inc("colibri_host_lease_renewals_total", outcome="ok" if renewed else "new_term")
         if not renewed:
-            log.warning("this host's lease was lost (it was declared lost or another daemon took its name); "
-                        "took term %d", self.term)  # fmt: skip
+            log.warning("this host was declared lost while away; took term %d", self.term)
+            self._keep_term()
             self._back(lost)
 
     def _back(self, lost: list[str]) -> None:
@@ -66,3 +107,43 @@ class HostLease:
 
     async def stop(self) -> None:
         await self._db(self._hive().hosts.stop)
+        self._forget_term()
+
+    # ---- the term this run holds, kept in the run directory (review R7) -----------------------
+
+    def _prior_term(self) -> int:
+        """The term this host's previous daemon run took (0: none kept, or for another host name)."""
+        if self._file is None:
+            return 0
+        try:
+            fd = os.open(self._file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return 0
+        try:
+            kept = json.loads(os.read(fd, LEASE_FILE_MAX_BYTES))
+        except (OSError, ValueError):
+            return 0
+        finally:
+            os.close(fd)
+        host, term = self._hive().hosts.host, kept.get("term") if isinstance(kept, dict) else None
+        return term if isinstance(term, int) and kept.get("host") == host and term > 0 else 0
+
+    def _keep_term(self) -> None:
+        if self._file is None:
+            return
+        body = json.dumps({"host": self._hive().hosts.host, "term": self.term}).encode()
+        temp = self._file.with_name(f".{LEASE_FILE}.{os.getpid()}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            os.replace(temp, self._file)
+        except OSError as exc:  # a restart after a crash then waits one lease out: no harm done
+            log.warning("cannot keep this host's lease term in %s: %s", self._file, exc.strerror or exc)
+
+    def _forget_term(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.unlink()

@@ -34,10 +34,10 @@ class HostRepo:
 
     # ---- the lease its own daemon renews (issue 11) -------------------------------------------
 
-    def take_term(self, name: str, expires: float) -> int:
+    def take_term(self, host: Host | None, name: str, expires: float) -> int:
         """This host's daemon starts (or comes back after being declared lost): a new term, state
-        up, the lease from now.  The row is created for a host never enrolled over SSH."""
-        host = self.get(name, for_update=True)
+        up, the lease until ``expires``.  ``host``: its row as read FOR UPDATE in this transaction
+        (None: a host never enrolled over SSH, whose row is created here)."""
         if host is None:
             host = Host(name=name)
         host.state, host.lease_term, host.lease_expires_at = "up", host.lease_term + 1, expires
@@ -47,7 +47,8 @@ class HostRepo:
 
     def renew(self, name: str, term: int, expires: float) -> bool:
         """One small UPDATE; False when the term is no longer this daemon's (it was declared lost,
-        or another daemon took the name): the caller takes a new term."""
+        another daemon took the name, or the host was removed): the caller looks at the row.  An
+        UPDATE, never an insert: a removed host's row is not brought back (review R13)."""
         query = (
             update(Host)
             .where(col(Host.name) == name, col(Host.lease_term) == term, col(Host.state) == "up")

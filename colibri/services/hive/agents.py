@@ -118,13 +118,13 @@ class AgentRules:
     ) -> tuple[int, int]:
         """``flush_heartbeats`` returning (agent rows, task leases) written; ``beating``: every agent
         that beat since the last flush (default: those of ``beats``), whose tasks keep their lease;
-        ``started``: when this daemon started (on the service's clock): only leases it gave are
+        ``started``: when this daemon started (on the database's clock): only leases it gave are
         extended (one it gave ends at or after ``started + lease_seconds``)."""
         keys = [k for k, _ in beats] if beating is None else list(beating)
         if not beats and not keys:
             return 0, 0
         lease = self._ledger.policy.lease_seconds
-        now = self._ledger.clock()
+        now = self._ledger.now()
         with self._ledger.store.session() as session:
             agents = AgentRepo(session)
             written = agents.write_heartbeats(beats) if beats else 0

@@ -24,6 +24,8 @@ from colibri.store.models import Task, utcnow
 from colibri.store.tasks import TaskRepo
 
 SHARED_USAGE_SECONDS = 5.0
+SYNC_SECONDS = 1.0
+"""Judging expiry (another host's lease), the database's clock is read again if older than this."""
 
 
 @dataclass
@@ -55,6 +57,15 @@ class Ledger:
         self._read_at: dict[str | None, float] = {}  # when each kept usage was read (a shared store)
         self._pending: _Pending | None = None
         self.shared = store.engine.dialect.name != "sqlite"  # other hosts' daemons write tasks too
+
+    def now(self) -> float:
+        """Now on the database's clock: what every lease is written and judged by, on every host
+        (review R3; ``clock`` is this host's own, for what only this daemon compares)."""
+        return self.store.clock()
+
+    def sync_clock(self, max_age: float = 0.0) -> None:
+        """Read the database's clock again (on the database thread) unless read ``max_age`` s ago."""
+        self.store.sync_clock(max_age)
 
     def forget(self, tenant: str | None) -> None:
         """Drop a tenant's kept usage: the next use reads it from the store."""

@@ -24,7 +24,7 @@ from colibri.errors import (
     TaskNotFound,
     TenantNotFound,
 )
-from colibri.services.hive.ledger import Ledger
+from colibri.services.hive.ledger import SYNC_SECONDS, Ledger
 from colibri.services.hive.rules import (
     FINISHED,
     MAX_PAYLOAD_BYTES,
@@ -133,7 +133,7 @@ class TaskRules:
         with self._ledger.store.session() as session:
             tasks = TaskRepo(session)
             for (capabilities, tenant), indexes in kinds.items():
-                now, stamp = self._ledger.clock(), utcnow()
+                now, stamp = self._ledger.now(), utcnow()
                 leases = [(agents[i].key, self._token(), now + policy.lease_seconds) for i in indexes]
                 if len(indexes) > 1 and tasks.many_at_once():
                     rows = tasks.claim_several(capabilities, tenant, leases, self._host, stamp)
@@ -275,7 +275,7 @@ class TaskRules:
 
     def release_undelivered(self, key: str, started: float) -> list[Requeued]:
         """The agent asks for work while it holds leases claimed before ``started`` (this daemon's
-        start, on the service's clock): an agent claims only with its hands free, so those leases
+        start, on the database's clock): an agent claims only with its hands free, so those leases
         never reached it (the daemon died between the claim's commit and its answer).  Queued again
         at once, as if never claimed; without this they waited out their whole lease.
 
@@ -293,8 +293,10 @@ class TaskRules:
             return given
 
     def expire_leases(self) -> list[Requeued]:
-        """Requeue running tasks whose lease ran out."""
-        now = self._ledger.clock()
+        """Requeue running tasks whose lease ran out, on the database's clock (another host's
+        daemon wrote most of these leases: review R3)."""
+        self._ledger.sync_clock(SYNC_SECONDS)
+        now = self._ledger.now()
         with self._ledger.session() as session:
             expired = TaskRepo(session).lease_expired(now)
             return [self.requeue(session, t, f"lease expired on agent {t.agent_key}") for t in expired]

@@ -6,10 +6,10 @@ output), so there is no first use to trust.  ``check`` is the first connection, 
 """
 
 import ipaddress
+import math
 import os
 import re
 import stat
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 HOST_NAME_MAX = 63
 LEASE_GRACE = 30.0
 """Seconds past a host's lease before it is ``lost`` (between, it is ``stale``)."""
+CLOCK_READ_SECONDS = 5.0
+"""The database's clock is read again when this old (one query per command)."""
 DEFAULT_COMMAND = "colibri"
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}", re.ASCII)
 _SSH = re.compile(r"(?P<user>[^@]+)@(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<addr>[^:\[\]]+))(?::(?P<port>[0-9]{1,5}))?")
@@ -90,6 +92,13 @@ def liveness(host: "Host", now: float, grace: float = LEASE_GRACE) -> str:
     return "stale" if now <= host.lease_expires_at + grace else "lost"
 
 
+def _lease_left(host: "Host", now: float) -> float:
+    """Seconds the lease of the host's daemon still runs (0: no live lease; stopped, lost or lapsed)."""
+    if host.state != "up" or host.lease_expires_at is None:
+        return 0.0
+    return max(0.0, host.lease_expires_at - now)
+
+
 def target_of(host: "Host") -> "SshTarget":
     """How to reach an enrolled host (InvalidInput for a host row without SSH reach)."""
     from colibri.adapters.ssh_transport import SshTarget
@@ -121,13 +130,21 @@ class HostService:
         self,
         store: Store,
         ssh: "Callable[[], SshHosts] | None" = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         grace: float = LEASE_GRACE,
     ) -> None:
         self._store = store
         self._ssh = ssh
         self._clock = clock
         self._grace = grace
+
+    def _now(self) -> float:
+        """Now on the database's clock, the one the daemons write their leases by (review R3): a
+        host is judged up or gone the same from every host, whatever this one's clock says."""
+        if self._clock is not None:
+            return self._clock()
+        self._store.sync_clock(CLOCK_READ_SECONDS)
+        return self._store.clock()
 
     def add(
         self, name: str, ssh: str, host_keys: Sequence[str], command: str | None, known_hosts: Path | None = None
@@ -192,6 +209,12 @@ class HostService:
                 raise Conflict(
                     f"host {name} still has {view['tenants']} tenant(s); move or remove them first "
                     "(colibri list-tenants shows their host)"
+                )
+            left = _lease_left(host, self._now())
+            if left > 0:  # its daemon would run on without a row (review R13)
+                raise Conflict(
+                    f"host {name}'s daemon holds a live lease ({math.ceil(left)} s left): stop it first "
+                    f"(service colibri stop, on {name}); if it is gone, wait {math.ceil(left)} s"
                 )
             repo.remove(host)
             return view
@@ -273,7 +296,7 @@ class HostService:
             "ssh": ssh,
             "host_keys": [{"type": line.split()[0], "fingerprint": fingerprint(line)} for line in keys],
             "command": host.command or DEFAULT_COMMAND,
-            "liveness": liveness(host, self._clock(), self._grace),
+            "liveness": liveness(host, self._now(), self._grace),
             "state": host.state,
             "lease_expires_at": host.lease_expires_at,
             "backend": host.backend,

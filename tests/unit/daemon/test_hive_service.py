@@ -25,8 +25,9 @@ from tests.unit.daemon.hive_world import Clock, active_tenants
 
 
 @pytest.fixture(name="store")
-def store_fixture(tmp_path: Path) -> Iterator[Store]:
+def store_fixture(tmp_path: Path, clock: "Clock") -> Iterator[Store]:
     store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h", "zed": "h"})
+    store.clock = clock  # leases are on the database's clock (review R3): the tests move it
     yield store
     store.close()
 

@@ -19,8 +19,9 @@ ECHO = [{"name": "echo", "version": "1"}]
 
 
 @pytest.fixture(name="store")
-def store_fixture(db_url: str) -> Iterator[Store]:
+def store_fixture(db_url: str, clock: "Clock") -> Iterator[Store]:
     store = active_tenants(db_url, {"acme": "a", "bolt": "b"})
+    store.clock = clock  # the database's clock, which every host's leases are on (review R3)
     yield store
     store.close()
 
