@@ -39,12 +39,13 @@ LEASE_FILE_MAX_BYTES = 4096
 class HostLease:
     def __init__(
         self, db: Db, hive: Callable[[], HiveService], registry: Registry, dispatcher: Dispatcher, metrics: Metrics,
-        run_dir: Path | None = None, halt: Callable[[ColibriError], None] | None = None,
+        run_dir: Path | None = None,
     ) -> None:  # fmt: skip
         self._db, self._hive, self._registry = db, hive, registry
         self._dispatcher, self._metrics = dispatcher, metrics
         self._file = None if run_dir is None else run_dir / LEASE_FILE
-        self._halt = halt
+        self.halt: Callable[[], None] | None = None  # stops the daemon (the daemon's run() sets it)
+        self.halted: ColibriError | None = None  # why this daemon stopped on its own: run() raises it
 
     def renew_every(self) -> float:
         """Three renewals a lease: one missed renewal (a blip) never costs the lease."""
@@ -83,9 +84,11 @@ class HostLease:
                 exc.message = f"host {exc.name} was removed from the hive (colibri hosts remove); this daemon stops"
             else:
                 exc.message = f"this host's lease was taken over: {exc.message}; this daemon stops"
-            if self._halt is None:
+            if self.halt is None:
                 raise
-            self._halt(exc)
+            log.error("%s", exc)
+            self.halted = exc
+            self.halt()
             return
         self._metrics.inc("colibri_host_lease_renewals_total", outcome="ok" if renewed else "new_term")
         if not renewed:

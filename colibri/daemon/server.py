@@ -81,10 +81,7 @@ class Daemon:
         hive, policy = (lambda: self.hive), (lambda: self.policy)
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
-        self._halted: ColibriError | None = None  # why the daemon stopped itself (run() raises it)
-        self._stop_event: asyncio.Event | None = None
-        self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics, settings.run_dir,
-                               self._halt)  # fmt: skip
+        self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics, settings.run_dir)
         self.outbox = Outbox(settings.state_dir, settings.daemon_outbox_max_bytes)
         self.replay = Replay(self.outbox, self.db, hive, self.metrics, self.dispatcher)
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
@@ -109,7 +106,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
         """Open the store and the sockets, run the loops until ``stop`` is set, then stop cleanly."""
         reload = reload or asyncio.Event()
-        self._stop_event = stop
+        self.lease.halt = stop.set  # the host's lease taken over, the host removed: stop, then raise why
         self._lock()
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self.sockets.fd_budget()
@@ -139,16 +136,8 @@ class Daemon:
                     await self.reload()
         finally:
             await self._stop(loops)
-        if self._halted is not None:
-            raise self._halted
-
-    def _halt(self, reason: ColibriError) -> None:
-        """Stop cleanly on our own (the host's lease went to another daemon, the host was removed):
-        ``run()`` then raises ``reason``, one line and its exit code."""
-        log.error("%s", reason)
-        self._halted = reason
-        if self._stop_event is not None:
-            self._stop_event.set()
+        if self.lease.halted is not None:
+            raise self.lease.halted
 
     async def _start(self) -> None:
         settings = self.settings
