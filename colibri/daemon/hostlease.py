@@ -44,7 +44,7 @@ class HostLease:
         self._db, self._hive, self._registry = db, hive, registry
         self._dispatcher, self._metrics = dispatcher, metrics
         self._file = None if run_dir is None else run_dir / LEASE_FILE
-        self.halt: Callable[[], None] | None = None  # stops the daemon (the daemon's run() sets it)
+        self.stop_event: asyncio.Event | None = None  # the daemon's stop (its run() sets it)
         self.halted: ColibriError | None = None  # why this daemon stopped on its own: run() raises it
 
     def renew_every(self) -> float:
@@ -69,7 +69,8 @@ class HostLease:
         except StateConflict as exc:
             wait = hosts.seconds + 1.0
             log.warning("%s; waiting %.0f s for that lease to lapse (a daemon of this host that crashed)", exc, wait)
-            await asyncio.sleep(wait)
+            if await self._stopped_within(wait):
+                return  # SIGTERM while waiting: no term taken, the daemon stops at once
             lost = await self._db(hosts.start, self._prior_term())  # still held: a live daemon renews it
         self._dispatcher.started = await self._db(hosts.clock)  # leases end on the database's clock
         self._keep_term()
@@ -84,17 +85,25 @@ class HostLease:
                 exc.message = f"host {exc.name} was removed from the hive (colibri hosts remove); this daemon stops"
             else:
                 exc.message = f"this host's lease was taken over: {exc.message}; this daemon stops"
-            if self.halt is None:
+            if self.stop_event is None:
                 raise
             log.error("%s", exc)
             self.halted = exc
-            self.halt()
+            self.stop_event.set()
             return
         self._metrics.inc("colibri_host_lease_renewals_total", outcome="ok" if renewed else "new_term")
         if not renewed:
             log.warning("this host was declared lost while away; took term %d", self.term)
             self._keep_term()
             self._back(lost)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        if self.stop_event is None:
+            await asyncio.sleep(seconds)
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
+        return self.stop_event.is_set()
 
     def _back(self, lost: list[str]) -> None:
         dropped = self._registry.drop_lost(lost)

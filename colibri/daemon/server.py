@@ -106,7 +106,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
         """Open the store and the sockets, run the loops until ``stop`` is set, then stop cleanly."""
         reload = reload or asyncio.Event()
-        self.lease.halt = stop.set  # the host's lease taken over, the host removed: stop, then raise why
+        self.lease.stop_event = stop  # the host's lease taken over, the host removed: stop, then raise why
         self._lock()
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self.sockets.fd_budget()

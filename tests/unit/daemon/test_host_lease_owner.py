@@ -209,6 +209,26 @@ def test_a_daemon_without_the_term_waits_one_lease_then_refuses_a_live_owner(tmp
         store.close()
 
 
+def test_a_daemon_told_to_stop_while_it_waits_for_a_lease_takes_none(tmp_path: Path, db_url: str) -> None:
+    store = Store(db_url)
+    owner, waiting = _daemon(tmp_path, store, "a", "one"), _daemon(tmp_path, store, "a", "two")
+    try:
+        asyncio.run(owner.lease.start())
+
+        async def sigterm_while_waiting() -> None:
+            stop = waiting.lease.stop_event = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.1, stop.set)
+            await waiting.lease.start()
+
+        asyncio.run(sigterm_while_waiting())
+        assert waiting.lease.term == 0 and _row(store, Host, "a").lease_term == 1  # nothing taken
+        assert not (tmp_path / "two" / LEASE_FILE).exists()
+    finally:
+        _close(owner)
+        _close(waiting)
+        store.close()
+
+
 def test_a_daemon_whose_host_was_removed_stops_with_that_line(tmp_path: Path, db_url: str) -> None:
     store = Store(db_url)
     daemon = _daemon(tmp_path, store, "c", "run")
@@ -218,10 +238,9 @@ def test_a_daemon_whose_host_was_removed_stops_with_that_line(tmp_path: Path, db
             row = session.get(Host, "c")
             assert row is not None
             session.delete(row)
-        stopped: list[bool] = []
-        daemon.lease.halt = lambda: stopped.append(True)
+        stop = daemon.lease.stop_event = asyncio.Event()
         asyncio.run(daemon.lease.renew())
-        assert stopped == [True] and isinstance(daemon.lease.halted, HostNotFound)
+        assert stop.is_set() and isinstance(daemon.lease.halted, HostNotFound)
         assert str(daemon.lease.halted) == "host c was removed from the hive (colibri hosts remove); this daemon stops"
         assert daemon.lease.halted.exit_code == 4 and not (tmp_path / "run" / LEASE_FILE).exists()
         with store.session() as session:
