@@ -7,15 +7,16 @@ epoch on the DATABASE's clock, colibri/store/clock.py: every host writes and jud
 one clock, so a host whose own clock is off is neither declared lost while it renews nor able to
 requeue a live host's tasks; review R3).  It renews with one small UPDATE and stops trusting its
 lease at ``end - margin`` (River's rule): past it, it claims nothing until a renewal succeeds.
+A host whose lease ended more than ``grace`` ago is declared lost by whichever daemon gets there
+first: in ONE transaction its row becomes ``lost``, its live agents ``lost``, and the tasks they
+held are requeued by the usual rules (attempts, max_attempts), which clears their lease so a late
+answer from the lost host is refused.
 
 One daemon per host name (review R7): a daemon does not start while another holds a live lease
 under its name, unless that lease's term is the one its own previous run took (a restart after
 a crash; the daemon keeps that term in its run directory, colibri/daemon/hostlease.py).  Renewing
 never creates the row: a host removed with ``colibri hosts remove`` stays removed and its daemon,
-should it still run, stops (review R13).  A host whose lease ended more than ``grace`` ago is declared lost by
-whichever daemon gets there first: in ONE transaction its row becomes ``lost``, its live agents
-``lost``, and the tasks they held are requeued by the usual rules (attempts, max_attempts), which
-clears their lease so a late answer from the lost host is refused.
+should it still run, stops (review R13).
 
 A daemon declares others lost only once it has itself held its lease without a lapse for a whole
 lease + grace: after it started, or after its own lease ran out (the store was unreachable, or the
