@@ -127,7 +127,8 @@ def check(ctx: typer.Context, name: NameArg, as_json: JsonFlag = False) -> None:
 
 @hosts_app.command("remove")
 def remove(ctx: typer.Context, name: NameArg, as_json: JsonFlag = False) -> None:
-    """Forget a host (refused while tenants live there: exit 5). Its host keys are unpinned."""
+    """Forget a host (refused while tenants live there, or while its daemon holds a live lease: exit 5;
+    stop that daemon first). Its host keys are unpinned."""
     host = context.get(ctx).hosts().remove(name)
     output.show(host, as_json, text=f"host {host['name']}: removed")
 
