@@ -81,7 +81,8 @@ class Daemon:
         hive, policy = (lambda: self.hive), (lambda: self.policy)
         self.dispatcher = Dispatcher(self.registry, self.metrics, self.db, hive, lambda: self.stopping)
         self.sockets = Sockets(lambda: self.settings, self.metrics, self.db, hive)
-        self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics, settings.run_dir)
+        self.lease = HostLease(self.db, hive, self.registry, self.dispatcher, self.metrics, settings.run_dir,
+                               settings.state_dir)  # fmt: skip
         self.outbox = Outbox(settings.state_dir, settings.daemon_outbox_max_bytes)
         self.replay = Replay(self.outbox, self.db, hive, self.metrics, self.dispatcher)
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,

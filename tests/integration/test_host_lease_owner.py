@@ -6,7 +6,7 @@
   takes the lease at once with the term it kept in its run directory.
 * ``colibri hosts remove`` of a host whose daemon is live exits 5 with what to do; once that
   daemon stood still past its lease the removal is done, and the daemon, resumed, stops by itself
-  (exit 4) without bringing the row back.
+  (exit 4) without bringing the row back, nor does starting it again; enrolled again, it rejoins.
 """
 
 import signal
@@ -104,3 +104,10 @@ def test_hosts_remove_is_refused_while_the_daemon_is_live_and_sticks_once_it_sto
     assert "host c was removed from the hive (colibri hosts remove); this daemon stops" in c.log()
     listed = c.colibri("hosts", "list", "--json")
     assert '"c"' not in listed.stdout, listed.stdout  # not brought back by a renewal
+    again = subprocess.run([sys.executable, "-m", "colibri", "daemon"], env=c.env, capture_output=True, text=True,
+                           timeout=60)  # fmt: skip  # rc.d's daemon(8) -r starts it again
+    assert again.returncode == 4 and "host c was removed from the hive" in again.stderr, again.stderr
+    assert '"c"' not in c.colibri("hosts", "list", "--json").stdout  # nor by a start
+    c.colibri("hosts", "add", "c", "--ssh", "root@192.0.2.12", "--host-key", KEY)  # enrolled again: it rejoins
+    c.start()
+    assert c.admin.health()["fleet"]["lease"] == "held"

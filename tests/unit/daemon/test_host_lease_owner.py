@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from colibri.daemon.hostlease import LEASE_FILE
+from colibri.daemon.hostlease import LEASE_FILE, REMOVED_FILE
 from colibri.daemon.server import Daemon
 from colibri.errors import Conflict, HostNotFound, StateConflict
 from colibri.services.hive.rules import Scope
@@ -247,6 +247,32 @@ def test_a_daemon_whose_host_was_removed_stops_with_that_line(tmp_path: Path, db
             assert session.get(Host, "c") is None
     finally:
         _close(daemon)
+        store.close()
+
+
+def test_a_removed_hosts_daemon_restarted_by_its_supervisor_does_not_bring_it_back(tmp_path: Path, db_url: str) -> None:
+    store = Store(db_url)
+    first, restarted, enrolled = (_daemon(tmp_path, store, "c", "run") for _ in range(3))
+    try:
+        asyncio.run(first.lease.start())
+        with store.session() as session:
+            row = session.get(Host, "c")
+            assert row is not None
+            session.delete(row)
+        first.lease.stop_event = asyncio.Event()
+        asyncio.run(first.lease.renew())  # halted: exit 4; daemon(8) -r starts it again
+        assert (tmp_path / "run" / "state" / REMOVED_FILE).exists()
+        with pytest.raises(HostNotFound, match=r"host c was removed from the hive \(colibri hosts remove\): enrol"):
+            asyncio.run(restarted.lease.start())
+        with store.session() as session:
+            assert session.get(Host, "c") is None  # still removed
+        HostService(store).add("c", "root@192.0.2.12", [KEY], None)  # the operator enrols it again
+        asyncio.run(enrolled.lease.start())
+        assert enrolled.lease.term == 1 and not (tmp_path / "run" / "state" / REMOVED_FILE).exists()
+        assert _row(store, Host, "c").address == "192.0.2.12"
+    finally:
+        for daemon in (first, restarted, enrolled):
+            _close(daemon)
         store.close()
 
 
