@@ -102,9 +102,10 @@ def main() -> None:
     n = opts.per_host
     load_before = os.getloadavg()
     rig = build()
+    cleanup: list[tuple[RigHost | None, list[str]]] = []
+    orch = orch_config(rig)
     try:
         a, b, c = (rig.hosts[x] for x in "abc")
-        orch = orch_config(rig)
         for host in (a, b, c):
             colibri(orch, "hosts", "add", f"rig-{host.name}", "--ssh", f"root@{host.address}", "--host-key",
                     host.host_key_line(), "--command", str(host.command))  # fmt: skip
@@ -121,6 +122,7 @@ def main() -> None:
                 colibri(orch, "register-tenant", tenant, "--host", f"rig-{host.name}", "--collection", "")
                 stage(rig.root / "orch" / "state", tenant)
         everyone = [t for h in "abc" for t in hive[h]]
+        cleanup += [(None, everyone), *((h, own[h.name]) for h in (a, b, c))]
 
         def local(host: RigHost) -> float:
             return colibri(host.config, "spawn-agent", *own[host.name], netns=host.netns)
@@ -151,6 +153,7 @@ def main() -> None:
             for key, per_tenant in (("per_tenant", True), ("hive", False)):
                 serves = {h.name: len([x for _, x in h.ran() if x == "remote serve"]) for h in (a, b, c)}
                 row[key] = colibri(orch, "spawn-agent", *everyone, per_tenant=per_tenant)
+                print(f"round {round_no}: {key} {row[key]:.2f} s", file=sys.stderr, flush=True)
                 row[f"{key}_serves"] = sum(
                     len([x for _, x in h.ran() if x == "remote serve"]) - serves[h.name] for h in (a, b, c)
                 )
@@ -169,6 +172,9 @@ def main() -> None:
             print(f"round {round_no}: {row}", file=sys.stderr, flush=True)
         load_after = os.getloadavg()
     finally:
+        for host, tenants in cleanup:  # a failed round leaves jails: their processes outlive the rig
+            colibri(host.config if host else orch, "destroy-agent", *tenants, "--yes",
+                    netns=host.netns if host else None, check=False)  # fmt: skip
         teardown(rig)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
