@@ -12,15 +12,17 @@ dead (the remote process or the sshd session was killed while it was idle) is re
 fresh transport when the old one is gone; a second failure is a RemoteError.
 
 Every call ends by its deadline whatever the remote does: the channel's own reads and writes wait
-at most until then (``colibri.adapters.ssh_channel``), and a watchdog ends what paramiko itself
-would wait on without a bound (an exec request never answered, a write blocked on a peer that
-stopped reading): ``WATCHDOG_GRACE`` after the deadline it closes the call's channel, and that
-much later the host's transport (its next call reconnects).
+at most until then (``colibri.adapters.ssh_channel``), and a watchdog (one thread for all calls)
+ends what paramiko itself would wait on without a bound (an exec request never answered, a write
+blocked on a peer that stopped reading): ``WATCHDOG_GRACE`` after the deadline it closes the
+call's channel, and that much later the host's transport (its next call reconnects).
 
 Nothing sent or received (args may hold a tenant's rendered .env) is logged or put in a message.
 """
 
 import contextlib
+import heapq
+import itertools
 import shlex
 import threading
 import time
@@ -66,35 +68,90 @@ def _make_room(host: _Host) -> None:
                 del host.idle[command]
 
 
-class _Watchdog:
-    """Ends one call stuck past its deadline in a wait paramiko does not bound: the call's channel
-    is closed (an exec request, a read or a window wait wakes), then the host's transport (a
-    write blocked on the socket wakes).  ``fired`` tells the call that its failure is a timeout."""
+class _Watch:
+    """One call's entry with the watchdog: its channel once opened, and whether it fired."""
 
-    def __init__(self, host: _Host, deadline: float) -> None:
+    __slots__ = ("channel", "done", "fired", "host")
+
+    def __init__(self, host: _Host) -> None:
         self.channel: paramiko.Channel | None = None
+        self.host = host
         self.fired = False
-        self._host = host
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(deadline,), name="colibri-ssh-watchdog", daemon=True)
-        self._thread.start()
+        self.done = False
 
-    def _run(self, deadline: float) -> None:
-        if self._done.wait(max(0.0, deadline - time.monotonic()) + WATCHDOG_GRACE):
-            return
-        self.fired = True
-        channel = self.channel
-        if channel is not None:  # its close may block on the transport's writer: never waited for here
-            threading.Thread(target=_quiet_close, args=(channel,), name="colibri-ssh-close", daemon=True).start()
-        if self._done.wait(WATCHDOG_GRACE):
-            return
-        with self._host.lock:
-            transport = self._host.transport
-        if transport is not None:
-            _quiet_close(transport)
 
-    def stop(self) -> None:
-        self._done.set()
+class _Watchdog:
+    """One thread for every call of an ``SshHosts``: a call stuck past its deadline in a wait
+    paramiko does not bound has its channel closed ``WATCHDOG_GRACE`` later (an exec request, a
+    read or a window wait wakes), and the host's transport as much later again (a write blocked on
+    the socket wakes).  ``fired`` tells the call that its failure is a timeout.  A call costs a
+    heap push and a flag (no thread of its own); finished entries are dropped lazily."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int, _Watch]] = []  # (when, order, stage, watch)
+        self._order = itertools.count()
+        self._live = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, host: _Host, deadline: float) -> _Watch:
+        entry = _Watch(host)
+        with self._cond:
+            self._live += 1
+            self._closed = False
+            self._push(deadline + WATCHDOG_GRACE, 1, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="colibri-ssh-watchdog", daemon=True)
+                self._thread.start()
+        return entry
+
+    def stop(self, entry: _Watch) -> None:
+        with self._cond:
+            if not entry.done:
+                entry.done = True
+                self._live -= 1
+            if len(self._heap) > 64 and len(self._heap) > 4 * self._live:  # mostly finished calls
+                self._heap = [item for item in self._heap if not item[3].done]
+                heapq.heapify(self._heap)
+
+    def close(self) -> None:
+        """Let the thread end once no call is watched (a later call starts it again)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _push(self, when: float, stage: int, entry: _Watch) -> None:  # under the condition's lock
+        heapq.heappush(self._heap, (when, next(self._order), stage, entry))
+        if self._heap[0][3] is entry:
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][3].done:
+                        heapq.heappop(self._heap)
+                    if self._closed and self._live == 0:
+                        self._thread = None
+                        return
+                    left = self._heap[0][0] - time.monotonic() if self._heap else None
+                    if left is not None and left <= 0:
+                        _when, _order, stage, entry = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(left)
+                if stage == 1:
+                    entry.fired = True
+                    self._push(time.monotonic() + WATCHDOG_GRACE, 2, entry)
+            if stage == 1 and entry.channel is not None:  # its close may block on the transport's writer
+                threading.Thread(
+                    target=_quiet_close, args=(entry.channel,), name="colibri-ssh-close", daemon=True
+                ).start()
+            elif stage == 2:
+                with entry.host.lock:
+                    transport = entry.host.transport
+                if transport is not None:
+                    _quiet_close(transport)
 
 
 def _quiet_close(thing: paramiko.Channel | paramiko.Transport) -> None:
@@ -118,6 +175,7 @@ class SshHosts:
         self._channels = channels
         self._hosts: dict[tuple[str, str, int, tuple[str, ...]], _Host] = {}
         self._lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def link(self, target: SshTarget) -> "HostLink":
         return HostLink(self, target)
@@ -164,9 +222,9 @@ class SshHosts:
         return connect(target, self._client_key, self._key_file, self.connect_timeout, self.op_timeout)
 
     @contextlib.contextmanager
-    def _watch(self, host: _Host, deadline: float, what: str, seconds: float) -> Iterator[_Watchdog]:
-        """A watchdog over one call; whatever the call fails with once it fired is CommandTimeout."""
-        watch = _Watchdog(host, deadline)
+    def _watch(self, host: _Host, deadline: float, what: str, seconds: float) -> Iterator[_Watch]:
+        """The watchdog over one call; whatever the call fails with once it fired is CommandTimeout."""
+        watch = self._watchdog.watch(host, deadline)
         try:
             yield watch
         except (Lost, ColibriError, OSError, EOFError, paramiko.SSHException):
@@ -174,9 +232,9 @@ class SshHosts:
                 raise CommandTimeout(what, seconds) from None
             raise
         finally:
-            watch.stop()
+            self._watchdog.stop(watch)
 
-    def _open(self, target: SshTarget, host: _Host, argv: str, fresh: bool, watch: _Watchdog) -> paramiko.Channel:
+    def _open(self, target: SshTarget, host: _Host, argv: str, fresh: bool, watch: _Watch) -> paramiko.Channel:
         if watch.fired:
             raise Lost
         transport = self._transport(target, host, fresh)
@@ -289,7 +347,7 @@ class SshHosts:
                 channel.close()
         return envelope(target, line, out, status, stderr)
 
-    def _retry_open(self, target: SshTarget, host: _Host, line: str, watch: _Watchdog) -> paramiko.Channel:
+    def _retry_open(self, target: SshTarget, host: _Host, line: str, watch: _Watch) -> paramiko.Channel:
         try:
             return self._open(target, host, line, True, watch)
         except Lost:
@@ -307,6 +365,7 @@ class SshHosts:
             hosts, self._hosts = list(self._hosts.values()), {}
         for host in hosts:
             _close_host(host)
+        self._watchdog.close()
 
 
 def _close_host(host: _Host) -> None:

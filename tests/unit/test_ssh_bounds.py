@@ -229,3 +229,49 @@ def test_stderr_is_read_a_bounded_slice_at_a_time_and_a_bounded_amount_in_all() 
         stderr.drain(channel)  # type: ignore[arg-type]
     stderr.drain(channel)  # type: ignore[arg-type]
     assert channel.stderr_reads == ssh_channel.STDERR_READS  # then left unread: the channel is not reused
+
+
+def test_a_call_stuck_where_closing_its_channel_does_not_wake_it_has_the_transport_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write blocked on a peer that stopped reading wakes only when the socket closes."""
+    monkeypatch.setattr(ssh, "WATCHDOG_GRACE", 0.05)
+    channel = FakeChannel()
+    channel.exec_answered.clear()
+    transport = FakeTransport(channel)
+    woken = threading.Event()
+
+    def close_transport() -> None:  # the socket closes: the blocked write (here, the exec) wakes
+        transport.closed = True
+        woken.set()
+        channel.exec_answered.set()
+
+    channel.close = lambda: None  # type: ignore[method-assign]  # closing the channel wakes nothing
+    transport.close = close_transport  # type: ignore[method-assign]
+    hosts = ssh.SshHosts(Path("/nonexistent"), connect_timeout=1.0, op_timeout=5.0)
+    monkeypatch.setattr(hosts, "_connect", lambda target: transport)
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            hosts.run_json(TARGET, ["version", "--json"], timeout=0.1)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and woken.is_set() and transport.closed
+    assert len(failed) == 1 and isinstance(failed[0], CommandTimeout), failed
+    hosts.close()
+
+
+def test_the_watchdog_keeps_no_entry_of_finished_calls_for_long() -> None:
+    watchdog = ssh._Watchdog()
+    host = ssh._Host(threading.BoundedSemaphore(1))
+    long_call = watchdog.watch(host, time.monotonic() + 3600)  # a long spawn, at the heap's top
+    for _ in range(10_000):
+        watchdog.stop(watchdog.watch(host, time.monotonic() + 3700))
+    assert len(watchdog._heap) <= 4 * 1 + 64 and not long_call.fired
+    watchdog.stop(long_call)
+    watchdog.close()
