@@ -146,3 +146,21 @@ def test_a_hosts_batch_answer_is_a_peers_input() -> None:
     host = RemoteHost("osa", HostileLink({"results": ["a1"]}, []), None, "testhost")  # type: ignore[arg-type]
     with pytest.raises(RemoteError, match="answered spawn_many without its results"):
         host.spawn_many(batch, 4)
+
+
+def test_a_batch_runs_at_most_the_hosts_own_spawn_parallelism(hive: Hive, monkeypatch: pytest.MonkeyPatch) -> None:
+    from colibri.services.lifecycle.pipeline import SpawnService
+
+    _register(hive, {"acme": "osa"})
+    asked: list[int] = []
+    real = SpawnService.spawn_many
+
+    def counted(self: SpawnService, tenant_ids: list[str], parallelism: int, *args: Any, **kw: Any) -> Any:
+        asked.append(parallelism)
+        return real(self, tenant_ids, parallelism, *args, **kw)
+
+    monkeypatch.setattr(SpawnService, "spawn_many", counted)
+    link = hive.remotes["osa"].link
+    assert link.call("spawn_many", {"tenants": [{"tenant": "acme"}], "parallelism": 64})["results"] == {"acme": None}
+    assert link.call("spawn_many", {"tenants": [{"tenant": "acme"}], "parallelism": 2})["results"] == {"acme": None}
+    assert asked == [hive.remotes["osa"].context.settings.spawn_parallelism, 2] and asked[0] == 4
