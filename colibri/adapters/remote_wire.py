@@ -6,6 +6,7 @@ One JSON object per line (UTF-8, ``\\n``-terminated, no raw newline inside since
     request  {"id": 7, "op": "ping", "args": {...}}
     answer   {"id": 7, "result": {...}}
     or       {"id": 7, "error": {"type": "TenantNotFound", "code": 4, "message": "..."}}
+    progress {"id": 7, "progress": {...}}     (before the answer, only from an op that streams)
 
 The error object is the daemon API's envelope (``colibri.errors.error_from_api`` reads it).  A frame
 is at most ``MAX_FRAME`` bytes; a longer, non-JSON, non-object or malformed frame is a
@@ -22,6 +23,8 @@ from colibri.errors import ColibriError
 
 MAX_FRAME = 1 << 20
 """The longest frame, its newline included (a rendered .env is far shorter)."""
+MAX_PROGRESS_FRAME = 16 * 1024
+"""The longest progress frame (a step report is far shorter)."""
 MAX_ID = 2**53
 _OP = re.compile(r"[a-z][a-z0-9_.-]{0,63}", re.ASCII)
 
@@ -53,6 +56,15 @@ def request(ident: int, op: str, args: Mapping[str, Any]) -> bytes:
 
 def answer(ident: int, result: Mapping[str, Any]) -> bytes:
     return encode({"id": ident, "result": dict(result)})
+
+
+def progress(ident: int, item: Mapping[str, Any]) -> bytes:
+    """A progress frame of request ``ident`` (sent before its answer); refused when over
+    ``MAX_PROGRESS_FRAME``."""
+    raw = encode({"id": ident, "progress": dict(item)})
+    if len(raw) > MAX_PROGRESS_FRAME:
+        raise WireError(f"a progress frame of {len(raw)} bytes is over the {MAX_PROGRESS_FRAME}-byte limit")
+    return raw
 
 
 def error_answer(ident: int | None, exc: ColibriError) -> bytes:
@@ -107,6 +119,17 @@ def parse_request(frame: Mapping[str, Any]) -> tuple[int, str, dict[str, Any]]:
     if not isinstance(args, dict):
         raise WireError("a request whose args are not an object")
     return ident, op, args
+
+
+def parse_progress(frame: Mapping[str, Any], ident: int) -> dict[str, Any] | None:
+    """A progress frame's object for request ``ident``; None when ``frame`` is not a progress
+    frame (an answer, read by ``parse_answer``).  The reader bounds its size (``MAX_PROGRESS_FRAME``)."""
+    if "progress" not in frame:
+        return None
+    item = frame["progress"]
+    if set(frame) != {"id", "progress"} or _ident(frame) != ident or not isinstance(item, dict):
+        raise WireError("a progress frame that is not this request's; the connection is closed")
+    return item
 
 
 def parse_answer(frame: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:

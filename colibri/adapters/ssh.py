@@ -11,10 +11,18 @@ not a fresh exec (~50 ms with paramiko, wave2 §2.2).  Several calls in parallel
 dead (the remote process or the sshd session was killed while it was idle) is replaced once, on a
 fresh transport when the old one is gone; a second failure is a RemoteError.
 
+Every call ends by its deadline whatever the remote does: the channel's own reads and writes wait
+at most until then (``colibri.adapters.ssh_channel``), and a watchdog (one thread for all calls)
+ends what paramiko itself would wait on without a bound (an exec request never answered, a write
+blocked on a peer that stopped reading): ``WATCHDOG_GRACE`` after the deadline it closes the
+call's channel, and that much later the host's transport (its next call reconnects).
+
 Nothing sent or received (args may hold a tenant's rendered .env) is logged or put in a message.
 """
 
 import contextlib
+import heapq
+import itertools
 import shlex
 import threading
 import time
@@ -26,9 +34,13 @@ from typing import Any
 import paramiko
 
 from colibri.adapters import remote_wire
-from colibri.adapters.ssh_channel import Lost, Serve, drain, envelope, lost_message
+from colibri.adapters.ssh_channel import Lost, Progress, Serve, drain, envelope, lost_message
 from colibri.adapters.ssh_transport import SshTarget, connect, load_client_key
 from colibri.errors import ColibriError, CommandTimeout, RemoteError
+
+WATCHDOG_GRACE = 2.0
+"""Seconds past a call's deadline before its watchdog closes its channel (and as many again
+before it closes the host's transport)."""
 
 # --- the pool ------------------------------------------------------------------------------------
 
@@ -56,6 +68,97 @@ def _make_room(host: _Host) -> None:
                 del host.idle[command]
 
 
+class _Watch:
+    """One call's entry with the watchdog: its channel once opened, and whether it fired."""
+
+    __slots__ = ("channel", "done", "fired", "host")
+
+    def __init__(self, host: _Host) -> None:
+        self.channel: paramiko.Channel | None = None
+        self.host = host
+        self.fired = False
+        self.done = False
+
+
+class _Watchdog:
+    """One thread for every call of an ``SshHosts``: a call stuck past its deadline in a wait
+    paramiko does not bound has its channel closed ``WATCHDOG_GRACE`` later (an exec request, a
+    read or a window wait wakes), and the host's transport as much later again (a write blocked on
+    the socket wakes).  ``fired`` tells the call that its failure is a timeout.  A call costs a
+    heap push and a flag (no thread of its own); finished entries are dropped lazily."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, int, _Watch]] = []  # (when, order, stage, watch)
+        self._order = itertools.count()
+        self._live = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, host: _Host, deadline: float) -> _Watch:
+        entry = _Watch(host)
+        with self._cond:
+            self._live += 1
+            self._closed = False
+            self._push(deadline + WATCHDOG_GRACE, 1, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="colibri-ssh-watchdog", daemon=True)
+                self._thread.start()
+        return entry
+
+    def stop(self, entry: _Watch) -> None:
+        with self._cond:
+            if not entry.done:
+                entry.done = True
+                self._live -= 1
+            if len(self._heap) > 64 and len(self._heap) > 4 * self._live:  # mostly finished calls
+                self._heap = [item for item in self._heap if not item[3].done]
+                heapq.heapify(self._heap)
+
+    def close(self) -> None:
+        """Let the thread end once no call is watched (a later call starts it again)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _push(self, when: float, stage: int, entry: _Watch) -> None:  # under the condition's lock
+        heapq.heappush(self._heap, (when, next(self._order), stage, entry))
+        if self._heap[0][3] is entry:
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][3].done:
+                        heapq.heappop(self._heap)
+                    if self._closed and self._live == 0:
+                        self._thread = None
+                        return
+                    left = self._heap[0][0] - time.monotonic() if self._heap else None
+                    if left is not None and left <= 0:
+                        _when, _order, stage, entry = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(left)
+                if stage == 1:
+                    entry.fired = True
+                    self._push(time.monotonic() + WATCHDOG_GRACE, 2, entry)
+            if stage == 1 and entry.channel is not None:  # its close may block on the transport's writer
+                threading.Thread(
+                    target=_quiet_close, args=(entry.channel,), name="colibri-ssh-close", daemon=True
+                ).start()
+            elif stage == 2:
+                with entry.host.lock:
+                    transport = entry.host.transport
+                if transport is not None:
+                    _quiet_close(transport)
+
+
+def _quiet_close(thing: paramiko.Channel | paramiko.Transport) -> None:
+    with contextlib.suppress(Exception):
+        thing.close()
+
+
 def _reach(target: SshTarget) -> tuple[str, str, int, tuple[str, ...]]:
     """What one kept connection serves: the same user, address, port and pin (whatever the command)."""
     return (target.user, target.address, target.port, target.host_keys)
@@ -72,6 +175,7 @@ class SshHosts:
         self._channels = channels
         self._hosts: dict[tuple[str, str, int, tuple[str, ...]], _Host] = {}
         self._lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def link(self, target: SshTarget) -> "HostLink":
         return HostLink(self, target)
@@ -117,13 +221,29 @@ class SshHosts:
     def _connect(self, target: SshTarget) -> paramiko.Transport:
         return connect(target, self._client_key, self._key_file, self.connect_timeout, self.op_timeout)
 
-    def _open(self, target: SshTarget, host: _Host, argv: str, fresh: bool) -> paramiko.Channel:
+    @contextlib.contextmanager
+    def _watch(self, host: _Host, deadline: float, what: str, seconds: float) -> Iterator[_Watch]:
+        """The watchdog over one call; whatever the call fails with once it fired is CommandTimeout."""
+        watch = self._watchdog.watch(host, deadline)
+        try:
+            yield watch
+        except (Lost, ColibriError, OSError, EOFError, paramiko.SSHException):
+            if watch.fired:
+                raise CommandTimeout(what, seconds) from None
+            raise
+        finally:
+            self._watchdog.stop(watch)
+
+    def _open(self, target: SshTarget, host: _Host, argv: str, fresh: bool, watch: _Watch) -> paramiko.Channel:
+        if watch.fired:
+            raise Lost
         transport = self._transport(target, host, fresh)
         _make_room(host)
         try:
             channel = transport.open_session(timeout=self.connect_timeout)
+            watch.channel = channel
             channel.settimeout(self.connect_timeout)
-            channel.exec_command(argv)
+            channel.exec_command(argv)  # waits for sshd's answer without a bound: the watchdog's
         except (paramiko.SSHException, OSError, EOFError):
             raise Lost from None
         return channel
@@ -131,39 +251,53 @@ class SshHosts:
     def _serve_command(self, target: SshTarget) -> str:
         return f"{shlex.quote(target.command)} remote serve"
 
-    def call(self, target: SshTarget, op: str, args: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
-        """One request on a kept ``remote serve`` channel.  Retried once, on a new channel (and a
-        new transport when the old one is gone), only when the request cannot have run: the
-        channel could not be opened, or it came from the pool and turned out dead.  A fresh
-        channel lost after the request was sent is a RemoteError (the op may have run: the
-        control plane's ops converge when re-run)."""
+    def call(
+        self,
+        target: SshTarget,
+        op: str,
+        args: Mapping[str, Any],
+        timeout: float | None,
+        on_progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """One request on a kept ``remote serve`` channel, its answer by ``timeout`` seconds
+        (CommandTimeout), whatever the remote writes meanwhile; the progress frames of an op
+        that streams go to ``on_progress``.  Retried once, on a new channel (and a new transport
+        when the old one is gone), only when the request cannot have run: the channel could not
+        be opened, or it came from the pool and turned out dead.  A fresh channel lost after the
+        request was sent is a RemoteError (the op may have run: the control plane's ops converge
+        when re-run)."""
         seconds = self.op_timeout if timeout is None else timeout
         deadline = time.monotonic() + seconds
-        with self._slot(target, seconds) as host:
+        what = f"{op} on host {target.name}"
+        with self._slot(target, seconds) as host, self._watch(host, deadline, what, seconds) as watch:
             serve, pooled = self._take(host, target.command)
             reopen = False
             for _attempt in (1, 2):
                 if serve is None:
                     try:
-                        channel = self._open(target, host, self._serve_command(target), fresh=reopen)
+                        channel = self._open(target, host, self._serve_command(target), reopen, watch)
                     except Lost:
                         reopen = True
                         continue
                     serve, pooled = Serve(channel, target.command), False
                 current = serve
+                watch.channel = current.channel
                 try:
-                    result = current.call(op, args, deadline)
+                    result = current.call(op, args, deadline, on_progress)
                 except Lost:
+                    if watch.fired:
+                        current.close()
+                        raise CommandTimeout(what, seconds) from None
                     if not pooled:
                         ended = current.exit_status()
                         current.close()
-                        raise RemoteError(lost_message(target, op, ended)) from None
+                        raise RemoteError(lost_message(target, op, ended, current.stderr)) from None
                     current.close()
                     serve, reopen = None, not self._transport_alive(host)
                     continue
                 except TimeoutError:
                     current.close()
-                    raise CommandTimeout(f"{op} on host {target.name}", seconds) from None
+                    raise CommandTimeout(what, seconds) from None
                 except ColibriError as exc:
                     if isinstance(exc, remote_wire.WireError):
                         current.close()  # out of step with the peer: never reused
@@ -172,7 +306,7 @@ class SshHosts:
                     raise
                 self._give_back(host, current)
                 return result
-        raise RemoteError(f"the SSH link to host {target.name} was lost during {op} (its remote serve ended)")
+            raise RemoteError(f"the SSH link to host {target.name} was lost during {op} (its remote serve ended)")
 
     @staticmethod
     def _transport_alive(host: _Host) -> bool:
@@ -201,21 +335,21 @@ class SshHosts:
         seconds = self.op_timeout if timeout is None else timeout
         deadline = time.monotonic() + seconds
         line = shlex.join([target.command, *argv])
-        with self._slot(target, seconds) as host:
+        what = f"{argv[0] if argv else 'command'} on host {target.name}"
+        with self._slot(target, seconds) as host, self._watch(host, deadline, what, seconds) as watch:
             try:
-                channel = self._open(target, host, line, fresh=False)
+                channel = self._open(target, host, line, False, watch)
             except Lost:
-                channel = self._retry_open(target, host, line)
+                channel = self._retry_open(target, host, line, watch)
             try:
-                what = f"{argv[0] if argv else 'command'} on host {target.name}"
-                out, status = drain(channel, deadline, what, seconds)
+                out, status, stderr = drain(channel, deadline, what, seconds)
             finally:
                 channel.close()
-        return envelope(target, line, out, status)
+        return envelope(target, line, out, status, stderr)
 
-    def _retry_open(self, target: SshTarget, host: _Host, line: str) -> paramiko.Channel:
+    def _retry_open(self, target: SshTarget, host: _Host, line: str, watch: _Watch) -> paramiko.Channel:
         try:
-            return self._open(target, host, line, fresh=True)
+            return self._open(target, host, line, True, watch)
         except Lost:
             raise RemoteError(f"the SSH link to host {target.name} was lost") from None
 
@@ -231,6 +365,7 @@ class SshHosts:
             hosts, self._hosts = list(self._hosts.values()), {}
         for host in hosts:
             _close_host(host)
+        self._watchdog.close()
 
 
 def _close_host(host: _Host) -> None:
@@ -254,5 +389,7 @@ class HostLink:
         self._hosts = hosts
         self.target = target
 
-    def call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        return self._hosts.call(self.target, op, args, timeout)
+    def call(
+        self, op: str, args: Mapping[str, Any], timeout: float | None = None, on_progress: Progress | None = None
+    ) -> dict[str, Any]:
+        return self._hosts.call(self.target, op, args, timeout, on_progress)

@@ -136,8 +136,10 @@ def connect(
         raise HostKeyRefused(
             f"{where} offers no host key of the pinned type ({kinds}); refused before authentication, nothing was sent"
         ) from None
-    except paramiko.AuthenticationException:
+    except paramiko.AuthenticationException as exc:
         transport.close()
+        if "timeout" in str(exc).lower():  # paramiko's auth_timeout: the server never answered
+            raise RemoteError(f"{where} did not answer authentication within {timeout:g} s") from None
         raise RemoteError(
             f"{where} refused the key in {key_file} for user {target.user} "
             "(is its public key in that user's authorized_keys?)"

@@ -229,6 +229,7 @@ class Context:
             spawner=self.spawner,
             reconciler=self.reconciler,
             env_writer=self.env_writer,
+            spawn_parallelism=self.settings.spawn_parallelism,
         )
 
     def remote_ops(self) -> "dict[str, Op]":

@@ -11,6 +11,8 @@ frames of ``spawn`` and ``write_env``).  Faults:
   link (is the colibri there the host it was enrolled as?) is not counted.
 - ``lose_answer = {"spawn"}``: the op runs to its end on the host, then the channel is lost
   before its answer comes back (RemoteError).
+- ``old_ops = {"spawn_many"}``: the host's colibri predates these ops (answered as remote serve
+  answers an op it does not know).
 - a BaseException raised by the host while it serves (a fault switch of its fake backend, say)
   is the remote process dying with the connection: RemoteError, whatever the host had done
   until then stays done.
@@ -20,7 +22,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from colibri.errors import ColibriError, RemoteError, error_from_api
+from colibri.errors import ColibriError, InvalidInput, RemoteError, error_from_api
+from colibri.services.hosts.serve import NO_OP, progress_to
 
 Op = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -40,13 +43,21 @@ class FakeHostLink:
         self.down: ColibriError | None = None
         self.cut_after: int | None = None
         self.lose_answer: set[str] = set()
+        self.old_ops: set[str] = set()
+        self.progress = 0  # progress frames streamed back
 
     def ops_sent(self) -> list[str]:
         """The ops sent, but the ``version`` handshake."""
         ops = (json.loads(text)["op"] for kind, text in self.transcript if kind == "request")
         return [op for op in ops if op != "version"]
 
-    def call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    def call(
+        self,
+        op: str,
+        args: Mapping[str, Any],
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         self.attempts += 1
         if self.down is not None:
             raise error_from_api(type(self.down).__name__, self.down.exit_code, str(self.down))
@@ -57,10 +68,21 @@ class FakeHostLink:
         self.requests += op != "version"
         request = json.loads(frame)
         handler = self._ops.get(request["op"])
+
+        def sink(item: Mapping[str, Any]) -> None:  # a progress frame, through JSON, as on the channel
+            text = json.dumps({"progress": dict(item)}, ensure_ascii=True, allow_nan=False)
+            self.transcript.append(("progress", text))
+            self.progress += 1
+            if on_progress is not None:
+                on_progress(json.loads(text)["progress"])
+
         try:
+            if request["op"] in self.old_ops:
+                raise InvalidInput(f"{NO_OP} {request['op']!r} (is it older than the orchestrator's?)")
             if handler is None:
                 raise RemoteError(f"host {self.name} has no op {request['op']!r}")
-            reply: dict[str, Any] = {"ok": True, "data": handler(request["args"])}
+            with progress_to(sink):
+                reply: dict[str, Any] = {"ok": True, "data": handler(request["args"])}
         except ColibriError as exc:
             reply = {"ok": False, "error": {"type": type(exc).__name__, "code": exc.exit_code, "message": exc.message}}
         except HostDied:

@@ -125,3 +125,32 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
     assert jail_processes("t-alpha") == [] and jail_processes("t-beta") == [], (a.ran(), b.ran())
     assert files_holding(a.root, SECRETS["t-alpha"].encode()) == []
     assert files_holding(b.root, SECRETS["t-beta"].encode()) == []
+
+
+def test_a_hosts_share_of_a_spawn_is_one_remote_process_and_its_steps_stream(rig: Rig, orch: Orchestrator) -> None:
+    """Three tenants on host a in one spawn-agent: one spawn_many request, so one remote colibri
+    (the per-tenant path started up to spawn_parallelism of them), each tenant's steps shown."""
+    import json
+
+    a = rig.hosts["a"]
+    added = orch("hosts", "add", "rig-a", "--ssh", f"root@{a.address}", "--host-key", a.host_key_line(),
+                 "--command", str(a.command), check=False)  # fmt: skip
+    assert added.returncode == 0 or "already" in added.stderr, added.stderr  # enrolled by the other test
+    a.start_daemon(**FAST)
+    tenants = [f"t-batch-{i}" for i in range(3)]
+    for tenant in tenants:
+        orch("register-tenant", tenant, "--host", "rig-a", "--collection", "")
+    try:
+        serves = len([x for _, x in a.ran() if x == "remote serve"])
+        spawned = orch("spawn-agent", *tenants, "--json")
+        assert spawned.returncode == 0, spawned.stdout
+        events = [json.loads(line) for line in spawned.stdout.splitlines()]
+        assert events[-1] == {"ok": True, "active": tenants}
+        for tenant in tenants:
+            done = [e["step"] for e in events if e.get("tenant") == tenant and e.get("state") == "done"]
+            assert done == ["jail_created", "jail_started", "secrets_provisioned", "mother_installed",
+                            "mother_started"], (tenant, events)  # fmt: skip
+            assert orch.json("show-tenant", tenant)["status"] == "active"
+        assert len([x for _, x in a.ran() if x == "remote serve"]) == serves + 1
+    finally:
+        orch("destroy-agent", *tenants, "--yes", check=False)

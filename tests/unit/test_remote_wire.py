@@ -113,3 +113,27 @@ def test_serve_answers_a_bad_frame_then_stops() -> None:
     answers, error = _serve(data, {"ping": lambda args: {"pong": True}})
     assert isinstance(error, WireError) and isinstance(error, ColibriError) and error.exit_code == 13
     assert [a["id"] for a in answers] == [1, None]  # nothing after the bad frame is read
+
+
+def test_an_op_streams_progress_from_its_threads_before_its_answer_and_only_its_own() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from colibri.services.hosts.serve import progress_sink
+
+    def streams(args: Mapping[str, Any]) -> dict[str, Any]:
+        sink = progress_sink()  # taken in the op's own thread
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: sink({"n": n}), range(8)))
+        sink({"detail": {1}})  # not JSON: dropped, the op goes on
+        return {"done": True}
+
+    def quiet(args: Mapping[str, Any]) -> dict[str, Any]:
+        progress_sink()({"n": 99})  # an op run without a sink: nothing is written
+        return {"quiet": True}
+
+    data = remote_wire.request(1, "streams", {}) + remote_wire.request(2, "ping", {})
+    frames, error = _serve(data, {"streams": streams, "ping": lambda args: {"pong": True}})
+    assert error is None
+    assert sorted(f["progress"]["n"] for f in frames[:8]) == list(range(8)) and {f["id"] for f in frames[:8]} == {1}
+    assert frames[8:] == [{"id": 1, "result": {"done": True}}, {"id": 2, "result": {"pong": True}}]
+    assert quiet({}) == {"quiet": True}

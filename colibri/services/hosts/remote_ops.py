@@ -6,7 +6,11 @@ keys only, types, sizes, tenant ids by the tenant rule), and the tenant must liv
 host (``tenants.host`` == its ``settings.host``): a host never acts on another host's tenant.
 Answers are the same typed views the local services return (``TenantView``, ``DriftView``...).
 
-Secrets: ``spawn`` and ``write_env`` carry the tenant's rendered ``.env`` text, rendered on the
+``spawn_many`` is a host's share of one ``spawn-agent`` call in one request: this host's own
+``spawn_many`` runs it (one process, at most ``spawn_parallelism`` at once), each step streamed
+back as a progress frame as it happens (``serve.progress_sink``).
+
+Secrets: ``spawn``, ``spawn_many`` and ``write_env`` carry the tenant's rendered ``.env`` text, rendered on the
 orchestrator (the vault and the operator's credentials never come here); it is written with the
 same envfile rules as a local one (no-follow, 0600, owned by the jail's user, atomic, the old file
 kept on any error) and never logged, stored or echoed in an answer or an error.
@@ -35,6 +39,8 @@ MAX_ENV_BYTES = 64 * 1024
 byte is written (the orchestrator checks it before sending, too)."""
 MAX_TEXT = 1024
 MAX_LIST = 256
+MAX_BATCH = 64
+"""The most tenants one ``spawn_many`` request carries (the orchestrator splits a larger share)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class ServingHost:
     reconciler: "Callable[[], Reconciler]"
     """A reconciler of this host's tenants only."""
     env_writer: "Callable[[], EnvWriter]"
+    spawn_parallelism: int = 4
+    """This host's own bound on spawns at once (its ``spawn_parallelism``): a batch never runs more."""
 
 
 def lifecycle_ops(serving: ServingHost) -> dict[str, Op]:
@@ -59,6 +67,7 @@ def lifecycle_ops(serving: ServingHost) -> dict[str, Op]:
     ops = _Ops(serving)
     return {
         "spawn": ops.spawn,
+        "spawn_many": ops.spawn_many,
         "start": ops.start,
         "stop": ops.stop,
         "destroy": ops.destroy,
@@ -119,6 +128,53 @@ class _Ops:
         except ColibriError as exc:
             return {"steps": steps, "error": _envelope(exc)}
         return {"tenant": dict(record), "steps": steps}
+
+    def spawn_many(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Run (or resume) several tenants' pipelines here, at most ``parallelism`` at once and
+        never more than this host's own ``spawn_parallelism``; each tenant's provisioning writes
+        the text sent for it.  Every step goes back as a progress frame as it happens; the answer
+        is each tenant's error envelope, or null when it is active.  A malformed batch is refused
+        whole, before anything runs; a tenant that is not this host's fails alone."""
+        from colibri.services.hosts.serve import progress_sink
+
+        _only(args, "tenants", "template", "capabilities", "parallelism")
+        items, parallelism = args.get("tenants"), args.get("parallelism", 1)
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidInput(f"tenants must be a list of 1 to {MAX_BATCH} tenants")
+        if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
+            raise InvalidInput("parallelism must be a whole number from 1 to 64")
+        template, capabilities = _text(args, "template"), _texts(args, "capabilities")
+        batch: dict[str, tuple[bytes | None, str | None, tuple[str, ...], str | None]] = {}
+        refused: dict[str, ColibriError] = {}
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise InvalidInput("each of tenants must be an object")
+            _only(item, "tenant", "env", "source", "keys", "collection_id")
+            raw = item.get("tenant")
+            tenant = validate_tenant_id(raw) if isinstance(raw, str) else ""
+            if not tenant or tenant in batch or tenant in refused:
+                raise InvalidInput("each of tenants needs a tenant id of its own")
+            sent = (_env(item.get("env"), allow_none=True), _text(item, "source"), _texts(item, "keys"))
+            collection_id = _text(item, "collection_id")
+            try:
+                batch[self._ours(item)] = (sent[0], sent[1], tuple(sent[2] or []), collection_id)
+            except (TenantNotFound, StateConflict) as exc:
+                refused[tenant] = exc
+        sink = progress_sink()
+
+        def on_step(tenant_id: str, step: str, state: str, detail: str) -> None:
+            sink({"tenant": tenant_id, "step": step[:MAX_TEXT], "state": state[:MAX_TEXT], "detail": detail[:MAX_TEXT]})
+
+        def provision(tenant_id: str) -> "Provisioned":
+            env, source, keys, collection_id = batch[tenant_id]
+            return self._provide(tenant_id, env, source, keys, collection_id)
+
+        at_once = min(parallelism, self._serving.spawn_parallelism)
+        errors: dict[str, ColibriError | None] = dict(refused)
+        if batch:
+            spawner = self._serving.spawner(provision)
+            errors |= spawner.spawn_many(list(batch), at_once, on_step, template=template, capabilities=capabilities)
+        return {"results": {t: None if e is None else _envelope(e) for t, e in errors.items()}}
 
     def start(self, args: Mapping[str, Any]) -> dict[str, Any]:
         _only(args, "tenant")

@@ -6,17 +6,26 @@ host (the orchestrator); a remote tenant's ``.env`` is resolved and rendered her
 (services/secrets.py) and only that text is sent, inside the op's arguments (the channel's
 stdin), to be written there by the same envfile rules.
 
+A host's share of a ``spawn-agent`` of several tenants travels as one ``spawn_many`` request
+(split in batches of at most ``MAX_BATCH`` tenants and half a frame): one remote process runs
+the lot with the host's own parallelism, its steps streamed back as they happen.  A host whose
+colibri does not know the op yet gets one ``spawn`` per tenant, as before.
+
 Everything a remote host answers is a peer's input: its step reports and drifts are checked
 and bounded before they are shown, and the tenant a command prints is read from the store, not
 taken from the answer.
 """
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from colibri.errors import RemoteError, SecretsError, error_from_api
-from colibri.services.hosts.remote_ops import MAX_ENV_BYTES
+from colibri.adapters.remote_wire import MAX_FRAME
+from colibri.errors import ColibriError, InvalidInput, RemoteError, SecretsError, error_from_api
+from colibri.services.hosts.remote_ops import MAX_BATCH, MAX_ENV_BYTES
+from colibri.services.hosts.serve import NO_OP
 from colibri.services.lifecycle.reconcile import Drift
 from colibri.store.db import Store
 
@@ -37,9 +46,16 @@ MAX_FIELD = 2000
 
 class HostLink(Protocol):
     """One host's kept channel (adapters/ssh.py HostLink): an op and its JSON arguments in, its
-    JSON answer out; an error answer is raised as the ColibriError it names."""
+    JSON answer out (an op that streams hands its progress to ``on_progress`` first); an error
+    answer is raised as the ColibriError it names."""
 
-    def call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]: ...
+    def call(
+        self,
+        op: str,
+        args: Mapping[str, Any],
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]: ...
 
 
 class RemoteHost:
@@ -86,6 +102,100 @@ class RemoteHost:
         if isinstance(error, Mapping):
             raise error_from_api(error.get("type"), error.get("code"), _cut(str(error.get("message", ""))))
         return self._tenant(tenant_id)
+
+    def spawn_many(
+        self,
+        batch: Sequence[tuple[str, "Rendered"]],
+        parallelism: int,
+        *,
+        template: str | None = None,
+        capabilities: list[str] | None = None,
+        on_step: "StepCallback | None" = None,
+    ) -> dict[str, ColibriError | None]:
+        """This host's share of a spawn of several tenants, each with its rendered .env, in as
+        few ``spawn_many`` requests as the bounds allow (one for a usual share), each running
+        ``parallelism`` at once there.  Returns each tenant's error or None; the link's own
+        failure (unreachable, lost, timed out) is raised."""
+        results: dict[str, ColibriError | None] = {}
+        for part in _batches(batch):
+            try:
+                results |= self._spawn_batch(part, parallelism, template, capabilities, on_step)
+            except InvalidInput as exc:
+                if not str(exc).startswith(NO_OP):
+                    raise
+                return results | self._spawn_each(batch[len(results) :], parallelism, template, capabilities, on_step)
+        return results
+
+    def _spawn_batch(
+        self,
+        part: Sequence[tuple[str, "Rendered"]],
+        parallelism: int,
+        template: str | None,
+        capabilities: list[str] | None,
+        on_step: "StepCallback | None",
+    ) -> dict[str, ColibriError | None]:
+        ids = [tenant_id for tenant_id, _ in part]
+        items = [
+            {
+                "tenant": tenant_id,
+                "env": env_text(rendered),
+                "source": rendered.source,
+                "keys": list(rendered.keys),
+                "collection_id": rendered.collection_id,
+            }
+            for tenant_id, rendered in part
+        ]
+        args = {"tenants": items, "template": template, "capabilities": capabilities, "parallelism": parallelism}
+        shown = set(ids)
+
+        def progress(item: dict[str, Any]) -> None:
+            """A peer's step report: shown only when it names a tenant of this batch, with text fields."""
+            tenant, step, state, detail = (item.get(k) for k in ("tenant", "step", "state", "detail"))
+            if on_step is None or not isinstance(tenant, str) or tenant not in shown:
+                return
+            if isinstance(step, str) and isinstance(state, str) and isinstance(detail, str):
+                on_step(tenant, _cut(step), _cut(state), _cut(detail))
+
+        rounds = math.ceil(len(part) / max(1, parallelism))
+        answer = self._link.call("spawn_many", args, timeout=SPAWN_TIMEOUT * rounds, on_progress=progress)
+        del args, items
+        raw = answer.get("results")
+        if not isinstance(raw, Mapping):
+            raise RemoteError(f"host {self.name} answered spawn_many without its results")
+        results: dict[str, ColibriError | None] = {}
+        for tenant_id in ids:
+            error = raw.get(tenant_id, ...)
+            if error is None:
+                results[tenant_id] = None
+            elif isinstance(error, Mapping):
+                message = _cut(str(error.get("message", "")))
+                results[tenant_id] = error_from_api(error.get("type"), error.get("code"), message)
+            else:
+                results[tenant_id] = RemoteError(f"host {self.name} answered spawn_many without tenant {tenant_id}")
+        return results
+
+    def _spawn_each(
+        self,
+        batch: Sequence[tuple[str, "Rendered"]],
+        parallelism: int,
+        template: str | None,
+        capabilities: list[str] | None,
+        on_step: "StepCallback | None",
+    ) -> dict[str, ColibriError | None]:
+        """One ``spawn`` per tenant, ``parallelism`` at once: a host whose colibri predates ``spawn_many``."""
+        results: dict[str, ColibriError | None] = {}
+
+        def one(item: tuple[str, "Rendered"]) -> None:
+            tenant_id, rendered = item
+            try:
+                self.spawn(tenant_id, rendered, template=template, capabilities=capabilities, on_step=on_step)
+                results[tenant_id] = None
+            except ColibriError as exc:
+                results[tenant_id] = exc
+
+        with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+            list(pool.map(one, batch))
+        return {tenant_id: results[tenant_id] for tenant_id, _ in batch}
 
     def start(self, tenant_id: str) -> "TenantView":
         self._link.call("start", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
@@ -153,6 +263,25 @@ def _decoded(content: bytes, tenant_id: str) -> str:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretsError(f"the .env of tenant {tenant_id} is not UTF-8 text; not sent") from None
+
+
+BATCH_BYTES = MAX_FRAME // 2
+"""The most rendered .env bytes one spawn_many request carries (its frame stays under MAX_FRAME)."""
+
+
+def _batches(batch: Sequence[tuple[str, "Rendered"]]) -> list[Sequence[tuple[str, "Rendered"]]]:
+    """``batch`` in order, cut into runs of at most MAX_BATCH tenants and BATCH_BYTES of .env."""
+    parts: list[Sequence[tuple[str, Rendered]]] = []
+    start, size = 0, 0
+    for index, (_tenant, rendered) in enumerate(batch):
+        weight = 6 * len(rendered.content or b"") + 1024  # JSON's \u escapes at worst, plus the other fields
+        if index > start and (index - start >= MAX_BATCH or size + weight > BATCH_BYTES):
+            parts.append(batch[start:index])
+            start, size = index, 0
+        size += weight
+    if start < len(batch):
+        parts.append(batch[start:])
+    return parts
 
 
 def _cut(text: str) -> str:

@@ -151,7 +151,8 @@ class Lifecycle:
     ) -> dict[str, ColibriError | None]:
         """Spawn several tenants, wherever each lives, at most ``parallelism`` at once per host
         (the hosts side by side).  The remote tenants' secrets are rendered with one vault
-        session.  Returns each one's error or None."""
+        session; each remote host's share goes in one batch (RemoteHost.spawn_many: one request,
+        one process there).  Returns each one's error or None."""
         results: dict[str, ColibriError | None] = {}
         hosts: dict[str, str] = {}
         for tenant_id in dict.fromkeys(tenant_ids):
@@ -166,33 +167,41 @@ class Lifecycle:
                 rendered = self._secrets().render_many(remote_ids)
             except ColibriError as exc:
                 rendered = dict.fromkeys(remote_ids, exc)
-        gates = {h: threading.Semaphore(max(1, parallelism)) for h in set(hosts.values())}
+        shares: dict[str, list[tuple[str, Rendered]]] = {}
+        for tenant_id in remote_ids:
+            secret = rendered[tenant_id]
+            if isinstance(secret, ColibriError):
+                results[tenant_id] = secret
+            else:
+                shares.setdefault(hosts[tenant_id], []).append((tenant_id, secret))
 
         def one(tenant_id: str) -> None:
-            host = hosts[tenant_id]
-            with gates[host]:
-                try:
-                    if self._placement.is_local(host):
-                        self._local_spawner().spawn(
-                            tenant_id, template=template, capabilities=capabilities, on_step=on_step
-                        )
-                    else:
-                        secret = rendered[tenant_id]
-                        if isinstance(secret, ColibriError):
-                            raise secret
-                        self._on(
-                            host,
-                            lambda r: r.spawn(
-                                tenant_id, secret, template=template, capabilities=capabilities, on_step=on_step
-                            ),
-                        )
-                    results[tenant_id] = None
-                except ColibriError as exc:
-                    results[tenant_id] = exc
+            try:
+                self._local_spawner().spawn(tenant_id, template=template, capabilities=capabilities, on_step=on_step)
+                results[tenant_id] = None
+            except ColibriError as exc:
+                results[tenant_id] = exc
 
-        workers = max(1, parallelism) * max(1, len(gates))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, list(hosts)))
+        def share(host: str) -> None:
+            batch = shares[host]
+            try:
+                results.update(
+                    self._on(
+                        host,
+                        lambda r: r.spawn_many(
+                            batch, parallelism, template=template, capabilities=capabilities, on_step=on_step
+                        ),
+                    )
+                )
+            except ColibriError as exc:
+                results.update(dict.fromkeys((t for t, _ in batch), exc))
+
+        local_ids = [t for t, h in hosts.items() if self._placement.is_local(h)]
+        with ThreadPoolExecutor(max_workers=max(1, parallelism) + len(shares)) as pool:
+            futures = [pool.submit(share, host) for host in shares]
+            futures += [pool.submit(one, t) for t in local_ids]
+            for future in futures:
+                future.result()
         return {t: results[t] for t in dict.fromkeys(tenant_ids)}
 
     def move(

@@ -40,7 +40,7 @@ def test_the_secret_goes_only_to_its_host_and_only_inside_the_write_frames(
 
     carriers = [(kind, text) for kind, text in osa.link.transcript if SECRET in text]
     assert carriers and all(kind == "request" for kind, _ in carriers)
-    assert {text.split('"op": "', 1)[1].split('"', 1)[0] for _, text in carriers} == {"spawn", "write_env"}
+    assert {text.split('"op": "', 1)[1].split('"', 1)[0] for _, text in carriers} == {"spawn_many", "write_env"}
     assert hive.remotes["domedog"].link.transcript and not any(
         SECRET in text for _, text in hive.remotes["domedog"].link.transcript
     )
