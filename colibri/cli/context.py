@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
     from colibri.store.db import Store
+    from colibri.store.orchestrator import OrchestratorRecord
 
 
 @dataclass
@@ -87,7 +88,15 @@ class Context:
             self.settings.host,
             destroy_jail=lambda t: self.lifecycle().destroy(t),
             locks_dir=self.settings.run_dir / "locks",
+            record=self.record(),
         )
+
+    def record(self) -> "OrchestratorRecord":
+        """This host's own record of where tenants live and how hosts are reached (the authority
+        over where secrets go; the shared database's rows must agree with it)."""
+        from colibri.store.orchestrator import OrchestratorRecord
+
+        return OrchestratorRecord(self.settings.state_dir, self.settings.host)
 
     def backend(self) -> "JailBackend":
         """The jail backend: the injected one, else the one the jail_backend setting names."""
@@ -195,7 +204,7 @@ class Context:
             from colibri.services.lifecycle.placement import Placement
             from colibri.services.lifecycle.routing import Lifecycle
 
-            placement = Placement(self.store, self.settings.host, self._host_links())
+            placement = Placement(self.store, self.settings.host, self._host_links(), self.record())
             self._lifecycle = Lifecycle(
                 placement, agents=self.jails, spawner=self.spawner, reconciler=self.reconciler, secrets=self.secrets
             )
@@ -334,7 +343,13 @@ class Context:
         """``colibri hosts``: enrolment, liveness, check over SSH."""
         from colibri.services.hosts.enrol import HostService
 
-        return HostService(self.store, self.ssh, grace=self.settings.host_lease_grace)
+        return HostService(
+            self.store,
+            self.ssh,
+            grace=self.settings.host_lease_grace,
+            record=self.record(),
+            settle=lambda host: [d.jail for d in self.lifecycle().settle_owed(host) if d.applied],
+        )
 
     def close(self) -> None:
         if self._ssh is not None:

@@ -30,6 +30,7 @@ from colibri.store.listing import TenantView
 
 if TYPE_CHECKING:
     from colibri.store.models import Tenant
+    from colibri.store.orchestrator import Draft, OrchestratorRecord
 
 # The table classes, the repositories and the lock helper are imported where a method needs them:
 # ``list-tenants`` needs none of them, and importing them cost it about 20 ms (PERFORMANCE.md).
@@ -48,11 +49,20 @@ class TenantService:
         default_host: str,
         destroy_jail: Callable[[str], Any] | None = None,
         locks_dir: Path | None = None,
+        record: "OrchestratorRecord | None" = None,
     ) -> None:
         self._store = store
         self._default_host = default_host
         self._destroy_jail = destroy_jail
         self._locks = locks_dir
+        self._record = record  # the orchestrator's placement and pins (store/orchestrator.py)
+
+    def _changing(self, needed: bool) -> "contextlib.AbstractContextManager[Draft | None]":
+        """The orchestrator's record under its lock when this change concerns it (a tenant of
+        another host, or a record that exists); a single host never writes one."""
+        if self._record is None or not (needed or self._record.exists()):
+            return contextlib.nullcontext(None)
+        return self._record.change()
 
     def register(self, tenant_id: str, collection: str | None, host: str | None) -> Registration:
         """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
@@ -69,13 +79,22 @@ class TenantService:
         from colibri.store.models import Tenant, tenant_public
         from colibri.store.repos import TenantRepo
 
-        with self._store.session() as session:
+        elsewhere = wanted_host != self._default_host
+        with self._changing(elsewhere) as draft, self._store.session() as session:
             repo = TenantRepo(session)
+            if elsewhere:  # the host's row held first: a concurrent hosts remove waits for us (R9)
+                self._require_enrolled(session, wanted_host, draft)
             existing = repo.get_for_update(tenant_id)
             if existing is not None and existing.status != TenantStatus.REMOVED:
-                return Registration(self._same_or_conflict(existing, wanted_collection, wanted_host), False)
-            if wanted_host != self._default_host:
-                self._require_enrolled(session, wanted_host)
+                same = self._same_or_conflict(existing, wanted_collection, wanted_host)
+                if draft is not None and draft.host_of(tenant_id) != wanted_host:
+                    raise TenantExists(
+                        f"tenant {tenant_id} is already registered on host {draft.host_of(tenant_id)} "
+                        f"in this host's record (asked {wanted_host!r}); colibri reconcile shows the difference"
+                    )
+                return Registration(same, False)
+            if draft is not None:
+                draft.place(tenant_id, wanted_host)
             clash = prefix_clash(tenant_id, [t for t in repo.ids() if t != tenant_id])
             if clash is not None:
                 raise TenantExists(
@@ -103,11 +122,12 @@ class TenantService:
             return Registration(tenant_public(tenant), True)
 
     @staticmethod
-    def _require_enrolled(session: Any, host: str) -> None:
-        """A tenant lives on this host or on an enrolled one (``colibri hosts add``).  NotFound."""
+    def _require_enrolled(session: Any, host: str, draft: "Draft | None") -> None:
+        """A tenant lives on this host or on an enrolled one (``colibri hosts add``), its row
+        held until the registration commits.  NotFound."""
         from colibri.store.hosts import HostRepo
 
-        if HostRepo(session).get(host) is None:
+        if not HostRepo(session).hold(host) or (draft is not None and host not in draft.hosts):
             raise NotFound(f"host not found: {host} (enrol it first: colibri hosts add {host} --ssh USER@ADDRESS ...)")
 
     @staticmethod
@@ -152,7 +172,8 @@ class TenantService:
                 if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
                     self._destroy_jail(tenant_id)
         lock = agent_lock(self._locks, tenant_id) if self._locks else contextlib.nullcontext()
-        with lock, self._store.session() as session:  # not while a spawn of it is in flight
+        # not while a spawn of it is in flight
+        with lock, self._changing(False) as draft, self._store.session() as session:
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)
@@ -162,6 +183,8 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
+            if draft is not None:
+                draft.forget(tenant_id)
             return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED))
 
 

@@ -63,8 +63,17 @@ def test_move_off_a_host_lost_for_good(hive: Hive) -> None:
     code, out, err = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes", "--old-host-lost")
     assert (code, out.splitlines()[-1]) == (0, "moved acme from osa to domedog: active"), err
     assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING
-    osa.link.down = None  # it came back after all: its jail is an orphan there, reported, never destroyed
+    osa.link.down = None  # it came back after all: its copy there is owed a destroy (R15), reported
     code, out, _ = hive.cli("reconcile", "--json")
-    drifts = [(d["host"], d["kind"], d["jail"], d["tenant"]) for d in json.loads(out)["data"]]
-    assert code == 0 and drifts == [("osa", "orphan_jail", "acme", None)]
-    assert osa.fake.info("acme").state is JailState.RUNNING
+    drifts = [(d["host"], d["kind"], d["jail"], d["tenant"], d["applied"]) for d in json.loads(out)["data"]]
+    assert code == 0 and drifts == [
+        ("osa", "stale_copy", "acme", "acme", False),
+        ("osa", "orphan_jail", "acme", None, False),
+    ]
+    assert osa.fake.info("acme").state is JailState.RUNNING  # a dry run changes nothing
+    code, out, _ = hive.cli("reconcile", "--apply", "--json")
+    drifts = [(d["host"], d["kind"], d["jail"], d["applied"]) for d in json.loads(out)["data"]]
+    assert code == 0 and drifts == [("osa", "stale_copy", "acme", True)]  # destroyed first: no orphan left
+    assert osa.fake.info("acme").state is JailState.ABSENT
+    assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING  # the live copy is untouched
+    assert hive.cli("reconcile", "--json")[1].count('"kind"') == 0  # settled: nothing more is owed
