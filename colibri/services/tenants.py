@@ -82,8 +82,8 @@ class TenantService:
         elsewhere = wanted_host != self._default_host
         with self._changing(elsewhere) as draft, self._store.session() as session:
             repo = TenantRepo(session)
-            if elsewhere:  # the host's row held first: a concurrent hosts remove waits for us (R9)
-                self._require_enrolled(session, wanted_host, draft)
+            # the host's row held first: a concurrent hosts remove waits for this registration (R9)
+            enrolled = self._hold_host(session, wanted_host, draft) if elsewhere else True
             existing = repo.get_for_update(tenant_id)
             if existing is not None and existing.status != TenantStatus.REMOVED:
                 same = self._same_or_conflict(existing, wanted_collection, wanted_host)
@@ -93,6 +93,9 @@ class TenantService:
                         f"in this host's record (asked {wanted_host!r}); colibri reconcile shows the difference"
                     )
                 return Registration(same, False)
+            if not enrolled:
+                enrol = f"colibri hosts add {wanted_host} --ssh USER@ADDRESS ..."
+                raise NotFound(f"host not found: {wanted_host} (enrol it first: {enrol})")
             if draft is not None:
                 draft.place(tenant_id, wanted_host)
             clash = prefix_clash(tenant_id, [t for t in repo.ids() if t != tenant_id])
@@ -122,13 +125,12 @@ class TenantService:
             return Registration(tenant_public(tenant), True)
 
     @staticmethod
-    def _require_enrolled(session: Any, host: str, draft: "Draft | None") -> None:
-        """A tenant lives on this host or on an enrolled one (``colibri hosts add``), its row
-        held until the registration commits.  NotFound."""
+    def _hold_host(session: Any, host: str, draft: "Draft | None") -> bool:
+        """Is the host enrolled (``colibri hosts add``: its row, and its pin in the orchestrator's
+        record)?  Its row is held until the registration commits."""
         from colibri.store.hosts import HostRepo
 
-        if not HostRepo(session).hold(host) or (draft is not None and host not in draft.hosts):
-            raise NotFound(f"host not found: {host} (enrol it first: colibri hosts add {host} --ssh USER@ADDRESS ...)")
+        return HostRepo(session).hold(host) and (draft is None or host in draft.hosts)
 
     @staticmethod
     def _same_or_conflict(existing: "Tenant", collection: str | None, host: str) -> TenantView:
