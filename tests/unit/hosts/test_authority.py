@@ -1,0 +1,177 @@
+"""The orchestrator's own record is the authority over where secrets go (review R1 and its
+siblings): a host that rewrites a shared row (a tenant's placement, another host's pin, a tenant
+count) is refused before anything is sent, ``reconcile`` reports the difference and ``--apply``
+restores the record's values; the record itself is root-only and refused otherwise."""
+
+import json
+import os
+from typing import Any
+
+import pytest
+from sqlmodel import Session
+
+from colibri.adapters.jail import JailState
+from colibri.errors import StateConflict
+from colibri.store.hosts import HostRepo
+from colibri.store.models import Host, Tenant
+from tests.unit.hosts.conftest import SECRET, Hive
+
+FORGED_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"
+
+
+def _as_domedog(hive: Hive) -> Session:
+    """A session with domedog's own database credentials (every host of a hive has them)."""
+    return Session(hive.remotes["domedog"].context.store.engine)
+
+
+def _place(hive: Hive, tenant_id: str, host: str) -> None:
+    with _as_domedog(hive) as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        tenant.host = host
+        session.add(tenant)
+        session.commit()
+
+
+def _sent_secret(hive: Hive, host: str) -> bool:
+    return any(SECRET in text for _, text in hive.remotes[host].link.transcript)
+
+
+def _drifts(hive: Hive, *args: str) -> tuple[int, list[tuple[Any, ...]]]:
+    code, out, _ = hive.cli("reconcile", "--json", *args)
+    return code, [(d["host"], d["kind"], d["tenant"], d["applied"]) for d in json.loads(out)["data"]]
+
+
+def test_a_tenant_of_the_orchestrator_claimed_by_a_host_is_never_sent_there(hive: Hive) -> None:
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "beta")[0] == 0  # lives on the orchestrator itself
+    hive.stage("beta", f"OPENROUTER_API_KEY={SECRET}\n")
+    _place(hive, "beta", "domedog")
+    code, _, err = hive.cli("spawn-agent", "beta")
+    assert code == 5 and err.count("\n") == 1, err
+    assert "places it on host domedog" in err and "record of placement on testhost" in err
+    assert hive.cli("provision", "beta")[0] != 0
+    assert not _sent_secret(hive, "domedog") and hive.remotes["domedog"].link.ops_sent() == []
+    assert _drifts(hive) == (0, [("testhost", "placement_diverged", "beta", False)])
+    assert _drifts(hive, "--apply") == (0, [("testhost", "placement_diverged", "beta", True)])
+    assert hive.show("beta")["host"] == "testhost"
+    assert _drifts(hive) == (0, [])
+
+
+def test_a_forged_pin_is_refused_reported_and_restored(hive: Hive) -> None:
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    with _as_domedog(hive) as session:
+        row = session.get(Host, "osa")
+        assert row is not None
+        row.address, row.host_keys = "192.0.2.66", FORGED_KEY
+        session.add(row)
+        session.commit()
+    hive.reached.clear()
+    code, _, err = hive.cli("stop-agent", "acme")
+    assert code == 19 and "address, host_keys of host osa differ" in err and err.count("\n") == 1, err
+    assert hive.reached == []  # nothing was reached, with either pin
+    code, out, _ = hive.cli("hosts", "show", "osa", "--json")
+    assert code == 0 and "differ" in json.loads(out)["data"]["diverged"]
+    code, found = _drifts(hive)
+    assert code == 19 and ("osa", "pin_diverged", None, False) in found
+    assert ("osa", "unreachable_host", None, False) in found  # not reached while it disagrees
+    code, found = _drifts(hive, "--apply")
+    assert code == 0 and found[0] == ("osa", "pin_diverged", None, True), found
+    with hive.remotes["osa"].context.store.session() as session:
+        restored = HostRepo(session).get("osa")
+        assert (
+            restored is not None and restored.address == "192.0.2.10" and FORGED_KEY not in (restored.host_keys or "")
+        )
+    assert hive.cli("provision", "acme")[0] == 0
+    assert all(FORGED_KEY not in reach.host_keys for reach in hive.reached)
+    assert not _sent_secret(hive, "domedog")
+
+
+def test_a_deleted_host_row_is_refused_and_restored(hive: Hive) -> None:
+    hive.enrol("osa")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    with _as_domedog(hive) as session:
+        row = session.get(Host, "osa")
+        session.delete(row)
+        session.commit()
+    code, _, err = hive.cli("spawn-agent", "acme")
+    assert code == 19 and "missing from the shared database" in err, err
+    assert hive.remotes["osa"].link.ops_sent() == []
+    assert _drifts(hive, "--apply")[1][0] == ("osa", "pin_diverged", None, True)
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+
+
+def test_hosts_remove_counts_the_records_tenants_not_the_shared_count(hive: Hive) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ4jS2T5Jm3cD3XqoP2i8VnR8nJb3TPO6lS0bYl5Y7+y"
+    assert hive.cli("hosts", "add", "osa", "--ssh", "colibri@192.0.2.10", "--host-key", key)[0] == 0
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    _place(hive, "acme", "domedog")  # the shared count of osa's tenants is now 0
+    code, _, err = hive.cli("hosts", "remove", "osa")
+    assert code == 5 and "still has 1 tenant" in err, err
+    assert hive.record().pin("osa") is not None
+
+
+def test_a_host_only_the_shared_database_knows_takes_no_tenant(hive: Hive) -> None:
+    with _as_domedog(hive) as session:  # a host row no operator enrolled on this orchestrator
+        session.add(Host(name="rogue", ssh_user="root", address="192.0.2.77", port=22, host_keys=FORGED_KEY))
+        session.commit()
+    code, _, err = hive.cli("register-tenant", "acme", "--host", "rogue")
+    assert code == 4 and "host not found: rogue" in err, err
+    code, out, _ = hive.cli("hosts", "show", "rogue", "--json")
+    assert code == 0 and json.loads(out)["data"]["pinned"] is False
+    assert "not enrolled on this orchestrator" in json.loads(out)["data"]["diverged"]
+
+
+def test_the_record_must_be_root_only(hive: Hive) -> None:
+    hive.enrol("osa")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    path = hive.record().path
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    code, _, err = hive.cli("spawn-agent", "acme")
+    assert code == 3 and "must be owned by uid" in err and err.count("\n") == 1, err
+    assert hive.remotes["osa"].link.ops_sent() == []
+    path.chmod(0o600)
+    real = path.with_name("real.json")
+    path.rename(real)
+    os.symlink(real, path)
+    code, _, err = hive.cli("spawn-agent", "acme")
+    assert code == 3 and "symlink" in err, err
+    path.unlink()
+    real.write_text("{not json")
+    real.chmod(0o600)
+    real.rename(path)
+    code, _, err = hive.cli("spawn-agent", "acme")
+    assert code == 3 and "not a record colibri wrote" in err, err
+    assert hive.remotes["osa"].link.ops_sent() == []
+
+
+def test_a_single_host_never_writes_the_record(hive: Hive) -> None:
+    assert hive.cli("register-tenant", "solo")[0] == 0
+    assert hive.cli("remove-tenant", "solo")[0] == 0
+    assert not hive.record().path.exists() and not hive.record().path.with_name("orchestrator.json.lock").exists()
+
+
+def test_a_stale_copy_owed_is_refused_by_a_host_where_the_tenant_lives(hive: Hive) -> None:
+    """A host destroys a stale copy only when its store does not place the tenant there."""
+    from colibri.errors import RemoteError
+
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    osa = hive.remotes["osa"]
+    osa.link.down = RemoteError("cannot reach host osa (192.0.2.10:22): no route to host")
+    assert hive.cli("move-tenant", "acme", "--to", "domedog", "--yes", "--old-host-lost")[0] == 0
+    osa.link.down = None
+    answer = osa.link.call("destroy_stale", {"tenant": "acme"})
+    assert answer == {"destroyed": True}
+    assert osa.link.call("destroy_stale", {"tenant": "acme"}) == {"destroyed": False}  # again: nothing left
+    with pytest.raises(StateConflict, match="lives here"):  # the host where it lives refuses
+        hive.remotes["domedog"].link.call("destroy_stale", {"tenant": "acme"})
+    assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING
