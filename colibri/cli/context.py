@@ -293,6 +293,7 @@ class Context:
             send_env=lambda host, tenant, content, collection_id: self.lifecycle().send_env(
                 host, tenant, content, collection_id
             ),
+            check_placed=lambda tenant, host: self.placement().check_placed(tenant, host),
         )
 
     def vault(self) -> "VaultService":

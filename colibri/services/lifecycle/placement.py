@@ -128,13 +128,15 @@ class Placement:
                     repo.change(tenant_id, TenantStatus.FAILED)
                 cleared = dict.fromkeys(("backend", "jail_root", "ip_address", "spawn_step"))
                 forgotten = f"its jail on lost host {tenant.host} was forgotten (move-tenant --old-host-lost)"
-                if draft is not None and tenant.host != host:  # owed a destroy there if it comes back (R15)
-                    draft.owe(tenant.host, tenant_id)
                 repo.change(tenant_id, TenantStatus.REGISTERED, last_error=forgotten, **cleared)
             elif tenant.status != TenantStatus.REGISTERED or tenant.jail_root:
                 raise StateConflict(
                     f"tenant {tenant_id} is {tenant.status} on host {tenant.host}: destroy it there first"
                 )
+            if draft is not None and tenant.host != host and tenant.host != self.this_host:
+                # Whatever the shared row said of its jail there (a host can write it), the old host is
+                # owed a destroy of any copy left, until it confirms (settle_owed; review R15).
+                draft.owe(tenant.host, tenant_id)
             repo.change(tenant_id, host=host)
             if draft is not None:
                 draft.place(tenant_id, host)

@@ -13,6 +13,7 @@ A remote tenant's secrets are rendered here and only the rendered text is sent
 (remote_host.py); a reconcile over many hosts is merged into ``reconcile_hosts.HostDrift``s.
 """
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Sequence
@@ -216,6 +217,9 @@ class Lifecycle:
             if TenantStatus(status) in HAS_JAIL and not old_host_lost:
                 self.destroy(tenant_id)
             self._placement.rehome(tenant_id, to, forget_jail=old_host_lost)
+            if not old_host_lost and not self._placement.is_local(old):
+                with contextlib.suppress(ColibriError):  # still owed, and reported, if it fails now
+                    self.settle_owed(old)
         return old, self.spawn(tenant_id, on_step=on_step)
 
     # ---- every host ----------------------------------------------------------------------------

@@ -175,3 +175,68 @@ def test_a_stale_copy_owed_is_refused_by_a_host_where_the_tenant_lives(hive: Hiv
     with pytest.raises(StateConflict, match="lives here"):  # the host where it lives refuses
         hive.remotes["domedog"].link.call("destroy_stale", {"tenant": "acme"})
     assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING
+
+
+def test_a_move_leaves_nothing_on_the_old_host_whatever_the_shared_row_says_of_its_jail(hive: Hive) -> None:
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    with _as_domedog(hive) as session:  # "acme has no jail": the move would skip the destroy on osa
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.status, tenant.jail_root, tenant.backend, tenant.spawn_step = "registered", None, None, None
+        session.add(tenant)
+        session.commit()
+    code, _, err = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes")
+    assert code == 0, err
+    osa = hive.remotes["osa"]
+    left = [p for p in osa.root.rglob("*") if p.is_file() and not p.is_symlink() and SECRET.encode() in p.read_bytes()]
+    assert left == [] and osa.fake.info("acme").state is JailState.ABSENT
+    assert hive.record().read().owed == {}
+
+
+def test_a_stale_copy_stays_owed_while_its_host_does_not_answer(hive: Hive) -> None:
+    from colibri.errors import RemoteError
+
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "acme", "--host", "osa", "--collection", "")[0] == 0
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    osa = hive.remotes["osa"]
+    osa.link.down = RemoteError("cannot reach host osa (192.0.2.10:22): no route to host")
+    assert hive.cli("move-tenant", "acme", "--to", "domedog", "--yes", "--old-host-lost")[0] == 0
+    code, found = _drifts(hive, "--apply")
+    assert (
+        code == 13
+        and ("osa", "stale_copy", "acme", False) in found
+        and ("osa", "unreachable_host", None, False) in found
+    )
+    assert hive.record().read().owed == {"osa": ["acme"]}
+    assert hive.cli("move-tenant", "acme", "--to", "osa", "--yes")[0] != 0  # osa still down: nothing moved there
+    osa.link.down = None
+    assert hive.cli("move-tenant", "acme", "--to", "osa", "--yes")[0] == 0  # back where its copy was
+    assert hive.record().read().owed == {}  # osa lives it again; domedog confirmed its copy gone
+    assert osa.fake.info("acme").state is JailState.RUNNING  # the live copy, never destroyed as stale
+
+
+def test_a_host_cannot_pull_another_tenants_secrets_into_a_jail_of_the_orchestrator(hive: Hive) -> None:
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    assert hive.cli("register-tenant", "beta", "--collection", "")[0] == 0  # on the orchestrator
+    assert hive.cli("spawn-agent", "beta")[0] == 0
+    assert hive.cli("register-tenant", "acme", "--host", "osa")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    beta = hive.show("beta")
+    with _as_domedog(hive) as session:  # "acme lives on the orchestrator, in beta's jail"
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.host, tenant.jail_root, tenant.backend = "testhost", str(beta["jail_root"]), str(beta["backend"])
+        session.add(tenant)
+        session.commit()
+    code, _, err = hive.cli("provision", "acme")
+    assert code != 0 and "record of placement on osa" in err, err
+    jail = hive.orchestrator.root("beta")
+    assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())

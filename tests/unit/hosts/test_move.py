@@ -30,7 +30,8 @@ def test_move_tenant_leaves_nothing_on_the_old_host(hive: Hive) -> None:
     assert (record["host"], record["status"], record["capabilities"]) == (
         "domedog", "active", [{"name": "echo", "version": "1"}],
     )  # fmt: skip
-    assert osa.link.ops_sent()[-1] == "destroy" and domedog.link.ops_sent() == ["spawn"]
+    assert osa.link.ops_sent()[-2:] == ["destroy", "destroy_stale"] and domedog.link.ops_sent() == ["spawn"]
+    assert hive.record().read().owed == {}  # osa confirmed nothing of acme is left there
     code, out, _ = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes")  # again: converges there
     assert (code, out.splitlines()[-1]) == (0, "moved acme from domedog to domedog: active")
     assert domedog.fake.calls.count(("create", "acme")) == 1
