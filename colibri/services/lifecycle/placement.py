@@ -119,7 +119,10 @@ class Placement:
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)
             self.check_placed(tenant_id, tenant.host)
-            if draft is not None and host != self.this_host and host not in draft.hosts:
+            from colibri.store.hosts import HostRepo
+
+            enrolled = host == self.this_host or HostRepo(session).hold(host)  # against a hosts remove (R9)
+            if not enrolled or (draft is not None and host != self.this_host and host not in draft.hosts):
                 raise NotFound(f"host not found: {host} (not enrolled on this orchestrator: colibri hosts add {host})")
             if forget_jail and tenant.adopted:
                 raise StateConflict(f"tenant {tenant_id} has an adopted jail on host {tenant.host}: not forgotten")
