@@ -240,3 +240,27 @@ def test_a_host_cannot_pull_another_tenants_secrets_into_a_jail_of_the_orchestra
     assert code != 0 and "record of placement on osa" in err, err
     jail = hive.orchestrator.root("beta")
     assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@pytest.mark.xfail(strict=True, reason="R1 sibling: a tenant's jail_root is read from the shared database")
+def test_r1_sibling_a_forged_jail_root_never_puts_a_tenants_env_in_another_tenants_jail(hive: Hive) -> None:
+    """Open (found while fixing R1): the host that writes a tenant's .env (here the orchestrator,
+    for its own tenants; a remote host for its own) takes the jail's root, backend and id block
+    from the shared row, which any host can write.  Fix: each host keeps its own root-only record
+    of the jails it made (as it keeps its adoption records) and writes a .env only there."""
+    assert hive.cli("register-tenant", "beta", "--collection", "")[0] == 0
+    assert hive.cli("spawn-agent", "beta")[0] == 0
+    assert hive.cli("register-tenant", "acme")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    beta = hive.show("beta")
+    _place(hive, "acme", "testhost")  # the placement is not forged: only the jail root is
+    with _as_domedog(hive) as session:
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.jail_root = str(beta["jail_root"])
+        session.add(tenant)
+        session.commit()
+    hive.cli("provision", "acme")
+    jail = hive.orchestrator.root("beta")
+    assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
