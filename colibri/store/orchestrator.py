@@ -121,10 +121,13 @@ class OrchestratorRecord:
         return self.path.exists()
 
     def read(self) -> Draft:
-        """The record as it is now (empty when no file: a single host, or nothing enrolled yet)."""
+        """The record as it is now (empty when no file: a single host, or nothing enrolled yet).
+        Read-only: the cached copy is shared by every read until the file changes; a change
+        goes through ``change``."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
+            self._cached = None
             return Draft(self.this_host)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK):
@@ -135,7 +138,7 @@ class OrchestratorRecord:
             self._check(info)
             key = (info.st_ino, info.st_mtime_ns, info.st_size)
             if self._cached is not None and self._cached[0] == key:
-                return _copy(self._cached[1])
+                return self._cached[1]
             raw = os.read(fd, MAX_BYTES + 1)
         finally:
             os.close(fd)
@@ -143,7 +146,7 @@ class OrchestratorRecord:
             raise ConfigError(f"the orchestrator's record {self.path} is larger than {MAX_BYTES} bytes")
         draft = self._parse(raw)
         self._cached = (key, draft)
-        return _copy(draft)
+        return draft
 
     def host_of(self, tenant_id: str) -> str:
         return self.read().host_of(tenant_id)
@@ -170,10 +173,10 @@ class OrchestratorRecord:
                             f"the orchestrator's record {self.path} is held by another colibri command; try again"
                         ) from None
                     time.sleep(0.02)
-            draft = self.read()
-            before = draft.document()
+            before = self.read()
+            draft = _copy(before)
             yield draft
-            if draft.document() != before:
+            if draft != before:
                 self._write(draft)
         finally:
             os.close(lock_fd)  # the flock goes with it

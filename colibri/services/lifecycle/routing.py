@@ -247,9 +247,10 @@ class Lifecycle:
         return found
 
     def settle_owed(self, host: str) -> list[Drift]:
-        """Destroy, on ``host``, the stale copies it is owed (a tenant moved away with
-        ``move-tenant --old-host-lost``: its jail and .env left there, review R15); each one
-        done is struck from the record.  A link failure is raised (the host is down)."""
+        """Destroy, on ``host``, the stale copies it is owed (a tenant moved away from it: with
+        ``--old-host-lost`` its jail and .env were left there, review R15; after any move, until
+        the host confirms nothing is left); each one done is struck from the record.  A link
+        failure is raised (the host is down)."""
         record = self._placement.record
         if record is None:
             return []
@@ -273,7 +274,7 @@ class Lifecycle:
 
         record = self._placement.record
         owed = record.read().owed.get(host, []) if record is not None else []
-        action = "destroy the jail and .env left there (moved away with --old-host-lost)"
+        action = "destroy the jail and .env it left there (the tenant was moved away)"
         return [Drift(STALE_COPY, tenant, tenant, action) for tenant in owed]
 
     def host_failures(self) -> dict[str, ColibriError]:
