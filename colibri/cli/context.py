@@ -252,8 +252,37 @@ class Context:
 
         settings = self.settings
         return EnvWriter(
-            self.store, settings.jail_user, tuple(settings.allowed_secret_roots), secrets_changed=self._reload_secrets
+            self.store,
+            settings.jail_user,
+            tuple(settings.allowed_secret_roots),
+            secrets_changed=self._reload_secrets,
+            jail_root_of=self._jail_root_of,
         )
+
+    def _jail_root_of(self, tenant_id: str, backend_name: str) -> Path:
+        """Where this host's backend keeps the tenant's jail: the jail named after the tenant, or
+        the one its adoption record (state_dir, root-only) names; a spawn-local tenant's home as
+        spawn-local recorded it (state_dir/homes).  SecretsError when the store
+        says another backend than this host's."""
+        from colibri.errors import SecretsError
+        from colibri.services.lifecycle.adoption import Adoption
+
+        if backend_name == "local":  # spawn-local: the home it checked, as it recorded it here
+            from colibri.services.lifecycle.layout import recorded_local_home
+
+            home = recorded_local_home(self.settings.state_dir, tenant_id)
+            if home is None:
+                raise SecretsError(f"tenant {tenant_id}: this host recorded no spawn-local home for it; not written")
+            return home
+        backend = self.backend()
+        if backend_name != backend.name:
+            raise SecretsError(
+                f"tenant {tenant_id}: the store says backend {backend_name}, this host runs {backend.name}; not written"
+            )
+        jail = tenant_id
+        if Adoption.path(self.settings.state_dir, tenant_id).exists():
+            jail = Adoption.load(self.settings.state_dir, tenant_id, tenant_id).jail
+        return backend.root(jail)
 
     def daemon_client(self) -> "DaemonClient":
         """The daemon's admin socket (``run_dir/admin.sock``)."""
@@ -294,6 +323,7 @@ class Context:
                 host, tenant, content, collection_id
             ),
             check_placed=lambda tenant, host: self.placement().check_placed(tenant, host),
+            writer=self.env_writer(),
         )
 
     def vault(self) -> "VaultService":

@@ -73,12 +73,13 @@ class SecretsService:
         secrets_changed: Callable[[str], None] | None = None,
         send_env: SendEnv | None = None,
         check_placed: Callable[[str, str], None] | None = None,
+        writer: EnvWriter | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._vault = vault
         self._credentials = credentials
-        self._writer = EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed)
+        self._writer = writer or EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed)
         self._send_env = send_env  # None: a tenant of another host is not written from here
         # Raises unless the orchestrator's own record places the tenant on that host (review R1):
         # the shared row a plan is made of can be written by any host of the hive.

@@ -242,12 +242,10 @@ def test_a_host_cannot_pull_another_tenants_secrets_into_a_jail_of_the_orchestra
     assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-@pytest.mark.xfail(strict=True, reason="R1 sibling: a tenant's jail_root is read from the shared database")
 def test_r1_sibling_a_forged_jail_root_never_puts_a_tenants_env_in_another_tenants_jail(hive: Hive) -> None:
-    """Open (found while fixing R1): the host that writes a tenant's .env (here the orchestrator,
-    for its own tenants; a remote host for its own) takes the jail's root, backend and id block
-    from the shared row, which any host can write.  Fix: each host keeps its own root-only record
-    of the jails it made (as it keeps its adoption records) and writes a .env only there."""
+    """Found while fixing R1: the host that writes a tenant's .env (here the orchestrator, for its
+    own tenants; a remote host for its own) took the jail's root from the shared row, which any
+    host can write.  Now the root must be where the host's own backend keeps the tenant's jail."""
     assert hive.cli("register-tenant", "beta", "--collection", "")[0] == 0
     assert hive.cli("spawn-agent", "beta")[0] == 0
     assert hive.cli("register-tenant", "acme")[0] == 0
@@ -261,6 +259,48 @@ def test_r1_sibling_a_forged_jail_root_never_puts_a_tenants_env_in_another_tenan
         tenant.jail_root = str(beta["jail_root"])
         session.add(tenant)
         session.commit()
-    hive.cli("provision", "acme")
+    code, _, err = hive.cli("provision", "acme")
+    assert code == 12 and "not where this host's backend keeps its jail" in err, err
+    jail = hive.orchestrator.root("beta")
+    assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_remote_host_writes_a_tenants_env_only_in_that_tenants_jail(hive: Hive) -> None:
+    hive.enrol("osa")
+    hive.enrol("domedog")
+    for tenant in ("acme", "beta"):
+        assert hive.cli("register-tenant", tenant, "--host", "osa", "--collection", "")[0] == 0
+        assert hive.cli("spawn-agent", tenant)[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    beta = hive.show("beta")
+    with _as_domedog(hive) as session:  # acme's row on osa now names beta's jail
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.jail_root = str(beta["jail_root"])
+        session.add(tenant)
+        session.commit()
+    code, _, err = hive.cli("provision", "acme")
+    assert code == 12 and "not where this host's backend keeps its jail" in err, err
+    jail = hive.remotes["osa"].fake.root("beta")
+    assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_r1_sibling_a_row_forged_to_a_local_home_never_puts_a_tenants_env_in_another_tenants_jail(hive: Hive) -> None:
+    """A row that says backend ``local`` (spawn-local) names a home: the host writes a .env only in
+    the home spawn-local recorded in its own state_dir, never in one the shared row names."""
+    assert hive.cli("register-tenant", "beta", "--collection", "")[0] == 0
+    assert hive.cli("spawn-agent", "beta")[0] == 0
+    assert hive.cli("register-tenant", "acme")[0] == 0
+    hive.stage("acme", f"OPENROUTER_API_KEY={SECRET}\n")
+    assert hive.cli("spawn-agent", "acme")[0] == 0
+    home = hive.orchestrator.root("beta") / "home/agent"
+    with _as_domedog(hive) as session:
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        tenant.jail_root, tenant.backend = str(home), "local"
+        session.add(tenant)
+        session.commit()
+    code, _, err = hive.cli("provision", "acme")
+    assert code == 12 and "recorded no spawn-local home" in err, err
     jail = hive.orchestrator.root("beta")
     assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
