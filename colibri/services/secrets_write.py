@@ -89,6 +89,8 @@ class EnvWriter:
         root = Path(target.jail_root)
         expected = self._jail_root_of
         checked = expected is not None and target.backend in (*JAIL_BACKENDS, "local")
+        if checked:
+            envfile.check_allowed(root, self._allowed)  # its own refusal first: outside the allowed roots
         if checked and expected is not None and root != expected(target.tenant_id, target.backend):
             raise SecretsError(
                 f"tenant {target.tenant_id}: the store names {safe(str(root)[:256])} as its jail's root, not "
