@@ -87,11 +87,17 @@ class TenantService:
             existing = repo.get_for_update(tenant_id)
             if existing is not None and existing.status != TenantStatus.REMOVED:
                 same = self._same_or_conflict(existing, wanted_collection, wanted_host)
-                if draft is not None and draft.host_of(tenant_id) != wanted_host:
+                placed = None if draft is None else draft.placed(tenant_id)
+                if draft is not None and placed is not None and placed != wanted_host:
                     raise TenantExists(
-                        f"tenant {tenant_id} is already registered on host {draft.host_of(tenant_id)} "
+                        f"tenant {tenant_id} is already registered on host {placed} "
                         f"in this host's record (asked {wanted_host!r}); colibri reconcile shows the difference"
                     )
+                if draft is not None and placed is None and enrolled:
+                    # the operator says where a tenant this orchestrator never placed lives (one
+                    # registered before the record, or by that host's own colibri), and the shared
+                    # row agrees: recorded from now on
+                    draft.place(tenant_id, wanted_host)
                 return Registration(same, False)
             if not enrolled:
                 enrol = f"colibri hosts add {wanted_host} --ssh USER@ADDRESS ..."

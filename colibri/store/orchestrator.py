@@ -9,7 +9,7 @@ fsync of the directory; changes serialized by a lock file beside it):
     {"version": 1,
      "hosts":   {"osa": {"user": "colibri", "address": "192.0.2.10", "port": 22,
                          "host_keys": ["ssh-ed25519 AAAA..."], "command": "colibri"}},
-     "tenants": {"acme": "osa"},          # tenants of another host; absent: this host
+     "tenants": {"acme": "osa"},          # each tenant placed from here (this host's too)
      "owed":    {"osa": ["beta"]}}        # a stale copy left there (move --old-host-lost)
 
 Only ``hosts add|remove``, ``register-tenant --host``, ``move-tenant`` (and ``reconcile --apply``
@@ -71,13 +71,16 @@ class Draft:
     owed: dict[str, list[str]] = field(default_factory=dict)
 
     def host_of(self, tenant_id: str) -> str:
+        """Where secrets of the tenant may go: the host it was placed on, else this host only."""
         return self.tenants.get(tenant_id, self.this_host)
 
+    def placed(self, tenant_id: str) -> str | None:
+        """The host this orchestrator placed the tenant on; None: it never placed it (a tenant
+        of this host from before the record, or one registered by another host's own colibri)."""
+        return self.tenants.get(tenant_id)
+
     def place(self, tenant_id: str, host: str) -> None:
-        if host == self.this_host:
-            self.tenants.pop(tenant_id, None)
-        else:
-            self.tenants[tenant_id] = host
+        self.tenants[tenant_id] = host
         self.settle(host, tenant_id)  # living there again: nothing of it is owed a destroy there
 
     def forget(self, tenant_id: str) -> None:

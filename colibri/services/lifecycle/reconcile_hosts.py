@@ -50,7 +50,7 @@ def authority_drifts(placement: "Placement", apply: bool) -> list[HostDrift]:
     from colibri.store.repos import TenantRepo
 
     record = placement.record
-    if record is None:
+    if record is None or not record.exists():  # not an orchestrator: it placed nothing, it judges nothing
         return []
     draft = record.read()
     found: list[HostDrift] = []
@@ -61,6 +61,14 @@ def authority_drifts(placement: "Placement", apply: bool) -> list[HostDrift]:
             if placed == tenant.host:
                 continue
             shown = safe(str(tenant.host)[:64])
+            if draft.placed(tenant.tenant_id) is None:  # never placed from here: only reported
+                action = (
+                    f"report only: the shared database says host {shown}, this orchestrator never placed it, so "
+                    f"nothing of it is sent there; if it lives there, colibri register-tenant {tenant.tenant_id} "
+                    f"--host {shown} records that"
+                )
+                found.append(HostDrift(placed, Drift(PLACEMENT, tenant.jail_name, tenant.tenant_id, action)))
+                continue
             action = f"the shared database says host {shown}: set it back to {placed} (this host's record)"
             if apply:
                 tenants.change(tenant.tenant_id, host=placed)

@@ -304,3 +304,33 @@ def test_r1_sibling_a_row_forged_to_a_local_home_never_puts_a_tenants_env_in_ano
     assert code == 12 and "recorded no spawn-local home" in err, err
     jail = hive.orchestrator.root("beta")
     assert not any(SECRET.encode() in p.read_bytes() for p in jail.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_host_that_is_no_orchestrator_judges_no_placement(hive: Hive) -> None:
+    """Without a record (no host enrolled here), reconcile --apply never rewrites where another
+    host's tenants live: this host placed none of them."""
+    from colibri.services.tenants import TenantService
+
+    osa = hive.remotes["osa"]
+    TenantService(osa.context.store, "osa").register("oscar", "", None)  # osa's own colibri
+    code, found = _drifts(hive, "--apply")
+    assert code == 0 and [f for f in found if f[1] == "placement_diverged"] == []
+    assert hive.show("oscar")["host"] == "osa" and not hive.record().exists()
+
+
+def test_a_tenant_another_host_registered_is_reported_never_moved_and_recorded_when_the_operator_says(
+    hive: Hive,
+) -> None:
+    from colibri.services.tenants import TenantService
+
+    hive.enrol("osa")
+    osa = hive.remotes["osa"]
+    TenantService(osa.context.store, "osa").register("oscar", "", None)  # osa's own colibri registered it
+    code, found = _drifts(hive, "--apply")
+    assert code == 0 and found == [("testhost", "placement_diverged", "oscar", False)]  # reported, not applied
+    assert hive.show("oscar")["host"] == "osa"
+    assert hive.cli("spawn-agent", "oscar")[0] == 5 and osa.link.ops_sent() == ["reconcile"]  # no spawn sent
+    assert hive.cli("register-tenant", "oscar", "--host", "osa", "--collection", "")[0] == 0  # the operator says
+    assert hive.record().read().placed("oscar") == "osa"
+    assert _drifts(hive) == (0, [])
+    assert hive.cli("spawn-agent", "oscar")[0] == 0
