@@ -175,6 +175,11 @@ def _relative_to_allowed(root: Path, allowed_roots: Sequence[Path]) -> tuple[Pat
     raise PermissionDenied(f"refusing target {root}: it is outside the allowed roots ({shown})")
 
 
+def check_allowed(root: Path, allowed_roots: Sequence[Path]) -> None:
+    """PermissionDenied unless ``root`` is inside an allowed root (the rule every write applies)."""
+    _relative_to_allowed(root, allowed_roots)
+
+
 def _open_dir(parent_fd: int, name: str, shown: str) -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)

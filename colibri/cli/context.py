@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from colibri.services.tenants import TenantService
     from colibri.settings import Settings
     from colibri.store.db import Store
+    from colibri.store.orchestrator import OrchestratorRecord
 
 
 @dataclass
@@ -87,7 +88,15 @@ class Context:
             self.settings.host,
             destroy_jail=lambda t: self.lifecycle().destroy(t),
             locks_dir=self.settings.run_dir / "locks",
+            record=self.record(),
         )
+
+    def record(self) -> "OrchestratorRecord":
+        """This host's own record of where tenants live and how hosts are reached (the authority
+        over where secrets go; the shared database's rows must agree with it)."""
+        from colibri.store.orchestrator import OrchestratorRecord
+
+        return OrchestratorRecord(self.settings.state_dir, self.settings.host)
 
     def backend(self) -> "JailBackend":
         """The jail backend: the injected one, else the one the jail_backend setting names."""
@@ -195,7 +204,7 @@ class Context:
             from colibri.services.lifecycle.placement import Placement
             from colibri.services.lifecycle.routing import Lifecycle
 
-            placement = Placement(self.store, self.settings.host, self._host_links())
+            placement = Placement(self.store, self.settings.host, self._host_links(), self.record())
             self._lifecycle = Lifecycle(
                 placement, agents=self.jails, spawner=self.spawner, reconciler=self.reconciler, secrets=self.secrets
             )
@@ -244,8 +253,37 @@ class Context:
 
         settings = self.settings
         return EnvWriter(
-            self.store, settings.jail_user, tuple(settings.allowed_secret_roots), secrets_changed=self._reload_secrets
+            self.store,
+            settings.jail_user,
+            tuple(settings.allowed_secret_roots),
+            secrets_changed=self._reload_secrets,
+            jail_root_of=self._jail_root_of,
         )
+
+    def _jail_root_of(self, tenant_id: str, backend_name: str) -> Path:
+        """Where this host's backend keeps the tenant's jail: the jail named after the tenant, or
+        the one its adoption record (state_dir, root-only) names; a spawn-local tenant's home as
+        spawn-local recorded it (state_dir/homes).  SecretsError when the store
+        says another backend than this host's."""
+        from colibri.errors import SecretsError
+        from colibri.services.lifecycle.adoption import Adoption
+
+        if backend_name == "local":  # spawn-local: the home it checked, as it recorded it here
+            from colibri.services.lifecycle.layout import recorded_local_home
+
+            home = recorded_local_home(self.settings.state_dir, tenant_id)
+            if home is None:
+                raise SecretsError(f"tenant {tenant_id}: this host recorded no spawn-local home for it; not written")
+            return home
+        backend = self.backend()
+        if backend_name != backend.name:
+            raise SecretsError(
+                f"tenant {tenant_id}: the store says backend {backend_name}, this host runs {backend.name}; not written"
+            )
+        jail = tenant_id
+        if Adoption.path(self.settings.state_dir, tenant_id).exists():
+            jail = Adoption.load(self.settings.state_dir, tenant_id, tenant_id).jail
+        return backend.root(jail)
 
     def daemon_client(self) -> "DaemonClient":
         """The daemon's admin socket (``run_dir/admin.sock``)."""
@@ -285,6 +323,8 @@ class Context:
             send_env=lambda host, tenant, content, collection_id: self.lifecycle().send_env(
                 host, tenant, content, collection_id
             ),
+            check_placed=lambda tenant, host: self.placement().check_placed(tenant, host),
+            writer=self.env_writer(),
         )
 
     def vault(self) -> "VaultService":
@@ -335,7 +375,13 @@ class Context:
         """``colibri hosts``: enrolment, liveness, check over SSH."""
         from colibri.services.hosts.enrol import HostService
 
-        return HostService(self.store, self.ssh, grace=self.settings.host_lease_grace)
+        return HostService(
+            self.store,
+            self.ssh,
+            grace=self.settings.host_lease_grace,
+            record=self.record(),
+            settle=lambda host: [d.jail for d in self.lifecycle().settle_owed(host) if d.applied],
+        )
 
     def close(self) -> None:
         if self._ssh is not None:

@@ -11,7 +11,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON
 NameArg = Annotated[str, typer.Argument(help="The host's name (letters, digits, '-'), as tenants name it.")]
 SHOW_KEYS = (
     "name", "ssh", "command", "host_keys", "liveness", "state", "lease_expires_at", "backend", "version",
-    "tenants", "last_error", "enrolled_at", "checked_at",
+    "tenants", "last_error", "enrolled_at", "checked_at", "pinned", "diverged", "stale_copies",
 )  # fmt: skip
 
 hosts_app = typer.Typer(
@@ -86,7 +86,8 @@ def add(
 
 @hosts_app.command("show")
 def show(ctx: typer.Context, name: NameArg, as_json: JsonFlag = False) -> None:
-    """Show one host: its SSH reach, pinned key fingerprints, liveness, last check."""
+    """Show one host: its SSH reach, pinned key fingerprints, liveness, last check, and whether
+    the hive's database agrees with this orchestrator's pin (diverged: nothing is sent to it)."""
     _show(context.get(ctx).hosts().show(name), as_json)
 
 
@@ -96,6 +97,7 @@ def _show(host: dict[str, Any], as_json: bool) -> None:
         return
     shown = dict(host)
     shown["host_keys"] = ", ".join(f"{k['type']} {k['fingerprint']}" for k in host["host_keys"])
+    shown["stale_copies"] = ", ".join(host.get("stale_copies") or []) or None
     keys = list(SHOW_KEYS)
     found = host.get("found")
     if isinstance(found, dict):
@@ -114,7 +116,9 @@ def _show(host: dict[str, Any], as_json: bool) -> None:
 def check(ctx: typer.Context, name: NameArg, as_json: JsonFlag = False) -> None:
     """Connect with the pinned key, run the remote `colibri version --json`: refuse another major
     version (exit 20), report the backend found there and whether its programs exist (exit 20 when
-    not). What it found is recorded (see `colibri hosts`)."""
+    not). It connects with this orchestrator's own pin, and fails with 19 while the hive's database
+    row disagrees with it. A host that answers as itself has the stale copies it is owed a destroy
+    of (after move-tenant) destroyed. What it found is recorded (see `colibri hosts`)."""
     report = context.get(ctx).hosts().check(name)
     if report.error is None:
         _show(report.host, as_json)

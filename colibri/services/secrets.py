@@ -72,13 +72,18 @@ class SecretsService:
         credentials: CredentialSource,
         secrets_changed: Callable[[str], None] | None = None,
         send_env: SendEnv | None = None,
+        check_placed: Callable[[str, str], None] | None = None,
+        writer: EnvWriter | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._vault = vault
         self._credentials = credentials
-        self._writer = EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed)
+        self._writer = writer or EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed)
         self._send_env = send_env  # None: a tenant of another host is not written from here
+        # Raises unless the orchestrator's own record places the tenant on that host (review R1):
+        # the shared row a plan is made of can be written by any host of the hive.
+        self._check_placed = check_placed
 
     def provision(self, tenant_id: str, *, rebind: bool = False, check: bool = True) -> ProvisionResult:
         """Provision one tenant; the spawn pipeline calls this before the agent starts.
@@ -260,6 +265,8 @@ class SecretsService:
             if batch:
                 return ProvisionResult(plan.tenant_id, "skipped", message=reason)
             raise SecretsError(reason)
+        if self._check_placed is not None:
+            self._check_placed(plan.tenant_id, plan.host)
         rendered = render_env(plan, snapshot, resolved, vault_error, self._config.staged_dir)
         assert rendered.content is not None and rendered.source is not None
         if plan.host == self._config.host:

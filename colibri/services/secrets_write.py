@@ -17,6 +17,7 @@ from colibri.errors import SecretsError, TenantNotFound
 from colibri.store.db import Store
 from colibri.store.models import utcnow
 from colibri.store.repos import TenantRepo
+from colibri.text import safe
 
 JAIL_BACKENDS = ("sandbox", "bastille")
 USERNS_BACKENDS = ("sandbox",)
@@ -33,6 +34,11 @@ class EnvTarget:
     jail_root: str | None
     uid_base: int | None = None
 
+
+JailRootOf = Callable[[str, str], Path]
+"""``jail_root_of(tenant, backend)``: where this host's own backend (and its root-only adoption
+records) put the tenant's jail.  The store's ``jail_root`` must be that path: every host of a hive
+can write the shared row, and a forged one would put a tenant's secrets in another's jail."""
 
 SendEnv = Callable[[str, str, bytes, "str | None"], tuple[str, bool]]
 """``send_env(host, tenant, content, collection_id)`` → (path, changed): write a rendered .env on
@@ -52,11 +58,13 @@ class EnvWriter:
         jail_user: str,
         allowed_roots: tuple[Path, ...],
         secrets_changed: Callable[[str], None] | None = None,
+        jail_root_of: JailRootOf | None = None,
     ) -> None:
         self._store = store
         self._jail_user = jail_user
         self._allowed = allowed_roots
         self._secrets_changed = secrets_changed  # tells the tenant's running agents to reload
+        self._jail_root_of = jail_root_of  # None: the store's jail_root is taken as it is
 
     def target(self, tenant_id: str) -> EnvTarget:
         """The tenant's jail as the store has it (never a path a peer sent).  TenantNotFound."""
@@ -79,6 +87,15 @@ class EnvWriter:
         if not target.jail_root or target.backend is None:
             raise SecretsError(f"tenant {target.tenant_id} has no jail yet: spawn it first")
         root = Path(target.jail_root)
+        expected = self._jail_root_of
+        checked = expected is not None and target.backend in (*JAIL_BACKENDS, "local")
+        if checked:
+            envfile.check_allowed(root, self._allowed)  # its own refusal first: outside the allowed roots
+        if checked and expected is not None and root != expected(target.tenant_id, target.backend):
+            raise SecretsError(
+                f"tenant {target.tenant_id}: the store names {safe(str(root)[:256])} as its jail's root, not "
+                "where this host's backend keeps its jail; not written (check the tenant's row: colibri reconcile)"
+            )
         if target.backend in JAIL_BACKENDS:
             shift = (target.uid_base or 0) if target.backend in USERNS_BACKENDS else 0
             return envfile.write_jail_env(root, self._jail_user, content, self._allowed, id_shift=shift)

@@ -30,6 +30,7 @@ from colibri.store.listing import TenantView
 
 if TYPE_CHECKING:
     from colibri.store.models import Tenant
+    from colibri.store.orchestrator import Draft, OrchestratorRecord
 
 # The table classes, the repositories and the lock helper are imported where a method needs them:
 # ``list-tenants`` needs none of them, and importing them cost it about 20 ms (PERFORMANCE.md).
@@ -48,11 +49,20 @@ class TenantService:
         default_host: str,
         destroy_jail: Callable[[str], Any] | None = None,
         locks_dir: Path | None = None,
+        record: "OrchestratorRecord | None" = None,
     ) -> None:
         self._store = store
         self._default_host = default_host
         self._destroy_jail = destroy_jail
         self._locks = locks_dir
+        self._record = record  # the orchestrator's placement and pins (store/orchestrator.py)
+
+    def _changing(self, needed: bool) -> "contextlib.AbstractContextManager[Draft | None]":
+        """The orchestrator's record under its lock when this change concerns it (a tenant of
+        another host, or a record that exists); a single host never writes one."""
+        if self._record is None or not (needed or self._record.exists()):
+            return contextlib.nullcontext(None)
+        return self._record.change()
 
     def register(self, tenant_id: str, collection: str | None, host: str | None) -> Registration:
         """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
@@ -69,13 +79,31 @@ class TenantService:
         from colibri.store.models import Tenant, tenant_public
         from colibri.store.repos import TenantRepo
 
-        with self._store.session() as session:
+        elsewhere = wanted_host != self._default_host
+        with self._changing(elsewhere) as draft, self._store.session() as session:
             repo = TenantRepo(session)
+            # the host's row held first: a concurrent hosts remove waits for this registration (R9)
+            enrolled = self._hold_host(session, wanted_host, draft) if elsewhere else True
             existing = repo.get_for_update(tenant_id)
             if existing is not None and existing.status != TenantStatus.REMOVED:
-                return Registration(self._same_or_conflict(existing, wanted_collection, wanted_host), False)
-            if wanted_host != self._default_host:
-                self._require_enrolled(session, wanted_host)
+                same = self._same_or_conflict(existing, wanted_collection, wanted_host)
+                placed = None if draft is None else draft.placed(tenant_id)
+                if draft is not None and placed is not None and placed != wanted_host:
+                    raise TenantExists(
+                        f"tenant {tenant_id} is already registered on host {placed} "
+                        f"in this host's record (asked {wanted_host!r}); colibri reconcile shows the difference"
+                    )
+                if draft is not None and placed is None and enrolled:
+                    # the operator says where a tenant this orchestrator never placed lives (one
+                    # registered before the record, or by that host's own colibri), and the shared
+                    # row agrees: recorded from now on
+                    draft.place(tenant_id, wanted_host)
+                return Registration(same, False)
+            if not enrolled:
+                enrol = f"colibri hosts add {wanted_host} --ssh USER@ADDRESS ..."
+                raise NotFound(f"host not found: {wanted_host} (enrol it first: {enrol})")
+            if draft is not None:
+                draft.place(tenant_id, wanted_host)
             clash = prefix_clash(tenant_id, [t for t in repo.ids() if t != tenant_id])
             if clash is not None:
                 raise TenantExists(
@@ -103,12 +131,12 @@ class TenantService:
             return Registration(tenant_public(tenant), True)
 
     @staticmethod
-    def _require_enrolled(session: Any, host: str) -> None:
-        """A tenant lives on this host or on an enrolled one (``colibri hosts add``).  NotFound."""
+    def _hold_host(session: Any, host: str, draft: "Draft | None") -> bool:
+        """Is the host enrolled (``colibri hosts add``: its row, and its pin in the orchestrator's
+        record)?  Its row is held until the registration commits."""
         from colibri.store.hosts import HostRepo
 
-        if HostRepo(session).get(host) is None:
-            raise NotFound(f"host not found: {host} (enrol it first: colibri hosts add {host} --ssh USER@ADDRESS ...)")
+        return HostRepo(session).hold(host) and (draft is None or host in draft.hosts)
 
     @staticmethod
     def _same_or_conflict(existing: "Tenant", collection: str | None, host: str) -> TenantView:
@@ -152,7 +180,8 @@ class TenantService:
                 if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
                     self._destroy_jail(tenant_id)
         lock = agent_lock(self._locks, tenant_id) if self._locks else contextlib.nullcontext()
-        with lock, self._store.session() as session:  # not while a spawn of it is in flight
+        # not while a spawn of it is in flight
+        with lock, self._changing(False) as draft, self._store.session() as session:
             tenant = TenantRepo(session).get_for_update(tenant_id)
             if tenant is None or tenant.status == TenantStatus.REMOVED:
                 raise TenantNotFound(tenant_id)
@@ -162,6 +191,8 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
+            if draft is not None:
+                draft.forget(tenant_id)
             return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED))
 
 

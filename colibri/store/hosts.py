@@ -15,6 +15,18 @@ class HostRepo:
     def get(self, name: str, for_update: bool = False) -> Host | None:
         return self._session.get(Host, name, with_for_update=for_update)
 
+    def hold(self, name: str, *, exclusive: bool = False) -> bool:
+        """Lock the host's row for this transaction, before anything else is read, so placing a
+        tenant there and removing the host are serialized (review R9): on PostgreSQL a row lock
+        (FOR KEY SHARE to place a tenant, FOR UPDATE to remove the host); SQLite has one writer,
+        so a no-op UPDATE takes its write lock now.  False: no such host (any more)."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            query = select(Host.name).where(col(Host.name) == name)
+            query = query.with_for_update(read=not exclusive, key_share=not exclusive)
+            return self._session.exec(query).first() is not None
+        held = self._session.execute(update(Host).where(col(Host.name) == name).values(name=col(Host.name)))
+        return bool(held.rowcount)  # type: ignore[attr-defined]
+
     def add(self, host: Host) -> None:
         self._session.add(host)
         self._session.flush()

@@ -144,6 +144,7 @@ def make_world(tmp_path_factory: pytest.TempPathFactory, *, login: bool = True) 
         "COLIBRI_BW_PATH": str(bw),
         "COLIBRI_STAGED_SECRETS_DIR": str(_private_dir(base / "staged")),
         "COLIBRI_SECRETS_ALLOWED_ROOTS": json.dumps([str(base / "jails")]),
+        "COLIBRI_SANDBOX_DIR": str(base / "jails"),  # the rows' jail roots are where the backend keeps jails
     }
     (base / "jails").mkdir()
     world = World(server, base, env, operator.client_id, operator.client_secret)

@@ -2,6 +2,7 @@
 paramiko, the real remote colibri, one real PostgreSQL.  Nothing here is faked."""
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -385,3 +386,42 @@ def test_idle_channels_count_against_the_budget(rig: Rig) -> None:
         assert len(_serves(c)) == serves + 1  # the idle serve was closed to make room for the exec
     finally:
         one.close()
+
+
+def test_a_host_that_repoints_another_hosts_row_at_itself_is_never_reached(
+    rig: Rig, invoke: Invoke, monkeypatch: pytest.MonkeyPatch, ssh: SshHosts
+) -> None:
+    """Review R1 on real parts: host c, with its own database credentials and its own colibri,
+    re-enrols host a's name at its own address and key in the shared database.  The orchestrator
+    keeps a's pin in its own record: it connects to a only, refuses (19) while the row disagrees,
+    and ``reconcile --apply`` writes its pin back."""
+    monkeypatch.setenv("COLIBRI_DATABASE_URL", rig.database_url())
+    a, c = rig.hosts["a"], rig.hosts["c"]
+    attacker = _target("c", c)
+
+    def forget() -> None:  # the shared database's row and c's own record of its attack
+        with contextlib.suppress(Exception):
+            ssh.run_json(attacker, ["hosts", "remove", "pin-a", "--json"])
+        (c.root / "state" / "orchestrator.json").unlink(missing_ok=True)
+
+    forget()
+    try:
+        _add(invoke, "pin-a", a)
+        assert invoke("hosts", "check", "pin-a")[0] == 0
+        ssh.run_json(attacker, ["hosts", "remove", "pin-a", "--json"])  # c's own colibri, on the shared database
+        ssh.run_json(attacker, ["hosts", "add", "pin-a", "--ssh", f"root@{c.address}",
+                                "--host-key", c.host_key_line(), "--json"])  # fmt: skip
+        c_log, a_log = len(c.log_text()), len(a.log_text())
+        code, out, err = invoke("hosts", "check", "pin-a", "--json")
+        assert code == 19, err
+        error = _json(out)["error"]["message"]
+        assert "address, host_keys, command of host pin-a differ from this orchestrator's pin" in error, error
+        assert "Accepted publickey" in a.log_text()[a_log:]  # it reached a, with a's pin ...
+        assert "Connection from" not in c.log_text()[c_log:]  # ... and never c
+        code, out, _ = invoke("reconcile", "--apply", "--json")
+        found = [(d["host"], d["kind"], d["applied"]) for d in _json(out)["data"]]
+        assert code == 0 and ("pin-a", "pin_diverged", True) in found, out
+        assert invoke("hosts", "check", "pin-a")[0] == 0
+        assert invoke("hosts", "remove", "pin-a")[0] == 0
+    finally:
+        forget()

@@ -190,6 +190,7 @@ def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path)
         "COLIBRI_HOST": "testhost",
         "COLIBRI_STAGED_SECRETS_DIR": str(staged),
         "COLIBRI_SECRETS_ALLOWED_ROOTS": json.dumps([str(jails)]),
+        "COLIBRI_SANDBOX_DIR": str(jails),  # the rows' jail roots are where the backend keeps jails
     }
     (tmp_path / "colibri.toml").write_text("")
     store = Store(f"sqlite:///{tmp_path / 'state' / 'colibri.db'}")

@@ -145,3 +145,35 @@ def _row(store: Store, name: str) -> Host:
         host = HostRepo(session).get(name)
         assert host is not None
         return host
+
+
+def test_check_reaches_the_records_pin_and_settles_what_is_owed_there(store: Store, tmp_path: Path) -> None:
+    """The orchestrator's record is the pin (review R1): a forged shared row is never connected
+    to, the check fails with 19; a host that answers as itself gets its owed stale copies
+    destroyed (review R15)."""
+    from colibri.store.hosts import HostRepo
+    from colibri.store.orchestrator import OrchestratorRecord
+
+    ssh = FakeSsh(_found())
+    settled: list[str] = []
+
+    def settle(host: str) -> list[str]:
+        settled.append(host)
+        return ["acme"]
+
+    record = OrchestratorRecord(tmp_path / "state", "orchestrator")
+    hosts = HostService(store, lambda: ssh, clock=lambda: 1000.0, record=record, settle=settle)  # type: ignore[arg-type,return-value]
+    hosts.add("osa", "root@10.0.0.2", [KEY], None)
+    report = hosts.check("osa")
+    assert report.error is None and settled == ["osa"] and report.host["stale_copies_destroyed"] == ["acme"]
+    assert report.host["pinned"] is True and report.host["diverged"] is None
+    with store.session() as session:
+        row = HostRepo(session).get("osa")
+        assert row is not None
+        row.address = "192.0.2.66"  # another host, with its database credentials
+    report = hosts.check("osa")
+    assert ssh.calls[-1][0].address == "10.0.0.2"  # the record's pin, never the forged row
+    assert report.error is not None and report.error.exit_code == 19 and "address of host osa" in report.error.message
+    assert settled == ["osa"]  # nothing settled while the shared row disagrees
+    with pytest.raises(Conflict):  # and the pin is not changed by enrolling the forged fields
+        hosts.add("osa", "root@192.0.2.66", [KEY], None)

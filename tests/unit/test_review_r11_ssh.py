@@ -67,7 +67,6 @@ def test_r6_a_revoked_key_in_known_hosts_is_never_pinned() -> None:
     assert revoked not in keys_from_known_hosts(text, "10.0.0.2", 22)
 
 
-@pytest.mark.xfail(strict=True, reason="R9: register-tenant --host reads the host row without a lock")
 def test_r9_register_tenant_racing_hosts_remove_leaves_no_tenant_on_a_removed_host(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

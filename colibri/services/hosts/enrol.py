@@ -5,12 +5,13 @@ Enrolment never connects: the host key comes out of band (the host's console, it
 output), so there is no first use to trust.  ``check`` is the first connection, made with the pin.
 """
 
+import contextlib
 import ipaddress
 import math
 import os
 import re
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from colibri.adapters.ssh import SshHosts
     from colibri.adapters.ssh_transport import SshTarget
     from colibri.store.models import Host
+    from colibri.store.orchestrator import Draft, OrchestratorRecord, Pin
 
 HOST_NAME_MAX = 63
 LEASE_GRACE = 30.0
@@ -101,18 +103,38 @@ def _lease_left(host: "Host", now: float) -> float:
 
 def target_of(host: "Host") -> "SshTarget":
     """How to reach an enrolled host (InvalidInput for a host row without SSH reach)."""
+    return target_of_pin(host.name, pin_of(host))
+
+
+def target_of_pin(name: str, pin: "Pin") -> "SshTarget":
+    """How to reach a host by its pin (InvalidInput for a host enrolled without SSH reach)."""
     from colibri.adapters.ssh_transport import SshTarget
 
-    if not host.ssh_user or not host.address or not host.host_keys:
-        raise InvalidInput(f"host {host.name} has no SSH reach; enrol it with colibri hosts add {host.name} --ssh ...")
-    return SshTarget(
-        name=host.name,
-        user=host.ssh_user,
-        address=host.address,
-        port=host.port or 22,
-        host_keys=tuple(host.host_keys.splitlines()),
-        command=host.command or DEFAULT_COMMAND,
-    )
+    if not pin.user or not pin.address or not pin.host_keys:
+        raise InvalidInput(f"host {name} has no SSH reach; enrol it with colibri hosts add {name} --ssh ...")
+    return SshTarget(name, pin.user, pin.address, pin.port, pin.host_keys, pin.command)
+
+
+def pin_of(host: "Host") -> "Pin":
+    """The pin a row of the shared ``hosts`` table names."""
+    from colibri.store.orchestrator import pin_of_row
+
+    return pin_of_row(host.ssh_user, host.address, host.port, host.host_keys, host.command or DEFAULT_COMMAND)
+
+
+def pin_divergence(name: str, pinned: "Pin | None", row: "Host | None") -> str | None:
+    """Why the shared database's row of host ``name`` disagrees with this orchestrator's pin
+    (None: it agrees).  A host can write that row (review R1): the record is the authority."""
+    from colibri.store.orchestrator import differences
+
+    if pinned is None:
+        return f"host {name} is not enrolled on this orchestrator (its record holds no pin for it)"
+    if row is None:
+        return f"host {name} is enrolled here but its row is missing from the shared database"
+    changed = differences(pinned, pin_of(row))
+    if changed:
+        return f"the shared database's {', '.join(changed)} of host {name} differ from this orchestrator's pin"
+    return None
 
 
 def _major(version: str) -> str:
@@ -132,11 +154,15 @@ class HostService:
         ssh: "Callable[[], SshHosts] | None" = None,
         clock: Callable[[], float] | None = None,
         grace: float = LEASE_GRACE,
+        record: "OrchestratorRecord | None" = None,
+        settle: Callable[[str], list[str]] | None = None,
     ) -> None:
         self._store = store
         self._ssh = ssh
         self._clock = clock
         self._grace = grace
+        self._record = record  # the orchestrator's own pins and placement (store/orchestrator.py)
+        self._settle = settle  # destroys the stale copies owed on a host that answers (review R15)
 
     def _now(self) -> float:
         """Now on the database's clock, the one the daemons write their leases by (review R3): a
@@ -172,43 +198,53 @@ class HostService:
             raise InvalidInput(f"{len(host_keys)} host keys for host {name}; at most 16")
         keys = "\n".join(dict.fromkeys(normal_key_line(line) for line in host_keys))
         remote = validate_command(command)
-        with self._store.session() as session:
+        with self._changing() as draft, self._store.session() as session:
             repo = HostRepo(session)
             found = repo.get(name, for_update=True)
+            host = Host(name=name, ssh_user=user, address=address, port=port, host_keys=keys, command=remote)
+            pinned = None if draft is None else draft.hosts.get(name)
+            if pinned is not None and pinned != pin_of(host):
+                raise Conflict(f"host {name} is enrolled with other fields here; colibri hosts remove {name} first")
             if found is not None:
                 same = (found.ssh_user, found.address, found.port, found.host_keys, found.command)
-                if same == (user, address, port, keys, remote):
-                    return self._view(found, repo)
-                raise Conflict(f"host {name} is enrolled with other fields; colibri hosts remove {name} first")
-            host = Host(name=name, ssh_user=user, address=address, port=port, host_keys=keys, command=remote)
-            repo.add(host)
-            return self._view(host, repo)
+                if same != (user, address, port, keys, remote):
+                    raise Conflict(f"host {name} is enrolled with other fields; colibri hosts remove {name} first")
+                host = found
+            else:
+                repo.add(host)
+            if draft is not None:  # the same fields again pin a host enrolled before the record existed
+                draft.hosts[name] = pin_of(host)
+            return self._view(host, repo, draft)
 
     def list(self) -> list[dict[str, Any]]:
         from colibri.store.hosts import HostRepo
 
+        draft = self._record.read() if self._record is not None else None
         with self._store.session() as session:
             repo = HostRepo(session)
-            return [self._view(host, repo) for host in repo.find()]
+            return [self._view(host, repo, draft) for host in repo.find()]
 
     def show(self, name: str) -> dict[str, Any]:
         from colibri.store.hosts import HostRepo
 
+        draft = self._record.read() if self._record is not None else None
         with self._store.session() as session:
             repo = HostRepo(session)
-            return self._view(self._get(repo, name), repo)
+            return self._view(self._get(repo, name), repo, draft)
 
     def remove(self, name: str) -> dict[str, Any]:
         from colibri.store.hosts import HostRepo
 
-        with self._store.session() as session:
+        with self._changing() as draft, self._store.session() as session:
             repo = HostRepo(session)
+            repo.hold(name, exclusive=True)  # before the count: no tenant is placed there meanwhile (R9)
             host = self._get(repo, name, for_update=True)
-            view = self._view(host, repo)
-            if view["tenants"]:
+            view = self._view(host, repo, draft)
+            placed = draft.placed_on(name) if draft is not None else []  # the shared count may be forged
+            if view["tenants"] or placed:
                 raise Conflict(
-                    f"host {name} still has {view['tenants']} tenant(s); move or remove them first "
-                    "(colibri list-tenants shows their host)"
+                    f"host {name} still has {max(view['tenants'], len(placed))} tenant(s); move or remove them "
+                    "first (colibri list-tenants shows their host)"
                 )
             left = _lease_left(host, self._now())
             if left > 0:  # its daemon would run on without a row (review R13)
@@ -217,6 +253,9 @@ class HostService:
                     f"(service colibri stop, on {name}); if it is gone, wait {math.ceil(left)} s"
                 )
             repo.remove(host)
+            if draft is not None:
+                draft.hosts.pop(name, None)
+                view["stale_copies_forgotten"] = draft.owed.pop(name, [])
             return view
 
     def check(self, name: str) -> CheckReport:
@@ -224,18 +263,35 @@ class HostService:
         found (version, backend, checked_at, last_error).  The error (another major version:
         HostIncompatible; the backend's programs missing: HostIncompatible; SSH: RemoteError,
         HostKeyRefused, CommandTimeout) is recorded, and returned with the host's view."""
+        from colibri.errors import HostKeyRefused
         from colibri.store.hosts import HostRepo
 
+        diverged: str | None = None
         with self._store.session() as session:
-            target = target_of(self._get(HostRepo(session), name))
+            row = self._get(HostRepo(session), name)
+            if self._record is None:
+                target = target_of(row)
+            else:  # the orchestrator's own pin, whatever the shared row says (review R1)
+                pinned = self._record.pin(name)
+                diverged = pin_divergence(name, pinned, row)
+                if pinned is None:
+                    raise HostKeyRefused(f"{diverged}; enrol it: colibri hosts add {name} --ssh ... --host-key ...")
+                target = target_of_pin(name, pinned)
         assert self._ssh is not None, "HostService.check needs the SSH adapter"
         found: dict[str, Any] = {}
         error: ColibriError | None = None
+        settled: list[str] = []
         try:
             found = self._ssh().run_json(target, ["version", "--json"])
             error = self._judge(name, found)
+            if error is None and diverged is None and self._settle is not None:
+                settled = self._settle(name)  # it answers as itself: the stale copies owed there go
         except ColibriError as exc:
             error = exc
+        if diverged is not None:  # reported first: the shared row was changed behind the orchestrator
+            error = HostKeyRefused(
+                f"{diverged}: nothing is sent to it until they agree (colibri reconcile --apply restores the pin)"
+            )
         with self._store.session() as session:
             repo = HostRepo(session)
             host = self._get(repo, name, for_update=True)
@@ -246,8 +302,10 @@ class HostService:
             host.checked_at = host.updated_at = datetime.now(UTC).replace(microsecond=0)
             session.add(host)
             session.flush()
-            view = self._view(host, repo)
+            view = self._view(host, repo, self._record.read() if self._record is not None else None)
         view["found"] = _found_view(found)
+        if self._settle is not None:
+            view["stale_copies_destroyed"] = settled
         return CheckReport(view, error)
 
     @staticmethod
@@ -282,7 +340,16 @@ class HostService:
             raise HostNotFound(name)
         return host
 
-    def _view(self, host: "Host", repo: Any) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _changing(self) -> "Iterator[Draft | None]":
+        """The orchestrator's record under its lock (None without one: a test's bare service)."""
+        if self._record is None:
+            yield None
+            return
+        with self._record.change() as draft:
+            yield draft
+
+    def _view(self, host: "Host", repo: Any, draft: "Draft | None" = None) -> dict[str, Any]:
         from colibri.adapters.ssh_keys import fingerprint
 
         keys = host.host_keys.splitlines() if host.host_keys else []
@@ -305,7 +372,17 @@ class HostService:
             "last_error": host.last_error,
             "enrolled_at": host.enrolled_at.isoformat() if host.enrolled_at else None,
             "checked_at": host.checked_at.isoformat() if host.checked_at else None,
+            **(self._pin_view(host, draft) if draft is not None else {}),
         }
+
+    @staticmethod
+    def _pin_view(host: "Host", draft: "Draft") -> dict[str, Any]:
+        """What this orchestrator's record says of the host: is it pinned here, does the shared
+        row agree, the stale copies owed a destroy there."""
+        if host.name == draft.this_host and host.name not in draft.hosts:
+            return {"pinned": False, "diverged": None, "stale_copies": []}  # the orchestrator's own row
+        diverged = pin_divergence(host.name, draft.hosts.get(host.name), host)
+        return {"pinned": host.name in draft.hosts, "diverged": diverged, "stale_copies": draft.owed.get(host.name, [])}
 
 
 def _read_text(path: Path, limit: int = 1 << 20) -> str:

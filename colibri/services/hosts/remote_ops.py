@@ -75,6 +75,7 @@ def lifecycle_ops(serving: ServingHost) -> dict[str, Op]:
         "reconcile": ops.reconcile,
         "write_env": ops.write_env,
         "show": ops.show,
+        "destroy_stale": ops.destroy_stale,
     }
 
 
@@ -228,6 +229,37 @@ class _Ops:
         info = self._serving.backend().info(record["jail_name"])
         jail = {"state": str(info.state), "managed": info.managed, "root": str(info.root)}
         return {"tenant": dict(record), "jail": jail}
+
+    def destroy_stale(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Destroy the jail (its .env with it) a tenant that no longer lives here left behind: it
+        was moved away while this host was lost (``move-tenant --old-host-lost``, review R15).
+        Refused while the store places the tenant here, and for a jail colibri did not make."""
+        _only(args, "tenant")
+        raw = args.get("tenant")
+        if not isinstance(raw, str):
+            raise InvalidInput("tenant must be a tenant id")
+        tenant = validate_tenant_id(raw)
+        from colibri.adapters.jail import JailState
+        from colibri.errors import JailError
+        from colibri.services.lifecycle.layout import agent_lock
+        from colibri.store.repos import TenantRepo
+
+        with self._serving.store.session() as session:
+            row = TenantRepo(session).get(tenant)
+            if row is not None and row.status != "removed" and row.host == self._serving.host:
+                raise StateConflict(
+                    f"host {self._serving.host} refuses: tenant {tenant} lives here, its jail is not stale"
+                )
+        agents = self._serving.agents()
+        with agent_lock(agents.locks_dir, tenant):
+            backend = self._serving.backend()
+            info = backend.info(tenant)
+            if info.state is JailState.ABSENT:
+                return {"destroyed": False}
+            if not info.managed:
+                raise JailError(f"jail {tenant} was not created by colibri; refusing to destroy it")
+            backend.destroy(tenant)
+        return {"destroyed": True}
 
     # ---- helpers -------------------------------------------------------------------------------
     def _ours(self, args: Mapping[str, Any]) -> str:

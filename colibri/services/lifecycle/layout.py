@@ -79,3 +79,40 @@ def uid_pool_lock(locks_dir: Path) -> contextlib.AbstractContextManager[None]:
 def ip_pool_lock(locks_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Held while a jail IP is given out from ``jail_ip_pool``."""
     return host_lock(locks_dir, "ip-pool")
+
+
+def local_home_record(records: Path, tenant_id: str) -> Path:
+    """Where spawn-local records the home it checked for a tenant (``state_dir/homes/<tenant>``,
+    root-only): the one place this host writes that tenant's .env, whatever the shared row says."""
+    return records / "homes" / tenant_id
+
+
+def record_local_home(records: Path, tenant_id: str, home: Path) -> None:
+    """Record ``home`` for the tenant, atomically (0600 in a 0700 directory)."""
+    folder = records / "homes"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = local_home_record(records, tenant_id)
+    temporary = folder / f".{tenant_id}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, str(home).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, target)
+
+
+def recorded_local_home(records: Path, tenant_id: str) -> Path | None:
+    """The home spawn-local recorded for the tenant, or None."""
+    try:
+        fd = os.open(local_home_record(records, tenant_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, 4097)
+    finally:
+        os.close(fd)
+    text = raw.decode("utf-8", "replace")
+    return Path(text) if text.startswith("/") and len(raw) <= 4096 else None

@@ -31,6 +31,7 @@ from colibri.services.lifecycle.layout import (
     SpawnPaths,
     agent_lock,
     make_socket_dir,
+    record_local_home,
 )
 from colibri.services.lifecycle.mother import (
     identity,
@@ -268,6 +269,10 @@ class SpawnService:
                 raise InvalidInput(
                     f"--home {home} must be an existing directory, given as an absolute path, not a symlink"
                 )
+            try:  # the one home this host writes the tenant's .env in (the shared row can be forged)
+                record_local_home(self._paths.records, tenant.tenant_id, home)
+            except OSError as exc:
+                raise JailError(f"cannot record the home of tenant {tenant.tenant_id}: {exc.strerror}") from None
             say(str(home))
         self._record(tenant.tenant_id, "home_checked", jail_root=str(home))
         with _step(report, tenant.tenant_id, "secrets_provisioned") as say:

@@ -218,6 +218,12 @@ class RemoteHost:
         removed = [_cut(r) for r in raw[:MAX_STEPS] if isinstance(r, str)] if isinstance(raw, list) else []
         return ReleasedView(**self._tenant(tenant_id), removed=removed)
 
+    def destroy_stale(self, tenant_id: str) -> bool:
+        """Destroy the jail (and its .env) a tenant that no longer lives there left on this
+        host; True when there was one."""
+        answer = self._link.call("destroy_stale", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        return answer.get("destroyed") is True
+
     def reconcile(self, apply: bool) -> list[Drift]:
         answer = self._link.call("reconcile", {"apply": apply}, timeout=LONG_TIMEOUT)
         raw = answer.get("drifts")

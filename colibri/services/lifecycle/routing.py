@@ -13,6 +13,8 @@ A remote tenant's secrets are rendered here and only the rendered text is sent
 (remote_host.py); a reconcile over many hosts is merged into ``reconcile_hosts.HostDrift``s.
 """
 
+import contextlib
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -224,31 +226,74 @@ class Lifecycle:
             if TenantStatus(status) in HAS_JAIL and not old_host_lost:
                 self.destroy(tenant_id)
             self._placement.rehome(tenant_id, to, forget_jail=old_host_lost)
+            if not old_host_lost and not self._placement.is_local(old):
+                with contextlib.suppress(ColibriError):  # still owed, and reported, if it fails now
+                    self.settle_owed(old)
         return old, self.spawn(tenant_id, on_step=on_step)
 
     # ---- every host ----------------------------------------------------------------------------
     def reconcile(self, apply: bool = False) -> list[HostDrift]:
-        """This host's reconcile, then each enrolled host's, merged, each item naming its host;
-        a host that cannot be asked is one failed item (``unreachable_host``)."""
+        """Where the shared rows disagree with the orchestrator's record (``--apply`` restores the
+        record's values), then this host's reconcile, then each enrolled host's (the stale copies
+        owed a destroy there first), merged, each item naming its host; a host that cannot be
+        asked is one failed item (``unreachable_host``)."""
+        from colibri.services.lifecycle.reconcile_hosts import authority_drifts
+
         here = self._placement.this_host
-        found = [HostDrift(here, d) for d in self._reconciler().reconcile(apply=apply)]
+        found = authority_drifts(self._placement, apply)
+        found += [HostDrift(here, d) for d in self._reconciler().reconcile(apply=apply)]
         for host in self._placement.remote_hosts():
             try:
+                stale = self.settle_owed(host) if apply else self._owed_drifts(host)
                 drifts = self._on(host, lambda remote: remote.reconcile(apply))
             except ColibriError as exc:
                 drift = Drift(UNREACHABLE, "", None, "none: reach the host", False, str(exc))
+                found += [HostDrift(host, d) for d in self._owed_drifts(host)]
                 found.append(HostDrift(host, drift, exc))
                 self._down.setdefault(host, exc)
                 continue
-            found += [HostDrift(host, d) for d in drifts]
+            found += [HostDrift(host, d) for d in stale + drifts]
         return found
+
+    def settle_owed(self, host: str) -> list[Drift]:
+        """Destroy, on ``host``, the stale copies it is owed (a tenant moved away from it: with
+        ``--old-host-lost`` its jail and .env were left there, review R15; after any move, until
+        the host confirms nothing is left); each one done is struck from the record.  A link
+        failure is raised (the host is down)."""
+        record = self._placement.record
+        if record is None:
+            return []
+        done: list[Drift] = []
+        for drift in self._owed_drifts(host):
+            assert drift.tenant is not None
+            try:
+                self._on(host, functools.partial(RemoteHost.destroy_stale, tenant_id=drift.jail))
+            except RemoteError:
+                raise
+            except ColibriError as exc:
+                done.append(Drift(drift.kind, drift.jail, drift.tenant, drift.action, False, str(exc)))
+                continue
+            with record.change() as draft:
+                draft.settle(host, drift.tenant)
+            done.append(Drift(drift.kind, drift.jail, drift.tenant, drift.action, True))
+        return done
+
+    def _owed_drifts(self, host: str) -> list[Drift]:
+        from colibri.services.lifecycle.reconcile_hosts import STALE_COPY
+
+        record = self._placement.record
+        owed = record.read().owed.get(host, []) if record is not None else []
+        action = "destroy the jail and .env it left there (the tenant was moved away)"
+        return [Drift(STALE_COPY, tenant, tenant, action) for tenant in owed]
 
     def host_failures(self) -> dict[str, ColibriError]:
         """The hosts whose link failed in this command, with the error."""
         return dict(self._down)
 
     def send_env(self, host: str, tenant_id: str, content: bytes, collection_id: str | None) -> tuple[str, bool]:
-        """SecretsService's ``send_env``: a rendered .env written by the tenant's host."""
+        """SecretsService's ``send_env``: a rendered .env written by the tenant's host, only
+        where the orchestrator's record places the tenant (review R1)."""
+        self._placement.check_placed(tenant_id, host)
         return self._on(host, lambda remote: remote.write_env(tenant_id, content, collection_id))
 
     # ---- helpers -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from colibri.cli.context import Adapters, Context
 from colibri.services.hosts.ops import version_report
 from colibri.services.lifecycle.placement import HostReach
 from colibri.settings import Settings
+from colibri.store.orchestrator import OrchestratorRecord
 from tests.fakes.hostlink import FakeHostLink
 from tests.fakes.jail import FakeJails
 
@@ -72,19 +73,27 @@ class Hive:
         return code, captured.out, captured.err
 
     def enrol(self, name: str, *, address: str | None = "192.0.2.10") -> None:
+        """As ``colibri hosts add`` on the orchestrator does: the row in the shared database, and
+        the pin in the orchestrator's own record (``address`` None: a host without SSH reach)."""
+        from colibri.services.hosts.enrol import pin_of
         from colibri.store.hosts import HostRepo
         from colibri.store.models import Host
 
-        with self.remotes["osa"].context.store.session() as session:
-            HostRepo(session).add(
-                Host(
-                    name=name,
-                    ssh_user="colibri" if address else None,
-                    address=address,
-                    port=22,
-                    host_keys="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOfakeKeyForTestsOnly" if address else None,
-                )
-            )
+        host = Host(
+            name=name,
+            ssh_user="colibri" if address else None,
+            address=address,
+            port=22,
+            host_keys="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOfakeKeyForTestsOnly" if address else None,
+            command="colibri",
+        )
+        with self.record().change() as draft, self.remotes["osa"].context.store.session() as session:
+            HostRepo(session).add(host)
+            draft.hosts[name] = pin_of(host)
+
+    def record(self) -> OrchestratorRecord:
+        """The orchestrator's own record (its state_dir, as the CLI under test has it)."""
+        return OrchestratorRecord(self.base / "colibri-home/db", "testhost")
 
     def show(self, tenant: str) -> dict[str, object]:
         code, out, err = self.cli("show-tenant", tenant, "--json")

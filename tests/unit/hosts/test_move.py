@@ -30,7 +30,8 @@ def test_move_tenant_leaves_nothing_on_the_old_host(hive: Hive) -> None:
     assert (record["host"], record["status"], record["capabilities"]) == (
         "domedog", "active", [{"name": "echo", "version": "1"}],
     )  # fmt: skip
-    assert osa.link.ops_sent()[-1] == "destroy" and domedog.link.ops_sent() == ["spawn"]
+    assert osa.link.ops_sent()[-2:] == ["destroy", "destroy_stale"] and domedog.link.ops_sent() == ["spawn"]
+    assert hive.record().read().owed == {}  # osa confirmed nothing of acme is left there
     code, out, _ = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes")  # again: converges there
     assert (code, out.splitlines()[-1]) == (0, "moved acme from domedog to domedog: active")
     assert domedog.fake.calls.count(("create", "acme")) == 1
@@ -63,8 +64,17 @@ def test_move_off_a_host_lost_for_good(hive: Hive) -> None:
     code, out, err = hive.cli("move-tenant", "acme", "--to", "domedog", "--yes", "--old-host-lost")
     assert (code, out.splitlines()[-1]) == (0, "moved acme from osa to domedog: active"), err
     assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING
-    osa.link.down = None  # it came back after all: its jail is an orphan there, reported, never destroyed
+    osa.link.down = None  # it came back after all: its copy there is owed a destroy (R15), reported
     code, out, _ = hive.cli("reconcile", "--json")
-    drifts = [(d["host"], d["kind"], d["jail"], d["tenant"]) for d in json.loads(out)["data"]]
-    assert code == 0 and drifts == [("osa", "orphan_jail", "acme", None)]
-    assert osa.fake.info("acme").state is JailState.RUNNING
+    drifts = [(d["host"], d["kind"], d["jail"], d["tenant"], d["applied"]) for d in json.loads(out)["data"]]
+    assert code == 0 and drifts == [
+        ("osa", "stale_copy", "acme", "acme", False),
+        ("osa", "orphan_jail", "acme", None, False),
+    ]
+    assert osa.fake.info("acme").state is JailState.RUNNING  # a dry run changes nothing
+    code, out, _ = hive.cli("reconcile", "--apply", "--json")
+    drifts = [(d["host"], d["kind"], d["jail"], d["applied"]) for d in json.loads(out)["data"]]
+    assert code == 0 and drifts == [("osa", "stale_copy", "acme", True)]  # destroyed first: no orphan left
+    assert osa.fake.info("acme").state is JailState.ABSENT
+    assert hive.remotes["domedog"].fake.info("acme").state is JailState.RUNNING  # the live copy is untouched
+    assert hive.cli("reconcile", "--json")[1].count('"kind"') == 0  # settled: nothing more is owed

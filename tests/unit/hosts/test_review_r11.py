@@ -5,7 +5,6 @@ until it is fixed."""
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
 from sqlmodel import Session
 
 from colibri.store.models import Tenant
@@ -13,7 +12,6 @@ from tests.fakes.hostlink import FakeHostLink
 from tests.unit.hosts.conftest import SECRET, Hive
 
 
-@pytest.mark.xfail(strict=True, reason="R1: placement is read from the shared database every host can write")
 def test_r1_a_host_that_rewrites_a_tenants_placement_never_receives_its_secrets(hive: Hive) -> None:
     hive.enrol("osa")
     hive.enrol("domedog")
@@ -44,7 +42,6 @@ def test_r2_a_remote_error_never_makes_the_command_exit_0(hive: Hive) -> None:
     assert code != 0  # fails: 0, the operator's script takes the failed spawn for a success
 
 
-@pytest.mark.xfail(strict=True, reason="R15: after move --old-host-lost the old host keeps the jail and .env")
 def test_r15_a_lost_host_that_comes_back_keeps_no_secret_of_a_moved_tenant(hive: Hive) -> None:
     from colibri.errors import RemoteError
 
@@ -73,7 +70,6 @@ def test_r16_two_hosts_enrolled_crosswise_never_get_each_others_secrets(hive: Hi
     assert not any(SECRET in text for _, text in domedog.link.transcript)  # fails: it crossed to domedog first
 
 
-@pytest.mark.xfail(strict=True, reason="R1: host pins live in the shared database every host can write")
 def test_r1_a_host_that_rewrites_another_hosts_pin_is_never_trusted_with_its_tenants(hive: Hive) -> None:
     from colibri.store.models import Host
 
