@@ -8,7 +8,8 @@ import pytest
 
 from colibri import __version__
 from colibri.errors import Conflict, HostIncompatible, HostNotFound, InvalidInput, RemoteError
-from colibri.services.hosts.enrol import HostService, liveness, parse_ssh, target_of, validate_host_id
+from colibri.services.hosts.enrol import HostService
+from colibri.services.hosts.reach import liveness, parse_ssh, target_of, validate_host_id
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Host

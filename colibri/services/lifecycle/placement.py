@@ -191,7 +191,7 @@ class Placement:
     def _pinned_reach(self, host: str) -> HostReach:
         """The host's reach from the orchestrator's record; the shared row must agree with it
         (a host rewriting another's address or key gets nothing: HostKeyRefused)."""
-        from colibri.services.hosts.enrol import pin_divergence
+        from colibri.services.hosts.reach import pin_divergence
         from colibri.store.hosts import HostRepo
 
         assert self.record is not None

@@ -44,7 +44,7 @@ def authority_drifts(placement: "Placement", apply: bool) -> list[HostDrift]:
     """Where the shared rows disagree with the orchestrator's record; ``apply`` writes the
     record's values back into them (the record is the authority: the hosts can write the rows).
     A placement names the host the record gives; a pin its host."""
-    from colibri.services.hosts.enrol import pin_divergence
+    from colibri.services.hosts.reach import pin_divergence
     from colibri.store.hosts import HostRepo
     from colibri.store.models import Host
     from colibri.store.repos import TenantRepo

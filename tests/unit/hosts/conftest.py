@@ -75,7 +75,7 @@ class Hive:
     def enrol(self, name: str, *, address: str | None = "192.0.2.10") -> None:
         """As ``colibri hosts add`` on the orchestrator does: the row in the shared database, and
         the pin in the orchestrator's own record (``address`` None: a host without SSH reach)."""
-        from colibri.services.hosts.enrol import pin_of
+        from colibri.services.hosts.reach import pin_of
         from colibri.store.hosts import HostRepo
         from colibri.store.models import Host
 
