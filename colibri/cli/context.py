@@ -74,9 +74,11 @@ class Context:
     @property
     def store(self) -> "Store":
         if self._store is None:
+            from colibri.audit import origin
             from colibri.store.db import Store
 
             self._store = Store(self.settings.database, self.settings.database_timeout)
+            origin.set_origin(self.settings.host, origin.operator_actor())  # whose audit log, who acts
         return self._store
 
     def tenants(self) -> "TenantService":
