@@ -36,6 +36,9 @@ class Event:
     outcome: str = "ok"
     tenant: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    actor: str | None = None
+    """Who acted, when it is not the origin's actor: a batch of one daemon turn (claims, results)
+    names each entry's own agent.  None: the origin's (audit.origin)."""
 
     def check(self) -> None:
         if not ACTION.match(self.action) or len(self.action) > 64:
@@ -56,7 +59,7 @@ def body(seq: int, ts: str, host: str, actor: str, event: Event, prev: str) -> b
         "seq": seq,
         "ts": ts,
         "host": host,
-        "actor": actor[:160],
+        "actor": (event.actor or actor)[:160],
         "action": event.action,
         "subject": event.subject,
         "outcome": event.outcome,

@@ -245,7 +245,11 @@ class Context:
 
         settings = self.settings
         return EnvWriter(
-            self.store, settings.jail_user, tuple(settings.allowed_secret_roots), secrets_changed=self._reload_secrets
+            self.store,
+            settings.jail_user,
+            tuple(settings.allowed_secret_roots),
+            secrets_changed=self._reload_secrets,
+            digest=self.audit_digest(),
         )
 
     def daemon_client(self) -> "DaemonClient":
@@ -286,7 +290,14 @@ class Context:
             send_env=lambda host, tenant, content, collection_id: self.lifecycle().send_env(
                 host, tenant, content, collection_id
             ),
+            digest=self.audit_digest(),
         )
+
+    def audit_digest(self) -> "Callable[[bytes], str]":
+        """The audit's keyed digest of provisioned content (a root-only key in the state dir)."""
+        from colibri.adapters.audit_digest import Digester
+
+        return Digester(self.settings.state_dir / "audit" / "digest.key")
 
     def vault(self) -> "VaultService":
         """``colibri vault login|status|check``."""
@@ -295,7 +306,9 @@ class Context:
 
         settings = self.settings
         credentials = CredentialStore(settings.vault_credentials_dir)
-        return VaultService(self._bitwarden(), credentials, settings.vault_url, settings.vault_organization_id)
+        return VaultService(
+            self._bitwarden(), credentials, settings.vault_url, settings.vault_organization_id, store=lambda: self.store
+        )
 
     def _bitwarden(self) -> "Bitwarden | None":
         """The bw adapter, or None while vault_url / vault_organization_id are unset."""

@@ -39,6 +39,7 @@ from colibri.errors import ColibriError, SecretsError, TenantNotFound
 from colibri.services.secrets_render import Plan, Rendered, as_refusal, plan_of, render_env, resolve_collection
 from colibri.services.secrets_report import ProvisionResult, interrupted
 from colibri.services.secrets_write import EnvTarget, EnvWriter, SendEnv
+from colibri.store.audit_hooks import record
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
@@ -72,12 +73,13 @@ class SecretsService:
         credentials: CredentialSource,
         secrets_changed: Callable[[str], None] | None = None,
         send_env: SendEnv | None = None,
+        digest: Callable[[bytes], str] | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._vault = vault
         self._credentials = credentials
-        self._writer = EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed)
+        self._writer = EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed, digest)
         self._send_env = send_env  # None: a tenant of another host is not written from here
 
     def provision(self, tenant_id: str, *, rebind: bool = False, check: bool = True) -> ProvisionResult:
@@ -269,6 +271,10 @@ class SecretsService:
         else:
             assert self._send_env is not None
             where, changed = self._send_env(plan.host, plan.tenant_id, rendered.content, rendered.collection_id)
+            with self._store.session() as session:  # what was sent and what came back, in this host's log
+                digest = self._writer.digest(rendered.content)
+                record(session, "secrets.send", f"tenant:{plan.tenant_id}", tenant=plan.tenant_id, to_host=plan.host,
+                       keys=list(rendered.keys), digest=digest, changed=changed)  # fmt: skip
         source = rendered.source
         return ProvisionResult(
             plan.tenant_id,

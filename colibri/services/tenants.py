@@ -86,6 +86,7 @@ class TenantService:
                 back = repo.change(
                     tenant_id,
                     TenantStatus.REGISTERED,
+                    audit="tenant.register",
                     collection_name=wanted_collection,
                     collection_id=None,
                     host=wanted_host,
@@ -162,7 +163,7 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
-            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED))
+            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED, audit="tenant.remove"))
 
 
 # --- batches: several tenants in one command ---------------------------------------------------

@@ -136,6 +136,7 @@ class HostService:
         and those of ``known_hosts`` for its address), the remote colibri.  The same fields again:
         no-op; other fields: Conflict."""
         from colibri.adapters.ssh_keys import keys_from_known_hosts, normal_key_line
+        from colibri.store.audit_hooks import record
         from colibri.store.hosts import HostRepo
         from colibri.store.models import Host
 
@@ -165,6 +166,9 @@ class HostService:
                 raise Conflict(f"host {name} is enrolled with other fields; colibri hosts remove {name} first")
             host = Host(name=name, ssh_user=user, address=address, port=port, host_keys=keys, command=remote)
             repo.add(host)
+            record(
+                session, "host.add", f"host:{name}", ssh=f"{user}@{address}:{port}", host_keys=len(keys.split()) // 2
+            )
             return self._view(host, repo)
 
     def list(self) -> list[dict[str, Any]]:
@@ -182,6 +186,7 @@ class HostService:
             return self._view(self._get(repo, name), repo)
 
     def remove(self, name: str) -> dict[str, Any]:
+        from colibri.store.audit_hooks import record
         from colibri.store.hosts import HostRepo
 
         with self._store.session() as session:
@@ -194,6 +199,7 @@ class HostService:
                     "(colibri list-tenants shows their host)"
                 )
             repo.remove(host)
+            record(session, "host.remove", f"host:{name}")
             return view
 
     def check(self, name: str) -> CheckReport:
@@ -201,6 +207,7 @@ class HostService:
         found (version, backend, checked_at, last_error).  The error (another major version:
         HostIncompatible; the backend's programs missing: HostIncompatible; SSH: RemoteError,
         HostKeyRefused, CommandTimeout) is recorded, and returned with the host's view."""
+        from colibri.store.audit_hooks import record
         from colibri.store.hosts import HostRepo
 
         with self._store.session() as session:
@@ -223,6 +230,8 @@ class HostService:
             host.checked_at = host.updated_at = datetime.now(UTC).replace(microsecond=0)
             session.add(host)
             session.flush()
+            record(session, "host.check", f"host:{name}", outcome="ok" if error is None else "failed",
+                   version=host.version, backend=host.backend, error=host.last_error)  # fmt: skip
             view = self._view(host, repo)
         view["found"] = _found_view(found)
         return CheckReport(view, error)

@@ -85,15 +85,15 @@ class Placement:
                 raise StateConflict(f"tenant {tenant_id} has an adopted jail on host {tenant.host}: not forgotten")
             if forget_jail and tenant.status != TenantStatus.REGISTERED:
                 if tenant.status == TenantStatus.SPAWNING:
-                    repo.change(tenant_id, TenantStatus.FAILED)
+                    repo.change(tenant_id, TenantStatus.FAILED, audit="tenant.move")
                 cleared = dict.fromkeys(("backend", "jail_root", "ip_address", "spawn_step"))
                 forgotten = f"its jail on lost host {tenant.host} was forgotten (move-tenant --old-host-lost)"
-                repo.change(tenant_id, TenantStatus.REGISTERED, last_error=forgotten, **cleared)
+                repo.change(tenant_id, TenantStatus.REGISTERED, audit="tenant.move", last_error=forgotten, **cleared)
             elif tenant.status != TenantStatus.REGISTERED or tenant.jail_root:
                 raise StateConflict(
                     f"tenant {tenant_id} is {tenant.status} on host {tenant.host}: destroy it there first"
                 )
-            repo.change(tenant_id, host=host)
+            repo.change(tenant_id, audit="tenant.move", host=host)
 
     def remote(self, host: str) -> "RemoteHost":
         return RemoteHost(host, self.link(host), self._store, self.this_host)
