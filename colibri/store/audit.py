@@ -1,21 +1,23 @@
 """The audit trail's rows: append an entry inside the caller's transaction (fail closed), read them.
 
-An append locks the host's head row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite holds the
-one write lock already), so the entries of one host get consecutive ``seq`` and each names its
-predecessor's leaf.  The state change and its entry commit together or not at all: if the entry
-cannot be written, the caller's transaction fails and the change does not happen.
+An append takes the host's head row as it advances it (``UPDATE ... RETURNING``: the row locked
+on PostgreSQL, the database's write lock taken on SQLite, before the head is read), so the
+entries of one host get consecutive ``seq`` and each names its predecessor's leaf.  The state
+change and its entry commit together or not at all: if the entry cannot be written, the
+caller's transaction fails and the change does not happen.
 """
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, String, Text, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import BigInteger, Column, Index, String, Text
 from sqlmodel import Field, Session, SQLModel
 
 from colibri.audit import origin
 from colibri.audit.entry import GENESIS, Event, body, leaf_hash
+from colibri.errors import StoreError
 
 
 class AuditEntry(SQLModel, table=True):
@@ -63,21 +65,58 @@ class AuditRepo:
             return []
         where = origin.current()
         conn = self._session.connection()
-        heads = AuditHead.__table__  # type: ignore[attr-defined]
-        # the head row exists before it is locked: two first appends of a host never both insert it
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(insert(heads).values(host=where.host, seq=0, leaf=GENESIS).on_conflict_do_nothing())
-        row = conn.execute(select(heads.c.seq, heads.c.leaf).where(heads.c.host == where.host).with_for_update()).one()
-        seq, prev = int(row[0]), str(row[1])
+        dialect = conn.dialect
+        take, start, add, advance = _statements(dialect.paramstyle)
+        raw = conn.connection.driver_connection  # the driver's own connection, in this transaction
+        try:
+            return self._append(raw, where, events, take, start, add, advance)
+        except dialect.loaded_dbapi.Error as exc:  # the driver's: no SQLAlchemy wrapper to map it
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"the audit entry could not be written, so nothing was changed: {first}") from None
+
+    @staticmethod
+    def _append(
+        raw: Any, where: origin.Origin, events: Sequence[Event], take: str, start: str, add: str, advance: str
+    ) -> list[int]:
+        cursor = raw.cursor()
+        # the head taken as it is advanced, in one write: the row is locked (PostgreSQL) or the
+        # database's write lock held (SQLite) before its values are read, so two appends of a
+        # host never read the same head
+        cursor.execute(take, (len(events), where.host))
+        row = cursor.fetchone()
+        if row is None:  # a host's first entry: its head row made (once, whoever races), then taken
+            cursor.execute(start, (where.host, GENESIS))
+            cursor.execute(take, (len(events), where.host))
+            row = cursor.fetchone()
+        seq, prev = int(row[0]) - len(events), str(row[1])
         ts = timestamp()
         rows, seqs = [], []
         for event in events:
             seq += 1
             encoded = body(seq, ts, where.host, where.actor, event, prev)
             prev = leaf_hash(encoded)
-            rows.append({"host": where.host, "seq": seq, "ts": ts, "tenant": event.tenant,
-                         "action": event.action, "body": encoded.decode(), "leaf": prev})  # fmt: skip
+            rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev))
             seqs.append(seq)
-        conn.execute(AuditEntry.__table__.insert(), rows)  # type: ignore[attr-defined]
-        conn.execute(update(heads).where(heads.c.host == where.host).values(seq=seq, leaf=prev))
+        if len(rows) == 1:
+            cursor.execute(add, rows[0])
+        else:
+            cursor.executemany(add, rows)
+        cursor.execute(advance, (prev, where.host))
+        cursor.close()
         return seqs
+
+
+@functools.cache
+def _statements(paramstyle: str) -> tuple[str, str, str, str]:
+    """The append's four statements as the driver's own SQL (an append is on the daemon's hot
+    paths: SQLAlchemy's statement machinery cost more than the statements): take the host's head
+    (its seq advanced, the row locked, the old leaf returned), make it (a host's first entry;
+    two racing first appends both try, one inserts), add the entries, set the head's new leaf.
+    Positional parameters in the driver's style; constants only, no value is formatted in."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    take = f"UPDATE audit_heads SET seq = seq + {mark} WHERE host = {mark} RETURNING seq, leaf"  # noqa: S608
+    start = f"INSERT INTO audit_heads (host, seq, leaf) VALUES ({mark}, 0, {mark}) ON CONFLICT DO NOTHING"  # noqa: S608
+    marks = ", ".join([mark] * 7)
+    add = f"INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf) VALUES ({marks})"  # noqa: S608
+    advance = f"UPDATE audit_heads SET leaf = {mark} WHERE host = {mark}"  # noqa: S608
+    return take, start, add, advance

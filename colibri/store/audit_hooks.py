@@ -9,13 +9,14 @@ value (a tenant's text, an error message) to a short string, so no entry can gro
 entry's size limit whatever a tenant or a remote peer sent.
 """
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
-from colibri.audit.entry import Event
+from colibri.audit.entry import MAX_DETAIL_BYTES, Event
 from colibri.store.audit import AuditRepo
 
 MAX_SHOWN = 200  # characters of one detail value
@@ -34,7 +35,7 @@ def record(
     **detail: Any,
 ) -> int:
     """Append one entry for a change made in ``session`` (``detail`` and ``fields`` its details); its seq."""
-    found = {k: shown(v) for k, v in {**(fields or {}), **detail}.items()}
+    found = bounded({k: shown(v) for k, v in {**(fields or {}), **detail}.items()})
     return AuditRepo(session).append(Event(action, subject, outcome, tenant, found, actor))
 
 
@@ -48,7 +49,7 @@ def event(
     **detail: Any,
 ) -> Event:
     """An entry to append later with others (``AuditRepo.append_many``: one head update a batch)."""
-    return Event(action, subject, outcome, tenant, {k: shown(v) for k, v in detail.items()}, actor)
+    return Event(action, subject, outcome, tenant, bounded({k: shown(v) for k, v in detail.items()}), actor)
 
 
 def shown(value: Any) -> Any:
@@ -62,13 +63,21 @@ def shown(value: Any) -> Any:
         return f"{value:.3f}"  # canonical JSON holds no floats (audit/canonical.py)
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, str):
-        return value[:MAX_SHOWN]
+    if isinstance(value, str):  # a lone surrogate (a peer's text) has no UTF-8: escaped, never refused
+        return value[:MAX_SHOWN].encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, (list, tuple)):
         return [shown(item) for item in list(value)[:32]]
     if isinstance(value, Mapping):
         return {str(k)[:64]: shown(v) for k, v in list(value.items())[:MAX_FIELDS]}
     return type(value).__name__
+
+
+def bounded(detail: dict[str, Any]) -> dict[str, Any]:
+    """``detail``, or, when it would pass the entry's size limit, its names only: what a peer
+    sent (a long list of key names, say) can make an entry shorter, never make a change fail."""
+    if len(json.dumps(detail, ensure_ascii=False).encode()) <= MAX_DETAIL_BYTES - 512:
+        return detail
+    return {"truncated": True, "fields": [str(name)[:64] for name in list(detail)[:32]]}
 
 
 def agent_actor(key: str) -> str:

@@ -182,3 +182,24 @@ def test_every_action_the_code_records_is_in_the_catalogue() -> None:
 def test_the_actions_doc_is_generated_from_the_catalogue() -> None:
     doc = Path(REPO / "docs/AUDIT_ACTIONS.md").read_text()
     assert doc == markdown(), "regenerate: python -m colibri.audit.actions > docs/AUDIT_ACTIONS.md"
+
+
+def test_what_a_peer_sent_shortens_an_entry_and_never_fails_the_change(db_url: str) -> None:
+    from sqlmodel import Session
+
+    from colibri.store.audit_hooks import record
+
+    store = Store(db_url)
+    try:
+        with origin.acting("tenant:acme", host="osa"), Session(store.engine) as session:
+            record(session, "secrets.provision", "tenant:acme", keys=[f"K{n:03d}" + "x" * 60 for n in range(64)],
+                   error="bad \ud800 text \x00 " + "é" * 5000)  # fmt: skip
+            record(session, "tenant.change", "tenant:acme", fields={f"f{n}": "y" * 300 for n in range(30)})
+            session.commit()
+        cut, names = entries(store, "osa")
+    finally:
+        store.close()
+    assert len(cut["detail"]["keys"]) == 32  # type: ignore[arg-type,index]
+    assert len(cut["detail"]["error"]) == 200 + 5  # type: ignore[arg-type,index]  # 200 characters, one escaped
+    assert str(cut["detail"]["error"]).startswith("bad \\ud800 text \x00 ")  # type: ignore[index]
+    assert names["detail"] == {"truncated": True, "fields": [f"f{n}" for n in range(30)]}
