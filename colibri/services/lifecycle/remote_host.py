@@ -11,11 +11,12 @@ and bounded before they are shown, and the tenant a command prints is read from 
 taken from the answer.
 """
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from colibri.errors import ColibriError, RemoteError, SecretsError, error_from_api
+from colibri.errors import ColibriError, RemoteError, SecretsError, StoreError, error_from_api
 from colibri.services.hosts.remote_ops import MAX_ENV_BYTES
 from colibri.services.lifecycle.reconcile import Drift
 from colibri.store.db import Store
@@ -142,7 +143,8 @@ class RemoteHost:
         try:
             answer = self._link.call(op, args, timeout=timeout)
         except ColibriError as exc:
-            self._audit(op, tenant, "failed", error=f"{type(exc).__name__}: {exc.message}", **asked)
+            with contextlib.suppress(StoreError):  # the link's error is the one to report
+                self._audit(op, tenant, "failed", error=f"{type(exc).__name__}: {exc.message}", **asked)
             raise
         error = answer.get("error")
         if isinstance(error, Mapping):  # a spawn that failed there (after its steps)

@@ -40,6 +40,7 @@ AUDITED: dict[str, tuple[list[str], list[str]]] = {
     "reconcile": (["reconcile", "--apply"], ["reconcile.repair"]),
     "destroy-agent": (["destroy-agent", "acme", "--yes"], ["agent.destroy"]),
     "remove-tenant": (["remove-tenant", "acme"], ["tenant.remove"]),
+    "release-agent": (["release-agent", "zeta"], ["agent.release"]),  # zeta's jail adopted first (below)
     "hosts add": (["hosts", "add", "osa", "--ssh", "root@127.0.0.1:1", "--host-key", HOST_KEY], ["host.add"]),
     "hosts check": (["hosts", "check", "osa"], ["host.check"]),
     "hosts remove": (["hosts", "remove", "osa"], ["host.remove"]),
@@ -62,8 +63,7 @@ READ_ONLY: dict[str, list[str]] = {
 }
 NOT_YET: dict[str, str] = {
     "spawn-local": "records through the same pipeline (spawn.*) as spawn-agent; not run here: it needs a local home",
-    "release-agent": "records agent.release (operations._reset); not run here: it needs an adopted jail",
-    "move-tenant": "records tenant.move (placement.rehome) and remote.*; not run here: it needs a second host",
+    "move-tenant": "needs a second host: tests/unit/audit/test_hosts_hooks.py runs it (tenant.move, remote.*)",
     "vault login": "records vault.login (services/secrets_vault.py); not run here: it needs a vault",
     "daemon": "the daemon itself: its routes and loops record, each checked below",
     "remote serve": "serves another host's ops, each the local services' own changes (their entries)",
@@ -134,6 +134,13 @@ def test_every_command_writes_its_entries_or_is_read_only(cli: Callable[..., tup
     for name, (argv, wanted) in AUDITED.items():
         if name == "reconcile":
             cli.fake.stop("acme")  # type: ignore[attr-defined]  # a drift to repair: an active tenant's jail stopped
+        if name == "release-agent":  # an adopted jail to hand back (the adoption records spawn.adopt)
+            assert cli("register-tenant", "zeta", "--collection", "")[0] == 0
+            root = cli.fake.add_foreign("zeta")  # type: ignore[attr-defined]
+            assert cli("spawn-agent", "zeta", "--jail-name", "zeta", "--jail-root", str(root))[0] == 0
+            adopted = [r["action"] for r in audit_rows(url)[seen:]]
+            assert "spawn.adopt" in adopted and "spawn.done" in adopted, adopted
+            seen = len(audit_rows(url))
         code, err = cli(*argv)
         assert code == 0 or name == "hosts check", (name, err)  # a check of an unreachable host fails, recorded
         rows = audit_rows(url)
