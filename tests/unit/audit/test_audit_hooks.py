@@ -203,3 +203,44 @@ def test_what_a_peer_sent_shortens_an_entry_and_never_fails_the_change(db_url: s
     assert len(cut["detail"]["error"]) == 200 + 5  # type: ignore[arg-type,index]  # 200 characters, one escaped
     assert str(cut["detail"]["error"]).startswith("bad \\ud800 text \x00 ")  # type: ignore[index]
     assert names["detail"] == {"truncated": True, "fields": [f"f{n}" for n in range(30)]}
+
+
+class _ProvingVault:
+    """The Bitwarden adapter at its seam: a login that proves the credentials (no bw, no server)."""
+
+    def login(self, credentials: object) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(collections=[SimpleNamespace(name="acme")])
+
+
+def test_vault_login_records_where_never_what_and_fails_closed(db_url: str, tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from colibri.adapters.credentials import CredentialStore, OperatorCredentials
+    from colibri.services.secrets_vault import VaultService
+
+    store = Store(db_url)
+    folder = tmp_path / "credentials"
+    folder.mkdir(mode=0o700)
+    creds = OperatorCredentials(SecretStr("user.id-7"), SecretStr("s3cr3t-client"), SecretStr("s3cr3t-master"))
+    try:
+        vault = VaultService(_ProvingVault(), CredentialStore(folder), "https://Vault.Example.org/", "org",  # type: ignore[arg-type]
+                             store=lambda: store)  # fmt: skip
+        with origin.acting("operator:uid=0", host="osa"):
+            assert vault.login(creds, "files")["collections"] == ["acme"]
+            (entry,) = entries(store, "osa")
+            assert (entry["action"], entry["subject"], entry["detail"]) == (
+                "vault.login", "vault:https://vault.example.org", {"stored_in": "files"},
+            )  # fmt: skip
+            assert "s3cr3t" not in json.dumps(entry) and "user.id-7" not in json.dumps(entry)
+            saved = list(folder.iterdir())
+            assert saved  # the first login stored them
+            for path in saved:
+                path.unlink()
+            refuse_audit_writes(store)
+            with pytest.raises(StoreError):
+                vault.login(creds, "files")
+        assert list(folder.iterdir()) == []  # no entry, no stored credentials
+    finally:
+        store.close()

@@ -64,7 +64,7 @@ READ_ONLY: dict[str, list[str]] = {
 NOT_YET: dict[str, str] = {
     "spawn-local": "records through the same pipeline (spawn.*) as spawn-agent; not run here: it needs a local home",
     "move-tenant": "needs a second host: tests/unit/audit/test_hosts_hooks.py runs it (tenant.move, remote.*)",
-    "vault login": "records vault.login (services/secrets_vault.py); not run here: it needs a vault",
+    "vault login": "needs a vault: test_audit_hooks.py's vault test runs its service at the Bitwarden seam",
     "daemon": "the daemon itself: its routes and loops record, each checked below",
     "remote serve": "serves another host's ops, each the local services' own changes (their entries)",
     "submit-task": "the POST /v1/tasks route (below), through the daemon",
