@@ -60,6 +60,7 @@ ACTIONS: dict[str, str] = {
     "agent.stale": "an agent missed its heartbeats past its TTL",
     "agent.lost": "an agent missed its heartbeats past the grace, or its host was lost: its tasks are requeued",
     "agent.revive": "a stale agent beat again and is active",
+    "agent.prune": "gone agents (left, lost) of a tenant or lane past its agent cap were deleted: which",
     "lane.declare": "the operator declared a shared lane",
     # the hive: tasks
     "task.submit": "a task was queued: its capability, tenant and payload size (never the payload)",

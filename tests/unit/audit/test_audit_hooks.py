@@ -158,7 +158,7 @@ def test_a_requeue_and_a_give_up_are_recorded(db_url: str) -> None:
 
 
 ACTION_LITERAL = re.compile(
-    r'(?:audit=|audit: str = |record\(\s*session,\s*|audit_record\(\s*session,\s*|event\(\s*|Event\(\s*)"([a-z_.]+)"'
+    r'(?:audit=|audit: str = |(?:audit_)?record\(\s*(?:self\._)?session,\s*|event\(\s*|Event\(\s*)"([a-z_.]+)"'
 )
 CHOSEN = re.compile(r'"([a-z]+\.[a-z_]+)" if [^\n]* else "([a-z]+\.[a-z_]+)"')
 
@@ -244,3 +244,20 @@ def test_vault_login_records_where_never_what_and_fails_closed(db_url: str, tmp_
         assert list(folder.iterdir()) == []  # no entry, no stored credentials
     finally:
         store.close()
+
+
+def test_gone_agents_pruned_past_the_cap_are_recorded(db_url: str) -> None:
+    store = active_tenants(db_url, {"acme": "osa"})
+    try:
+        hive = HiveService(store, Policy(max_agents=1), clock=Clock())
+        with origin.acting("daemon", host="osa"):
+            for agent in ("a1", "a2", "a3"):
+                hive.register(ACME, agent, ECHO, "1")
+                hive.deregister(f"acme/{agent}")
+        pruned = [e for e in entries(store, "osa") if e["action"] == "agent.prune"]
+        kept = {a["key"] for a in hive.agents()}
+    finally:
+        store.close()
+    (entry,) = pruned  # a1 and a2 left within one second: either is the older one
+    (gone,) = entry["detail"]["agents"]  # type: ignore[index]
+    assert entry["subject"] == "tenant:acme" and gone in ("acme/a1", "acme/a2") and gone not in kept
