@@ -75,9 +75,11 @@ class Context:
     @property
     def store(self) -> "Store":
         if self._store is None:
+            from colibri.audit import origin
             from colibri.store.db import Store
 
             self._store = Store(self.settings.database, self.settings.database_timeout)
+            origin.set_origin(self.settings.host, origin.operator_actor())  # whose audit log, who acts
         return self._store
 
     def tenants(self) -> "TenantService":
@@ -258,6 +260,7 @@ class Context:
             tuple(settings.allowed_secret_roots),
             secrets_changed=self._reload_secrets,
             jail_root_of=self._jail_root_of,
+            digest=self.audit_digest(),
         )
 
     def _jail_root_of(self, tenant_id: str, backend_name: str) -> Path:
@@ -325,7 +328,14 @@ class Context:
             ),
             check_placed=lambda tenant, host: self.placement().check_placed(tenant, host),
             writer=self.env_writer(),
+            digest=self.audit_digest(),
         )
+
+    def audit_digest(self) -> "Callable[[bytes], str]":
+        """The audit's keyed digest of provisioned content (a root-only key in the state dir)."""
+        from colibri.adapters.audit_digest import Digester
+
+        return Digester(self.settings.state_dir / "audit" / "digest.key")
 
     def vault(self) -> "VaultService":
         """``colibri vault login|status|check``."""
@@ -334,7 +344,9 @@ class Context:
 
         settings = self.settings
         credentials = CredentialStore(settings.vault_credentials_dir)
-        return VaultService(self._bitwarden(), credentials, settings.vault_url, settings.vault_organization_id)
+        return VaultService(
+            self._bitwarden(), credentials, settings.vault_url, settings.vault_organization_id, store=lambda: self.store
+        )
 
     def _bitwarden(self) -> "Bitwarden | None":
         """The bw adapter, or None while vault_url / vault_organization_id are unset."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colibri import __version__
+from colibri.audit import origin
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.http import BadRequest, Request, Response, Router, error_response, json_response, log_bug
 from colibri.daemon.logfilter import about
@@ -73,6 +74,14 @@ class Parts:
     metrics_text: Callable[[], Awaitable[str]]
     stopping: Callable[[], bool]
     outbox: Callable[[dict[str, Any]], None] | None = None  # a completion kept while the store is down
+
+
+def actor_of(scope: Scope) -> str:
+    """Who a request's audit entries name: the socket's owner (``operator:admin-socket``,
+    ``tenant:<t>``, ``lane:<l>``), never what the body says.  An agent's own changes (register,
+    deregister, its claims and results) name the agent itself (``agent:<t>/<id>``: the key the
+    daemon made from the socket's owner and the registered id), set on each entry."""
+    return "operator:admin-socket" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
 
 
 def error_for(exc: ColibriError, scope: Scope | None = None) -> Response:
@@ -158,7 +167,8 @@ class Api:
     async def _later(self, pending: Awaitable[Response], scope: Scope, request: Request) -> Response:
         kind = scope.kind
         try:
-            response = await pending
+            with origin.acting(actor_of(scope)):  # the request's store calls record under it
+                response = await pending
         except ColibriError as exc:
             response = error_for(exc, scope)
         except BadRequest as exc:

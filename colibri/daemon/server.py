@@ -19,6 +19,7 @@ store on their own; the liveness loop writes them in batches.
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import functools
 import logging
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from colibri import __version__
+from colibri.audit import origin
 from colibri.daemon import signals
 from colibri.daemon.api import Api, Parts
 from colibri.daemon.dispatcher import Dispatcher
@@ -142,6 +144,7 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.settings
+        origin.set_origin(settings.host, "daemon")  # requests record under their socket's actor (origin.acting)
         idle = max(10.0, settings.host_lease_seconds)  # a frozen daemon's open transaction ends by then
         self._store = await self._call(Store, settings.database, settings.database_timeout, idle)
         self._hive = HiveService(self._store, self.policy, host=settings.host,
@@ -244,7 +247,9 @@ class Daemon:
     # ---- the database thread ------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+        # in a copy of the caller's context: the store call records under the request's audit origin
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, functools.partial(fn, *args))
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store operation on the database thread; record whether the store answers."""

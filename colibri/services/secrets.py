@@ -39,6 +39,7 @@ from colibri.errors import ColibriError, SecretsError, TenantNotFound
 from colibri.services.secrets_render import Plan, Rendered, as_refusal, plan_of, render_env, resolve_collection
 from colibri.services.secrets_report import ProvisionResult, interrupted
 from colibri.services.secrets_write import EnvTarget, EnvWriter, SendEnv
+from colibri.store.audit_hooks import record
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
@@ -74,12 +75,14 @@ class SecretsService:
         send_env: SendEnv | None = None,
         check_placed: Callable[[str, str], None] | None = None,
         writer: EnvWriter | None = None,
+        digest: Callable[[bytes], str] | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._vault = vault
         self._credentials = credentials
-        self._writer = writer or EnvWriter(store, config.jail_user, config.allowed_roots, secrets_changed)
+        roots = config.allowed_roots
+        self._writer = writer or EnvWriter(store, config.jail_user, roots, secrets_changed, digest=digest)
         self._send_env = send_env  # None: a tenant of another host is not written from here
         # Raises unless the orchestrator's own record places the tenant on that host (review R1):
         # the shared row a plan is made of can be written by any host of the hive.
@@ -276,6 +279,10 @@ class SecretsService:
         else:
             assert self._send_env is not None
             where, changed = self._send_env(plan.host, plan.tenant_id, rendered.content, rendered.collection_id)
+            with self._store.session() as session:  # what was sent and what came back, in this host's log
+                digest = self._writer.digest(rendered.content)
+                record(session, "secrets.send", f"tenant:{plan.tenant_id}", tenant=plan.tenant_id, to_host=plan.host,
+                       keys=list(rendered.keys), digest=digest, changed=changed)  # fmt: skip
         source = rendered.source
         return ProvisionResult(
             plan.tenant_id,

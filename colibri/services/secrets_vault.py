@@ -4,11 +4,15 @@ Provisioning tenants' secrets from the vault is colibri/services/secrets.py; thi
 operator's view of the vault itself (the credentials, bw's state, one proving login).
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from colibri.adapters.bitwarden import Bitwarden, normalise_url
 from colibri.adapters.credentials import CredentialStore, OperatorCredentials
 from colibri.errors import ColibriError, SecretsError
+
+if TYPE_CHECKING:
+    from colibri.store.db import Store
 
 
 class VaultService:
@@ -20,7 +24,9 @@ class VaultService:
         credentials: CredentialStore,
         vault_url: str | None,
         organization_id: str | None,
+        store: "Callable[[], Store] | None" = None,
     ) -> None:
+        self._store = store  # where a login's audit entry goes (opened only by a login)
         self._bw = bitwarden
         self._credentials = credentials
         self._url = vault_url
@@ -85,5 +91,12 @@ class VaultService:
         """Prove ``credentials`` against the vault (fresh login), then store them in ``to``
         (``keyring`` or ``files``).  Nothing is stored when the proof fails."""
         snapshot = self._require_bw().login(credentials)
-        where = self._credentials.save(credentials, to)
+        if self._store is None:
+            where = self._credentials.save(credentials, to)
+        else:  # the entry first, the credentials saved inside its transaction: no entry, no change
+            from colibri.store.audit_hooks import record
+
+            with self._store().session() as session:
+                record(session, "vault.login", f"vault:{normalise_url(self._url or '')[:200] or '-'}", stored_in=to)
+                where = self._credentials.save(credentials, to)
         return {"stored_in": where, "collections": sorted(c.name for c in snapshot.collections)}

@@ -7,13 +7,14 @@ are envfile's (no-follow, 0600, owned by the jail's user, atomic, the old file k
 the jail is the one the store records, never a path a peer sent.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from colibri.adapters import envfile
 from colibri.domain import TenantStatus
 from colibri.errors import SecretsError, TenantNotFound
+from colibri.store.audit_hooks import record
 from colibri.store.db import Store
 from colibri.store.models import utcnow
 from colibri.store.repos import TenantRepo
@@ -59,8 +60,10 @@ class EnvWriter:
         allowed_roots: tuple[Path, ...],
         secrets_changed: Callable[[str], None] | None = None,
         jail_root_of: JailRootOf | None = None,
+        digest: Callable[[bytes], str] | None = None,
     ) -> None:
         self._store = store
+        self._digest = digest  # the audit's keyed digest of a .env (adapters/audit_digest.py)
         self._jail_user = jail_user
         self._allowed = allowed_roots
         self._secrets_changed = secrets_changed  # tells the tenant's running agents to reload
@@ -78,7 +81,8 @@ class EnvWriter:
         """Write, record (``ok``), and when the file changed tell the daemon.  Raises
         SecretsError or PermissionDenied (nothing written, nothing recorded)."""
         path, changed = self.write(target, content)
-        self.mark(target.tenant_id, "ok", None, changed=changed, collection_id=collection_id)
+        provisioned = {"keys": env_key_names(content), "digest": self.digest(content), "changed": changed}
+        self.mark(target.tenant_id, "ok", None, changed=changed, collection_id=collection_id, provisioned=provisioned)
         if changed and self._secrets_changed is not None:
             self._secrets_changed(target.tenant_id)
         return path, changed
@@ -111,6 +115,7 @@ class EnvWriter:
         *,
         changed: bool = False,
         collection_id: str | None = None,
+        provisioned: Mapping[str, object] | None = None,
     ) -> None:
         now = utcnow()
         with self._store.session() as session:
@@ -125,3 +130,21 @@ class EnvWriter:
                 tenant.secrets_changed_at = now
             if collection_id is not None:
                 tenant.collection_id = collection_id
+            outcome = "ok" if status in ("ok", "none") else "failed"
+            record(session, "secrets.provision" if provisioned is not None else "secrets.status", f"tenant:{tenant_id}",
+                   tenant=tenant_id, outcome=outcome, status=status, error=error, fields=provisioned)  # fmt: skip
+
+    def digest(self, content: bytes) -> str | None:
+        """The audit's keyed digest of a rendered ``.env`` (never a plain hash: see
+        adapters/audit_digest.py); None when this writer has no key."""
+        return self._digest(content) if self._digest is not None else None
+
+
+def env_key_names(content: bytes) -> list[str]:
+    """The key names of a rendered ``.env`` (never a value), at most 64 of them."""
+    names = []
+    for line in content.decode("utf-8", "replace").split("\n"):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and "=" in stripped:
+            names.append(stripped.split("=", 1)[0].strip()[:64])
+    return sorted(set(names))[:64]

@@ -114,6 +114,7 @@ class TenantService:
                 back = repo.change(
                     tenant_id,
                     TenantStatus.REGISTERED,
+                    audit="tenant.register",
                     collection_name=wanted_collection,
                     collection_id=None,
                     host=wanted_host,
@@ -193,7 +194,7 @@ class TenantService:
                 )
             if draft is not None:
                 draft.forget(tenant_id)
-            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED))
+            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED, audit="tenant.remove"))
 
 
 # --- batches: several tenants in one command ---------------------------------------------------

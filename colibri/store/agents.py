@@ -8,6 +8,7 @@ from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from colibri.domain import LIVE_AGENT_STATES, AgentState, TaskState
+from colibri.store.audit_hooks import record
 from colibri.store.models import Agent, Task, utcnow
 
 GONE = (AgentState.LOST.value, AgentState.LEFT.value)
@@ -42,10 +43,15 @@ class AgentRepo:
             select(Agent.key).where(self._owner(kind, name), col(Agent.state).in_(GONE))
             .order_by(col(Agent.state_changed_at).desc()).offset(keep)
         )  # fmt: skip
+        gone = []
         for old in self._session.exec(query).all():
             row = self._session.get(Agent, old)
             if row is not None:
                 self._session.delete(row)
+                gone.append(old)
+        if gone:
+            subject = f"{kind}:{name}"
+            record(self._session, "agent.prune", subject, tenant=name if kind == "tenant" else None, agents=gone)
 
     def live(self, host: str | None = None) -> Sequence[Agent]:
         """Active or stale agents (of ``host``, and those registered before hosts were recorded)."""

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from colibri.domain import TenantStatus, check_transition
 from colibri.errors import TenantNotFound
+from colibri.store.audit_hooks import record
 from colibri.store.models import Tenant, utcnow
 
 
@@ -22,14 +23,18 @@ class TenantRepo:
     def get_for_update(self, tenant_id: str) -> Tenant | None:
         return self._session.get(Tenant, tenant_id, with_for_update=True)
 
-    def change(self, tenant_id: str, status: TenantStatus | None = None, **fields: Any) -> Tenant:
+    def change(
+        self, tenant_id: str, status: TenantStatus | None = None, *, audit: str = "tenant.change", **fields: Any
+    ) -> Tenant:
         """The one checked state change of a tenant: load it for update, check ``status`` against
         the state machine (domain.check_transition; the same status again is no change), set it
-        and ``fields``, stamp ``updated_at``.  Raises TenantNotFound, StateConflict.  The caller's
-        session commits it, as one transaction with whatever else it did."""
+        and ``fields``, stamp ``updated_at``, and append its audit entry (action ``audit``, the
+        states before and after, the fields set).  Raises TenantNotFound, StateConflict.  The
+        caller's session commits it, as one transaction with whatever else it did."""
         tenant = self.get_for_update(tenant_id)
         if tenant is None:
             raise TenantNotFound(tenant_id)
+        before = tenant.status
         if status is not None and tenant.status != status:
             check_transition(tenant_id, TenantStatus(tenant.status), status)
             tenant.status = status
@@ -38,6 +43,9 @@ class TenantRepo:
                 raise AttributeError(f"tenants has no column {name}")
             setattr(tenant, name, value)
         tenant.updated_at = utcnow()
+        outcome = "failed" if tenant.status == TenantStatus.FAILED and before != tenant.status else "ok"
+        record(self._session, audit, f"tenant:{tenant_id}", tenant=tenant_id, outcome=outcome,
+               status=[before, tenant.status], set=fields)  # fmt: skip
         return tenant
 
     def find(self, status: str | None = None, include_removed: bool = False) -> Sequence[Tenant]:
@@ -64,6 +72,8 @@ class TenantRepo:
     def ids(self) -> list[str]:
         return list(self._session.exec(select(Tenant.tenant_id)).all())
 
-    def add(self, tenant: Tenant) -> None:
+    def add(self, tenant: Tenant, audit: str = "tenant.register") -> None:
         self._session.add(tenant)
         self._session.flush()
+        record(self._session, audit, f"tenant:{tenant.tenant_id}", tenant=tenant.tenant_id, host=tenant.host,
+               collection=tenant.collection_name, status=tenant.status)  # fmt: skip

@@ -18,6 +18,7 @@ from colibri.services.hive.rules import Requeued, Scope, validate_name
 from colibri.services.hive.tasks import TaskRules
 from colibri.services.hive.views import agent_public
 from colibri.store.agents import AgentRepo
+from colibri.store.audit_hooks import agent_actor, record
 from colibri.store.models import Agent, utcnow
 from colibri.store.owners import OwnerRepo
 
@@ -51,6 +52,8 @@ class AgentRules:
             agent.state, agent.host = AgentState.ACTIVE, self._host
             agent.registered_at = agent.last_seen_at = agent.state_changed_at = now
             agents.add(agent)
+            record(session, "agent.register", f"agent:{key}", tenant=scope.tenant, actor=agent_actor(key),
+                   capabilities=[c.get("name") for c in capabilities], mother_version=mother_version)  # fmt: skip
             requeued = self._tasks.requeue_held(session, key, f"agent {key} registered again")
             agents.flush()
             return agent_public(agent), requeued
@@ -87,6 +90,7 @@ class AgentRules:
             agent = AgentRepo(session).get(key)
             if agent is not None:
                 agent.state, agent.state_changed_at = AgentState.LEFT, utcnow()
+                record(session, "agent.leave", f"agent:{key}", tenant=agent.tenant_id, actor=agent_actor(key))
             return self._tasks.requeue_held(session, key, f"agent {key} deregistered")
 
     def mark_lost(self, key: str) -> list[Requeued]:
@@ -102,7 +106,8 @@ class AgentRules:
             for key, state in changes:
                 agent = agents.get(key)
                 if agent is not None and agent.state != state and agent_may_become(agent.state, state):
-                    agent.state, agent.state_changed_at = AgentState(state), now
+                    was, agent.state, agent.state_changed_at = agent.state, AgentState(state), now
+                    record(session, _STATE_ACTIONS[state], f"agent:{key}", tenant=agent.tenant_id, was=was)
                 if state == AgentState.LOST:
                     requeued += self._tasks.requeue_held(session, key, f"agent {key} was lost")
         return requeued
@@ -184,6 +189,7 @@ class AgentRules:
             if owners.lane(name) is not None:
                 return False
             owners.add_lane(name)
+            record(session, "lane.declare", f"lane:{name}")
             return True
 
 
@@ -195,3 +201,7 @@ def _check_owner(session: Session, scope: Scope) -> None:
             raise TenantNotFound(str(scope.name))
     elif scope.kind == "lane" and owners.lane(str(scope.name)) is None:
         raise InvalidInput(f"lane not declared: {scope.name}")
+
+
+_STATE_ACTIONS = {"active": "agent.revive", "stale": "agent.stale", "lost": "agent.lost", "left": "agent.leave"}
+"""The audit action of an agent's liveness change (never each heartbeat: only a change of state)."""

@@ -37,6 +37,8 @@ from colibri.services.hive.ledger import SYNC_SECONDS, Ledger
 from colibri.services.hive.rules import Requeued
 from colibri.services.hive.tasks import TaskRules
 from colibri.store.agents import AgentRepo
+from colibri.store.audit import AuditRepo
+from colibri.store.audit_hooks import event, record
 from colibri.store.hosts import HostRepo
 
 log = logging.getLogger("colibri.hive")
@@ -112,6 +114,7 @@ class HostRules:
                     )
             term = hosts.take_term(row, self.host, expires)
             lost = AgentRepo(session).keys_in_state(self.host, "lost")
+            record(session, "host.up", f"host:{self.host}", term=term, lost_agents=len(lost))
         self.lease = OwnLease(term, expires)
         self._steady_since = now
         return lost
@@ -148,6 +151,9 @@ class HostRules:
             for name in HostRepo(session).mark_expired_lost(cutoff, self.host):
                 agents = AgentRepo(session)
                 keys = agents.mark_host_lost(name)
+                record(session, "host.lost", f"host:{name}", outcome="failed", agents=len(keys))
+                lost = [event("agent.lost", f"agent:{key}", tenant=_tenant_of(key), host=name) for key in keys]
+                AuditRepo(session).append_many(lost)
                 requeued = [
                     self._tasks.requeue(session, t, f"host {name} was lost") for t in agents.tasks_held_on(name)
                 ]
@@ -159,6 +165,7 @@ class HostRules:
         if self.lease.term:
             with self._ledger.store.session() as session:
                 HostRepo(session).release(self.host, self.lease.term)
+                record(session, "host.down", f"host:{self.host}", term=self.lease.term)
         self.lease = OwnLease()
 
     def gate_many(
@@ -180,3 +187,8 @@ class HostRules:
             return claim(agent) if self.trusted() else None
 
         return gated
+
+
+def _tenant_of(key: str) -> str | None:
+    """The tenant of an agent key (``<tenant>/<id>``; a lane's agent has none)."""
+    return None if key.startswith("lane:") else key.split("/", 1)[0]

@@ -19,6 +19,7 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from colibri.services.hive.rules import FINISHED, PRUNE_BATCH, Policy
+from colibri.store.audit_hooks import record
 from colibri.store.db import Store
 from colibri.store.models import Task, utcnow
 from colibri.store.tasks import TaskRepo
@@ -169,6 +170,10 @@ class Ledger:
                     doomed.append(int(task_id or 0))
                     count, total = count - 1, total - int(task_size)
                 tasks.delete(doomed)
+                if doomed:
+                    subject = f"tenant:{tenant}" if tenant else "operator"
+                    record(session, "task.prune", subject, tenant=tenant, tasks=len(doomed), first=min(doomed),
+                           last=max(doomed), reason="over the finished-task caps")  # fmt: skip
             usage.finished, usage.finished_bytes = count, max(total, 0)
             deleted += len(doomed)
         return deleted
@@ -181,7 +186,10 @@ class Ledger:
             rows = tasks.finished_before(cutoff, PRUNE_BATCH)
             if not rows:
                 return 0
-            tasks.delete([int(i or 0) for i, _, _ in rows])
+            doomed = [int(i or 0) for i, _, _ in rows]
+            tasks.delete(doomed)
+            record(session, "task.prune", "hive", tasks=len(doomed), first=min(doomed), last=max(doomed),
+                   reason="older than the retention")  # fmt: skip
             for _, tenant, task_size in rows:
                 self.note(tenant, 0, 0, -1, -int(task_size))
             return len(rows)

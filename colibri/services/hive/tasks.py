@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from sqlmodel import Session
 
+from colibri.audit.entry import Event
 from colibri.domain import TaskState, TenantStatus, check_task_transition, requeue_outcome, validate_tenant_id
 from colibri.errors import (
     ColibriError,
@@ -36,7 +37,10 @@ from colibri.services.hive.rules import (
     validate_idempotency_key,
     validate_name,
 )
+from colibri.services.hive.task_audit import append_finished, claim_event, requeued
 from colibri.services.hive.views import task_public
+from colibri.store.audit import AuditRepo
+from colibri.store.audit_hooks import record
 from colibri.store.models import Task, utcnow
 from colibri.store.owners import OwnerRepo
 from colibri.store.tasks import TaskRepo
@@ -97,6 +101,8 @@ class TaskRules:
             )
             tasks.add(task)
             ledger.note(tenant, 1, len(text), 0, 0)
+            record(session, "task.submit", f"task:{task.id}", tenant=tenant, capability=capability,
+                   payload_bytes=len(text), idempotency_key=idempotency_key)  # fmt: skip
             return {**task_public(task), "created": True}
 
     def _check_queue_room(self, session: Session, tenant: str, size: int) -> None:
@@ -132,6 +138,7 @@ class TaskRules:
                 kinds.setdefault((tuple(sorted(agent.capabilities)), agent.tenant), []).append(index)
         with self._ledger.store.session() as session:
             tasks = TaskRepo(session)
+            claimed: list[Event] = []  # their audit entries: one append for the turn
             for (capabilities, tenant), indexes in kinds.items():
                 now, stamp = self._ledger.now(), utcnow()
                 leases = [(agents[i].key, self._token(), now + policy.lease_seconds) for i in indexes]
@@ -153,6 +160,8 @@ class TaskRules:
                     shown["lease_seconds"] = policy.lease_seconds
                     shown["host"], shown["fence"] = host, fence
                     answers[index] = shown
+                    claimed.append(claim_event(shown, agents[index].key))
+            AuditRepo(session).append_many(claimed)
         return answers
 
     def finish(
@@ -195,6 +204,7 @@ class TaskRules:
                     raise
                 except ColibriError as exc:
                     answers[index] = exc
+            append_finished(session, [reports[index] for index in todo], [answers[index] for index in todo])
         assert all(answer is not None for answer in answers)
         return cast(list[dict[str, Any] | ColibriError], answers)
 
@@ -252,7 +262,7 @@ class TaskRules:
         task = _visible(session, scope, task_id, for_update=True)  # why not: a repeat, or a refusal
         repeat = task.state in FINISHED and task.agent_key == key and task.lease_token == lease
         if repeat and self._claimed_here(task, fence):
-            return task_public(task)  # its first answer was lost: the task as it was recorded
+            return {**task_public(task), "repeat": True}  # its first answer was lost: nothing changes
         raise StateConflict(f"task {task_id} is not leased to {key} (its lease expired or it was requeued)")
 
     def _claimed_here(self, task: Task, fence: int | None) -> bool:
@@ -271,6 +281,7 @@ class TaskRules:
                 return False
             _unclaim(task)
             session.add(task)
+            requeued(session, task, None, "the lease never reached its agent")
             return True
 
     def release_undelivered(self, key: str, started: float) -> list[Requeued]:
@@ -289,6 +300,7 @@ class TaskRules:
                 _unclaim(task)
                 session.add(task)
                 assert task.id is not None
+                requeued(session, task, key, "claimed before the daemon's restart, never delivered")
                 given.append(Requeued(task.id, task.tenant_id, task.capability, task.state))
             return given
 
@@ -314,10 +326,11 @@ class TaskRules:
             self._ledger.note_finished(task)
         else:
             task.error = f"requeued: {reason}"
-        task.agent_key, task.lease_token, task.lease_expires_at = None, None, None
+        agent, task.agent_key, task.lease_token, task.lease_expires_at = task.agent_key, None, None, None
         task.updated_at = utcnow()
         session.add(task)
         assert task.id is not None
+        requeued(session, task, agent, reason, gave_up=outcome == TaskState.FAILED)
         return Requeued(task.id, task.tenant_id, task.capability, task.state)
 
     def task(self, scope: Scope, task_id: int) -> dict[str, Any]:

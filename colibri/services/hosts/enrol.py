@@ -82,6 +82,7 @@ class HostService:
         and those of ``known_hosts`` for its address), the remote colibri.  The same fields again:
         no-op; other fields: Conflict."""
         from colibri.adapters.ssh_keys import keys_from_known_hosts, normal_key_line
+        from colibri.store.audit_hooks import record
         from colibri.store.hosts import HostRepo
         from colibri.store.models import Host
 
@@ -115,6 +116,8 @@ class HostService:
                 host = found
             else:
                 repo.add(host)
+                ssh_reach, key_count = f"{user}@{address}:{port}", len(keys.split()) // 2
+                record(session, "host.add", f"host:{name}", ssh=ssh_reach, host_keys=key_count)
             if draft is not None:  # the same fields again pin a host enrolled before the record existed
                 draft.hosts[name] = pin_of(host)
             return self._view(host, repo, draft)
@@ -136,6 +139,7 @@ class HostService:
             return self._view(self._get(repo, name), repo, draft)
 
     def remove(self, name: str) -> dict[str, Any]:
+        from colibri.store.audit_hooks import record
         from colibri.store.hosts import HostRepo
 
         with self._changing() as draft, self._store.session() as session:
@@ -156,6 +160,7 @@ class HostService:
                     f"(service colibri stop, on {name}); if it is gone, wait {math.ceil(left)} s"
                 )
             repo.remove(host)
+            record(session, "host.remove", f"host:{name}")
             if draft is not None:
                 draft.hosts.pop(name, None)
                 view["stale_copies_forgotten"] = draft.owed.pop(name, [])
@@ -167,6 +172,7 @@ class HostService:
         HostIncompatible; the backend's programs missing: HostIncompatible; SSH: RemoteError,
         HostKeyRefused, CommandTimeout) is recorded, and returned with the host's view."""
         from colibri.errors import HostKeyRefused
+        from colibri.store.audit_hooks import record
         from colibri.store.hosts import HostRepo
 
         diverged: str | None = None
@@ -205,6 +211,8 @@ class HostService:
             host.checked_at = host.updated_at = datetime.now(UTC).replace(microsecond=0)
             session.add(host)
             session.flush()
+            record(session, "host.check", f"host:{name}", outcome="ok" if error is None else "failed",
+                   version=host.version, backend=host.backend, error=host.last_error)  # fmt: skip
             view = self._view(host, repo, self._record.read() if self._record is not None else None)
         view["found"] = _found_view(found)
         if self._settle is not None:

@@ -31,6 +31,7 @@ from colibri.services.lifecycle.layout import (
     SpawnPaths,
     uid_pool_lock,
 )
+from colibri.store.audit_hooks import record as audit_record
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.store.repos import TenantRepo
@@ -324,7 +325,7 @@ class Adopter:
         if record is not None and record.claimed_ids:
             fields["uid_base"] = record.prior_uid_base
         with self._store.session() as session:
-            TenantRepo(session).change(tenant.tenant_id, **fields)
+            TenantRepo(session).change(tenant.tenant_id, audit="adopt.undo", **fields)
         Adoption.forget(self._paths.records, tenant.tenant_id)
         tenant.adopted = False
 
@@ -362,3 +363,4 @@ class Adopter:
                     record.prior_uid_base, record.claimed_ids = row.uid_base, True
                     record.save(self._paths.records)
                 row.uid_base = base
+                audit_record(session, "adopt.claim_ids", f"tenant:{row.tenant_id}", tenant=row.tenant_id, uid_base=base)

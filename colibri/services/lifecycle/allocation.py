@@ -10,6 +10,7 @@ from typing import TypeVar
 from colibri.adapters.jail import UID_BLOCK, JailIds
 from colibri.errors import JailError, StoreError
 from colibri.services.lifecycle.layout import SpawnPaths, ip_pool_lock, uid_pool_lock
+from colibri.store.audit_hooks import record
 from colibri.store.db import Store
 from colibri.store.repos import TenantRepo
 
@@ -54,6 +55,7 @@ def _allocate_ids(store: Store, paths: SpawnPaths, tenant_id: str) -> JailIds:
             candidate = start + n * UID_BLOCK
             if candidate not in aligned and not any(abs(b - candidate) < UID_BLOCK for b in odd):
                 tenant.uid_base = candidate
+                record(session, "spawn.allocate", f"tenant:{tenant_id}", tenant=tenant_id, uid_base=candidate)
                 return JailIds(candidate)
     raise JailError(
         f"the tenant id pool is exhausted ({paths.uid_blocks} blocks of {UID_BLOCK} from "
@@ -80,5 +82,6 @@ def _allocate_ip(store: Store, paths: SpawnPaths, tenant_id: str) -> str:
         for candidate in hosts:
             if str(candidate) not in used:
                 tenant.ip_address = str(candidate)
+                record(session, "spawn.allocate", f"tenant:{tenant_id}", tenant=tenant_id, ip_address=str(candidate))
                 return str(candidate)
     raise JailError(f"the jail IP pool {paths.ip_pool} is exhausted")

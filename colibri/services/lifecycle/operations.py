@@ -66,7 +66,7 @@ class AgentService:
                     f"tenant {tenant_id} is {tenant.status}; run 'colibri spawn-agent {tenant_id}' to converge it"
                 )
             self.start_agent(tenant.jail_name)
-            return self.set_status(tenant_id, TenantStatus.ACTIVE)
+            return self.set_status(tenant_id, TenantStatus.ACTIVE, audit="agent.start")
 
     def stop(self, tenant_id: str) -> TenantView:
         """Stop an agent's jail (or local mother); the tenant becomes ``stopped``."""
@@ -77,7 +77,7 @@ class AgentService:
                 self._local_home(Path(tenant.jail_root)).stop()
             elif self._backend.info(tenant.jail_name).state is JailState.RUNNING:
                 self._backend.stop(tenant.jail_name)
-            return self.set_status(tenant_id, TenantStatus.STOPPED)
+            return self.set_status(tenant_id, TenantStatus.STOPPED, audit="agent.stop")
 
     def destroy(self, tenant_id: str) -> TenantView:
         """Destroy the tenant's jail.  Refused for an adopted jail or one without colibri's marker.
@@ -97,7 +97,7 @@ class AgentService:
                     if not info.managed:
                         raise JailError(f"jail {tenant.jail_name} was not created by colibri; refusing to destroy it")
                     self._backend.destroy(tenant.jail_name)
-            return self._reset(tenant_id)
+            return self._reset(tenant_id, audit="agent.destroy")
 
     def release(self, tenant_id: str) -> ReleasedView:
         """Hand an adopted jail back: undo exactly what colibri added to it (its mother stopped,
@@ -114,7 +114,7 @@ class AgentService:
             removed = withdraw(self._backend, record, self._jail_user, restore_state=False)
             if self._close_socket is not None and self._close_socket(tenant_id):
                 removed.append("the daemon's agent socket")
-            reset = self._reset(tenant_id, adopted=False)
+            reset = self._reset(tenant_id, audit="agent.release", adopted=False)
             Adoption.forget(self._records, tenant_id)
         return ReleasedView(**reset, removed=removed)
 
@@ -148,9 +148,11 @@ class AgentService:
                 raise MotherNotReady(f"{exc}; jail {jail} was stopped again") from None
             raise
 
-    def set_status(self, tenant_id: str, status: TenantStatus, error: str | None = None) -> TenantView:
+    def set_status(
+        self, tenant_id: str, status: TenantStatus, error: str | None = None, audit: str = "tenant.change"
+    ) -> TenantView:
         with self._store.session() as session:
-            return tenant_public(TenantRepo(session).change(tenant_id, status, last_error=error))
+            return tenant_public(TenantRepo(session).change(tenant_id, status, audit=audit, last_error=error))
 
     # ---- helpers --------------------------------------------------------------------------------
     def _tenant(self, tenant_id: str) -> Tenant:
@@ -166,12 +168,14 @@ class AgentService:
         if TenantStatus(tenant.status) not in HAS_JAIL or tenant.backend is None:
             raise StateConflict(f"tenant {tenant.tenant_id} has no agent yet; run 'colibri spawn-agent' first")
 
-    def _reset(self, tenant_id: str, **fields: Any) -> TenantView:
+    def _reset(self, tenant_id: str, audit: str, **fields: Any) -> TenantView:
         """Back to ``registered``, its jail's fields cleared (the IP back to the pool)."""
         cleared = dict.fromkeys(("backend", "jail_root", "ip_address", "spawn_step", "last_error"))
         with self._store.session() as session:
             repo = TenantRepo(session)
             tenant = repo.get_for_update(tenant_id)
             if tenant is not None and tenant.status == TenantStatus.SPAWNING:
-                repo.change(tenant_id, TenantStatus.FAILED)  # a spawn cut short (kill -9): we hold its lock
-            return tenant_public(repo.change(tenant_id, TenantStatus.REGISTERED, **cleared, **fields))
+                repo.change(
+                    tenant_id, TenantStatus.FAILED, audit="spawn.abandon"
+                )  # cut short (kill -9): we hold its lock
+            return tenant_public(repo.change(tenant_id, TenantStatus.REGISTERED, audit=audit, **cleared, **fields))

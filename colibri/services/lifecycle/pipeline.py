@@ -328,7 +328,7 @@ class SpawnService:
                             f"{cap['name']} to {handlers}"
                         )
                 fields["capabilities"] = json.dumps(caps)
-            tenant = repo.change(tenant_id, TenantStatus.SPAWNING, **fields)
+            tenant = repo.change(tenant_id, TenantStatus.SPAWNING, audit="spawn.begin", **fields)
             session.flush()
             session.expunge(tenant)
         # The template is this run's until the backend accepts it: the store gets it with the
@@ -344,11 +344,14 @@ class SpawnService:
 
     def _record(self, tenant_id: str, step: str, **fields: Any) -> None:
         with self._store.session() as session:
-            TenantRepo(session).change(tenant_id, spawn_step=step, **fields)
+            audit = "spawn.adopt" if fields.get("adopted") else "spawn.step"
+            TenantRepo(session).change(tenant_id, audit=audit, spawn_step=step, **fields)
 
     def _finish(self, tenant_id: str) -> TenantView:
         with self._store.session() as session:
-            return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.ACTIVE, spawn_step="active"))
+            return tenant_public(
+                TenantRepo(session).change(tenant_id, TenantStatus.ACTIVE, audit="spawn.done", spawn_step="active")
+            )
 
     def _fail(self, tenant_id: str, exc: ColibriError) -> None:
         with self._store.session() as session:
@@ -356,7 +359,7 @@ class SpawnService:
             tenant = repo.get_for_update(tenant_id)
             if tenant is None or tenant.status != TenantStatus.SPAWNING:
                 return
-            repo.change(tenant_id, TenantStatus.FAILED, last_error=str(exc)[:2000])
+            repo.change(tenant_id, TenantStatus.FAILED, audit="spawn.fail", last_error=str(exc)[:2000])
 
 
 def _quiet(tenant: str, step: str, state: str, detail: str) -> None:

@@ -128,10 +128,10 @@ class Placement:
                 raise StateConflict(f"tenant {tenant_id} has an adopted jail on host {tenant.host}: not forgotten")
             if forget_jail and tenant.status != TenantStatus.REGISTERED:
                 if tenant.status == TenantStatus.SPAWNING:
-                    repo.change(tenant_id, TenantStatus.FAILED)
+                    repo.change(tenant_id, TenantStatus.FAILED, audit="tenant.move")
                 cleared = dict.fromkeys(("backend", "jail_root", "ip_address", "spawn_step"))
                 forgotten = f"its jail on lost host {tenant.host} was forgotten (move-tenant --old-host-lost)"
-                repo.change(tenant_id, TenantStatus.REGISTERED, last_error=forgotten, **cleared)
+                repo.change(tenant_id, TenantStatus.REGISTERED, audit="tenant.move", last_error=forgotten, **cleared)
             elif tenant.status != TenantStatus.REGISTERED or tenant.jail_root:
                 raise StateConflict(
                     f"tenant {tenant_id} is {tenant.status} on host {tenant.host}: destroy it there first"
@@ -140,7 +140,7 @@ class Placement:
                 # Whatever the shared row said of its jail there (a host can write it), the old host is
                 # owed a destroy of any copy left, until it confirms (settle_owed; review R15).
                 draft.owe(tenant.host, tenant_id)
-            repo.change(tenant_id, host=host)
+            repo.change(tenant_id, audit="tenant.move", host=host)
             if draft is not None:
                 draft.place(tenant_id, host)
 

@@ -104,10 +104,27 @@ class Reconciler:
                 elif drift.kind == "running_jail":
                     self._backend.stop(drift.jail)
                 else:
-                    self._agents.set_status(drift.tenant, TenantStatus.FAILED, error="reconcile: the jail is missing")
+                    self._agents.set_status(
+                        drift.tenant,
+                        TenantStatus.FAILED,
+                        error="reconcile: the jail is missing",
+                        audit="reconcile.repair",
+                    )
         except ColibriError as exc:
+            self._audit(drift, str(exc))
             return Drift(drift.kind, drift.jail, drift.tenant, drift.action, False, str(exc))
+        if drift.kind != "missing_jail":  # that one's entry is its state change's (set_status)
+            self._audit(drift, None)
         return Drift(drift.kind, drift.jail, drift.tenant, drift.action, True)
+
+    def _audit(self, drift: Drift, error: str | None) -> None:
+        """The audit entry of a repair made on the backend alone (or tried and failed)."""
+        from colibri.store.audit_hooks import record
+
+        with self._store.session() as session:
+            outcome = "ok" if error is None else "failed"
+            record(session, "reconcile.repair", f"tenant:{drift.tenant}", tenant=drift.tenant, outcome=outcome,
+                   kind=drift.kind, jail=drift.jail, error=error)  # fmt: skip
 
 
 def describe_drifts(drifts: list[Drift]) -> list[DriftView]:

@@ -16,6 +16,7 @@ and bounded before they are shown, and the tenant a command prints is read from 
 taken from the answer.
 """
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from colibri.adapters.remote_wire import MAX_FRAME
-from colibri.errors import ColibriError, InvalidInput, RemoteError, SecretsError, error_from_api
+from colibri.errors import ColibriError, InvalidInput, RemoteError, SecretsError, StoreError, error_from_api
 from colibri.services.hosts.remote_ops import MAX_BATCH, MAX_ENV_BYTES
 from colibri.services.hosts.serve import NO_OP
 from colibri.services.lifecycle.reconcile import Drift
@@ -91,7 +92,7 @@ class RemoteHost:
             "jail_name": adopt[0] if adopt else None,
             "jail_root": str(adopt[1]) if adopt else None,
         }
-        answer = self._link.call("spawn", args, timeout=SPAWN_TIMEOUT)
+        answer = self._call("spawn", args, timeout=SPAWN_TIMEOUT)
         del args
         steps = answer.get("steps")
         if on_step is not None and isinstance(steps, list):
@@ -198,21 +199,21 @@ class RemoteHost:
         return {tenant_id: results[tenant_id] for tenant_id, _ in batch}
 
     def start(self, tenant_id: str) -> "TenantView":
-        self._link.call("start", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        self._call("start", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
         return self._tenant(tenant_id)
 
     def stop(self, tenant_id: str) -> "TenantView":
-        self._link.call("stop", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        self._call("stop", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
         return self._tenant(tenant_id)
 
     def destroy(self, tenant_id: str) -> "TenantView":
-        self._link.call("destroy", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        self._call("destroy", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
         return self._tenant(tenant_id)
 
     def release(self, tenant_id: str) -> "ReleasedView":
         from colibri.services.lifecycle.operations import ReleasedView
 
-        answer = self._link.call("release", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
+        answer = self._call("release", {"tenant": tenant_id}, timeout=LONG_TIMEOUT)
         shown = answer.get("tenant")
         raw = shown.get("removed") if isinstance(shown, Mapping) else None
         removed = [_cut(r) for r in raw[:MAX_STEPS] if isinstance(r, str)] if isinstance(raw, list) else []
@@ -225,7 +226,7 @@ class RemoteHost:
         return answer.get("destroyed") is True
 
     def reconcile(self, apply: bool) -> list[Drift]:
-        answer = self._link.call("reconcile", {"apply": apply}, timeout=LONG_TIMEOUT)
+        answer = self._call("reconcile", {"apply": apply}, timeout=LONG_TIMEOUT)
         raw = answer.get("drifts")
         if not isinstance(raw, list):
             raise RemoteError(f"host {self.name} answered reconcile without its drifts")
@@ -234,7 +235,7 @@ class RemoteHost:
     def write_env(self, tenant_id: str, content: bytes, collection_id: str | None) -> tuple[str, bool]:
         """Write a rendered .env in the tenant's jail there: (its path there, changed)."""
         args = {"tenant": tenant_id, "env": _decoded(content, tenant_id), "collection_id": collection_id}
-        answer = self._link.call("write_env", args)
+        answer = self._call("write_env", args)
         del args
         path, changed = answer.get("path"), answer.get("changed")
         if not isinstance(path, str) or not isinstance(changed, bool):
@@ -242,11 +243,38 @@ class RemoteHost:
         return f"{self.name}:{_cut(path)}", changed
 
     def show(self, tenant_id: str) -> dict[str, Any]:
-        answer = self._link.call("show", {"tenant": tenant_id})
+        answer = self._link.call("show", {"tenant": tenant_id})  # a read: no audit entry
         jail = answer.get("jail")
         if not isinstance(jail, Mapping):
             raise RemoteError(f"host {self.name} answered show without the jail")
         return {k: _cut(str(jail.get(k))) for k in ("state", "managed", "root")}
+
+    def _call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """``op`` over the link, with what was asked and what came back in this host's audit log
+        (the change itself is in that host's log): never the arguments' values (a rendered .env)."""
+        if op == "reconcile" and not args.get("apply"):
+            return self._link.call(op, args, timeout=timeout)  # a dry run changes nothing
+        tenant = args.get("tenant") if isinstance(args.get("tenant"), str) else None
+        asked = {"keys": list(args["keys"])} if isinstance(args.get("keys"), list) else {}
+        try:
+            answer = self._link.call(op, args, timeout=timeout)
+        except ColibriError as exc:
+            with contextlib.suppress(StoreError):  # the link's error is the one to report
+                self._audit(op, tenant, "failed", error=f"{type(exc).__name__}: {exc.message}", **asked)
+            raise
+        error = answer.get("error")
+        if isinstance(error, Mapping):  # a spawn that failed there (after its steps)
+            self._audit(op, tenant, "failed", error=f"{error.get('type')}: {error.get('message')}", **asked)
+        else:
+            self._audit(op, tenant, "ok", **asked)
+        return answer
+
+    def _audit(self, op: str, tenant: str | None, outcome: str, **detail: Any) -> None:
+        from colibri.store.audit_hooks import record
+
+        subject = f"tenant:{tenant}" if tenant else f"host:{self.name}"
+        with self._store.session() as session:
+            record(session, f"remote.{op}", subject, tenant=tenant, outcome=outcome, host=self.name, **detail)
 
     def _tenant(self, tenant_id: str) -> "TenantView":
         from colibri.services.tenants import TenantService

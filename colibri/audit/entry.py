@@ -1,0 +1,78 @@
+"""An audit entry: its fields, its canonical body, its leaf hash (RFC 6962: SHA-256(0x00 || body)).
+
+The body is the entry; everything the store keeps beside it (tenant, action, leaf) is an index
+derived from it.  ``prev`` is the leaf of the host's previous entry (64 zeros for the first), so
+an edit, a deletion, an insertion or a reordering anywhere breaks the chain at that point.
+"""
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from colibri.audit.canonical import canonical
+
+VERSION = 1
+GENESIS = "0" * 64
+ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}$")  # e.g. tenant.register, task.claim
+OUTCOMES = ("ok", "failed", "refused")
+MAX_SUBJECT = 255
+MAX_DETAIL_BYTES = 4096
+
+
+class BadEntry(ValueError):
+    """An entry colibri itself must never write (a programming error, not a tenant's input)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a service records: ``action`` (``noun.verb``), ``subject`` (``tenant:acme``,
+    ``task:42``, ``host:osa``...), ``outcome`` and a small ``detail`` (names, digests, counts:
+    never a secret value)."""
+
+    action: str
+    subject: str
+    outcome: str = "ok"
+    tenant: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    actor: str | None = None
+    """Who acted, when it is not the origin's actor: a batch of one daemon turn (claims, results)
+    names each entry's own agent.  None: the origin's (audit.origin)."""
+
+    def check(self) -> None:
+        if not ACTION.match(self.action) or len(self.action) > 64:
+            raise BadEntry(f"bad audit action {self.action!r}")
+        if self.outcome not in OUTCOMES:
+            raise BadEntry(f"bad audit outcome {self.outcome!r}")
+        if not self.subject or len(self.subject) > MAX_SUBJECT:
+            raise BadEntry("audit subject empty or too long")
+        if self.tenant is not None and (not self.tenant or len(self.tenant) > 64):
+            raise BadEntry("bad audit tenant")
+
+
+def body(seq: int, ts: str, host: str, actor: str, event: Event, prev: str) -> bytes:
+    """The canonical bytes of one entry (raises BadEntry / NotCanonical)."""
+    event.check()
+    value = {
+        "v": VERSION,
+        "seq": seq,
+        "ts": ts,
+        "host": host,
+        "actor": (event.actor or actor)[:160],
+        "action": event.action,
+        "subject": event.subject,
+        "outcome": event.outcome,
+        "tenant": event.tenant,
+        "detail": dict(event.detail),
+        "prev": prev,
+    }
+    encoded = canonical(value)
+    if len(encoded) > MAX_DETAIL_BYTES + 1024:
+        raise BadEntry(f"audit entry of {len(encoded)} bytes: detail too large")
+    return encoded
+
+
+def leaf_hash(encoded: bytes) -> str:
+    """RFC 6962 leaf hash of an entry body, hex."""
+    return hashlib.sha256(b"\x00" + encoded).hexdigest()

@@ -1,0 +1,122 @@
+"""The audit trail's rows: append an entry inside the caller's transaction (fail closed), read them.
+
+An append takes the host's head row as it advances it (``UPDATE ... RETURNING``: the row locked
+on PostgreSQL, the database's write lock taken on SQLite, before the head is read), so the
+entries of one host get consecutive ``seq`` and each names its predecessor's leaf.  The state
+change and its entry commit together or not at all: if the entry cannot be written, the
+caller's transaction fails and the change does not happen.
+"""
+
+import functools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, String, Text
+from sqlmodel import Field, Session, SQLModel
+
+from colibri.audit import origin
+from colibri.audit.entry import GENESIS, Event, body, leaf_hash
+from colibri.errors import StoreError
+
+
+class AuditEntry(SQLModel, table=True):
+    """One entry (migration 0007); ``body`` is the entry, the other columns index it."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_tenant", "tenant", "seq"), Index("ix_audit_entries_ts", "ts"))
+
+    host: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    ts: str = Field(max_length=32)
+    tenant: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=64)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    leaf: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """Each host's newest entry: the row an append locks."""
+
+    __tablename__ = "audit_heads"
+
+    host: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    leaf: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """An entry's time: UTC, microseconds, ``2026-12-01T17:40:00.123456Z`` (sorts as text)."""
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AuditRepo:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def append(self, event: Event) -> int:
+        """Append ``event`` under the current origin (audit.origin); its seq.  Part of the caller's
+        transaction: commit or roll back with it."""
+        return self.append_many([event])[-1]
+
+    def append_many(self, events: Sequence[Event]) -> list[int]:
+        """Append several entries in order with one head update (the daemon's batched claims)."""
+        if not events:
+            return []
+        where = origin.current()
+        conn = self._session.connection()
+        dialect = conn.dialect
+        take, start, add, advance = _statements(dialect.paramstyle)
+        raw = conn.connection.driver_connection  # the driver's own connection, in this transaction
+        try:
+            return self._append(raw, where, events, take, start, add, advance)
+        except dialect.loaded_dbapi.Error as exc:  # the driver's: no SQLAlchemy wrapper to map it
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"the audit entry could not be written, so nothing was changed: {first}") from None
+
+    @staticmethod
+    def _append(
+        raw: Any, where: origin.Origin, events: Sequence[Event], take: str, start: str, add: str, advance: str
+    ) -> list[int]:
+        cursor = raw.cursor()
+        # the head taken as it is advanced, in one write: the row is locked (PostgreSQL) or the
+        # database's write lock held (SQLite) before its values are read, so two appends of a
+        # host never read the same head
+        cursor.execute(take, (len(events), where.host))
+        row = cursor.fetchone()
+        if row is None:  # a host's first entry: its head row made (once, whoever races), then taken
+            cursor.execute(start, (where.host, GENESIS))
+            cursor.execute(take, (len(events), where.host))
+            row = cursor.fetchone()
+        seq, prev = int(row[0]) - len(events), str(row[1])
+        ts = timestamp()
+        rows, seqs = [], []
+        for event in events:
+            seq += 1
+            encoded = body(seq, ts, where.host, where.actor, event, prev)
+            prev = leaf_hash(encoded)
+            rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev))
+            seqs.append(seq)
+        if len(rows) == 1:
+            cursor.execute(add, rows[0])
+        else:
+            cursor.executemany(add, rows)
+        cursor.execute(advance, (prev, where.host))
+        cursor.close()
+        return seqs
+
+
+@functools.cache
+def _statements(paramstyle: str) -> tuple[str, str, str, str]:
+    """The append's four statements as the driver's own SQL (an append is on the daemon's hot
+    paths: SQLAlchemy's statement machinery cost more than the statements): take the host's head
+    (its seq advanced, the row locked, the old leaf returned), make it (a host's first entry;
+    two racing first appends both try, one inserts), add the entries, set the head's new leaf.
+    Positional parameters in the driver's style; constants only, no value is formatted in."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    take = f"UPDATE audit_heads SET seq = seq + {mark} WHERE host = {mark} RETURNING seq, leaf"  # noqa: S608
+    start = f"INSERT INTO audit_heads (host, seq, leaf) VALUES ({mark}, 0, {mark}) ON CONFLICT DO NOTHING"  # noqa: S608
+    marks = ", ".join([mark] * 7)
+    add = f"INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf) VALUES ({marks})"  # noqa: S608
+    advance = f"UPDATE audit_heads SET leaf = {mark} WHERE host = {mark}"  # noqa: S608
+    return take, start, add, advance

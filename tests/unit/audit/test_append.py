@@ -1,0 +1,103 @@
+"""Appending audit entries (issue 12): one chain per host, in the caller's transaction."""
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from colibri.audit import origin
+from colibri.audit.canonical import NotCanonical, canonical
+from colibri.audit.entry import GENESIS, BadEntry, Event, leaf_hash
+from colibri.store.audit import AuditRepo
+from colibri.store.db import Store
+
+
+def chain(store: Store, host: str) -> list[dict[str, object]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, body, leaf FROM audit_entries WHERE host = :h ORDER BY seq"), {"h": host})
+        out = []
+        for seq, body, leaf in rows:
+            assert leaf == leaf_hash(body.encode())
+            entry = json.loads(body)
+            assert entry["seq"] == seq
+            out.append(entry | {"leaf": leaf})
+    return out
+
+
+def test_canonical_is_rfc8785() -> None:
+    assert canonical({"b": 1, "a": [True, None, "é"], "\u20ac": 0, "\U0001f600": 1}) == (
+        '{"a":[true,null,"é"],"b":1,"€":0,"\U0001f600":1}'.encode()
+    )
+    with pytest.raises(NotCanonical):
+        canonical({"x": 1.5})
+    with pytest.raises(NotCanonical):
+        canonical({"x": 2**60})
+
+
+def test_entries_chain_per_host_and_commit_with_the_change(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        with origin.acting("operator:uid=0", host="osa"):
+            for n in range(3):
+                with Session(store.engine) as session:
+                    AuditRepo(session).append(Event("tenant.register", f"tenant:t{n}", tenant=f"t{n}"))
+                    session.commit()
+        with origin.acting("daemon", host="domedog"), Session(store.engine) as session:
+            claims = [Event("task.claim", "task:1"), Event("task.claim", "task:2")]
+            assert AuditRepo(session).append_many(claims) == [1, 2]
+            session.commit()
+        with origin.acting("operator:uid=0", host="osa"), Session(store.engine) as session:
+            AuditRepo(session).append(Event("tenant.remove", "tenant:t0", tenant="t0"))
+            session.rollback()  # the change failed: its entry is gone with it
+        osa = chain(store, "osa")
+        assert [e["seq"] for e in osa] == [1, 2, 3]
+        assert osa[0]["prev"] == GENESIS
+        assert [e["prev"] for e in osa[1:]] == [e["leaf"] for e in osa[:-1]]
+        assert {e["actor"] for e in osa} == {"operator:uid=0"} and osa[2]["tenant"] == "t2"
+        assert [e["seq"] for e in chain(store, "domedog")] == [1, 2]
+    finally:
+        store.close()
+
+
+def test_concurrent_appends_of_one_host_never_fork_the_chain(db_url: str) -> None:
+    store = Store(db_url)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            with origin.acting(f"agent:t/{n}", host="osa"):
+                for _ in range(10):
+                    with Session(store.engine) as session:
+                        AuditRepo(session).append(Event("task.finish", f"task:{n}"))
+                        session.commit()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        entries = chain(store, "osa")
+        assert [e["seq"] for e in entries] == list(range(1, 41))
+        assert [e["prev"] for e in entries[1:]] == [e["leaf"] for e in entries[:-1]]
+    finally:
+        store.close()
+
+
+def test_a_malformed_event_is_refused_before_anything_is_written(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        with Session(store.engine) as session:
+            with pytest.raises(BadEntry):
+                AuditRepo(session).append(Event("Tenant Register", "tenant:x"))
+            with pytest.raises(BadEntry):
+                AuditRepo(session).append(Event("tenant.register", "tenant:x", outcome="maybe"))
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_entries")).scalar() == 0
+    finally:
+        store.close()
