@@ -95,6 +95,7 @@ def test_tenant_commands_record_who_did_what(invoke: Invoke) -> None:
 def test_the_hive_records_each_agent_and_task_change_with_its_agent(db_url: str) -> None:
     store = active_tenants(db_url, {"acme": "osa"})
     clock = Clock()
+    store.clock = clock  # leases are on the database's clock (R3)
     try:
         hive = HiveService(store, Policy(lease_seconds=60, max_attempts=2), clock=clock)
         with origin.acting("daemon", host="osa"):
@@ -142,6 +143,7 @@ def test_the_hive_records_each_agent_and_task_change_with_its_agent(db_url: str)
 def test_a_requeue_and_a_give_up_are_recorded(db_url: str) -> None:
     store = active_tenants(db_url, {"acme": "osa"})
     clock = Clock()
+    store.clock = clock  # leases are on the database's clock (R3)
     try:
         hive = HiveService(store, Policy(lease_seconds=60, max_attempts=1), clock=clock)
         with origin.acting("daemon", host="osa"):
