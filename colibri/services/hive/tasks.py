@@ -269,7 +269,7 @@ class TaskRules:
                 return False
             if not self._claimed_here(task, fence):
                 return False
-            _unclaim(task)
+            unclaim(task)
             session.add(task)
             return True
 
@@ -286,7 +286,7 @@ class TaskRules:
         with self._ledger.store.session() as session:
             given: list[Requeued] = []
             for task in TaskRepo(session).held_by(key, expiring_before):
-                _unclaim(task)
+                unclaim(task)
                 session.add(task)
                 assert task.id is not None
                 given.append(Requeued(task.id, task.tenant_id, task.capability, task.state))
@@ -349,7 +349,7 @@ class TaskRules:
             return counts
 
 
-def _unclaim(task: Task) -> None:
+def unclaim(task: Task) -> None:
     """Queued again as if never claimed: the attempt not counted, no agent, no lease."""
     check_task_transition(task.id, task.state, TaskState.QUEUED)
     task.state = TaskState.QUEUED

@@ -71,9 +71,12 @@ class Placement:
 
     def rehome(self, tenant_id: str, host: str, *, forget_jail: bool = False) -> None:
         """Record that the tenant now lives on ``host``: only while it has no jail anywhere, or
-        with ``forget_jail`` (its old host is lost for good) its jail there forgotten."""
+        with ``forget_jail`` (its old host is lost for good) its jail there forgotten.  In the same
+        transaction its agents on other hosts become ``left`` and what they held is queued again
+        (services/hive/moves.py), so its mother registers on the new host at once (review R11)."""
         from colibri.domain import TenantStatus
         from colibri.errors import StateConflict, TenantNotFound
+        from colibri.services.hive.moves import leave_old_host
         from colibri.store.repos import TenantRepo
 
         with self._store.session() as session:
@@ -94,6 +97,7 @@ class Placement:
                     f"tenant {tenant_id} is {tenant.status} on host {tenant.host}: destroy it there first"
                 )
             repo.change(tenant_id, host=host)
+            leave_old_host(session, tenant_id, host)  # its agents there are done: the new host serves its id
 
     def remote(self, host: str) -> "RemoteHost":
         return RemoteHost(host, self.link(host), self._store, self.this_host)

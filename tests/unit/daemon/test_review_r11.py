@@ -125,7 +125,6 @@ def test_r10_a_record_the_store_refuses_does_not_block_the_outbox(tmp_path: Path
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="R11: a moved tenant's mother refused on its new host (old row live)")
 def test_r11_after_move_tenant_the_mother_registers_on_the_new_host_at_once(store: Store, clock: Clock) -> None:
     a, b = _hive(store, clock, "a"), _hive(store, clock, "b")
     a.hosts.start()
