@@ -73,7 +73,6 @@ def test_r7_a_daemon_under_another_live_hosts_name_does_not_take_its_lease(store
     assert real.hosts.renew() == (True, [])  # fails: a's own daemon lost its term; the two flap forever
 
 
-@pytest.mark.xfail(strict=True, reason="R5: one outbox for every tenant: one tenant's results fill it for all")
 def test_r5_one_tenant_cannot_fill_the_outbox_for_the_others(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "state", 64 * 1024)
     hog = {"scope": ["tenant", "hog"], "agent": "hog/m1", "lease": "x", "ok": True}
