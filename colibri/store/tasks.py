@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Row, bindparam, column, delete, func, or_, text, update
+from sqlalchemy import Integer, Row, bindparam, column, delete, func, literal_column, or_, text, update
 from sqlmodel import Session, col, select
 
 from colibri.domain import FINISHED_TASK_STATES, TaskState
@@ -60,11 +60,21 @@ class TaskRepo:
         query = select(Task).where(Task.submitted_by == submitted_by, Task.idempotency_key == key)
         return self._session.exec(query).first()
 
+    def next_turn(self, tenant: str | None, capability: str) -> int:
+        """The round of a task queued now (``tasks.turn``, migration 0008): one after the newest
+        queued task of this tenant (None: the operator's) and capability, else the round at the
+        head of that capability's queue, else 0.  Two index probes (``ix_tasks_tenant_turn``,
+        ``ix_tasks_lane_order``), the same cost whatever the queue's length."""
+        return int(self._session.connection().execute(_next_turn(tenant is None), {"owner": tenant, "cap": capability})
+                   .scalar_one())  # fmt: skip
+
     def claim_next(self, capabilities: Sequence[str], tenant: str | None, values: dict[str, Any]) -> Row[Any] | None:
-        """Lease the oldest queued task of these capabilities (of ``tenant`` unless None) in one
-        statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING``
-        (on SQLite the statement is atomic: no row lock to skip).  ``values`` are the lease's
-        columns (``LEASE``); the attempt and the fence go up by one.  The task as leased, or None."""
+        """Lease the next queued task of these capabilities in one statement: ``UPDATE ... WHERE
+        id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING`` (on SQLite the statement is
+        atomic: no row lock to skip).  Of ``tenant``: its oldest; ``tenant`` None (a lane): by
+        ``(turn, id)``, the tenants in turn, each one's oldest first (review R14).  ``values`` are
+        the lease's columns (``LEASE``); the attempt and the fence go up by one.  The task as
+        leased, or None."""
         params = {f"new_{name}": value for name, value in values.items()}
         params["caps"] = sorted(capabilities)
         if tenant is not None:
@@ -96,9 +106,10 @@ class TaskRepo:
         self, capabilities: Sequence[str], tenant: str | None, leases: Sequence[tuple[str, str, float]],
         host: str | None, stamp: datetime,
     ) -> list[Row[Any]]:  # fmt: skip
-        """``claim_next`` for several agents of one kind in one statement (PostgreSQL): the oldest
-        queued tasks, locked (SKIP LOCKED), the first to the first ``(agent key, lease, lease end)``
-        of ``leases``; the tasks leased, in that order (fewer than asked when the queue ran short)."""
+        """``claim_next`` for several agents of one kind in one statement (PostgreSQL): the next
+        queued tasks in ``claim_next``'s order, locked (SKIP LOCKED), the first to the first
+        ``(agent key, lease, lease end)`` of ``leases``; the tasks leased, in that order (fewer than
+        asked when the queue ran short)."""
         agents, tokens, ends = (list(column) for column in zip(*leases, strict=True))
         params: dict[str, Any] = {"agents": agents, "tokens": tokens, "ends": ends, "caps": sorted(capabilities),
                                   "k": len(leases), "claimed_by": host, "stamp": stamp}  # fmt: skip
@@ -168,7 +179,8 @@ def _claim_statement(of_tenant: bool) -> Any:
     pick = select(t.c.id).where(t.c.state == TaskState.QUEUED, t.c.capability.in_(bindparam("caps", expanding=True)))
     if of_tenant:
         pick = pick.where(t.c.tenant_id == bindparam("owner"))
-    pick = pick.order_by(t.c.id).limit(1).with_for_update(skip_locked=True)
+    order = (t.c.id,) if of_tenant else (t.c.turn, t.c.id)  # a lane: the tenants in turn (review R14)
+    pick = pick.order_by(*order).limit(1).with_for_update(skip_locked=True)
     return (
         update(t)
         .where(t.c.id == pick.scalar_subquery(), t.c.state == TaskState.QUEUED)
@@ -180,6 +192,16 @@ def _claim_statement(of_tenant: bool) -> Any:
         )
         .returning(*t.c)
     )
+
+
+@functools.cache
+def _next_turn(operators: bool) -> Any:
+    t = TASKS
+    queued = (t.c.state == literal_column("'queued'"), t.c.capability == bindparam("cap"))
+    owner = t.c.tenant_id.is_(None) if operators else t.c.tenant_id == bindparam("owner")
+    mine = select(func.max(t.c.turn) + 1).where(owner, *queued).scalar_subquery()
+    head = select(func.min(t.c.turn)).where(*queued).scalar_subquery()
+    return select(func.coalesce(mine, head, 0))
 
 
 @functools.cache
@@ -205,12 +227,13 @@ def _claim_several(of_tenant: bool) -> Any:
     """One statement for several claims of one kind: the oldest queued ids locked (SKIP LOCKED),
     numbered, joined to the agents' leases by that number."""
     owner = "AND tenant_id = :owner " if of_tenant else ""
+    order = "id" if of_tenant else "turn, id"  # a lane: the tenants in turn (review R14)
     sql = (
         "WITH want AS (SELECT * FROM unnest(CAST(:agents AS varchar[]), CAST(:tokens AS varchar[]), "  # noqa: S608 (constants)
         "CAST(:ends AS double precision[])) WITH ORDINALITY AS w(agent, token, ends, n)), "
-        "picked AS (SELECT id FROM tasks WHERE state = 'queued' AND capability = ANY(CAST(:caps AS varchar[])) "
-        f"{owner}ORDER BY id LIMIT :k FOR UPDATE SKIP LOCKED), "
-        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM picked) "
+        "picked AS (SELECT id, turn FROM tasks WHERE state = 'queued' AND capability = ANY(CAST(:caps AS varchar[])) "
+        f"{owner}ORDER BY {order} LIMIT :k FOR UPDATE SKIP LOCKED), "
+        f"numbered AS (SELECT id, row_number() OVER (ORDER BY {order}) AS n FROM picked) "
         "UPDATE tasks SET state = 'running', attempts = tasks.attempts + 1, fence = tasks.fence + 1, "
         "agent_key = want.agent, lease_token = want.token, lease_expires_at = want.ends, host = :claimed_by, "
         "claimed_at = :stamp, updated_at = :stamp FROM numbered JOIN want ON want.n = numbered.n "

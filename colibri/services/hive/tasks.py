@@ -94,6 +94,7 @@ class TaskRules:
                 max_attempts=ledger.policy.max_attempts,
                 submitted_by=submitted_by,
                 idempotency_key=idempotency_key,
+                turn=tasks.next_turn(tenant, capability),  # its round on a lane (review R14)
             )
             tasks.add(task)
             ledger.note(tenant, 1, len(text), 0, 0)

@@ -190,7 +190,6 @@ def test_r13_hosts_remove_of_a_host_whose_daemon_is_live_is_refused_or_sticks(st
     assert kept in (None, ("192.0.2.12", "up"))  # fails: (None, "up"): back, without its SSH reach or its key
 
 
-@pytest.mark.xfail(strict=True, reason="R14: a shared lane takes the oldest task of any tenant: no fairness")
 def test_r14_one_tenants_backlog_does_not_hold_another_tenants_task_on_a_lane(store: Store, clock: Clock) -> None:
     from colibri.services.hive.rules import AgentRef
 
