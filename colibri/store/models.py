@@ -89,7 +89,7 @@ class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_lane_order", "state", "capability", "turn", "id"),
-        Index("ix_tasks_tenant_turn", "tenant_id", "state", "capability", "turn"),
+        Index("ix_tasks_tenant_turn", "tenant_id", "state", "capability", "turn", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

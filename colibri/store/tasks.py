@@ -71,8 +71,10 @@ class TaskRepo:
     def claim_next(self, capabilities: Sequence[str], tenant: str | None, values: dict[str, Any]) -> Row[Any] | None:
         """Lease the next queued task of these capabilities in one statement: ``UPDATE ... WHERE
         id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING`` (on SQLite the statement is
-        atomic: no row lock to skip).  Of ``tenant``: its oldest; ``tenant`` None (a lane): by
-        ``(turn, id)``, the tenants in turn, each one's oldest first (review R14).  ``values`` are
+        atomic: no row lock to skip), by ``(turn, id)``: on a lane (``tenant`` None) the tenants in
+        turn, each one's oldest first (review R14); of ``tenant``, its oldest (its rounds follow its
+        submissions).  An index walk to the first queued row either way (``ix_tasks_lane_order``,
+        ``ix_tasks_tenant_turn``), never a walk over the finished rows before it.  ``values`` are
         the lease's columns (``LEASE``); the attempt and the fence go up by one.  The task as
         leased, or None."""
         params = {f"new_{name}": value for name, value in values.items()}
@@ -179,8 +181,7 @@ def _claim_statement(of_tenant: bool) -> Any:
     pick = select(t.c.id).where(t.c.state == TaskState.QUEUED, t.c.capability.in_(bindparam("caps", expanding=True)))
     if of_tenant:
         pick = pick.where(t.c.tenant_id == bindparam("owner"))
-    order = (t.c.id,) if of_tenant else (t.c.turn, t.c.id)  # a lane: the tenants in turn (review R14)
-    pick = pick.order_by(*order).limit(1).with_for_update(skip_locked=True)
+    pick = pick.order_by(t.c.turn, t.c.id).limit(1).with_for_update(skip_locked=True)
     return (
         update(t)
         .where(t.c.id == pick.scalar_subquery(), t.c.state == TaskState.QUEUED)
@@ -227,13 +228,12 @@ def _claim_several(of_tenant: bool) -> Any:
     """One statement for several claims of one kind: the oldest queued ids locked (SKIP LOCKED),
     numbered, joined to the agents' leases by that number."""
     owner = "AND tenant_id = :owner " if of_tenant else ""
-    order = "id" if of_tenant else "turn, id"  # a lane: the tenants in turn (review R14)
     sql = (
         "WITH want AS (SELECT * FROM unnest(CAST(:agents AS varchar[]), CAST(:tokens AS varchar[]), "  # noqa: S608 (constants)
         "CAST(:ends AS double precision[])) WITH ORDINALITY AS w(agent, token, ends, n)), "
         "picked AS (SELECT id, turn FROM tasks WHERE state = 'queued' AND capability = ANY(CAST(:caps AS varchar[])) "
-        f"{owner}ORDER BY {order} LIMIT :k FOR UPDATE SKIP LOCKED), "
-        f"numbered AS (SELECT id, row_number() OVER (ORDER BY {order}) AS n FROM picked) "
+        f"{owner}ORDER BY turn, id LIMIT :k FOR UPDATE SKIP LOCKED), "
+        f"numbered AS (SELECT id, row_number() OVER (ORDER BY turn, id) AS n FROM picked) "
         "UPDATE tasks SET state = 'running', attempts = tasks.attempts + 1, fence = tasks.fence + 1, "
         "agent_key = want.agent, lease_token = want.token, lease_expires_at = want.ends, host = :claimed_by, "
         "claimed_at = :stamp, updated_at = :stamp FROM numbered JOIN want ON want.n = numbered.n "

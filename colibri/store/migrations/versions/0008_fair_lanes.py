@@ -5,10 +5,13 @@ the newest queued task of the same tenant (the operator's tasks counting as one 
 capability, or, when that tenant has none queued there, the round at the head of that queue (its
 lowest ``turn``).  A lane claims by ``(turn, id)``: each tenant's oldest task first, one tenant
 after the other, so one tenant's backlog never holds another tenant's task behind all of it.  A
-tenant's own agents still claim its tasks oldest first.  ``ix_tasks_lane_order`` serves the lane's
-claim and the head of a queue, ``ix_tasks_tenant_turn`` a tenant's newest round (they replace
+tenant's own agents claim by the same order within the tenant: its oldest first (its rounds
+follow its submissions).  ``ix_tasks_lane_order`` serves a lane's claim and the head of a queue,
+``ix_tasks_tenant_turn`` a tenant's claim and its newest round: each an index walk to the first
+queued row (a claim ordered by id alone walked the primary key over every finished row before it:
+17 ms a claim behind 18,000 finished tasks, docs/PERFORMANCE.md).  They replace
 ``ix_tasks_state_capability`` and ``ix_tasks_tenant_state``, whose columns they begin with, so a
-task's row has as many indexes as before).  Rows queued before this migration are round 0: they
+task's row has as many indexes as before.  Rows queued before this migration are round 0: they
 go first, oldest first, as before.
 
 Revision ID: 0008 (numbered after 0007, which is reserved; it revises 0006 until 0007 is merged)
@@ -28,7 +31,7 @@ def upgrade() -> None:
     op.drop_index("ix_tasks_state_capability", table_name="tasks")
     op.drop_index("ix_tasks_tenant_state", table_name="tasks")
     op.create_index("ix_tasks_lane_order", "tasks", ["state", "capability", "turn", "id"])
-    op.create_index("ix_tasks_tenant_turn", "tasks", ["tenant_id", "state", "capability", "turn"])
+    op.create_index("ix_tasks_tenant_turn", "tasks", ["tenant_id", "state", "capability", "turn", "id"])
 
 
 def downgrade() -> None:
