@@ -21,7 +21,8 @@ for the run (tests/servers/postgres.py, fsync off as in the tests):
    with ``--behind N`` the floor again, behind ``N`` finished tasks (a hive's kept history: a claim
    that walks the finished rows before the first queued one pays for each of them), with half its
    tasks (and history) a tenant's, claimed by that tenant's agent, and half the operator's, claimed
-   by a lane.
+   by a lane; with ``--wide N`` the floor again, its lane offering two capabilities, ``N`` tasks of
+   the second queued ahead (a pick over several capabilities).
 
 With ``--baseline DIR`` (a plain export of an earlier commit's ``colibri`` package, e.g.
 ``git archive <commit> colibri | tar -x -C DIR``), 1 and 3 run for both codes, alternated
@@ -146,7 +147,7 @@ HISTORY = (  # finished tasks, half of them tenant acme's
 )
 
 
-def floor(url: str, tasks: int, behind: int = 0) -> tuple[float, float, float]:
+def floor(url: str, tasks: int, behind: int = 0, wide: int = 0) -> tuple[float, float, float]:
     """The store layer alone: claim + finish through HiveService in this process, one thread, no
     HTTP and no daemon, on the same database (tasks/s, and this process's CPU ms per task); the
     daemon's calls (``claim_many``, the fence named), with the host lease taken as a daemon does;
@@ -167,17 +168,21 @@ def floor(url: str, tasks: int, behind: int = 0) -> tuple[float, float, float]:
             with store.connect() as conn:
                 conn.execute(text(HISTORY), {"n": behind})
                 conn.commit()
+        for n in range(wide):  # the second capability's queue, ahead
+            hive.submit(Scope("admin"), "floor2", n)
         owners = [(None, "floor"), ("acme", "mine")] if behind else [(None, "floor")]
         submits = time.perf_counter()
         for n in range(tasks):
             owner, capability = owners[n % len(owners)]
             hive.submit(Scope("admin"), capability, n, tenant=owner)
         submits = tasks / (time.perf_counter() - submits)
-        if behind:  # the planner's statistics as autovacuum's ANALYZE leaves them: a queue behind its history
+        if behind or wide:  # the planner's statistics as autovacuum's ANALYZE leaves them: a queue behind its history
             with store.connect() as conn:
                 conn.execute(text("ANALYZE tasks"))
                 conn.commit()
-        lane = AgentRef("lane:floor/f", None, "floor", frozenset({"floor"})), Scope("lane", "floor")
+        hive.hosts.renew()  # the submits may have taken most of the host lease (30 s)
+        offered = frozenset({"floor", "floor2"} if wide else {"floor"})
+        lane = AgentRef("lane:floor/f", None, "floor", offered), Scope("lane", "floor")
         if behind:
             hive.register(Scope("tenant", "acme"), "m1", [{"name": "mine", "version": "1"}], None)
         mine = AgentRef("acme/m1", "acme", None, frozenset({"mine"})), Scope("tenant", "acme")
@@ -193,10 +198,13 @@ def floor(url: str, tasks: int, behind: int = 0) -> tuple[float, float, float]:
         store.close()
 
 
-def floor_in(code: str | None, url: str, tasks: int, cwd: Path, behind: int = 0) -> tuple[float, float, float]:
+def floor_in(
+    code: str | None, url: str, tasks: int, cwd: Path, behind: int = 0, wide: int = 0
+) -> tuple[float, float, float]:
     """``floor`` in a process of its own, with ``code``'s colibri package (None: this tree's)."""
     env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
-    argv = [sys.executable, __file__, "--floor", url, "--tasks", str(tasks), "--behind", str(behind)]
+    argv = [sys.executable, __file__, "--floor", url, "--tasks", str(tasks), "--behind", str(behind),
+            "--wide", str(wide)]  # fmt: skip
     out = subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True).stdout.split()
     return float(out[-3]), float(out[-2]), float(out[-1])
 
@@ -252,10 +260,11 @@ def main() -> None:
     parser.add_argument("--baseline", help="an earlier colibri package's parent directory, for before/after")
     parser.add_argument("--rounds", type=int, default=2, help="before/after rounds, alternated")
     parser.add_argument("--behind", type=int, default=0, help="the floor again behind this many finished tasks")
+    parser.add_argument("--wide", type=int, default=0, help="the floor again, a 2-capability lane, this many queued")
     parser.add_argument("--floor", metavar="URL", help=argparse.SUPPRESS)  # the floor's own process
     args = parser.parse_args()
     if args.floor:
-        rate, cpu, submits = floor(args.floor, args.tasks, args.behind)
+        rate, cpu, submits = floor(args.floor, args.tasks, args.behind, args.wide)
         print(f"{rate:.1f} {cpu:.4f} {submits:.1f}")
         return
     if 3 * args.agents > 32:  # one lane: tenant_max_agents (32) live agents across the hosts
@@ -273,6 +282,7 @@ def main() -> None:
         codes = [("before", str(Path(args.baseline).resolve())), ("after", None)]
     rows: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name, _ in codes}
     behind: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
+    wide: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
     try:
         load = os.getloadavg()[0]
         for _ in range(args.rounds if args.baseline else 1):
@@ -292,6 +302,10 @@ def main() -> None:
                     behind[name].append(floor_in(code, server.create_database(), 1000, root, args.behind))
                     print(f"{name}: behind {args.behind:,} finished: floor {behind[name][-1][0]:,.0f} tasks/s, "
                           f"{behind[name][-1][1]:.2f} ms CPU/task", flush=True)  # fmt: skip
+                if args.wide:
+                    wide[name].append(floor_in(code, server.create_database(), 1000, root, wide=args.wide))
+                    print(f"{name}: 2 capabilities, {args.wide:,} queued: floor {wide[name][-1][0]:,.0f} tasks/s, "
+                          f"{wide[name][-1][1]:.2f} ms CPU/task", flush=True)  # fmt: skip
         fleet = hive_of(server, None, host_env={"c": {"COLIBRI_TASK_POLL_INTERVAL": "3600"}})
         try:
             latencies = sorted(pickup(fleet, args.samples))
@@ -314,6 +328,10 @@ def main() -> None:
         if args.behind:
             print(f"| floor behind {args.behind:,} finished tasks, half a tenant's (its agent), half a lane's | "
                   + " | ".join(", ".join(f"{r[0]:,.0f}/s {r[1]:.2f} ms CPU" for r in behind[n]) for n, _ in codes)
+                  + " |")  # fmt: skip
+        if args.wide:
+            print(f"| floor, a lane of 2 capabilities, {args.wide:,} of the other queued ahead | "
+                  + " | ".join(", ".join(f"{r[0]:,.0f}/s {r[1]:.2f} ms CPU" for r in wide[n]) for n, _ in codes)
                   + " |")  # fmt: skip
         print("| floor: submit in-process, one thread, 1000 tasks (submits/s) | "
               + " | ".join(", ".join(f"{r[4]:,.0f}" for r in rows[n]) for n, _ in codes) + " |")  # fmt: skip

@@ -103,3 +103,15 @@ def test_the_round_is_set_in_the_store_per_tenant_and_capability(db_url: str) ->
         assert turns == [0, 1, 0, 2]
     finally:
         store.close()
+
+
+def test_a_lane_of_several_capabilities_takes_the_tenants_in_turn_across_them(hive: HiveService) -> None:
+    for n in range(3):
+        hive.submit(Scope("tenant", "acme"), "echo", n)
+    hive.submit(Scope("tenant", "bolt"), "build", 0)
+    hive.submit(Scope("tenant", "cork"), "other", 0)  # a capability the lane does not offer
+    wide = [AgentRef(f"lane:linux/w{n}", None, "linux", frozenset({"echo", "build"})) for n in range(3)]
+    one = [hive.claim(wide[0]), hive.claim(wide[0])]  # PostgreSQL: one index walk a capability
+    assert _who(one) == [("acme", 0), ("bolt", 0)]
+    assert _who(hive.claim_many(wide)) == [("acme", 1), ("acme", 2)]  # the batch, the same order
+    assert hive.claim(wide[0]) is None
