@@ -16,7 +16,13 @@ for the run (tests/servers/postgres.py, fsync off as in the tests):
    an hour here, so what is measured is the NOTIFY path.
 
 3. the floor: the store layer alone (``HiveService.claim_many`` + ``finish``, one thread, no HTTP,
-   no daemon) on the same server, in a process of its own, with this process's CPU per task.
+   no daemon) on the same server, in a process of its own, with this process's CPU per task; and
+   before it the submits that queued its tasks (``HiveService.submit``, one thread), per second;
+   with ``--behind N`` the floor again, behind ``N`` finished tasks (a hive's kept history: a claim
+   that walks the finished rows before the first queued one pays for each of them), with half its
+   tasks (and history) a tenant's, claimed by that tenant's agent, and half the operator's, claimed
+   by a lane; with ``--wide N`` the floor again, its lane offering two capabilities, ``N`` tasks of
+   the second queued ahead (a pick over several capabilities).
 
 With ``--baseline DIR`` (a plain export of an earlier commit's ``colibri`` package, e.g.
 ``git archive <commit> colibri | tar -x -C DIR``), 1 and 3 run for both codes, alternated
@@ -133,39 +139,74 @@ def throughput(fleet: Fleet, tasks: int, per_host: int) -> tuple[float, int, int
     return done / elapsed, done, refused
 
 
-def floor(url: str, tasks: int) -> tuple[float, float]:
+HISTORY = (  # finished tasks, half of them tenant acme's
+    "INSERT INTO tasks (tenant_id, capability, payload, state, attempts, max_attempts, submitted_by, created_at, "
+    "updated_at, fence) SELECT CASE WHEN n % 2 = 0 THEN 'acme' END, CASE WHEN n % 2 = 0 THEN 'mine' ELSE 'floor' END, "
+    "'null', 'succeeded', 1, 3, 'operator', "
+    "now(), now(), 1 FROM generate_series(1, :n) AS n"
+)
+
+
+def floor(url: str, tasks: int, behind: int = 0, wide: int = 0) -> tuple[float, float, float]:
     """The store layer alone: claim + finish through HiveService in this process, one thread, no
     HTTP and no daemon, on the same database (tasks/s, and this process's CPU ms per task); the
-    daemon's calls (``claim_many``, the fence named), with the host lease taken as a daemon does."""
+    daemon's calls (``claim_many``, the fence named), with the host lease taken as a daemon does;
+    and the submits before it, per second."""
+    from sqlalchemy import text
+
     from colibri.services.hive.rules import AgentRef, Policy, Scope
     from colibri.services.hive.service import HiveService
     from colibri.store.db import Store
+    from tests.unit.daemon.hive_world import active_tenants
 
-    store = Store(url)
+    store = active_tenants(url, {"acme": "floor"}) if behind else Store(url)
     try:
         hive = HiveService(store, Policy(max_queued_tasks=10**6, max_finished_tasks=10**6), host="floor")
         hive.hosts.start()
         hive.declare_lane("floor")
+        if behind:  # the kept history, ahead of every queued task by id
+            with store.connect() as conn:
+                conn.execute(text(HISTORY), {"n": behind})
+                conn.commit()
+        for n in range(wide):  # the second capability's queue, ahead
+            hive.submit(Scope("admin"), "floor2", n)
+        owners = [(None, "floor"), ("acme", "mine")] if behind else [(None, "floor")]
+        submits = time.perf_counter()
         for n in range(tasks):
-            hive.submit(Scope("admin"), "floor", n)
-        ref, scope = AgentRef("lane:floor/f", None, "floor", frozenset({"floor"})), Scope("lane", "floor")
+            owner, capability = owners[n % len(owners)]
+            hive.submit(Scope("admin"), capability, n, tenant=owner)
+        submits = tasks / (time.perf_counter() - submits)
+        if behind or wide:  # the planner's statistics as autovacuum's ANALYZE leaves them: a queue behind its history
+            with store.connect() as conn:
+                conn.execute(text("ANALYZE tasks"))
+                conn.commit()
+        hive.hosts.renew()  # the submits may have taken most of the host lease (30 s)
+        offered = frozenset({"floor", "floor2"} if wide else {"floor"})
+        lane = AgentRef("lane:floor/f", None, "floor", offered), Scope("lane", "floor")
+        if behind:
+            hive.register(Scope("tenant", "acme"), "m1", [{"name": "mine", "version": "1"}], None)
+        mine = AgentRef("acme/m1", "acme", None, frozenset({"mine"})), Scope("tenant", "acme")
         wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(tasks):
+        for n in range(tasks):
+            ref, scope = mine if behind and n % 2 else lane
             lease = hive.claim_many([ref])[0]
             assert lease is not None
             hive.finish(scope, ref.key, lease["id"], lease["lease"], True, None, None, 0, lease["fence"])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        return tasks / wall, cpu / tasks * 1000
+        return tasks / wall, cpu / tasks * 1000, submits
     finally:
         store.close()
 
 
-def floor_in(code: str | None, url: str, tasks: int, cwd: Path) -> tuple[float, float]:
+def floor_in(
+    code: str | None, url: str, tasks: int, cwd: Path, behind: int = 0, wide: int = 0
+) -> tuple[float, float, float]:
     """``floor`` in a process of its own, with ``code``'s colibri package (None: this tree's)."""
     env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
-    out = subprocess.run([sys.executable, __file__, "--floor", url, "--tasks", str(tasks)], env=env, cwd=cwd,
-                         check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
-    return float(out[-2]), float(out[-1])
+    argv = [sys.executable, __file__, "--floor", url, "--tasks", str(tasks), "--behind", str(behind),
+            "--wide", str(wide)]  # fmt: skip
+    out = subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True).stdout.split()
+    return float(out[-3]), float(out[-2]), float(out[-1])
 
 
 def pickup(fleet: Fleet, samples: int) -> list[float]:
@@ -218,11 +259,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--baseline", help="an earlier colibri package's parent directory, for before/after")
     parser.add_argument("--rounds", type=int, default=2, help="before/after rounds, alternated")
+    parser.add_argument("--behind", type=int, default=0, help="the floor again behind this many finished tasks")
+    parser.add_argument("--wide", type=int, default=0, help="the floor again, a 2-capability lane, this many queued")
     parser.add_argument("--floor", metavar="URL", help=argparse.SUPPRESS)  # the floor's own process
     args = parser.parse_args()
     if args.floor:
-        rate, cpu = floor(args.floor, args.tasks)
-        print(f"{rate:.1f} {cpu:.4f}")
+        rate, cpu, submits = floor(args.floor, args.tasks, args.behind, args.wide)
+        print(f"{rate:.1f} {cpu:.4f} {submits:.1f}")
         return
     if 3 * args.agents > 32:  # one lane: tenant_max_agents (32) live agents across the hosts
         raise SystemExit("--agents: at most 10 per host (a lane has at most 32 live agents)")
@@ -237,7 +280,9 @@ def main() -> None:
     codes: list[tuple[str, str | None]] = [("after", None)]
     if args.baseline:
         codes = [("before", str(Path(args.baseline).resolve())), ("after", None)]
-    rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name, _ in codes}
+    rows: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name, _ in codes}
+    behind: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
+    wide: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in codes}
     try:
         load = os.getloadavg()[0]
         for _ in range(args.rounds if args.baseline else 1):
@@ -248,10 +293,19 @@ def main() -> None:
                     rate, done, refused = throughput(fleet, args.tasks, args.agents)
                 finally:
                     fleet.close()
-                floor_rate, floor_cpu = floor_in(code, server.create_database(), 1000, root)
-                rows[name].append((rate, floor_rate, floor_cpu, round_load))
+                floor_rate, floor_cpu, submits = floor_in(code, server.create_database(), 1000, root)
+                rows[name].append((rate, floor_rate, floor_cpu, round_load, submits))
                 print(f"{name}: {rate:,.0f} tasks/s ({done} completed, {refused} refused); floor {floor_rate:,.0f}"
-                      f" tasks/s, {floor_cpu:.2f} ms CPU/task; load {round_load:.2f}", flush=True)  # fmt: skip
+                      f" tasks/s, {floor_cpu:.2f} ms CPU/task, {submits:,.0f} submits/s; load {round_load:.2f}",
+                      flush=True)  # fmt: skip
+                if args.behind:
+                    behind[name].append(floor_in(code, server.create_database(), 1000, root, args.behind))
+                    print(f"{name}: behind {args.behind:,} finished: floor {behind[name][-1][0]:,.0f} tasks/s, "
+                          f"{behind[name][-1][1]:.2f} ms CPU/task", flush=True)  # fmt: skip
+                if args.wide:
+                    wide[name].append(floor_in(code, server.create_database(), 1000, root, wide=args.wide))
+                    print(f"{name}: 2 capabilities, {args.wide:,} queued: floor {wide[name][-1][0]:,.0f} tasks/s, "
+                          f"{wide[name][-1][1]:.2f} ms CPU/task", flush=True)  # fmt: skip
         fleet = hive_of(server, None, host_env={"c": {"COLIBRI_TASK_POLL_INTERVAL": "3600"}})
         try:
             latencies = sorted(pickup(fleet, args.samples))
@@ -271,6 +325,16 @@ def main() -> None:
         print("| floor: claim + finish in-process, one thread, 1000 tasks | "
               + " | ".join(", ".join(f"{r[1]:,.0f}/s {r[2]:.2f} ms CPU" for r in rows[n]) for n, _ in codes)
               + " |")  # fmt: skip
+        if args.behind:
+            print(f"| floor behind {args.behind:,} finished tasks, half a tenant's (its agent), half a lane's | "
+                  + " | ".join(", ".join(f"{r[0]:,.0f}/s {r[1]:.2f} ms CPU" for r in behind[n]) for n, _ in codes)
+                  + " |")  # fmt: skip
+        if args.wide:
+            print(f"| floor, a lane of 2 capabilities, {args.wide:,} of the other queued ahead | "
+                  + " | ".join(", ".join(f"{r[0]:,.0f}/s {r[1]:.2f} ms CPU" for r in wide[n]) for n, _ in codes)
+                  + " |")  # fmt: skip
+        print("| floor: submit in-process, one thread, 1000 tasks (submits/s) | "
+              + " | ".join(", ".join(f"{r[4]:,.0f}" for r in rows[n]) for n, _ in codes) + " |")  # fmt: skip
         print(
             f"| cross-host submit (host a) -> claimed (host c), idle, {len(latencies)} samples (after) | "
             f"p50 **{statistics.median(latencies):.1f} ms**, p99 **{p99:.1f} ms**, max {latencies[-1]:.1f} ms |"

@@ -7,13 +7,13 @@ a late answer: logged, dropped, never applied twice.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import Metrics
-from colibri.daemon.outbox import Outbox
+from colibri.daemon.outbox import Outbox, owner_of
 from colibri.errors import ColibriError, NotFound, StateConflict, StoreError
 from colibri.services.hive.rules import Scope
 from colibri.services.hive.service import HiveService
@@ -30,18 +30,20 @@ class Replay:
         self._metrics, self._dispatcher = metrics, dispatcher
 
     async def run(self) -> None:
-        """Every record, in order; those done are dropped from the file even if a later one fails
-        (StoreError: the database went away again; the rest waits for the next run)."""
+        """Every record, the owners (tenants, lanes) taken in turn and each one's records in their
+        order, so one tenant's thousands do not hold another's one (review R5); those done are
+        dropped from the file even if a later one fails (StoreError: the database went away
+        again; the rest waits for the next run)."""
         if not len(self._outbox):
             return
-        records, done = self._outbox.records(), 0
+        records, done = self._outbox.records(), set[int]()
         try:
-            for record in records:
-                await self._one(record)
-                done += 1
+            for index in in_turns(records):
+                await self._one(records[index])
+                done.add(index)
         finally:
             if done:
-                self._outbox.drop_first(done)
+                self._outbox.drop(done)
 
     async def _one(self, record: dict[str, Any]) -> None:
         try:
@@ -69,6 +71,20 @@ class Replay:
         self._metrics.inc("colibri_tasks_finished_total", outcome=task["state"])
         self._dispatcher.finished(task["id"])
         log.info("outbox: task %d completed (acknowledged while the database was down)", task["id"])
+
+
+def in_turns(records: Sequence[dict[str, Any]]) -> list[int]:
+    """The positions of ``records`` taken one owner at a time in turn (owners in the order of
+    their first record), each owner's in their own order."""
+    seen: dict[str, int] = {}  # owner -> records of it so far
+    first: dict[str, int] = {}  # owner -> its place among the owners
+    keys: list[tuple[int, int, int]] = []
+    for index, record in enumerate(records):
+        owner = owner_of(record)
+        turn = seen.get(owner, 0)
+        seen[owner] = turn + 1
+        keys.append((turn, first.setdefault(owner, len(first)), index))
+    return [index for _, _, index in sorted(keys)]
 
 
 def _fence(value: Any) -> int | None:

@@ -74,6 +74,23 @@ class AgentRepo:
         )
         return sorted(str(k) for k in self._session.execute(query).scalars().all())
 
+    def leave_elsewhere(self, tenant: str, host: str) -> list[str]:
+        """The tenant's live agents registered on a host other than ``host`` become ``left`` (one
+        UPDATE); their keys."""
+        query = (
+            update(Agent)
+            .where(col(Agent.tenant_id) == tenant, col(Agent.state).in_(LIVE),
+                   or_(col(Agent.host).is_(None), col(Agent.host) != host))
+            .values(state=AgentState.LEFT.value, state_changed_at=utcnow())
+            .returning(col(Agent.key))
+        )  # fmt: skip
+        return sorted(str(k) for k in self._session.execute(query).scalars().all())
+
+    def tasks_held_by(self, keys: Sequence[str]) -> Sequence[Task]:
+        """Running tasks leased to any of these agents, locked for the change that follows."""
+        query = select(Task).where(Task.state == TaskState.RUNNING, col(Task.agent_key).in_(list(keys)))
+        return self._session.exec(query.order_by(col(Task.id)).with_for_update()).all()
+
     def tasks_held_on(self, host: str) -> Sequence[Task]:
         """Running tasks leased to any agent of ``host``, locked for the requeue."""
         held = select(Agent.key).where(col(Agent.host) == host)

@@ -87,7 +87,10 @@ class Task(SQLModel, table=True):
     """A unit of work for one capability.  ``tenant_id`` None: an operator's task (lane agents only)."""
 
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_tenant_state", "tenant_id", "state"),)
+    __table_args__ = (
+        Index("ix_tasks_lane_order", "state", "capability", "turn", "id"),
+        Index("ix_tasks_tenant_turn", "tenant_id", "state", "capability", "turn", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str | None = Field(default=None, max_length=64, index=True)
@@ -112,6 +115,8 @@ class Task(SQLModel, table=True):
     # many hosts (migration 0006): the host whose daemon leased it; the fencing token of that claim
     host: str | None = Field(default=None, max_length=64)
     fence: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    # fair lanes (migration 0008): the task's round in its capability's queue; a lane claims by (turn, id)
+    turn: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
     @declared_attr  # type: ignore[arg-type]
     def __mapper_args__(cls) -> dict[str, Any]:

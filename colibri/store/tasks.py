@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Row, bindparam, column, delete, func, or_, text, update
+from sqlalchemy import Integer, Row, bindparam, column, delete, func, literal_column, or_, text, update
 from sqlmodel import Session, col, select
 
 from colibri.domain import FINISHED_TASK_STATES, TaskState
@@ -60,16 +60,30 @@ class TaskRepo:
         query = select(Task).where(Task.submitted_by == submitted_by, Task.idempotency_key == key)
         return self._session.exec(query).first()
 
+    def next_turn(self, tenant: str | None, capability: str) -> int:
+        """The round of a task queued now (``tasks.turn``, migration 0008): one after the newest
+        queued task of this tenant (None: the operator's) and capability, else the round at the
+        head of that capability's queue, else 0.  Two index probes (``ix_tasks_tenant_turn``,
+        ``ix_tasks_lane_order``), the same cost whatever the queue's length."""
+        return int(self._session.connection().execute(_next_turn(tenant is None), {"owner": tenant, "cap": capability})
+                   .scalar_one())  # fmt: skip
+
     def claim_next(self, capabilities: Sequence[str], tenant: str | None, values: dict[str, Any]) -> Row[Any] | None:
-        """Lease the oldest queued task of these capabilities (of ``tenant`` unless None) in one
-        statement: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING``
-        (on SQLite the statement is atomic: no row lock to skip).  ``values`` are the lease's
-        columns (``LEASE``); the attempt and the fence go up by one.  The task as leased, or None."""
+        """Lease the next queued task of these capabilities in one statement: ``UPDATE ... WHERE
+        id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING`` (on SQLite the statement is
+        atomic: no row lock to skip), by ``(turn, id)``: on a lane (``tenant`` None) the tenants in
+        turn, each one's oldest first (review R14); of ``tenant``, its oldest (its rounds follow its
+        submissions).  An index walk to the first queued row either way (``ix_tasks_lane_order``,
+        ``ix_tasks_tenant_turn``), never a walk over the finished rows before it.  ``values`` are
+        the lease's columns (``LEASE``); the attempt and the fence go up by one.  The task as
+        leased, or None."""
         params = {f"new_{name}": value for name, value in values.items()}
         params["caps"] = sorted(capabilities)
         if tenant is not None:
             params["owner"] = tenant
-        return self._session.connection().execute(_claim_statement(tenant is not None), params).first()
+        wide = len(params["caps"]) > 1 and self.many_at_once()  # PostgreSQL: one index walk a capability
+        statement = _claim_wide(tenant is not None) if wide else _claim_statement(tenant is not None)
+        return self._session.connection().execute(statement, params).first()
 
     def finish_held(
         self, task_id: int, agent_key: str, lease: str, host: str | None, fence: int | None,
@@ -96,15 +110,17 @@ class TaskRepo:
         self, capabilities: Sequence[str], tenant: str | None, leases: Sequence[tuple[str, str, float]],
         host: str | None, stamp: datetime,
     ) -> list[Row[Any]]:  # fmt: skip
-        """``claim_next`` for several agents of one kind in one statement (PostgreSQL): the oldest
-        queued tasks, locked (SKIP LOCKED), the first to the first ``(agent key, lease, lease end)``
-        of ``leases``; the tasks leased, in that order (fewer than asked when the queue ran short)."""
+        """``claim_next`` for several agents of one kind in one statement (PostgreSQL): the next
+        queued tasks in ``claim_next``'s order, locked (SKIP LOCKED), the first to the first
+        ``(agent key, lease, lease end)`` of ``leases``; the tasks leased, in that order (fewer than
+        asked when the queue ran short)."""
         agents, tokens, ends = (list(column) for column in zip(*leases, strict=True))
         params: dict[str, Any] = {"agents": agents, "tokens": tokens, "ends": ends, "caps": sorted(capabilities),
                                   "k": len(leases), "claimed_by": host, "stamp": stamp}  # fmt: skip
         if tenant is not None:
             params["owner"] = tenant
-        rows = self._session.connection().execute(_claim_several(tenant is not None), params).all()
+        statement = _claim_several(tenant is not None, min(2, len(params["caps"])))
+        rows = self._session.connection().execute(statement, params).all()
         return sorted(rows, key=lambda row: int(row.n))
 
     def finish_several(self, reports: Sequence[tuple[Any, ...]], host: str | None, stamp: datetime) -> list[Row[Any]]:
@@ -168,7 +184,7 @@ def _claim_statement(of_tenant: bool) -> Any:
     pick = select(t.c.id).where(t.c.state == TaskState.QUEUED, t.c.capability.in_(bindparam("caps", expanding=True)))
     if of_tenant:
         pick = pick.where(t.c.tenant_id == bindparam("owner"))
-    pick = pick.order_by(t.c.id).limit(1).with_for_update(skip_locked=True)
+    pick = pick.order_by(t.c.turn, t.c.id).limit(1).with_for_update(skip_locked=True)
     return (
         update(t)
         .where(t.c.id == pick.scalar_subquery(), t.c.state == TaskState.QUEUED)
@@ -180,6 +196,42 @@ def _claim_statement(of_tenant: bool) -> Any:
         )
         .returning(*t.c)
     )
+
+
+def _wide_pick(of_tenant: bool, limit: str) -> str:
+    """The next queued ids of several capabilities (PostgreSQL): one index walk a capability (a
+    LATERAL pick of each one's first ``limit``), merged by ``(turn, id)``.  One ``ORDER BY turn,
+    id`` over ``capability = ANY(...)`` has no index order: it sorted every queued task of them
+    (12 ms a claim over 20,000 queued; docs/PERFORMANCE.md).  Up to ``limit`` a capability are
+    locked, ``limit`` taken; the rest are free again at the commit (a claim meanwhile skips them)."""
+    owner = "AND tenant_id = :owner " if of_tenant else ""
+    return (
+        "SELECT p.id, p.turn FROM unnest(CAST(:caps AS varchar[])) AS c(cap) CROSS JOIN LATERAL "  # noqa: S608 (constants)
+        f"(SELECT id, turn FROM tasks WHERE state = 'queued' AND capability = c.cap {owner}"
+        f"ORDER BY turn, id LIMIT {limit} FOR UPDATE SKIP LOCKED) AS p ORDER BY p.turn, p.id LIMIT {limit}"
+    )
+
+
+@functools.cache
+def _claim_wide(of_tenant: bool) -> Any:
+    """``_claim_statement`` for an agent of several capabilities on PostgreSQL (``_wide_pick``)."""
+    lease = ", ".join(f"{name} = :new_{name}" for name in LEASE)
+    sql = (
+        "UPDATE tasks SET state = 'running', attempts = tasks.attempts + 1, fence = tasks.fence + 1, "  # noqa: S608 (constants)
+        f"{lease} WHERE tasks.id = (SELECT id FROM ({_wide_pick(of_tenant, '1')}) AS pick) "
+        f"AND tasks.state = 'queued' RETURNING {_returned()}"
+    )
+    return text(sql).columns(*TASKS.c)
+
+
+@functools.cache
+def _next_turn(operators: bool) -> Any:
+    t = TASKS
+    queued = (t.c.state == literal_column("'queued'"), t.c.capability == bindparam("cap"))
+    owner = t.c.tenant_id.is_(None) if operators else t.c.tenant_id == bindparam("owner")
+    mine = select(func.max(t.c.turn) + 1).where(owner, *queued).scalar_subquery()
+    head = select(func.min(t.c.turn)).where(*queued).scalar_subquery()
+    return select(func.coalesce(mine, head, 0))
 
 
 @functools.cache
@@ -201,16 +253,22 @@ def _returned() -> str:
 
 
 @functools.cache
-def _claim_several(of_tenant: bool) -> Any:
-    """One statement for several claims of one kind: the oldest queued ids locked (SKIP LOCKED),
-    numbered, joined to the agents' leases by that number."""
+def _claim_several(of_tenant: bool, capabilities: int = 1) -> Any:
+    """One statement for several claims of one kind: the next queued ids locked (SKIP LOCKED),
+    numbered, joined to the agents' leases by that number (several capabilities: ``_wide_pick``)."""
     owner = "AND tenant_id = :owner " if of_tenant else ""
+    if capabilities > 1:
+        picked = f"picked AS ({_wide_pick(of_tenant, ':k')}), "
+    else:
+        picked = (
+            "picked AS (SELECT id, turn FROM tasks WHERE state = 'queued' AND capability = "  # noqa: S608 (constants)
+            f"ANY(CAST(:caps AS varchar[])) {owner}ORDER BY turn, id LIMIT :k FOR UPDATE SKIP LOCKED), "
+        )
     sql = (
         "WITH want AS (SELECT * FROM unnest(CAST(:agents AS varchar[]), CAST(:tokens AS varchar[]), "  # noqa: S608 (constants)
         "CAST(:ends AS double precision[])) WITH ORDINALITY AS w(agent, token, ends, n)), "
-        "picked AS (SELECT id FROM tasks WHERE state = 'queued' AND capability = ANY(CAST(:caps AS varchar[])) "
-        f"{owner}ORDER BY id LIMIT :k FOR UPDATE SKIP LOCKED), "
-        "numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM picked) "
+        f"{picked}"
+        f"numbered AS (SELECT id, row_number() OVER (ORDER BY turn, id) AS n FROM picked) "
         "UPDATE tasks SET state = 'running', attempts = tasks.attempts + 1, fence = tasks.fence + 1, "
         "agent_key = want.agent, lease_token = want.token, lease_expires_at = want.ends, host = :claimed_by, "
         "claimed_at = :stamp, updated_at = :stamp FROM numbered JOIN want ON want.n = numbered.n "

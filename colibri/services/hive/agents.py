@@ -32,7 +32,9 @@ class AgentRules:
     def register(
         self, scope: Scope, agent_id: str, capabilities: list[dict[str, str]], mother_version: str | None
     ) -> tuple[dict[str, Any], list[Requeued]]:
-        """Record (or renew) an agent as active; its running tasks go back to the queue."""
+        """Record (or renew) an agent as active; its running tasks go back to the queue.  A
+        tenant's agent id still live on another host is taken over here when the tenant lives on
+        this host (it moved); anything else live elsewhere is a Conflict."""
         key = scope.agent_key(validate_name(agent_id, "agent id"))
         with self._ledger.session() as session:
             _check_owner(session, scope)
@@ -40,7 +42,7 @@ class AgentRules:
             agents = AgentRepo(session)
             agent = agents.get(key)
             now = utcnow()
-            if agent is not None and agent.state in LIVE_AGENT_STATES and agent.host not in (None, self._host):
+            if agent is not None and self._live_elsewhere(agent) and not self._supersedes(scope):
                 raise Conflict(f"agent {key} is live on host {agent.host}; an agent id serves one host at a time")
             if agent is None or agent.state not in LIVE_AGENT_STATES:
                 self._check_agent_room(agents, scope)
@@ -57,6 +59,23 @@ class AgentRules:
             requeued = self._tasks.requeue_held(session, key, f"agent {key} registered again")
             agents.flush()
             return agent_public(agent), requeued
+
+    def _live_elsewhere(self, agent: Agent) -> bool:
+        return agent.state in LIVE_AGENT_STATES and agent.host not in (None, self._host)
+
+    def _supersedes(self, scope: Scope) -> bool:
+        """May a registration here take over a tenant's agent id still live on another host?  Only
+        a tenant's agent on the daemon of the host the tenant lives on (``_check_host`` has refused
+        any other): a moved tenant's mother is served at once on its new host, while its old row
+        (on a host whose jail was destroyed) would otherwise hold the id until that host's daemon
+        found it lost (review R11).  A lane is served on every host: its ids never move."""
+        return self._fenced() and scope.kind == "tenant"
+
+    def _mine(self, agent: Agent | None) -> bool:
+        """Is this agent row this daemon's to change (it registered here, or before hosts were
+        recorded)?  Once a tenant moved, its old host's daemon must not mark the row its new
+        host's daemon took over lost or left (nor requeue what it holds there)."""
+        return agent is None or not self._fenced() or agent.host in (None, self._host)
 
     def _fenced(self) -> bool:
         """Does this daemon serve only its own host's tenants?  Always, when it knows its host
@@ -88,6 +107,8 @@ class AgentRules:
         """Mark an agent gone (``left``) and requeue what it held."""
         with self._ledger.session() as session:
             agent = AgentRepo(session).get(key)
+            if not self._mine(agent):
+                return []  # the id is served by another host now (the tenant moved)
             if agent is not None:
                 agent.state, agent.state_changed_at = AgentState.LEFT, utcnow()
                 record(session, "agent.leave", f"agent:{key}", tenant=agent.tenant_id, actor=agent_actor(key))
@@ -98,13 +119,16 @@ class AgentRules:
         return self.set_states([(key, AgentState.LOST)])
 
     def set_states(self, changes: Sequence[tuple[str, str]]) -> list[Requeued]:
-        """Write agent state changes in one transaction; tasks of agents now ``lost`` are requeued."""
+        """Write agent state changes in one transaction; tasks of agents now ``lost`` are requeued.
+        An agent registered on another host since is that host's: left as it is."""
         requeued: list[Requeued] = []
         with self._ledger.session() as session:
             agents = AgentRepo(session)
             now = utcnow()
             for key, state in changes:
                 agent = agents.get(key)
+                if not self._mine(agent):
+                    continue  # registered on another host since (the tenant moved): that host's
                 if agent is not None and agent.state != state and agent_may_become(agent.state, state):
                     was, agent.state, agent.state_changed_at = agent.state, AgentState(state), now
                     record(session, _STATE_ACTIONS[state], f"agent:{key}", tenant=agent.tenant_id, was=was)

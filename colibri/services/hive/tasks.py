@@ -98,6 +98,7 @@ class TaskRules:
                 max_attempts=ledger.policy.max_attempts,
                 submitted_by=submitted_by,
                 idempotency_key=idempotency_key,
+                turn=tasks.next_turn(tenant, capability),  # its round on a lane (review R14)
             )
             tasks.add(task)
             ledger.note(tenant, 1, len(text), 0, 0)
@@ -279,7 +280,7 @@ class TaskRules:
                 return False
             if not self._claimed_here(task, fence):
                 return False
-            _unclaim(task)
+            unclaim(task)
             session.add(task)
             requeued(session, task, None, "the lease never reached its agent")
             return True
@@ -297,7 +298,7 @@ class TaskRules:
         with self._ledger.store.session() as session:
             given: list[Requeued] = []
             for task in TaskRepo(session).held_by(key, expiring_before):
-                _unclaim(task)
+                unclaim(task)
                 session.add(task)
                 assert task.id is not None
                 requeued(session, task, key, "claimed before the daemon's restart, never delivered")
@@ -364,7 +365,7 @@ class TaskRules:
             return counts
 
 
-def _unclaim(task: Task) -> None:
+def unclaim(task: Task) -> None:
     """Queued again as if never claimed: the attempt not counted, no agent, no lease."""
     check_task_transition(task.id, task.state, TaskState.QUEUED)
     task.state = TaskState.QUEUED

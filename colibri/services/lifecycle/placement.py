@@ -105,11 +105,14 @@ class Placement:
 
     def rehome(self, tenant_id: str, host: str, *, forget_jail: bool = False) -> None:
         """Record that the tenant now lives on ``host``: only while it has no jail anywhere, or
-        with ``forget_jail`` (its old host is lost for good) its jail there forgotten."""
+        with ``forget_jail`` (its old host is lost for good) its jail there forgotten.  In the same
+        transaction its agents on other hosts become ``left`` and what they held is queued again
+        (services/hive/moves.py), so its mother registers on the new host at once (review R11)."""
         import contextlib
 
         from colibri.domain import TenantStatus
         from colibri.errors import TenantNotFound
+        from colibri.services.hive.moves import leave_old_host
         from colibri.store.repos import TenantRepo
 
         changing = self.record.change() if self.record is not None else contextlib.nullcontext(None)
@@ -143,6 +146,7 @@ class Placement:
             repo.change(tenant_id, audit="tenant.move", host=host)
             if draft is not None:
                 draft.place(tenant_id, host)
+            leave_old_host(session, tenant_id, host)  # its agents there are done: the new host serves its id
 
     def remote(self, host: str) -> "RemoteHost":
         return RemoteHost(host, self.link(host), self._store, self.this_host)

@@ -70,7 +70,6 @@ def test_r7_a_daemon_under_another_live_hosts_name_does_not_take_its_lease(store
     assert real.hosts.renew() == (True, [])  # fails: a's own daemon lost its term; the two flap forever
 
 
-@pytest.mark.xfail(strict=True, reason="R5: one outbox for every tenant: one tenant's results fill it for all")
 def test_r5_one_tenant_cannot_fill_the_outbox_for_the_others(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "state", 64 * 1024)
     hog = {"scope": ["tenant", "hog"], "agent": "hog/m1", "lease": "x", "ok": True}
@@ -122,7 +121,6 @@ def test_r10_a_record_the_store_refuses_does_not_block_the_outbox(tmp_path: Path
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="R11: a moved tenant's mother refused on its new host (old row live)")
 def test_r11_after_move_tenant_the_mother_registers_on_the_new_host_at_once(store: Store, clock: Clock) -> None:
     a, b = _hive(store, clock, "a"), _hive(store, clock, "b")
     a.hosts.start()
@@ -189,7 +187,6 @@ def test_r13_hosts_remove_of_a_host_whose_daemon_is_live_is_refused_or_sticks(st
     assert kept in (None, ("192.0.2.12", "up"))  # fails: (None, "up"): back, without its SSH reach or its key
 
 
-@pytest.mark.xfail(strict=True, reason="R14: a shared lane takes the oldest task of any tenant: no fairness")
 def test_r14_one_tenants_backlog_does_not_hold_another_tenants_task_on_a_lane(store: Store, clock: Clock) -> None:
     from colibri.services.hive.rules import AgentRef
 
