@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from colibri.adapters.jail import JailBackend
     from colibri.adapters.localhome import LocalHome
     from colibri.adapters.ssh import SshHosts
+    from colibri.services.audit.signer import AuditSigner
     from colibri.services.hosts.enrol import HostService
     from colibri.services.hosts.remote_ops import Op, ServingHost
     from colibri.services.lifecycle.operations import AgentService
@@ -57,6 +58,7 @@ class Context:
     _store: "Store | None" = None
     _ssh: "SshHosts | None" = None
     _lifecycle: "Lifecycle | None" = None
+    _audit_head: int | None = None
 
     @property
     def settings(self) -> "Settings":
@@ -79,6 +81,7 @@ class Context:
 
             self._store = Store(self.settings.database, self.settings.database_timeout)
             origin.set_origin(self.settings.host, origin.operator_actor())  # whose audit log, who acts
+            self._audit_head = self.audit_signer().head()
         return self._store
 
     def tenants(self) -> "TenantService":
@@ -338,10 +341,35 @@ class Context:
 
         return HostService(self.store, self.ssh, grace=self.settings.host_lease_grace)
 
+    def audit_signer(self) -> "AuditSigner":
+        """This host's audit signer: its key and memory in ``state_dir/audit`` (root's, 0700)."""
+        from colibri.adapters.audit_keys import KeyDir
+        from colibri.services.audit.signer import AuditSigner
+
+        settings = self.settings
+        return AuditSigner(self.store, KeyDir(settings.state_dir / "audit", settings.host), settings.host)
+
+    def _sign_audit(self) -> None:
+        """A command that recorded state changes signs them before it ends (no unsigned window)."""
+        from colibri.errors import ColibriError
+
+        try:
+            signer = self.audit_signer()
+            if self._audit_head is not None and signer.head() > self._audit_head:
+                signer.checkpoint()
+        except ColibriError as exc:
+            from colibri.cli import output
+
+            wait = self.settings.audit_checkpoint_seconds
+            output.note(
+                f"colibri: audit checkpoint not signed now ({exc}); a running daemon signs it within {wait:g} s"
+            )
+
     def close(self) -> None:
         if self._ssh is not None:
             self._ssh.close()
         if self._store is not None:
+            self._sign_audit()
             self._store.close()
 
 
