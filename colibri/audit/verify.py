@@ -10,96 +10,20 @@ every host's tree.  The first failure raises AuditError naming the host, the ent
 and why.
 """
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from colibri.audit import bundle, merkle, note
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
+from colibri.audit.verify_parts import HostReport, Report, fail, field_b64, field_text, read_record
 from colibri.errors import AuditError
 
 GENESIS = b"0" * 64
 REFUSAL = b'{"action":"audit.cosign",'
 Progress = Callable[[int], None]
-
-
-@dataclass
-class HostReport:
-    host: str
-    entries: int = 0
-    checkpoints: int = 0
-    newest_size: int = 0
-    newest_time: str = ""
-    unsigned: int = 0
-    unsigned_since: str | None = None
-    cosigned_size: int = 0
-    cosigned_by: set[str] = field(default_factory=set)
-
-
-@dataclass
-class Report:
-    exported_by: str
-    exported_at: str
-    hosts: dict[str, HostReport]
-    keys: list[str]
-    cosignatures: int
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "exported_by": self.exported_by,
-            "exported_at": self.exported_at,
-            "keys": self.keys,
-            "cosignatures": self.cosignatures,
-            "hosts": [
-                {
-                    "host": r.host,
-                    "entries": r.entries,
-                    "checkpoints": r.checkpoints,
-                    "newest_checkpoint_size": r.newest_size,
-                    "newest_checkpoint_time": r.newest_time,
-                    "unsigned_tail": r.unsigned,
-                    "unsigned_since": r.unsigned_since,
-                    "cosigned_size": r.cosigned_size,
-                    "cosigned_by": sorted(r.cosigned_by),
-                }
-                for r in self.hosts.values()
-            ],
-        }
-
-
-def _fail(message: str) -> AuditError:
-    return AuditError(f"audit bundle does not verify: {message}")
-
-
-def _record(line: bytes, kind: str) -> dict[str, Any]:
-    if len(line) > bundle.MAX_RECORD:
-        raise _fail(f"a {kind} record is too large")
-    try:
-        value = json.loads(line)
-    except ValueError:
-        raise _fail(f"a {kind} record is not JSON") from None
-    if not isinstance(value, dict):
-        raise _fail(f"a {kind} record is not an object")
-    return value
-
-
-def _text(value: Any, what: str, limit: int = 256) -> str:
-    if not isinstance(value, str) or len(value) > limit:
-        raise _fail(f"{what} is missing or malformed")
-    return value
-
-
-def _b64(value: Any, what: str) -> bytes:
-    try:
-        return base64.b64decode(_text(value, what), validate=True)
-    except binascii.Error:
-        raise _fail(f"{what} is not base64") from None
 
 
 class _Verifier:
@@ -125,11 +49,11 @@ class _Verifier:
         found: list[tuple[PublicKey, dict[str, Any]]] = []
         for record in records:
             try:
-                key = note.parse_vkey(_text(record.get("key"), "a key"))
+                key = note.parse_vkey(field_text(record.get("key"), "a key"))
             except BadNote as exc:
-                raise _fail(f"a key of the bundle: {exc}") from None
+                raise fail(f"a key of the bundle: {exc}") from None
             if key.host != record.get("host"):
-                raise _fail(f"key {key.key_id} is named for another host than {str(record.get('host'))[:64]!r}")
+                raise fail(f"key {key.key_id} is named for another host than {str(record.get('host'))[:64]!r}")
             found.append((key, record))
         changed = True
         while changed:  # a key the bundle endorses by a trusted one becomes trusted (rotations chain)
@@ -139,8 +63,8 @@ class _Verifier:
                 if (key.name, key.key_id) in self.trusted or not isinstance(endorsement, dict):
                     continue
                 by = self.trusted.get((key.name, str(endorsement.get("by"))))
-                when = _text(endorsement.get("time"), "an endorsement's time", 32)
-                signature = _b64(endorsement.get("signature"), "an endorsement's signature")
+                when = field_text(endorsement.get("time"), "an endorsement's time", 32)
+                signature = field_b64(endorsement.get("signature"), "an endorsement's signature")
                 if by is not None and by.verify(signature, note.endorse_message(key, when)):
                     self.trusted[(key.name, key.key_id)] = key
                     self.successor_time[(by.name, by.key_id)] = when
@@ -149,7 +73,7 @@ class _Verifier:
             if (key.name, key.key_id) not in self.trusted:
                 ours = [k.key_id for (name, _), k in self.trusted.items() if name == key.name]
                 why = f"the trusted key of that host is {', '.join(ours)}" if ours else "no --key names that host"
-                raise _fail(
+                raise fail(
                     f"key {key.key_id} of host {key.host} is not one given with --key nor endorsed by one "
                     f"({why}): a swapped or unknown key"
                 )
@@ -158,27 +82,27 @@ class _Verifier:
 
     # ---- checkpoints and cosignatures ------------------------------------------------------------
     def checkpoint(self, record: dict[str, Any]) -> None:
-        text = _text(record.get("note"), "a checkpoint's note", note.MAX_NOTE)
+        text = field_text(record.get("note"), "a checkpoint's note", note.MAX_NOTE)
         try:
             checkpoint, _ = note.parse(text)
         except BadNote as exc:
-            raise _fail(f"a checkpoint: {exc}") from None
+            raise fail(f"a checkpoint: {exc}") from None
         where = f"checkpoint of host {checkpoint.host} at size {checkpoint.size}"
         try:
             checkpoint, key = note.open_note(text, self.trusted.values())
         except BadNote as exc:
-            raise _fail(f"{where}: {exc}") from None
+            raise fail(f"{where}: {exc}") from None
         retired = self.successor_time.get((key.name, key.key_id))
         if retired is not None and checkpoint.time > retired:
-            raise _fail(f"{where}: signed at {checkpoint.time} by key {key.key_id}, retired at {retired}")
+            raise fail(f"{where}: signed at {checkpoint.time} by key {key.key_id}, retired at {retired}")
         times = self.checkpoint_times.setdefault(checkpoint.host, [])
         if times and (checkpoint.size <= times[-1][0] or checkpoint.time <= times[-1][1]):
-            raise _fail(
+            raise fail(
                 f"{where} (signed {checkpoint.time}) does not come after the one at size {times[-1][0]} "
                 f"(signed {times[-1][1]}): checkpoints out of order or an old one replayed"
             )
         if checkpoint.size == 0:
-            raise _fail(f"{where}: an empty tree is never signed")
+            raise fail(f"{where}: an empty tree is never signed")
         times.append((checkpoint.size, checkpoint.time))
         self._mark(checkpoint.host, checkpoint.size, checkpoint.root, where)
         report = self.host(checkpoint.host)
@@ -188,28 +112,28 @@ class _Verifier:
     def _mark(self, host: str, size: int, root: bytes, what: str) -> None:
         marks = self.marks.setdefault(host, {})
         if size in marks and marks[size][0] != root:
-            raise _fail(f"{what}: another root than {marks[size][1]} for the same size (a forked history)")
+            raise fail(f"{what}: another root than {marks[size][1]} for the same size (a forked history)")
         marks.setdefault(size, (root, what))
 
     def cosignature(self, record: dict[str, Any]) -> None:
-        host = _text(record.get("host"), "a cosignature's host", 64)
-        witness = _text(record.get("witness"), "a cosignature's witness", 64)
-        size, when = record.get("size"), _text(record.get("time"), "a cosignature's time", 32)
+        host = field_text(record.get("host"), "a cosignature's host", 64)
+        witness = field_text(record.get("witness"), "a cosignature's witness", 64)
+        size, when = record.get("size"), field_text(record.get("time"), "a cosignature's time", 32)
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise _fail("a cosignature's size is malformed")
+            raise fail("a cosignature's size is malformed")
         where = f"cosignature by host {witness} of host {host} at size {size}"
-        root = _b64(record.get("root"), f"{where}: the root")
-        signature = _b64(record.get("signature"), f"{where}: the signature")
+        root = field_b64(record.get("root"), f"{where}: the root")
+        signature = field_b64(record.get("signature"), f"{where}: the signature")
         try:
             checkpoint = Checkpoint(host, size, root, when)
             name = note.key_name(witness)
         except BadNote as exc:
-            raise _fail(f"{where}: {exc}") from None
+            raise fail(f"{where}: {exc}") from None
         key = self.trusted.get((name, str(record.get("key_id"))))
         if key is None:
-            raise _fail(f"{where}: signed by an unknown key {str(record.get('key_id'))[:16]}")
+            raise fail(f"{where}: signed by an unknown key {str(record.get('key_id'))[:16]}")
         if not key.verify(signature, note.cosign_message(checkpoint, when)):
-            raise _fail(f"{where}: the signature does not verify")
+            raise fail(f"{where}: the signature does not verify")
         self._mark(host, size, root, where)
         report = self.host(host)
         report.cosigned_by.add(witness)
@@ -224,7 +148,7 @@ class _Verifier:
         while line.startswith(bundle.ENTRY_START):
             host = self._host_of(line)
             if host in self.done:
-                raise _fail(f"entries of host {host} are not together (entry after another host's)")
+                raise fail(f"entries of host {host} are not together (entry after another host's)")
             line, count = self._chain(host, line, lines)
             self.done.add(host)
             total += count
@@ -238,9 +162,9 @@ class _Verifier:
             value = json.loads(line)
             host = value["host"]
         except (ValueError, KeyError, TypeError):
-            raise _fail("an entry is not a colibri audit entry") from None
+            raise fail("an entry is not a colibri audit entry") from None
         if not isinstance(host, str) or not note.HOST.match(host):
-            raise _fail("an entry names no valid host")
+            raise fail("an entry names no valid host")
         return host
 
     def _chain(self, host: str, line: bytes, lines: IO[bytes]) -> tuple[bytes, int]:
@@ -258,7 +182,7 @@ class _Verifier:
             at = body.rfind(b',"prev":"')
             if body.rfind(host_token, 0, at) < 0:  # the next host's entries (or no prev at all)
                 if at < 0:
-                    raise _fail(f"entry {host}#{seq + 1}: not a colibri audit entry")
+                    raise fail(f"entry {host}#{seq + 1}: not a colibri audit entry")
                 break
             seq += 1
             if body[at + 9 : at + 73] != prev or not body.startswith(b'","seq":%d,' % seq, at + 73):
@@ -281,7 +205,7 @@ class _Verifier:
         for size in marks:
             if size > seq:
                 what = marks[size][1]
-                raise _fail(
+                raise fail(
                     f"host {host}: {what} covers {size} entries but the bundle holds {seq}: "
                     f"entries {host}#{seq + 1}..{size} were deleted"
                 )
@@ -296,7 +220,7 @@ class _Verifier:
         if merkle.CompactRange(seq, stack).root() != root:
             earlier = [s for s in marks if s < seq]
             since = max(earlier) + 1 if earlier else 1
-            raise _fail(
+            raise fail(
                 f"{what}: the entries do not hash to its root: an entry in {host}#{since}..{host}#{seq} "
                 "was changed, deleted, inserted or moved"
             )
@@ -305,43 +229,43 @@ class _Verifier:
         try:
             value = json.loads(body)
         except ValueError:
-            return _fail(f"entry {host}#{seq}: not JSON")
+            return fail(f"entry {host}#{seq}: not JSON")
         found = value.get("seq") if isinstance(value, dict) else None
         if found != seq:
-            return _fail(
+            return fail(
                 f"entry {host}#{seq}: the entry there says seq {str(found)[:20]}: an entry was deleted, "
                 "inserted or moved"
             )
         if seq == 1:
-            return _fail(f"entry {host}#1: its prev is not the genesis hash")
-        return _fail(
+            return fail(f"entry {host}#1: its prev is not the genesis hash")
+        return fail(
             f"entry {host}#{seq}: its prev is not the hash of entry {host}#{seq - 1}: entry {host}#{seq - 1} "
             "was changed (or one was removed or inserted there)"
         )
 
     # ---- the export statement ------------------------------------------------------------------
     def export(self, record: dict[str, Any], header: dict[str, Any]) -> None:
-        host = _text(record.get("host"), "the export's host", 64)
-        when = _text(record.get("time"), "the export's time", 32)
+        host = field_text(record.get("host"), "the export's host", 64)
+        when = field_text(record.get("time"), "the export's time", 32)
         heads = record.get("heads")
         if host != header.get("host") or not isinstance(heads, dict):
-            raise _fail("the export statement is malformed")
+            raise fail("the export statement is malformed")
         claimed: dict[str, tuple[int, str]] = {}
         for name, value in heads.items():
             if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
-                raise _fail("the export statement is malformed")
-            claimed[str(name)] = (int(value[0]), _text(value[1], "a head's root", 64))
+                raise fail("the export statement is malformed")
+            claimed[str(name)] = (int(value[0]), field_text(value[1], "a head's root", 64))
         key = self.trusted.get((note.key_name(host), str(record.get("key_id"))))
         if key is None:
-            raise _fail(f"the export statement is signed by an unknown key of host {host}")
-        signature = _b64(record.get("signature"), "the export's signature")
+            raise fail(f"the export statement is signed by an unknown key of host {host}")
+        signature = field_b64(record.get("signature"), "the export's signature")
         if not key.verify(signature, note.export_message(host, when, claimed)):
-            raise _fail("the export statement's signature does not verify")
+            raise fail("the export statement's signature does not verify")
         for name in sorted(set(claimed) | set(self.heads)):
             size, root = self.heads.get(name, (0, merkle.EMPTY_ROOT))
             want = claimed.get(name)
             if want is None or want != (size, root.hex()):
-                raise _fail(
+                raise fail(
                     f"host {name}: the bundle holds {size} entries, the export statement "
                     f"{want[0] if want else 0} (entries cut from or added to the file)"
                 )
@@ -376,36 +300,36 @@ def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None =
     except OSError as exc:
         raise AuditError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        header = _record(handle.readline(), "header")
+        header = read_record(handle.readline(), "header")
         if header.get("t") != "bundle" or header.get("format") != bundle.FORMAT or header.get("version") != 1:
-            raise _fail("not a colibri audit bundle (or another version)")
+            raise fail("not a colibri audit bundle (or another version)")
         line = handle.readline()
         keys: list[dict[str, Any]] = []
         while line.startswith(b'{"t":"key"'):
-            keys.append(_record(line, "key"))
+            keys.append(read_record(line, "key"))
             line = handle.readline()
         checker.keys(keys)
         while line.startswith(b'{"t":"checkpoint"'):
-            checker.checkpoint(_record(line, "checkpoint"))
+            checker.checkpoint(read_record(line, "checkpoint"))
             line = handle.readline()
         while line.startswith(b'{"t":"cosignature"'):
-            checker.cosignature(_record(line, "cosignature"))
+            checker.cosignature(read_record(line, "cosignature"))
             line = handle.readline()
         line = checker.entries(line, handle, progress)
         if not line.startswith(b'{"t":"export"'):
-            raise _fail(
+            raise fail(
                 "the file ends without the export statement (cut short?)"
                 if not line
                 else "a record out of place after the entries"
             )
-        checker.export(_record(line, "export"), header)
+        checker.export(read_record(line, "export"), header)
         if handle.readline():
-            raise _fail("data after the export statement")
+            raise fail("data after the export statement")
     if checker.refusals:
-        raise _fail(checker.refusals[0])
+        raise fail(checker.refusals[0])
     for name, report in checker.hosts.items():
         if name not in checker.heads and (report.checkpoints or report.cosigned_size):
-            raise _fail(f"host {name}: signed checkpoints but no entries in the bundle: all its entries were deleted")
+            raise fail(f"host {name}: signed checkpoints but no entries in the bundle: all its entries were deleted")
     return Report(
         str(header.get("host")),
         str(header.get("time")),
@@ -413,69 +337,3 @@ def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None =
         sorted(f"{k.name}+{k.key_id}" for k in checker.trusted.values()),
         checker.cosignatures,
     )
-
-
-def read_keys(values: Iterable[str]) -> list[PublicKey]:
-    """``--key`` values: a verifier key, or a file of them (one a line, # comments)."""
-    keys: list[PublicKey] = []
-    for value in values:
-        texts = [value]
-        if "+" not in value:
-            try:
-                texts = Path(value).read_text(encoding="utf-8")[: 1 << 20].splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise AuditError(f"--key {value[:80]}: not a key and not a readable file ({exc})") from None
-        for text in texts:
-            if text.strip() and not text.lstrip().startswith("#"):
-                try:
-                    keys.append(note.parse_vkey(text))
-                except BadNote as exc:
-                    raise AuditError(f"--key: {exc}") from None
-    return keys
-
-
-def verify_proof(path: Path, trusted: Iterable[PublicKey]) -> dict[str, Any]:
-    """Verify an ``audit prove`` file: the entry, its path to the root, the checkpoint's signature."""
-    keys = list(trusted)
-    if not keys:
-        raise AuditError("audit verify needs at least one --key")
-    try:
-        data = path.read_bytes()[: bundle.MAX_RECORD + 1]
-    except OSError as exc:
-        raise AuditError(f"cannot read {path}: {exc.strerror}") from None
-    proof = _record(data, "proof")
-    if proof.get("ok") is True and isinstance(proof.get("data"), dict):  # saved from `audit prove --json`
-        proof = proof["data"]
-    if proof.get("format") != "colibri-audit-proof" or proof.get("version") != 1:
-        raise _fail("not a colibri audit proof")
-    entry = _text(proof.get("entry"), "the proof's entry", 8192).encode()
-    seq, size = proof.get("seq"), proof.get("size")
-    path_items = proof.get("proof")
-    if (
-        not isinstance(seq, int)
-        or not isinstance(size, int)
-        or not isinstance(path_items, list)
-        or len(path_items) > 64
-    ):
-        raise _fail("the proof is malformed")
-    try:
-        checkpoint, key = note.open_note(_text(proof.get("checkpoint"), "the checkpoint", note.MAX_NOTE), keys)
-    except BadNote as exc:
-        raise _fail(f"the proof's checkpoint: {exc}") from None
-    where = f"entry {checkpoint.host}#{seq}"
-    if checkpoint.size != size or checkpoint.host != proof.get("host"):
-        raise _fail(f"{where}: the proof is for another tree than its checkpoint")
-    hashes = [_b64(item, "a proof hash") for item in path_items]
-    if not merkle.verify_inclusion(merkle.leaf(entry), seq - 1, size, hashes, checkpoint.root):
-        raise _fail(f"{where}: not included in host {checkpoint.host}'s tree of size {size} (entry or proof changed)")
-    if b'"seq":%d,' % seq not in entry:
-        raise _fail(f"{where}: the entry says another seq")
-    return {
-        "ok": True,
-        "host": checkpoint.host,
-        "seq": seq,
-        "size": size,
-        "checkpoint_time": checkpoint.time,
-        "key": f"{key.name}+{key.key_id}",
-        "entry": json.loads(entry),
-    }

@@ -88,10 +88,11 @@ def verify(
     """Check FILE offline (no settings, no store, no network): every entry chained, every checkpoint and
     cosignature signed by a trusted key and matching the entries. Exit 21 names the first failure."""
     from colibri.audit import verify as checking
+    from colibri.audit import verify_proof as proofs
 
-    keys = checking.read_keys(key)
+    keys = proofs.read_keys(key)
     if proof:
-        found = checking.verify_proof(file, keys)
+        found = proofs.verify_proof(file, keys)
         output.show(
             found,
             as_json,
