@@ -31,3 +31,21 @@ def test_an_intact_bundle_verifies_with_counts_and_the_unsigned_tail(osa: str, i
     record(osa, "osa", 5, start=40)  # not signed by a checkpoint: only by the export's statement
     code, out, _err = invoke("audit", "log", "--limit", "3", "--json")
     assert code == 0 and [e["seq"] for e in json.loads(out)["data"]] == [44, 45, 46]
+
+
+def test_a_command_that_recorded_changes_signs_them_before_it_ends(osa: str) -> None:
+    from colibri.audit.entry import Event
+    from colibri.cli.context import Context
+    from colibri.store.audit import AuditRepo
+    from colibri.store.audit_trail import TrailRepo
+
+    ctx = Context()
+    with ctx.store.session() as session:  # what a service does inside a command
+        AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+    ctx.close()  # the command ends
+    check = Context()
+    with check.store.session() as session:
+        latest = TrailRepo(session).latest_checkpoint("osa")
+        head = TrailRepo(session).heads()["osa"][0]
+    check.close()
+    assert latest is not None and latest.size == head == 2  # the change and the key's creation
