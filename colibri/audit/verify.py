@@ -10,18 +10,29 @@ every host's tree.  The first failure raises AuditError naming the host, the ent
 and why.
 """
 
+import binascii
 import hashlib
+import itertools
 import json
-from collections.abc import Callable, Iterable
+import multiprocessing
+import multiprocessing.process
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from colibri.audit import bundle, merkle, note
+from colibri.audit import verify_work as work
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
 from colibri.audit.verify_parts import HostReport, Report, fail, field_b64, field_text, read_record
 from colibri.errors import AuditError
 
 GENESIS = b"0" * 64
+FOLD_BLOCK = 32 * 8192  # leaves sent to the folding process at a time
+FOLD_ASIDE_BYTES = 16 << 20  # bundles from this size on fold their trees in a second process
+PARALLEL_NOTES = 256  # from this many checkpoints on, their signatures are checked in a second process
 REFUSAL = b'{"action":"audit.cosign",'
 Progress = Callable[[int], None]
 
@@ -37,6 +48,11 @@ class _Verifier:
         self.cosignatures = 0
         self.refusals: list[str] = []
         self.done: set[str] = set()
+        self.notes: list[tuple[str, str, str]] = []  # (note, where, its time) in file order
+        self.found: list[str | None] = []
+        self.pool: ProcessPoolExecutor | None = None
+        self.folder: Connection | None = None
+        self.folding: multiprocessing.process.BaseProcess | None = None
         self.heads: dict[str, tuple[int, bytes]] = {}
 
     def host(self, name: str) -> HostReport:
@@ -46,55 +62,19 @@ class _Verifier:
 
     # ---- keys ----------------------------------------------------------------------------------
     def keys(self, records: list[dict[str, Any]]) -> None:
-        found: list[tuple[PublicKey, dict[str, Any]]] = []
-        for record in records:
-            try:
-                key = note.parse_vkey(field_text(record.get("key"), "a key"))
-            except BadNote as exc:
-                raise fail(f"a key of the bundle: {exc}") from None
-            if key.host != record.get("host"):
-                raise fail(f"key {key.key_id} is named for another host than {str(record.get('host'))[:64]!r}")
-            found.append((key, record))
-        changed = True
-        while changed:  # a key the bundle endorses by a trusted one becomes trusted (rotations chain)
-            changed = False
-            for key, record in found:
-                endorsement = record.get("endorsement")
-                if (key.name, key.key_id) in self.trusted or not isinstance(endorsement, dict):
-                    continue
-                by = self.trusted.get((key.name, str(endorsement.get("by"))))
-                when = field_text(endorsement.get("time"), "an endorsement's time", 32)
-                signature = field_b64(endorsement.get("signature"), "an endorsement's signature")
-                if by is not None and by.verify(signature, note.endorse_message(key, when)):
-                    self.trusted[(key.name, key.key_id)] = key
-                    self.successor_time[(by.name, by.key_id)] = when
-                    changed = True
-        for key, _record in found:
-            if (key.name, key.key_id) not in self.trusted:
-                ours = [k.key_id for (name, _), k in self.trusted.items() if name == key.name]
-                why = f"the trusted key of that host is {', '.join(ours)}" if ours else "no --key names that host"
-                raise fail(
-                    f"key {key.key_id} of host {key.host} is not one given with --key nor endorsed by one "
-                    f"({why}): a swapped or unknown key"
-                )
+        work.trust(records, self.trusted, self.successor_time)
         for name, _ in self.given:
             self.host(name.removeprefix(note.PREFIX))
 
     # ---- checkpoints and cosignatures ------------------------------------------------------------
     def checkpoint(self, record: dict[str, Any]) -> None:
+        """Its size, root and order now; its signature with the others (``signatures``)."""
         text = field_text(record.get("note"), "a checkpoint's note", note.MAX_NOTE)
         try:
             checkpoint, _ = note.parse(text)
         except BadNote as exc:
             raise fail(f"a checkpoint: {exc}") from None
         where = f"checkpoint of host {checkpoint.host} at size {checkpoint.size}"
-        try:
-            checkpoint, key = note.open_note(text, self.trusted.values())
-        except BadNote as exc:
-            raise fail(f"{where}: {exc}") from None
-        retired = self.successor_time.get((key.name, key.key_id))
-        if retired is not None and checkpoint.time > retired:
-            raise fail(f"{where}: signed at {checkpoint.time} by key {key.key_id}, retired at {retired}")
         times = self.checkpoint_times.setdefault(checkpoint.host, [])
         if times and (checkpoint.size <= times[-1][0] or checkpoint.time <= times[-1][1]):
             raise fail(
@@ -105,9 +85,64 @@ class _Verifier:
             raise fail(f"{where}: an empty tree is never signed")
         times.append((checkpoint.size, checkpoint.time))
         self._mark(checkpoint.host, checkpoint.size, checkpoint.root, where)
+        self.notes.append((text, where, checkpoint.time))
         report = self.host(checkpoint.host)
         report.checkpoints += 1
         report.newest_size, report.newest_time = checkpoint.size, checkpoint.time
+
+    def signatures(self) -> "Future[list[str | None]] | None":
+        """Start checking every checkpoint's signature: in a second process when there are many
+        (two cores halve a million-entry verify), else now; ``checked`` takes the answers."""
+        keys = list(self.trusted.values())
+        texts = [text for text, _, _ in self.notes]
+        if len(texts) < PARALLEL_NOTES or not work.idle_core():
+            self.found = work.open_notes(texts, keys)
+            return None
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+        return self.pool.submit(work.open_notes, texts, keys)
+
+    def fold_aside(self) -> None:
+        """Fold the trees in a second process (a large bundle: the hot loop then only chains)."""
+        context = multiprocessing.get_context("fork")
+        mine, theirs = context.Pipe()
+        self.folding = context.Process(target=work.fold, args=(theirs, self.marks), daemon=True)
+        self.folding.start()
+        theirs.close()
+        self.folder = mine
+
+    def folded(self) -> None:
+        if self.folder is None:
+            return
+        self.folder.send_bytes(b"E")
+        heads, error = self.folder.recv()
+        self.stop_folding()
+        if error:
+            raise fail(error)
+        for host, (_, root) in heads.items():
+            self.heads[host] = (self.heads[host][0], root)
+
+    def stop_folding(self) -> None:
+        if self.folding is not None:
+            assert self.folder is not None
+            self.folder.close()
+            self.folding.join(5)
+            if self.folding.is_alive():
+                self.folding.kill()
+            self.folding = None
+
+    def checked(self, pending: "Future[list[str | None]] | None") -> None:
+        if pending is not None:
+            try:
+                self.found = pending.result()
+            finally:
+                assert self.pool is not None
+                self.pool.shutdown()
+        for (_text, where, when), found in zip(self.notes, self.found, strict=True):
+            if found is None or found.startswith("!"):
+                raise fail(f"{where}: {found[1:] if found else 'not verified'}")
+            retired = self.successor_time.get(tuple(found.split("+")))  # type: ignore[arg-type]
+            if retired is not None and when > retired:
+                raise fail(f"{where}: signed at {when} by key {found.split('+')[1]}, retired at {retired}")
 
     def _mark(self, host: str, size: int, root: bytes, what: str) -> None:
         marks = self.marks.setdefault(host, {})
@@ -141,8 +176,8 @@ class _Verifier:
         self.cosignatures += 1
 
     # ---- entries -------------------------------------------------------------------------------
-    def entries(self, first: bytes, lines: IO[bytes], progress: Progress | None) -> bytes:
-        """Every entry line from ``first`` on; the first line after them."""
+    def entries(self, first: bytes, lines: Iterator[bytes], progress: Progress | None) -> bytes:
+        """Every entry line from ``first`` on; the first line after them (b"" at the end)."""
         line = first
         total = 0
         while line.startswith(bundle.ENTRY_START):
@@ -167,7 +202,8 @@ class _Verifier:
             raise fail("an entry names no valid host")
         return host
 
-    def _chain(self, host: str, line: bytes, lines: IO[bytes]) -> tuple[bytes, int]:
+    def _chain(self, host: str, first: bytes, lines: Iterator[bytes]) -> tuple[bytes, int]:
+        """The hot loop: per entry a find, two compares, the leaf hash and (on average) one node hash."""
         marks = self.marks.get(host, {})
         report = self.host(host)
         newest_size = report.newest_size
@@ -177,31 +213,49 @@ class _Verifier:
         seq = 0
         host_token = b',"host":"' + host.encode() + b'",'
         first_unsigned: bytes | None = None
-        while line.startswith(bundle.ENTRY_START):
-            body = line[:-1] if line.endswith(b"\n") else line
+        pending = b""
+        folder = self.folder  # None: the tree is folded here; else by the second process
+        hexlify = binascii.hexlify
+        leaves = bytearray()
+        if folder is not None:
+            folder.send_bytes(b"H" + host.encode())
+        for body in itertools.chain((first,), lines):
             at = body.rfind(b',"prev":"')
-            if body.rfind(host_token, 0, at) < 0:  # the next host's entries (or no prev at all)
-                if at < 0:
+            if at < 0 or body.rfind(host_token, 0, at) < 0:  # the next host's entries, a record, or garbage
+                if at < 0 and body.startswith(bundle.ENTRY_START):
                     raise fail(f"entry {host}#{seq + 1}: not a colibri audit entry")
+                pending = body
                 break
             seq += 1
             if body[at + 9 : at + 73] != prev or not body.startswith(b'","seq":%d,' % seq, at + 73):
                 raise self._broken(host, seq, body, prev)
             digest = sha256(b"\x00" + body).digest()
-            prev = digest.hex().encode()
-            value, size = digest, seq - 1
-            while size & 1:
-                value = sha256(b"\x01" + stack.pop() + value).digest()
-                size >>= 1
-            stack.append(value)
-            if seq in marks:
-                self._check_root(host, seq, stack, marks)
+            prev = hexlify(digest)
+            if folder is None:
+                value, size = digest, seq - 1
+                while size & 1:
+                    value = sha256(b"\x01" + stack.pop() + value).digest()
+                    size >>= 1
+                stack.append(value)
+                if seq in marks:
+                    error = work.root_error(host, seq, stack, marks)
+                    if error:
+                        raise fail(error)
+            else:
+                leaves += digest
+                if len(leaves) >= FOLD_BLOCK:
+                    folder.send_bytes(b"L" + leaves)
+                    leaves = bytearray()
             if seq == newest_size + 1:
                 first_unsigned = body
             if body.startswith(REFUSAL) and b',"outcome":"refused",' in body:
-                self.refusals.append(_refusal(host, seq, body))
-            line = lines.readline()
-        self.heads[host] = (seq, merkle.CompactRange(seq, stack).root())
+                self.refusals.append(work.refusal(host, seq, body))
+        if folder is None:
+            self.heads[host] = (seq, merkle.CompactRange(seq, stack).root())
+        else:
+            folder.send_bytes(b"L" + leaves)
+            folder.send_bytes(b"F")
+            self.heads[host] = (seq, b"")  # the root comes with the folder's answer (``folded``)
         for size in marks:
             if size > seq:
                 what = marks[size][1]
@@ -212,18 +266,8 @@ class _Verifier:
         report.entries = seq
         report.unsigned = seq - newest_size
         if first_unsigned is not None:
-            report.unsigned_since = _ts(first_unsigned)
-        return line, seq
-
-    def _check_root(self, host: str, seq: int, stack: list[bytes], marks: dict[int, tuple[bytes, str]]) -> None:
-        root, what = marks[seq]
-        if merkle.CompactRange(seq, stack).root() != root:
-            earlier = [s for s in marks if s < seq]
-            since = max(earlier) + 1 if earlier else 1
-            raise fail(
-                f"{what}: the entries do not hash to its root: an entry in {host}#{since}..{host}#{seq} "
-                "was changed, deleted, inserted or moved"
-            )
+            report.unsigned_since = work.ts(first_unsigned)
+        return pending, seq
 
     def _broken(self, host: str, seq: int, body: bytes, prev: bytes) -> AuditError:
         try:
@@ -245,49 +289,7 @@ class _Verifier:
 
     # ---- the export statement ------------------------------------------------------------------
     def export(self, record: dict[str, Any], header: dict[str, Any]) -> None:
-        host = field_text(record.get("host"), "the export's host", 64)
-        when = field_text(record.get("time"), "the export's time", 32)
-        heads = record.get("heads")
-        if host != header.get("host") or not isinstance(heads, dict):
-            raise fail("the export statement is malformed")
-        claimed: dict[str, tuple[int, str]] = {}
-        for name, value in heads.items():
-            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
-                raise fail("the export statement is malformed")
-            claimed[str(name)] = (int(value[0]), field_text(value[1], "a head's root", 64))
-        key = self.trusted.get((note.key_name(host), str(record.get("key_id"))))
-        if key is None:
-            raise fail(f"the export statement is signed by an unknown key of host {host}")
-        signature = field_b64(record.get("signature"), "the export's signature")
-        if not key.verify(signature, note.export_message(host, when, claimed)):
-            raise fail("the export statement's signature does not verify")
-        for name in sorted(set(claimed) | set(self.heads)):
-            size, root = self.heads.get(name, (0, merkle.EMPTY_ROOT))
-            want = claimed.get(name)
-            if want is None or want != (size, root.hex()):
-                raise fail(
-                    f"host {name}: the bundle holds {size} entries, the export statement "
-                    f"{want[0] if want else 0} (entries cut from or added to the file)"
-                )
-
-
-def _refusal(host: str, seq: int, body: bytes) -> str:
-    try:
-        value = json.loads(body)
-        detail, subject = value["detail"], str(value["subject"])[:80]
-        why = str(detail.get("reason", "?"))[:200]
-        size = int(detail.get("size", 0))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"entry {host}#{seq}: a malformed cosignature refusal"
-    return (
-        f"entry {host}#{seq}: host {host} refused to cosign {subject} at size {size}: {why} "
-        "(that host's history was rewritten or replayed)"
-    )
-
-
-def _ts(body: bytes) -> str | None:
-    at = body.rfind(b',"ts":"')
-    return body[at + 7 : at + 34].decode("ascii", "replace") if at >= 0 else None
+        work.check_export(record, header, self.trusted, self.heads)
 
 
 def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None = None) -> Report:
@@ -300,22 +302,35 @@ def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None =
     except OSError as exc:
         raise AuditError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        header = read_record(handle.readline(), "header")
+        size = os.fstat(handle.fileno()).st_size
+        lines = work.lines(handle)
+        header = read_record(next(lines, b""), "header")
         if header.get("t") != "bundle" or header.get("format") != bundle.FORMAT or header.get("version") != 1:
             raise fail("not a colibri audit bundle (or another version)")
-        line = handle.readline()
+        line = next(lines, b"")
         keys: list[dict[str, Any]] = []
         while line.startswith(b'{"t":"key"'):
             keys.append(read_record(line, "key"))
-            line = handle.readline()
+            line = next(lines, b"")
         checker.keys(keys)
         while line.startswith(b'{"t":"checkpoint"'):
             checker.checkpoint(read_record(line, "checkpoint"))
-            line = handle.readline()
+            line = next(lines, b"")
         while line.startswith(b'{"t":"cosignature"'):
             checker.cosignature(read_record(line, "cosignature"))
-            line = handle.readline()
-        line = checker.entries(line, handle, progress)
+            line = next(lines, b"")
+        pending = checker.signatures()
+        if size > FOLD_ASIDE_BYTES and work.idle_core():
+            checker.fold_aside()
+        try:
+            line = checker.entries(line, lines, progress)
+            checker.folded()
+        except BaseException:
+            checker.stop_folding()
+            if checker.pool is not None:
+                checker.pool.shutdown(cancel_futures=True)
+            raise
+        checker.checked(pending)
         if not line.startswith(b'{"t":"export"'):
             raise fail(
                 "the file ends without the export statement (cut short?)"
@@ -323,7 +338,7 @@ def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None =
                 else "a record out of place after the entries"
             )
         checker.export(read_record(line, "export"), header)
-        if handle.readline():
+        if next(lines, b""):
             raise fail("data after the export statement")
     if checker.refusals:
         raise fail(checker.refusals[0])
