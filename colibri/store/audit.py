@@ -9,9 +9,7 @@ cannot be written, the caller's transaction fails and the change does not happen
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, Index, String, Text, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import BigInteger, Column, Index, String, Text
 from sqlmodel import Field, Session, SQLModel
 
 from colibri.audit import origin
@@ -63,12 +61,22 @@ class AuditRepo:
             return []
         where = origin.current()
         conn = self._session.connection()
-        heads = AuditHead.__table__  # type: ignore[attr-defined]
-        # the head row exists before it is locked: two first appends of a host never both insert it
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(insert(heads).values(host=where.host, seq=0, leaf=GENESIS).on_conflict_do_nothing())
-        row = conn.execute(select(heads.c.seq, heads.c.leaf).where(heads.c.host == where.host).with_for_update()).one()
-        seq, prev = int(row[0]), str(row[1])
+        postgres = conn.dialect.name == "postgresql"
+        sql = _SQL["postgresql" if postgres else "sqlite"]
+        # plain statements on the session's own connection (no statement built per call: an append
+        # is on every state change's path).  The head row exists before it is locked, so two first
+        # appends of a host never both insert it; on SQLite that insert is also the write that takes
+        # the lock before the head is read (a read first could meet a writer's commit in between)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        found = None
+        if postgres:
+            cursor.execute(sql["lock"], {"host": where.host})
+            found = cursor.fetchone()
+        if found is None:
+            cursor.execute(sql["head"], {"host": where.host, "leaf": GENESIS})
+            cursor.execute(sql["lock"], {"host": where.host})
+            found = cursor.fetchone()
+        seq, prev = int(found[0]), str(found[1])
         ts = timestamp()
         rows, seqs = [], []
         for event in events:
@@ -78,6 +86,26 @@ class AuditRepo:
             rows.append({"host": where.host, "seq": seq, "ts": ts, "tenant": event.tenant,
                          "action": event.action, "body": encoded.decode(), "leaf": prev})  # fmt: skip
             seqs.append(seq)
-        conn.execute(AuditEntry.__table__.insert(), rows)  # type: ignore[attr-defined]
-        conn.execute(update(heads).where(heads.c.host == where.host).values(seq=seq, leaf=prev))
+        cursor.executemany(sql["entry"], rows)
+        cursor.execute(sql["move"], {"host": where.host, "seq": seq, "leaf": prev})
+        cursor.close()
         return seqs
+
+
+_SQL = {
+    "postgresql": {
+        "lock": "SELECT seq, leaf FROM audit_heads WHERE host = %(host)s FOR UPDATE",
+        "head": "INSERT INTO audit_heads (host, seq, leaf) VALUES (%(host)s, 0, %(leaf)s) "
+        "ON CONFLICT (host) DO NOTHING",
+        "entry": "INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf) VALUES "
+        "(%(host)s, %(seq)s, %(ts)s, %(tenant)s, %(action)s, %(body)s, %(leaf)s)",
+        "move": "UPDATE audit_heads SET seq = %(seq)s, leaf = %(leaf)s WHERE host = %(host)s",
+    },
+    "sqlite": {  # no FOR UPDATE: the first write takes the database's one write lock
+        "lock": "SELECT seq, leaf FROM audit_heads WHERE host = :host",
+        "head": "INSERT INTO audit_heads (host, seq, leaf) VALUES (:host, 0, :leaf) ON CONFLICT (host) DO NOTHING",
+        "entry": "INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf) VALUES "
+        "(:host, :seq, :ts, :tenant, :action, :body, :leaf)",
+        "move": "UPDATE audit_heads SET seq = :seq, leaf = :leaf WHERE host = :host",
+    },
+}
