@@ -155,6 +155,10 @@ def keys(
     rotate: Annotated[
         bool, typer.Option("--rotate", help="Make a new key for this host, endorsed by the old one (retired).")
     ] = False,
+    verifier_keys: Annotated[
+        bool,
+        typer.Option("--verifier-keys", help="Print only the public keys, one a line (a file for `verify --key`)."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """This host's and the other hosts' audit public keys (give them to `audit verify --key`)."""
@@ -169,6 +173,10 @@ def keys(
     elif os.geteuid() == 0:
         own = signer.public_key()
     found = query.keys(ctxo.store, own)
+    if verifier_keys:
+        for row in found:
+            output.line(row["public_key"])
+        return
     if as_json:
         output.emit_json(found)
         return

@@ -8,7 +8,7 @@ pages, so an export or a first signature over a million entries never holds them
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Text, func, select, update
+from sqlalchemy import BigInteger, Column, Text, and_, func, select, update
 from sqlmodel import Field, Session, SQLModel, col
 from sqlmodel import select as orm_select
 
@@ -112,6 +112,15 @@ class TrailRepo:
         if host is not None:
             query = query.where(AuditCheckpoint.host == host)
         return list(self._session.exec(query.order_by(col(AuditCheckpoint.host), col(AuditCheckpoint.size))).all())
+
+    def newest_checkpoints(self, other_than: str) -> list[AuditCheckpoint]:
+        """Every other host's newest checkpoint (what a witness cosigns), one row per host."""
+        newest = (
+            select(_C.c.host, func.max(_C.c.size).label("size")).where(_C.c.host != other_than).group_by(_C.c.host)
+        ).subquery()
+        on = and_(col(AuditCheckpoint.host) == newest.c.host, col(AuditCheckpoint.size) == newest.c.size)
+        query = orm_select(AuditCheckpoint).join(newest, on)
+        return list(self._session.exec(query.order_by(col(AuditCheckpoint.host))).all())
 
     def add_checkpoint(self, row: AuditCheckpoint) -> None:
         self._session.add(row)

@@ -235,11 +235,8 @@ class AuditSigner:
             with self.store.session() as session:
                 repo = TrailRepo(session)
                 keys = repo.public_keys()
-                newest: dict[str, AuditCheckpoint] = {}
-                for row in repo.checkpoints():
-                    if row.host != self.host:
-                        newest[row.host] = row
-                for host, row in sorted(newest.items()):
+                for row in repo.newest_checkpoints(other_than=self.host):
+                    host = row.host
                     peer = peers.get(host, {})
                     if peer.get("size") == row.size and peer.get("root") == row.root:
                         continue
