@@ -81,7 +81,7 @@ class Context:
 
             self._store = Store(self.settings.database, self.settings.database_timeout)
             origin.set_origin(self.settings.host, origin.operator_actor())  # whose audit log, who acts
-            self._audit_head = self.audit_signer().head()
+            self._audit_head = self._head()
         return self._store
 
     def tenants(self) -> "TenantService":
@@ -349,14 +349,19 @@ class Context:
         settings = self.settings
         return AuditSigner(self.store, KeyDir(settings.state_dir / "audit", settings.host), settings.host)
 
+    def _head(self) -> int:
+        from colibri.store.audit_head import head_seq
+
+        with self.store.connect() as conn:
+            return head_seq(conn, self.settings.host)
+
     def _sign_audit(self) -> None:
         """A command that recorded state changes signs them before it ends (no unsigned window)."""
         from colibri.errors import ColibriError
 
         try:
-            signer = self.audit_signer()
-            if self._audit_head is not None and signer.head() > self._audit_head:
-                signer.checkpoint()
+            if self._audit_head is not None and self._head() > self._audit_head:
+                self.audit_signer().checkpoint()
         except ColibriError as exc:
             from colibri.cli import output
 
