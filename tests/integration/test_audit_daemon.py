@@ -106,3 +106,41 @@ def test_the_daemon_signs_when_entries_pile_up() -> None:
         verify_bundle(hive)
     finally:
         hive.close()
+
+
+@pytest.mark.postgres
+def test_two_hosts_daemons_cosign_each_other_on_one_postgresql(postgres_server) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine, text
+
+    url = postgres_server.create_database()
+    fast = {"COLIBRI_DATABASE_URL": url, "COLIBRI_AUDIT_CHECKPOINT_SECONDS": "0.3"}
+    osa, domedog = Hive({**fast, "COLIBRI_HOST": "osa"}), Hive({**fast, "COLIBRI_HOST": "domedog"})
+    try:
+        osa.start()
+        domedog.start()
+        for hive, host in ((osa, "osa"), (domedog, "domedog")):
+            script = RECORDER.replace('host="testhost"', f'host="{host}"').replace("while True:", "for _ in range(30):")
+            subprocess.run([sys.executable, "-c", script, url], env=hive.env, check=True, timeout=60)
+
+        def cosigned() -> set[tuple[str, str]]:
+            engine = create_engine(url)
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(text("SELECT host, witness FROM audit_cosignatures WHERE size >= 30")).all()
+            finally:
+                engine.dispose()
+            return {(str(h), str(w)) for h, w in rows}
+
+        wait_until(lambda: cosigned() >= {("osa", "domedog"), ("domedog", "osa")}, 60)
+        osa.stop()
+        domedog.stop()
+        bundle = osa.root / "audit.jsonl"
+        osa.colibri("audit", "export", str(bundle))
+        keys = osa.colibri("audit", "keys", "--verifier-keys").stdout.split()
+        assert len(keys) == 2
+        done = osa.colibri("audit", "verify", str(bundle), *[a for k in keys for a in ("--key", k)], check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "by domedog" in done.stdout and "by osa" in done.stdout
+    finally:
+        osa.close()
+        domedog.close()
