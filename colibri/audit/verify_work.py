@@ -16,6 +16,7 @@ from colibri.audit.note import BadNote, PublicKey
 from colibri.audit.verify_parts import fail, field_b64, field_text
 
 BLOCK = 1 << 22
+MAX_LINE = 1 << 20  # an entry is at most 5 KiB, a record 64 KiB
 
 
 def trust(
@@ -100,6 +101,8 @@ def lines(handle: IO[bytes]) -> Iterator[bytes]:
             return
         parts = (rest + block).split(b"\n")
         rest = parts.pop()
+        if len(rest) > MAX_LINE:  # a hostile file's endless line is refused, not held in memory
+            raise fail(f"a line of the bundle is longer than {MAX_LINE} bytes")
         yield from parts
 
 

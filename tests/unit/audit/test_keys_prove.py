@@ -122,3 +122,20 @@ def test_verify_runs_with_no_colibri_state_at_all(osa: str, invoke: Invoke, tmp_
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: 6 entries of 1 host(s)" in done.stdout and "imported: []" in done.stdout
+
+
+def test_a_hostile_bundle_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    from colibri.audit import note, verify_work
+    from colibri.audit.verify import verify as check
+    from colibri.errors import AuditError
+
+    key = note.PublicKey("colibri.audit/osa", bytes(32))
+    path = tmp_path / "hostile.jsonl"
+    with path.open("wb") as out:
+        out.write(b'{"t":"bundle","format":"colibri-audit","version":1,"host":"osa","time":"x"}\n')
+        out.write(b'{"action":' + b"A" * (verify_work.MAX_LINE + verify_work.BLOCK))  # no newline, ever
+    with pytest.raises(AuditError, match="longer than"):
+        check(path, [key])
+    path.write_bytes(b'{"t":"bundle","format":"colibri-audit","version":1,"host":"osa","time":"x"}\n\x1b[31m\n')
+    with pytest.raises(AuditError, match=r"without the export statement|out of place"):
+        check(path, [key])
