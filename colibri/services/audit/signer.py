@@ -67,10 +67,12 @@ def _remembered(tree: CompactRange, leaf: str, time: str) -> dict[str, Any]:
     }
 
 
-def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int) -> str:
+def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
+          signed: tuple[int, str] | None = None) -> str:  # fmt: skip
     """Fold ``host``'s entries after ``tree.size`` up to ``upto`` into ``tree``; the last leaf.
     The entry at ``tree.size`` must still be the one signed before (``leaf``): a store whose tail
-    was deleted and written again to the same length is not signed over."""
+    was deleted and written again to the same length is not signed over.  ``signed``: a (size,
+    root) passed on the way must be met (a signer without its memory checks its last checkpoint)."""
     if tree.size:
         there = [leaf_hash(body.encode()) for _, body, _ in repo.entries(host, after=tree.size - 1, upto=tree.size)]
         if there != [leaf]:
@@ -85,6 +87,8 @@ def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int) 
             raise AuditError(f"host {host}: entry {host}#{seq} does not chain to the tree signed before it")
         tree.append(bytes.fromhex(found))
         leaf = found
+        if signed is not None and tree.size == signed[0] and tree.root().hex() != signed[1]:
+            raise AuditError(f"host {host}: its entries 1..{signed[0]} no longer hash to the checkpoint it signed")
     if tree.size != upto:
         raise AuditError(f"host {host}: the store holds {tree.size} entries, {upto} expected")
     return leaf
@@ -191,7 +195,8 @@ class AuditSigner:
             latest = repo.latest_checkpoint(self.host)
             if head == tree.size and latest is not None and latest.size == head:
                 return None
-            leaf = _fold(repo, self.host, tree, leaf, head)
+            before = (latest.size, latest.root) if latest is not None and latest.size > tree.size else None
+            leaf = _fold(repo, self.host, tree, leaf, head, before)
             root = tree.root()
             if latest is not None and latest.size >= head:
                 if latest.size == head and latest.root == root.hex():  # signed, then the memory write failed

@@ -259,3 +259,26 @@ def test_the_genesis_entry_changed(signed: tuple[str, list[str]], invoke: Invoke
     value["prev"] = "f" * 64
     put(url, 1, value)
     caught(invoke, tmp_path, keys, "entry osa#1", "genesis")
+
+
+def test_a_signer_that_lost_its_memory_still_checks_its_last_checkpoint(
+    signed: tuple[str, list[str]], invoke: Invoke, tmp_path: Path
+) -> None:
+    import os
+
+    url, _keys = signed
+    from colibri.audit.canonical import canonical
+
+    (Path(os.environ["COLIBRI_STATE_DIR"]) / "audit" / "memory.json").unlink()
+    prev_leaf = leaf_hash(canonical(body(url, 19)))
+    for seq in range(20, 42):  # entry 20 rewritten, every later one chained to it
+        value = body(url, seq)
+        if seq == 20:
+            value["subject"] = "tenant:rewritten"
+        value["prev"] = prev_leaf
+        put(url, seq, value)
+        prev_leaf = leaf_hash(canonical(value))
+    sql(url, "UPDATE audit_heads SET leaf = :l WHERE host = 'osa'", l=prev_leaf)
+    record(url, "osa", 2, start=700)
+    code, out, err = invoke("audit", "export", str(tmp_path / "x.jsonl"))
+    assert code == 21 and "entries 1..41 no longer hash to the checkpoint it signed" in err, out + err
