@@ -30,6 +30,17 @@ from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKe
 from colibri.store.db import Store
 
 log = logging.getLogger("colibri.audit")
+COSIGN_STEP = 50_000
+"""At most this many of another host's entries are folded per cosigning run (a first cosignature
+of a long log takes several runs, each a second or two on the database thread)."""
+
+
+class _Partial(Exception):
+    """A fold not finished in this run: the peer's memory with how far it got."""
+
+    def __init__(self, peer: dict[str, Any]) -> None:
+        super().__init__("partial")
+        self.peer = peer
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,9 @@ class AuditSigner:
                         continue  # refused (and recorded) once already
                     try:
                         signed = self._cosign_one(repo, host, row, peer, keys, private, public)
+                    except _Partial as progress:
+                        peers[host] = progress.peer
+                        continue
                     except (AuditError, BadNote) as exc:
                         reason = str(exc)
                         log.error("audit: refusing to cosign host %s at size %d: %s", host, row.size, reason)
@@ -293,10 +307,17 @@ class AuditSigner:
                 f"its newest checkpoint is older than size {tree.size}, cosigned before: "
                 "entries deleted or an old checkpoint replayed"
             )
+        cosigned = tree.size
+        partial = peer.get("partial")
+        if partial and cosigned <= int(partial["size"]) <= checkpoint.size:  # a long fold goes on
+            tree, leaf, _ = _range(partial)
+        upto = min(checkpoint.size, tree.size + COSIGN_STEP)
         try:
-            leaf = _fold(repo, host, tree, leaf, checkpoint.size)
+            leaf = _fold(repo, host, tree, leaf, upto)
         except AuditError as exc:
-            raise AuditError(f"not consistent with size {tree.size} cosigned before ({exc})") from None
+            raise AuditError(f"not consistent with size {cosigned} cosigned before ({exc})") from None
+        if upto < checkpoint.size:  # the rest in the next runs: the database thread is never held long
+            raise _Partial(peer | {"partial": _remembered(tree, leaf, timestamp())})
         if tree.root() != checkpoint.root:
             raise AuditError(
                 f"its root is not the tree of its entries extending size {peer.get('size', 0)} "

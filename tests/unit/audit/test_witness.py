@@ -120,3 +120,24 @@ def test_a_rewritten_history_of_the_same_length_is_refused_by_the_witness(hive, 
         done, refused = domedog.cosign()
     assert not done and "entry osa#11 is not the one signed before" in refused[0], refused
     assert json and canonical and leaf_hash  # imported for the reader's orientation only
+
+
+def test_a_long_log_is_cosigned_over_several_runs(hive, invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from colibri.services.audit import signer as signing
+
+    url, osa, domedog = hive
+    monkeypatch.setattr(signing, "COSIGN_STEP", 7)
+    record(url, "osa", 30)
+    with as_daemon(osa):
+        assert osa.checkpoint().size == 31  # type: ignore[union-attr]
+    record(url, "domedog", 1)
+    runs = []
+    with as_daemon(domedog):
+        domedog.checkpoint()
+        for _ in range(10):
+            done, refused = domedog.cosign()
+            assert not refused
+            runs.append([s.size for s in done])
+            if done:
+                break
+    assert runs == [[], [], [], [], [31]]  # 7 + 7 + 7 + 7 entries folded, then the last 3 and the cosignature
