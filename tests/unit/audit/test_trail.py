@@ -49,3 +49,16 @@ def test_a_command_that_recorded_changes_signs_them_before_it_ends(osa: str) -> 
         head = TrailRepo(session).heads()["osa"][0]
     check.close()
     assert latest is not None and latest.size == head == 2  # the change and the key's creation
+
+
+def test_entries_no_checkpoint_covers_are_reported_as_the_unsigned_tail(
+    osa: str, invoke: Invoke, tmp_path: Path
+) -> None:
+    record(osa, "osa", 3)
+    record(osa, "domedog", 5)  # another host whose daemon has not signed them (yet, or ever: it died)
+    bundle = tmp_path / "audit.jsonl"
+    export(invoke, bundle)
+    code, out = verify(invoke, bundle, keys_of(invoke))
+    assert code == 0, out
+    assert "domedog: 5 entries, 0 checkpoints" in out and "5 entries after the newest checkpoint (since 20" in out
+    assert "signed only by the export" in out and "osa: 4 entries" in out
