@@ -4,9 +4,11 @@
 root's, 0400), ``memory.json`` (0600: the compact range of the newest tree this host signed, and
 per other host the newest tree it cosigned, with the key it pinned; what makes a truncated or
 rewritten store visible even when the store's own rows were edited), ``audit.lock`` (signers of
-one host take turns).  Every file is opened without following symlinks and refused unless it is
-root's and not readable by others; a new key is written to a temporary file and linked into place,
-so a crash never leaves half a key.
+one host take turns).  The memory is written without fsync (it is on every checkpoint's path): a
+crash may leave an older one, or a cut one that reads as none; either way the signer folds again
+from it (or from entry 1) and checks the last checkpoint it signed on the way.  Every file is
+opened without following symlinks and refused unless it is root's and not readable by others; a
+new key is written to a temporary file and linked into place, so a crash never leaves half a key.
 """
 
 import contextlib
@@ -162,18 +164,18 @@ class KeyDir:
             raise PermissionDenied(f"{self.directory / MEMORY} is too large")
         try:
             found = json.loads(data)
-        except ValueError:
-            raise PermissionDenied(f"{self.directory / MEMORY} is not JSON") from None
+        except ValueError:  # cut short by a crash (it is written without fsync): as if there were none
+            return {}
         return found if isinstance(found, dict) else {}
 
     def remember(self, memory: dict[str, Any]) -> None:
+        self._ensure_dir()
         tmp = self.directory / f".{MEMORY}.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, json.dumps(memory, sort_keys=True).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.directory / MEMORY)

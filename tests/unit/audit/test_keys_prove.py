@@ -139,3 +139,11 @@ def test_a_hostile_bundle_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     path.write_bytes(b'{"t":"bundle","format":"colibri-audit","version":1,"host":"osa","time":"x"}\n\x1b[31m\n')
     with pytest.raises(AuditError, match=r"without the export statement|out of place"):
         check(path, [key])
+
+
+def test_a_memory_cut_short_by_a_crash_reads_as_none(tmp_path: Path) -> None:
+    keys = KeyDir(tmp_path / "state" / "audit", "osa")
+    keys.remember({"self": {"size": 3}})
+    assert keys.memory() == {"self": {"size": 3}}
+    (tmp_path / "state" / "audit" / "memory.json").write_bytes(b'{"self": {"si')
+    assert keys.memory() == {}
