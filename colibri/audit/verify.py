@@ -221,14 +221,16 @@ class _Verifier:
             folder.send_bytes(b"H" + host.encode())
         for body in itertools.chain((first,), lines):
             at = body.rfind(b',"prev":"')
-            if at < 0 or body.rfind(host_token, 0, at) < 0:  # the next host's entries, a record, or garbage
-                if at < 0 and body.startswith(bundle.ENTRY_START):
-                    raise fail(f"entry {host}#{seq + 1}: not a colibri audit entry")
-                pending = body
-                break
+            if body[at + 9 : at + 73] != prev:  # the next host's first entry, a record, or a broken chain
+                if self._ends_chain(host, seq, body, at, host_token):
+                    pending = body
+                    break
+                raise self._broken(host, seq + 1, body, prev)
             seq += 1
-            if body[at + 9 : at + 73] != prev or not body.startswith(b'","seq":%d,' % seq, at + 73):
-                raise self._broken(host, seq, body, prev)
+            if seq in marks and not (
+                body.startswith(b'","seq":%d,' % seq, at + 73) and body.rfind(host_token, 0, at) > 0
+            ):
+                raise self._broken(host, seq, body, prev)  # (between checkpoints the chain fixes each place)
             digest = sha256(b"\x00" + body).digest()
             prev = hexlify(digest)
             if folder is None:
@@ -268,6 +270,16 @@ class _Verifier:
         if first_unsigned is not None:
             report.unsigned_since = work.ts(first_unsigned)
         return pending, seq
+
+    @staticmethod
+    def _ends_chain(host: str, seq: int, body: bytes, at: int, host_token: bytes) -> bool:
+        """Whether a line that does not continue ``host``'s chain ends it (a record, or another host's
+        first entry) rather than breaking it."""
+        if not body.startswith(bundle.ENTRY_START):
+            return True
+        if at < 0:
+            raise fail(f"entry {host}#{seq + 1}: not a colibri audit entry")
+        return body.rfind(host_token, 0, at) < 0 and body[at + 9 : at + 73] == GENESIS
 
     def _broken(self, host: str, seq: int, body: bytes, prev: bytes) -> AuditError:
         try:
