@@ -38,6 +38,8 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     ├── DaemonError                     16  the colibri daemon is not reachable or refused
     │   └── LimitExceeded                   a tenant's or a socket's limit is reached (HTTP 429)
     ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
+    ├── AuditError                      21  the audit trail does not verify (the first bad entry or
+    │                                       checkpoint is named), or cannot be signed or exported
     ├── PartialFailure                      some items of a batch failed: the worst item's code
     └── Interrupted                    130  a batch stopped by Ctrl-C (what was done is reported)
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
@@ -274,6 +276,13 @@ class RepairFailed(ColibriError):
     exit_code = 18
 
 
+class AuditError(ColibriError):
+    """The audit trail does not verify (the message names the first bad entry, checkpoint or key and
+    why), a checkpoint or cosignature was refused, or an export could not be made."""
+
+    exit_code = 21
+
+
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
 
@@ -340,6 +349,10 @@ EXIT_CODES: dict[int, str] = {
     20: (
         "the remote colibri is another major version, lacks the backend asked for, or calls itself by "
         "another name than the host was enrolled under (HostIncompatible)"
+    ),
+    21: (
+        "the audit trail does not verify (the first bad entry, checkpoint or key is named with the reason), "
+        "or a checkpoint, cosignature or export was refused (AuditError)"
     ),
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     tenant_max_finished_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     task_retention_seconds: float = Field(default=7 * 86400.0, ge=1, allow_inf_nan=False)
     task_max_result_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # audit (issue 12): the daemon signs this host's checkpoint when this much is unsigned
+    audit_checkpoint_seconds: float = Field(default=10.0, ge=0.1, le=3600, allow_inf_nan=False)
+    audit_checkpoint_entries: int = Field(default=256, ge=1, le=1_000_000)
     log_rate_limit_lines: int = Field(default=20, ge=1)
     log_rate_limit_interval: float = Field(default=10.0, gt=0)
 

@@ -11,13 +11,18 @@ from typing import Any
 
 import rfc8785
 
+_FAST = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
 
 class NotCanonical(ValueError):
     """A value that has no place in an audit entry (a float, a non-string key, a foreign type)."""
 
 
 def _check(value: Any, depth: int = 0) -> bool:
-    """Raise NotCanonical for what has no place in an entry; True when every key is ASCII."""
+    """Raise NotCanonical for what no entry holds; whether every key is in the BMP (then the
+    stdlib's sorted, compact, non-ASCII-escaping JSON is byte for byte RFC 8785: for strings,
+    integers, booleans and null both escape only the same characters the same way, and code point
+    order is UTF-16 order)."""
     if depth > 8:
         raise NotCanonical("nested too deeply")
     if value is None or isinstance(value, (bool, str)):
@@ -27,32 +32,25 @@ def _check(value: Any, depth: int = 0) -> bool:
             raise NotCanonical(f"integer out of range: {value}")
         return True
     if isinstance(value, (list, tuple)):
-        plain = True
+        bmp = True
         for item in value:
-            plain = _check(item, depth + 1) and plain
-        return plain
+            bmp = _check(item, depth + 1) and bmp
+        return bmp
     if isinstance(value, Mapping):
-        plain = True
+        bmp = True
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotCanonical(f"non-string key: {key!r}")
-            plain = _check(item, depth + 1) and key.isascii() and plain
-        return plain
+            bmp = _check(item, depth + 1) and bmp and (key.isascii() or max(key) <= "\uffff")
+        return bmp
     raise NotCanonical(f"{type(value).__name__} is not an audit value")
 
 
 def canonical(value: Mapping[str, Any]) -> bytes:
-    """``value`` as RFC 8785 bytes.  Raises NotCanonical for floats and foreign types.
-
-    Fast path: for what an entry holds (no floats, integers within 2**53, keys in ASCII) the
-    standard library's ``json.dumps`` with sorted keys, no spaces and no ASCII escaping writes
-    the same bytes as RFC 8785 (the same string escapes: the two-character ones and a backslash-u00xx
-    for the other control characters, nothing else; keys in ASCII sort alike by code point and by
-    UTF-16 unit).  A lone surrogate has no UTF-8, so that text goes to ``rfc8785`` (which refuses
-    it).  tests/unit/audit/test_canonical_hooks.py checks the two agree."""
-    if not _check(value):
-        return rfc8785.dumps(value)
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return rfc8785.dumps(value)
+    """``value`` as RFC 8785 bytes.  Raises NotCanonical for floats and foreign types."""
+    if _check(value):
+        try:
+            return _FAST.encode(value).encode()
+        except UnicodeEncodeError:  # a lone surrogate: rfc8785 refuses it as it should
+            pass
+    return rfc8785.dumps(value)

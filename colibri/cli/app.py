@@ -66,6 +66,9 @@ def _register() -> None:
 
     hosts.register(app)
     remote.register(app)
+    from colibri.cli import audit
+
+    audit.register(app)
 
 
 _register()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from colibri.adapters.jail import JailBackend
     from colibri.adapters.localhome import LocalHome
     from colibri.adapters.ssh import SshHosts
+    from colibri.services.audit.signer import AuditSigner
     from colibri.services.hosts.enrol import HostService
     from colibri.services.hosts.remote_ops import Op, ServingHost
     from colibri.services.lifecycle.operations import AgentService
@@ -58,6 +59,7 @@ class Context:
     _store: "Store | None" = None
     _ssh: "SshHosts | None" = None
     _lifecycle: "Lifecycle | None" = None
+    _audit_head: int | None = None
 
     @property
     def settings(self) -> "Settings":
@@ -80,6 +82,7 @@ class Context:
 
             self._store = Store(self.settings.database, self.settings.database_timeout)
             origin.set_origin(self.settings.host, origin.operator_actor())  # whose audit log, who acts
+            self._audit_head = self._head()
         return self._store
 
     def tenants(self) -> "TenantService":
@@ -395,10 +398,40 @@ class Context:
             settle=lambda host: [d.jail for d in self.lifecycle().settle_owed(host) if d.applied],
         )
 
+    def audit_signer(self) -> "AuditSigner":
+        """This host's audit signer: its key and memory in ``state_dir/audit`` (root's, 0700)."""
+        from colibri.adapters.audit_keys import KeyDir
+        from colibri.services.audit.signer import AuditSigner
+
+        settings = self.settings
+        return AuditSigner(self.store, KeyDir(settings.state_dir / "audit", settings.host), settings.host)
+
+    def _head(self) -> int:
+        from colibri.store.audit_head import head_seq
+
+        with self.store.connect() as conn:
+            return head_seq(conn, self.settings.host)
+
+    def _sign_audit(self) -> None:
+        """A command that recorded state changes signs them before it ends (no unsigned window)."""
+        from colibri.errors import ColibriError
+
+        try:
+            if self._audit_head is not None and self._head() > self._audit_head:
+                self.audit_signer().checkpoint()
+        except ColibriError as exc:
+            from colibri.cli import output
+
+            wait = self.settings.audit_checkpoint_seconds
+            output.note(
+                f"colibri: audit checkpoint not signed now ({exc}); a running daemon signs it within {wait:g} s"
+            )
+
     def close(self) -> None:
         if self._ssh is not None:
             self._ssh.close()
         if self._store is not None:
+            self._sign_audit()
             self._store.close()
 
 

@@ -12,9 +12,8 @@ The parts: this module is the process (the lock, the database thread, the backgr
 reload and stop); ``sockets`` listens, ``dispatcher`` routes tasks to waiting agents, ``status``
 answers health and metrics, and ``api`` serves the routes over ``api.Parts``, built here.
 
-The store is blocking SQLAlchemy: every database call runs on one worker thread, so the event
-loop never waits on a disk and the hive's rules run one at a time.  Heartbeats never touch the
-store on their own; the liveness loop writes them in batches.
+The store is blocking SQLAlchemy: every database call runs on one worker thread, so the event loop never waits on
+a disk and the hive's rules run one at a time; heartbeats reach the store only in the liveness loop's batches.
 """
 
 import asyncio
@@ -31,7 +30,7 @@ from typing import Any, TypeVar
 
 from colibri import __version__
 from colibri.audit import origin
-from colibri.daemon import signals
+from colibri.daemon import audit_loop, signals
 from colibri.daemon.api import Api, Parts
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.hostlease import HostLease
@@ -125,6 +124,7 @@ class Daemon:
                 asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
                 asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
+                asyncio.create_task(audit_loop.run(self)),  # sign this host's checkpoints, cosign the others'
             ]
             if self.wakeups is not None:  # several hosts' daemons: the fallback for a lost wake-up
                 loops.append(asyncio.create_task(self._every(self._poll_tick, self.dispatcher.poll, "poll")))

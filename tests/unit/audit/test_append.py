@@ -101,3 +101,34 @@ def test_a_malformed_event_is_refused_before_anything_is_written(db_url: str) ->
             assert conn.execute(text("SELECT count(*) FROM audit_entries")).scalar() == 0
     finally:
         store.close()
+
+
+def test_the_fast_canonical_path_is_byte_for_byte_rfc8785() -> None:
+    """canonical() takes the stdlib's sorted compact JSON when every key is in the BMP; rfc8785 is the
+    reference: the two must agree on every value an entry can hold (escapes, non-ASCII, nesting)."""
+    import random
+
+    import rfc8785
+
+    rng = random.Random(8785)
+    alphabet = ["a", "Z", "é", "\u20ac", "\u2028", "\x00", "\x1f", "\x7f", '"', "\\", "\n", "\ud7ff", "\ue000"]
+    alphabet += ["\uffff", "\U0001f600", "\U00010000", " ", "/"]
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 6)))
+
+    def value(depth: int = 0) -> object:
+        kind = rng.randrange(7 if depth < 3 else 4)
+        if kind == 0:
+            return rng.choice([None, True, False])
+        if kind == 1:
+            return rng.randrange(-(2**53) + 1, 2**53)
+        if kind in (2, 3):
+            return text()
+        if kind in (4, 5):
+            return {text(): value(depth + 1) for _ in range(rng.randrange(4))}
+        return [value(depth + 1) for _ in range(rng.randrange(4))]
+
+    for _ in range(3000):
+        sample = {text(): value() for _ in range(rng.randrange(1, 5))}
+        assert canonical(sample) == rfc8785.dumps(sample), sample

@@ -7,7 +7,8 @@ predecessor on the same host (``prev``), so the entries of a host form a chain, 
 Merkle tree.  ``tenant`` repeats the body's tenant (if any) so ``audit log --tenant`` needs no scan.
 ``audit_heads`` is each host's newest (seq, leaf): the row an append locks, so appends of one host
 are serialised and the chain never forks.  ``audit_checkpoints`` are the signed tree heads (size,
-root, the signed note), ``audit_cosignatures`` other hosts' signatures over them, ``audit_keys``
+root, the signed note), ``audit_cosignatures`` other hosts' signatures over them (with the root
+they saw), ``audit_keys``
 each host's public keys (a rotated-to key carries the old key's endorsement).
 
 Revision ID: 0007
@@ -54,6 +55,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(64), primary_key=True),
         sa.Column("size", sa.BigInteger(), primary_key=True, autoincrement=False),
         sa.Column("witness", sa.String(64), primary_key=True),
+        sa.Column("root", sa.String(64), nullable=False),
         sa.Column("key_id", sa.String(64), nullable=False),
         sa.Column("signature", sa.Text(), nullable=False),
         sa.Column("signed_at", sa.String(32), nullable=False),

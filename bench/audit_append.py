@@ -1,0 +1,99 @@
+"""Issue 12: audit appends on SQLite, each in its own transaction as the services commit them.
+
+Three loops of --count transactions on one colibri store (WAL, synchronous=NORMAL, as colibri opens
+it), in one run, in turn for --rounds: the floor (one plain INSERT into a one-column table per
+transaction, the same session machinery), ``AuditRepo.append`` (the head row read and updated,
+the canonical body, the leaf hash, the entry row), and ``append`` with this host's checkpoint signed
+every 256 entries as the daemon does under load (key, memory and note included).  Prints Markdown
+for docs/PERFORMANCE.md.
+
+    .venv/bin/python bench/audit_append.py [--count 20000] [--rounds 3]      (as root: the signing key)
+"""
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from colibri.adapters.audit_keys import KeyDir
+from colibri.audit import origin
+from colibri.audit.entry import Event
+from colibri.services.audit.signer import AuditSigner
+from colibri.store.audit import AuditRepo
+from colibri.store.db import Store
+
+
+def floor(store: Store, count: int) -> float:
+    begin = time.perf_counter()
+    for n in range(count):
+        with store.session() as session:
+            session.connection().execute(text("INSERT INTO bench_floor (n) VALUES (:n)"), {"n": n})
+    return count / (time.perf_counter() - begin)
+
+
+def appends(store: Store, count: int, signer: AuditSigner | None, start: int) -> float:
+    begin = time.perf_counter()
+    for n in range(start, start + count):
+        with store.session() as session:
+            AuditRepo(session).append(
+                Event(
+                    "task.complete",
+                    f"task:{n}",
+                    tenant="acme",
+                    detail={"agent": "a1", "capability": "code", "attempt": 1},
+                )
+            )
+        if signer is not None and n % 256 == 255:
+            signer.checkpoint()
+    return count / (time.perf_counter() - begin)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, list[float]] = {"floor": [], "append": [], "signed": []}
+    with tempfile.TemporaryDirectory(prefix="colibri-bench-") as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'colibri.db'}")
+        with store.session() as session:
+            session.connection().execute(text("CREATE TABLE bench_floor (n INTEGER)"))
+        signer = AuditSigner(store, KeyDir(Path(tmp) / "audit", "osa"), "osa")
+        done = 0
+        with origin.acting("agent:acme/a1", host="osa"):
+            for _ in range(args.rounds):
+                results["floor"].append(floor(store, args.count))
+                results["append"].append(appends(store, args.count, None, done))
+                done += args.count
+                results["signed"].append(appends(store, args.count, signer, done))
+                done += args.count
+        store.close()
+    load = os.getloadavg()
+    print("### Audit appends on SQLite, one transaction each (`bench/audit_append.py`)\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end; "
+        f"{args.count:,} transactions per loop, {args.rounds} rounds.\n"
+    )
+    print("| loop | best (per s) | all rounds (per s) |")
+    print("|---|---|---|")
+    names = {
+        "floor": "floor: one plain INSERT per transaction",
+        "append": "`AuditRepo.append` per transaction",
+        "signed": "`append`, a checkpoint signed every 256",
+    }
+    for key, label in names.items():
+        print(f"| {label} | **{max(results[key]):,.0f}** | {', '.join(f'{r:,.0f}' for r in results[key])} |")
+    best = max(results["signed"])
+    print(
+        f"\nappend / floor (best): {max(results['append']) / max(results['floor']):.2f}; with signing: "
+        f"{best / max(results['floor']):.2f}. Target >= 5,000/s with signing: {'met' if best >= 5000 else 'MISSED'}."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""Signing this host's checkpoints, cosigning the other hosts', rotating this host's key.
+
+The signer keeps, beside its key, the compact range of the newest tree it signed (``KeyDir``
+memory): a new checkpoint folds in only the entries after it, and a store holding fewer entries
+than this host signed (the newest deleted, a replayed old state) is refused, logged and recorded
+instead of being signed over.  A witness keeps the same per other host: the newest tree it
+cosigned and the key it pinned; a checkpoint that does not extend that tree (the entries in the
+shared store between the two sizes do not fold to its root) is refused, and the refusal is an entry
+of the witness's own log (``audit.cosign`` refused), which ``audit verify`` reports.
+"""
+
+import base64
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from colibri.adapters.audit_keys import KeyDir
+from colibri.audit import note
+from colibri.audit.entry import Event, leaf_hash
+from colibri.audit.merkle import CompactRange
+from colibri.audit.note import BadNote, Checkpoint, PublicKey
+from colibri.errors import AuditError
+from colibri.store.audit import AuditRepo, timestamp
+from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKey, TrailRepo
+from colibri.store.db import Store
+
+log = logging.getLogger("colibri.audit")
+COSIGN_STEP = 50_000
+"""At most this many of another host's entries are folded per cosigning run (a first cosignature
+of a long log takes several runs, each a second or two on the database thread)."""
+
+
+class _Partial(Exception):
+    """A fold not finished in this run: the peer's memory with how far it got."""
+
+    def __init__(self, peer: dict[str, Any]) -> None:
+        super().__init__("partial")
+        self.peer = peer
+
+
+@dataclass(frozen=True)
+class Signed:
+    host: str
+    size: int
+    root: str
+    key_id: str
+    signed_at: str
+
+
+def _after(previous: str | None) -> str:
+    """Now, or just after ``previous`` if the clock went back (checkpoint times only increase)."""
+    now = timestamp()
+    if previous is None or now > previous:
+        return now
+    later = datetime.strptime(previous, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(microseconds=1)
+    return timestamp(later)
+
+
+def _range(memory: dict[str, Any] | None) -> tuple[CompactRange, str, str | None]:
+    if not memory:
+        return CompactRange(), "0" * 64, None
+    hashes = [bytes.fromhex(h) for h in memory["range"]]
+    return CompactRange(int(memory["size"]), hashes), str(memory["leaf"]), memory.get("time")
+
+
+def _remembered(tree: CompactRange, leaf: str, time: str) -> dict[str, Any]:
+    return {
+        "size": tree.size,
+        "range": [h.hex() for h in tree.hashes],
+        "root": tree.root().hex(),
+        "leaf": leaf,
+        "time": time,
+    }
+
+
+def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
+          signed: tuple[int, str] | None = None) -> str:  # fmt: skip
+    """Fold ``host``'s entries after ``tree.size`` up to ``upto`` into ``tree``; the last leaf.
+    The entry at ``tree.size`` must still be the one signed before (``leaf``): a store whose tail
+    was deleted and written again to the same length is not signed over.  ``signed``: a (size,
+    root) passed on the way must be met (a signer without its memory checks its last checkpoint)."""
+    if tree.size:
+        there = [leaf_hash(body.encode()) for _, body, _ in repo.entries(host, after=tree.size - 1, upto=tree.size)]
+        if there != [leaf]:
+            state = "missing" if not there else "not the one signed before: the store's tail was rewritten"
+            raise AuditError(f"host {host}: entry {host}#{tree.size} is {state}")
+    for seq, body, stored in repo.entries(host, after=tree.size, upto=upto):
+        if seq != tree.size + 1:
+            raise AuditError(f"host {host}: entry {host}#{tree.size + 1} is missing from the store")
+        found = leaf_hash(body.encode())
+        at = body.rfind(',"prev":"')  # the top-level prev: canonical keys are sorted, detail comes first
+        if found != stored or body[at + 9 : at + 73] != leaf:
+            raise AuditError(f"host {host}: entry {host}#{seq} does not chain to the tree signed before it")
+        tree.append(bytes.fromhex(found))
+        leaf = found
+        if signed is not None and tree.size == signed[0] and tree.root().hex() != signed[1]:
+            raise AuditError(f"host {host}: its entries 1..{signed[0]} no longer hash to the checkpoint it signed")
+    if tree.size != upto:
+        raise AuditError(f"host {host}: the store holds {tree.size} entries, {upto} expected")
+    return leaf
+
+
+class AuditSigner:
+    def __init__(self, store: Store, keys: KeyDir, host: str) -> None:
+        self.store = store
+        self.keys = keys
+        self.host = host
+
+    # ---- keys ----------------------------------------------------------------------------------
+    def _key(self) -> tuple[Ed25519PrivateKey, PublicKey]:
+        """This host's key (made on first use, and then recorded); call with the lock held."""
+        loaded = self.keys.load(create=True)
+        assert loaded is not None
+        private, _ = loaded
+        public = self.keys.public(private)
+        with self.store.session() as session:
+            repo = TrailRepo(session)
+            known = {(row.host, row.key_id) for row in repo.public_keys()}
+            if (self.host, public.key_id) not in known:
+                now = timestamp()
+                repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
+                AuditRepo(session).append(Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
+        return private, public
+
+    def public_key(self) -> PublicKey:
+        with self.keys.locked():
+            return self._key()[1]
+
+    def rotate(self) -> tuple[PublicKey, PublicKey]:
+        """A new key, endorsed by the old one, which is retired; (old, new)."""
+        with self.keys.locked():
+            private, old = self._key()
+            self._sign(private, old)  # everything so far, under the old key
+            new_private = Ed25519PrivateKey.generate()
+            new = self.keys.public(new_private)
+            now = timestamp()
+            endorsement = {
+                "by": old.key_id,
+                "time": now,
+                "signature": base64.b64encode(private.sign(note.endorse_message(new, now))).decode(),
+            }
+            with self.store.session() as session:
+                repo = TrailRepo(session)
+                repo.retire_key(self.host, old.key_id, now)
+                repo.add_key(
+                    AuditKey(
+                        host=self.host,
+                        key_id=new.key_id,
+                        public_key=new.vkey,
+                        created_at=now,
+                        endorsement=json.dumps(endorsement, sort_keys=True),
+                    )
+                )
+                AuditRepo(session).append(
+                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id})
+                )
+                self.keys.rotate_to(new_private)  # in the transaction: a key file not written is no rotation
+            self._sign(new_private, new)
+            return old, new
+
+    def sign_statement(self, message: bytes) -> tuple[str, bytes]:
+        """(key id, signature) of ``message`` under this host's key (the export's statement)."""
+        with self.keys.locked():
+            private, public = self._key()
+            return public.key_id, private.sign(message)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def checkpoint(self) -> Signed | None:
+        """Sign this host's tree if its head is ahead of the newest checkpoint; None if not."""
+        with self.keys.locked():
+            private, public = self._key()
+            return self._sign(private, public)
+
+    def head(self) -> int:
+        """This host's newest seq (0 before its first entry)."""
+        with self.store.session() as session:
+            return TrailRepo(session).heads().get(self.host, (0, ""))[0]
+
+    def pending(self) -> int:
+        """How many of this host's entries no checkpoint covers yet (no key needed)."""
+        with self.store.session() as session:
+            repo = TrailRepo(session)
+            head = repo.heads().get(self.host, (0, ""))[0]
+            latest = repo.latest_checkpoint(self.host)
+        return head - (latest.size if latest else 0)
+
+    def _sign(self, private: Ed25519PrivateKey, public: PublicKey) -> Signed | None:
+        memory = self.keys.memory()
+        mine = memory.get("self")
+        tree, leaf, last_time = _range(mine)
+        with self.store.session() as session:
+            repo = TrailRepo(session)
+            head = repo.heads().get(self.host, (0, "0" * 64))[0]
+            if head < tree.size:
+                reason = (
+                    f"the store holds {head} entries of host {self.host} but this host signed {tree.size}: "
+                    f"entries {self.host}#{head + 1}..{tree.size} were deleted or an old state restored"
+                )
+                log.error("audit: refusing to sign: %s", reason)
+                raise AuditError(f"refusing to sign a checkpoint: {reason}")
+            latest = repo.latest_checkpoint(self.host)
+            if head == tree.size and latest is not None and latest.size == head:
+                return None
+            before = (latest.size, latest.root) if latest is not None and latest.size > tree.size else None
+            leaf = _fold(repo, self.host, tree, leaf, head, before)
+            root = tree.root()
+            if latest is not None and latest.size >= head:
+                if latest.size == head and latest.root == root.hex():  # signed, then the memory write failed
+                    memory["self"] = _remembered(tree, leaf, latest.signed_at)
+                    self.keys.remember(memory)
+                    return None
+                raise AuditError(
+                    f"host {self.host}: the store's checkpoint at size {latest.size} is not this "
+                    "host's tree (edited behind colibri's back?)"
+                )
+            checkpoint = Checkpoint(
+                self.host,
+                head,
+                root,
+                _after(max(filter(None, [last_time, latest.signed_at if latest else None]), default=None)),
+            )
+            signed = note.sign(checkpoint, public, private.sign)
+            repo.add_checkpoint(
+                AuditCheckpoint(
+                    host=self.host,
+                    size=head,
+                    root=root.hex(),
+                    key_id=public.key_id,
+                    note=signed,
+                    signed_at=checkpoint.time,
+                )
+            )
+        memory["self"] = _remembered(tree, leaf, checkpoint.time)
+        self.keys.remember(memory)
+        return Signed(self.host, head, root.hex(), public.key_id, checkpoint.time)
+
+    # ---- cosigning -----------------------------------------------------------------------------
+    def cosign(self) -> tuple[list[Signed], list[str]]:
+        """Cosign every other host's newest checkpoint that extends what this host cosigned before;
+        (the cosigned, the refusals' reasons)."""
+        done: list[Signed] = []
+        refused: list[str] = []
+        with self.store.session() as session:
+            if not TrailRepo(session).newest_checkpoints(other_than=self.host):
+                return done, refused  # one host: nothing to witness (and no key made for it)
+        with self.keys.locked():
+            private, public = self._key()
+            memory = self.keys.memory()
+            peers: dict[str, Any] = memory.setdefault("peers", {})
+            with self.store.session() as session:
+                repo = TrailRepo(session)
+                keys = repo.public_keys()
+                for row in repo.newest_checkpoints(other_than=self.host):
+                    host = row.host
+                    peer = peers.get(host, {})
+                    if peer.get("size") == row.size and peer.get("root") == row.root:
+                        continue
+                    if peer.get("refused") == [row.size, row.root]:
+                        continue  # refused (and recorded) once already
+                    try:
+                        signed = self._cosign_one(repo, host, row, peer, keys, private, public)
+                    except _Partial as progress:
+                        peers[host] = progress.peer
+                        continue
+                    except (AuditError, BadNote) as exc:
+                        reason = str(exc)
+                        log.error("audit: refusing to cosign host %s at size %d: %s", host, row.size, reason)
+                        AuditRepo(session).append(
+                            Event(
+                                "audit.cosign",
+                                f"host:{host}",
+                                outcome="refused",
+                                detail={"size": row.size, "reason": reason[:400]},
+                            )
+                        )
+                        peer["refused"] = [row.size, row.root]
+                        peers[host] = peer
+                        refused.append(f"host {host} at size {row.size}: {reason}")
+                        continue
+                    peers[host] = signed[1]
+                    done.append(signed[0])
+            self.keys.remember(memory)
+        return done, refused
+
+    def _cosign_one(
+        self,
+        repo: TrailRepo,
+        host: str,
+        row: AuditCheckpoint,
+        peer: dict[str, Any],
+        keys: Iterable[AuditKey],
+        private: Ed25519PrivateKey,
+        public: PublicKey,
+    ) -> tuple[Signed, dict[str, Any]]:
+        trusted = _peer_keys(host, peer.get("keys"), keys)
+        checkpoint, _ = note.open_note(row.note, trusted)
+        if checkpoint.size != row.size or checkpoint.root.hex() != row.root:
+            raise AuditError("the checkpoint row does not match its signed note")
+        tree, leaf, _ = _range(peer if "range" in peer else None)
+        if checkpoint.size < tree.size:
+            raise AuditError(
+                f"its newest checkpoint is older than size {tree.size}, cosigned before: "
+                "entries deleted or an old checkpoint replayed"
+            )
+        cosigned = tree.size
+        partial = peer.get("partial")
+        if partial and cosigned <= int(partial["size"]) <= checkpoint.size:  # a long fold goes on
+            tree, leaf, _ = _range(partial)
+        upto = min(checkpoint.size, tree.size + COSIGN_STEP)
+        try:
+            leaf = _fold(repo, host, tree, leaf, upto)
+        except AuditError as exc:
+            raise AuditError(f"not consistent with size {cosigned} cosigned before ({exc})") from None
+        if upto < checkpoint.size:  # the rest in the next runs: the database thread is never held long
+            raise _Partial(peer | {"partial": _remembered(tree, leaf, timestamp())})
+        if tree.root() != checkpoint.root:
+            raise AuditError(
+                f"its root is not the tree of its entries extending size {peer.get('size', 0)} "
+                "cosigned before: its history was rewritten"
+            )
+        now = timestamp()
+        signature = private.sign(note.cosign_message(checkpoint, now))
+        repo.add_cosignature(
+            AuditCosignature(
+                host=host,
+                size=checkpoint.size,
+                witness=self.host,
+                root=row.root,
+                key_id=public.key_id,
+                signature=base64.b64encode(signature).decode(),
+                signed_at=now,
+            )
+        )
+        remembered = _remembered(tree, leaf, now) | {"keys": sorted(k.vkey for k in trusted)}
+        return Signed(host, checkpoint.size, row.root, public.key_id, now), remembered
+
+
+def _peer_keys(host: str, pinned: list[str] | None, rows: Iterable[AuditKey]) -> list[PublicKey]:
+    """The keys this witness trusts for ``host``: those it pinned, and those the store holds that
+    a trusted one endorsed; on first sight (nothing pinned), every key the store holds for it."""
+    found = {}
+    for row in rows:
+        if row.host == host:
+            try:
+                found[row.key_id] = (note.parse_vkey(row.public_key), row.endorsement)
+            except BadNote:
+                continue
+    if not pinned:
+        return [key for key, _ in found.values()]
+    trusted = {k.key_id: k for k in (note.parse_vkey(v) for v in pinned)}
+    changed = True
+    while changed:
+        changed = False
+        for key_id, (key, endorsement) in found.items():
+            if key_id in trusted or not endorsement:
+                continue
+            try:
+                value = json.loads(endorsement)
+                by = trusted.get(str(value["by"]))
+                signature = base64.b64decode(value["signature"])
+                ok = by is not None and by.verify(signature, note.endorse_message(key, str(value["time"])))
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if ok:
+                trusted[key_id] = key
+                changed = True
+    return list(trusted.values())
