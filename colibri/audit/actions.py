@@ -69,6 +69,10 @@ ACTIONS: dict[str, str] = {
     "task.fail": "an agent reported a task failed, or it was given up after its attempts",
     "task.requeue": "a task went back to the queue: its lease expired, its agent was lost or left, or it never got it",
     "task.prune": "finished tasks were deleted by retention (their age, or a tenant's caps): how many, which ids",
+    # the audit itself
+    "audit.key_create": "this host's first audit signing key was made (when it first signed a checkpoint): its key id",
+    "audit.key_rotate": "this host's audit key was rotated (audit keys --rotate): the new key id, endorsed by the old",
+    "audit.cosign": "this host's daemon refused to cosign another host's checkpoint: not an extension of one it signed",
 }
 
 

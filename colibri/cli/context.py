@@ -3,13 +3,14 @@
 Nothing heavy is imported until a command needs it, so ``colibri --help`` stays fast.
 """
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from colibri.cli import daemon_nudge
 
 if TYPE_CHECKING:
     from colibri.adapters.bitwarden import Bitwarden
@@ -146,37 +147,13 @@ class Context:
         )
 
     def _reload_secrets(self, tenant_id: str) -> None:
-        """A tenant's .env changed: a running daemon tells its agents with their next heartbeat."""
-        from colibri.errors import DaemonError
-
-        client = self.daemon_client()
-        if client.socket_path.exists():
-            with contextlib.suppress(DaemonError):
-                client.tenant_action(tenant_id, "reload-secrets")
+        daemon_nudge.reload_secrets(self.daemon_client(), tenant_id)
 
     def _open_socket(self, tenant_id: str) -> None:
-        """Ask a running daemon to listen on the tenant's agent socket now; without a daemon the
-        socket appears when it starts (it opens every active tenant's)."""
-        from colibri.errors import DaemonError
-
-        client = self.daemon_client()
-        if not client.socket_path.exists():
-            return
-        with contextlib.suppress(DaemonError):
-            client.open_tenant_socket(tenant_id)
+        daemon_nudge.open_socket(self.daemon_client(), tenant_id)
 
     def _close_socket(self, tenant_id: str) -> bool:
-        """Ask a running daemon to close the tenant's agent socket (release-agent); False when
-        there is no daemon or it had none open."""
-        from colibri.errors import DaemonError
-
-        client = self.daemon_client()
-        if not client.socket_path.exists():
-            return False
-        try:
-            return bool(client.close_tenant_socket(tenant_id).get("closed"))
-        except DaemonError:
-            return False
+        return daemon_nudge.close_socket(self.daemon_client(), tenant_id)
 
     def jails(self) -> "AgentService":
         """start, stop, destroy and release of spawned agents."""
@@ -267,29 +244,9 @@ class Context:
         )
 
     def _jail_root_of(self, tenant_id: str, backend_name: str) -> Path:
-        """Where this host's backend keeps the tenant's jail: the jail named after the tenant, or
-        the one its adoption record (state_dir, root-only) names; a spawn-local tenant's home as
-        spawn-local recorded it (state_dir/homes).  SecretsError when the store
-        says another backend than this host's."""
-        from colibri.errors import SecretsError
-        from colibri.services.lifecycle.adoption import Adoption
+        from colibri.services.lifecycle.jail_root import jail_root_of
 
-        if backend_name == "local":  # spawn-local: the home it checked, as it recorded it here
-            from colibri.services.lifecycle.layout import recorded_local_home
-
-            home = recorded_local_home(self.settings.state_dir, tenant_id)
-            if home is None:
-                raise SecretsError(f"tenant {tenant_id}: this host recorded no spawn-local home for it; not written")
-            return home
-        backend = self.backend()
-        if backend_name != backend.name:
-            raise SecretsError(
-                f"tenant {tenant_id}: the store says backend {backend_name}, this host runs {backend.name}; not written"
-            )
-        jail = tenant_id
-        if Adoption.path(self.settings.state_dir, tenant_id).exists():
-            jail = Adoption.load(self.settings.state_dir, tenant_id, tenant_id).jail
-        return backend.root(jail)
+        return jail_root_of(self.settings.state_dir, self.backend(), tenant_id, backend_name)
 
     def daemon_client(self) -> "DaemonClient":
         """The daemon's admin socket (``run_dir/admin.sock``)."""

@@ -19,7 +19,6 @@ a disk and the hive's rules run one at a time; heartbeats reach the store only i
 import asyncio
 import contextlib
 import contextvars
-import fcntl
 import functools
 import logging
 import logging.handlers
@@ -36,6 +35,7 @@ from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.hostlease import HostLease
 from colibri.daemon.http import Router
 from colibri.daemon.liveness import Registry
+from colibri.daemon.lockfile import take_lock
 from colibri.daemon.logfilter import RATE_LIMIT, about, configure_logging
 from colibri.daemon.metrics import Metrics
 from colibri.daemon.notify import Wakeups
@@ -44,7 +44,7 @@ from colibri.daemon.reconcile import run_reconcile
 from colibri.daemon.replay import Replay
 from colibri.daemon.sockets import OUT_OF_FDS, Sockets
 from colibri.daemon.status import Status
-from colibri.errors import ColibriError, ConfigError, DaemonError, StoreError
+from colibri.errors import ColibriError, ConfigError, StoreError
 from colibri.services.hive.rules import Policy
 from colibri.services.hive.service import HiveService
 from colibri.settings import Settings, load_settings
@@ -207,18 +207,7 @@ class Daemon:
         RATE_LIMIT.flush(log)
 
     def _lock(self) -> None:
-        run_dir = self.settings.run_dir
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-            handle = (run_dir / "daemon.lock").open("a")
-        except OSError as exc:
-            raise DaemonError(f"cannot use the run directory {run_dir}: {exc.strerror}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise DaemonError(f"another colibri daemon is running (it holds {run_dir / 'daemon.lock'})") from None
-        self._lock_file = handle
+        self._lock_file = take_lock(self.settings.run_dir)
 
     async def reload(self) -> None:
         """SIGHUP: read the settings again and apply what can change while running."""
