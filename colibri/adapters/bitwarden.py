@@ -14,6 +14,15 @@ unlocked session per operation.
   is locked again when the operation ends, also on error.
 * ``BW_NOINTERACTION=true`` always: without it a stale session prompts, and with no TTY exits 0
   with empty stdout (a silent false success).
+* bw answers, then idles about 2 s on rxjs cleanup timers before it exits (bw 2026.9.0).  A
+  read-only call (``status``, ``list``) is ended as soon as its stdout is one whole JSON
+  document: bw prints that only on success (``processResponse`` in apps/cli/src/base-program.ts)
+  as the last step of the command, and writes no state after it (traced: only reads of
+  ``data.json``, under its ``data.json.lock`` directory, which colibri removes if the kill left
+  it; we hold the lock, so no other bw uses the directory).  Calls that change state (login,
+  unlock, sync, lock, logout, config) always run to their end.
+* ``bw login`` syncs in full before it answers (login.command.ts), so an operation that logged
+  in does not sync again.
 * Only stdout is parsed.  stderr is looked at for a few known markers to choose colibri's own
   message; it is never shown, logged or put in an exception (it may hold secrets).  What bw
   prints, and the vault values it is read into, are colibri/adapters/bitwarden_output.py.
@@ -25,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,7 @@ from colibri.adapters.bitwarden_output import (
     Selector,
     VaultItem,
     VaultSnapshot,
+    json_complete,
     message,
     parse_collections,
     parse_items,
@@ -48,6 +58,7 @@ from colibri.errors import PermissionDenied, SecretsError, VaultLocked
 
 ANY_EXIT = tuple(range(256))  # bw's exit status is judged here, not by the runner
 LOCK_NAME = "colibri.lock"
+BW_LOCK_DIR = "data.json.lock"  # bw's own lock of data.json (proper-lockfile: a directory)
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
@@ -81,6 +92,7 @@ class BwConfig:
 @dataclass
 class _Session:
     key: str
+    synced: bool = False  # bw login synced in full within this operation
     calls: list[str] = field(default_factory=list)
 
 
@@ -113,15 +125,25 @@ class Bitwarden:
     def argv(self, *args: str) -> list[str]:
         return [self._config.bw_path, *args]
 
-    def _bw(self, args: Sequence[str], extra_env: Mapping[str, str] | None = None) -> CommandResult:
+    def _bw(
+        self, args: Sequence[str], extra_env: Mapping[str, str] | None = None, *, read_only: bool = False
+    ) -> CommandResult:
+        """One bw call; a ``read_only`` one (status, list) ends once its JSON answer is whole."""
         self.calls += 1
-        return self._run(
+        result = self._run(
             self.argv(*args),
             env=self.env(extra_env),
             timeout=self._config.timeout,
             ok_codes=ANY_EXIT,
             secret_output=True,
+            complete=json_complete if read_only else None,
         )
+        if result.stopped:
+            # Killed after its answer, maybe between taking and dropping bw's lock of data.json
+            # (it reads state then): drop it, or the next bw waits for it to go stale.
+            with suppress(OSError):
+                os.rmdir(self._config.appdata_dir / BW_LOCK_DIR)
+        return result
 
     # --- the lock and the data directory -------------------------------------------------------
 
@@ -166,7 +188,7 @@ class Bitwarden:
             return self._status()
 
     def _status(self) -> BwStatus:
-        result = self._bw(["status"])
+        result = self._bw(["status"], read_only=True)
         if result.exit_code != 0:
             raise SecretsError(message(result, "status"))
         return parse_status(parse_json(result, "status"))
@@ -196,6 +218,7 @@ class Bitwarden:
         return current
 
     def _login(self, credentials: OperatorCredentials) -> None:
+        """``bw login --apikey``; it syncs in full before it answers (login.command.ts)."""
         client_id, client_secret, _ = credentials.values()
         result = self._bw(["login", "--apikey"], {"BW_CLIENTID": client_id, "BW_CLIENTSECRET": client_secret})
         if result.exit_code != 0:
@@ -223,22 +246,24 @@ class Bitwarden:
     @contextmanager
     def _unlocked(self, credentials: OperatorCredentials, allow_configure: bool) -> Iterator[_Session]:
         status = self._ensure_server(allow_configure)
-        if status.status == "unauthenticated":
+        logged_in = status.status == "unauthenticated"
+        if logged_in:
             self._login(credentials)
         try:
-            session = _Session(self._unlock(credentials))
+            session = _Session(self._unlock(credentials), synced=logged_in)
             yield session
         finally:
             self._lock()
 
     def _session_json(self, session: _Session, args: Sequence[str], what: str) -> Any:
-        result = self._bw(args, {"BW_SESSION": session.key})
+        result = self._bw(args, {"BW_SESSION": session.key}, read_only=True)
         if result.exit_code != 0:
             raise SecretsError(message(result, what))
         return parse_json(result, what)
 
     def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot:
-        """Unlock once, sync once, list the organization's collections, then its items, lock.
+        """Unlock once, sync once (not when it logged in: that synced), list the organization's
+        collections, then its items, lock.
 
         ``select``, given the collections, names the ids whose items are wanted: one id is
         listed with ``bw list items --collectionid`` (bw filters; colibri receives that
@@ -252,7 +277,7 @@ class Bitwarden:
 
     def login(self, credentials: OperatorCredentials) -> VaultSnapshot:
         """Point bw at ``vault_url`` and log in again with ``credentials`` (logging out first),
-        then unlock, sync and list the organization's collections: what ``colibri vault login``
+        then unlock and list the organization's collections: what ``colibri vault login``
         proves before it stores the credentials.  Raises as :meth:`snapshot`."""
         return self._fetch(credentials, fresh_login=True, items=False)
 
@@ -265,9 +290,10 @@ class Bitwarden:
             if fresh_login:
                 self._reset_login()
             with self._unlocked(credentials, allow_configure=fresh_login) as session:
-                result = self._bw(["sync"], {"BW_SESSION": session.key})
-                if result.exit_code != 0:
-                    raise SecretsError(message(result, "sync"))
+                if not session.synced:
+                    result = self._bw(["sync"], {"BW_SESSION": session.key})
+                    if result.exit_code != 0:
+                        raise SecretsError(message(result, "sync"))
                 listed = parse_collections(
                     self._session_json(session, ["list", "collections", "--organizationid", org], "list collections")
                 )
