@@ -21,6 +21,12 @@ unlocked session per operation.
   ``data.json``, under its ``data.json.lock`` directory, which colibri removes if the kill left
   it; we hold the lock, so no other bw uses the directory).  Calls that change state (login,
   unlock, sync, lock, logout, config) always run to their end.
+* After an operation's ``lock`` succeeded, ``colibri.state`` in the data directory records the
+  server bw was checked to talk to and the SHA-256 of bw's ``data.json`` (its whole state; no
+  value).  The next operation skips ``bw status`` when ``data.json`` still has that digest and
+  the server is still ``vault_url``: bw is then, byte for byte, logged in there and locked.  Any
+  other change of bw's state (a bw run by hand, a killed operation, a logout) changes the digest,
+  and ``status`` runs again.  ``vault login`` and ``vault status`` always ask bw.
 * ``bw login`` syncs in full before it answers (login.command.ts), so an operation that logged
   in does not sync again.
 * Only stdout is parsed.  stderr is looked at for a few known markers to choose colibri's own
@@ -29,6 +35,8 @@ unlocked session per operation.
 """
 
 import fcntl
+import hashlib
+import json
 import os
 import re
 import threading
@@ -58,6 +66,8 @@ from colibri.errors import PermissionDenied, SecretsError, VaultLocked
 
 ANY_EXIT = tuple(range(256))  # bw's exit status is judged here, not by the runner
 LOCK_NAME = "colibri.lock"
+STATE_NAME = "colibri.state"  # the server and data.json digest the last lock left (no value)
+BW_DATA = "data.json"
 BW_LOCK_DIR = "data.json.lock"  # bw's own lock of data.json (proper-lockfile: a directory)
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
@@ -198,6 +208,10 @@ class Bitwarden:
         wanted = normalise_url(self._config.server_url)
         if not wanted.startswith("https://"):
             raise SecretsError(f"vault_url must be an https:// URL (bw refuses anything else): {wanted}")
+        if not allow_configure:
+            known = self._left_locked(wanted)
+            if known is not None:
+                return known
         current = self._status()
         if current.server_url is not None and normalise_url(current.server_url) == wanted:
             return current
@@ -240,8 +254,44 @@ class Bitwarden:
             raise VaultLocked(message(result, "unlock"))
         raise VaultLocked("bw unlock failed twice")  # pragma: no cover - the loop returns or raises
 
-    def _lock(self) -> None:
-        self._bw(["lock"])  # best effort: a failure here must not hide the operation's result
+    def _lock(self, server: str) -> None:
+        # best effort: a failure here must not hide the operation's result
+        if self._bw(["lock"]).exit_code == 0:
+            self._remember_locked(server)
+        else:
+            self._forget_state()
+
+    # --- what the last lock left: bw's status without running it ---------------------------------
+
+    def _digest(self) -> str:
+        with open(self._config.appdata_dir / BW_DATA, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def _left_locked(self, wanted: str) -> BwStatus | None:
+        """bw's status as the last successful lock left it, if data.json is still that one."""
+        try:
+            recorded = json.loads((self._config.appdata_dir / STATE_NAME).read_text(encoding="utf-8"))
+            if recorded != {"server": wanted, "data_sha256": self._digest()}:
+                return None
+        except (OSError, ValueError):
+            return None
+        return BwStatus(wanted, "locked")
+
+    def _remember_locked(self, server: str) -> None:
+        where = self._config.appdata_dir / STATE_NAME
+        part = where.with_name(STATE_NAME + ".part")
+        try:
+            text = json.dumps({"server": server, "data_sha256": self._digest()})
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(part, where)
+        except OSError:
+            self._forget_state()  # then the next operation asks bw
+
+    def _forget_state(self) -> None:
+        with suppress(OSError):
+            os.unlink(self._config.appdata_dir / STATE_NAME)
 
     @contextmanager
     def _unlocked(self, credentials: OperatorCredentials, allow_configure: bool) -> Iterator[_Session]:
@@ -253,7 +303,7 @@ class Bitwarden:
             session = _Session(self._unlock(credentials), synced=logged_in)
             yield session
         finally:
-            self._lock()
+            self._lock(normalise_url(self._config.server_url))
 
     def _session_json(self, session: _Session, args: Sequence[str], what: str) -> Any:
         result = self._bw(args, {"BW_SESSION": session.key}, read_only=True)

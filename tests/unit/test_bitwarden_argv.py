@@ -427,3 +427,54 @@ def test_a_stopped_read_drops_the_bw_lock_it_may_have_left(tmp_path: Path) -> No
 )
 def test_json_complete(out: bytes, whole: bool) -> None:
     assert json_complete(bytearray(out)) is whole
+
+
+def _bw_state(tmp_path: Path, text: str = '{"stateVersion": 70}') -> Path:
+    data = tmp_path / "bw" / "data.json"
+    data.parent.mkdir(mode=0o700, exist_ok=True)
+    data.write_text(text)
+    return data
+
+
+def test_a_state_the_last_lock_left_skips_status_until_anything_changes(tmp_path: Path) -> None:
+    """bw status is one bw process (2-3 s) of every provisioning; when data.json is byte for
+    byte what the last successful lock left, bw is logged in to vault_url and locked."""
+    data = _bw_state(tmp_path)
+    first = happy()
+    make(tmp_path, first).snapshot(CREDS)
+    assert first.names()[0] == "status"
+    state = tmp_path / "bw" / "colibri.state"
+    assert stat_mode(state) == 0o600
+    assert json.loads(state.read_text()).keys() == {"server", "data_sha256"}
+    for secret in (*CREDS.values(), SESSION):
+        assert secret not in state.read_text()
+    again = happy()
+    make(tmp_path, again).snapshot(CREDS)
+    assert again.names() == ["unlock", "sync", "list collections", "list items", "lock"]
+
+    data.write_text('{"stateVersion": 71}')  # bw's state changed (by hand, a killed operation)
+    changed = happy()
+    make(tmp_path, changed).snapshot(CREDS)
+    assert changed.names()[0] == "status"
+
+    elsewhere = happy()  # vault_url changed: bw is asked, and refuses before any credential
+    elsewhere.replies["status"] = status("locked", URL)
+    config = BwConfig("/opt/bw", tmp_path / "bw", "https://other.example.org", ORG, None, 30.0)
+    with pytest.raises(SecretsError, match="refusing to send credentials"):
+        Bitwarden(elsewhere, config).snapshot(CREDS)
+    assert elsewhere.names() == ["status"]
+
+
+def test_a_failed_lock_or_a_vault_login_always_asks_bw(tmp_path: Path) -> None:
+    _bw_state(tmp_path)
+    failed = happy()
+    failed.replies["lock"] = (1, "", "Lock failed")
+    make(tmp_path, failed).snapshot(CREDS)
+    assert not (tmp_path / "bw" / "colibri.state").exists()
+    asked = happy()
+    make(tmp_path, asked).snapshot(CREDS)
+    assert asked.names()[0] == "status"  # and this lock succeeded: the state is remembered
+    login = happy()
+    login.replies["status"] = [status("locked"), status("unauthenticated")]
+    make(tmp_path, login).login(CREDS)
+    assert login.names()[:3] == ["status", "logout", "status"]
