@@ -95,6 +95,7 @@ SLOWEST_FILES = (
     "tests/integration/test_provision_single.py",
     "tests/integration/test_provision.py",
     "tests/integration/test_chain.py",
+    "tests/integration/test_bw_answers.py",
     "tests/integration/test_hive.py",
     "tests/integration/test_bastille_lifecycle.py",
     "tests/integration/test_bastille_faults.py",

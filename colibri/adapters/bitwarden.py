@@ -14,18 +14,35 @@ unlocked session per operation.
   is locked again when the operation ends, also on error.
 * ``BW_NOINTERACTION=true`` always: without it a stale session prompts, and with no TTY exits 0
   with empty stdout (a silent false success).
+* bw answers, then idles about 2 s on rxjs cleanup timers before it exits (bw 2026.9.0).  A
+  read-only call (``status``, ``list``) is ended as soon as its stdout is one whole JSON
+  document: bw prints that only on success (``processResponse`` in apps/cli/src/base-program.ts)
+  as the last step of the command, and writes no state after it (traced: only reads of
+  ``data.json``, under its ``data.json.lock`` directory, which colibri removes if the kill left
+  it; we hold the lock, so no other bw uses the directory).  Calls that change state (login,
+  unlock, sync, lock, logout, config) always run to their end.
+* After an operation's ``lock`` succeeded, ``colibri.state`` in the data directory records the
+  server bw was checked to talk to and the SHA-256 of bw's ``data.json`` (its whole state; no
+  value).  The next operation skips ``bw status`` when ``data.json`` still has that digest and
+  the server is still ``vault_url``: bw is then, byte for byte, logged in there and locked.  Any
+  other change of bw's state (a bw run by hand, a killed operation, a logout) changes the digest,
+  and ``status`` runs again.  ``vault login`` and ``vault status`` always ask bw.
+* ``bw login`` syncs in full before it answers (login.command.ts), so an operation that logged
+  in does not sync again.
 * Only stdout is parsed.  stderr is looked at for a few known markers to choose colibri's own
   message; it is never shown, logged or put in an exception (it may hold secrets).  What bw
   prints, and the vault values it is read into, are colibri/adapters/bitwarden_output.py.
 """
 
 import fcntl
+import hashlib
+import json
 import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +53,7 @@ from colibri.adapters.bitwarden_output import (
     Selector,
     VaultItem,
     VaultSnapshot,
+    json_complete,
     message,
     parse_collections,
     parse_items,
@@ -48,6 +66,9 @@ from colibri.errors import PermissionDenied, SecretsError, VaultLocked
 
 ANY_EXIT = tuple(range(256))  # bw's exit status is judged here, not by the runner
 LOCK_NAME = "colibri.lock"
+STATE_NAME = "colibri.state"  # the server and data.json digest the last lock left (no value)
+BW_DATA = "data.json"
+BW_LOCK_DIR = "data.json.lock"  # bw's own lock of data.json (proper-lockfile: a directory)
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
@@ -81,6 +102,7 @@ class BwConfig:
 @dataclass
 class _Session:
     key: str
+    synced: bool = False  # bw login synced in full within this operation
     calls: list[str] = field(default_factory=list)
 
 
@@ -113,15 +135,25 @@ class Bitwarden:
     def argv(self, *args: str) -> list[str]:
         return [self._config.bw_path, *args]
 
-    def _bw(self, args: Sequence[str], extra_env: Mapping[str, str] | None = None) -> CommandResult:
+    def _bw(
+        self, args: Sequence[str], extra_env: Mapping[str, str] | None = None, *, read_only: bool = False
+    ) -> CommandResult:
+        """One bw call; a ``read_only`` one (status, list) ends once its JSON answer is whole."""
         self.calls += 1
-        return self._run(
+        result = self._run(
             self.argv(*args),
             env=self.env(extra_env),
             timeout=self._config.timeout,
             ok_codes=ANY_EXIT,
             secret_output=True,
+            complete=json_complete if read_only else None,
         )
+        if result.stopped:
+            # Killed after its answer, maybe between taking and dropping bw's lock of data.json
+            # (it reads state then): drop it, or the next bw waits for it to go stale.
+            with suppress(OSError):
+                os.rmdir(self._config.appdata_dir / BW_LOCK_DIR)
+        return result
 
     # --- the lock and the data directory -------------------------------------------------------
 
@@ -166,7 +198,7 @@ class Bitwarden:
             return self._status()
 
     def _status(self) -> BwStatus:
-        result = self._bw(["status"])
+        result = self._bw(["status"], read_only=True)
         if result.exit_code != 0:
             raise SecretsError(message(result, "status"))
         return parse_status(parse_json(result, "status"))
@@ -176,6 +208,10 @@ class Bitwarden:
         wanted = normalise_url(self._config.server_url)
         if not wanted.startswith("https://"):
             raise SecretsError(f"vault_url must be an https:// URL (bw refuses anything else): {wanted}")
+        if not allow_configure:
+            known = self._left_locked(wanted)
+            if known is not None:
+                return known
         current = self._status()
         if current.server_url is not None and normalise_url(current.server_url) == wanted:
             return current
@@ -196,6 +232,7 @@ class Bitwarden:
         return current
 
     def _login(self, credentials: OperatorCredentials) -> None:
+        """``bw login --apikey``; it syncs in full before it answers (login.command.ts)."""
         client_id, client_secret, _ = credentials.values()
         result = self._bw(["login", "--apikey"], {"BW_CLIENTID": client_id, "BW_CLIENTSECRET": client_secret})
         if result.exit_code != 0:
@@ -217,28 +254,66 @@ class Bitwarden:
             raise VaultLocked(message(result, "unlock"))
         raise VaultLocked("bw unlock failed twice")  # pragma: no cover - the loop returns or raises
 
-    def _lock(self) -> None:
-        self._bw(["lock"])  # best effort: a failure here must not hide the operation's result
+    def _lock(self, server: str) -> None:
+        # best effort: a failure here must not hide the operation's result
+        if self._bw(["lock"]).exit_code == 0:
+            self._remember_locked(server)
+        else:
+            self._forget_state()
+
+    # --- what the last lock left: bw's status without running it ---------------------------------
+
+    def _digest(self) -> str:
+        with open(self._config.appdata_dir / BW_DATA, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def _left_locked(self, wanted: str) -> BwStatus | None:
+        """bw's status as the last successful lock left it, if data.json is still that one."""
+        try:
+            recorded = json.loads((self._config.appdata_dir / STATE_NAME).read_text(encoding="utf-8"))
+            if recorded != {"server": wanted, "data_sha256": self._digest()}:
+                return None
+        except (OSError, ValueError):
+            return None
+        return BwStatus(wanted, "locked")
+
+    def _remember_locked(self, server: str) -> None:
+        where = self._config.appdata_dir / STATE_NAME
+        part = where.with_name(STATE_NAME + ".part")
+        try:
+            text = json.dumps({"server": server, "data_sha256": self._digest()})
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(part, where)
+        except OSError:
+            self._forget_state()  # then the next operation asks bw
+
+    def _forget_state(self) -> None:
+        with suppress(OSError):
+            os.unlink(self._config.appdata_dir / STATE_NAME)
 
     @contextmanager
     def _unlocked(self, credentials: OperatorCredentials, allow_configure: bool) -> Iterator[_Session]:
         status = self._ensure_server(allow_configure)
-        if status.status == "unauthenticated":
+        logged_in = status.status == "unauthenticated"
+        if logged_in:
             self._login(credentials)
         try:
-            session = _Session(self._unlock(credentials))
+            session = _Session(self._unlock(credentials), synced=logged_in)
             yield session
         finally:
-            self._lock()
+            self._lock(normalise_url(self._config.server_url))
 
     def _session_json(self, session: _Session, args: Sequence[str], what: str) -> Any:
-        result = self._bw(args, {"BW_SESSION": session.key})
+        result = self._bw(args, {"BW_SESSION": session.key}, read_only=True)
         if result.exit_code != 0:
             raise SecretsError(message(result, what))
         return parse_json(result, what)
 
     def snapshot(self, credentials: OperatorCredentials, select: Selector | None = None) -> VaultSnapshot:
-        """Unlock once, sync once, list the organization's collections, then its items, lock.
+        """Unlock once, sync once (not when it logged in: that synced), list the organization's
+        collections, then its items, lock.
 
         ``select``, given the collections, names the ids whose items are wanted: one id is
         listed with ``bw list items --collectionid`` (bw filters; colibri receives that
@@ -252,7 +327,7 @@ class Bitwarden:
 
     def login(self, credentials: OperatorCredentials) -> VaultSnapshot:
         """Point bw at ``vault_url`` and log in again with ``credentials`` (logging out first),
-        then unlock, sync and list the organization's collections: what ``colibri vault login``
+        then unlock and list the organization's collections: what ``colibri vault login``
         proves before it stores the credentials.  Raises as :meth:`snapshot`."""
         return self._fetch(credentials, fresh_login=True, items=False)
 
@@ -265,9 +340,10 @@ class Bitwarden:
             if fresh_login:
                 self._reset_login()
             with self._unlocked(credentials, allow_configure=fresh_login) as session:
-                result = self._bw(["sync"], {"BW_SESSION": session.key})
-                if result.exit_code != 0:
-                    raise SecretsError(message(result, "sync"))
+                if not session.synced:
+                    result = self._bw(["sync"], {"BW_SESSION": session.key})
+                    if result.exit_code != 0:
+                        raise SecretsError(message(result, "sync"))
                 listed = parse_collections(
                     self._session_json(session, ["list", "collections", "--organizationid", org], "list collections")
                 )

@@ -73,6 +73,19 @@ def message(result: CommandResult, what: str) -> str:
     return f"bw {what} failed with exit status {result.exit_code}"
 
 
+def json_complete(data: bytearray) -> bool:
+    """Whether ``data`` is one whole JSON object or array: what bw prints, in one write and with
+    no newline to a pipe, once a read-only command has succeeded (failures go to stderr).  A
+    proper prefix of an object or array never parses, so a parse means the answer is whole."""
+    if not data[-16:].rstrip().endswith((b"]", b"}")):
+        return False  # cheap: called after every read of stdout
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_json(result: CommandResult, what: str) -> Any:
     try:
         return json.loads(result.out)

@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from colibri.adapters.bitwarden import Bitwarden, BwConfig, normalise_url
+from colibri.adapters.bitwarden_output import json_complete
 from colibri.adapters.credentials import OperatorCredentials
 from colibri.adapters.runner import CommandResult
 from colibri.errors import SecretsError, VaultLocked
@@ -25,6 +26,7 @@ class Call:
     argv: tuple[str, ...]
     env: dict[str, str]
     secret_output: bool
+    complete: Callable[[bytearray], bool] | None = None
 
 
 Reply = tuple[int, str, str]  # exit status, stdout, stderr
@@ -36,6 +38,7 @@ class FakeRunner:
 
     replies: dict[str, Reply | list[Reply] | Callable[[Call], Reply]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    stops: bool = False  # like ShRunner: a call whose ``complete`` accepts its stdout is "stopped"
 
     def __call__(
         self,
@@ -46,8 +49,9 @@ class FakeRunner:
         timeout: float = 120.0,
         ok_codes: Collection[int] = (0,),
         secret_output: bool = False,
+        complete: Callable[[bytearray], bool] | None = None,
     ) -> CommandResult:
-        call = Call(tuple(argv), dict(env or {}), secret_output)
+        call = Call(tuple(argv), dict(env or {}), secret_output, complete)
         self.calls.append(call)
         name = argv[1] if argv[1] not in ("list", "config") else f"{argv[1]} {argv[2]}"
         reply = self.replies.get(name, (0, "", ""))
@@ -57,7 +61,8 @@ class FakeRunner:
             reply = reply(call)
         code, out, err = reply
         assert code in ok_codes
-        return CommandResult(tuple(argv), code, out.encode(), err.encode())
+        stopped = self.stops and complete is not None and complete(bytearray(out.encode()))
+        return CommandResult(tuple(argv), 0 if stopped else code, out.encode(), err.encode(), stopped)
 
     def names(self) -> list[str]:
         return [" ".join(c.argv[1:3]) if c.argv[1] in ("list", "config") else c.argv[1] for c in self.calls]
@@ -135,8 +140,15 @@ def test_environment_and_secrets_never_in_argv(tmp_path: Path) -> None:
     assert by_name["login"].env["BW_CLIENTSECRET"] == "client-secret-xyz"
     assert by_name["unlock"].env["BW_PASSWORD"] == "master pw 42"
     assert "BW_SESSION" not in by_name["unlock"].env and "BW_SESSION" not in by_name["lock"].env
-    assert by_name["sync"].env["BW_SESSION"] == SESSION
-    assert "BW_PASSWORD" not in by_name["sync"].env and "BW_CLIENTSECRET" not in by_name["sync"].env
+    assert "sync" not in by_name  # bw login synced in full (login.command.ts)
+    for call in runner.calls[runner.names().index("unlock") + 1 : -1]:  # the session's calls
+        assert call.env["BW_SESSION"] == SESSION
+        assert "BW_PASSWORD" not in call.env and "BW_CLIENTSECRET" not in call.env
+    runner = happy()
+    make(tmp_path, runner).snapshot(CREDS)
+    (sync,) = (c for c in runner.calls if c.argv[1] == "sync")
+    assert sync.env["BW_SESSION"] == SESSION
+    assert "BW_PASSWORD" not in sync.env and "BW_CLIENTSECRET" not in sync.env
     assert stat_mode(tmp_path / "bw") == 0o700
 
 
@@ -265,8 +277,7 @@ def test_login_logs_out_and_reconfigures_for_vault_login(tmp_path: Path) -> None
         "status",
         "login",
         "unlock",
-        "sync",
-        "list collections",
+        "list collections",  # no sync: bw login synced in full
         "lock",
     ]
 
@@ -328,3 +339,142 @@ def test_no_collection_wanted_lists_no_items_and_a_non_guid_is_refused(tmp_path:
     with pytest.raises(SecretsError, match="'notnull' is not a GUID"):
         make(tmp_path, runner).snapshot(CREDS, lambda cols: ["notnull"])  # bw: "in any collection"
     assert runner.names()[-1] == "lock"
+
+
+def test_a_login_is_not_followed_by_a_sync_but_a_held_login_syncs(tmp_path: Path) -> None:
+    """bw login --apikey syncs in full before it answers (apps/cli/src/auth/commands/
+    login.command.ts, fullSync(true)): the sync after it was 2-3 s of a fresh provisioning."""
+    runner = happy()
+    runner.replies["status"] = status("unauthenticated")
+    make(tmp_path, runner).snapshot(CREDS)
+    assert runner.names() == ["status", "login", "unlock", "list collections", "list items", "lock"]
+    runner = happy()
+    make(tmp_path, runner).snapshot(CREDS)
+    assert runner.names() == ["status", "unlock", "sync", "list collections", "list items", "lock"]
+
+
+def test_only_read_only_calls_may_end_at_their_answer(tmp_path: Path) -> None:
+    """status and list may be ended once their JSON is whole (they write no state after it);
+    login, unlock, sync, lock, logout and config always run to their end."""
+    runner = happy()
+    runner.replies["status"] = [
+        status("locked", "https://old.example.org"),
+        status("unauthenticated", "https://old.example.org"),
+        status("unauthenticated"),
+    ]
+    make(tmp_path, runner).login(CREDS)
+    make(tmp_path, happy_into(runner)).snapshot(CREDS)
+    ends = {(" ".join(c.argv[1:3]) if c.argv[1] == "list" else c.argv[1], c.complete is not None) for c in runner.calls}
+    assert ends == {
+        ("status", True),
+        ("list collections", True),
+        ("list items", True),
+        ("logout", False),
+        ("config", False),
+        ("login", False),
+        ("unlock", False),
+        ("sync", False),
+        ("lock", False),
+    }
+
+
+def happy_into(runner: FakeRunner) -> FakeRunner:
+    runner.replies.update(happy().replies)
+    return runner
+
+
+def test_a_stopped_read_drops_the_bw_lock_it_may_have_left(tmp_path: Path) -> None:
+    """bw reads data.json under a lock directory (data.json.lock, proper-lockfile) also after it
+    has printed its answer: a read killed then leaves it, and the next bw waits for it to go
+    stale (10 s) or fails.  We hold colibri.lock, so it can only be the killed bw's."""
+    left = tmp_path / "bw" / "data.json.lock"
+    runner = happy()
+    runner.stops = True
+    removed: list[bool] = []
+
+    def locking_status(call: Call) -> Reply:
+        left.mkdir(parents=True, exist_ok=True)  # the killed bw's leftover
+        return status()
+
+    def sync(call: Call) -> Reply:
+        removed.append(not left.exists())
+        return (0, "", "")
+
+    runner.replies["status"] = locking_status
+    runner.replies["sync"] = sync
+    snap = make(tmp_path, runner).snapshot(CREDS)
+    assert removed == [True] and not left.exists() and snap.items
+    runner = happy()  # a call that ran to its end leaves bw's directory alone
+    left.mkdir()
+    make(tmp_path, runner).snapshot(CREDS)
+    assert left.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "whole"),
+    [
+        (b"[]", True),
+        (b'{"a": [1, {"b": "]"}]}', True),
+        (b'[{"a": "]"}, 2]\n ', True),
+        (b'[{"a": "]"}', False),
+        (b'[{"a": "]"},', False),
+        (b'{"a": "}"', False),
+        (b"", False),
+        (b"Your vault is locked.", False),
+        (b"[1, 2]x", False),
+        (b"\xff]", False),
+    ],
+)
+def test_json_complete(out: bytes, whole: bool) -> None:
+    assert json_complete(bytearray(out)) is whole
+
+
+def _bw_state(tmp_path: Path, text: str = '{"stateVersion": 70}') -> Path:
+    data = tmp_path / "bw" / "data.json"
+    data.parent.mkdir(mode=0o700, exist_ok=True)
+    data.write_text(text)
+    return data
+
+
+def test_a_state_the_last_lock_left_skips_status_until_anything_changes(tmp_path: Path) -> None:
+    """bw status is one bw process (2-3 s) of every provisioning; when data.json is byte for
+    byte what the last successful lock left, bw is logged in to vault_url and locked."""
+    data = _bw_state(tmp_path)
+    first = happy()
+    make(tmp_path, first).snapshot(CREDS)
+    assert first.names()[0] == "status"
+    state = tmp_path / "bw" / "colibri.state"
+    assert stat_mode(state) == 0o600
+    assert json.loads(state.read_text()).keys() == {"server", "data_sha256"}
+    for secret in (*CREDS.values(), SESSION):
+        assert secret not in state.read_text()
+    again = happy()
+    make(tmp_path, again).snapshot(CREDS)
+    assert again.names() == ["unlock", "sync", "list collections", "list items", "lock"]
+
+    data.write_text('{"stateVersion": 71}')  # bw's state changed (by hand, a killed operation)
+    changed = happy()
+    make(tmp_path, changed).snapshot(CREDS)
+    assert changed.names()[0] == "status"
+
+    elsewhere = happy()  # vault_url changed: bw is asked, and refuses before any credential
+    elsewhere.replies["status"] = status("locked", URL)
+    config = BwConfig("/opt/bw", tmp_path / "bw", "https://other.example.org", ORG, None, 30.0)
+    with pytest.raises(SecretsError, match="refusing to send credentials"):
+        Bitwarden(elsewhere, config).snapshot(CREDS)
+    assert elsewhere.names() == ["status"]
+
+
+def test_a_failed_lock_or_a_vault_login_always_asks_bw(tmp_path: Path) -> None:
+    _bw_state(tmp_path)
+    failed = happy()
+    failed.replies["lock"] = (1, "", "Lock failed")
+    make(tmp_path, failed).snapshot(CREDS)
+    assert not (tmp_path / "bw" / "colibri.state").exists()
+    asked = happy()
+    make(tmp_path, asked).snapshot(CREDS)
+    assert asked.names()[0] == "status"  # and this lock succeeded: the state is remembered
+    login = happy()
+    login.replies["status"] = [status("locked"), status("unauthenticated")]
+    make(tmp_path, login).login(CREDS)
+    assert login.names()[:3] == ["status", "logout", "status"]
