@@ -1,0 +1,135 @@
+"""Hostile review of issues 11 and 12 (review 12): each test fails on the code it was written against."""
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from colibri.adapters import envfile
+from colibri.adapters.audit_keys import KeyDir
+from colibri.audit import merkle, note, origin
+from colibri.audit.entry import GENESIS, Event, body, leaf_hash
+from colibri.audit.verify import verify
+from colibri.errors import AuditError
+from colibri.services.audit.signer import AuditSigner
+from colibri.services.secrets_write import env_key_names
+from colibri.store.audit import AuditRepo
+from colibri.store.db import Store
+
+SIGNED = "2026-12-01T18:00:01.000000Z"
+
+
+def _key(host: str) -> tuple[Ed25519PrivateKey, note.PublicKey]:
+    private = Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return private, note.PublicKey(note.key_name(host), raw)
+
+
+def _entries(host: str, count: int) -> list[bytes]:
+    found, prev = [], GENESIS
+    for seq in range(1, count + 1):
+        event = Event("tenant.register", f"tenant:t{seq}", tenant=f"t{seq}")
+        encoded = body(seq, "2026-12-01T18:00:00.000000Z", host, "operator:uid=0", event, prev)
+        prev = leaf_hash(encoded)
+        found.append(encoded)
+    return found
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _bundle(
+    path: Path,
+    host: str,
+    private: Ed25519PrivateKey,
+    public: note.PublicKey,
+    lines: list[bytes],
+    keys: list[dict[str, Any]] | None = None,
+    export_host: str | None = None,
+) -> None:
+    """A bundle of ``host``'s ``lines``, one checkpoint over all of them, signed by ``public``."""
+    root = merkle.root([merkle.leaf(line) for line in lines])
+    checkpoint = note.sign(note.Checkpoint(host, len(lines), root, SIGNED), public, private.sign)
+    exporter = export_host or host
+    heads = {host: (len(lines), root.hex())}
+    signature = private.sign(note.export_message(host, SIGNED, heads)) if export_host is None else b"x" * 64
+    records = [{"t": "bundle", "format": "colibri-audit", "version": 1, "host": exporter, "time": SIGNED}]
+    records += keys or [{"t": "key", "host": host, "key": public.vkey}]
+    records.append({"t": "checkpoint", "note": checkpoint})
+    text = [_line(r) for r in records] + [line.decode() for line in lines]
+    export = {"t": "export", "host": exporter, "time": SIGNED, "heads": {h: list(v) for h, v in heads.items()}}
+    export |= {"key_id": public.key_id, "signature": base64.b64encode(signature).decode()}
+    text.append(_line(export))
+    path.write_text("\n".join(text) + "\n")
+
+
+def _endorsed(by_private: Ed25519PrivateKey, by: note.PublicKey, new: note.PublicKey, when: str) -> dict[str, Any]:
+    signature = base64.b64encode(by_private.sign(note.endorse_message(new, when))).decode()
+    return {
+        "t": "key",
+        "host": new.host,
+        "key": new.vkey,
+        "endorsement": {"by": by.key_id, "time": when, "signature": signature},
+    }
+
+
+def test_the_bundle_builder_makes_a_bundle_that_verifies(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, _entries("osa", 5))
+    assert verify(tmp_path / "b.jsonl", [public]).hosts["osa"].entries == 5
+
+
+@pytest.mark.xfail(strict=True, reason="V1: a multi-line secret's continuation lines leak into secrets.provision keys")
+def test_v1_a_multiline_secret_value_is_not_named_as_a_key_in_the_audit_entry() -> None:
+    pem_tail = "c2VjcmV0LXByaXZhdGUta2V5LW1hdGVyaWFsLXRoYXQtbXVzdC1uZXZlci1sZWFr"
+    value = f"-----BEGIN PRIVATE KEY-----\n{pem_tail}==\n-----END PRIVATE KEY-----"
+    content = envfile.render([envfile.Entry("TLS_KEY", value, "item 'tls' custom field 1")], "secrets of t")
+    names = env_key_names(content)  # what EnvWriter.provision puts in the entry's detail "keys"
+    assert names == ["TLS_KEY"], names
+
+
+@pytest.mark.xfail(strict=True, reason="V2: a (leaked) retired key can endorse a second, backdated successor")
+def test_v2_a_key_endorsing_two_successors_is_a_forked_key_chain(tmp_path: Path) -> None:
+    old_private, old = _key("osa")
+    _, current = _key("osa")  # the real rotation: both keys held out of band by the verifier
+    forged_private, forged = _key("osa")  # the attacker's, endorsed with the leaked old key, backdated
+    keys = [
+        {"t": "key", "host": "osa", "key": old.vkey, "retired_at": "2026-12-01T12:00:00.000000Z"},
+        _endorsed(old_private, old, forged, "2026-12-01T11:00:00.000000Z"),
+        _endorsed(old_private, old, current, "2026-12-01T12:00:00.000000Z"),
+    ]
+    _bundle(tmp_path / "forged.jsonl", "osa", forged_private, forged, _entries("osa", 5), keys=keys)
+    with pytest.raises(AuditError):
+        verify(tmp_path / "forged.jsonl", [old, current])
+
+
+@pytest.mark.xfail(strict=True, reason="V3: another host's database credentials write entries the host then signs")
+def test_v3_an_entry_written_into_a_hosts_log_by_another_host_is_not_signed_as_its_own(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    try:
+        osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
+        with origin.acting("daemon", host="osa"), store.session() as session:
+            AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+        with origin.acting("daemon", host="osa"):
+            assert osa.checkpoint() is not None
+        # host domedog, compromised: its own colibri on the shared store, recording under osa's name
+        with origin.acting("operator:uid=0", host="osa"), store.session() as session:
+            AuditRepo(session).append(Event("agent.destroy", "tenant:acme", tenant="acme"))
+        with origin.acting("daemon", host="osa"), pytest.raises(AuditError):
+            osa.checkpoint()  # signs the forged "osa destroyed acme" as osa's own history
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="V4: a bundle naming a malformed exporter crashes verify (BadNote, exit 1)")
+def test_v4_a_malformed_export_host_is_a_verify_failure_not_an_internal_error(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, _entries("osa", 3), export_host="../x")
+    with pytest.raises(AuditError):
+        verify(tmp_path / "b.jsonl", [public])
