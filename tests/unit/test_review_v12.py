@@ -51,6 +51,7 @@ def _bundle(
     lines: list[bytes],
     keys: list[dict[str, Any]] | None = None,
     export_host: str | None = None,
+    cosignatures: list[dict[str, Any]] | None = None,
 ) -> None:
     """A bundle of ``host``'s ``lines``, one checkpoint over all of them, signed by ``public``."""
     root = merkle.root([merkle.leaf(line) for line in lines])
@@ -61,6 +62,7 @@ def _bundle(
     records = [{"t": "bundle", "format": "colibri-audit", "version": 1, "host": exporter, "time": SIGNED}]
     records += keys or [{"t": "key", "host": host, "key": public.vkey}]
     records.append({"t": "checkpoint", "note": checkpoint})
+    records += cosignatures or []
     text = [_line(r) for r in records] + [line.decode() for line in lines]
     export = {"t": "export", "host": exporter, "time": SIGNED, "heads": {h: list(v) for h, v in heads.items()}}
     export |= {"key_id": public.key_id, "signature": base64.b64encode(signature).decode()}
@@ -168,3 +170,40 @@ def test_v6_a_deeply_nested_record_is_a_verify_failure_not_an_internal_error(tmp
     (tmp_path / "b.jsonl").write_text(header + "\n")
     with pytest.raises(AuditError):
         verify(tmp_path / "b.jsonl", [public])
+
+
+def _cosignature(
+    private: Ed25519PrivateKey, key: note.PublicKey, host: str, lines: list[bytes], when: str
+) -> dict[str, Any]:
+    """``key``'s host's cosignature of ``host``'s tree of ``lines``, signed at ``when``."""
+    root = merkle.root([merkle.leaf(line) for line in lines])
+    signature = private.sign(note.cosign_message(note.Checkpoint(host, len(lines), root, SIGNED), when))
+    return {"t": "cosignature", "host": host, "size": len(lines), "root": base64.b64encode(root).decode(),
+            "witness": key.host, "key_id": key.key_id, "time": when,
+            "signature": base64.b64encode(signature).decode()}  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, reason="V7: a witness's retired key still cosigns after its retirement")
+def test_v7_a_cosignature_by_a_retired_key_after_its_retirement_is_refused(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    old_private, old = _key("domedog")
+    _, new = _key("domedog")
+    retired = "2026-12-01T12:00:00.000000Z"
+    lines = _entries("osa", 4)
+    keys = [{"t": "key", "host": "osa", "key": public.vkey},
+            {"t": "key", "host": "domedog", "key": old.vkey, "retired_at": retired},
+            _endorsed(old_private, old, new, retired)]  # fmt: skip
+    late = _cosignature(old_private, old, "osa", lines, "2026-12-01T18:30:00.000000Z")  # the leaked old key
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, lines, keys=keys, cosignatures=[late])
+    with pytest.raises(AuditError, match="retired"):
+        verify(tmp_path / "b.jsonl", [public, old])
+
+
+@pytest.mark.xfail(strict=True, reason="V8: a host's cosignature of its own checkpoint is reported as a witness")
+def test_v8_a_host_cannot_witness_its_own_tree(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    lines = _entries("osa", 4)
+    own = _cosignature(private, public, "osa", lines, "2026-12-01T18:00:02.000000Z")
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, lines, cosignatures=[own])
+    with pytest.raises(AuditError):
+        verify(tmp_path / "b.jsonl", [public])  # else: "cosigned up to 4 by osa" (witnessed by nobody else)
