@@ -207,3 +207,36 @@ def test_v8_a_host_cannot_witness_its_own_tree(tmp_path: Path) -> None:
     _bundle(tmp_path / "b.jsonl", "osa", private, public, lines, cosignatures=[own])
     with pytest.raises(AuditError):
         verify(tmp_path / "b.jsonl", [public])  # else: "cosigned up to 4 by osa" (witnessed by nobody else)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="V9: one unsigned checkpoint row from another host stops a host signing for good"
+)
+def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_path: Path) -> None:
+    from colibri.store.audit_trail import AuditCheckpoint, TrailRepo
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
+        with origin.acting("daemon", host="osa"):
+            with store.session() as session:
+                AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+            assert osa.checkpoint() is not None
+            with store.session() as session:  # domedog's credentials: a junk row under osa's name
+                TrailRepo(session).add_checkpoint(
+                    AuditCheckpoint(
+                        host="osa",
+                        size=10**6,
+                        root="00" * 32,
+                        key_id="00000000",
+                        note="junk",
+                        signed_at="2026-12-01T18:00:00.000000Z",
+                    )
+                )
+            for n in range(3):  # osa goes on changing state ...
+                with store.session() as session:
+                    AuditRepo(session).append(Event("tenant.register", f"tenant:t{n}", tenant=f"t{n}"))
+            signed = osa.checkpoint()  # ... and must still sign it (else it stays unsigned, deletable unseen)
+        assert signed is not None and signed.size == osa.head()
+    finally:
+        store.close()
