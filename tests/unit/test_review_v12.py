@@ -240,3 +240,56 @@ def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_
         assert signed is not None and signed.size == osa.head()
     finally:
         store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="V10: a batch's give-back of tenant zed's task is recorded as tenant acme's act")
+def test_v10_a_task_given_back_from_a_claim_batch_is_not_recorded_as_another_tenants_act(tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+
+    from colibri.daemon.dispatcher import Dispatcher
+    from colibri.daemon.liveness import Registry
+    from colibri.daemon.metrics import Metrics
+    from colibri.services.hive.rules import AgentRef, Policy, Scope
+    from colibri.services.hive.service import HiveService
+    from tests.unit.daemon.hive_world import active_tenants
+
+    policy = Policy(lease_seconds=300, max_attempts=3)
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h", "zed": "h"})
+    try:
+        with origin.acting("daemon", host="h"):
+            hive = HiveService(store, policy, host="h")
+            hive.hosts.start()
+            hive.register(Scope("tenant", "acme"), "a1", [{"name": "echo", "version": "1"}], "1")
+            hive.register(Scope("tenant", "zed"), "z1", [{"name": "echo", "version": "1"}], "1")
+            task = hive.submit(Scope("tenant", "zed"), "echo", {"n": 1})
+        registry = Registry(policy)
+        for agent in hive.load_agents():
+            registry.upsert(agent)
+
+        async def db(fn: Any, *args: Any) -> Any:
+            await asyncio.sleep(0)
+            return fn(*args)
+
+        dispatcher = Dispatcher(registry, Metrics(), db, lambda: hive, lambda: False)
+
+        async def race() -> None:
+            with origin.acting("tenant:acme", host="h"):  # acme's claim starts the batch
+                acme = asyncio.ensure_future(dispatcher._claim(AgentRef("acme/a1", "acme", None, frozenset({"echo"}))))
+            with origin.acting("tenant:zed", host="h"):  # zed's joins it, then its client goes
+                zed = asyncio.ensure_future(dispatcher._claim(AgentRef("zed/z1", "zed", None, frozenset({"echo"}))))
+            await asyncio.sleep(0)
+            zed.cancel()
+            assert await acme is None
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+
+        asyncio.run(race())
+        with store.engine.connect() as conn:
+            bodies = [json.loads(b) for (b,) in conn.execute(text("SELECT body FROM audit_entries ORDER BY seq"))]
+    finally:
+        store.close()
+    given_back = [e for e in bodies if e["action"] == "task.requeue" and e["subject"] == f"task:{task['id']}"]
+    assert given_back, [e["action"] for e in bodies]
+    assert given_back[0]["actor"] != "tenant:acme", given_back[0]
