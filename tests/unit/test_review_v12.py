@@ -293,3 +293,20 @@ def test_v10_a_task_given_back_from_a_claim_batch_is_not_recorded_as_another_ten
     given_back = [e for e in bodies if e["action"] == "task.requeue" and e["subject"] == f"task:{task['id']}"]
     assert given_back, [e["action"] for e in bodies]
     assert given_back[0]["actor"] != "tenant:acme", given_back[0]
+
+
+@pytest.mark.xfail(strict=True, reason="V11: verify reports the header's unsigned export time (any text, newlines too)")
+def test_v11_the_export_time_verify_reports_is_the_signed_one(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    path = tmp_path / "b.jsonl"
+    _bundle(path, "osa", private, public, _entries("osa", 3))
+    lines = path.read_text().split("\n")
+    header = json.loads(lines[0])
+    header["time"] = "2027-06-01T00:00:00.000000Z\n  osa: 9999 entries, cosigned up to 9999 by domedog"
+    lines[0] = _line(header)
+    path.write_text("\n".join(lines))
+    try:
+        report = verify(path, [public])
+    except AuditError:
+        return  # refusing an edited header is as good
+    assert report.exported_at == SIGNED, report.exported_at  # an old bundle made to look fresh
