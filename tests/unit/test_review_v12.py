@@ -310,3 +310,34 @@ def test_v11_the_export_time_verify_reports_is_the_signed_one(tmp_path: Path) ->
     except AuditError:
         return  # refusing an edited header is as good
     assert report.exported_at == SIGNED, report.exported_at  # an old bundle made to look fresh
+
+
+@pytest.mark.xfail(strict=True, reason="V12: a move requeues the tenant's tasks and retires its agents with no entry")
+def test_v12_a_move_records_the_tasks_it_requeues_and_the_agents_it_retires(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from colibri.services.hive.moves import leave_old_host
+    from colibri.services.hive.rules import AgentRef, Policy, Scope
+    from colibri.services.hive.service import HiveService
+    from tests.unit.daemon.hive_world import active_tenants
+
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h"})
+    try:
+        with origin.acting("operator:uid=0", host="h"):
+            hive = HiveService(store, Policy(lease_seconds=300, max_attempts=3), host="h")
+            hive.hosts.start()
+            hive.register(Scope("tenant", "acme"), "a1", [{"name": "echo", "version": "1"}], "1")
+            task = hive.submit(Scope("tenant", "acme"), "echo", {"n": 1})
+            assert hive.claim(AgentRef("acme/a1", "acme", None, frozenset({"echo"}))) is not None
+            with store.session() as session:  # the move's own transaction (placement.rehome)
+                assert leave_old_host(session, "acme", "domedog") == [task["id"]]
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT body FROM audit_entries ORDER BY seq")).all()
+    finally:
+        store.close()
+    after = [json.loads(b) for (b,) in rows]
+    after = after[next(i for i, e in enumerate(after) if e["action"] == "task.claim") + 1 :]
+    assert {(e["action"], e["subject"]) for e in after} >= {
+        ("task.requeue", f"task:{task['id']}"),
+        ("agent.leave", "agent:acme/a1"),
+    }, [(e["action"], e["subject"]) for e in after]
