@@ -341,3 +341,21 @@ def test_v12_a_move_records_the_tasks_it_requeues_and_the_agents_it_retires(tmp_
         ("task.requeue", f"task:{task['id']}"),
         ("agent.leave", "agent:acme/a1"),
     }, [(e["action"], e["subject"]) for e in after]
+
+
+@pytest.mark.xfail(strict=True, reason="V13: a long rotation chain listed newest first makes verify quadratic (a hang)")
+def test_v13_a_long_key_chain_in_reverse_order_verifies_in_linear_time(tmp_path: Path) -> None:
+    import contextlib
+    import time
+
+    count = 2000  # 0.55 MB of keys: ~5 s here; quadratic, so 20,000 (5.5 MB) is ~8 minutes
+    chain = [_key("osa") for _ in range(count + 1)]
+    keys = [{"t": "key", "host": "osa", "key": chain[0][1].vkey}]
+    when = "2026-12-01T12:00:00.000000Z"
+    keys += [_endorsed(chain[n][0], chain[n][1], chain[n + 1][1], when) for n in reversed(range(count))]
+    private, public = chain[-1]
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, _entries("osa", 2), keys=keys)
+    started = time.monotonic()
+    with contextlib.suppress(AuditError):  # refusing such a chain is as good, if quick
+        verify(tmp_path / "b.jsonl", [chain[0][1]])
+    assert time.monotonic() - started < 2.0  # one signature check a key: well under a second
