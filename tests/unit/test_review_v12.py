@@ -359,3 +359,24 @@ def test_v13_a_long_key_chain_in_reverse_order_verifies_in_linear_time(tmp_path:
     with contextlib.suppress(AuditError):  # refusing such a chain is as good, if quick
         verify(tmp_path / "b.jsonl", [chain[0][1]])
     assert time.monotonic() - started < 2.0  # one signature check a key: well under a second
+
+
+@pytest.mark.xfail(strict=True, reason="V14: a host's long key chain makes every witness's cosign quadratic")
+def test_v14_a_witness_reads_another_hosts_key_chain_in_linear_time() -> None:
+    import time
+
+    from colibri.services.audit.signer import _peer_keys
+    from colibri.store.audit_trail import AuditKey
+
+    count = 2000  # rows domedog (compromised, its own key) writes to audit_keys, newest first
+    chain = [_key("domedog") for _ in range(count + 1)]
+    when = "2026-12-01T12:00:00.000000Z"
+    rows = [AuditKey(host="domedog", key_id=chain[0][1].key_id, public_key=chain[0][1].vkey, created_at=when)]
+    for n in reversed(range(count)):
+        endorsement = _endorsed(chain[n][0], chain[n][1], chain[n + 1][1], when)["endorsement"]
+        rows.append(AuditKey(host="domedog", key_id=chain[n + 1][1].key_id, public_key=chain[n + 1][1].vkey,
+                             created_at=when, endorsement=json.dumps(endorsement)))  # fmt: skip
+    started = time.monotonic()
+    trusted = _peer_keys("domedog", [chain[0][1].vkey], rows)  # on osa's database thread, each cosign run
+    assert len(trusted) == count + 1
+    assert time.monotonic() - started < 2.0
