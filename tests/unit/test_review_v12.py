@@ -380,3 +380,17 @@ def test_v14_a_witness_reads_another_hosts_key_chain_in_linear_time() -> None:
     trusted = _peer_keys("domedog", [chain[0][1].vkey], rows)  # on osa's database thread, each cosign run
     assert len(trusted) == count + 1
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.xfail(strict=True, reason="V15: between checkpoints verify never reads an entry's host or seq")
+def test_v15_an_entry_in_one_hosts_chain_that_names_another_host_is_refused(tmp_path: Path) -> None:
+    private, public = _key("domedog")
+    lines, prev = [], GENESIS
+    for seq, host in ((1, "domedog"), (2, "osa"), (3, "domedog")):  # #2 claims to be osa's (and seq 2 of it)
+        event = Event("agent.destroy" if host == "osa" else "tenant.register", "tenant:acme", tenant="acme")
+        encoded = body(seq, "2026-12-01T18:00:00.000000Z", host, "operator:uid=0", event, prev)
+        prev = leaf_hash(encoded)
+        lines.append(encoded)
+    _bundle(tmp_path / "b.jsonl", "domedog", private, public, lines)
+    with pytest.raises(AuditError, match="domedog#2"):
+        verify(tmp_path / "b.jsonl", [public])
