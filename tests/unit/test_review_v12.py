@@ -1,0 +1,396 @@
+"""Hostile review of issues 11 and 12 (review 12): each test fails on the code it was written against."""
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from colibri.adapters import envfile
+from colibri.adapters.audit_keys import KeyDir
+from colibri.audit import merkle, note, origin
+from colibri.audit.entry import GENESIS, Event, body, leaf_hash
+from colibri.audit.verify import verify
+from colibri.errors import AuditError
+from colibri.services.audit.signer import AuditSigner
+from colibri.services.secrets_write import env_key_names
+from colibri.store.audit import AuditRepo
+from colibri.store.db import Store
+
+SIGNED = "2026-12-01T18:00:01.000000Z"
+
+
+def _key(host: str) -> tuple[Ed25519PrivateKey, note.PublicKey]:
+    private = Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return private, note.PublicKey(note.key_name(host), raw)
+
+
+def _entries(host: str, count: int) -> list[bytes]:
+    found, prev = [], GENESIS
+    for seq in range(1, count + 1):
+        event = Event("tenant.register", f"tenant:t{seq}", tenant=f"t{seq}")
+        encoded = body(seq, "2026-12-01T18:00:00.000000Z", host, "operator:uid=0", event, prev)
+        prev = leaf_hash(encoded)
+        found.append(encoded)
+    return found
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+def _bundle(
+    path: Path,
+    host: str,
+    private: Ed25519PrivateKey,
+    public: note.PublicKey,
+    lines: list[bytes],
+    keys: list[dict[str, Any]] | None = None,
+    export_host: str | None = None,
+    cosignatures: list[dict[str, Any]] | None = None,
+) -> None:
+    """A bundle of ``host``'s ``lines``, one checkpoint over all of them, signed by ``public``."""
+    root = merkle.root([merkle.leaf(line) for line in lines])
+    checkpoint = note.sign(note.Checkpoint(host, len(lines), root, SIGNED), public, private.sign)
+    exporter = export_host or host
+    heads = {host: (len(lines), root.hex())}
+    signature = private.sign(note.export_message(host, SIGNED, heads)) if export_host is None else b"x" * 64
+    records = [{"t": "bundle", "format": "colibri-audit", "version": 1, "host": exporter, "time": SIGNED}]
+    records += keys or [{"t": "key", "host": host, "key": public.vkey}]
+    records.append({"t": "checkpoint", "note": checkpoint})
+    records += cosignatures or []
+    text = [_line(r) for r in records] + [line.decode() for line in lines]
+    export = {"t": "export", "host": exporter, "time": SIGNED, "heads": {h: list(v) for h, v in heads.items()}}
+    export |= {"key_id": public.key_id, "signature": base64.b64encode(signature).decode()}
+    text.append(_line(export))
+    path.write_text("\n".join(text) + "\n")
+
+
+def _endorsed(by_private: Ed25519PrivateKey, by: note.PublicKey, new: note.PublicKey, when: str) -> dict[str, Any]:
+    signature = base64.b64encode(by_private.sign(note.endorse_message(new, when))).decode()
+    return {
+        "t": "key",
+        "host": new.host,
+        "key": new.vkey,
+        "endorsement": {"by": by.key_id, "time": when, "signature": signature},
+    }
+
+
+def test_the_bundle_builder_makes_a_bundle_that_verifies(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, _entries("osa", 5))
+    assert verify(tmp_path / "b.jsonl", [public]).hosts["osa"].entries == 5
+
+
+@pytest.mark.xfail(strict=True, reason="V1: a multi-line secret's continuation lines leak into secrets.provision keys")
+def test_v1_a_multiline_secret_value_is_not_named_as_a_key_in_the_audit_entry() -> None:
+    pem_tail = "c2VjcmV0LXByaXZhdGUta2V5LW1hdGVyaWFsLXRoYXQtbXVzdC1uZXZlci1sZWFr"
+    value = f"-----BEGIN PRIVATE KEY-----\n{pem_tail}==\n-----END PRIVATE KEY-----"
+    content = envfile.render([envfile.Entry("TLS_KEY", value, "item 'tls' custom field 1")], "secrets of t")
+    names = env_key_names(content)  # what EnvWriter.provision puts in the entry's detail "keys"
+    assert names == ["TLS_KEY"], names
+
+
+@pytest.mark.xfail(strict=True, reason="V2: a (leaked) retired key can endorse a second, backdated successor")
+def test_v2_a_key_endorsing_two_successors_is_a_forked_key_chain(tmp_path: Path) -> None:
+    old_private, old = _key("osa")
+    _, current = _key("osa")  # the real rotation: both keys held out of band by the verifier
+    forged_private, forged = _key("osa")  # the attacker's, endorsed with the leaked old key, backdated
+    keys = [
+        {"t": "key", "host": "osa", "key": old.vkey, "retired_at": "2026-12-01T12:00:00.000000Z"},
+        _endorsed(old_private, old, forged, "2026-12-01T11:00:00.000000Z"),
+        _endorsed(old_private, old, current, "2026-12-01T12:00:00.000000Z"),
+    ]
+    _bundle(tmp_path / "forged.jsonl", "osa", forged_private, forged, _entries("osa", 5), keys=keys)
+    with pytest.raises(AuditError):
+        verify(tmp_path / "forged.jsonl", [old, current])
+
+
+@pytest.mark.xfail(strict=True, reason="V3: another host's database credentials write entries the host then signs")
+def test_v3_an_entry_written_into_a_hosts_log_by_another_host_is_not_signed_as_its_own(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    try:
+        osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
+        with origin.acting("daemon", host="osa"), store.session() as session:
+            AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+        with origin.acting("daemon", host="osa"):
+            assert osa.checkpoint() is not None
+        # host domedog, compromised: its own colibri on the shared store, recording under osa's name
+        with origin.acting("operator:uid=0", host="osa"), store.session() as session:
+            AuditRepo(session).append(Event("agent.destroy", "tenant:acme", tenant="acme"))
+        with origin.acting("daemon", host="osa"), pytest.raises(AuditError):
+            osa.checkpoint()  # signs the forged "osa destroyed acme" as osa's own history
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="V4: a bundle naming a malformed exporter crashes verify (BadNote, exit 1)")
+def test_v4_a_malformed_export_host_is_a_verify_failure_not_an_internal_error(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, _entries("osa", 3), export_host="../x")
+    with pytest.raises(AuditError):
+        verify(tmp_path / "b.jsonl", [public])
+
+
+@pytest.mark.xfail(strict=True, reason="V5: a .env is written into the jail though its audit entry cannot be written")
+def test_v5_secrets_are_not_delivered_when_their_audit_entry_cannot_be_written(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from colibri.errors import StoreError
+    from colibri.services.secrets_write import EnvTarget, EnvWriter
+    from colibri.store.models import Tenant
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    home = tmp_path / "homes" / "acme"
+    home.mkdir(parents=True)
+    try:
+        with store.session() as session:
+            session.add(Tenant(tenant_id="acme", jail_name="acme", host="osa", status="running",
+                               backend="local", jail_root=str(home)))  # fmt: skip
+        with store.engine.begin() as conn:  # the audit table refuses every write
+            conn.execute(text("CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_entries "
+                              "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"))  # fmt: skip
+        writer = EnvWriter(store, "root", (tmp_path / "homes",))
+        with pytest.raises(StoreError):
+            writer.deliver(EnvTarget("acme", "local", str(home)), b"TOKEN='s3cr3t'\n")
+        assert not (home / ".env").exists()  # no entry, no change: the secret never reached the jail
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="V6: a deeply nested record crashes verify (RecursionError, exit 1)")
+def test_v6_a_deeply_nested_record_is_a_verify_failure_not_an_internal_error(tmp_path: Path) -> None:
+    _, public = _key("osa")
+    header = '{"t":"bundle","format":"colibri-audit","version":1,"x":' + "[" * 30000 + "]" * 30000 + "}"
+    (tmp_path / "b.jsonl").write_text(header + "\n")
+    with pytest.raises(AuditError):
+        verify(tmp_path / "b.jsonl", [public])
+
+
+def _cosignature(
+    private: Ed25519PrivateKey, key: note.PublicKey, host: str, lines: list[bytes], when: str
+) -> dict[str, Any]:
+    """``key``'s host's cosignature of ``host``'s tree of ``lines``, signed at ``when``."""
+    root = merkle.root([merkle.leaf(line) for line in lines])
+    signature = private.sign(note.cosign_message(note.Checkpoint(host, len(lines), root, SIGNED), when))
+    return {"t": "cosignature", "host": host, "size": len(lines), "root": base64.b64encode(root).decode(),
+            "witness": key.host, "key_id": key.key_id, "time": when,
+            "signature": base64.b64encode(signature).decode()}  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, reason="V7: a witness's retired key still cosigns after its retirement")
+def test_v7_a_cosignature_by_a_retired_key_after_its_retirement_is_refused(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    old_private, old = _key("domedog")
+    _, new = _key("domedog")
+    retired = "2026-12-01T12:00:00.000000Z"
+    lines = _entries("osa", 4)
+    keys = [{"t": "key", "host": "osa", "key": public.vkey},
+            {"t": "key", "host": "domedog", "key": old.vkey, "retired_at": retired},
+            _endorsed(old_private, old, new, retired)]  # fmt: skip
+    late = _cosignature(old_private, old, "osa", lines, "2026-12-01T18:30:00.000000Z")  # the leaked old key
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, lines, keys=keys, cosignatures=[late])
+    with pytest.raises(AuditError, match="retired"):
+        verify(tmp_path / "b.jsonl", [public, old])
+
+
+@pytest.mark.xfail(strict=True, reason="V8: a host's cosignature of its own checkpoint is reported as a witness")
+def test_v8_a_host_cannot_witness_its_own_tree(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    lines = _entries("osa", 4)
+    own = _cosignature(private, public, "osa", lines, "2026-12-01T18:00:02.000000Z")
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, lines, cosignatures=[own])
+    with pytest.raises(AuditError):
+        verify(tmp_path / "b.jsonl", [public])  # else: "cosigned up to 4 by osa" (witnessed by nobody else)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="V9: one unsigned checkpoint row from another host stops a host signing for good"
+)
+def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_path: Path) -> None:
+    from colibri.store.audit_trail import AuditCheckpoint, TrailRepo
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
+        with origin.acting("daemon", host="osa"):
+            with store.session() as session:
+                AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+            assert osa.checkpoint() is not None
+            with store.session() as session:  # domedog's credentials: a junk row under osa's name
+                TrailRepo(session).add_checkpoint(
+                    AuditCheckpoint(
+                        host="osa",
+                        size=10**6,
+                        root="00" * 32,
+                        key_id="00000000",
+                        note="junk",
+                        signed_at="2026-12-01T18:00:00.000000Z",
+                    )
+                )
+            for n in range(3):  # osa goes on changing state ...
+                with store.session() as session:
+                    AuditRepo(session).append(Event("tenant.register", f"tenant:t{n}", tenant=f"t{n}"))
+            signed = osa.checkpoint()  # ... and must still sign it (else it stays unsigned, deletable unseen)
+        assert signed is not None and signed.size == osa.head()
+    finally:
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="V10: a batch's give-back of tenant zed's task is recorded as tenant acme's act")
+def test_v10_a_task_given_back_from_a_claim_batch_is_not_recorded_as_another_tenants_act(tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+
+    from colibri.daemon.dispatcher import Dispatcher
+    from colibri.daemon.liveness import Registry
+    from colibri.daemon.metrics import Metrics
+    from colibri.services.hive.rules import AgentRef, Policy, Scope
+    from colibri.services.hive.service import HiveService
+    from tests.unit.daemon.hive_world import active_tenants
+
+    policy = Policy(lease_seconds=300, max_attempts=3)
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h", "zed": "h"})
+    try:
+        with origin.acting("daemon", host="h"):
+            hive = HiveService(store, policy, host="h")
+            hive.hosts.start()
+            hive.register(Scope("tenant", "acme"), "a1", [{"name": "echo", "version": "1"}], "1")
+            hive.register(Scope("tenant", "zed"), "z1", [{"name": "echo", "version": "1"}], "1")
+            task = hive.submit(Scope("tenant", "zed"), "echo", {"n": 1})
+        registry = Registry(policy)
+        for agent in hive.load_agents():
+            registry.upsert(agent)
+
+        async def db(fn: Any, *args: Any) -> Any:
+            await asyncio.sleep(0)
+            return fn(*args)
+
+        dispatcher = Dispatcher(registry, Metrics(), db, lambda: hive, lambda: False)
+
+        async def race() -> None:
+            with origin.acting("tenant:acme", host="h"):  # acme's claim starts the batch
+                acme = asyncio.ensure_future(dispatcher._claim(AgentRef("acme/a1", "acme", None, frozenset({"echo"}))))
+            with origin.acting("tenant:zed", host="h"):  # zed's joins it, then its client goes
+                zed = asyncio.ensure_future(dispatcher._claim(AgentRef("zed/z1", "zed", None, frozenset({"echo"}))))
+            await asyncio.sleep(0)
+            zed.cancel()
+            assert await acme is None
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+
+        asyncio.run(race())
+        with store.engine.connect() as conn:
+            bodies = [json.loads(b) for (b,) in conn.execute(text("SELECT body FROM audit_entries ORDER BY seq"))]
+    finally:
+        store.close()
+    given_back = [e for e in bodies if e["action"] == "task.requeue" and e["subject"] == f"task:{task['id']}"]
+    assert given_back, [e["action"] for e in bodies]
+    assert given_back[0]["actor"] != "tenant:acme", given_back[0]
+
+
+@pytest.mark.xfail(strict=True, reason="V11: verify reports the header's unsigned export time (any text, newlines too)")
+def test_v11_the_export_time_verify_reports_is_the_signed_one(tmp_path: Path) -> None:
+    private, public = _key("osa")
+    path = tmp_path / "b.jsonl"
+    _bundle(path, "osa", private, public, _entries("osa", 3))
+    lines = path.read_text().split("\n")
+    header = json.loads(lines[0])
+    header["time"] = "2027-06-01T00:00:00.000000Z\n  osa: 9999 entries, cosigned up to 9999 by domedog"
+    lines[0] = _line(header)
+    path.write_text("\n".join(lines))
+    try:
+        report = verify(path, [public])
+    except AuditError:
+        return  # refusing an edited header is as good
+    assert report.exported_at == SIGNED, report.exported_at  # an old bundle made to look fresh
+
+
+@pytest.mark.xfail(strict=True, reason="V12: a move requeues the tenant's tasks and retires its agents with no entry")
+def test_v12_a_move_records_the_tasks_it_requeues_and_the_agents_it_retires(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from colibri.services.hive.moves import leave_old_host
+    from colibri.services.hive.rules import AgentRef, Policy, Scope
+    from colibri.services.hive.service import HiveService
+    from tests.unit.daemon.hive_world import active_tenants
+
+    store = active_tenants(f"sqlite:///{tmp_path / 'hive.db'}", {"acme": "h"})
+    try:
+        with origin.acting("operator:uid=0", host="h"):
+            hive = HiveService(store, Policy(lease_seconds=300, max_attempts=3), host="h")
+            hive.hosts.start()
+            hive.register(Scope("tenant", "acme"), "a1", [{"name": "echo", "version": "1"}], "1")
+            task = hive.submit(Scope("tenant", "acme"), "echo", {"n": 1})
+            assert hive.claim(AgentRef("acme/a1", "acme", None, frozenset({"echo"}))) is not None
+            with store.session() as session:  # the move's own transaction (placement.rehome)
+                assert leave_old_host(session, "acme", "domedog") == [task["id"]]
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT body FROM audit_entries ORDER BY seq")).all()
+    finally:
+        store.close()
+    after = [json.loads(b) for (b,) in rows]
+    after = after[next(i for i, e in enumerate(after) if e["action"] == "task.claim") + 1 :]
+    assert {(e["action"], e["subject"]) for e in after} >= {
+        ("task.requeue", f"task:{task['id']}"),
+        ("agent.leave", "agent:acme/a1"),
+    }, [(e["action"], e["subject"]) for e in after]
+
+
+@pytest.mark.xfail(strict=True, reason="V13: a long rotation chain listed newest first makes verify quadratic (a hang)")
+def test_v13_a_long_key_chain_in_reverse_order_verifies_in_linear_time(tmp_path: Path) -> None:
+    import contextlib
+    import time
+
+    count = 2000  # 0.55 MB of keys: ~5 s here; quadratic, so 20,000 (5.5 MB) is ~8 minutes
+    chain = [_key("osa") for _ in range(count + 1)]
+    keys = [{"t": "key", "host": "osa", "key": chain[0][1].vkey}]
+    when = "2026-12-01T12:00:00.000000Z"
+    keys += [_endorsed(chain[n][0], chain[n][1], chain[n + 1][1], when) for n in reversed(range(count))]
+    private, public = chain[-1]
+    _bundle(tmp_path / "b.jsonl", "osa", private, public, _entries("osa", 2), keys=keys)
+    started = time.monotonic()
+    with contextlib.suppress(AuditError):  # refusing such a chain is as good, if quick
+        verify(tmp_path / "b.jsonl", [chain[0][1]])
+    assert time.monotonic() - started < 2.0  # one signature check a key: well under a second
+
+
+@pytest.mark.xfail(strict=True, reason="V14: a host's long key chain makes every witness's cosign quadratic")
+def test_v14_a_witness_reads_another_hosts_key_chain_in_linear_time() -> None:
+    import time
+
+    from colibri.services.audit.signer import _peer_keys
+    from colibri.store.audit_trail import AuditKey
+
+    count = 2000  # rows domedog (compromised, its own key) writes to audit_keys, newest first
+    chain = [_key("domedog") for _ in range(count + 1)]
+    when = "2026-12-01T12:00:00.000000Z"
+    rows = [AuditKey(host="domedog", key_id=chain[0][1].key_id, public_key=chain[0][1].vkey, created_at=when)]
+    for n in reversed(range(count)):
+        endorsement = _endorsed(chain[n][0], chain[n][1], chain[n + 1][1], when)["endorsement"]
+        rows.append(AuditKey(host="domedog", key_id=chain[n + 1][1].key_id, public_key=chain[n + 1][1].vkey,
+                             created_at=when, endorsement=json.dumps(endorsement)))  # fmt: skip
+    started = time.monotonic()
+    trusted = _peer_keys("domedog", [chain[0][1].vkey], rows)  # on osa's database thread, each cosign run
+    assert len(trusted) == count + 1
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.xfail(strict=True, reason="V15: between checkpoints verify never reads an entry's host or seq")
+def test_v15_an_entry_in_one_hosts_chain_that_names_another_host_is_refused(tmp_path: Path) -> None:
+    private, public = _key("domedog")
+    lines, prev = [], GENESIS
+    for seq, host in ((1, "domedog"), (2, "osa"), (3, "domedog")):  # #2 claims to be osa's (and seq 2 of it)
+        event = Event("agent.destroy" if host == "osa" else "tenant.register", "tenant:acme", tenant="acme")
+        encoded = body(seq, "2026-12-01T18:00:00.000000Z", host, "operator:uid=0", event, prev)
+        prev = leaf_hash(encoded)
+        lines.append(encoded)
+    _bundle(tmp_path / "b.jsonl", "domedog", private, public, lines)
+    with pytest.raises(AuditError, match="domedog#2"):
+        verify(tmp_path / "b.jsonl", [public])
