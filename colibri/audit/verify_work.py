@@ -110,9 +110,12 @@ def lines(handle: IO[bytes]) -> Iterator[bytes]:
 def open_notes(texts: list[str], keys: list[PublicKey]) -> list[str | None]:
     """Per note, the ``name+key id`` of the trusted key that signed it, or ``!`` and why not."""
     found: list[str | None] = []
+    index = {(key.name, key.key_hash): key for key in keys}  # a long chain is looked up, never scanned
     for text in texts:
         try:
-            _, key = note.open_note(text, keys)
+            _, signatures = note.parse(text)
+            candidates = [index[(name, hash_)] for name, hash_, _ in signatures if (name, hash_) in index]
+            _, key = note.open_note(text, candidates)
         except BadNote as exc:
             found.append(f"!{exc}")
             continue
