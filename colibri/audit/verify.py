@@ -169,6 +169,11 @@ class _Verifier:
             raise fail(f"{where}: signed by an unknown key {str(record.get('key_id'))[:16]}")
         if not key.verify(signature, note.cosign_message(checkpoint, when)):
             raise fail(f"{where}: the signature does not verify")
+        if witness == host:
+            raise fail(f"{where}: a host's cosignature of its own tree witnesses nothing")
+        retired = self.successor_time.get((name, key.key_id))
+        if retired is not None and when > retired:
+            raise fail(f"{where}: signed at {when} by key {key.key_id}, retired at {retired}")
         self._mark(host, size, root, where)
         report = self.host(host)
         report.cosigned_by.add(witness)
@@ -301,7 +306,7 @@ class _Verifier:
 
     # ---- the export statement ------------------------------------------------------------------
     def export(self, record: dict[str, Any], header: dict[str, Any]) -> None:
-        work.check_export(record, header, self.trusted, self.heads)
+        work.check_export(record, header, self.trusted, self.heads, self.successor_time)
 
 
 def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None = None) -> Report:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
-from colibri.audit import merkle, note
+from colibri.audit import keychain, merkle, note
 from colibri.audit.note import BadNote, PublicKey
 from colibri.audit.verify_parts import fail, field_b64, field_text
 
@@ -23,7 +23,8 @@ def trust(
     records: list[dict[str, Any]], trusted: dict[tuple[str, str], PublicKey], successor_time: dict[tuple[str, str], str]
 ) -> None:
     """Add to ``trusted`` each bundle key a trusted one endorsed (rotations chain); refuse any other."""
-    found: list[tuple[PublicKey, dict[str, Any]]] = []
+    found: list[PublicKey] = []
+    endorsements: list[keychain.Endorsement] = []
     for record in records:
         try:
             key = note.parse_vkey(field_text(record.get("key"), "a key"))
@@ -31,22 +32,18 @@ def trust(
             raise fail(f"a key of the bundle: {exc}") from None
         if key.host != record.get("host"):
             raise fail(f"key {key.key_id} is named for another host than {str(record.get('host'))[:64]!r}")
-        found.append((key, record))
-    changed = True
-    while changed:  # a key the bundle endorses by a trusted one becomes trusted (rotations chain)
-        changed = False
-        for key, record in found:
-            endorsement = record.get("endorsement")
-            if (key.name, key.key_id) in trusted or not isinstance(endorsement, dict):
-                continue
-            by = trusted.get((key.name, str(endorsement.get("by"))))
+        found.append(key)
+        endorsement = record.get("endorsement")
+        if isinstance(endorsement, dict):
             when = field_text(endorsement.get("time"), "an endorsement's time", 32)
             signature = field_b64(endorsement.get("signature"), "an endorsement's signature")
-            if by is not None and by.verify(signature, note.endorse_message(key, when)):
-                trusted[(key.name, key.key_id)] = key
-                successor_time[(by.name, by.key_id)] = when
-                changed = True
-    for key, _record in found:
+            endorsements.append(keychain.Endorsement(key, str(endorsement.get("by")), when, signature))
+    try:  # a key the bundle endorses by a trusted one becomes trusted (rotations chain)
+        successors = keychain.follow(trusted, endorsements)
+    except BadNote as exc:
+        raise fail(str(exc)) from None
+    successor_time.update({ref: when for ref, (_, when) in successors.items()})
+    for key in found:
         if (key.name, key.key_id) not in trusted:
             ours = [k.key_id for (name, _), k in trusted.items() if name == key.name]
             why = f"the trusted key of that host is {', '.join(ours)}" if ours else "no --key names that host"
@@ -61,6 +58,7 @@ def check_export(
     header: dict[str, Any],
     trusted: dict[tuple[str, str], PublicKey],
     heads_found: dict[str, tuple[int, bytes]],
+    successor_time: dict[tuple[str, str], str],
 ) -> None:
     """The exporter's signed statement must name exactly the trees the bundle holds."""
     host = field_text(record.get("host"), "the export's host", 64)
@@ -79,6 +77,9 @@ def check_export(
     signature = field_b64(record.get("signature"), "the export's signature")
     if not key.verify(signature, note.export_message(host, when, claimed)):
         raise fail("the export statement's signature does not verify")
+    retired = successor_time.get((key.name, key.key_id))
+    if retired is not None and when > retired:
+        raise fail(f"the export statement: signed at {when} by key {key.key_id} of host {host}, retired at {retired}")
     for name in sorted(set(claimed) | set(heads_found)):
         size, root = heads_found.get(name, (0, merkle.EMPTY_ROOT))
         want = claimed.get(name)
@@ -109,9 +110,12 @@ def lines(handle: IO[bytes]) -> Iterator[bytes]:
 def open_notes(texts: list[str], keys: list[PublicKey]) -> list[str | None]:
     """Per note, the ``name+key id`` of the trusted key that signed it, or ``!`` and why not."""
     found: list[str | None] = []
+    index = {(key.name, key.key_hash): key for key in keys}  # a long chain is looked up, never scanned
     for text in texts:
         try:
-            _, key = note.open_note(text, keys)
+            _, signatures = note.parse(text)
+            candidates = [index[(name, hash_)] for name, hash_, _ in signatures if (name, hash_) in index]
+            _, key = note.open_note(text, candidates)
         except BadNote as exc:
             found.append(f"!{exc}")
             continue

@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.audit_keys import KeyDir
-from colibri.audit import note
+from colibri.audit import keychain, note
 from colibri.audit.entry import Event, leaf_hash
 from colibri.audit.merkle import CompactRange
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
@@ -297,8 +297,10 @@ class AuditSigner:
         private: Ed25519PrivateKey,
         public: PublicKey,
     ) -> tuple[Signed, dict[str, Any]]:
-        trusted = _peer_keys(host, peer.get("keys"), keys)
-        checkpoint, _ = note.open_note(row.note, trusted)
+        trusted, retired = _peer_chain(host, peer.get("keys"), keys)
+        checkpoint, signer = note.open_note(row.note, trusted)
+        if signer.key_id in retired and checkpoint.time > retired[signer.key_id]:
+            raise AuditError(f"signed at {checkpoint.time} by key {signer.key_id}, retired at {retired[signer.key_id]}")
         if checkpoint.size != row.size or checkpoint.root.hex() != row.root:
             raise AuditError("the checkpoint row does not match its signed note")
         tree, leaf, _ = _range(peer if "range" in peer else None)
@@ -343,30 +345,34 @@ class AuditSigner:
 def _peer_keys(host: str, pinned: list[str] | None, rows: Iterable[AuditKey]) -> list[PublicKey]:
     """The keys this witness trusts for ``host``: those it pinned, and those the store holds that
     a trusted one endorsed; on first sight (nothing pinned), every key the store holds for it."""
-    found = {}
+    return _peer_chain(host, pinned, rows)[0]
+
+
+def _peer_chain(
+    host: str, pinned: list[str] | None, rows: Iterable[AuditKey]
+) -> tuple[list[PublicKey], dict[str, str]]:
+    """``_peer_keys`` and, per retired key id, when its successor was endorsed (the chain walked
+    once, linear in the rows in any order; BadNote when a key endorses two successors)."""
+    found: dict[str, PublicKey] = {}
+    endorsements: list[keychain.Endorsement] = []
     for row in rows:
-        if row.host == host:
+        if row.host != host:
+            continue
+        try:
+            key = note.parse_vkey(row.public_key)
+        except BadNote:
+            continue
+        found[key.key_id] = key
+        if row.endorsement:
             try:
-                found[row.key_id] = (note.parse_vkey(row.public_key), row.endorsement)
-            except BadNote:
-                continue
-    if not pinned:
-        return [key for key, _ in found.values()]
-    trusted = {k.key_id: k for k in (note.parse_vkey(v) for v in pinned)}
-    changed = True
-    while changed:
-        changed = False
-        for key_id, (key, endorsement) in found.items():
-            if key_id in trusted or not endorsement:
-                continue
-            try:
-                value = json.loads(endorsement)
-                by = trusted.get(str(value["by"]))
-                signature = base64.b64decode(value["signature"])
-                ok = by is not None and by.verify(signature, note.endorse_message(key, str(value["time"])))
+                value = json.loads(row.endorsement)
+                endorsement = keychain.Endorsement(
+                    key, str(value["by"]), str(value["time"]), base64.b64decode(value["signature"])
+                )
             except (ValueError, KeyError, TypeError):
-                ok = False
-            if ok:
-                trusted[key_id] = key
-                changed = True
-    return list(trusted.values())
+                continue
+            endorsements.append(endorsement)
+    roots = list(found.values()) if not pinned else [note.parse_vkey(v) for v in pinned]
+    trusted = {(k.name, k.key_id): k for k in roots}
+    successors = keychain.follow(trusted, endorsements)
+    return list(trusted.values()), {key_id: when for (_, key_id), (_, when) in successors.items()}
