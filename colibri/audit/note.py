@@ -15,7 +15,6 @@ public key)>``.  Pure code: signing is a callable handed in (the key file is an 
 """
 
 import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -25,8 +24,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PREFIX = "colibri.audit/"
-HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+# \Z, not $ (which also matches before a final newline), and ASCII digits only: a name or time from
+# a bundle is shown to the operator and compared as text
+HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z", re.ASCII)
+SIZE = re.compile(r"^[0-9]{1,16}\Z")
 DASH = "\u2014"
 MAX_NOTE = 4096
 COSIGN_HEADER = b"colibri.audit cosignature/v1\n"
@@ -91,7 +93,7 @@ def parse_vkey(text: str) -> PublicKey:
     key_name(name.removeprefix(PREFIX))
     try:
         raw = base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII str
         raise BadNote("the key is not base64") from None
     if len(raw) != 33 or raw[0] != 1:
         raise BadNote("not an Ed25519 key")
@@ -134,11 +136,11 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     if len(lines) != 4 or not lines[0].startswith(PREFIX) or not lines[3].startswith("time "):
         raise BadNote("not a colibri checkpoint")
     host, size_text, root_text, time = lines[0].removeprefix(PREFIX), lines[1], lines[2], lines[3][5:]
-    if not HOST.match(host) or not size_text.isdigit() or len(size_text) > 16 or not TIME.match(time):
+    if not HOST.match(host) or not SIZE.match(size_text) or not TIME.match(time):
         raise BadNote("malformed checkpoint")
     try:
         root = base64.b64decode(root_text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII str
         raise BadNote("root not base64") from None
     if len(root) != 32 or base64.b64encode(root).decode() != root_text:
         raise BadNote("root not a SHA-256 hash")
@@ -152,7 +154,7 @@ def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
             raise BadNote("malformed signature line")
         try:
             blob = base64.b64decode(parts[2], validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII str
             raise BadNote("signature not base64") from None
         if len(blob) != 68:
             raise BadNote("not an Ed25519 signature")

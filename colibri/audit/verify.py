@@ -162,12 +162,13 @@ class _Verifier:
         try:
             checkpoint = Checkpoint(host, size, root, when)
             name = note.key_name(witness)
+            message = note.cosign_message(checkpoint, when)  # names the host: raises on a malformed one
         except BadNote as exc:
             raise fail(f"{where}: {exc}") from None
         key = self.trusted.get((name, str(record.get("key_id"))))
         if key is None:
             raise fail(f"{where}: signed by an unknown key {str(record.get('key_id'))[:16]}")
-        if not key.verify(signature, note.cosign_message(checkpoint, when)):
+        if not key.verify(signature, message):
             raise fail(f"{where}: the signature does not verify")
         if witness == host:
             raise fail(f"{where}: a host's cosignature of its own tree witnesses nothing")
@@ -201,7 +202,7 @@ class _Verifier:
         try:
             value = json.loads(line)
             host = value["host"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise fail("an entry is not a colibri audit entry") from None
         if not isinstance(host, str) or not note.HOST.match(host):
             raise fail("an entry names no valid host")
@@ -289,7 +290,7 @@ class _Verifier:
     def _broken(self, host: str, seq: int, body: bytes, prev: bytes) -> AuditError:
         try:
             value = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return fail(f"entry {host}#{seq}: not JSON")
         found = value.get("seq") if isinstance(value, dict) else None
         if found != seq:
@@ -305,8 +306,9 @@ class _Verifier:
         )
 
     # ---- the export statement ------------------------------------------------------------------
-    def export(self, record: dict[str, Any], header: dict[str, Any]) -> None:
-        work.check_export(record, header, self.trusted, self.heads, self.successor_time)
+    def export(self, record: dict[str, Any], header: dict[str, Any]) -> tuple[str, str]:
+        """The exporter and the time it signed (the header's own copies are not signed)."""
+        return work.check_export(record, header, self.trusted, self.heads, self.successor_time)
 
 
 def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None = None) -> Report:
@@ -354,7 +356,7 @@ def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None =
                 if not line
                 else "a record out of place after the entries"
             )
-        checker.export(read_record(line, "export"), header)
+        exported_by, exported_at = checker.export(read_record(line, "export"), header)
         if next(lines, b""):
             raise fail("data after the export statement")
     if checker.refusals:
@@ -363,8 +365,8 @@ def verify(path: Path, trusted: Iterable[PublicKey], progress: Progress | None =
         if name not in checker.heads and (report.checkpoints or report.cosigned_size):
             raise fail(f"host {name}: signed checkpoints but no entries in the bundle: all its entries were deleted")
     return Report(
-        str(header.get("host")),
-        str(header.get("time")),
+        exported_by,
+        exported_at,
         checker.hosts,
         sorted(f"{k.name}+{k.key_id}" for k in checker.trusted.values()),
         checker.cosignatures,

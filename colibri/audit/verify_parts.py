@@ -4,7 +4,6 @@ Pure, like the rest of ``colibri.audit``: no settings, no store, no network.
 """
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +66,7 @@ def read_record(line: bytes, kind: str) -> dict[str, Any]:
         raise fail(f"a {kind} record is too large")
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise fail(f"a {kind} record is not JSON") from None
     if not isinstance(value, dict):
         raise fail(f"a {kind} record is not an object")
@@ -83,5 +82,5 @@ def field_text(value: Any, what: str, limit: int = 256) -> str:
 def field_b64(value: Any, what: str) -> bytes:
     try:
         return base64.b64decode(field_text(value, what), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII str
         raise fail(f"{what} is not base64") from None

@@ -59,18 +59,25 @@ def check_export(
     trusted: dict[tuple[str, str], PublicKey],
     heads_found: dict[str, tuple[int, bytes]],
     successor_time: dict[tuple[str, str], str],
-) -> None:
-    """The exporter's signed statement must name exactly the trees the bundle holds."""
+) -> tuple[str, str]:
+    """The exporter's signed statement must name exactly the trees the bundle holds; its host and
+    the time it signed (what the report shows: the header's copies are not signed)."""
     host = field_text(record.get("host"), "the export's host", 64)
     when = field_text(record.get("time"), "the export's time", 32)
     heads = record.get("heads")
     if host != header.get("host") or not isinstance(heads, dict):
         raise fail("the export statement is malformed")
+    if not note.HOST.match(host):
+        raise fail(f"the export statement names a malformed host {host!r}")
+    if not note.TIME.match(when):
+        raise fail(f"the export statement's time {when!r} is malformed")
     claimed: dict[str, tuple[int, str]] = {}
     for name, value in heads.items():
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
             raise fail("the export statement is malformed")
-        claimed[str(name)] = (int(value[0]), field_text(value[1], "a head's root", 64))
+        if not note.HOST.match(name):
+            raise fail(f"the export statement names a malformed host {name[:64]!r}")
+        claimed[name] = (int(value[0]), field_text(value[1], "a head's root", 64))
     key = trusted.get((note.key_name(host), str(record.get("key_id"))))
     if key is None:
         raise fail(f"the export statement is signed by an unknown key of host {host}")
@@ -88,6 +95,7 @@ def check_export(
                 f"host {name}: the bundle holds {size} entries, the export statement "
                 f"{want[0] if want else 0} (entries cut from or added to the file)"
             )
+    return host, when
 
 
 def lines(handle: IO[bytes]) -> Iterator[bytes]:
@@ -178,7 +186,7 @@ def refusal(host: str, seq: int, body: bytes) -> str:
         detail, subject = value["detail"], str(value["subject"])[:80]
         why = str(detail.get("reason", "?"))[:200]
         size = int(detail.get("size", 0))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return f"entry {host}#{seq}: a malformed cosignature refusal"
     return (
         f"entry {host}#{seq}: host {host} refused to cosign {subject} at size {size}: {why} "
@@ -187,5 +195,7 @@ def refusal(host: str, seq: int, body: bytes) -> str:
 
 
 def ts(body: bytes) -> str | None:
+    """The entry's time, if it is one (the hot loop never parses the entry: these are its bytes)."""
     at = body.rfind(b',"ts":"')
-    return body[at + 7 : at + 34].decode("ascii", "replace") if at >= 0 else None
+    found = body[at + 7 : at + 34].decode("ascii", "replace") if at >= 0 else ""
+    return found if note.TIME.match(found) else None

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from colibri.cli import context, output
+from colibri.text import safe
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 
@@ -104,25 +105,28 @@ def verify(
     if as_json:
         output.emit_json(view)
         return
+    # every name and time below comes from the bundle: each is escaped on its own, so none can
+    # break its line (verify only reports signed, validated values; this is the second fence)
     output.line(
         f"OK: {sum(h['entries'] for h in view['hosts'])} entries of {len(view['hosts'])} host(s), "
-        f"exported by {view['exported_by']} at {view['exported_at']}; {view['cosignatures']} cosignatures"
+        f"exported by {safe(view['exported_by'])} at {safe(view['exported_at'])}; "
+        f"{view['cosignatures']} cosignatures"
     )
     for host in view["hosts"]:
         tail = (
-            f"{host['unsigned_tail']} entries after the newest checkpoint (since {host['unsigned_since']}), "
-            "signed only by the export"
+            f"{host['unsigned_tail']} entries after the newest checkpoint "
+            f"(since {safe(str(host['unsigned_since'] or '-'))}), signed only by the export"
             if host["unsigned_tail"]
             else "no unsigned tail"
         )
         cosigned = (
-            f"cosigned up to {host['cosigned_size']} by {', '.join(host['cosigned_by'])}"
+            f"cosigned up to {host['cosigned_size']} by {safe(', '.join(host['cosigned_by']))}"
             if host["cosigned_by"]
             else "not cosigned"
         )
         output.line(
-            f"  {host['host']}: {host['entries']} entries, {host['checkpoints']} checkpoints "
-            f"(newest {host['newest_checkpoint_size']} at {host['newest_checkpoint_time'] or '-'}); "
+            f"  {safe(host['host'])}: {host['entries']} entries, {host['checkpoints']} checkpoints "
+            f"(newest {host['newest_checkpoint_size']} at {safe(host['newest_checkpoint_time'] or '-')}); "
             f"{tail}; {cosigned}"
         )
 
