@@ -141,10 +141,6 @@ class EnvWriter:
 
 
 def env_key_names(content: bytes) -> list[str]:
-    """The key names of a rendered ``.env`` (never a value), at most 64 of them."""
-    names = []
-    for line in content.decode("utf-8", "replace").split("\n"):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#") and "=" in stripped:
-            names.append(stripped.split("=", 1)[0].strip()[:64])
-    return sorted(set(names))[:64]
+    """The key names of a rendered ``.env`` (never a value), at most 64 of them: only its real key
+    lines, never a line of a multi-line value (envfile.key_names)."""
+    return envfile.key_names(content)

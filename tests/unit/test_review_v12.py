@@ -86,7 +86,6 @@ def test_the_bundle_builder_makes_a_bundle_that_verifies(tmp_path: Path) -> None
     assert verify(tmp_path / "b.jsonl", [public]).hosts["osa"].entries == 5
 
 
-@pytest.mark.xfail(strict=True, reason="V1: a multi-line secret's continuation lines leak into secrets.provision keys")
 def test_v1_a_multiline_secret_value_is_not_named_as_a_key_in_the_audit_entry() -> None:
     pem_tail = "c2VjcmV0LXByaXZhdGUta2V5LW1hdGVyaWFsLXRoYXQtbXVzdC1uZXZlci1sZWFr"
     value = f"-----BEGIN PRIVATE KEY-----\n{pem_tail}==\n-----END PRIVATE KEY-----"
