@@ -136,7 +136,6 @@ def test_v4_a_malformed_export_host_is_a_verify_failure_not_an_internal_error(tm
         verify(tmp_path / "b.jsonl", [public])
 
 
-@pytest.mark.xfail(strict=True, reason="V5: a .env is written into the jail though its audit entry cannot be written")
 def test_v5_secrets_are_not_delivered_when_their_audit_entry_cannot_be_written(tmp_path: Path) -> None:
     from sqlalchemy import text
 
