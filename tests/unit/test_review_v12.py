@@ -240,7 +240,6 @@ def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="V10: a batch's give-back of tenant zed's task is recorded as tenant acme's act")
 def test_v10_a_task_given_back_from_a_claim_batch_is_not_recorded_as_another_tenants_act(tmp_path: Path) -> None:
     import asyncio
 

@@ -280,9 +280,10 @@ class TaskRules:
                 return False
             if not self._claimed_here(task, fence):
                 return False
+            agent = task.agent_key  # whose lease it was: the entry names it, as every requeue's does
             unclaim(task)
             session.add(task)
-            requeued(session, task, None, "the lease never reached its agent")
+            requeued(session, task, agent, "the lease never reached its agent")
             return True
 
     def release_undelivered(self, key: str, started: float) -> list[Requeued]:

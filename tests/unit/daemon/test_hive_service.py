@@ -274,3 +274,18 @@ def test_finished_tasks_past_their_retention_are_deleted(store: Store, clock: Cl
     assert hive.prune_expired() == 1
     assert [t["id"] for t in hive.tasks("acme")] == [queued]
     assert hive.usage("acme").finished == 0
+
+
+def test_a_lease_given_back_is_recorded_with_the_agent_it_was_leased_to(store: Store, hive: HiveService) -> None:
+    import json
+
+    from sqlalchemy import text
+
+    hive.register(ZED, "z1", ECHO, "1")
+    task = hive.submit(ZED, "echo", 1)
+    claimed = hive.claim(ref("zed/z1", "zed"))
+    assert claimed is not None and hive.release(task["id"], claimed["lease"])
+    with store.engine.connect() as conn:
+        bodies = [json.loads(b) for (b,) in conn.execute(text("SELECT body FROM audit_entries ORDER BY seq"))]
+    given = [e for e in bodies if e["action"] == "task.requeue" and e["subject"] == f"task:{task['id']}"]
+    assert [e["detail"]["agent"] for e in given] == ["zed/z1"], given
