@@ -309,7 +309,6 @@ def test_v11_the_export_time_verify_reports_is_the_signed_one(tmp_path: Path) ->
     assert report.exported_at == SIGNED, report.exported_at  # an old bundle made to look fresh
 
 
-@pytest.mark.xfail(strict=True, reason="V12: a move requeues the tenant's tasks and retires its agents with no entry")
 def test_v12_a_move_records_the_tasks_it_requeues_and_the_agents_it_retires(tmp_path: Path) -> None:
     from sqlalchemy import text
 
