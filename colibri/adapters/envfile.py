@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from colibri.adapters.envfile_keys import key_names as key_names
 from colibri.errors import PermissionDenied, SecretsError, SecretsRefused
 
 ENV_NAME = ".env"
@@ -42,9 +43,6 @@ MAX_PROBLEMS_KEPT = 100
 at once, so an operator fixes them in one round, but a collection of 100,000 bad fields does not
 make a message of megabytes."""
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-_KEY_LINE = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*", re.ASCII)
-_QUOTED = {"'": re.compile(r"'(?:\\'|[^'])*'"), '"': re.compile(r'"(?:\\"|[^"])*"')}
-"""A quoted value as python-dotenv reads it: up to the closing quote, across lines, ``\\'`` kept."""
 _TMP = re.compile(r"\.env\.colibri\.[0-9a-f]{16}\.tmp")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -156,34 +154,6 @@ def render(entries: Sequence[Entry], header: str, problems: Sequence[str] = ()) 
     if len(data) > MAX_FILE_BYTES:
         raise SecretsError(f"{header}: the .env would be {len(data)} bytes; at most {MAX_FILE_BYTES}")
     return data
-
-
-def key_names(content: bytes, limit: int = 64) -> list[str]:
-    """The keys of a ``.env`` as python-dotenv reads it (never a value), sorted, at most ``limit``.
-
-    Only real key lines count: a quoted value runs to its closing quote across lines, so the
-    lines of a multi-line value (a PEM key's base64 holds ``=``) are never taken for keys.  A
-    quote never closed ends the scan: what follows is that value's, as far as a reader can tell.
-    """
-    text = content.decode("utf-8", "replace")
-    names: set[str] = set()
-    pos = 0
-    while pos < len(text):
-        end = text.find("\n", pos)
-        end = len(text) if end < 0 else end
-        found = _KEY_LINE.match(text, pos, end)
-        if found is not None:  # blank lines and comments match no key
-            names.add(found.group(1)[:64])
-            start = found.end()
-            quoted = _QUOTED.get(text[start : start + 1])
-            if quoted is not None:
-                closed = quoted.match(text, start)
-                if closed is None:
-                    break
-                end = text.find("\n", closed.end())
-                end = len(text) if end < 0 else end
-        pos = end + 1
-    return sorted(names)[:limit]
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -31,8 +31,7 @@ def leave_old_host(session: Session, tenant_id: str, new_host: str) -> list[int]
     AuditRepo(session).append_many(left)
     given: list[int] = []
     for task in agents.tasks_held_by(keys):
-        agent = task.agent_key  # whose lease it was, before unclaim clears it
-        unclaim(task)
+        agent = unclaim(task)  # whose lease it was
         task.error = f"requeued: {reason}"
         session.add(task)
         assert task.id is not None
