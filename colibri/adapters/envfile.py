@@ -17,7 +17,8 @@ values through execve(2), whose limits are about that size.
 Writing walks from an operator-configured allowed root to the target directory with directory file
 descriptors and ``O_NOFOLLOW``: a symlink anywhere below the allowed root (a compromised jail may
 plant one) is refused.  The new file is a 0600 temporary file in the same directory, fchown'ed to
-the jail user, fsync'ed and renamed over ``.env``; then the directory is fsync'ed.  So ``.env``
+the jail user, fsync'ed and renamed over ``.env`` (``staged_env``: only once the caller has
+recorded the change); then the directory is fsync'ed.  So ``.env``
 is always the old or the new file, never partial, and an unchanged file is not rewritten.
 """
 
@@ -26,11 +27,12 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from colibri.adapters.envfile_keys import key_names as key_names
 from colibri.errors import PermissionDenied, SecretsError, SecretsRefused
 
 ENV_NAME = ".env"
@@ -145,6 +147,7 @@ def render(entries: Sequence[Entry], header: str, problems: Sequence[str] = ()) 
     if found:
         kept = tuple(found[:MAX_PROBLEMS_KEPT])
         raise SecretsRefused(f"{header}: {len(found)} problems, nothing written", kept, len(found))
+    header = "".join(c if c.isprintable() else " " for c in header)  # one comment line, always
     lines = [f"# colibri: {header}. Written by `colibri provision`; edits are overwritten."]
     lines += [f"{key}={quoted[key]}" for key in sorted(seen)]
     data = ("\n".join(lines) + "\n").encode("utf-8")
@@ -259,18 +262,25 @@ def _remove_stale_temps(dir_fd: int) -> None:
                 pass
 
 
-def write_env(dir_fd: int, content: bytes, uid: int, gid: int, shown_dir: Path) -> bool:
-    """Atomically make ``.env`` in ``dir_fd`` hold ``content``, mode 0600, owned by uid:gid.
+Install = Callable[[], None]
+"""Renames a staged ``.env`` into place (raises SecretsError); None: the file already holds it."""
 
-    Returns False (nothing written) when it already does.  Raises PermissionDenied for a symlink
-    or non-regular ``.env``, SecretsError for any I/O failure; the old file is then untouched.
-    """
+
+@contextmanager
+def staged_env(dir_fd: int, content: bytes, uid: int, gid: int, shown_dir: Path) -> Iterator[Install | None]:
+    """Stage ``content`` as a 0600 temporary file owned by uid:gid beside ``.env`` in ``dir_fd``,
+    fsync'ed; yields what renames it over ``.env`` (and fsyncs the directory), or None when
+    ``.env`` already holds it.  A staged file not installed is removed on exit: the caller
+    records the change first, and installs only once that is recorded (fail-closed).  Raises
+    PermissionDenied for a symlink or non-regular ``.env``, SecretsError for any I/O failure;
+    the old file is then untouched."""
     shown = shown_dir / ENV_NAME
     current = _existing(dir_fd, shown)
     if current is not None:
         data, info = current
         if data == content and stat.S_IMODE(info.st_mode) == 0o600 and (info.st_uid, info.st_gid) == (uid, gid):
-            return False
+            yield None
+            return
     _remove_stale_temps(dir_fd)
     tmp = f".env.colibri.{secrets.token_hex(8)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -278,6 +288,17 @@ def write_env(dir_fd: int, content: bytes, uid: int, gid: int, shown_dir: Path) 
         fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
     except OSError as exc:
         raise SecretsError(f"cannot create a temporary file in {shown_dir}: {exc.strerror}") from None
+    installed = False
+
+    def install() -> None:
+        nonlocal installed
+        try:
+            os.rename(tmp, ENV_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:
+            raise SecretsError(f"cannot write {shown}: {exc.strerror}") from None
+        installed = True
+        os.fsync(dir_fd)
+
     try:
         try:
             os.fchmod(fd, 0o600)
@@ -286,26 +307,45 @@ def write_env(dir_fd: int, content: bytes, uid: int, gid: int, shown_dir: Path) 
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+        except OSError as exc:
+            raise SecretsError(f"cannot write {shown}: {exc.strerror}") from None
         finally:
             os.close(fd)
-        os.rename(tmp, ENV_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError as exc:
-        with suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise SecretsError(f"cannot write {shown}: {exc.strerror}") from None
-    os.fsync(dir_fd)
-    return True
+        yield install
+    except Exception:
+        _discard(dir_fd, tmp)
+        raise
+    # A process killed here (BaseException) leaves it: the next writer removes it.
+    if not installed:
+        _discard(dir_fd, tmp)
 
 
-def write_jail_env(
-    root: Path, user: str, content: bytes, allowed_roots: Sequence[Path], *, id_shift: int = 0
-) -> tuple[Path, bool]:
-    """Write ``<root>/home/<user>/.env`` owned by the user of the jail's own /etc/passwd, as the
-    host sees it: its ids plus ``id_shift`` (the first host id of the jail's user namespace).
+def _discard(dir_fd: int, tmp: str) -> None:
+    with suppress(OSError):
+        os.unlink(tmp, dir_fd=dir_fd)
 
-    Returns the path and whether it changed.  Raises PermissionDenied (outside the allowed roots,
-    a symlink on the way) or SecretsError (user missing, I/O error); nothing changes then.
+
+def write_env(dir_fd: int, content: bytes, uid: int, gid: int, shown_dir: Path) -> bool:
+    """Atomically make ``.env`` in ``dir_fd`` hold ``content``, mode 0600, owned by uid:gid.
+
+    Returns False (nothing written) when it already does.  Raises PermissionDenied for a symlink
+    or non-regular ``.env``, SecretsError for any I/O failure; the old file is then untouched.
     """
+    with staged_env(dir_fd, content, uid, gid, shown_dir) as install:
+        if install is not None:
+            install()
+        return install is not None
+
+
+@contextmanager
+def staged_jail_env(
+    root: Path, user: str, content: bytes, allowed_roots: Sequence[Path], *, id_shift: int = 0
+) -> Iterator[tuple[Path, Install | None]]:
+    """``<root>/home/<user>/.env`` staged (``staged_env``) for the user of the jail's own
+    /etc/passwd, as the host sees it: its ids plus ``id_shift`` (the first host id of the jail's
+    user namespace).  Yields the path and its installer (None: unchanged).  Raises
+    PermissionDenied (outside the allowed roots, a symlink on the way) or SecretsError (user
+    missing, I/O error); nothing changes then."""
     from colibri.adapters.jail import UID_BLOCK, read_jail_passwd
     from colibri.errors import JailError
 
@@ -318,11 +358,36 @@ def write_jail_env(
         if id_shift and not (0 <= uid < UID_BLOCK and 0 <= gid < UID_BLOCK):
             raise SecretsError(f"user {user} of jail {root} has ids {uid}:{gid}, outside its user namespace")
         uid, gid = uid + id_shift, gid + id_shift
-        return folder / ENV_NAME, write_env(fd, content, uid, gid, folder)
+        with staged_env(fd, content, uid, gid, folder) as install:
+            yield folder / ENV_NAME, install
+
+
+@contextmanager
+def staged_home_env(home: Path, content: bytes, allowed_roots: Sequence[Path]) -> Iterator[tuple[Path, Install | None]]:
+    """``<home>/.env`` staged for the owner of ``home`` (spawn-local).  Raises as above."""
+    with open_target_dir(home, (), allowed_roots) as fd:
+        info = os.fstat(fd)
+        with staged_env(fd, content, info.st_uid, info.st_gid, home) as install:
+            yield home / ENV_NAME, install
+
+
+def _installed(staged: tuple[Path, Install | None]) -> tuple[Path, bool]:
+    path, install = staged
+    if install is not None:
+        install()
+    return path, install is not None
+
+
+def write_jail_env(
+    root: Path, user: str, content: bytes, allowed_roots: Sequence[Path], *, id_shift: int = 0
+) -> tuple[Path, bool]:
+    """Write ``<root>/home/<user>/.env`` at once (``staged_jail_env``, installed).  Returns the
+    path and whether it changed.  Raises as ``staged_jail_env``; nothing changes then."""
+    with staged_jail_env(root, user, content, allowed_roots, id_shift=id_shift) as staged:
+        return _installed(staged)
 
 
 def write_home_env(home: Path, content: bytes, allowed_roots: Sequence[Path]) -> tuple[Path, bool]:
     """Write ``<home>/.env`` owned by the owner of ``home`` (spawn-local).  Raises as above."""
-    with open_target_dir(home, (), allowed_roots) as fd:
-        info = os.fstat(fd)
-        return home / ENV_NAME, write_env(fd, content, info.st_uid, info.st_gid, home)
+    with staged_home_env(home, content, allowed_roots) as staged:
+        return _installed(staged)

@@ -15,6 +15,7 @@ agents wait, for a NOTIFY that was lost.
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,8 @@ from colibri.services.hive.tasks import Finish
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]
+Claim = tuple[AgentRef, "asyncio.Future[dict[str, Any] | None]", contextvars.Context]
+"""A waiting claim: the agent, its answer, and the context (the origin) of the request it serves."""
 CLAIM_BATCH = 32
 FINISH_BATCH = 64  # results written in one transaction at most (each one fenced UPDATE)
 
@@ -63,7 +66,7 @@ class Dispatcher:
         self.started = time.time()  # set again on the database's clock when the host lease is taken
         self._checked: set[str] = set()  # agents whose leases from before the start were looked at
         self.announce: Callable[[str], None] | None = None  # tell the other hosts (notify.py), if any
-        self._claims: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []
+        self._claims: list[Claim] = []
         self._claiming = False
         self._finishes: list[tuple[Finish, asyncio.Future[dict[str, Any]]]] = []
         self._finishing = False
@@ -113,7 +116,9 @@ class Dispatcher:
     async def _claim(self, ref: AgentRef) -> dict[str, Any] | None:
         """One claim, batched with those that arrive while the database thread is busy."""
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        self._claims.append((ref, future))
+        # Its own context: a task it took after it went is given back under its origin (its actor),
+        # not that of the claim whose call started the batch (review 12 V10).
+        self._claims.append((ref, future, contextvars.copy_context()))
         if not self._claiming:
             self._claiming = True
             drain = asyncio.ensure_future(self._drain_claims())
@@ -121,31 +126,31 @@ class Dispatcher:
         return await future
 
     async def _drain_claims(self) -> None:
-        orphans: list[dict[str, Any]] = []  # leased while their claimer went (cancelled)
-        batch: list[tuple[AgentRef, asyncio.Future[dict[str, Any] | None]]] = []
+        orphans: list[tuple[dict[str, Any], contextvars.Context]] = []  # leased while their claimer went
+        batch: list[Claim] = []
         try:
             while self._claims:
                 batch, self._claims = self._claims[:CLAIM_BATCH], self._claims[CLAIM_BATCH:]
                 try:
-                    answers = await self._db(self._hive().claim_many, [ref for ref, _ in batch])
+                    answers = await self._db(self._hive().claim_many, [ref for ref, _, _ in batch])
                 except Exception as exc:
-                    for _, future in batch:
+                    for _, future, _ in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), task in zip(batch, answers, strict=True):
+                for (_, future, context), task in zip(batch, answers, strict=True):
                     if not future.done():
                         future.set_result(task)
                     elif task is not None:
-                        orphans.append(task)
+                        orphans.append((task, context))
         finally:
             self._claiming = False
-            for _, future in batch + self._claims:  # only when this task itself was cancelled (a stop)
+            for _, future, _ in batch + self._claims:  # only when this task itself was cancelled (a stop)
                 if not future.done():
                     future.cancel()
             self._claims = []
-        for task in orphans:  # after the batch: a failure here leaves no claim unanswered
-            self.give_back_later(task)
+        for task, context in orphans:  # after the batch: a failure here leaves no claim unanswered
+            context.run(self.give_back_later, task)  # recorded as its own claimer's act
 
     async def finish(self, *report: Any) -> dict[str, Any]:
         """Record a result (``HiveService.finish``'s arguments), written in one transaction with the

@@ -7,7 +7,8 @@ are envfile's (no-follow, 0600, owned by the jail's user, atomic, the old file k
 the jail is the one the store records, never a path a peer sent.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,16 +79,29 @@ class EnvWriter:
             return EnvTarget(tenant.tenant_id, tenant.backend, tenant.jail_root, tenant.uid_base)
 
     def deliver(self, target: EnvTarget, content: bytes, collection_id: str | None = None) -> tuple[Path, bool]:
-        """Write, record (``ok``), and when the file changed tell the daemon.  Raises
-        SecretsError or PermissionDenied (nothing written, nothing recorded)."""
-        path, changed = self.write(target, content)
-        provisioned = {"keys": env_key_names(content), "digest": self.digest(content), "changed": changed}
-        self.mark(target.tenant_id, "ok", None, changed=changed, collection_id=collection_id, provisioned=provisioned)
+        """Stage, record (``ok``), install, and when the file changed tell the daemon.  The entry
+        and the write are one unit: the new file is staged beside the old one, the entry is
+        committed, and only then is the file renamed into place; an entry that cannot be recorded
+        (StoreError) leaves the jail's previous .env (or none).  Raises SecretsError or
+        PermissionDenied (nothing written, nothing recorded), StoreError (nothing written)."""
+        with self.staged(target, content) as (path, install):
+            changed = install is not None
+            provisioned = {"keys": env_key_names(content), "digest": self.digest(content), "changed": changed}
+            self.mark(
+                target.tenant_id, "ok", None, changed=changed, collection_id=collection_id, provisioned=provisioned
+            )
+            if install is not None:
+                # A rename in the directory the staged file was made in: a failure (SecretsError)
+                # marks the tenant stale, another entry, and the old .env stays.
+                install()
         if changed and self._secrets_changed is not None:
             self._secrets_changed(target.tenant_id)
         return path, changed
 
-    def write(self, target: EnvTarget, content: bytes) -> tuple[Path, bool]:
+    @contextmanager
+    def staged(self, target: EnvTarget, content: bytes) -> Iterator[tuple[Path, envfile.Install | None]]:
+        """The tenant's new .env staged in its jail (envfile.staged_env): its path and installer
+        (None: unchanged).  Not installed, it is removed on exit."""
         if not target.jail_root or target.backend is None:
             raise SecretsError(f"tenant {target.tenant_id} has no jail yet: spawn it first")
         root = Path(target.jail_root)
@@ -102,10 +116,13 @@ class EnvWriter:
             )
         if target.backend in JAIL_BACKENDS:
             shift = (target.uid_base or 0) if target.backend in USERNS_BACKENDS else 0
-            return envfile.write_jail_env(root, self._jail_user, content, self._allowed, id_shift=shift)
-        if target.backend == "local":
-            return envfile.write_home_env(root, content, self._allowed)
-        raise SecretsError(f"tenant {target.tenant_id}: unknown jail backend {target.backend!r}")
+            with envfile.staged_jail_env(root, self._jail_user, content, self._allowed, id_shift=shift) as staged:
+                yield staged
+        elif target.backend == "local":
+            with envfile.staged_home_env(root, content, self._allowed) as staged:
+                yield staged
+        else:
+            raise SecretsError(f"tenant {target.tenant_id}: unknown jail backend {target.backend!r}")
 
     def mark(
         self,
@@ -141,10 +158,6 @@ class EnvWriter:
 
 
 def env_key_names(content: bytes) -> list[str]:
-    """The key names of a rendered ``.env`` (never a value), at most 64 of them."""
-    names = []
-    for line in content.decode("utf-8", "replace").split("\n"):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#") and "=" in stripped:
-            names.append(stripped.split("=", 1)[0].strip()[:64])
-    return sorted(set(names))[:64]
+    """The key names of a rendered ``.env`` (never a value), at most 64 of them: only its real key
+    lines, never a line of a multi-line value (envfile.key_names)."""
+    return envfile.key_names(content)

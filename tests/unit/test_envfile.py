@@ -286,3 +286,32 @@ def test_parse_lines_can_collect_every_bad_line() -> None:
     entries = parse_lines("A=1\nfree text\nB=2\nmore text\n", "item 'x' notes", problems)
     assert [e.key for e in entries] == ["A", "B"]
     assert problems == ["item 'x' notes line 2 is not KEY=VALUE", "item 'x' notes line 4 is not KEY=VALUE"]
+
+
+PEM = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\nNOT_A_KEY=tail\n-----END PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize("value", [PEM, PEM + "\n", "it's\nB=x", "\n#C=1\n export D=2"])
+def test_a_multiline_value_reads_back_as_one_value_and_names_one_key(value: str) -> None:
+    import io
+
+    from dotenv import dotenv_values
+
+    data = render([Entry("TLS_KEY", value, "f"), Entry("Z", "z", "g")], "h")
+    assert dotenv_values(stream=io.StringIO(data.decode())) == {"TLS_KEY": value, "Z": "z"}
+    assert envfile.key_names(data) == ["TLS_KEY", "Z"]  # never a line of the value
+
+
+def test_key_names_read_keys_as_python_dotenv_does() -> None:
+    text = b"# h\nexport A = 'x\nB=y'\n  C=\"it's\nD=\\\"\"\nE=plain=z\n\n# F=no\n"
+    assert envfile.key_names(text) == ["A", "C", "E"]
+
+
+def test_key_names_stop_at_a_quote_never_closed() -> None:
+    assert envfile.key_names(b"A='open\nSECRET_TAIL=xyz\n") == ["A"]  # the rest may be A's value
+
+
+def test_a_header_with_a_line_break_stays_one_comment_line() -> None:
+    data = render([Entry("A", "1", "f")], "secrets of tenant t from collection x\nEVIL=1")
+    assert envfile.key_names(data) == ["A"]
+    assert data.decode().split("\n")[0].startswith("# colibri: ") and data.count(b"\n") == 2

@@ -86,7 +86,6 @@ def test_the_bundle_builder_makes_a_bundle_that_verifies(tmp_path: Path) -> None
     assert verify(tmp_path / "b.jsonl", [public]).hosts["osa"].entries == 5
 
 
-@pytest.mark.xfail(strict=True, reason="V1: a multi-line secret's continuation lines leak into secrets.provision keys")
 def test_v1_a_multiline_secret_value_is_not_named_as_a_key_in_the_audit_entry() -> None:
     pem_tail = "c2VjcmV0LXByaXZhdGUta2V5LW1hdGVyaWFsLXRoYXQtbXVzdC1uZXZlci1sZWFr"
     value = f"-----BEGIN PRIVATE KEY-----\n{pem_tail}==\n-----END PRIVATE KEY-----"
@@ -135,7 +134,6 @@ def test_v4_a_malformed_export_host_is_a_verify_failure_not_an_internal_error(tm
         verify(tmp_path / "b.jsonl", [public])
 
 
-@pytest.mark.xfail(strict=True, reason="V5: a .env is written into the jail though its audit entry cannot be written")
 def test_v5_secrets_are_not_delivered_when_their_audit_entry_cannot_be_written(tmp_path: Path) -> None:
     from sqlalchemy import text
 
@@ -237,7 +235,6 @@ def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="V10: a batch's give-back of tenant zed's task is recorded as tenant acme's act")
 def test_v10_a_task_given_back_from_a_claim_batch_is_not_recorded_as_another_tenants_act(tmp_path: Path) -> None:
     import asyncio
 
@@ -306,7 +303,6 @@ def test_v11_the_export_time_verify_reports_is_the_signed_one(tmp_path: Path) ->
     assert report.exported_at == SIGNED, report.exported_at  # an old bundle made to look fresh
 
 
-@pytest.mark.xfail(strict=True, reason="V12: a move requeues the tenant's tasks and retires its agents with no entry")
 def test_v12_a_move_records_the_tasks_it_requeues_and_the_agents_it_retires(tmp_path: Path) -> None:
     from sqlalchemy import text
 

@@ -1,6 +1,8 @@
 """SecretsService with a fake vault injected at the adapter boundary, on a real SQLite store."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,14 +183,18 @@ def test_a_bug_in_one_tenant_does_not_stop_provision_all(world: World, monkeypat
     tenant's failure: --all goes on with the others, and the store says what happened."""
     from colibri.adapters import envfile
 
-    real = envfile.write_jail_env
+    real = envfile.staged_jail_env
 
-    def flaky(root: Path, user: str, content: bytes, allowed: object, *, id_shift: int = 0) -> tuple[Path, bool]:
+    @contextmanager
+    def flaky(
+        root: Path, user: str, content: bytes, allowed: object, *, id_shift: int = 0
+    ) -> Iterator[tuple[Path, envfile.Install | None]]:
         if "acme" in str(root):
             raise OverflowError("uid is greater than maximum")
-        return real(root, user, content, allowed, id_shift=id_shift)  # type: ignore[arg-type]
+        with real(root, user, content, allowed, id_shift=id_shift) as staged:  # type: ignore[arg-type]
+            yield staged
 
-    monkeypatch.setattr(envfile, "write_jail_env", flaky)
+    monkeypatch.setattr(envfile, "staged_jail_env", flaky)
     world.add("acme")
     beta = world.add("beta")
     results = {r.tenant_id: r for r in world.service.provision_all()}
@@ -266,14 +272,18 @@ def test_ctrl_c_in_provision_all_reports_what_was_done(world: World, monkeypatch
     from colibri.adapters import envfile
     from colibri.services.secrets_report import interruption
 
-    real = envfile.write_jail_env
+    real = envfile.staged_jail_env
 
-    def interrupted(root: Path, user: str, content: bytes, allowed: object, *, id_shift: int = 0) -> tuple[Path, bool]:
+    @contextmanager
+    def interrupted(
+        root: Path, user: str, content: bytes, allowed: object, *, id_shift: int = 0
+    ) -> Iterator[tuple[Path, envfile.Install | None]]:
         if "beta" in str(root):
             raise KeyboardInterrupt
-        return real(root, user, content, allowed, id_shift=id_shift)  # type: ignore[arg-type]
+        with real(root, user, content, allowed, id_shift=id_shift) as staged:  # type: ignore[arg-type]
+            yield staged
 
-    monkeypatch.setattr(envfile, "write_jail_env", interrupted)
+    monkeypatch.setattr(envfile, "staged_jail_env", interrupted)
     for tenant in ("acme", "beta", "gamma"):
         world.add(tenant)
     results = world.service.provision_all()
@@ -290,3 +300,25 @@ def test_ctrl_c_in_provision_all_reports_what_was_done(world: World, monkeypatch
         world.service.provision("beta")
     world.vault.error = KeyboardInterrupt()  # during the vault session: nothing was provisioned
     assert {r.outcome for r in world.service.provision_all()} == {"not run"}
+
+
+def test_a_changed_env_whose_entry_cannot_be_recorded_keeps_the_last_good_one(world: World) -> None:
+    from sqlalchemy import text
+
+    from colibri.errors import StoreError
+
+    env = world.add("acme")
+    world.service.provision("acme")
+    before = env.read_bytes()
+    world.vault.items[0] = VaultItem("i1", "env", ("c-acme",), "A=changed\n", (("B", "two"),))
+    with world.store.engine.begin() as conn:  # every audit write refused (a full disk, a lost database)
+        conn.execute(text("CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_entries "
+                          "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"))  # fmt: skip
+    with pytest.raises(StoreError):
+        world.service.provision("acme")
+    assert env.read_bytes() == before  # the last-known-good .env, not the unrecorded one
+    assert sorted(p.name for p in env.parent.iterdir()) == [".env"]  # no staged copy of the secrets left
+    with world.store.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_refuses"))
+    assert world.service.provision("acme").outcome == "written"
+    assert b"A='changed'" in env.read_bytes()

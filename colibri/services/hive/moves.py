@@ -11,22 +11,30 @@ not counted); their leases cleared, a late answer from the old host is refused b
 
 from sqlmodel import Session
 
+from colibri.services.hive.task_audit import requeued
 from colibri.services.hive.tasks import unclaim
 from colibri.store.agents import AgentRepo
+from colibri.store.audit import AuditRepo
+from colibri.store.audit_hooks import event
 
 
 def leave_old_host(session: Session, tenant_id: str, new_host: str) -> list[int]:
     """In the caller's transaction: the tenant's live agents not on ``new_host`` become ``left``;
-    the ids of the tasks they held, queued again."""
+    the ids of the tasks they held, queued again.  Each agent retired and each task requeued has
+    its entry (``agent.leave``, ``task.requeue``), by the move's actor, in the same transaction."""
     agents = AgentRepo(session)
     keys = agents.leave_elsewhere(tenant_id, new_host)
     if not keys:
         return []
+    reason = f"tenant {tenant_id} moved to host {new_host}"
+    left = [event("agent.leave", f"agent:{key}", tenant=tenant_id, to_host=new_host, reason=reason) for key in keys]
+    AuditRepo(session).append_many(left)
     given: list[int] = []
     for task in agents.tasks_held_by(keys):
-        unclaim(task)
-        task.error = f"requeued: tenant {tenant_id} moved to host {new_host}"
+        agent = unclaim(task)  # whose lease it was
+        task.error = f"requeued: {reason}"
         session.add(task)
         assert task.id is not None
+        requeued(session, task, agent, reason)
         given.append(task.id)
     return given

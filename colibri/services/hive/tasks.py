@@ -280,9 +280,9 @@ class TaskRules:
                 return False
             if not self._claimed_here(task, fence):
                 return False
-            unclaim(task)
+            agent = unclaim(task)  # whose lease it was: the entry names it, as every requeue's does
             session.add(task)
-            requeued(session, task, None, "the lease never reached its agent")
+            requeued(session, task, agent, "the lease never reached its agent")
             return True
 
     def release_undelivered(self, key: str, started: float) -> list[Requeued]:
@@ -365,13 +365,13 @@ class TaskRules:
             return counts
 
 
-def unclaim(task: Task) -> None:
-    """Queued again as if never claimed: the attempt not counted, no agent, no lease."""
+def unclaim(task: Task) -> str | None:
+    """Queued again as if never claimed: the attempt not counted, no agent, no lease; whose it was."""
     check_task_transition(task.id, task.state, TaskState.QUEUED)
-    task.state = TaskState.QUEUED
+    agent, task.state, task.updated_at = task.agent_key, TaskState.QUEUED, utcnow()
     task.attempts = max(0, task.attempts - 1)
     task.agent_key, task.lease_token, task.lease_expires_at, task.claimed_at = None, None, None, None
-    task.updated_at = utcnow()
+    return agent
 
 
 def _task_tenant(scope: Scope, tenant: str | None) -> str | None:

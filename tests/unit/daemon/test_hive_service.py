@@ -274,3 +274,46 @@ def test_finished_tasks_past_their_retention_are_deleted(store: Store, clock: Cl
     assert hive.prune_expired() == 1
     assert [t["id"] for t in hive.tasks("acme")] == [queued]
     assert hive.usage("acme").finished == 0
+
+
+def test_a_lease_given_back_is_recorded_with_the_agent_it_was_leased_to(store: Store, hive: HiveService) -> None:
+    import json
+
+    from sqlalchemy import text
+
+    hive.register(ZED, "z1", ECHO, "1")
+    task = hive.submit(ZED, "echo", 1)
+    claimed = hive.claim(ref("zed/z1", "zed"))
+    assert claimed is not None and hive.release(task["id"], claimed["lease"])
+    with store.engine.connect() as conn:
+        bodies = [json.loads(b) for (b,) in conn.execute(text("SELECT body FROM audit_entries ORDER BY seq"))]
+    given = [e for e in bodies if e["action"] == "task.requeue" and e["subject"] == f"task:{task['id']}"]
+    assert [e["detail"]["agent"] for e in given] == ["zed/z1"], given
+
+
+def test_a_move_records_each_agent_it_retires_by_the_operator_and_no_other(store: Store, hive: HiveService) -> None:
+    import json
+
+    from sqlalchemy import text
+
+    from colibri.audit import origin
+    from colibri.services.hive.moves import leave_old_host
+
+    hive.register(ACME, "a1", ECHO, "1")
+    hive.register(ACME, "a2", ECHO, "1")
+    hive.register(ZED, "z1", ECHO, "1")
+    task = hive.submit(ACME, "echo", 1)
+    assert hive.claim(ref("acme/a2", "acme")) is not None
+    with store.engine.connect() as conn:
+        seen = conn.execute(text("SELECT max(seq) FROM audit_entries")).scalar_one()
+    with origin.acting("operator:uid=0"), store.session() as session:
+        assert leave_old_host(session, "acme", "domedog") == [task["id"]]
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT body FROM audit_entries WHERE seq > :s ORDER BY seq"), {"s": seen}).all()
+    after = [json.loads(b) for (b,) in rows]
+    assert sorted((e["action"], e["subject"], e["actor"]) for e in after) == [
+        ("agent.leave", "agent:acme/a1", "operator:uid=0"),
+        ("agent.leave", "agent:acme/a2", "operator:uid=0"),
+        ("task.requeue", f"task:{task['id']}", "operator:uid=0"),
+    ]  # zed's agent is not the move's
+    assert [e["detail"]["agent"] for e in after if e["action"] == "task.requeue"] == ["acme/a2"]
