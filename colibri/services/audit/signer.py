@@ -89,6 +89,7 @@ def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
         if there != [leaf]:
             state = "missing" if not there else "not the one signed before: the store's tail was rewritten"
             raise AuditError(f"host {host}: entry {host}#{tree.size} is {state}")
+    token = f',"host":"{host}","outcome":"'
     for seq, body, stored in repo.entries(host, after=tree.size, upto=upto):
         if seq != tree.size + 1:
             raise AuditError(f"host {host}: entry {host}#{tree.size + 1} is missing from the store")
@@ -96,6 +97,9 @@ def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
         at = body.rfind(',"prev":"')  # the top-level prev: canonical keys are sorted, detail comes first
         if found != stored or body[at + 9 : at + 73] != leaf:
             raise AuditError(f"host {host}: entry {host}#{seq} does not chain to the tree signed before it")
+        # the body says it is this host's entry at this seq (the row's columns are not the entry)
+        if not (body.startswith(f'","seq":{seq},', at + 73) and body.startswith(token, body.rfind(',"host":"', 0, at))):
+            raise AuditError(f"host {host}: entry {host}#{seq} says it is another host's or seq's entry")
         tree.append(bytes.fromhex(found))
         leaf = found
         if signed is not None and tree.size == signed[0] and tree.root().hex() != signed[1]:
