@@ -107,6 +107,11 @@ class TrailRepo:
         query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host)
         return self._session.exec(query.order_by(col(AuditCheckpoint.size).desc()).limit(1)).first()
 
+    def recent_checkpoints(self, host: str, limit: int) -> list[AuditCheckpoint]:
+        """``host``'s ``limit`` largest checkpoint rows, largest first."""
+        query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host)
+        return list(self._session.exec(query.order_by(col(AuditCheckpoint.size).desc()).limit(limit)).all())
+
     def checkpoints(self, host: str | None = None) -> list[AuditCheckpoint]:
         query = orm_select(AuditCheckpoint)
         if host is not None:

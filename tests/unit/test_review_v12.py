@@ -209,9 +209,6 @@ def test_v8_a_host_cannot_witness_its_own_tree(tmp_path: Path) -> None:
         verify(tmp_path / "b.jsonl", [public])  # else: "cosigned up to 4 by osa" (witnessed by nobody else)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="V9: one unsigned checkpoint row from another host stops a host signing for good"
-)
 def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_path: Path) -> None:
     from colibri.store.audit_trail import AuditCheckpoint, TrailRepo
 
@@ -435,3 +432,32 @@ def test_v15_a_signer_or_witness_does_not_fold_an_entry_naming_another_host_or_s
             lines.append(encoded)
         with pytest.raises(AuditError, match="domedog#2 says"):
             _fold(Rows(lines), "domedog", CompactRange(), "0" * 64, 3)  # type: ignore[arg-type]
+
+
+def test_v9_a_junk_checkpoint_row_does_not_hide_what_is_pending(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sibling: the daemon signs when ``pending`` says so; a junk row larger than the head must not
+    make it zero or negative (the loop would never sign), and the signer reports the row."""
+    from colibri.store.audit_trail import AuditCheckpoint, TrailRepo
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
+        with origin.acting("daemon", host="osa"):
+            with store.session() as session:
+                AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+            assert osa.checkpoint() is not None
+            with store.session() as session:
+                junk = AuditCheckpoint(host="osa", size=10**6, root="00" * 32, key_id="00000000", note="junk",
+                                       signed_at="2026-12-01T18:00:00.000000Z")  # fmt: skip
+                TrailRepo(session).add_checkpoint(junk)
+            with store.session() as session:
+                AuditRepo(session).append_many(
+                    [Event("tenant.register", f"tenant:t{n}", tenant=f"t{n}") for n in range(3)]
+                )
+            assert osa.pending() == 3
+            assert osa.checkpoint() is not None and osa.pending() == 0
+        assert "osa@1000000" in caplog.text and "not signed by this host's key" in caplog.text
+    finally:
+        store.close()

@@ -33,6 +33,9 @@ log = logging.getLogger("colibri.audit")
 COSIGN_STEP = 50_000
 """At most this many of another host's entries are folded per cosigning run (a first cosignature
 of a long log takes several runs, each a second or two on the database thread)."""
+OWN_ROWS = 64
+"""How many of a host's largest checkpoint rows its signer reads for the newest one it signed
+(rows under its name it did not sign are reported and skipped)."""
 
 
 class _Partial(Exception):
@@ -114,6 +117,7 @@ class AuditSigner:
         self.store = store
         self.keys = keys
         self.host = host
+        self._reported: set[tuple[int, str]] = set()  # rows under this host's name it did not sign
 
     # ---- keys ----------------------------------------------------------------------------------
     def _key(self) -> tuple[Ed25519PrivateKey, PublicKey]:
@@ -186,12 +190,17 @@ class AuditSigner:
             return TrailRepo(session).heads().get(self.host, (0, ""))[0]
 
     def pending(self) -> int:
-        """How many of this host's entries no checkpoint covers yet (no key needed)."""
+        """How many of this host's entries its newest checkpoint does not cover (no key needed): the
+        size it remembers signing, not the store's rows (one under its name it never signed,
+        however large, does not stop it signing); without a memory, the largest row not above the head."""
+        mine = self.keys.memory().get("self")
         with self.store.session() as session:
             repo = TrailRepo(session)
             head = repo.heads().get(self.host, (0, ""))[0]
-            latest = repo.latest_checkpoint(self.host)
-        return head - (latest.size if latest else 0)
+            if mine:
+                return max(0, head - int(mine["size"]))
+            rows = [row.size for row in repo.recent_checkpoints(self.host, OWN_ROWS) if row.size <= head]
+        return head - max(rows, default=0)
 
     def _sign(self, private: Ed25519PrivateKey, public: PublicKey) -> Signed | None:
         memory = self.keys.memory()
@@ -207,7 +216,7 @@ class AuditSigner:
                 )
                 log.error("audit: refusing to sign: %s", reason)
                 raise AuditError(f"refusing to sign a checkpoint: {reason}")
-            latest = repo.latest_checkpoint(self.host)
+            latest = self._own_latest(repo, public)
             if head == tree.size and latest is not None and latest.size == head:
                 return None
             before = (latest.size, latest.root) if latest is not None and latest.size > tree.size else None
@@ -242,6 +251,28 @@ class AuditSigner:
         memory["self"] = _remembered(tree, leaf, checkpoint.time)
         self.keys.remember(memory)
         return Signed(self.host, head, root.hex(), public.key_id, checkpoint.time)
+
+    def _own_latest(self, repo: TrailRepo, public: PublicKey) -> AuditCheckpoint | None:
+        """The largest checkpoint row of this host that this host signed (its note opens under its
+        key and says what the row says); a row under its name it did not sign (another host's
+        database credentials, or an edit) is reported, and ignored: the signer goes by its memory."""
+        for row in repo.recent_checkpoints(self.host, OWN_ROWS):
+            try:
+                checkpoint, _ = note.open_note(row.note, [public])
+                if (checkpoint.host, checkpoint.size, checkpoint.root.hex()) == (self.host, row.size, row.root):
+                    return row
+            except BadNote:
+                pass
+            if (row.size, row.root) not in self._reported:
+                self._reported.add((row.size, row.root))
+                log.error(
+                    "audit: the store's checkpoint row %s@%d (key %s) was not signed by this host's key: "
+                    "ignored (written with another host's database credentials?)",
+                    self.host,
+                    row.size,
+                    row.key_id[:16],
+                )
+        return None
 
     # ---- cosigning -----------------------------------------------------------------------------
     def cosign(self) -> tuple[list[Signed], list[str]]:

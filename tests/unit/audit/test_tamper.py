@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from colibri.audit import note
 from colibri.audit.entry import GENESIS, leaf_hash
 from colibri.audit.merkle import CompactRange
+from colibri.store.audit import timestamp
 from tests.conftest import Invoke
 from tests.unit.audit.trail_helpers import export, keys_of, record, verify
 
@@ -184,7 +185,9 @@ def test_a_checkpoint_signed_by_an_unknown_key(signed: tuple[str, list[str]], in
     tree = CompactRange()
     for (leaf,) in sql(url, "SELECT leaf FROM audit_entries WHERE host = 'osa' AND seq <= 42 ORDER BY seq"):
         tree.append(bytes.fromhex(leaf))
-    checkpoint = note.Checkpoint("osa", 42, tree.root(), "2099-01-01T00:00:00.000000Z")
+    # signed now (not in the future: osa goes on signing on its own clock, V9, and verify would then
+    # report the order of its next checkpoint before the intruder's signature)
+    checkpoint = note.Checkpoint("osa", 42, tree.root(), timestamp())
     sql(url, "INSERT INTO audit_checkpoints (host, size, root, key_id, note, signed_at) VALUES "
         "('osa', 42, :r, :k, :n, :t)", r=tree.root().hex(), k=key.key_id, n=note.sign(checkpoint, key, intruder.sign),
         t=checkpoint.time)  # fmt: skip
