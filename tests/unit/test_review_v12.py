@@ -110,14 +110,13 @@ def test_v2_a_key_endorsing_two_successors_is_a_forked_key_chain(tmp_path: Path)
         verify(tmp_path / "forged.jsonl", [old, current])
 
 
-@pytest.mark.xfail(strict=True, reason="V3: another host's database credentials write entries the host then signs")
 def test_v3_an_entry_written_into_a_hosts_log_by_another_host_is_not_signed_as_its_own(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(url)
     try:
         osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
-        with origin.acting("daemon", host="osa"), store.session() as session:
-            AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+        with origin.acting("daemon", host="osa", vouch=osa.keys.entry_key), store.session() as session:
+            AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))  # osa's own
         with origin.acting("daemon", host="osa"):
             assert osa.checkpoint() is not None
         # host domedog, compromised: its own colibri on the shared store, recording under osa's name
@@ -215,7 +214,7 @@ def test_v9_a_checkpoint_row_the_host_never_signed_does_not_stop_it_signing(tmp_
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     try:
         osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
-        with origin.acting("daemon", host="osa"):
+        with origin.acting("daemon", host="osa", vouch=osa.keys.entry_key):
             with store.session() as session:
                 AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
             assert osa.checkpoint() is not None
@@ -444,7 +443,7 @@ def test_v9_a_junk_checkpoint_row_does_not_hide_what_is_pending(
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     try:
         osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
-        with origin.acting("daemon", host="osa"):
+        with origin.acting("daemon", host="osa", vouch=osa.keys.entry_key):
             with store.session() as session:
                 AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
             assert osa.checkpoint() is not None
@@ -461,3 +460,17 @@ def test_v9_a_junk_checkpoint_row_does_not_hide_what_is_pending(
         assert "osa@1000000" in caplog.text and "not signed by this host's key" in caplog.text
     finally:
         store.close()
+
+
+def test_v3_an_entry_key_goes_only_with_its_own_host() -> None:
+    """Sibling: ``acting`` keeps the entry key for the current host and drops it for another one."""
+
+    def key() -> bytes:
+        return b"k" * 32
+
+    with origin.acting("daemon", host="osa", vouch=key):
+        assert origin.current().vouch is key
+        with origin.acting("tenant:acme"):
+            assert origin.current().vouch is key  # a request on this host: its entries are this host's
+        with origin.acting("daemon", host="domedog"):
+            assert origin.current().vouch is None  # another host's name: not under osa's key

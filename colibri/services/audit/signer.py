@@ -14,17 +14,16 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.audit_keys import KeyDir
-from colibri.audit import note
-from colibri.audit.entry import Event, leaf_hash
-from colibri.audit.merkle import CompactRange
+from colibri.audit import note, origin
+from colibri.audit.entry import Event
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
 from colibri.errors import AuditError
+from colibri.services.audit.fold import _after, _fold, _range, _remembered
 from colibri.store.audit import AuditRepo, timestamp
 from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKey, TrailRepo
 from colibri.store.db import Store
@@ -55,69 +54,18 @@ class Signed:
     signed_at: str
 
 
-def _after(previous: str | None) -> str:
-    """Now, or just after ``previous`` if the clock went back (checkpoint times only increase)."""
-    now = timestamp()
-    if previous is None or now > previous:
-        return now
-    later = datetime.strptime(previous, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(microseconds=1)
-    return timestamp(later)
-
-
-def _range(memory: dict[str, Any] | None) -> tuple[CompactRange, str, str | None]:
-    if not memory:
-        return CompactRange(), "0" * 64, None
-    hashes = [bytes.fromhex(h) for h in memory["range"]]
-    return CompactRange(int(memory["size"]), hashes), str(memory["leaf"]), memory.get("time")
-
-
-def _remembered(tree: CompactRange, leaf: str, time: str) -> dict[str, Any]:
-    return {
-        "size": tree.size,
-        "range": [h.hex() for h in tree.hashes],
-        "root": tree.root().hex(),
-        "leaf": leaf,
-        "time": time,
-    }
-
-
-def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
-          signed: tuple[int, str] | None = None) -> str:  # fmt: skip
-    """Fold ``host``'s entries after ``tree.size`` up to ``upto`` into ``tree``; the last leaf.
-    The entry at ``tree.size`` must still be the one signed before (``leaf``): a store whose tail
-    was deleted and written again to the same length is not signed over.  ``signed``: a (size,
-    root) passed on the way must be met (a signer without its memory checks its last checkpoint)."""
-    if tree.size:
-        there = [leaf_hash(body.encode()) for _, body, _ in repo.entries(host, after=tree.size - 1, upto=tree.size)]
-        if there != [leaf]:
-            state = "missing" if not there else "not the one signed before: the store's tail was rewritten"
-            raise AuditError(f"host {host}: entry {host}#{tree.size} is {state}")
-    token = f',"host":"{host}","outcome":"'
-    for seq, body, stored in repo.entries(host, after=tree.size, upto=upto):
-        if seq != tree.size + 1:
-            raise AuditError(f"host {host}: entry {host}#{tree.size + 1} is missing from the store")
-        found = leaf_hash(body.encode())
-        at = body.rfind(',"prev":"')  # the top-level prev: canonical keys are sorted, detail comes first
-        if found != stored or body[at + 9 : at + 73] != leaf:
-            raise AuditError(f"host {host}: entry {host}#{seq} does not chain to the tree signed before it")
-        # the body says it is this host's entry at this seq (the row's columns are not the entry)
-        if not (body.startswith(f'","seq":{seq},', at + 73) and body.startswith(token, body.rfind(',"host":"', 0, at))):
-            raise AuditError(f"host {host}: entry {host}#{seq} says it is another host's or seq's entry")
-        tree.append(bytes.fromhex(found))
-        leaf = found
-        if signed is not None and tree.size == signed[0] and tree.root().hex() != signed[1]:
-            raise AuditError(f"host {host}: its entries 1..{signed[0]} no longer hash to the checkpoint it signed")
-    if tree.size != upto:
-        raise AuditError(f"host {host}: the store holds {tree.size} entries, {upto} expected")
-    return leaf
-
-
 class AuditSigner:
     def __init__(self, store: Store, keys: KeyDir, host: str) -> None:
         self.store = store
         self.keys = keys
         self.host = host
         self._reported: set[tuple[int, str]] = set()  # rows under this host's name it did not sign
+
+    def _record(self, session: Any, event: Event) -> None:
+        """An entry of the signer's own (a key made or rotated, a refusal), in this host's log with
+        this host's MAC whatever origin the caller set."""
+        with origin.acting(origin.current().actor, host=self.host, vouch=self.keys.entry_key):
+            AuditRepo(session).append(event)
 
     # ---- keys ----------------------------------------------------------------------------------
     def _key(self) -> tuple[Ed25519PrivateKey, PublicKey]:
@@ -132,7 +80,7 @@ class AuditSigner:
             if (self.host, public.key_id) not in known:
                 now = timestamp()
                 repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
-                AuditRepo(session).append(Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
+                self._record(session, Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
         return private, public
 
     def public_key(self) -> PublicKey:
@@ -164,8 +112,9 @@ class AuditSigner:
                         endorsement=json.dumps(endorsement, sort_keys=True),
                     )
                 )
-                AuditRepo(session).append(
-                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id})
+                self._record(
+                    session,
+                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id}),
                 )
                 self.keys.rotate_to(new_private)  # in the transaction: a key file not written is no rotation
             self._sign(new_private, new)
@@ -220,7 +169,7 @@ class AuditSigner:
             if head == tree.size and latest is not None and latest.size == head:
                 return None
             before = (latest.size, latest.root) if latest is not None and latest.size > tree.size else None
-            leaf = _fold(repo, self.host, tree, leaf, head, before)
+            leaf = _fold(repo, self.host, tree, leaf, head, before, self.keys.entry_key())
             root = tree.root()
             if latest is not None and latest.size >= head:
                 if latest.size == head and latest.root == root.hex():  # signed, then the memory write failed
@@ -305,13 +254,14 @@ class AuditSigner:
                     except (AuditError, BadNote) as exc:
                         reason = str(exc)
                         log.error("audit: refusing to cosign host %s at size %d: %s", host, row.size, reason)
-                        AuditRepo(session).append(
+                        self._record(
+                            session,
                             Event(
                                 "audit.cosign",
                                 f"host:{host}",
                                 outcome="refused",
                                 detail={"size": row.size, "reason": reason[:400]},
-                            )
+                            ),
                         )
                         peer["refused"] = [row.size, row.root]
                         peers[host] = peer
