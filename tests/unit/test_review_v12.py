@@ -474,3 +474,35 @@ def test_v3_an_entry_key_goes_only_with_its_own_host() -> None:
             assert origin.current().vouch is key  # a request on this host: its entries are this host's
         with origin.acting("daemon", host="domedog"):
             assert origin.current().vouch is None  # another host's name: not under osa's key
+
+
+def test_v9_a_junk_checkpoint_row_does_not_stop_the_witnesses_cosigning(tmp_path: Path) -> None:
+    """Sibling: a witness cosigned the largest row of a host; a junk one stayed the largest, refused
+    once and then skipped for good, so the host's real checkpoints were never cosigned again."""
+    from colibri.store.audit_trail import AuditCheckpoint, TrailRepo
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
+        domedog = AuditSigner(store, KeyDir(tmp_path / "domedog" / "audit", "domedog"), "domedog")
+        for signer in (osa, domedog):
+            with origin.acting("daemon", host=signer.host, vouch=signer.keys.entry_key):
+                with store.session() as session:
+                    AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
+                assert signer.checkpoint() is not None
+        with origin.acting("daemon", host="domedog", vouch=domedog.keys.entry_key):
+            assert [s.host for s in domedog.cosign()[0]] == ["osa"]
+        with store.session() as session:
+            junk = AuditCheckpoint(host="osa", size=10**6, root="00" * 32, key_id="00000000", note="junk",
+                                   signed_at="2026-12-01T18:00:00.000000Z")  # fmt: skip
+            TrailRepo(session).add_checkpoint(junk)
+        with origin.acting("daemon", host="osa", vouch=osa.keys.entry_key):
+            with store.session() as session:
+                AuditRepo(session).append(Event("tenant.register", "tenant:t1", tenant="t1"))
+            signed = osa.checkpoint()
+        assert signed is not None
+        with origin.acting("daemon", host="domedog", vouch=domedog.keys.entry_key):
+            done, _ = domedog.cosign()
+        assert [(s.host, s.size) for s in done] == [("osa", signed.size)]
+    finally:
+        store.close()

@@ -60,6 +60,7 @@ class AuditSigner:
         self.keys = keys
         self.host = host
         self._reported: set[tuple[int, str]] = set()  # rows under this host's name it did not sign
+        self._reported_peers: set[tuple[str, int, str]] = set()  # other hosts' rows they did not sign
 
     def _record(self, session: Any, event: Event) -> None:
         """An entry of the signer's own (a key made or rotated, a refusal), in this host's log with
@@ -239,9 +240,10 @@ class AuditSigner:
             with self.store.session() as session:
                 repo = TrailRepo(session)
                 keys = repo.public_keys()
-                for row in repo.newest_checkpoints(other_than=self.host):
-                    host = row.host
+                for newest in repo.newest_checkpoints(other_than=self.host):
+                    host = newest.host
                     peer = peers.get(host, {})
+                    row = self._signed_row(repo, newest, peer, keys)
                     if peer.get("size") == row.size and peer.get("root") == row.root:
                         continue
                     if peer.get("refused") == [row.size, row.root]:
@@ -271,6 +273,26 @@ class AuditSigner:
                     done.append(signed[0])
             self.keys.remember(memory)
         return done, refused
+
+    def _signed_row(
+        self, repo: TrailRepo, newest: AuditCheckpoint, peer: dict[str, Any], keys: list[AuditKey]
+    ) -> AuditCheckpoint:
+        """The largest of the host's checkpoint rows its trusted keys signed: a row under its name
+        it did not sign (another host's database credentials) is reported and passed over, else it
+        would stay the newest and stop every later cosignature; ``newest`` if none is."""
+        trusted = _peer_keys(newest.host, peer.get("keys"), keys)
+        for row in [newest, *repo.recent_checkpoints(newest.host, OWN_ROWS)]:
+            try:
+                checkpoint, _ = note.open_note(row.note, trusted)
+            except BadNote:
+                if (row.host, row.size, row.root) not in self._reported_peers:
+                    self._reported_peers.add((row.host, row.size, row.root))
+                    log.error("audit: checkpoint row %s@%d is not signed by that host's key: passed over",
+                              row.host, row.size)  # fmt: skip
+                continue
+            if (checkpoint.size, checkpoint.root.hex()) == (row.size, row.root):
+                return row
+        return newest
 
     def _cosign_one(
         self,
