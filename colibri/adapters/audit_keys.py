@@ -4,9 +4,12 @@
 root's, 0400), ``memory.json`` (0600: the compact range of the newest tree this host signed, and
 per other host the newest tree it cosigned, with the key it pinned; what makes a truncated or
 rewritten store visible even when the store's own rows were edited), ``audit.lock`` (signers of
-one host take turns).  The memory is written without fsync (it is on every checkpoint's path): a
-crash may leave an older one, or a cut one that reads as none; either way the signer folds again
-from it (or from entry 1) and checks the last checkpoint it signed on the way.  Every file is
+one host take turns), ``entry.key`` (0400: 32 random bytes, the HMAC key every entry this host
+writes carries a MAC under; its signer signs no entry without it, so another host's database
+credentials cannot write into this host's signed history).  The memory is written without
+fsync (it is on every checkpoint's path): a crash may leave an older one, or a cut one that
+reads as none; either way the signer folds again from it (or from entry 1) and checks the last
+checkpoint it signed on the way.  Every file is
 opened without following symlinks and refused unless it is root's and not readable by others; a
 new key is written to a temporary file and linked into place, so a crash never leaves half a key.
 """
@@ -27,6 +30,7 @@ from colibri.audit.note import PublicKey, key_name
 from colibri.errors import NeedsRoot, PermissionDenied
 
 KEY = "signing.key"
+ENTRY_KEY = "entry.key"
 MEMORY = "memory.json"
 MAX_MEMORY = 1 << 20
 
@@ -47,6 +51,7 @@ class KeyDir:
         self.directory = directory
         self.host = host
         self.name = key_name(host)
+        self._entry_key: bytes | None = None
 
     def _ensure_dir(self) -> None:
         if os.geteuid() != 0:
@@ -123,6 +128,38 @@ class KeyDir:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def entry_key(self) -> bytes:
+        """This host's entry MAC key (made on first use; read once per KeyDir)."""
+        if self._entry_key is not None:
+            return self._entry_key
+        self._ensure_dir()
+        try:
+            fd = self._open(ENTRY_KEY)
+        except FileNotFoundError:
+            tmp = self.directory / f".{ENTRY_KEY}.{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            made = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+            try:
+                os.write(made, os.urandom(32))
+                os.fsync(made)
+            finally:
+                os.close(made)
+            with contextlib.suppress(FileExistsError):  # another process made one first: that one
+                os.link(tmp, self.directory / ENTRY_KEY)
+            os.unlink(tmp)
+            fd = self._open(ENTRY_KEY)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise PermissionDenied(f"{self.directory / ENTRY_KEY} is not a regular file")
+            _check(st, self.directory / ENTRY_KEY, (0o400, 0o600))
+            data = handle.read(64)
+        if len(data) != 32:
+            raise PermissionDenied(f"{self.directory / ENTRY_KEY} is not a 32-byte key")
+        self._entry_key = data
+        return data
 
     def public(self, key: Ed25519PrivateKey) -> PublicKey:
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

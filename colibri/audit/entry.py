@@ -6,6 +6,7 @@ an edit, a deletion, an insertion or a reordering anywhere breaks the chain at t
 """
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,3 +77,12 @@ def body(seq: int, ts: str, host: str, actor: str, event: Event, prev: str) -> b
 def leaf_hash(encoded: bytes) -> str:
     """RFC 6962 leaf hash of an entry body, hex."""
     return hashlib.sha256(b"\x00" + encoded).hexdigest()
+
+
+MAC_CONTEXT = b"colibri-audit-entry-mac\n"
+
+
+def entry_mac(key: bytes, encoded: bytes) -> str:
+    """The HMAC-SHA256 of an entry body under its host's entry key, hex: what its signer checks
+    before signing an entry as its own (an entry another host wrote under its name has none)."""
+    return hmac.new(key, MAC_CONTEXT + encoded, hashlib.sha256).hexdigest()

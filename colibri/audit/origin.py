@@ -11,14 +11,19 @@ import contextlib
 import contextvars
 import os
 import platform
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+Vouch = Callable[[], bytes]
+"""This host's entry key (adapters/audit_keys.py ``KeyDir.entry_key``), read when an entry is written."""
 
 
 @dataclass(frozen=True)
 class Origin:
     host: str
     actor: str
+    vouch: Vouch | None = field(default=None, compare=False, repr=False)
+    """The key whose MAC marks an entry as written by this host (None: no MAC, its signer refuses it)."""
 
 
 def operator_actor() -> str:
@@ -37,15 +42,19 @@ def current() -> Origin:
     return found if found is not None else Origin(platform.node() or "localhost", operator_actor())
 
 
-def set_origin(host: str, actor: str) -> None:
-    """Set the origin for the rest of this context (the CLI does this once, at start)."""
-    _ORIGIN.set(Origin(host, actor))
+def set_origin(host: str, actor: str, vouch: Vouch | None = None) -> None:
+    """Set the origin for the rest of this context (the CLI does this once, at start); ``vouch``:
+    this host's entry key (its entries carry its MAC)."""
+    _ORIGIN.set(Origin(host, actor, vouch))
 
 
 @contextlib.contextmanager
-def acting(actor: str, host: str | None = None) -> Iterator[Origin]:
-    """Record what happens inside under ``actor`` (and ``host``, default the current one)."""
-    origin = Origin(host if host is not None else current().host, actor)
+def acting(actor: str, host: str | None = None, vouch: Vouch | None = None) -> Iterator[Origin]:
+    """Record what happens inside under ``actor`` (and ``host``, default the current one); the
+    current entry key goes with it only while the host stays the current one."""
+    now = current()
+    inherited = now.vouch if host in (None, now.host) else None
+    origin = Origin(now.host if host is None else host, actor, vouch if vouch is not None else inherited)
     token = _ORIGIN.set(origin)
     try:
         yield origin

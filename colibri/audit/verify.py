@@ -217,7 +217,7 @@ class _Verifier:
         stack: list[bytes] = []
         prev = GENESIS
         seq = 0
-        host_token = b',"host":"' + host.encode() + b'",'
+        host_token = b',"host":"' + host.encode() + b'","outcome":"'
         first_unsigned: bytes | None = None
         pending = b""
         folder = self.folder  # None: the tree is folded here; else by the second process
@@ -233,10 +233,13 @@ class _Verifier:
                     break
                 raise self._broken(host, seq + 1, body, prev)
             seq += 1
-            if seq in marks and not (
-                body.startswith(b'","seq":%d,' % seq, at + 73) and body.rfind(host_token, 0, at) > 0
+            # every entry says its own host and seq (the top-level host is the last one before prev:
+            # detail sorts before it and outcome's string cannot hold a quote), not only at a mark
+            if not (
+                body.startswith(b'","seq":%d,' % seq, at + 73)
+                and body.startswith(host_token, body.rfind(b',"host":"', 0, at))
             ):
-                raise self._broken(host, seq, body, prev)  # (between checkpoints the chain fixes each place)
+                raise self._misplaced(host, seq, body)
             digest = sha256(b"\x00" + body).digest()
             prev = hexlify(digest)
             if folder is None:
@@ -285,7 +288,23 @@ class _Verifier:
             return True
         if at < 0:
             raise fail(f"entry {host}#{seq + 1}: not a colibri audit entry")
-        return body.rfind(host_token, 0, at) < 0 and body[at + 9 : at + 73] == GENESIS
+        ours = body.startswith(host_token, body.rfind(b',"host":"', 0, at))
+        return not ours and body[at + 9 : at + 73] == GENESIS
+
+    @staticmethod
+    def _misplaced(host: str, seq: int, body: bytes) -> AuditError:
+        """An entry chained into ``host``'s log at ``seq`` that says it is another host's or seq's."""
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return fail(f"entry {host}#{seq}: not JSON")
+        value = value if isinstance(value, dict) else {}
+        names, says = value.get("host"), value.get("seq")
+        named = names if isinstance(names, str) and note.HOST.match(names) else "no valid host"
+        return fail(
+            f"entry {host}#{seq}: it says it is entry {named}#{str(says)[:20]}: an entry written "
+            f"into host {host}'s chain under another host's name or seq"
+        )
 
     def _broken(self, host: str, seq: int, body: bytes, prev: bytes) -> AuditError:
         try:

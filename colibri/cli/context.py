@@ -79,10 +79,11 @@ class Context:
     def store(self) -> "Store":
         if self._store is None:
             from colibri.audit import origin
+            from colibri.cli.entry_key import vouch
             from colibri.store.db import Store
 
             self._store = Store(self.settings.database, self.settings.database_timeout)
-            origin.set_origin(self.settings.host, origin.operator_actor())  # whose audit log, who acts
+            origin.set_origin(self.settings.host, origin.operator_actor(), vouch(self.settings))  # its MAC key
             self._audit_head = self._head()
         return self._store
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from colibri import __version__
+from colibri.adapters.audit_keys import KeyDir
 from colibri.audit import origin
 from colibri.daemon import audit_loop, signals
 from colibri.daemon.api import Api, Parts
@@ -144,7 +145,8 @@ class Daemon:
 
     async def _start(self) -> None:
         settings = self.settings
-        origin.set_origin(settings.host, "daemon")  # requests record under their socket's actor (origin.acting)
+        keys = KeyDir(settings.state_dir / "audit", settings.host)  # its entries carry this host's MAC
+        origin.set_origin(settings.host, "daemon", keys.entry_key)  # requests record under their socket's actor
         idle = max(10.0, settings.host_lease_seconds)  # a frozen daemon's open transaction ends by then
         self._store = await self._call(Store, settings.database, settings.database_timeout, idle)
         self._hive = HiveService(self._store, self.policy, host=settings.host,

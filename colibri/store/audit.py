@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Column, Index, String, Text
 from sqlmodel import Field, Session, SQLModel
 
 from colibri.audit import origin
-from colibri.audit.entry import GENESIS, Event, body, leaf_hash
+from colibri.audit.entry import GENESIS, Event, body, entry_mac, leaf_hash
 from colibri.errors import StoreError
 
 
@@ -33,6 +33,9 @@ class AuditEntry(SQLModel, table=True):
     action: str = Field(max_length=64)
     body: str = Field(sa_column=Column(Text, nullable=False))
     leaf: str = Field(max_length=64)
+    mac: str | None = Field(default=None, max_length=64)
+    """HMAC-SHA256 of ``body`` under its host's entry key (audit.entry.entry_mac): its signer signs
+    only entries that carry it; not part of the entry (a bundle and ``verify`` need no secret)."""
 
 
 class AuditHead(SQLModel, table=True):
@@ -90,12 +93,14 @@ class AuditRepo:
             row = cursor.fetchone()
         seq, prev = int(row[0]) - len(events), str(row[1])
         ts = timestamp()
+        key = where.vouch() if where.vouch is not None else None  # this host's entry key, if it is ours
         rows, seqs = [], []
         for event in events:
             seq += 1
             encoded = body(seq, ts, where.host, where.actor, event, prev)
             prev = leaf_hash(encoded)
-            rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev))
+            mac = entry_mac(key, encoded) if key is not None else None
+            rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev, mac))
             seqs.append(seq)
         if len(rows) == 1:
             cursor.execute(add, rows[0])
@@ -116,7 +121,7 @@ def _statements(paramstyle: str) -> tuple[str, str, str, str]:
     mark = "?" if paramstyle == "qmark" else "%s"
     take = f"UPDATE audit_heads SET seq = seq + {mark} WHERE host = {mark} RETURNING seq, leaf"  # noqa: S608
     start = f"INSERT INTO audit_heads (host, seq, leaf) VALUES ({mark}, 0, {mark}) ON CONFLICT DO NOTHING"  # noqa: S608
-    marks = ", ".join([mark] * 7)
-    add = f"INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf) VALUES ({marks})"  # noqa: S608
+    marks = ", ".join([mark] * 8)
+    add = f"INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf, mac) VALUES ({marks})"  # noqa: S608
     advance = f"UPDATE audit_heads SET leaf = {mark} WHERE host = {mark}"  # noqa: S608
     return take, start, add, advance

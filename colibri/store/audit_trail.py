@@ -90,6 +90,19 @@ class TrailRepo:
                 return
             after = int(page[-1][0])
 
+    def entries_macs(self, host: str, after: int = 0, upto: int | None = None) -> Iterator[tuple[int, str, str, str]]:
+        """(seq, body, leaf, mac) of ``host`` with after < seq <= upto, by seq (mac "" if none)."""
+        while True:
+            query = select(_E.c.seq, _E.c.body, _E.c.leaf, _E.c.mac).where(_E.c.host == host, _E.c.seq > after)
+            if upto is not None:
+                query = query.where(_E.c.seq <= upto)
+            page = self._rows(query.order_by(_E.c.seq).limit(PAGE))
+            for seq, body, leaf, mac in page:
+                yield int(seq), str(body), str(leaf), str(mac or "")
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
     def log(self, tenant: str | None, since: str | None, host: str | None, limit: int) -> list[str]:
         """The newest ``limit`` entry bodies matching, oldest first."""
         query = select(_E.c.body)
@@ -106,6 +119,11 @@ class TrailRepo:
     def latest_checkpoint(self, host: str) -> AuditCheckpoint | None:
         query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host)
         return self._session.exec(query.order_by(col(AuditCheckpoint.size).desc()).limit(1)).first()
+
+    def recent_checkpoints(self, host: str, limit: int) -> list[AuditCheckpoint]:
+        """``host``'s ``limit`` largest checkpoint rows, largest first."""
+        query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host)
+        return list(self._session.exec(query.order_by(col(AuditCheckpoint.size).desc()).limit(limit)).all())
 
     def checkpoints(self, host: str | None = None) -> list[AuditCheckpoint]:
         query = orm_select(AuditCheckpoint)

@@ -17,7 +17,10 @@ from tests.integration.hive_harness import Hive, wait_until
 pytestmark = pytest.mark.integration
 
 RECORDER = """
+import os
 import sys
+from pathlib import Path
+from colibri.adapters.audit_keys import KeyDir
 from colibri.audit import origin
 from colibri.audit.entry import Event
 from colibri.store.audit import AuditRepo
@@ -25,7 +28,8 @@ from colibri.store.db import Store
 
 store = Store(sys.argv[1])
 n = 0
-with origin.acting("agent:acme/a1", host="testhost"):
+keys = KeyDir(Path(os.environ["COLIBRI_STATE_DIR"]) / "audit", "testhost")  # as testhost's own colibri
+with origin.acting("agent:acme/a1", host="testhost", vouch=keys.entry_key):
     while True:
         n += 1
         with store.session() as session:

@@ -14,17 +14,16 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.audit_keys import KeyDir
-from colibri.audit import keychain, note
-from colibri.audit.entry import Event, leaf_hash
-from colibri.audit.merkle import CompactRange
+from colibri.audit import keychain, note, origin
+from colibri.audit.entry import Event
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
 from colibri.errors import AuditError
+from colibri.services.audit.fold import _after, _fold, _range, _remembered
 from colibri.store.audit import AuditRepo, timestamp
 from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKey, TrailRepo
 from colibri.store.db import Store
@@ -33,6 +32,9 @@ log = logging.getLogger("colibri.audit")
 COSIGN_STEP = 50_000
 """At most this many of another host's entries are folded per cosigning run (a first cosignature
 of a long log takes several runs, each a second or two on the database thread)."""
+OWN_ROWS = 64
+"""How many of a host's largest checkpoint rows its signer reads for the newest one it signed
+(rows under its name it did not sign are reported and skipped)."""
 
 
 class _Partial(Exception):
@@ -52,64 +54,19 @@ class Signed:
     signed_at: str
 
 
-def _after(previous: str | None) -> str:
-    """Now, or just after ``previous`` if the clock went back (checkpoint times only increase)."""
-    now = timestamp()
-    if previous is None or now > previous:
-        return now
-    later = datetime.strptime(previous, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) + timedelta(microseconds=1)
-    return timestamp(later)
-
-
-def _range(memory: dict[str, Any] | None) -> tuple[CompactRange, str, str | None]:
-    if not memory:
-        return CompactRange(), "0" * 64, None
-    hashes = [bytes.fromhex(h) for h in memory["range"]]
-    return CompactRange(int(memory["size"]), hashes), str(memory["leaf"]), memory.get("time")
-
-
-def _remembered(tree: CompactRange, leaf: str, time: str) -> dict[str, Any]:
-    return {
-        "size": tree.size,
-        "range": [h.hex() for h in tree.hashes],
-        "root": tree.root().hex(),
-        "leaf": leaf,
-        "time": time,
-    }
-
-
-def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
-          signed: tuple[int, str] | None = None) -> str:  # fmt: skip
-    """Fold ``host``'s entries after ``tree.size`` up to ``upto`` into ``tree``; the last leaf.
-    The entry at ``tree.size`` must still be the one signed before (``leaf``): a store whose tail
-    was deleted and written again to the same length is not signed over.  ``signed``: a (size,
-    root) passed on the way must be met (a signer without its memory checks its last checkpoint)."""
-    if tree.size:
-        there = [leaf_hash(body.encode()) for _, body, _ in repo.entries(host, after=tree.size - 1, upto=tree.size)]
-        if there != [leaf]:
-            state = "missing" if not there else "not the one signed before: the store's tail was rewritten"
-            raise AuditError(f"host {host}: entry {host}#{tree.size} is {state}")
-    for seq, body, stored in repo.entries(host, after=tree.size, upto=upto):
-        if seq != tree.size + 1:
-            raise AuditError(f"host {host}: entry {host}#{tree.size + 1} is missing from the store")
-        found = leaf_hash(body.encode())
-        at = body.rfind(',"prev":"')  # the top-level prev: canonical keys are sorted, detail comes first
-        if found != stored or body[at + 9 : at + 73] != leaf:
-            raise AuditError(f"host {host}: entry {host}#{seq} does not chain to the tree signed before it")
-        tree.append(bytes.fromhex(found))
-        leaf = found
-        if signed is not None and tree.size == signed[0] and tree.root().hex() != signed[1]:
-            raise AuditError(f"host {host}: its entries 1..{signed[0]} no longer hash to the checkpoint it signed")
-    if tree.size != upto:
-        raise AuditError(f"host {host}: the store holds {tree.size} entries, {upto} expected")
-    return leaf
-
-
 class AuditSigner:
     def __init__(self, store: Store, keys: KeyDir, host: str) -> None:
         self.store = store
         self.keys = keys
         self.host = host
+        self._reported: set[tuple[int, str]] = set()  # rows under this host's name it did not sign
+        self._reported_peers: set[tuple[str, int, str]] = set()  # other hosts' rows they did not sign
+
+    def _record(self, session: Any, event: Event) -> None:
+        """An entry of the signer's own (a key made or rotated, a refusal), in this host's log with
+        this host's MAC whatever origin the caller set."""
+        with origin.acting(origin.current().actor, host=self.host, vouch=self.keys.entry_key):
+            AuditRepo(session).append(event)
 
     # ---- keys ----------------------------------------------------------------------------------
     def _key(self) -> tuple[Ed25519PrivateKey, PublicKey]:
@@ -124,7 +81,7 @@ class AuditSigner:
             if (self.host, public.key_id) not in known:
                 now = timestamp()
                 repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
-                AuditRepo(session).append(Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
+                self._record(session, Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
         return private, public
 
     def public_key(self) -> PublicKey:
@@ -156,8 +113,9 @@ class AuditSigner:
                         endorsement=json.dumps(endorsement, sort_keys=True),
                     )
                 )
-                AuditRepo(session).append(
-                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id})
+                self._record(
+                    session,
+                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id}),
                 )
                 self.keys.rotate_to(new_private)  # in the transaction: a key file not written is no rotation
             self._sign(new_private, new)
@@ -182,12 +140,17 @@ class AuditSigner:
             return TrailRepo(session).heads().get(self.host, (0, ""))[0]
 
     def pending(self) -> int:
-        """How many of this host's entries no checkpoint covers yet (no key needed)."""
+        """How many of this host's entries its newest checkpoint does not cover (no key needed): the
+        size it remembers signing, not the store's rows (one under its name it never signed,
+        however large, does not stop it signing); without a memory, the largest row not above the head."""
+        mine = self.keys.memory().get("self")
         with self.store.session() as session:
             repo = TrailRepo(session)
             head = repo.heads().get(self.host, (0, ""))[0]
-            latest = repo.latest_checkpoint(self.host)
-        return head - (latest.size if latest else 0)
+            if mine:
+                return max(0, head - int(mine["size"]))
+            rows = [row.size for row in repo.recent_checkpoints(self.host, OWN_ROWS) if row.size <= head]
+        return head - max(rows, default=0)
 
     def _sign(self, private: Ed25519PrivateKey, public: PublicKey) -> Signed | None:
         memory = self.keys.memory()
@@ -203,11 +166,11 @@ class AuditSigner:
                 )
                 log.error("audit: refusing to sign: %s", reason)
                 raise AuditError(f"refusing to sign a checkpoint: {reason}")
-            latest = repo.latest_checkpoint(self.host)
+            latest = self._own_latest(repo, public)
             if head == tree.size and latest is not None and latest.size == head:
                 return None
             before = (latest.size, latest.root) if latest is not None and latest.size > tree.size else None
-            leaf = _fold(repo, self.host, tree, leaf, head, before)
+            leaf = _fold(repo, self.host, tree, leaf, head, before, self.keys.entry_key())
             root = tree.root()
             if latest is not None and latest.size >= head:
                 if latest.size == head and latest.root == root.hex():  # signed, then the memory write failed
@@ -239,6 +202,28 @@ class AuditSigner:
         self.keys.remember(memory)
         return Signed(self.host, head, root.hex(), public.key_id, checkpoint.time)
 
+    def _own_latest(self, repo: TrailRepo, public: PublicKey) -> AuditCheckpoint | None:
+        """The largest checkpoint row of this host that this host signed (its note opens under its
+        key and says what the row says); a row under its name it did not sign (another host's
+        database credentials, or an edit) is reported, and ignored: the signer goes by its memory."""
+        for row in repo.recent_checkpoints(self.host, OWN_ROWS):
+            try:
+                checkpoint, _ = note.open_note(row.note, [public])
+                if (checkpoint.host, checkpoint.size, checkpoint.root.hex()) == (self.host, row.size, row.root):
+                    return row
+            except BadNote:
+                pass
+            if (row.size, row.root) not in self._reported:
+                self._reported.add((row.size, row.root))
+                log.error(
+                    "audit: the store's checkpoint row %s@%d (key %s) was not signed by this host's key: "
+                    "ignored (written with another host's database credentials?)",
+                    self.host,
+                    row.size,
+                    row.key_id[:16],
+                )
+        return None
+
     # ---- cosigning -----------------------------------------------------------------------------
     def cosign(self) -> tuple[list[Signed], list[str]]:
         """Cosign every other host's newest checkpoint that extends what this host cosigned before;
@@ -255,9 +240,10 @@ class AuditSigner:
             with self.store.session() as session:
                 repo = TrailRepo(session)
                 keys = repo.public_keys()
-                for row in repo.newest_checkpoints(other_than=self.host):
-                    host = row.host
+                for newest in repo.newest_checkpoints(other_than=self.host):
+                    host = newest.host
                     peer = peers.get(host, {})
+                    row = self._signed_row(repo, newest, peer, keys)
                     if peer.get("size") == row.size and peer.get("root") == row.root:
                         continue
                     if peer.get("refused") == [row.size, row.root]:
@@ -270,13 +256,14 @@ class AuditSigner:
                     except (AuditError, BadNote) as exc:
                         reason = str(exc)
                         log.error("audit: refusing to cosign host %s at size %d: %s", host, row.size, reason)
-                        AuditRepo(session).append(
+                        self._record(
+                            session,
                             Event(
                                 "audit.cosign",
                                 f"host:{host}",
                                 outcome="refused",
                                 detail={"size": row.size, "reason": reason[:400]},
-                            )
+                            ),
                         )
                         peer["refused"] = [row.size, row.root]
                         peers[host] = peer
@@ -286,6 +273,26 @@ class AuditSigner:
                     done.append(signed[0])
             self.keys.remember(memory)
         return done, refused
+
+    def _signed_row(
+        self, repo: TrailRepo, newest: AuditCheckpoint, peer: dict[str, Any], keys: list[AuditKey]
+    ) -> AuditCheckpoint:
+        """The largest of the host's checkpoint rows its trusted keys signed: a row under its name
+        it did not sign (another host's database credentials) is reported and passed over, else it
+        would stay the newest and stop every later cosignature; ``newest`` if none is."""
+        trusted = _peer_keys(newest.host, peer.get("keys"), keys)
+        for row in [newest, *repo.recent_checkpoints(newest.host, OWN_ROWS)]:
+            try:
+                checkpoint, _ = note.open_note(row.note, trusted)
+            except BadNote:
+                if (row.host, row.size, row.root) not in self._reported_peers:
+                    self._reported_peers.add((row.host, row.size, row.root))
+                    log.error("audit: checkpoint row %s@%d is not signed by that host's key: passed over",
+                              row.host, row.size)  # fmt: skip
+                continue
+            if (checkpoint.size, checkpoint.root.hex()) == (row.size, row.root):
+                return row
+        return newest
 
     def _cosign_one(
         self,

@@ -12,10 +12,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, text
 
 from colibri.audit import note
+from colibri.audit.canonical import canonical
 from colibri.audit.entry import GENESIS, leaf_hash
 from colibri.audit.merkle import CompactRange
+from colibri.store.audit import timestamp
 from tests.conftest import Invoke
-from tests.unit.audit.trail_helpers import export, keys_of, record, verify
+from tests.unit.audit.trail_helpers import export, keys, keys_of, record, verify
 
 ENTRIES = 40  # + the key's creation = 41 signed entries of host osa
 
@@ -46,12 +48,16 @@ def body(url: str, seq: int) -> dict[str, Any]:
     return found
 
 
-def put(url: str, seq: int, value: dict[str, Any], new_seq: int | None = None) -> None:
+def put(url: str, seq: int, value: dict[str, Any], new_seq: int | None = None, with_key: bool = False) -> None:
+    """Rewrite osa's entry ``seq``; ``with_key``: with osa's own entry key (root on osa), its MAC too."""
     from colibri.audit.canonical import canonical
+    from colibri.audit.entry import entry_mac
 
     encoded = canonical(value).decode()
-    sql(url, "UPDATE audit_entries SET body = :b, leaf = :l, seq = :n WHERE host = 'osa' AND seq = :s",
-        b=encoded, l=leaf_hash(encoded.encode()), n=seq if new_seq is None else new_seq, s=seq)  # fmt: skip
+    mac = entry_mac(keys("osa").entry_key(), encoded.encode()) if with_key else None
+    sql(url, "UPDATE audit_entries SET body = :b, leaf = :l, seq = :n, mac = COALESCE(:m, mac) "
+        "WHERE host = 'osa' AND seq = :s", b=encoded, l=leaf_hash(encoded.encode()),
+        n=seq if new_seq is None else new_seq, s=seq, m=mac)  # fmt: skip
 
 
 @pytest.fixture(name="signed")
@@ -184,7 +190,9 @@ def test_a_checkpoint_signed_by_an_unknown_key(signed: tuple[str, list[str]], in
     tree = CompactRange()
     for (leaf,) in sql(url, "SELECT leaf FROM audit_entries WHERE host = 'osa' AND seq <= 42 ORDER BY seq"):
         tree.append(bytes.fromhex(leaf))
-    checkpoint = note.Checkpoint("osa", 42, tree.root(), "2099-01-01T00:00:00.000000Z")
+    # signed now (not in the future: osa goes on signing on its own clock, V9, and verify would then
+    # report the order of its next checkpoint before the intruder's signature)
+    checkpoint = note.Checkpoint("osa", 42, tree.root(), timestamp())
     sql(url, "INSERT INTO audit_checkpoints (host, size, root, key_id, note, signed_at) VALUES "
         "('osa', 42, :r, :k, :n, :t)", r=tree.root().hex(), k=key.key_id, n=note.sign(checkpoint, key, intruder.sign),
         t=checkpoint.time)  # fmt: skip
@@ -271,14 +279,30 @@ def test_a_signer_that_lost_its_memory_still_checks_its_last_checkpoint(
 
     (Path(os.environ["COLIBRI_STATE_DIR"]) / "audit" / "memory.json").unlink()
     prev_leaf = leaf_hash(canonical(body(url, 19)))
-    for seq in range(20, 42):  # entry 20 rewritten, every later one chained to it
+    for seq in range(20, 42):  # entry 20 rewritten, every later one chained to it (by root on osa: MACs too)
         value = body(url, seq)
         if seq == 20:
             value["subject"] = "tenant:rewritten"
         value["prev"] = prev_leaf
-        put(url, seq, value)
+        put(url, seq, value, with_key=True)
         prev_leaf = leaf_hash(canonical(value))
     sql(url, "UPDATE audit_heads SET leaf = :l WHERE host = 'osa'", l=prev_leaf)
     record(url, "osa", 2, start=700)
     code, out, err = invoke("audit", "export", str(tmp_path / "x.jsonl"))
     assert code == 21 and "entries 1..41 no longer hash to the checkpoint it signed" in err, out + err
+
+
+def test_an_entry_rewritten_without_the_hosts_entry_key_is_not_signed(
+    signed: tuple[str, list[str]], invoke: Invoke, tmp_path: Path
+) -> None:
+    """V3 sibling: a rewrite with only database credentials (no MAC under osa's key) is refused at
+    the entry, even past the newest checkpoint, where no signed root covers it yet."""
+    url, _keys = signed
+    record(url, "osa", 1, start=800)
+    head = int(sql(url, "SELECT seq FROM audit_heads WHERE host = 'osa'")[0][0])
+    value = body(url, head)
+    value["subject"] = "tenant:rewritten"
+    put(url, head, value)
+    sql(url, "UPDATE audit_heads SET leaf = :l WHERE host = 'osa'", l=leaf_hash(canonical(value)))
+    code, out, err = invoke("audit", "export", str(tmp_path / "x.jsonl"))
+    assert code == 21 and f"entry osa#{head} was not written by this host" in err, out + err

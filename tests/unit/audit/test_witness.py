@@ -37,7 +37,7 @@ def hive_fixture(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path): 
 
 
 def as_daemon(signer: AuditSigner):  # type: ignore[no-untyped-def]
-    return origin.acting("daemon", host=signer.host)
+    return origin.acting("daemon", host=signer.host, vouch=signer.keys.entry_key)
 
 
 def test_hosts_cosign_each_other_and_a_truncation_is_caught(hive, invoke: Invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

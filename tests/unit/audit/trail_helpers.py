@@ -1,8 +1,10 @@
 """Shared by the audit trail tests: record entries as the services do, export, read keys."""
 
 import json
+import os
 from pathlib import Path
 
+from colibri.adapters.audit_keys import KeyDir
 from colibri.audit import origin
 from colibri.audit.entry import Event
 from colibri.store.audit import AuditRepo
@@ -14,7 +16,7 @@ def record(url: str, host: str, count: int, start: int = 0, actor: str = "operat
     """``count`` state changes of ``host``, each its own transaction (as a service commits them)."""
     store = Store(url)
     try:
-        with origin.acting(actor, host=host):
+        with origin.acting(actor, host=host, vouch=keys(host).entry_key):
             for n in range(start, start + count):
                 with store.session() as session:
                     AuditRepo(session).append(
@@ -22,6 +24,15 @@ def record(url: str, host: str, count: int, start: int = 0, actor: str = "operat
                     )
     finally:
         store.close()
+
+
+def keys(host: str) -> KeyDir:
+    """``host``'s audit key dir as the tests lay them out: the CLI's host (COLIBRI_HOST) in
+    COLIBRI_STATE_DIR/audit, another host in <tmp_path>/<host>/audit."""
+    state = Path(os.environ["COLIBRI_STATE_DIR"])
+    if host == os.environ.get("COLIBRI_HOST"):
+        return KeyDir(state / "audit", host)
+    return KeyDir(state.parent.parent / host / "audit", host)
 
 
 def keys_of(invoke: Invoke) -> list[str]:

@@ -8,7 +8,8 @@ Merkle tree.  ``tenant`` repeats the body's tenant (if any) so ``audit log --ten
 ``audit_heads`` is each host's newest (seq, leaf): the row an append locks, so appends of one host
 are serialised and the chain never forks.  ``audit_checkpoints`` are the signed tree heads (size,
 root, the signed note), ``audit_cosignatures`` other hosts' signatures over them (with the root
-they saw), ``audit_keys``
+they saw), ``mac`` an HMAC of the body under a key only its host holds (state_dir/audit/entry.key:
+its signer signs no entry it did not write), ``audit_keys``
 each host's public keys (a rotated-to key carries the old key's endorsement).
 
 Revision ID: 0007
@@ -32,6 +33,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("leaf", sa.String(64), nullable=False),
+        sa.Column("mac", sa.String(64), nullable=True),
     )
     op.create_index("ix_audit_entries_tenant", "audit_entries", ["tenant", "seq"])
     op.create_index("ix_audit_entries_ts", "audit_entries", ["ts"])
