@@ -296,7 +296,7 @@ class _Verifier:
         """An entry chained into ``host``'s log at ``seq`` that says it is another host's or seq's."""
         try:
             value = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return fail(f"entry {host}#{seq}: not JSON")
         value = value if isinstance(value, dict) else {}
         names, says = value.get("host"), value.get("seq")

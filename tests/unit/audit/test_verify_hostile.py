@@ -192,12 +192,9 @@ def test_a_host_name_with_a_final_newline_is_refused(tmp_path: Path, invoke: Inv
 def test_an_unsigned_tail_reports_its_time_only_when_it_is_one(tmp_path: Path, invoke: Invoke) -> None:
     """The hot loop never parses an entry: the 27 bytes after its ``,"ts":"`` were reported as they are."""
     entries = _entries("osa", 3)
-    prev = leaf_hash(entries[2]).encode()
-    entries.append(
-        b'{"action":"tenant.register","host":"osa","prev":"'
-        + prev
-        + b'","seq":4,"ts":"\x1b[2J\r  forged line here..."}'
-    )
+    prev = leaf_hash(entries[2])
+    forged = "\x1b[2J\r  forged line here..."  # not a time (an entry as a hostile store could hold it)
+    entries.append(body(4, forged, "osa", "operator:uid=0", Event("tenant.register", "tenant:t4", tenant="t"), prev))
     path = _write(tmp_path / "b.jsonl", _lines(_records(entries), entries))
     report = verify(path, TRUSTED)
     assert report.hosts["osa"].unsigned == 1
