@@ -176,17 +176,17 @@ def test_a_witness_refuses_a_checkpoint_signed_by_a_retired_key_after_its_retire
     try:
         osa = AuditSigner(store, KeyDir(tmp_path / "osa" / "audit", "osa"), "osa")
         domedog = AuditSigner(store, KeyDir(tmp_path / "domedog" / "audit", "domedog"), "domedog")
-        with origin.acting("daemon", host="domedog"):
+        with origin.acting("daemon", host="domedog", vouch=domedog.keys.entry_key):
             with store.session() as session:
                 AuditRepo(session).append(Event("tenant.register", "tenant:acme", tenant="acme"))
             assert domedog.checkpoint() is not None
             loaded = domedog.keys.load()
             assert loaded is not None
             leaked = loaded[0]
-        with origin.acting("daemon", host="osa"):
+        with origin.acting("daemon", host="osa", vouch=osa.keys.entry_key):
             done, refused = osa.cosign()
         assert [s.host for s in done] == ["domedog"] and not refused  # domedog's key now pinned
-        with origin.acting("daemon", host="domedog"):
+        with origin.acting("daemon", host="domedog", vouch=domedog.keys.entry_key):
             old, _new = domedog.rotate()
             with store.session() as session:  # after the rotation, the leaked old key signs on
                 AuditRepo(session).append(Event("agent.destroy", "tenant:acme", tenant="acme"))
@@ -210,7 +210,7 @@ def test_a_witness_refuses_a_checkpoint_signed_by_a_retired_key_after_its_retire
                     signed_at=late.time,
                 )
             )
-        with origin.acting("daemon", host="osa"):
+        with origin.acting("daemon", host="osa", vouch=osa.keys.entry_key):
             done, refused = osa.cosign()
         assert not done, done
         assert len(refused) == 1 and f"retired at {retired_at}" in refused[0], refused
