@@ -22,6 +22,7 @@ from typing import Any
 from colibri.adapters.daemon_client import DaemonClient, UnixHTTPConnection
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
+from tests.integration.as_host import as_host
 
 REPO = Path(__file__).resolve().parents[2]
 MOTHER = REPO / "skills" / "mother" / "mother.py"
@@ -128,7 +129,8 @@ class Hive:
         """Register a tenant (the service the CLI uses), then set its status as spawn would."""
         store = Store(f"sqlite:///{self.db_path}")
         try:
-            TenantService(store, "testhost").register(name, None, None)
+            with as_host(self.root / "db"):
+                TenantService(store, "testhost").register(name, None, None)
         finally:
             store.close()
         with sqlite3.connect(self.db_path) as conn:

@@ -27,6 +27,7 @@ from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from tests.conftest import REPO, require
+from tests.integration.as_host import as_host
 from tests.servers.vaultwarden import Collection, Item, VaultwardenServer, start
 from tests.servers.vaultwarden.bwcli import find_bw
 
@@ -168,7 +169,8 @@ def add_tenant(world: World, tenant: str, collection: str | None = None, *, root
     """Register a tenant with a fake jail root (etc/passwd + home/agent); return its .env path."""
     store = Store(world.db_url)
     try:
-        TenantService(store, "testhost").register(tenant, collection, None)
+        with as_host(Path(world.env["COLIBRI_STATE_DIR"])):
+            TenantService(store, "testhost").register(tenant, collection, None)
         root = root or world.jails / tenant / "root"
         (root / "home" / "agent").mkdir(parents=True, exist_ok=True)
         os.chown(root / "home" / "agent", AGENT_UID, AGENT_GID)

@@ -21,6 +21,7 @@ from colibri.services.tenants import TenantService
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from tests.conftest import REPO, require
+from tests.integration.as_host import as_host
 from tests.integration.provision_world import (
     AGENT_GID,
     AGENT_UID,
@@ -197,7 +198,8 @@ def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path)
     hostile = {"pwfifo": "FIFO", "pwlink": "symlink", "pwhuge": "2 MiB", "pwdev": "device node", "pwuid": "uid 2**40"}
     try:
         for tenant in ("agood", *hostile, "zgood"):
-            TenantService(store, "testhost").register(tenant, "", None)
+            with as_host(tmp_path / "state"):
+                TenantService(store, "testhost").register(tenant, "", None)
             root = jails / tenant / "root"
             (root / "home" / "agent").mkdir(parents=True)
             os.chown(root / "home" / "agent", AGENT_UID, AGENT_GID)
