@@ -26,13 +26,13 @@ import fcntl
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from colibri.errors import ConfigError, Conflict, StoreError
+from colibri.poll import poll_true
 
 FILE_NAME = "orchestrator.json"
 MAX_BYTES = 16 << 20
@@ -165,17 +165,8 @@ class OrchestratorRecord:
         self._prepare_directory()
         lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise Conflict(
-                            f"the orchestrator's record {self.path} is held by another colibri command; try again"
-                        ) from None
-                    time.sleep(0.02)
+            if not poll_true(lambda: _take(lock_fd), timeout=LOCK_WAIT, interval=0.02):
+                raise Conflict(f"the orchestrator's record {self.path} is held by another colibri command; try again")
             before = self.read()
             draft = _copy(before)
             yield draft
@@ -288,3 +279,12 @@ def differences(record: Pin, shared: Pin) -> list[str]:
     """The fields in which the shared database's row differs from the record's pin."""
     names = ("user", "address", "port", "host_keys", "command")
     return [n for n in names if getattr(record, n) != getattr(shared, n)]
+
+
+def _take(fd: int) -> bool:
+    """The record's lock, if no other command holds it now."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
