@@ -63,6 +63,19 @@ def gunzip(data: bytes, what: str) -> bytes:
     return bytes(out)
 
 
+def name_of(data: bytes) -> str:
+    """The skill directory a bundle holds (its first member's top component)."""
+    raw = gunzip(data, "the bundle") if data[:2] == b"\x1f\x8b" else data
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            first = tar.next()
+    except (tarfile.TarError, EOFError, ValueError):
+        raise BundleRefused("the file is not a tar bundle") from None
+    if first is None:
+        raise BundleRefused("the bundle is empty")
+    return mf.check_name(first.name.strip("/").split("/")[0])
+
+
 def _member(info: tarfile.TarInfo, name: str) -> str | None:
     """The member's path relative to the skill directory (None: the directory itself)."""
     where = f"skill {name}"
