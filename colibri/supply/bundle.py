@@ -84,7 +84,7 @@ def _member(info: tarfile.TarInfo, name: str) -> str | None:
         raise BundleRefused(f"{where}: absolute path {mf.shown(path)} in the bundle")
     if info.issym() or info.islnk():
         raise BundleRefused(f"{where}: {mf.shown(path)} is a {'symlink' if info.issym() else 'hard link'}")
-    if not (info.isreg() or info.isdir()):
+    if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):  # no sparse or contiguous file
         raise BundleRefused(f"{where}: {mf.shown(path)} is a device, fifo or other special file")
     if info.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
         raise BundleRefused(f"{where}: {mf.shown(path)} has a setuid, setgid or sticky bit")
@@ -163,8 +163,9 @@ def check_files(manifest: Manifest, files: dict[str, bytes], modes: dict[str, in
             raise BundleRefused(f"{where}: {mf.shown(path)} was changed (its size or sha256 is not the manifest's)")
         if modes[path] != entry.mode:
             raise BundleRefused(f"{where}: {mf.shown(path)} has mode {modes[path]:o}, the manifest says {entry.mode:o}")
-    parents = {p.rsplit("/", 1)[0] for p in listed if "/" in p}
-    parents |= {q for p in list(parents) for q in _ancestors(p)}
+    parents = {q for p in listed for q in _ancestors(p)}
+    for path in sorted(parents & set(listed)):
+        raise BundleRefused(f"{where}: {mf.shown(path)} is both a file and a directory in the manifest")
     for path in dirs:
         if path in listed:
             raise BundleRefused(f"{where}: {mf.shown(path)} is a directory in the bundle, a file in the manifest")

@@ -40,7 +40,9 @@ def current(repository: SkillRepository, trust: TrustStore, now: datetime) -> Tr
     chain.check_root(seen, root)
     index = parse_index(index_bytes, root, now)
     chain.check_index(seen, index)
-    trust.remember(chain.seen_after(root, index), root_bytes, index_bytes)
+    after = chain.seen_after(root, index)
+    if after != seen or trust.last_known_good() is None:  # nothing new: no write (no fsync) per resolve
+        trust.remember(after, root_bytes, index_bytes)
     return Trusted(root, index, fresh=True)
 
 

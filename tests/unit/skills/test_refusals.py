@@ -93,6 +93,9 @@ def test_a_file_missing_from_the_bundle_is_refused(forge: Forge) -> None:
         (("evil/hard", None, {"type": tarfile.LNKTYPE, "linkname": "evil/SKILL.md"}), "is a hard link"),
         (("evil/dev", None, {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}), "device, fifo"),
         (("evil/fifo", None, {"type": tarfile.FIFOTYPE}), "device, fifo"),
+        (("evil/blk", None, {"type": tarfile.BLKTYPE, "devmajor": 8, "devminor": 0}), "device, fifo"),
+        (("evil/sparse", None, {"type": tarfile.GNUTYPE_SPARSE}), "device, fifo"),
+        (("evil/cont", None, {"type": tarfile.CONTTYPE}), "device, fifo"),
         (("evil/suid", b"x", {"mode": 0o4755}), "setuid"),
         (("evil/" + "n" * 256, b"x", {}), "longer than 255 bytes"),
         (("evil/.hidden", b"x", {}), "character skills may not use"),
@@ -112,6 +115,25 @@ def test_a_huge_bundle_is_refused_before_it_is_read(forge: Forge, monkeypatch: p
     monkeypatch.setattr(bundle, "MAX_UNPACKED", 64 << 10)
     hostile(forge, [("evil/big", b"x" * (65 << 10), {})])
     refused(forge, BundleRefused, "larger than 65536 bytes unpacked|more than 65536 bytes")
+
+
+def test_a_bundle_the_index_calls_huge_is_refused_before_it_is_fetched(forge: Forge) -> None:
+    hostile(forge, [])
+    from colibri.supply.metadata import MAX_INDEX, parse_index
+
+    index = parse_index(forge.repo.fetch("index.json", MAX_INDEX), None, forge.now())
+    [entry] = index.skills["evil"].values()
+    from dataclasses import replace
+
+    huge = replace(entry, size=bundle.MAX_BUNDLE + 1)
+    publish.reindex(forge.repo, forge.signing_key, [huge], index.version + 1, forge.now() + timedelta(days=1))
+    (forge.repo.directory / "bundles/evil-1.0.0.tar").unlink()  # were it fetched, the refusal would differ
+    refused(forge, BundleRefused, "larger than 16777216 bytes")
+
+
+def test_a_path_both_file_and_directory_is_refused(forge: Forge) -> None:
+    hostile(forge, [], files={"SKILL.md": b"x", "a": b"1", "a/b": b"2"})
+    refused(forge, BundleRefused, "'?a'? is both a file and a directory")
 
 
 def test_too_many_files_are_refused(forge: Forge, monkeypatch: pytest.MonkeyPatch) -> None:
