@@ -48,9 +48,11 @@ class SkillsService:
                     return {"root_key": key_id, "changed": False}
                 if not replace:
                     raise Conflict(f"another root key ({old}) is pinned: pass --replace to pin {key_id} instead")
-            with self.store.session() as session:
-                self.trust.pin(keys.public_line(raw).encode())
+            with self.store.session() as session:  # the entry first: a pin not recorded is no pin
                 record(session, "skills.trust", f"skills-root:{key_id}", replaced=current is not None)
+                if current is not None:
+                    self.trust.forget()  # what was seen under the old root says nothing of the new one
+                self.trust.pin(keys.public_line(raw).encode())
         return {"root_key": key_id, "changed": True}
 
     # ---- what the repository holds -----------------------------------------------------------------
@@ -162,9 +164,9 @@ class SkillsService:
                 )
             item = {"digest": found, "capabilities": list(m.capabilities), "allowed_at": docs.stamp(self.now())}
             versions[m.version] = old or item
-            with self.store.session() as session:
-                self.trust.allow(allowed, found, data)
+            with self.store.session() as session:  # the entry first: an allow not recorded is no allow
                 record(session, "skills.allow", f"skill:{name}", version=m.version, digest=found, again=old is not None)
+                self.trust.allow(allowed, found, data)
         return {"name": name, "version": m.version, "digest": found, "source": COMMUNITY, "changed": old is None}
 
 

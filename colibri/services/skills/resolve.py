@@ -71,13 +71,9 @@ class SkillResolver:
         self.now = now
 
     def available(self) -> bool:
-        """A repository is configured and a root is pinned."""
-        if self.repository is None:
-            return False
-        try:
-            return self.trust.root_key() is not None
-        except SupplyError:
-            return False
+        """A repository is configured and a root is pinned (PermissionDenied: an unsafe trust store)."""
+        # a trust store that is not root-only raises (PermissionDenied): never a silent False
+        return self.repository is not None and self.trust.root_key() is not None
 
     def resolve(
         self, refs: Sequence[SkillRef], *, tier: str, other_tenants: Sequence[str], staging: Path

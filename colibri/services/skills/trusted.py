@@ -57,13 +57,14 @@ def last_known_good(trust: TrustStore, now: datetime) -> Trusted | None:
 def current_or_last(
     repository: SkillRepository | None, trust: TrustStore, now: Callable[[], datetime]
 ) -> tuple[Trusted | None, str | None]:
-    """What ``skills list`` shows: the fresh pair, else the last-known-good with why it is not fresh."""
+    """What ``skills list`` shows: the fresh pair, else the last-known-good with why it is not fresh
+    (the repository unreachable, or what it serves refused: ``verify`` and installs raise that)."""
     reason: str | None = None
     if repository is not None:
         try:
             with trust.locked():
                 return current(repository, trust, now()), None
-        except SupplyUnavailable as exc:
+        except SupplyError as exc:  # unreachable, or refused (a rollback, a bad signature): shown, not raised
             reason = exc.message
     else:
         reason = "no skills repository is configured (skills_repository)"

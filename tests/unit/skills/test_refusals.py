@@ -1,6 +1,7 @@
 """Issue 13's bad input, each refused with its reason and nothing extracted (part S1's share:
 bundles, index, keys, names and tiers)."""
 
+import json
 import tarfile
 from datetime import timedelta
 from pathlib import Path
@@ -287,3 +288,30 @@ def test_all_or_nothing(forge: Forge) -> None:
     forge.publish(forge.bundle("mail"))
     hostile(forge, [("evil/extra", b"x", {})])
     refused(forge, BundleRefused, "extra is in the bundle", "mail", "evil")
+
+
+def test_an_index_whose_capabilities_differ_from_the_manifest_is_refused(forge: Forge) -> None:
+    hostile(forge, [])
+    from dataclasses import replace
+
+    from colibri.supply.metadata import MAX_INDEX, parse_index
+
+    index = parse_index(forge.repo.fetch("index.json", MAX_INDEX), None, forge.now())
+    [entry] = index.skills["evil"].values()
+    widened = replace(entry, capabilities=("echo", "shell"))
+    publish.reindex(forge.repo, forge.signing_key, [widened], index.version + 1, forge.now() + timedelta(days=1))
+    refused(forge, BundleRefused, "capabilities are not the index's")
+
+
+def test_an_index_digest_that_is_not_hex_is_refused(forge: Forge) -> None:
+    forge.publish(forge.bundle("evil"))
+    from colibri.supply import docs
+    from colibri.supply.metadata import envelope
+
+    doc = json.loads((forge.repo.directory / "index.json").read_bytes())
+    signed = doc["signed"]
+    entry = signed["skills"]["evil"]["1.0.0"]
+    entry["digest"] = "sha256:" + "\x1b[31m" + entry["digest"][12:]
+    signed["version"] += 1
+    forge.repo.write("index.json", envelope(signed, [keys.sign(forge.signing_key, "index", docs.dump(signed))]))
+    refused(forge, SupplyError, "a digest is not sha256:<64 hex digits>")

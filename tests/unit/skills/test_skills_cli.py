@@ -131,3 +131,25 @@ def test_a_private_key_readable_by_others_is_refused(invoke: Invoke, work: Path)
     ok(invoke, "skills", "build", str(skill_dir(work, "mail")), "--version", "1.0.0")
     code, _, err = invoke("skills", "sign", "mail-1.0.0.tar", "--key", "k1.key")
     assert code == 6 and "a private key must be 0600" in err
+
+
+def test_a_new_root_pinned_with_replace_starts_from_what_it_signs(invoke: Invoke, work: Path) -> None:
+    """A new root key (the old one lost): its repository starts at root version 1 again, which the
+    host would call a rollback of the old root's versions; --replace forgets what the old root had."""
+    ok(invoke, "skills", "keygen", "root.key")
+    ok(invoke, "skills", "keygen", "k1.key")
+    ok(invoke, "skills", "delegate", "k1.key.pub", "--repo", "repo", "--root-key", "root.key")
+    ok(invoke, "skills", "delegate", "k1.key.pub", "--repo", "repo", "--root-key", "root.key")
+    ok(invoke, "skills", "publish", "--repo", "repo", "--key", "k1.key")
+    ok(invoke, "skills", "trust", "root.key.pub")
+    assert ok(invoke, "skills", "list")["index_version"] == 1
+    ok(invoke, "skills", "keygen", "root2.key")
+    (work / "repo/root.json").unlink()
+    ok(invoke, "skills", "delegate", "k1.key.pub", "--repo", "repo", "--root-key", "root2.key")
+    listed = ok(invoke, "skills", "list")
+    assert listed["fresh"] is False and "not signed by the pinned root key" in listed["reason"]
+    assert listed["index_version"] == 1  # the last-known-good one, under the old root
+    assert invoke("skills", "verify", "mail")[0] == 22
+    assert ok(invoke, "skills", "trust", "root2.key.pub", "--replace")["changed"] is True
+    listed = ok(invoke, "skills", "list")
+    assert (listed["fresh"], listed["index_version"]) == (True, 1)
