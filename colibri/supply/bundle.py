@@ -60,6 +60,8 @@ def gunzip(data: bytes, what: str) -> bytes:
         raise BundleRefused(f"{what}: a decompression bomb (it inflates past {cap} bytes): refused")
     if not inflater.eof:
         raise BundleRefused(f"{what}: the gzip stream is cut short")
+    if inflater.unused_data:
+        raise BundleRefused(f"{what}: data after the gzip stream")
     return bytes(out)
 
 
