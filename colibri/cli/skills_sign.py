@@ -5,18 +5,22 @@ write key files, bundles and the repository directory, never a host's trust stor
 ``revoke`` and ``publish`` change what every host will trust: each records its audit entry.
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from colibri.cli import context, output
-from colibri.cli.skills import JsonFlag, now
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON (see README, 'JSON output').")]
 RepoOpt = Annotated[Path, typer.Option("--repo", help="The repository directory (root.json, index.json, bundles/).")]
 KeyOpt = Annotated[Path, typer.Option("--key", help="The signing key's private key file (0600).")]
 RootKeyOpt = Annotated[Path, typer.Option("--root-key", help="The ROOT private key file (0600; kept offline).")]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def register(app: typer.Typer) -> None:
