@@ -25,6 +25,8 @@ from colibri.supply.metadata import FIRST_PARTY
 COMMUNITY = "community"
 TIERS = ("paid", "community")
 MAX_REFS = 64
+MAX_TOTAL = 4 * bundle.MAX_UNPACKED
+"""The most bytes one resolve holds in memory and writes, all its skills together (128 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,13 @@ class SkillResolver:
                 f"the skills index (version {state.index.version}) expired {docs.stamp(state.index.expires)}: "
                 "new skill installs are blocked until a fresh index is published"
             )
-        picked = [self._one(ref, tier, state, now) for ref in refs]
+        picked: list[tuple[SkillRef, bundle.Unpacked, str, str]] = []
+        total = 0
+        for ref in refs:
+            picked.append(self._one(ref, tier, state, now))
+            total += sum(len(body) for body in picked[-1][1].files.values())
+            if total > MAX_TOTAL:
+                raise BundleRefused(f"skill {ref}: the skills asked for hold more than {MAX_TOTAL} bytes together")
         return self._extract(picked, staging)
 
     def _one(

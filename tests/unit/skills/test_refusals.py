@@ -315,3 +315,11 @@ def test_an_index_digest_that_is_not_hex_is_refused(forge: Forge) -> None:
     signed["version"] += 1
     forge.repo.write("index.json", envelope(signed, [keys.sign(forge.signing_key, "index", docs.dump(signed))]))
     refused(forge, SupplyError, "a digest is not sha256:<64 hex digits>")
+
+
+def test_the_skills_asked_for_are_bounded_together(forge: Forge, monkeypatch: pytest.MonkeyPatch) -> None:
+    from colibri.services.skills import resolve as resolving
+
+    monkeypatch.setattr(resolving, "MAX_TOTAL", 40)
+    forge.publish(forge.bundle("mail"), forge.bundle("post"))
+    refused(forge, BundleRefused, "skill post: the skills asked for hold more than 40 bytes together", "mail", "post")
