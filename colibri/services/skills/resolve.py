@@ -82,7 +82,7 @@ class SkillResolver:
     ) -> list[VerifiedSkill]:
         """All or nothing; SupplyError (exit 22) naming the skill and the reason on any refusal."""
         if tier not in TIERS:
-            raise SupplyError(f"unknown tenant tier {mf.shown(tier)!r}: paid or community")
+            raise SupplyError(f"unknown tenant tier '{mf.shown(tier)}': paid or community")
         if len(refs) > MAX_REFS:
             raise SupplyError(f"more than {MAX_REFS} skills asked for")
         names = [ref.name for ref in refs]
