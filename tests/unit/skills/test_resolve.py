@@ -53,3 +53,17 @@ def test_available_needs_a_repository_and_a_pinned_root(forge: Forge, tmp_path: 
         SkillResolver(None, forge.trust, forge.now).resolve(
             [SkillRef("mail", None)], tier="paid", other_tenants=[], staging=forge.staging
         )
+
+
+def test_the_wiring_spawn_uses(tmp_path: Path) -> None:
+    from colibri.adapters.skill_repo import DirectoryRepository, HttpRepository
+    from colibri.cli.skills import resolver
+    from colibri.settings import Settings
+
+    unset = resolver(Settings())
+    assert unset.repository is None and not unset.available()
+    assert unset.trust.directory == Settings().state_dir / "supply"
+    local = resolver(Settings(skills_repository=str(tmp_path / "repo")))
+    assert isinstance(local.repository, DirectoryRepository)
+    remote = resolver(Settings(skills_repository="https://skills.example.org/c"))
+    assert isinstance(remote.repository, HttpRepository) and remote.repository.timeout == 10.0
