@@ -31,7 +31,7 @@ _PATHS = (
     "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots", "ssh_key_file",
 )  # fmt: skip
 _NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_release", "bw_path", "jail_ip_pool")
-_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address")
+_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address", "skills_repository")
 _DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
 
@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     sandbox_dir: Path | None = None
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
     skills_dir: Path | None = None
+    skills_repository: str | None = None  # issue 13: a directory or an http(s) URL (adapters/skill_repo.py)
+    skills_fetch_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits
     tenant_uid_base: int = Field(default=1_000_000_000, ge=100_000, le=2**31 - 1)
