@@ -31,7 +31,7 @@ TENANT_COLUMNS = (
 
 _TIMESTAMPS = frozenset(("created_at", "updated_at", "secrets_changed_at", "secrets_checked_at"))
 _TENANTS = table("tenants", *(column(name) for name in TENANT_COLUMNS))
-SKILL_COLUMNS = ("tenant_id", "name", "version", "digest", "source", "capabilities", "installed_at")
+SKILL_COLUMNS = ("tenant_id", "name", "version", "digest", "manifest_digest", "source", "capabilities", "installed_at")
 """The columns of ``models.TenantSkill`` (migration 0009), in its order."""
 _SKILLS = table("tenant_skills", *(column(name) for name in SKILL_COLUMNS))
 # how SQLAlchemy's SQLite DATETIME writes a value; any other text is read the way it reads it
@@ -175,7 +175,7 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
 def _installed(conn: Connection, stamp: Callable[[Any], str | None]) -> dict[str, list[SkillView]]:
     """Every tenant's installed skills, by name (one query for the whole listing)."""
     found: dict[str, list[SkillView]] = {}
-    for tenant_id, name, version, digest, source, capabilities, installed_at in conn.execute(
+    for tenant_id, name, version, digest, _manifest, source, capabilities, installed_at in conn.execute(
         select(_SKILLS).order_by(_SKILLS.c.tenant_id, _SKILLS.c.name)
     ):
         found.setdefault(tenant_id, []).append({

@@ -71,7 +71,8 @@ def tenant_public(tenant: Tenant) -> TenantView:
 
 class TenantSkill(SQLModel, table=True):
     """A skill installed in a tenant's jail (migration 0009): one row per name, written by spawn in
-    the step that copied it.  ``digest`` is the manifest's (``sha256:...``), ``source`` first-party,
+    the step that copied it.  ``digest`` is the bundle's (``sha256:...``, as the index or allow-list pins it),
+    ``manifest_digest`` its MANIFEST.json's (what the mother reports it read), ``source`` first-party,
     community or builtin (colibri's shipped mother, no repository configured); ``capabilities``
     the JSON list of capability names its handlers provide."""
 
@@ -81,6 +82,7 @@ class TenantSkill(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     version: str = Field(max_length=64)
     digest: str = Field(max_length=80)
+    manifest_digest: str = Field(max_length=80)
     source: str = Field(max_length=16)
     capabilities: str = "[]"
     installed_at: datetime = Field(default_factory=utcnow)

@@ -22,6 +22,7 @@ class Installed:
     digest: str
     source: str
     capabilities: tuple[str, ...]
+    manifest_digest: str  # sha256 of its MANIFEST.json: what the mother reports it read
 
 
 class SkillRepo:
@@ -42,8 +43,9 @@ class SkillRepo:
         was = None if row is None else f"{row.version} {row.digest}"
         if row is None:
             row = TenantSkill(tenant_id=tenant_id, name=skill.name, version=skill.version, digest=skill.digest,
-                              source=skill.source)  # fmt: skip
+                              source=skill.source, manifest_digest=skill.manifest_digest)  # fmt: skip
         row.version, row.digest, row.source = skill.version, skill.digest, skill.source
+        row.manifest_digest = skill.manifest_digest
         row.capabilities = json.dumps(list(skill.capabilities), separators=(",", ":"))
         row.installed_at = utcnow()
         self._session.add(row)
@@ -51,6 +53,13 @@ class SkillRepo:
         record(self._session, "skill.install", f"tenant:{tenant_id}", tenant=tenant_id, skill=skill.name,
                version=skill.version, digest=skill.digest, source=skill.source, was=was)  # fmt: skip
         return True
+
+    def installed_by_tenant(self, tenant_id: str) -> dict[str, Installed]:
+        return {s.name: s for s in self.installed(tenant_id)}
+
+    def remove_all(self, tenant_id: str) -> None:
+        """Forget every skill of the tenant (its jail was destroyed or handed back)."""
+        self.remove(tenant_id, [s.name for s in self.installed(tenant_id)])
 
     def remove(self, tenant_id: str, names: Sequence[str]) -> None:
         """Forget these installed skills of the tenant (their files were taken out of its jail)."""
@@ -65,4 +74,5 @@ class SkillRepo:
 
 
 def _installed(row: TenantSkill) -> Installed:
-    return Installed(row.name, row.version, row.digest, row.source, tuple(json.loads(row.capabilities or "[]")))
+    caps = tuple(json.loads(row.capabilities or "[]"))
+    return Installed(row.name, row.version, row.digest, row.source, caps, row.manifest_digest)

@@ -61,9 +61,15 @@ def test_tier_at_registration_and_set_tier(db_url: str) -> None:
     assert tenants.set_tier("acme", Tier.COMMUNITY)[1] is False
     with store.session() as session:
         repo = SkillRepo(session)
-        assert repo.put("acme", Installed("mother", "1", "sha256:" + "a" * 64, "first-party", ("echo",)))
-        assert not repo.put("acme", Installed("mother", "1", "sha256:" + "a" * 64, "first-party", ("echo",)))
-        assert repo.put("acme", Installed("web", "2.0", "sha256:" + "b" * 64, "community", ("fetch",)))
+        assert repo.put(
+            "acme", Installed("mother", "1", "sha256:" + "a" * 64, "first-party", ("echo",), "sha256:" + "c" * 64)
+        )
+        assert not repo.put(
+            "acme", Installed("mother", "1", "sha256:" + "a" * 64, "first-party", ("echo",), "sha256:" + "c" * 64)
+        )
+        assert repo.put(
+            "acme", Installed("web", "2.0", "sha256:" + "b" * 64, "community", ("fetch",), "sha256:" + "d" * 64)
+        )
     with pytest.raises(StateConflict, match="not first-party \\(web\\)"):
         tenants.set_tier("acme", Tier.PAID)
     shown = tenants.show("acme")

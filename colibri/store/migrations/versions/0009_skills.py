@@ -3,7 +3,7 @@
 ``tenants.tier`` is ``paid`` (first-party skills only) or ``community`` (also the skills the
 operator allowed); every existing tenant becomes ``paid``, the fail-safe default: nothing is
 widened by an upgrade.  ``tenant_skills`` holds one row per skill installed in a tenant's jail
-(name, version, the manifest's digest, its source: first-party, community, or builtin for
+(name, version, the bundle's and its manifest's digests, its source: first-party, community, or builtin for
 colibri's shipped mother; the capabilities its handlers provide; when it was installed), written
 by spawn in the transaction of the step that installed it; the daemon refuses an agent's
 capability or loaded skill that is not there.
@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("version", sa.String(64), nullable=False),
         sa.Column("digest", sa.String(80), nullable=False),
+        sa.Column("manifest_digest", sa.String(80), nullable=False),
         sa.Column("source", sa.String(16), nullable=False),
         sa.Column("capabilities", sa.Text(), nullable=False, server_default="[]"),
         sa.Column("installed_at", sa.DateTime(), nullable=False),
