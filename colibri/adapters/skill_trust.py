@@ -143,6 +143,12 @@ class TrustStore:
             ),
         )
 
+    def forget(self) -> None:
+        """Drop what was seen and the last-known-good pair (a new root key is pinned)."""
+        for name in (SEEN, "lkg/root.json", "lkg/index.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._dir(name.rpartition("/")[0], create=False) / name.rpartition("/")[2])
+
     def last_known_good(self) -> tuple[bytes, bytes] | None:
         root = self.read("lkg/root.json")
         index = self.read("lkg/index.json")

@@ -79,6 +79,12 @@ ACTIONS: dict[str, str] = {
     "audit.key_create": "this host's first audit signing key was made (when it first signed a checkpoint): its key id",
     "audit.key_rotate": "this host's audit key was rotated (audit keys --rotate): the new key id, endorsed by the old",
     "audit.cosign": "this host's daemon refused to cosign another host's checkpoint: not an extension of one it signed",
+    # issue 13: the signed skills supply chain (part S1)
+    "skills.trust": "this host pinned the skills repository's root public key (or replaced it): its key id",
+    "skills.allow": "the operator allowed a community skill on this host, pinned by its bundle digest",
+    "skills.delegate": "a signing key was delegated in the skills repository's root.json: its key id, the root version",
+    "skills.revoke": "a signing key was revoked in the skills repository's root.json: its key id, the root version",
+    "skills.publish": "signed skills were published into the repository: the new index version, the skills added",
 }
 
 

@@ -60,7 +60,22 @@ def gunzip(data: bytes, what: str) -> bytes:
         raise BundleRefused(f"{what}: a decompression bomb (it inflates past {cap} bytes): refused")
     if not inflater.eof:
         raise BundleRefused(f"{what}: the gzip stream is cut short")
+    if inflater.unused_data:
+        raise BundleRefused(f"{what}: data after the gzip stream")
     return bytes(out)
+
+
+def name_of(data: bytes) -> str:
+    """The skill directory a bundle holds (its first member's top component)."""
+    raw = gunzip(data, "the bundle") if data[:2] == b"\x1f\x8b" else data
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            first = tar.next()
+    except (tarfile.TarError, EOFError, ValueError):
+        raise BundleRefused("the file is not a tar bundle") from None
+    if first is None:
+        raise BundleRefused("the bundle is empty")
+    return mf.check_name(first.name.strip("/").split("/")[0])
 
 
 def _member(info: tarfile.TarInfo, name: str) -> str | None:
@@ -71,7 +86,7 @@ def _member(info: tarfile.TarInfo, name: str) -> str | None:
         raise BundleRefused(f"{where}: absolute path {mf.shown(path)} in the bundle")
     if info.issym() or info.islnk():
         raise BundleRefused(f"{where}: {mf.shown(path)} is a {'symlink' if info.issym() else 'hard link'}")
-    if not (info.isreg() or info.isdir()):
+    if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):  # no sparse or contiguous file
         raise BundleRefused(f"{where}: {mf.shown(path)} is a device, fifo or other special file")
     if info.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
         raise BundleRefused(f"{where}: {mf.shown(path)} has a setuid, setgid or sticky bit")
@@ -150,8 +165,9 @@ def check_files(manifest: Manifest, files: dict[str, bytes], modes: dict[str, in
             raise BundleRefused(f"{where}: {mf.shown(path)} was changed (its size or sha256 is not the manifest's)")
         if modes[path] != entry.mode:
             raise BundleRefused(f"{where}: {mf.shown(path)} has mode {modes[path]:o}, the manifest says {entry.mode:o}")
-    parents = {p.rsplit("/", 1)[0] for p in listed if "/" in p}
-    parents |= {q for p in list(parents) for q in _ancestors(p)}
+    parents = {q for p in listed for q in _ancestors(p)}
+    for path in sorted(parents & set(listed)):
+        raise BundleRefused(f"{where}: {mf.shown(path)} is both a file and a directory in the manifest")
     for path in dirs:
         if path in listed:
             raise BundleRefused(f"{where}: {mf.shown(path)} is a directory in the bundle, a file in the manifest")

@@ -90,6 +90,8 @@ def verify_bundle(entry: Entry, data: bytes, sig: bytes, root: Root, now: dateti
     check_signature(sig, manifest_digest, root, now, what)
     if unpacked.manifest.version != entry.version:
         raise BundleRefused(f"{what}: the manifest says version {mf.shown(unpacked.manifest.version)}")
+    if unpacked.manifest.capabilities != entry.capabilities:
+        raise BundleRefused(f"{what}: the manifest's capabilities are not the index's")
     return unpacked
 
 

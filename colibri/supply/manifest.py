@@ -120,8 +120,11 @@ def parse(data: bytes, what: str) -> Manifest:
         raise BundleRefused(exc.message) from None
     if doc.get("format") != FORMAT:
         raise BundleRefused(f"{what}: unknown manifest format {shown(doc.get('format'))}")
-    name = check_name(doc.get("name"))
-    version = check_version(doc.get("version"), name)
+    try:
+        name = check_name(doc.get("name"))
+        version = check_version(doc.get("version"), name)
+    except SupplyError as exc:
+        raise BundleRefused(f"{what}: {exc.message}") from None
     capabilities = check_capabilities(doc.get("capabilities"), name)
     files = doc.get("files")
     if not isinstance(files, list) or len(files) > MAX_FILES:

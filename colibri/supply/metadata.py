@@ -8,6 +8,7 @@ a ``version`` that only grows, an ``expires``, and per skill per version the bun
 size, the manifest's digest, the tier (``first-party``) and the capabilities.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ MAX_KEYS = 64
 MAX_SKILLS = 10_000
 MAX_VERSIONS = 256
 FIRST_PARTY = "first-party"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,8 @@ def _entry(name: str, version: str, item: object) -> Entry:
     digest = docs.field(item, "digest", str, what)
     manifest = docs.field(item, "manifest", str, what)
     for value in (digest, manifest):
-        if len(value) != 71 or not value.startswith("sha256:"):
-            raise SupplyError(f"{what}: a digest is not sha256:<hex>")
+        if not DIGEST.fullmatch(value):
+            raise SupplyError(f"{what}: a digest is not sha256:<64 hex digits>")
     size = docs.field(item, "size", int, what)
     tier = docs.field(item, "tier", str, what)
     if tier != FIRST_PARTY:

@@ -6,8 +6,6 @@ hosts fetch it.  Nothing here touches a host's trust store.
 """
 
 import hashlib
-import io
-import tarfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,21 +55,8 @@ def build(directory: Path, name: str, version: str, capabilities: tuple[str, ...
 
 def sign(data: bytes, key: Ed25519PrivateKey) -> tuple[bytes, mf.Manifest]:
     """The detached signature (``BUNDLE.sig``) of a bundle, checked in full before it is signed."""
-    unpacked = bundle.unpack(data, bundle_name(data))
+    unpacked = bundle.unpack(data, bundle.name_of(data))
     return chain.signature_document(key, unpacked.manifest_bytes), unpacked.manifest
-
-
-def bundle_name(data: bytes) -> str:
-    """The skill directory a bundle holds (its first member's top component)."""
-    raw = bundle.gunzip(data, "the bundle") if data[:2] == b"\x1f\x8b" else data
-    try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            first = tar.next()
-    except (tarfile.TarError, EOFError, ValueError):
-        raise SupplyError("the file is not a tar bundle") from None
-    if first is None:
-        raise SupplyError("the bundle is empty")
-    return mf.check_name(first.name.strip("/").split("/")[0])
 
 
 def root_of(repo: DirectoryRepository, root_key: Ed25519PrivateKey) -> tuple[int, list[Delegated], list[str]]:
@@ -146,7 +131,7 @@ def publish(
 
 
 def _add(entries: list[Entry], data: bytes, sig: bytes, root: Root, now: datetime) -> tuple[Entry, bool]:
-    unpacked = bundle.unpack(data, bundle_name(data))
+    unpacked = bundle.unpack(data, bundle.name_of(data))
     m = unpacked.manifest
     manifest_digest = "sha256:" + hashlib.sha256(unpacked.manifest_bytes).hexdigest()
     chain.check_signature(sig, manifest_digest, root, now, f"skill {m.name}@{m.version}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from colibri.adapters.skill_repo import SkillRepository
 from colibri.adapters.skill_trust import TrustStore
-from colibri.errors import SupplyError, SupplyUnavailable, TierRefused
+from colibri.errors import BundleRefused, SupplyError, SupplyUnavailable, TierRefused
 from colibri.services.skills import trusted
 from colibri.supply import bundle, chain, docs
 from colibri.supply import manifest as mf
@@ -71,13 +71,9 @@ class SkillResolver:
         self.now = now
 
     def available(self) -> bool:
-        """A repository is configured and a root is pinned."""
-        if self.repository is None:
-            return False
-        try:
-            return self.trust.root_key() is not None
-        except SupplyError:
-            return False
+        """A repository is configured and a root is pinned (PermissionDenied: an unsafe trust store)."""
+        # a trust store that is not root-only raises (PermissionDenied): never a silent False
+        return self.repository is not None and self.trust.root_key() is not None
 
     def resolve(
         self, refs: Sequence[SkillRef], *, tier: str, other_tenants: Sequence[str], staging: Path
@@ -125,6 +121,8 @@ class SkillResolver:
             entry = versions.get(ref.version) if ref.version else state.index.newest(ref.name)
             if entry is None:
                 raise SupplyError(f"skill {ref}: the index has no such version ({', '.join(sorted(versions))})")
+            if entry.size > bundle.MAX_BUNDLE:
+                raise BundleRefused(f"skill {ref}: the bundle is larger than {bundle.MAX_BUNDLE} bytes (a huge bundle)")
             path = f"bundles/{entry.name}-{entry.version}.tar"
             data = self.repository.fetch(path, entry.size)
             sig = self.repository.fetch(path + ".sig", chain.MAX_SIG)
@@ -141,7 +139,8 @@ class SkillResolver:
 
     def _allowed(self, ref: SkillRef) -> str | None:
         """The digest the operator pinned for ``ref`` (the newest allowed version unless named)."""
-        versions = self.trust.community().get("skills", {}).get(ref.name)
+        skills = self.trust.community().get("skills")
+        versions = skills.get(ref.name) if isinstance(skills, dict) else None
         if not isinstance(versions, dict) or not versions:
             return None
         try:

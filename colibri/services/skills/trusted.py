@@ -40,7 +40,9 @@ def current(repository: SkillRepository, trust: TrustStore, now: datetime) -> Tr
     chain.check_root(seen, root)
     index = parse_index(index_bytes, root, now)
     chain.check_index(seen, index)
-    trust.remember(chain.seen_after(root, index), root_bytes, index_bytes)
+    after = chain.seen_after(root, index)
+    if after != seen or trust.last_known_good() is None:  # nothing new: no write (no fsync) per resolve
+        trust.remember(after, root_bytes, index_bytes)
     return Trusted(root, index, fresh=True)
 
 
@@ -55,13 +57,14 @@ def last_known_good(trust: TrustStore, now: datetime) -> Trusted | None:
 def current_or_last(
     repository: SkillRepository | None, trust: TrustStore, now: Callable[[], datetime]
 ) -> tuple[Trusted | None, str | None]:
-    """What ``skills list`` shows: the fresh pair, else the last-known-good with why it is not fresh."""
+    """What ``skills list`` shows: the fresh pair, else the last-known-good with why it is not fresh
+    (the repository unreachable, or what it serves refused: ``verify`` and installs raise that)."""
     reason: str | None = None
     if repository is not None:
         try:
             with trust.locked():
                 return current(repository, trust, now()), None
-        except SupplyUnavailable as exc:
+        except SupplyError as exc:  # unreachable, or refused (a rollback, a bad signature): shown, not raised
             reason = exc.message
     else:
         reason = "no skills repository is configured (skills_repository)"
