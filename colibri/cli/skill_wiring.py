@@ -1,6 +1,7 @@
-"""The skills planner a spawn uses (issue 13), from the settings: the repository the
-``skills_repository`` setting names and this host's trust store (``state_dir/supply``, its pinned
-root), or none (colibri's shipped mother only, recorded as ``builtin``: the development default)."""
+"""The skills planner a spawn uses (issue 13), from the settings: S1's resolver (the repository
+the ``skills_repository`` setting names, this host's trust store and its pinned root); without a
+repository or a pinned root, colibri's shipped mother only, recorded as ``builtin`` (the
+development default)."""
 
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,8 @@ def planner(settings: "Settings") -> "SkillPlanner":
     from colibri.services.lifecycle.skills import SkillPlanner
     from colibri.services.skills.resolve import SkillResolver
 
-    resolver = None
-    if settings.skills_repository:
-        repository = open_repository(settings.skills_repository)
-        resolver = SkillResolver(repository, TrustStore(settings.state_dir / "supply"), lambda: datetime.now(UTC))
-    return SkillPlanner(resolver, settings.skills_dir or shipped("skills"), settings.state_dir / "skills-staging")
+    # as cli/skills.py's resolver() builds it (that module imports the context: not from here)
+    location = settings.skills_repository
+    repository = open_repository(location, settings.skills_fetch_timeout) if location else None
+    found = SkillResolver(repository, TrustStore(settings.state_dir / "supply"), lambda: datetime.now(UTC))
+    return SkillPlanner(found, settings.skills_dir or shipped("skills"), settings.state_dir / "skills-staging")

@@ -26,7 +26,7 @@ from pathlib import Path
 from colibri import __version__
 from colibri.adapters import jailfs
 from colibri.domain import FIRST_PARTY_SOURCES, NAME, Tier
-from colibri.errors import InvalidInput, JailError, SupplyError, TierRefused
+from colibri.errors import InvalidInput, JailError, SupplyError, SupplyUnavailable, TierRefused
 from colibri.services.skills.resolve import SkillRef, SkillResolver, clash
 from colibri.store.skills import Installed
 from colibri.supply import bundle
@@ -132,9 +132,13 @@ class SkillPlanner:
                     raise SupplyError(
                         "no skills repository is configured (skills_repository): new skills cannot be installed"
                     )
-                for skill in self._resolver.resolve(
-                    fetch, tier=tier, other_tenants=other_tenants, staging=plan.staging
-                ):
+                try:
+                    verified = self._resolver.resolve(
+                        fetch, tier=tier, other_tenants=other_tenants, staging=plan.staging
+                    )
+                except SupplyUnavailable as exc:  # say which skills it blocks
+                    raise SupplyUnavailable(f"cannot install {', '.join(map(str, fetch))}: {exc.message}") from None
+                for skill in verified:
                     record = Installed(skill.name, skill.version, skill.digest, skill.source, skill.capabilities,
                                        manifest_digest(skill.root))  # fmt: skip
                     plan.skills.append(Wanted(record, skill.root))
