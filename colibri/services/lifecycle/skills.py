@@ -129,7 +129,7 @@ class SkillPlanner:
             if fetch:
                 assert plan.staging is not None
                 if self._resolver is None:
-                    raise SupplyError(
+                    raise SupplyUnavailable(
                         "no skills repository is configured (skills_repository): new skills cannot be installed"
                     )
                 try:
