@@ -55,11 +55,28 @@ daemon_pid=$!
 trap 'kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null || true' EXIT
 wait_for "the daemon" 30 test -S "$COLIBRI_RUN_DIR/admin.sock"
 
+# The signed first-party path (issue 13, runbooks/skills.md): the signing machine's steps (keys,
+# build, sign, publish the mother into a local repository), then this host pins the root.
+keys="$demo/keys" repo="$demo/repo"
+mkdir -p "$keys" && chmod 0700 "$keys"
+colibri skills keygen "$keys/root.key" >/dev/null
+colibri skills keygen "$keys/signing.key" >/dev/null
+colibri skills delegate "$keys/signing.key.pub" --repo "$repo" --root-key "$keys/root.key" --days 30 >/dev/null
+colibri skills build skills/mother --version 1.0.0 --capability echo --capability sleep \
+    --out "$demo/mother-1.0.0.tar" >/dev/null
+colibri skills sign "$demo/mother-1.0.0.tar" --key "$keys/signing.key" >/dev/null
+colibri skills publish "$demo/mother-1.0.0.tar" --repo "$repo" --key "$keys/signing.key" >/dev/null
+export COLIBRI_SKILLS_REPOSITORY="$repo"
+step "pin the skills root key on this host: its signed mother goes into every paid tenant's jail" \
+    colibri skills trust "$keys/root.key.pub"
+
 step "register a tenant (tenant id == jail name == collection)" colibri register-tenant "$tenant"
 step "list tenants" colibri list-tenants
 step "spawn its agent: jail, secrets, mother skill" \
     colibri spawn-agent "$tenant" --capability echo --capability sleep
 root=$(colibri show-tenant "$tenant" --json | field "d['jail_root']")
+step "its tier (paid: signed first-party skills only) and the skills installed in its jail" \
+    sh -c "colibri show-tenant $tenant | sed -n '/^tier/p;/^skills/,\$p'"
 step "the .env inside the jail: 0600, owned by the jail's agent user (the tenant's agent_uid on the host, 1001 inside)" \
     stat -c '%a %u:%g %n' "$root/home/agent/.env"
 wait_for "the agent to register" 30 sh -c "colibri agents --tenant $tenant --json | grep -q '\"state\": \"active\"'"

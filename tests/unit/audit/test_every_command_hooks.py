@@ -33,6 +33,7 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE4z4LQ3pyYgCuJhCqv6k1D1T8xKq4Q0
 # command -> (argv, the actions its run must record, in order among its entries)
 AUDITED: dict[str, tuple[list[str], list[str]]] = {
     "register-tenant": (["register-tenant", "acme"], ["tenant.register"]),
+    "set-tier": (["set-tier", "acme", "community"], ["tenant.tier"]),  # issue 13
     "spawn-agent": (["spawn-agent", "acme"], ["spawn.begin", "spawn.step", "secrets.provision", "spawn.done"]),
     "provision": (["provision", "acme"], ["secrets.provision"]),
     "stop-agent": (["stop-agent", "acme"], ["agent.stop"]),
