@@ -40,6 +40,7 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
     ├── AuditError                      21  the audit trail does not verify (the first bad entry or
     │                                       checkpoint is named), or cannot be signed or exported
+    ├── SupplyError                     22  a skill or package refused by the supply chain
     ├── PartialFailure                      some items of a batch failed: the worst item's code
     └── Interrupted                    130  a batch stopped by Ctrl-C (what was done is reported)
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
@@ -283,6 +284,13 @@ class AuditError(ColibriError):
     exit_code = 21
 
 
+class SupplyError(ColibriError):
+    """A skill or package refused by the supply chain (issue 13): unsigned, unknown or revoked
+    signer, not first-party for a paid tenant, or the first-party source is not configured."""
+
+    exit_code = 22
+
+
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
 
@@ -353,6 +361,10 @@ EXIT_CODES: dict[int, str] = {
     21: (
         "the audit trail does not verify (the first bad entry, checkpoint or key is named with the reason), "
         "or a checkpoint, cosignature or export was refused (AuditError)"
+    ),
+    22: (
+        "a skill or package was refused by the supply chain (not signed, an unknown or revoked key, not "
+        "first-party for a paid tenant, or the first-party repository is not configured) (SupplyError)"
     ),
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",

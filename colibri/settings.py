@@ -29,11 +29,15 @@ MAX_TEXT = 4096
 _PATHS = (
     "state_dir", "run_dir", "log_dir", "bastille_config", "bastille_prefix", "sandbox_dir", "skills_dir",
     "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots", "ssh_key_file",
+    "pkg_fingerprints_dir",
 )  # fmt: skip
 _NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_release", "bw_path", "jail_ip_pool")
-_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address")
+_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address", "pkg_repository_url")
 _DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
+# pkg-repository(5) urls colibri writes into a jail's colibri.conf (a UCL string): no quote, backslash
+# or space; ${ABI} and the other pkg variables are expanded by pkg itself.
+_PKG_URL = re.compile(r"((pkg\+)?https?://[^\s/?#\"'\\]+|file://)/[^\s\"'\\]*")
 
 
 def _check_text(value: str, *, empty_ok: bool) -> str:
@@ -120,6 +124,9 @@ class Settings(BaseSettings):
     sandbox_dir: Path | None = None
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
     skills_dir: Path | None = None
+    # issue 13: the first-party pkg repository every agent jail installs from (bastille backend)
+    pkg_repository_url: str | None = None
+    pkg_fingerprints_dir: Path | None = None
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits
     tenant_uid_base: int = Field(default=1_000_000_000, ge=100_000, le=2**31 - 1)
@@ -222,6 +229,16 @@ class Settings(BaseSettings):
     def _vault_url(cls, value: str | None) -> str | None:
         if value and not _HTTP_URL.fullmatch(value):
             raise ValueError("not an http(s) URL such as https://vault.example.org")
+        return value
+
+    @field_validator("pkg_repository_url")
+    @classmethod
+    def _pkg_url(cls, value: str | None) -> str | None:
+        if value and not _PKG_URL.fullmatch(value):
+            raise ValueError(
+                "not a pkg repository URL such as https://pkg.example.org/colibri/${ABI} or "
+                "file:///var/cache/colibri-pkg (no quote, backslash or space)"
+            )
         return value
 
     @field_validator("jail_ip_pool")

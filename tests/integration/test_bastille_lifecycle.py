@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Invoke
+from tests.contract.conftest import warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, make_emulator
-from tests.emulators.bastille.packages import warm_cache
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke) -> None:
+def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
     emu = host
     # ---- a fresh host: spawning before `bastille bootstrap` names the fix --------------------------
     ok(invoke("register-tenant", "acme", "--collection", ""))
@@ -105,7 +105,7 @@ def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke) ->
     assert code == 11 and f"run 'bastille bootstrap {REL}'" in err, err
     # the operator bootstraps and warms the release's package cache (install-freebsd-host.md)
     assert emu.run("bootstrap", REL).returncode == 0
-    warm_cache(emu.prefix / "releases" / REL / "var/cache/pkg")
+    warm_package_cache(emu.prefix / "releases" / REL, monkeypatch)
     for tenant in ("acme", "beta"):
         stage(tenant)
 

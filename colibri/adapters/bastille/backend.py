@@ -22,9 +22,11 @@ from typing import Any
 
 from colibri.adapters import jailfs
 from colibri.adapters.bastille import argv as bastille_argv
+from colibri.adapters.bastille import pkgrepo
 from colibri.adapters.bastille.enforce import Hardening
 from colibri.adapters.bastille.hardening import Limits
 from colibri.adapters.bastille.mounts import Mounts
+from colibri.adapters.bastille.pkgrepo import FirstPartyRepo
 from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
@@ -73,6 +75,7 @@ class Bastille(Mounts, Hardening):
         templates_source: Path,
         limits: Limits | None = None,
         jail_user: str = "agent",
+        pkg_repo: FirstPartyRepo | None = None,
     ) -> None:
         self._run = runner
         self._limits = limits or Limits()
@@ -84,6 +87,7 @@ class Bastille(Mounts, Hardening):
         self._locks = locks_dir
         self._intents = intents_dir
         self._templates_source = templates_source
+        self._pkg_repo = pkg_repo or FirstPartyRepo(None, None)
         self._checked = False
 
     @classmethod
@@ -104,6 +108,7 @@ class Bastille(Mounts, Hardening):
                 cpu_percent=settings.jail_cpu_percent,
             ),
             jail_user=settings.jail_user,
+            pkg_repo=FirstPartyRepo(settings.pkg_repository_url, settings.pkg_fingerprints_dir),
         )
 
     # ---- running bastille ------------------------------------------------------------------------
@@ -192,10 +197,14 @@ class Bastille(Mounts, Hardening):
         return data if data.get("created_by") == "colibri" else None
 
     # ---- lifecycle --------------------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
+    def create(
+        self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None, tier: str = "paid"
+    ) -> JailInfo:
         """``bastille create NAME RELEASE IP`` (thin), then the agent template; verified, and a
         partial jail left by a failed create is destroyed again (it was ours: we hold the lock and
-        checked the exact name was free)."""
+        checked the exact name was free).  The jail's pkg configuration is the first-party
+        repository's (``pkgrepo``; ``tier`` paid: the only one), written before the template runs;
+        without it configured nothing is made (SupplyError)."""
         _exact_target(name)
         if ip is None:
             raise BastilleError(f"bastille jail {name} needs an IP address")
@@ -208,6 +217,7 @@ class Bastille(Mounts, Hardening):
             self.check_version()  # bastille itself first: a missing bastille is the first thing to say
             self._require_bootstrap()
             self._require_racct()  # before anything is made: a host without RACCT cannot hold agents
+            pkgrepo.check(self._pkg_repo, tier)  # and without its first-party repository, no jail
             self._install_template(wanted)
             intent = self._intents / name
             home = self.jails_dir / name
@@ -227,7 +237,7 @@ class Bastille(Mounts, Hardening):
             except OSError as exc:
                 raise BastilleError(f"cannot record the intent to create {name}: {exc.strerror}") from None
             try:
-                self._create_locked(name, ip, wanted, ids)
+                self._create_locked(name, ip, wanted, ids, tier)
             except BaseException:
                 if self.info(name).state is not JailState.ABSENT:
                     self._destroy_locked(name)
@@ -241,7 +251,7 @@ class Bastille(Mounts, Hardening):
         and the marker): the intent file is there and the marker is not.  ``create`` then replaces it."""
         return (self._intents / name).is_file() and self._marker(name) is None
 
-    def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None) -> None:
+    def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None, tier: str) -> None:
         result = self._bastille_run(*bastille_argv.create(name, self._release, ip))
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
             raise self._fail(f"create {name}", result)
@@ -250,6 +260,7 @@ class Bastille(Mounts, Hardening):
             if not self._running(name):
                 raise self._fail(f"start {name} after create", started)
         self._stage_ids(name, ids)
+        pkgrepo.stage(self.root(name), self._pkg_repo, tier)
         applied = self._bastille_run(*bastille_argv.template(name, template))
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
             # bastille's own line only says which hook failed; the hook's last words say why
