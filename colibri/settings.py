@@ -35,9 +35,8 @@ _NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_relea
 _OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address", "pkg_repository_url")
 _DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
-# pkg-repository(5) urls colibri writes into a jail's colibri.conf (a UCL string): no quote, backslash
-# or space; ${ABI} and the other pkg variables are expanded by pkg itself.
-_PKG_URL = re.compile(r"((pkg\+)?https?://[^\s/?#\"'\\]+|file://)/[^\s\"'\\]*")
+# a pkg-repository(5) url, written into a jail's colibri.conf (UCL): no quote, backslash or space
+_PKG_URL = r"^((pkg\+)?https?://[^\s/?#\"'\\]+|file://)/[^\s\"'\\]*$"
 
 
 def _check_text(value: str, *, empty_ok: bool) -> str:
@@ -125,7 +124,7 @@ class Settings(BaseSettings):
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
     skills_dir: Path | None = None
     # issue 13: the first-party pkg repository every agent jail installs from (bastille backend)
-    pkg_repository_url: str | None = None
+    pkg_repository_url: str | None = Field(default=None, pattern=_PKG_URL)
     pkg_fingerprints_dir: Path | None = None
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits
@@ -229,16 +228,6 @@ class Settings(BaseSettings):
     def _vault_url(cls, value: str | None) -> str | None:
         if value and not _HTTP_URL.fullmatch(value):
             raise ValueError("not an http(s) URL such as https://vault.example.org")
-        return value
-
-    @field_validator("pkg_repository_url")
-    @classmethod
-    def _pkg_url(cls, value: str | None) -> str | None:
-        if value and not _PKG_URL.fullmatch(value):
-            raise ValueError(
-                "not a pkg repository URL such as https://pkg.example.org/colibri/${ABI} or "
-                "file:///var/cache/colibri-pkg (no quote, backslash or space)"
-            )
         return value
 
     @field_validator("jail_ip_pool")

@@ -20,7 +20,6 @@ and the openssl command only.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -117,10 +116,14 @@ def make_key(directory: Path, name: str = "colibri") -> SigningKey:
     return SigningKey(key, pub.read_bytes())
 
 
-@functools.cache
+_KEYS: dict[str, SigningKey] = {}
+
+
 def shared_key(name: str = "colibri") -> SigningKey:
     """One key per test process and name (generating one costs ~50 ms)."""
-    return make_key(Path(tempfile.mkdtemp(prefix="colibri-pkg-keys-")), name)
+    if name not in _KEYS:
+        _KEYS[name] = make_key(Path(tempfile.mkdtemp(prefix="colibri-pkg-keys-")), name)
+    return _KEYS[name]
 
 
 def pkg_sig(data: bytes, key: SigningKey) -> bytes:

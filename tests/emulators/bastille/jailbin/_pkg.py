@@ -938,7 +938,7 @@ def _install(sub: dict[str, list[str]], names: list[str], installed: list[Entry]
             _err(f"Unknown repository: {n}")
         return 1
     opened.sort(key=lambda r: -r.priority)
-    if fail:
+    if fail and any(r.directory is None for r in opened):
         _err("emulated failure (BASTILLE_EMU_FAIL=pkg)")
         return 1
     plan: list[tuple[str, str, Repo, dict[str, object] | None]] = []
