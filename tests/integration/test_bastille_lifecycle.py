@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from colibri.adapters.bastille import pkgrepo
 from tests.conftest import Invoke
 from tests.contract.conftest import warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, make_emulator
@@ -105,7 +106,7 @@ def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke, mo
     assert code == 11 and f"run 'bastille bootstrap {REL}'" in err, err
     # the operator bootstraps and warms the release's package cache (install-freebsd-host.md)
     assert emu.run("bootstrap", REL).returncode == 0
-    warm_package_cache(emu.prefix / "releases" / REL, monkeypatch)
+    first_party = warm_package_cache(emu.prefix / "releases" / REL, monkeypatch)
     for tenant in ("acme", "beta"):
         stage(tenant)
 
@@ -148,6 +149,8 @@ def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke, mo
 
     # ---- adopt a prepared jail, then release it --------------------------------------------------------
     assert emu.run("create", "gamma", REL, "10.17.90.201").returncode == 0
+    # the operator gives it the first-party pkg config (adopt-jail.md), then applies the template
+    pkgrepo.stage(emu.jail_root("gamma"), first_party, "paid")
     prepared = emu.run("template", "gamma", "colibri/agent")  # the operator prepares it with the template
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     gamma = emu.jail_root("gamma")

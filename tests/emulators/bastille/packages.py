@@ -20,9 +20,11 @@ and the openssl command only.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -122,7 +124,9 @@ _KEYS: dict[str, SigningKey] = {}
 def shared_key(name: str = "colibri") -> SigningKey:
     """One key per test process and name (generating one costs ~50 ms)."""
     if name not in _KEYS:
-        _KEYS[name] = make_key(Path(tempfile.mkdtemp(prefix="colibri-pkg-keys-")), name)
+        directory = tempfile.mkdtemp(prefix="colibri-pkg-keys-")
+        atexit.register(shutil.rmtree, directory, True)
+        _KEYS[name] = make_key(Path(directory), name)
     return _KEYS[name]
 
 
