@@ -146,6 +146,24 @@ def capabilities_from_objects(value: object) -> list[Capability]:
     return list(seen.values())
 
 
+class Tier(enum.StrEnum):
+    """A tenant's supply-chain tier (issue 13): which skills may enter its jail.
+
+    ``paid`` (the default, fail-safe): only first-party skills, signed and pinned in the operator's
+    repository.  ``community``: also skills the operator allowed explicitly (pinned by digest), at
+    the operator's own risk.  A tenant is never widened silently: only ``colibri set-tier`` changes it.
+    """
+
+    PAID = "paid"
+    COMMUNITY = "community"
+
+
+DEFAULT_TIER = Tier.PAID
+FIRST_PARTY_SOURCES = frozenset({"first-party", "builtin"})
+"""Installed-skill sources a paid tenant may hold: the repository's first-party skills, and
+colibri's shipped mother when no repository is configured (the development default)."""
+
+
 class TenantStatus(enum.StrEnum):
     """The tenant's lifecycle.
 

@@ -40,7 +40,12 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
     ├── AuditError                      21  the audit trail does not verify (the first bad entry or
     │                                       checkpoint is named), or cannot be signed or exported
-    ├── SupplyError                     22  a skill or package refused by the supply chain
+    ├── SupplyError                     22  a skill or package refused by the supply chain (issue 13)
+    │   ├── SupplyUnavailable               no repository, no pinned root, unreachable, expired
+    │   ├── SignatureRefused                an unknown, expired or revoked key, a bad signature
+    │   ├── RollbackRefused                 a root or index older than one already seen
+    │   ├── BundleRefused                   a bundle's bytes, files or paths do not match
+    │   └── TierRefused                     not for this tenant's tier, or named like another tenant
     ├── PartialFailure                      some items of a batch failed: the worst item's code
     └── Interrupted                    130  a batch stopped by Ctrl-C (what was done is reported)
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
@@ -285,10 +290,32 @@ class AuditError(ColibriError):
 
 
 class SupplyError(ColibriError):
-    """A skill or package refused by the supply chain (issue 13): unsigned, unknown or revoked
-    signer, not first-party for a paid tenant, or the first-party source is not configured."""
+    """A skill or package refused by the supply chain (issue 13): the message names the skill and
+    the reason; nothing was extracted or installed."""
 
     exit_code = 22
+
+
+class SupplyUnavailable(SupplyError):
+    """No repository or no pinned root, the repository unreachable, or its index expired: new
+    installs are blocked (running agents are not touched)."""
+
+
+class SignatureRefused(SupplyError):
+    """A root, index or manifest not signed by a key the pinned root delegates (unknown, expired,
+    revoked, or a signature that does not verify)."""
+
+
+class RollbackRefused(SupplyError):
+    """A root or index version older than one this host has seen, or the same version with other bytes."""
+
+
+class BundleRefused(SupplyError):
+    """A bundle whose digest, size, files or paths do not match its index entry and manifest."""
+
+
+class TierRefused(SupplyError):
+    """A skill this tenant may not have: community for a paid tenant, or named like another tenant."""
 
 
 INTERNAL_ERROR_EXIT = 1
@@ -363,8 +390,8 @@ EXIT_CODES: dict[int, str] = {
         "or a checkpoint, cosignature or export was refused (AuditError)"
     ),
     22: (
-        "a skill or package was refused by the supply chain (not signed, an unknown or revoked key, not "
-        "first-party for a paid tenant, or the first-party repository is not configured) (SupplyError)"
+        "a skill or package refused by the supply chain: unsigned, unknown or revoked key, rollback, expired "
+        "or unreachable index, a bundle that does not match, not for the tenant's tier; nothing installed (SupplyError)"
     ),
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",

@@ -32,10 +32,11 @@ _PATHS = (
     "pkg_fingerprints_dir",
 )  # fmt: skip
 _NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_release", "bw_path", "jail_ip_pool")
-_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address", "pkg_repository_url")
+_OPTIONAL_TEXT = (
+    "database_url", "vault_url", "vault_organization_id", "metrics_address", "skills_repository", "pkg_repository_url",
+)  # fmt: skip
 _DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
-# a pkg-repository(5) url, written into a jail's colibri.conf (UCL): no quote, backslash or space
 _PKG_URL = r"^((pkg\+)?https?://[^\s/?#\"'\\]+|file://)/[^\s\"'\\]*$"
 
 
@@ -123,8 +124,9 @@ class Settings(BaseSettings):
     sandbox_dir: Path | None = None
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
     skills_dir: Path | None = None
-    # issue 13: the first-party pkg repository every agent jail installs from (bastille backend)
-    pkg_repository_url: str | None = Field(default=None, pattern=_PKG_URL)
+    skills_repository: str | None = None  # issue 13: a directory or an http(s) URL (adapters/skill_repo.py)
+    skills_fetch_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    pkg_repository_url: str | None = Field(default=None, pattern=_PKG_URL)  # issue 13: adapters/bastille/pkgrepo.py
     pkg_fingerprints_dir: Path | None = None
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits

@@ -69,10 +69,22 @@ ACTIONS: dict[str, str] = {
     "task.fail": "an agent reported a task failed, or it was given up after its attempts",
     "task.requeue": "a task went back to the queue: its lease expired, its agent was lost or left, or it never got it",
     "task.prune": "finished tasks were deleted by retention (their age, or a tenant's caps): how many, which ids",
+    # issue 13: skills (part S2: tiers, installs)
+    "tenant.tier": "a tenant's tier was changed (set-tier): paid (first-party skills only) or community",
+    "skill.install": "a skill was installed in a tenant's jail: its name, version, manifest digest and source",
+    "skill.remove": "a skill no longer asked for was taken out of a tenant's jail: its name, version, digest",
+    "agent.refuse": "the daemon refused an agent's registration: a skill it loaded or a capability not installed",
+    "skill.refuse": "a spawn's skills were refused before anything was made (tier, a tenant's name, a bad bundle)",
     # the audit itself
     "audit.key_create": "this host's first audit signing key was made (when it first signed a checkpoint): its key id",
     "audit.key_rotate": "this host's audit key was rotated (audit keys --rotate): the new key id, endorsed by the old",
     "audit.cosign": "this host's daemon refused to cosign another host's checkpoint: not an extension of one it signed",
+    # issue 13: the signed skills supply chain (part S1)
+    "skills.trust": "this host pinned the skills repository's root public key (or replaced it): its key id",
+    "skills.allow": "the operator allowed a community skill on this host, pinned by its bundle digest",
+    "skills.delegate": "a signing key was delegated in the skills repository's root.json: its key id, the root version",
+    "skills.revoke": "a signing key was revoked in the skills repository's root.json: its key id, the root version",
+    "skills.publish": "signed skills were published into the repository: the new index version, the skills added",
 }
 
 

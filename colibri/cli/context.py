@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from colibri.cli import daemon_nudge
+from colibri.cli import daemon_nudge, skill_wiring
 
 if TYPE_CHECKING:
     from colibri.adapters.bitwarden import Bitwarden
@@ -145,6 +145,7 @@ class Context:
             provision=provision or self.secrets().provision,
             notify_daemon=self._open_socket,
             local_home=self._local_home(),
+            skills=skill_wiring.planner(settings),
         )
 
     def _reload_secrets(self, tenant_id: str) -> None:

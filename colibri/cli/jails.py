@@ -16,6 +16,19 @@ Capabilities = Annotated[
     list[str] | None,
     typer.Option("--capability", help="Capability the agent offers: NAME or NAME@VERSION (repeatable)."),
 ]
+Skills = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--skill",
+        help=(
+            "Skill to install in the jail: NAME or NAME@VERSION (repeatable; the newest in the index without "
+            "@VERSION). Verified on this host (the tenant's host) against its pinned root before anything is "
+            "created: a paid tenant gets signed first-party skills only, a community tenant also the ones the "
+            "operator allowed; a refusal is exit 22 and changes nothing. Given, it is the tenant's whole set "
+            "(besides the mother); without it the recorded set is checked again, not fetched."
+        ),
+    ),
+]
 
 
 def spawn_agent(
@@ -23,6 +36,7 @@ def spawn_agent(
     tenants: Annotated[list[str], typer.Argument(help="Tenant id(s); several are spawned in parallel.")],
     template: Annotated[str | None, typer.Option(help="Jail template (default: setting jail_template).")] = None,
     capability: Capabilities = None,
+    skill: Skills = None,
     jail_name: Annotated[str | None, typer.Option(help="Adopt this existing jail (needs --jail-root).")] = None,
     jail_root: Annotated[Path | None, typer.Option(help="Root path of the jail to adopt.")] = None,
     as_json: JsonFlag = False,
@@ -45,7 +59,9 @@ def spawn_agent(
     service = cli.lifecycle()  # each tenant on its own host
     try:
         if len(tenants) == 1:
-            record = service.spawn(tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer)
+            record = service.spawn(
+                tenants[0], template=template, capabilities=capability, adopt=adopt, on_step=printer, skills=skill
+            )
             _done([record["tenant_id"]], as_json)
             return
         errors = service.spawn_many(
@@ -54,6 +70,7 @@ def spawn_agent(
             on_step=printer,
             template=template,
             capabilities=capability,
+            skills=skill,
         )
     finally:
         printer.close()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from colibri.cli import context, output
-from colibri.domain import TenantStatus
+from colibri.domain import TenantStatus, Tier
 from colibri.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -34,9 +34,21 @@ FromFile = Annotated[
 SHOW_KEYS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "spawn_step", "backend",
     "jail_root", "ip_address", "uid_base", "agent_uid", "adopted", "secrets_status", "secrets_error",
-    "secrets_changed_at",
+    "secrets_changed_at", "tier",
     "created_at", "updated_at", "last_error",
 )  # fmt: skip
+TierOption = Annotated[
+    Tier | None,
+    typer.Option(
+        help=(
+            "Supply-chain tier of a new tenant. paid (the default, fail-safe): only first-party skills, signed "
+            "and pinned in this host's repository, enter its jail. community: also the skills the operator "
+            "allowed explicitly, at the operator's own risk. A registered tenant's tier changes only with "
+            "'colibri set-tier'."
+        ),
+        show_default=False,
+    ),
+]
 
 
 def register_tenant(
@@ -56,6 +68,7 @@ def register_tenant(
             show_default=False,
         ),
     ] = None,
+    tier: TierOption = None,
     from_file: FromFile = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -67,7 +80,7 @@ def register_tenant(
     ids = tenant_ids(tenants, from_file)
     service = context.get(ctx).tenants()
     if len(ids) == 1 and from_file is None:
-        result = service.register(ids[0], collection, host)
+        result = service.register(ids[0], collection, host, tier)
         if as_json:
             output.emit_json({**result.tenant, "created": result.created})
         elif result.created:
@@ -79,7 +92,7 @@ def register_tenant(
         raise typer.BadParameter("with several tenants --collection can only be '' (none): each has its own")
 
     def one(tenant: str) -> tuple[str, str]:
-        result = service.register(tenant, collection, host)
+        result = service.register(tenant, collection, host, tier)
         return ("registered", "") if result.created else ("unchanged", "already registered (no change)")
 
     run_batch_command(ids, one, as_json, "registrations")
@@ -152,9 +165,16 @@ def _print_tenants(tenants: Sequence[Mapping[str, Any]], as_json: bool) -> None:
         output.emit_json(tenants)
         return
     output.table(
-        ("TENANT", "STATUS", "HOST", "COLLECTION", "UPDATED"),
-        ((t["tenant_id"], t["status"], t["host"], t["collection_name"], t["updated_at"]) for t in tenants),
+        ("TENANT", "STATUS", "HOST", "TIER", "SKILLS", "COLLECTION", "UPDATED"),
+        (
+            (t["tenant_id"], t["status"], t["host"], t["tier"], _skill_names(t), t["collection_name"], t["updated_at"])
+            for t in tenants
+        ),
     )
+
+
+def _skill_names(tenant: Mapping[str, Any]) -> str:
+    return ",".join(f"{s['name']}@{s['version']}" for s in tenant.get("skills") or []) or "-"
 
 
 @contextlib.contextmanager
@@ -180,8 +200,42 @@ def show_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False
     record = context.get(ctx).tenants().show(tenant)
     if as_json:
         output.emit_json(record)
+        return
+    output.fields(dict(record), SHOW_KEYS)
+    skills = record.get("skills") or []
+    output.line(f"skills ({len(skills)} installed){':' if skills else ''}")
+    if skills:
+        output.table(
+            ("NAME", "VERSION", "SOURCE", "DIGEST", "CAPABILITIES", "INSTALLED"),
+            (_skill_row(s) for s in skills),
+        )
+
+
+def _skill_row(skill: Mapping[str, Any]) -> tuple[object, ...]:
+    caps = ",".join(skill["capabilities"]) or "-"
+    return (skill["name"], skill["version"], skill["source"], skill["digest"], caps, skill["installed_at"])
+
+
+def set_tier(
+    ctx: typer.Context,
+    tenant: TenantArg,
+    tier: Annotated[Tier, typer.Argument(help="paid (first-party skills only) or community (also allowed ones).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a tenant's supply-chain tier (recorded in the audit log).
+
+    community lets the skills the operator allowed explicitly into the tenant's jail at the
+    operator's own risk; back to paid is refused while such a skill is installed (spawn the
+    tenant again without it first). Skills already in the jail are not touched: the next
+    spawn-agent installs by the new tier.
+    """
+    record, changed = context.get(ctx).tenants().set_tier(tenant, tier)
+    if as_json:
+        output.emit_json({**record, "changed": changed})
+    elif changed:
+        output.line(f"tenant {tenant} is now {tier}")
     else:
-        output.fields(dict(record), SHOW_KEYS)
+        output.line(f"tenant {tenant} is already {tier} (no change)")
 
 
 def remove_tenant(
@@ -238,3 +292,4 @@ def register(app: typer.Typer) -> None:
     app.command("list-tenants")(list_tenants)
     app.command("show-tenant")(show_tenant)
     app.command("remove-tenant")(remove_tenant)
+    app.command("set-tier")(set_tier)

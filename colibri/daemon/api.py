@@ -44,6 +44,7 @@ from colibri.errors import (
 )
 from colibri.services.hive.rules import AGENT_STATES, FINISHED, TASK_STATES, Policy, Scope
 from colibri.services.hive.service import HiveService
+from colibri.services.hive.skillcheck import parse_loaded
 
 log = logging.getLogger("colibri.daemon")
 MAX_WAIT = 30.0
@@ -189,7 +190,8 @@ class Api:
         mother = body.get("mother_version")
         if mother is not None and (not isinstance(mother, str) or len(mother) > 32):
             raise InvalidInput("mother_version must be a string of at most 32 characters")
-        record, requeued = await self.p.db(self.p.hive().register, scope, agent_id, capabilities, mother)
+        skills = parse_loaded(body.get("skills"))  # issue 13: what the mother loaded, checked against the store
+        record, requeued = await self.p.db(self.p.hive().register, scope, agent_id, capabilities, mother, skills)
         agent = self.p.dispatcher.registry.upsert(record)
         self.p.dispatcher.forget(agent.key)  # register requeued what it held
         self.p.dispatcher.after_requeue(requeued)

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from colibri.domain import (
+    DEFAULT_TIER,
+    FIRST_PARTY_SOURCES,
     HAS_JAIL,
     TenantStatus,
+    Tier,
     prefix_clash,
     validate_collection_name,
     validate_host_name,
@@ -64,12 +67,16 @@ class TenantService:
             return contextlib.nullcontext(None)
         return self._record.change()
 
-    def register(self, tenant_id: str, collection: str | None, host: str | None) -> Registration:
+    def register(
+        self, tenant_id: str, collection: str | None, host: str | None, tier: Tier | None = None
+    ) -> Registration:
         """Record a tenant.  Same fields again: no-op.  Other fields: TenantExists.
 
         ``collection`` defaults to the tenant id (1:1:1); pass ``""`` for a tenant with no
         collection (provisioning is then a no-op).  ``host`` is this host (None) or an enrolled
-        one.  Raises InvalidTenantId, TenantExists, NotFound (a host not enrolled).
+        one.  ``tier`` (issue 13) is ``paid`` for a new tenant unless asked; for a registered one
+        None is not compared, another tier is a conflict (``set-tier`` changes it, explicitly).
+        Raises InvalidTenantId, TenantExists, NotFound (a host not enrolled).
         """
         validate_tenant_id(tenant_id)
         wanted_collection = tenant_id if collection is None else (collection or None)
@@ -86,7 +93,7 @@ class TenantService:
             enrolled = self._hold_host(session, wanted_host, draft) if elsewhere else True
             existing = repo.get_for_update(tenant_id)
             if existing is not None and existing.status != TenantStatus.REMOVED:
-                same = self._same_or_conflict(existing, wanted_collection, wanted_host)
+                same = self._same_or_conflict(existing, wanted_collection, wanted_host, tier)
                 placed = None if draft is None else draft.placed(tenant_id)
                 if draft is not None and placed is not None and placed != wanted_host:
                     raise TenantExists(
@@ -119,6 +126,7 @@ class TenantService:
                     collection_id=None,
                     host=wanted_host,
                     last_error=None,
+                    tier=tier or DEFAULT_TIER,
                 )
                 return Registration(tenant_public(back), True)
             tenant = Tenant(
@@ -127,6 +135,7 @@ class TenantService:
                 collection_name=wanted_collection,
                 host=wanted_host,
                 status=TenantStatus.REGISTERED,
+                tier=tier or DEFAULT_TIER,
             )
             repo.add(tenant)
             return Registration(tenant_public(tenant), True)
@@ -140,10 +149,13 @@ class TenantService:
         return HostRepo(session).hold(host) and (draft is None or host in draft.hosts)
 
     @staticmethod
-    def _same_or_conflict(existing: "Tenant", collection: str | None, host: str) -> TenantView:
+    def _same_or_conflict(existing: "Tenant", collection: str | None, host: str, tier: Tier | None) -> TenantView:
         from colibri.store.models import tenant_public
 
         differences = []
+        if tier is not None and existing.tier != tier:
+            change = f"colibri set-tier {existing.tenant_id} {tier}"
+            differences.append(f"tier {existing.tier!r} (asked {str(tier)!r}; change it with: {change})")
         if existing.collection_name != collection:
             differences.append(f"collection {existing.collection_name!r} (asked {collection!r})")
         if existing.host != host:
@@ -151,6 +163,34 @@ class TenantService:
         if differences:
             raise TenantExists(f"tenant {existing.tenant_id} is already registered with " + ", ".join(differences))
         return tenant_public(existing)
+
+    def set_tier(self, tenant_id: str, tier: Tier) -> tuple[TenantView, bool]:
+        """Change a tenant's tier (issue 13): the one explicit way, with its audit entry
+        (``tenant.tier``: before and after).  Returns the tenant and whether it changed.  Back to
+        ``paid`` is refused (StateConflict) while a skill that is not first-party is installed in
+        its jail: a paid tenant runs nothing else (spawn it again without them first)."""
+        from colibri.store.models import tenant_public
+        from colibri.store.repos import TenantRepo
+        from colibri.store.skills import SkillRepo
+
+        with self._store.session() as session:
+            repo = TenantRepo(session)
+            tenant = repo.get_for_update(tenant_id)
+            if tenant is None or tenant.status == TenantStatus.REMOVED:
+                raise TenantNotFound(tenant_id)
+            if tenant.tier == tier:
+                return tenant_public(tenant), False
+            if tier == Tier.PAID:
+                installed = SkillRepo(session).installed(tenant_id)
+                others = [s.name for s in installed if s.source not in FIRST_PARTY_SOURCES]
+                if others:
+                    raise StateConflict(
+                        f"tenant {tenant_id} has skills installed that are not first-party ({', '.join(others)}); "
+                        f"a paid tenant runs none: spawn it again without them (colibri spawn-agent {tenant_id} "
+                        "--skill ...) or destroy its agent first"
+                    )
+            changed = repo.change(tenant_id, audit="tenant.tier", tier=str(tier))  # its entry: the tier set
+            return tenant_public(changed), True
 
     def all(self, status: TenantStatus | None = None) -> list[TenantView]:
         """All tenants (removed ones only when asked for by status), ordered by id."""

@@ -25,14 +25,40 @@ TENANT_COLUMNS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "created_at",
     "updated_at", "last_error", "backend", "jail_root", "ip_address", "template", "capabilities",
     "spawn_step", "adopted", "secrets_status", "secrets_error", "secrets_changed_at",
-    "secrets_checked_at", "uid_base",
+    "secrets_checked_at", "uid_base", "tier",
 )  # fmt: skip
 """The columns of ``models.Tenant``, in its order (a unit test keeps the two equal)."""
 
 _TIMESTAMPS = frozenset(("created_at", "updated_at", "secrets_changed_at", "secrets_checked_at"))
 _TENANTS = table("tenants", *(column(name) for name in TENANT_COLUMNS))
+SKILL_COLUMNS = ("tenant_id", "name", "version", "digest", "manifest_digest", "source", "capabilities", "installed_at")
+"""The columns of ``models.TenantSkill`` (migration 0009), in its order."""
+_SKILLS = table("tenant_skills", *(column(name) for name in SKILL_COLUMNS))
 # how SQLAlchemy's SQLite DATETIME writes a value; any other text is read the way it reads it
 _SQLITE_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}").fullmatch
+
+
+class SkillView(TypedDict):
+    """A skill installed in a tenant's jail, as ``show-tenant`` shows it (issue 13)."""
+
+    name: str
+    version: str
+    digest: str
+    source: str
+    capabilities: list[str]
+    installed_at: str | None
+
+
+def skill_public(row: Mapping[str, Any]) -> SkillView:
+    """The public view of an installed skill from its column values."""
+    return {
+        "name": row["name"],
+        "version": row["version"],
+        "digest": row["digest"],
+        "source": row["source"],
+        "capabilities": json.loads(row["capabilities"] or "[]"),
+        "installed_at": iso(row["installed_at"]),
+    }
 
 
 class TenantView(TypedDict):
@@ -60,6 +86,8 @@ class TenantView(TypedDict):
     secrets_checked_at: str | None
     uid_base: int | None
     agent_uid: int | None
+    tier: str
+    skills: list[SkillView]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -70,8 +98,9 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def tenant_public_row(row: Mapping[str, Any]) -> TenantView:
-    """The public view of a tenant from its column values (timestamps as datetimes)."""
+def tenant_public_row(row: Mapping[str, Any], skills: list[SkillView] | None = None) -> TenantView:
+    """The public view of a tenant from its column values (timestamps as datetimes) and its
+    installed skills (by name)."""
     return {
         "tenant_id": row["tenant_id"],
         "jail_name": row["jail_name"],
@@ -95,6 +124,8 @@ def tenant_public_row(row: Mapping[str, Any]) -> TenantView:
         "secrets_checked_at": iso(row["secrets_checked_at"]),
         "uid_base": row["uid_base"],
         "agent_uid": None if row["uid_base"] is None else row["uid_base"] + AGENT_ID,  # JailIds.agent_uid
+        "tier": row["tier"],
+        "skills": list(skills or []),
     }
 
 
@@ -105,12 +136,13 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
     query = query.where(_TENANTS.c.status == status if status is not None else _TENANTS.c.status != "removed")
     rows = conn.execute(query).all()
     stamp = _stamp_reader(conn)
+    installed = _installed(conn, stamp) if rows else {}
     views: list[TenantView] = []
     append = views.append
     for row in rows:
         (tenant_id, jail_name, collection_name, collection_id, host, status_, created_at, updated_at, last_error,
          backend, jail_root, ip_address, template, capabilities, spawn_step, adopted, secrets_status,
-         secrets_error, secrets_changed_at, secrets_checked_at, uid_base) = row  # fmt: skip
+         secrets_error, secrets_changed_at, secrets_checked_at, uid_base, tier) = row  # fmt: skip
         append({
             "tenant_id": tenant_id,
             "jail_name": jail_name,
@@ -134,8 +166,27 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
             "secrets_checked_at": stamp(secrets_checked_at),
             "uid_base": uid_base,
             "agent_uid": None if uid_base is None else uid_base + AGENT_ID,
+            "tier": tier,
+            "skills": installed.get(tenant_id, []),
         })  # fmt: skip
     return views
+
+
+def _installed(conn: Connection, stamp: Callable[[Any], str | None]) -> dict[str, list[SkillView]]:
+    """Every tenant's installed skills, by name (one query for the whole listing)."""
+    found: dict[str, list[SkillView]] = {}
+    for tenant_id, name, version, digest, _manifest, source, capabilities, installed_at in conn.execute(
+        select(_SKILLS).order_by(_SKILLS.c.tenant_id, _SKILLS.c.name)
+    ):
+        found.setdefault(tenant_id, []).append({
+            "name": name,
+            "version": version,
+            "digest": digest,
+            "source": source,
+            "capabilities": json.loads(capabilities or "[]"),
+            "installed_at": stamp(installed_at),
+        })  # fmt: skip
+    return found
 
 
 def _stamp_reader(conn: Connection) -> Callable[[Any], str | None]:

@@ -6,11 +6,13 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Index
 from sqlalchemy.orm import declared_attr
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col, select
 
 # the public view of a tenant lives with the listing read path (which imports no table class)
 from colibri.store.listing import AGENT_ID as AGENT_ID
+from colibri.store.listing import SkillView as SkillView
 from colibri.store.listing import TenantView as TenantView
+from colibri.store.listing import skill_public as skill_public
 from colibri.store.listing import tenant_public_row as tenant_public_row
 
 
@@ -47,14 +49,43 @@ class Tenant(SQLModel, table=True):
     secrets_checked_at: datetime | None = None
     # isolation (migration 0005): the first host uid/gid of the tenant's block (JailIds.base)
     uid_base: int | None = Field(default=None, unique=True)
+    # skills (migration 0009): paid | community (domain.Tier)
+    tier: str = Field(default="paid", max_length=16, sa_column_kwargs={"server_default": "paid"})
 
 
 TENANT_COLUMNS = tuple(Tenant.model_fields)
 
 
 def tenant_public(tenant: Tenant) -> TenantView:
-    """The tenant as shown by ``show-tenant`` and ``list-tenants`` (stable keys, see README)."""
-    return tenant_public_row({name: getattr(tenant, name) for name in TENANT_COLUMNS})
+    """The tenant as shown by ``show-tenant`` and ``list-tenants`` (stable keys, see README), with
+    its installed skills read in the tenant's own session (none when it is detached)."""
+    from sqlalchemy.orm import object_session
+
+    session = object_session(tenant)
+    skills = []
+    if session is not None:
+        query = select(TenantSkill).where(TenantSkill.tenant_id == tenant.tenant_id).order_by(col(TenantSkill.name))
+        skills = [skill_public(row.model_dump()) for row in session.execute(query).scalars()]
+    return tenant_public_row({name: getattr(tenant, name) for name in TENANT_COLUMNS}, skills)
+
+
+class TenantSkill(SQLModel, table=True):
+    """A skill installed in a tenant's jail (migration 0009): one row per name, written by spawn in
+    the step that copied it.  ``digest`` is the bundle's (``sha256:...``, as the index or allow-list pins it),
+    ``manifest_digest`` its MANIFEST.json's (what the mother reports it read), ``source`` first-party,
+    community or builtin (colibri's shipped mother, no repository configured); ``capabilities``
+    the JSON list of capability names its handlers provide."""
+
+    __tablename__ = "tenant_skills"
+
+    tenant_id: str = Field(primary_key=True, max_length=64, foreign_key="tenants.tenant_id")
+    name: str = Field(primary_key=True, max_length=64)
+    version: str = Field(max_length=64)
+    digest: str = Field(max_length=80)
+    manifest_digest: str = Field(max_length=80)
+    source: str = Field(max_length=16)
+    capabilities: str = "[]"
+    installed_at: datetime = Field(default_factory=utcnow)
 
 
 # ---- the hive (migration 0004): agents, tasks, lanes --------------------------------------------

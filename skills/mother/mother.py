@@ -12,16 +12,22 @@ python3 in the Linux sandbox).  identity -> secrets check -> register -> heartbe
    staged) runs without one, and a .env that is there all the same is checked as above;
 3. register over the tenant's socket, then heartbeat at the interval the daemon returns (a thread)
    while the main worker long-polls for tasks;
-4. run ``handlers_dir/<capability>`` with the payload (JSON) on stdin, its stdout (JSON, or text)
-   and exit status reported back; a handler that hangs past its time or crashes is a task error;
+4. run the handler of the skill that provides the capability (``<skill dir>/handlers/<capability>``
+   for the identity's ``skills``, else ``handlers_dir/<capability>``) with the payload (JSON) on
+   stdin, its stdout (JSON, or text) and exit status reported back; a handler that hangs past its
+   time or crashes is a task error.  At registration it reports what it loaded: each installed
+   skill's name, version and the sha256 of the MANIFEST.json it read (the daemon refuses a skill
+   or capability the host did not install for this tenant);
 5. survive daemon restarts (reconnect with backoff, register again when the daemon forgot us);
 6. on SIGTERM/SIGINT stop polling, stop a running handler, deregister (best effort), exit 0.
 
-Exit codes: 0 clean stop, 2 bad command line, 3 bad identity file, 6 unsafe or missing .env.
+Exit codes: 0 clean stop, 2 bad command line, 3 bad identity file, 6 unsafe or missing .env, or
+the daemon refused to register this agent (a skill or capability its host did not install).
 """
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -58,6 +64,11 @@ class Unreachable(Exception):
     """The daemon's socket does not answer (or the answer was lost: calls that retry are idempotent)."""
 
 
+class Denied(RuntimeError):
+    """The daemon refused this agent for good (403: a skill or capability its host did not install
+    for the tenant, or a tenant that lives on another host): retrying cannot help."""
+
+
 class Busy(Unreachable):
     """The daemon refused for now (429 over a limit, 503 stopping or store down): try again later."""
 
@@ -92,6 +103,11 @@ def load_identity(path):
     capabilities = identity.get("capabilities", [])
     if not isinstance(capabilities, list) or not all(isinstance(c, dict) and "name" in c for c in capabilities):
         raise Refused(f'identity file {path}: capabilities must be a list of {{"name", "version"}}', 3)
+    skills = identity.setdefault("skills", [])
+    if not isinstance(skills, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("dir"), str) for s in skills
+    ):
+        raise Refused(f'identity file {path}: skills must be a list of {{"name", "version", "dir"}}', 3)
     # Absent (an identity from before it existed): secrets are expected, fail closed.
     if not isinstance(identity.setdefault("secrets_expected", True), bool):
         raise Refused(f"identity file {path}: 'secrets_expected' must be true or false", 3)
@@ -121,6 +137,34 @@ def check_secrets(env_file, expected=True):
             6,
         )
     return True
+
+
+MAX_MANIFEST = 1 << 20
+
+
+def loaded_skills(identity):
+    """What this mother loaded: each installed skill's name, version and the sha256 of the
+    MANIFEST.json it read (None when it could not read one: the daemon refuses that)."""
+    found = []
+    for skill in identity.get("skills", []):
+        digest = None
+        try:
+            with open(os.path.join(skill["dir"], "MANIFEST.json"), "rb") as handle:
+                data = handle.read(MAX_MANIFEST + 1)
+            if len(data) <= MAX_MANIFEST:
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        except OSError:
+            pass
+        found.append({"name": skill["name"], "version": str(skill.get("version", "")), "manifest": digest})
+    return found
+
+
+def handler_path(identity, capability):
+    """The handler of ``capability``: in the installed skill that provides it, else handlers_dir."""
+    for skill in identity.get("skills", []):
+        if capability in skill.get("capabilities", []):
+            return os.path.join(skill["dir"], "handlers", capability)
+    return os.path.join(identity["handlers_dir"], capability)
 
 
 # ---- the daemon's API over the tenant socket ----------------------------------------------------
@@ -177,6 +221,8 @@ class Api:
             data = {}
         if response.status == 404 and data.get("error", {}).get("type") == "AgentNotFound":
             raise Forgotten(data["error"]["message"])
+        if response.status == 403:
+            raise Denied(data.get("error", {}).get("message", "") or f"{path}: HTTP 403")
         if response.status in (429, 503):
             raise Busy(f"{path}: HTTP {response.status} {data.get('error', {}).get('message', '')}")
         if response.status >= 400:
@@ -213,6 +259,8 @@ class Mother:
         self.child = None
         self.worker_api = Api(identity["socket"], identity["agent_id"], identity["tenant"])
         self.beat_api = Api(identity["socket"], identity["agent_id"], identity["tenant"])
+        self.loaded = loaded_skills(identity)
+        self.denied = False
 
     def register(self, api):
         """Register (again), retrying with backoff until the daemon answers or we are stopped."""
@@ -225,8 +273,14 @@ class Mother:
                         "tenant": self.identity["tenant"],
                         "capabilities": self.identity.get("capabilities", []),
                         "mother_version": MOTHER_VERSION,
+                        "skills": self.loaded,
                     },
                 )
+            except Denied as exc:
+                log(f"register refused by the daemon: {str(exc)[:300]}; stopping")
+                self.denied = True
+                self.stop.set()
+                return False
             except (Unreachable, RuntimeError, Forgotten) as exc:
                 log(f"register: {exc}; retrying in {delay:.1f} s")
                 self.stop.wait(delay * (1 + random.random() / 2))
@@ -315,7 +369,7 @@ class Mother:
 
     def run_handler(self, task, timeout):
         capability = task["capability"]
-        handler = os.path.join(self.identity["handlers_dir"], capability)
+        handler = handler_path(self.identity, capability)
         if "/" in capability or not os.access(handler, os.X_OK):
             return {"ok": False, "error": f"no handler for capability {capability!r} at {handler}"}
         env = {
@@ -451,7 +505,7 @@ def main(argv=None):
     beats = threading.Thread(target=mother.heartbeats, name="heartbeat", daemon=True)
     worker = threading.Thread(target=mother.work, name="worker", daemon=True)
     if not mother.register(mother.worker_api):
-        return 0
+        return 6 if mother.denied else 0
     beats.start()
     worker.start()
     while worker.is_alive():

@@ -15,6 +15,7 @@ from colibri.domain import LIVE_AGENT_STATES, AgentState, TenantStatus, agent_ma
 from colibri.errors import Conflict, InvalidInput, LimitExceeded, PermissionDenied, TenantNotFound
 from colibri.services.hive.ledger import Ledger
 from colibri.services.hive.rules import Requeued, Scope, validate_name
+from colibri.services.hive.skillcheck import check_register, refused
 from colibri.services.hive.tasks import TaskRules
 from colibri.services.hive.views import agent_public
 from colibri.store.agents import AgentRepo
@@ -30,12 +31,25 @@ class AgentRules:
         self._host = host  # this daemon's host (issue 11: the agents it serves are its own)
 
     def register(
-        self, scope: Scope, agent_id: str, capabilities: list[dict[str, str]], mother_version: str | None
+        self,
+        scope: Scope,
+        agent_id: str,
+        capabilities: list[dict[str, str]],
+        mother_version: str | None,
+        skills: list[dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], list[Requeued]]:
         """Record (or renew) an agent as active; its running tasks go back to the queue.  A
         tenant's agent id still live on another host is taken over here when the tenant lives on
-        this host (it moved); anything else live elsewhere is a Conflict."""
+        this host (it moved); anything else live elsewhere is a Conflict.  A tenant's agent that
+        loaded a skill, or offers a capability, its host did not install is refused
+        (PermissionDenied, its ``agent.refuse`` entry kept; services/hive/skillcheck.py)."""
         key = scope.agent_key(validate_name(agent_id, "agent id"))
+        if scope.kind == "tenant":
+            with self._ledger.session() as session:
+                _check_owner(session, scope)
+                why = check_register(session, str(scope.name), key, skills, [c["name"] for c in capabilities])
+            if why is not None:
+                raise refused(key, why)
         with self._ledger.session() as session:
             _check_owner(session, scope)
             self._check_host(session, scope)
@@ -55,7 +69,8 @@ class AgentRules:
             agent.registered_at = agent.last_seen_at = agent.state_changed_at = now
             agents.add(agent)
             record(session, "agent.register", f"agent:{key}", tenant=scope.tenant, actor=agent_actor(key),
-                   capabilities=[c.get("name") for c in capabilities], mother_version=mother_version)  # fmt: skip
+                   capabilities=[c.get("name") for c in capabilities], mother_version=mother_version,
+                   skills=[f"{s['name']}@{s['version']}" for s in skills or []])  # fmt: skip
             requeued = self._tasks.requeue_held(session, key, f"agent {key} registered again")
             agents.flush()
             return agent_public(agent), requeued

@@ -99,6 +99,7 @@ class _Ops:
             "capabilities",
             "jail_name",
             "jail_root",
+            "skills",
         )
         tenant = self._ours(args)
         env = _env(args.get("env"), allow_none=True)
@@ -107,6 +108,7 @@ class _Ops:
         collection_id = _text(args, "collection_id")
         template = _text(args, "template")
         capabilities = _texts(args, "capabilities")
+        skills = _texts(args, "skills")  # names and versions only: resolved here, with this host's pinned root
         jail_name, jail_root = _text(args, "jail_name"), _text(args, "jail_root")
         if (jail_name is None) != (jail_root is None):
             raise InvalidInput("jail_name and jail_root go together")
@@ -124,7 +126,7 @@ class _Ops:
 
         try:
             record = self._serving.spawner(provision).spawn(
-                tenant, template=template, capabilities=capabilities, adopt=adopt, on_step=on_step
+                tenant, template=template, capabilities=capabilities, adopt=adopt, on_step=on_step, skills=skills
             )
         except ColibriError as exc:
             return {"steps": steps, "error": _envelope(exc)}
@@ -138,13 +140,13 @@ class _Ops:
         whole, before anything runs; a tenant that is not this host's fails alone."""
         from colibri.services.hosts.serve import progress_sink
 
-        _only(args, "tenants", "template", "capabilities", "parallelism")
+        _only(args, "tenants", "template", "capabilities", "parallelism", "skills")
         items, parallelism = args.get("tenants"), args.get("parallelism", 1)
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
             raise InvalidInput(f"tenants must be a list of 1 to {MAX_BATCH} tenants")
         if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
             raise InvalidInput("parallelism must be a whole number from 1 to 64")
-        template, capabilities = _text(args, "template"), _texts(args, "capabilities")
+        template, capabilities, skills = _text(args, "template"), _texts(args, "capabilities"), _texts(args, "skills")
         batch: dict[str, tuple[bytes | None, str | None, tuple[str, ...], str | None]] = {}
         refused: dict[str, ColibriError] = {}
         for item in items:
@@ -174,7 +176,8 @@ class _Ops:
         errors: dict[str, ColibriError | None] = dict(refused)
         if batch:
             spawner = self._serving.spawner(provision)
-            errors |= spawner.spawn_many(list(batch), at_once, on_step, template=template, capabilities=capabilities)
+            options = {"template": template, "capabilities": capabilities, "skills": skills}
+            errors |= spawner.spawn_many(list(batch), at_once, on_step, **options)
         return {"results": {t: None if e is None else _envelope(e) for t, e in errors.items()}}
 
     def start(self, args: Mapping[str, Any]) -> dict[str, Any]:

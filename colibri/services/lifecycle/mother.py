@@ -17,6 +17,8 @@ from colibri.adapters.runner import CommandResult
 from colibri.errors import CommandFailed, CommandTimeout, InvalidInput, JailError, MotherNotReady
 from colibri.poll import poll_until
 from colibri.services.lifecycle.layout import HANDLERS_DIR, IDENTITY, JAIL_SOCKET_DIR, MOTHER, SKILL_DIR, SpawnPaths
+from colibri.services.lifecycle.skills import MOTHER_SKILL, SKILLS_ROOT, SkillPlan
+from colibri.services.lifecycle.skills import install as install_skills
 from colibri.store.models import Tenant
 from colibri.text import safe
 
@@ -47,24 +49,34 @@ _MOTHER_LINE = re.compile(
 """A ready or refusal line, ``mother[PID]: `` first (skills/mother logs so; a stand-in may not)."""
 
 
-def install_mother(backend: JailBackend, paths: SpawnPaths, tenant: Tenant, *, secrets_expected: bool) -> None:
-    """The mother's files, its handlers and the tenant's identity, into the jail (no symlink in it
-    followed); every capability of the tenant must have its handler there (InvalidInput)."""
+def install_mother(
+    backend: JailBackend, paths: SpawnPaths, tenant: Tenant, *, secrets_expected: bool, plan: SkillPlan
+) -> None:
+    """The verified skills of the plan (the mother's included: its handlers from its own
+    directory), and the tenant's identity, into the jail (no symlink in it followed); every
+    capability of the tenant must have its handler in the skill that provides it (InvalidInput)."""
     name = tenant.jail_name
     root = backend.root(name)
-    source = paths.skills_dir / "mother"
     # Owned by the jail's root as the host sees it (a sandbox jail's root is not host root).
     owner = backend.user_ids(name, "root")
     for rel in ("var/log", "var/run"):  # an adopted jail may lack them
         with jailfs.open_dir(root, rel, create=True, owner=owner):
             pass
-    jailfs.copy_tree(source, root, SKILL_DIR, owner=owner)
-    jailfs.copy_tree(source / "handlers", root, HANDLERS_DIR, owner=owner)
+    install_skills(root, plan, owner)
+    mother = next((w for w in plan.skills if w.record.name == MOTHER_SKILL), None)
+    if mother is None:
+        raise InvalidInput(f"tenant {tenant.tenant_id} has no mother skill in its plan")
+    if mother.staged is not None and (mother.staged / "handlers").is_dir():  # the copy release-agent knows
+        jailfs.copy_tree(mother.staged / "handlers", root, HANDLERS_DIR, owner=owner)
     caps = json.loads(tenant.capabilities or "[]")
     for cap in caps:
-        require_handler(root, cap["name"], source / "handlers")
+        provider = plan.provider(cap["name"]) or MOTHER_SKILL
+        require_handler(
+            root, cap["name"], paths.skills_dir / "mother" / "handlers", f"{SKILLS_ROOT}/{provider}/handlers"
+        )
     env = f"/home/{paths.jail_user}/.env"
-    document = identity(tenant, paths.jail_user, caps, JAIL_SOCKET_DIR, env, HANDLERS_DIR, secrets_expected)
+    handlers = f"{SKILL_DIR}/handlers"
+    document = identity(tenant, paths.jail_user, caps, JAIL_SOCKET_DIR, env, handlers, secrets_expected, plan)
     jailfs.write_file(root, IDENTITY, document, mode=0o644, owner=owner, dir_owner=owner)
 
 
@@ -76,8 +88,10 @@ def identity(
     env: str,
     handlers: str,
     secrets_expected: bool,
+    plan: SkillPlan | None = None,
 ) -> bytes:
-    """The identity the mother reads first (skills/mother): who it is, where its socket is."""
+    """The identity the mother reads first (skills/mother): who it is, where its socket is, the
+    skills installed for it (each one's directory, whose handlers/ provide its capabilities)."""
     document = {
         "tenant": tenant.tenant_id,
         "agent_id": f"{tenant.tenant_id}-1",
@@ -88,6 +102,7 @@ def identity(
         "secrets_expected": secrets_expected,
         "handlers_dir": handlers,
         "mother_version": __version__,
+        "skills": plan.identity_entries() if plan is not None else [],
     }
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 

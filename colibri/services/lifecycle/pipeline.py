@@ -40,6 +40,10 @@ from colibri.services.lifecycle.mother import (
     start_local_mother,
     start_mother,
 )
+from colibri.services.lifecycle.skill_records import check_capabilities, plan_for
+from colibri.services.lifecycle.skills import SKILLS_ROOT, SkillPlan, SkillPlanner, staged
+from colibri.services.lifecycle.steps import StepCallback as StepCallback
+from colibri.services.lifecycle.steps import _quiet, _step
 from colibri.store.db import Store
 from colibri.store.models import Tenant, TenantView, tenant_public
 from colibri.store.repos import TenantRepo
@@ -53,9 +57,6 @@ STEPS = (
     "active",
 )
 LOCAL_STEPS = ("home_checked", "secrets_provisioned", "mother_installed", "mother_started", "active")
-
-StepCallback = Callable[[str, str, str, str], None]
-"""on_step(tenant, step, state, detail) with state in start | done | skip | fail."""
 
 
 class Provisioned(Protocol):
@@ -77,6 +78,7 @@ class SpawnService:
         provision: Callable[[str], Provisioned] | None,
         notify_daemon: Callable[[str], None] | None = None,
         local_home: Callable[[Path], LocalHome] = LocalHome,
+        skills: SkillPlanner | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
@@ -85,6 +87,8 @@ class SpawnService:
         self._notify = notify_daemon
         self._local_home = local_home
         self._adopter = Adopter(store, backend, paths)
+        # issue 13: without a resolver, colibri's shipped mother only (source builtin)
+        self._skills = skills or SkillPlanner(None, paths.skills_dir, paths.records / "skills-staging")
         self._secrets_expected: dict[str, bool] = {}  # by tenant, from its last provisioning
 
     # ---- public --------------------------------------------------------------------------------
@@ -96,20 +100,28 @@ class SpawnService:
         capabilities: list[str] | None = None,
         adopt: tuple[str, Path] | None = None,
         on_step: StepCallback | None = None,
+        skills: list[str] | None = None,
     ) -> TenantView:
         """Run (or resume) the pipeline for one tenant; returns the tenant.  Raises TenantNotFound,
         StateConflict (another spawn of the tenant runs), JailExists, the backend's and the secrets'
-        errors (the tenant is then ``failed`` with the reason)."""
+        errors (the tenant is then ``failed`` with the reason).  ``skills``: the ``--skill`` values
+        (None: the recorded set again); they are resolved and verified first, and a refusal
+        (SupplyError, exit 22) changes nothing: no jail, the tenant as it was."""
         caps = parse_capabilities(capabilities) if capabilities is not None else None
         report = on_step or _quiet
-        with agent_lock(self._paths.locks, tenant_id):
-            tenant = self._begin(tenant_id, template, caps, backend=self._backend.name)
+        with agent_lock(self._paths.locks, tenant_id), staged(self._plan(tenant_id, skills)) as plan:
+            tenant = self._begin(tenant_id, template, caps, backend=self._backend.name, plan=plan)
             try:
-                self._run_steps(tenant, adopt, report)
+                self._run_steps(tenant, adopt, report, plan)
             except ColibriError as exc:
                 self._fail(tenant_id, exc)
                 raise
             return self._finish(tenant_id)
+
+    def _plan(self, tenant_id: str, asked: list[str] | None) -> SkillPlan:
+        """The tenant's skills, verified and staged before anything is created (the mother_installed
+        step names them); the caller's ``staged`` removes the staging directory afterwards."""
+        return plan_for(self._store, self._backend, self._skills, tenant_id, asked)
 
     def spawn_many(
         self, tenant_ids: list[str], parallelism: int, on_step: StepCallback | None = None, **options: Any
@@ -149,13 +161,13 @@ class SpawnService:
             return self._finish(tenant_id)
 
     # ---- the jail pipeline -------------------------------------------------------------------------
-    def _run_steps(self, tenant: Tenant, adopt: tuple[str, Path] | None, report: StepCallback) -> None:
+    def _run_steps(self, tenant: Tenant, adopt: tuple[str, Path] | None, report: StepCallback, plan: SkillPlan) -> None:
         if adopt is not None and not tenant.adopted:
             # A new adoption: checked first, each change recorded, all of it undone on a failure.
             record: Adoption | None = None
             try:
                 record = self._adopter.check(tenant, *adopt)
-                self._steps(tenant, None, report, record)
+                self._steps(tenant, None, report, record, plan)
             except ColibriError as exc:
                 self._adopter.undo(tenant, record, exc)
                 raise
@@ -164,10 +176,15 @@ class SpawnService:
                     self._adopter.undo(tenant, record, exc)
                 raise
             return
-        self._steps(tenant, adopt, report, None)
+        self._steps(tenant, adopt, report, None, plan)
 
     def _steps(
-        self, tenant: Tenant, adopt: tuple[str, Path] | None, report: StepCallback, adoption: Adoption | None
+        self,
+        tenant: Tenant,
+        adopt: tuple[str, Path] | None,
+        report: StepCallback,
+        adoption: Adoption | None,
+        plan: SkillPlan,
     ) -> None:
         name = tenant.jail_name
         with _step(report, tenant.tenant_id, "jail_created") as say:
@@ -207,9 +224,10 @@ class SpawnService:
 
         with _step(report, tenant.tenant_id, "mother_installed") as say:
             expected = self._secrets_expected.get(tenant.tenant_id, True)
-            install_mother(self._backend, self._paths, tenant, secrets_expected=expected)
-            say(f"skill in {SKILL_DIR}, identity in {IDENTITY}")
-        self._record(tenant.tenant_id, "mother_installed")
+            install_mother(self._backend, self._paths, tenant, secrets_expected=expected, plan=plan)
+            names = ", ".join(f"{w.record.name}@{w.record.version} ({w.record.source})" for w in plan.skills)
+            say(f"skill in {SKILL_DIR}, identity in {IDENTITY}; skills in {SKILLS_ROOT}: {names}")
+        self._record(tenant.tenant_id, "mother_installed", skills=plan)
 
         with _step(report, tenant.tenant_id, "mother_started") as say:
             if self._notify is not None:
@@ -227,7 +245,7 @@ class SpawnService:
         if info.state is JailState.ABSENT or (not info.managed and self._backend.interrupted(name)):
             ip = allocate_ip(self._store, self._paths, tenant.tenant_id) if self._backend.needs_ip else None
             ids = allocate_ids(self._store, self._paths, tenant.tenant_id)
-            return self._backend.create(name, ip=ip, template=tenant.template, ids=ids)
+            return self._backend.create(name, ip=ip, template=tenant.template, ids=ids, tier=tenant.tier)
         if not info.managed and not tenant.adopted:
             raise JailExists(
                 f"a jail named {name} exists and colibri did not create it; to use it, adopt it: "
@@ -302,7 +320,14 @@ class SpawnService:
         self._record(tenant.tenant_id, "mother_started")
 
     # ---- store ---------------------------------------------------------------------------------------
-    def _begin(self, tenant_id: str, template: str | None, caps: list[dict[str, str]] | None, backend: str) -> Tenant:
+    def _begin(
+        self,
+        tenant_id: str,
+        template: str | None,
+        caps: list[dict[str, str]] | None,
+        backend: str,
+        plan: SkillPlan | None = None,
+    ) -> Tenant:
         with self._store.session() as session:
             repo = TenantRepo(session)
             tenant = repo.get_for_update(tenant_id)
@@ -320,14 +345,10 @@ class SpawnService:
                 )
             fields: dict[str, Any] = {"backend": backend, "last_error": None}
             if caps is not None:  # checked before anything is stored: a refused one is never kept
-                handlers = self._paths.skills_dir / "mother" / "handlers"
-                for cap in caps:
-                    if not (handlers / cap["name"]).is_file():
-                        raise InvalidInput(
-                            f"no handler for capability {cap['name']}: add an executable named "
-                            f"{cap['name']} to {handlers}"
-                        )
+                check_capabilities(caps, plan, self._paths)
                 fields["capabilities"] = json.dumps(caps)
+            elif plan is not None:  # the recorded ones: still provided by the skills of this spawn
+                check_capabilities(json.loads(tenant.capabilities or "[]"), plan, self._paths)
             tenant = repo.change(tenant_id, TenantStatus.SPAWNING, audit="spawn.begin", **fields)
             session.flush()
             session.expunge(tenant)
@@ -342,10 +363,17 @@ class SpawnService:
             row = TenantRepo(session).get(tenant_id)
             return row is not None and bool(row.adopted)
 
-    def _record(self, tenant_id: str, step: str, **fields: Any) -> None:
+    def _record(self, tenant_id: str, step: str, skills: SkillPlan | None = None, **fields: Any) -> None:
         with self._store.session() as session:
             audit = "spawn.adopt" if fields.get("adopted") else "spawn.step"
             TenantRepo(session).change(tenant_id, audit=audit, spawn_step=step, **fields)
+            if skills is not None:  # the installed set, in the step's transaction (an entry a skill)
+                from colibri.store.skills import SkillRepo
+
+                repo = SkillRepo(session)
+                repo.remove(tenant_id, skills.remove)
+                for wanted in skills.skills:
+                    repo.put(tenant_id, wanted.record)
 
     def _finish(self, tenant_id: str) -> TenantView:
         with self._store.session() as session:
@@ -360,28 +388,3 @@ class SpawnService:
             if tenant is None or tenant.status != TenantStatus.SPAWNING:
                 return
             repo.change(tenant_id, TenantStatus.FAILED, audit="spawn.fail", last_error=str(exc)[:2000])
-
-
-def _quiet(tenant: str, step: str, state: str, detail: str) -> None:
-    return None
-
-
-class _step:
-    """Report a step's start, then done (with a detail) or fail (with the error)."""
-
-    def __init__(self, report: StepCallback, tenant: str, step: str) -> None:
-        self._report, self._tenant, self._step = report, tenant, step
-        self._detail = ""
-
-    def __enter__(self) -> Callable[[str], None]:
-        self._report(self._tenant, self._step, "start", "")
-        return self._say
-
-    def _say(self, detail: str) -> None:
-        self._detail = detail
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is None:
-            self._report(self._tenant, self._step, "done", self._detail)
-        elif isinstance(exc, ColibriError):
-            self._report(self._tenant, self._step, "fail", str(exc))

@@ -78,8 +78,11 @@ class RemoteHost:
         capabilities: list[str] | None = None,
         adopt: tuple[str, Path] | None = None,
         on_step: "StepCallback | None" = None,
+        skills: list[str] | None = None,
     ) -> "TenantView":
-        """The tenant's pipeline on its host, its provisioning writing ``rendered``.  Raises the
+        """The tenant's pipeline on its host, its provisioning writing ``rendered``; ``skills``
+        as names and versions only (the host resolves them with its own pinned root), sent only
+        when given (a host that predates them refuses the key).  Raises the
         error the pipeline failed with there (after replaying its steps), or the link's."""
         args: dict[str, Any] = {
             "tenant": tenant_id,
@@ -92,6 +95,8 @@ class RemoteHost:
             "jail_name": adopt[0] if adopt else None,
             "jail_root": str(adopt[1]) if adopt else None,
         }
+        if skills is not None:
+            args["skills"] = skills
         answer = self._call("spawn", args, timeout=SPAWN_TIMEOUT)
         del args
         steps = answer.get("steps")
@@ -112,6 +117,7 @@ class RemoteHost:
         template: str | None = None,
         capabilities: list[str] | None = None,
         on_step: "StepCallback | None" = None,
+        skills: list[str] | None = None,
     ) -> dict[str, ColibriError | None]:
         """This host's share of a spawn of several tenants, each with its rendered .env, in as
         few ``spawn_many`` requests as the bounds allow (one for a usual share), each running
@@ -120,11 +126,12 @@ class RemoteHost:
         results: dict[str, ColibriError | None] = {}
         for part in _batches(batch):
             try:
-                results |= self._spawn_batch(part, parallelism, template, capabilities, on_step)
+                results |= self._spawn_batch(part, parallelism, template, capabilities, on_step, skills)
             except InvalidInput as exc:
                 if not str(exc).startswith(NO_OP):
                     raise
-                return results | self._spawn_each(batch[len(results) :], parallelism, template, capabilities, on_step)
+                rest = batch[len(results) :]
+                return results | self._spawn_each(rest, parallelism, template, capabilities, on_step, skills)
         return results
 
     def _spawn_batch(
@@ -134,6 +141,7 @@ class RemoteHost:
         template: str | None,
         capabilities: list[str] | None,
         on_step: "StepCallback | None",
+        skills: list[str] | None = None,
     ) -> dict[str, ColibriError | None]:
         ids = [tenant_id for tenant_id, _ in part]
         items = [
@@ -146,7 +154,14 @@ class RemoteHost:
             }
             for tenant_id, rendered in part
         ]
-        args = {"tenants": items, "template": template, "capabilities": capabilities, "parallelism": parallelism}
+        args: dict[str, Any] = {
+            "tenants": items,
+            "template": template,
+            "capabilities": capabilities,
+            "parallelism": parallelism,
+        }
+        if skills is not None:
+            args["skills"] = skills
         shown = set(ids)
 
         def progress(item: dict[str, Any]) -> None:
@@ -182,6 +197,7 @@ class RemoteHost:
         template: str | None,
         capabilities: list[str] | None,
         on_step: "StepCallback | None",
+        skills: list[str] | None = None,
     ) -> dict[str, ColibriError | None]:
         """One ``spawn`` per tenant, ``parallelism`` at once: a host whose colibri predates ``spawn_many``."""
         results: dict[str, ColibriError | None] = {}
@@ -189,7 +205,9 @@ class RemoteHost:
         def one(item: tuple[str, "Rendered"]) -> None:
             tenant_id, rendered = item
             try:
-                self.spawn(tenant_id, rendered, template=template, capabilities=capabilities, on_step=on_step)
+                self.spawn(
+                    tenant_id, rendered, template=template, capabilities=capabilities, on_step=on_step, skills=skills
+                )
                 results[tenant_id] = None
             except ColibriError as exc:
                 results[tenant_id] = exc

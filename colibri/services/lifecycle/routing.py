@@ -103,22 +103,30 @@ class Lifecycle:
         capabilities: list[str] | None = None,
         adopt: tuple[str, Path] | None = None,
         on_step: "StepCallback | None" = None,
+        skills: list[str] | None = None,
     ) -> "TenantView":
         """Spawn (or resume) on the tenant's host.  A remote tenant's secrets are rendered here
         first: when that fails nothing is sent and no jail work starts (the tenant is marked
         stale, exit 12); the host then runs the pipeline as a local spawn does, resumable by
-        ``spawn_step``."""
+        ``spawn_step``.  ``skills`` (issue 13): only names and versions travel; a remote host
+        resolves them with its own repository and pinned root."""
         host = self._placement.host_of(tenant_id)
         if self._placement.is_local(host):
             return self._local_spawner().spawn(
-                tenant_id, template=template, capabilities=capabilities, adopt=adopt, on_step=on_step
+                tenant_id, template=template, capabilities=capabilities, adopt=adopt, on_step=on_step, skills=skills
             )
         remote = self._remote(host)
         rendered = self._secrets().render(tenant_id)
         return self._on(
             host,
             lambda r: r.spawn(
-                tenant_id, rendered, template=template, capabilities=capabilities, adopt=adopt, on_step=on_step
+                tenant_id,
+                rendered,
+                template=template,
+                capabilities=capabilities,
+                adopt=adopt,
+                on_step=on_step,
+                skills=skills,
             ),
             remote,
         )
@@ -150,6 +158,7 @@ class Lifecycle:
         *,
         template: str | None = None,
         capabilities: list[str] | None = None,
+        skills: list[str] | None = None,
     ) -> dict[str, ColibriError | None]:
         """Spawn several tenants, wherever each lives, at most ``parallelism`` at once per host
         (the hosts side by side).  The remote tenants' secrets are rendered with one vault
@@ -179,7 +188,9 @@ class Lifecycle:
 
         def one(tenant_id: str) -> None:
             try:
-                self._local_spawner().spawn(tenant_id, template=template, capabilities=capabilities, on_step=on_step)
+                self._local_spawner().spawn(
+                    tenant_id, template=template, capabilities=capabilities, on_step=on_step, skills=skills
+                )
                 results[tenant_id] = None
             except ColibriError as exc:
                 results[tenant_id] = exc
@@ -191,7 +202,12 @@ class Lifecycle:
                     self._on(
                         host,
                         lambda r: r.spawn_many(
-                            batch, parallelism, template=template, capabilities=capabilities, on_step=on_step
+                            batch,
+                            parallelism,
+                            template=template,
+                            capabilities=capabilities,
+                            on_step=on_step,
+                            skills=skills,
                         ),
                     )
                 )

@@ -33,6 +33,7 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE4z4LQ3pyYgCuJhCqv6k1D1T8xKq4Q0
 # command -> (argv, the actions its run must record, in order among its entries)
 AUDITED: dict[str, tuple[list[str], list[str]]] = {
     "register-tenant": (["register-tenant", "acme"], ["tenant.register"]),
+    "set-tier": (["set-tier", "acme", "community"], ["tenant.tier"]),  # issue 13
     "spawn-agent": (["spawn-agent", "acme"], ["spawn.begin", "spawn.step", "secrets.provision", "spawn.done"]),
     "provision": (["provision", "acme"], ["secrets.provision"]),
     "stop-agent": (["stop-agent", "acme"], ["agent.stop"]),
@@ -66,6 +67,10 @@ READ_ONLY: dict[str, list[str]] = {
     "audit export": ["audit", "export", "{tmp}/bundle.jsonl"],
     "audit prove": ["audit", "prove", "1"],
     "audit verify": ["audit", "verify", "{tmp}/bundle.jsonl", "--key", "{tmp}/keys"],
+    # issue 13: a host's reads of the skills repository (none configured here: each says why)
+    "skills list": ["skills", "list"],
+    "skills show": ["skills", "show", "mail"],
+    "skills verify": ["skills", "verify", "mail"],
 }
 NOT_YET: dict[str, str] = {
     "spawn-local": "records through the same pipeline (spawn.*) as spawn-agent; not run here: it needs a local home",
@@ -75,6 +80,16 @@ NOT_YET: dict[str, str] = {
     "remote serve": "serves another host's ops, each the local services' own changes (their entries)",
     "submit-task": "the POST /v1/tasks route (below), through the daemon",
     "register-lane": "the POST /v1/lanes/{lane} route (below), through the daemon",
+    # issue 13: these need key files and bundles; tests/unit/skills/test_skills_cli.py runs each and
+    # checks its entry (skills.trust, skills.allow, skills.delegate, skills.revoke, skills.publish)
+    "skills trust": "tests/unit/skills/test_skills_cli.py (skills.trust)",
+    "skills allow": "tests/unit/skills/test_skills_cli.py (skills.allow)",
+    "skills delegate": "tests/unit/skills/test_skills_cli.py (skills.delegate)",
+    "skills revoke": "tests/unit/skills/test_skills_cli.py (skills.revoke)",
+    "skills publish": "tests/unit/skills/test_skills_cli.py (skills.publish)",
+    "skills keygen": "writes a key pair on the offline signing machine: no host state",
+    "skills build": "writes a bundle file on the signing machine: no host state",
+    "skills sign": "writes a bundle's .sig on the signing machine: no host state",
 }
 
 

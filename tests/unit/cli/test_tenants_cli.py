@@ -27,8 +27,8 @@ def test_register_then_list_exact_output(invoke: Invoke) -> None:
     code, out, _ = invoke("list-tenants")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["TENANT", "STATUS", "HOST", "COLLECTION", "UPDATED"]
-    assert lines[1].split()[:4] == ["acme", "registered", "testhost", "acme"]
+    assert lines[0].split() == ["TENANT", "STATUS", "HOST", "TIER", "SKILLS", "COLLECTION", "UPDATED"]
+    assert lines[1].split()[:6] == ["acme", "registered", "testhost", "paid", "-", "acme"]
 
 
 def test_json_envelopes(invoke: Invoke) -> None:

@@ -1,0 +1,176 @@
+"""The resolver (issue 13): skill references → verified files in a staging directory.
+
+What part S2 (spawn-agent --skill) calls.  ``resolve`` fetches and verifies the repository's root
+and index (supply/chain.py's order), picks each skill (the newest version unless named), refuses
+what the tenant's tier may not have, verifies every bundle in memory, and only then writes each
+under ``staging/<name>/``: all or nothing (a refusal leaves nothing it wrote).  An unreachable
+repository or an expired index refuses NEW installs (SupplyUnavailable, exit 22) and touches
+nothing else: running agents keep what they have.
+"""
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from colibri.adapters.skill_repo import SkillRepository
+from colibri.adapters.skill_trust import TrustStore
+from colibri.errors import BundleRefused, SupplyError, SupplyUnavailable, TierRefused
+from colibri.services.skills import trusted
+from colibri.supply import bundle, chain, docs
+from colibri.supply import manifest as mf
+from colibri.supply.metadata import FIRST_PARTY
+
+COMMUNITY = "community"
+TIERS = ("paid", "community")
+MAX_REFS = 64
+
+
+@dataclass(frozen=True)
+class SkillRef:
+    name: str
+    version: str | None  # None = the newest in the index
+
+    @classmethod
+    def parse(cls, text: str) -> "SkillRef":
+        """``NAME[@VERSION]`` (SupplyError on bad text)."""
+        name, sep, version = text.partition("@")
+        mf.check_name(name)
+        if sep:
+            mf.check_version(version, name)
+        return cls(name, version if sep else None)
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True)
+class VerifiedSkill:
+    name: str
+    version: str
+    digest: str  # "sha256:<hex>" of the bundle file
+    source: str  # "first-party" | "community"
+    capabilities: tuple[str, ...]
+    root: Path  # a staging dir holding the verified files, laid out as the skill dir
+
+
+def clash(name: str, other_tenants: Sequence[str]) -> str | None:
+    """Another tenant whose private space the skill name would read as (its id, or ``<id>-...``)."""
+    for other in other_tenants:
+        low = other.lower()
+        if name == low or name.startswith(low + "-"):
+            return other
+    return None
+
+
+class SkillResolver:
+    def __init__(self, repository: SkillRepository | None, trust: TrustStore, now: Callable[[], datetime]) -> None:
+        self.repository = repository
+        self.trust = trust
+        self.now = now
+
+    def available(self) -> bool:
+        """A repository is configured and a root is pinned (PermissionDenied: an unsafe trust store)."""
+        # a trust store that is not root-only raises (PermissionDenied): never a silent False
+        return self.repository is not None and self.trust.root_key() is not None
+
+    def resolve(
+        self, refs: Sequence[SkillRef], *, tier: str, other_tenants: Sequence[str], staging: Path
+    ) -> list[VerifiedSkill]:
+        """All or nothing; SupplyError (exit 22) naming the skill and the reason on any refusal."""
+        if tier not in TIERS:
+            raise SupplyError(f"unknown tenant tier {mf.shown(tier)!r}: paid or community")
+        if len(refs) > MAX_REFS:
+            raise SupplyError(f"more than {MAX_REFS} skills asked for")
+        names = [ref.name for ref in refs]
+        for ref in refs:
+            if names.count(ref.name) > 1:
+                raise SupplyError(f"skill {ref.name} is asked for twice")
+            other = clash(ref.name, other_tenants)
+            if other is not None:
+                raise TierRefused(f"skill {ref.name} is named like tenant {other}'s private space: refused")
+        if not refs:
+            return []
+        if self.repository is None:
+            raise SupplyUnavailable(
+                "no skills repository is configured (skills_repository): new skills cannot be installed"
+            )
+        now = self.now()
+        try:
+            with self.trust.locked():
+                state = trusted.current(self.repository, self.trust, now)
+        except SupplyUnavailable as exc:
+            raise SupplyUnavailable(
+                f"{exc.message}: new skill installs are blocked (running agents are not touched)"
+            ) from None
+        if state.expired(now):
+            raise SupplyUnavailable(
+                f"the skills index (version {state.index.version}) expired {docs.stamp(state.index.expires)}: "
+                "new skill installs are blocked until a fresh index is published"
+            )
+        picked = [self._one(ref, tier, state, now) for ref in refs]
+        return self._extract(picked, staging)
+
+    def _one(
+        self, ref: SkillRef, tier: str, state: trusted.Trusted, now: datetime
+    ) -> tuple[SkillRef, bundle.Unpacked, str, str]:
+        assert self.repository is not None
+        versions = state.index.skills.get(ref.name)
+        if versions:
+            entry = versions.get(ref.version) if ref.version else state.index.newest(ref.name)
+            if entry is None:
+                raise SupplyError(f"skill {ref}: the index has no such version ({', '.join(sorted(versions))})")
+            if entry.size > bundle.MAX_BUNDLE:
+                raise BundleRefused(f"skill {ref}: the bundle is larger than {bundle.MAX_BUNDLE} bytes (a huge bundle)")
+            path = f"bundles/{entry.name}-{entry.version}.tar"
+            data = self.repository.fetch(path, entry.size)
+            sig = self.repository.fetch(path + ".sig", chain.MAX_SIG)
+            return ref, chain.verify_bundle(entry, data, sig, state.root, now), entry.digest, FIRST_PARTY
+        allowed = self._allowed(ref)
+        if allowed is None:
+            raise SupplyError(f"skill {ref} is not in the first-party index")
+        if tier != COMMUNITY:
+            raise TierRefused(f"skill {ref} is a community skill: a paid tenant gets first-party skills only")
+        pinned = self.trust.community_bundle(allowed)
+        if pinned is None:
+            raise SupplyError(f"skill {ref}: the allowed bundle is missing from the trust store (allow it again)")
+        return ref, chain.verify_pinned(ref.name, allowed, pinned), allowed, COMMUNITY
+
+    def _allowed(self, ref: SkillRef) -> str | None:
+        """The digest the operator pinned for ``ref`` (the newest allowed version unless named)."""
+        skills = self.trust.community().get("skills")
+        versions = skills.get(ref.name) if isinstance(skills, dict) else None
+        if not isinstance(versions, dict) or not versions:
+            return None
+        try:
+            version = ref.version or max(versions, key=mf.version_key)
+        except ValueError:
+            return None
+        item = versions.get(version)
+        digest = item.get("digest") if isinstance(item, dict) else None
+        return digest if isinstance(digest, str) else None
+
+    def _extract(self, picked: list[tuple[SkillRef, bundle.Unpacked, str, str]], staging: Path) -> list[VerifiedSkill]:
+        if not staging.is_dir() or staging.is_symlink():
+            raise SupplyError(f"the staging directory {staging} does not exist")
+        made: list[Path] = []
+        found: list[VerifiedSkill] = []
+        try:
+            for ref, unpacked, digest, source in picked:
+                dest = staging / ref.name
+                if dest.exists() or dest.is_symlink():
+                    raise SupplyError(f"skill {ref.name}: {dest} already exists in the staging directory")
+                made.append(dest)
+                bundle.extract(unpacked, dest)
+                m = unpacked.manifest
+                found.append(VerifiedSkill(m.name, m.version, digest, source, m.capabilities, dest))
+        except OSError as exc:
+            for dest in made:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise SupplyError(f"cannot write the skills into {staging}: {exc.strerror}") from None
+        except BaseException:
+            for dest in made:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return found
