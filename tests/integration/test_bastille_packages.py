@@ -26,8 +26,12 @@ from colibri.adapters.bastille import pkgrepo
 from colibri.adapters.bastille.backend import Bastille
 from colibri.adapters.bastille.pkgrepo import FirstPartyRepo
 from colibri.adapters.runner import ShRunner
+from colibri.cli.context import Context
 from colibri.errors import EXIT_CODES, BastilleError, SupplyError
 from colibri.resources import shipped
+from colibri.services.lifecycle.layout import SpawnPaths
+from colibri.services.lifecycle.pipeline import SpawnService
+from tests.conftest import Invoke
 from tests.contract.conftest import MIRROR, warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, make_emulator
 from tests.emulators.bastille.packages import (
@@ -397,3 +401,40 @@ def test_a_revoked_signing_key_refuses_the_spawn_and_the_rotation_drill(world: W
         assert world.sh(running, "/usr/local/bin/python3.11 -c 'print(6 * 7)'").stdout == "42\n"
     finally:
         warm_package_cache(world.emu.prefix / "releases" / REL)  # the module's mirror, signed by the old key
+
+
+def test_the_spawn_gives_the_tenants_tier_to_its_jail(
+    world: World, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """register-tenant --tier community, then colibri's own spawn pipeline: the jail it makes keeps
+    FreeBSD's repository (a paid tenant's does not, above)."""
+    emu = world.emu
+    for key, value in {
+        "COLIBRI_JAIL_BACKEND": "bastille",
+        "COLIBRI_BASTILLE_PREFIX": str(emu.prefix),
+        "COLIBRI_BASTILLE_CONFIG": str(emu.conf_path),
+        "COLIBRI_BASTILLE_RELEASE": emu.release,
+        "COLIBRI_JAIL_IP_POOL": "10.17.93.0/24",
+        "COLIBRI_PKG_REPOSITORY_URL": str(world.repo.url),
+        "COLIBRI_PKG_FINGERPRINTS_DIR": str(world.repo.fingerprints_dir),
+    }.items():
+        monkeypatch.setenv(key, value)
+    code, _, err = invoke("register-tenant", "opencomm", "--collection", "", "--tier", "community")
+    assert code == 0, err
+    ctx = Context()
+    try:
+        s = ctx.settings
+        runner = ShRunner({"PATH": emu.env["PATH"], "LANG": "C.UTF-8"})
+        paths = SpawnPaths(s.run_dir, shipped("skills"), s.jail_user, s.jail_ip_pool, s.jail_template)
+        spawn = SpawnService(ctx.store, Bastille.from_settings(s, runner, shipped("jails")), paths, provision=None)
+
+        def stop_at_the_mother(tenant: str, step: str, state: str, detail: str) -> None:
+            if step == "mother_started":
+                raise KeyboardInterrupt  # enough: the jail is made (the mother is test_bastille_rc's)
+
+        with pytest.raises(KeyboardInterrupt):
+            spawn.spawn("opencomm", on_step=stop_at_the_mother)
+    finally:
+        ctx.close()
+    assert enabled_repos(world, "opencomm") == ["FreeBSD", "colibri"]
+    assert world.pkg("query", "%R", "python311", jail="opencomm").stdout == "colibri\n"
