@@ -29,11 +29,15 @@ MAX_TEXT = 4096
 _PATHS = (
     "state_dir", "run_dir", "log_dir", "bastille_config", "bastille_prefix", "sandbox_dir", "skills_dir",
     "vault_credentials_dir", "staged_secrets_dir", "vault_ca_file", "secrets_allowed_roots", "ssh_key_file",
+    "pkg_fingerprints_dir",
 )  # fmt: skip
 _NAMES = ("host", "jail_template", "jail_user", "bastille_path", "bastille_release", "bw_path", "jail_ip_pool")
-_OPTIONAL_TEXT = ("database_url", "vault_url", "vault_organization_id", "metrics_address", "skills_repository")
+_OPTIONAL_TEXT = (
+    "database_url", "vault_url", "vault_organization_id", "metrics_address", "skills_repository", "pkg_repository_url",
+)  # fmt: skip
 _DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+[A-Za-z0-9_]+)?://.*", re.DOTALL)
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
+_PKG_URL = r"^((pkg\+)?https?://[^\s/?#\"'\\]+|file://)/[^\s\"'\\]*$"
 
 
 def _check_text(value: str, *, empty_ok: bool) -> str:
@@ -122,6 +126,8 @@ class Settings(BaseSettings):
     skills_dir: Path | None = None
     skills_repository: str | None = None  # issue 13: a directory or an http(s) URL (adapters/skill_repo.py)
     skills_fetch_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    pkg_repository_url: str | None = Field(default=None, pattern=_PKG_URL)  # issue 13: adapters/bastille/pkgrepo.py
+    pkg_fingerprints_dir: Path | None = None
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits
     tenant_uid_base: int = Field(default=1_000_000_000, ge=100_000, le=2**31 - 1)

@@ -84,9 +84,11 @@ class JailBackend(Protocol):
     follows (bastille: mount.sh's ``mount -F fstab -a`` runs as host root): then an adoption
     stops a running jail for its mount, and jail(8) mounts it at the start."""
 
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds, tier: str = "paid") -> JailInfo:
         """Create (not start) a jail owned by colibri, its agent user on the tenant's ``ids``.
-        JailExists if any jail of that name exists."""
+        JailExists if any jail of that name exists.  ``tier`` (issue 13, "paid"|"community"): what
+        the jail may install from (bastille: the first-party pkg repository only for paid; the
+        sandbox installs no packages)."""
         ...
 
     def interrupted(self, name: str) -> bool:

@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ from colibri.adapters.jail import JailBackend, JailState
 from colibri.adapters.runner import ShRunner
 from colibri.resources import shipped
 from tests.conftest import require
+
+if TYPE_CHECKING:
+    from colibri.adapters.bastille.pkgrepo import FirstPartyRepo
 
 BACKENDS = [
     pytest.param("sandbox", marks=pytest.mark.integration),
@@ -38,7 +42,7 @@ def make_bastille(tmp_path: Path, request: pytest.FixtureRequest) -> JailBackend
     from colibri.adapters.bastille.backend import Bastille
 
     emulator = request.getfixturevalue("bastille_emulator")
-    warm_package_cache(emulator.prefix / "releases" / emulator.release)
+    repo = warm_package_cache(emulator.prefix / "releases" / emulator.release)
     runner = ShRunner({"PATH": emulator.env["PATH"], "LANG": "C.UTF-8"})
     return Bastille(
         runner,
@@ -49,16 +53,28 @@ def make_bastille(tmp_path: Path, request: pytest.FixtureRequest) -> JailBackend
         locks_dir=tmp_path / "locks",
         intents_dir=tmp_path / "intents",
         templates_source=shipped("jails"),
+        pkg_repo=repo,
     )
 
 
-def warm_package_cache(release: Path) -> None:
-    """Thin jails copy /var from the release, so a package file in the release's cache is in every
-    new jail's cache: what an operator does with ``pkg fetch -o`` (runbooks/install-freebsd-host.md):
-    pkg itself and the pinned python311, as the emulator's package archives."""
-    from tests.emulators.bastille.packages import warm_cache
+MIRROR = "var/cache/colibri-pkg"
+"""Where the tests keep the first-party repository's offline mirror in a release (and so in every
+thin jail: they copy /var from their release), as runbooks/first-party-packages.md does."""
 
-    warm_cache(release / "var/cache/pkg")
+
+def warm_package_cache(release: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> "FirstPartyRepo":
+    """The first-party pkg repository, signed, mirrored into the release (pkg itself and the pinned
+    python311, as the emulator's package archives), and its trusted fingerprint on the host; with
+    ``monkeypatch`` colibri's settings (COLIBRI_PKG_*) point at it too."""
+    from colibri.adapters.bastille.pkgrepo import FirstPartyRepo
+    from tests.emulators.bastille.packages import fingerprints_of, warm_cache
+
+    warm_cache(release / MIRROR)
+    repo = FirstPartyRepo(f"file:///{MIRROR}", fingerprints_of(release / MIRROR))
+    if monkeypatch is not None:
+        monkeypatch.setenv("COLIBRI_PKG_REPOSITORY_URL", str(repo.url))
+        monkeypatch.setenv("COLIBRI_PKG_FINGERPRINTS_DIR", str(repo.fingerprints_dir))
+    return repo
 
 
 def make_fake(tmp_path: Path) -> JailBackend:

@@ -94,7 +94,7 @@ class FakeJails:
         return (uid, gid) if jail.base is None else (jail.base + uid, jail.base + gid)
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds, tier: str = "paid") -> JailInfo:
         self._call("create", name)
         if not ids.unprivileged:
             raise JailError(f"fake jail {name}: {ids.base} is not a block of unprivileged host ids")

@@ -42,7 +42,7 @@ from colibri.services.lifecycle.layout import SpawnPaths
 from colibri.services.lifecycle.operations import AgentService
 from colibri.services.lifecycle.pipeline import SpawnService
 from colibri.settings import Settings
-from tests.contract.conftest import warm_package_cache
+from tests.contract.conftest import MIRROR, warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulator_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ PACKAGE = "All/python311-3.11.13.pkg"  # the pinned package agent-jail-bootstrap
 def emu_fixture(bastille_emulator: BastilleEmulator, monkeypatch: pytest.MonkeyPatch) -> BastilleEmulator:
     """The emulator with a warm package cache, and colibri's settings pointing at it."""
     emu = bastille_emulator
-    warm_package_cache(emu.prefix / "releases" / emu.release)
+    warm_package_cache(emu.prefix / "releases" / emu.release, monkeypatch)
     monkeypatch.setenv("COLIBRI_JAIL_BACKEND", "bastille")
     monkeypatch.setenv("COLIBRI_BASTILLE_PREFIX", str(emu.prefix))
     monkeypatch.setenv("COLIBRI_BASTILLE_CONFIG", str(emu.conf_path))
@@ -270,11 +270,13 @@ def test_template_failures_are_cleaned_up_and_say_why(emu: BastilleEmulator, ctx
     assert calls(emu)[-1] == ["destroy", "-afy", "demo"]
 
     # A cold package cache: agent-jail-bootstrap.sh refuses, and its words reach the operator.
-    (emu.prefix / "releases" / emu.release / "var/cache/pkg" / PACKAGE).unlink()
+    (emu.prefix / "releases" / emu.release / MIRROR / PACKAGE).unlink()
     register(invoke, "demo")
     error = spawn_to_mother_installed(spawner(ctx, backend(emu, ctx.settings)), "demo")
     assert isinstance(error, BastilleError)
-    assert "cold package cache: missing python311-3.11.13 in /var/cache/pkg; nothing was installed." in str(error)
+    assert "cold package cache: missing python311-3.11.13 in /var/cache/colibri-pkg; nothing was installed." in str(
+        error
+    )
     record = tenant(invoke, "demo")
     assert record["status"] == "failed" and "cold package cache" in record["last_error"]
     assert record["spawn_step"] is None  # jail_created was never recorded

@@ -51,7 +51,7 @@ RULES = {"memoryuse": 1024 * 1024 * 1024, "maxproc": 256, "openfiles": 1024, "pc
 
 
 def make(emu: BastilleEmulator, tmp_path: Path, limits: Limits | None = None, **emu_env: str) -> Bastille:
-    warm_package_cache(emu.prefix / "releases" / emu.release)
+    repo = warm_package_cache(emu.prefix / "releases" / emu.release)
     runner = ShRunner({"PATH": emu.env["PATH"], "LANG": "C.UTF-8", **emu_env})
     return Bastille(
         runner,
@@ -63,6 +63,7 @@ def make(emu: BastilleEmulator, tmp_path: Path, limits: Limits | None = None, **
         intents_dir=tmp_path / "intents",
         templates_source=shipped("jails"),
         limits=limits,
+        pkg_repo=repo,
     )
 
 
@@ -267,7 +268,7 @@ def test_a_host_without_racct_through_the_cli(
     bastille_emulator: BastilleEmulator, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = bastille_emulator
-    warm_package_cache(emu.prefix / "releases" / emu.release)
+    warm_package_cache(emu.prefix / "releases" / emu.release, monkeypatch)
     for key, value in {
         "COLIBRI_JAIL_BACKEND": "bastille",
         "COLIBRI_BASTILLE_PREFIX": str(emu.prefix),

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from colibri.adapters.bastille import pkgrepo
 from tests.conftest import Invoke
+from tests.contract.conftest import warm_package_cache
 from tests.emulators.bastille.fixtures import BastilleEmulator, make_emulator
-from tests.emulators.bastille.packages import warm_cache
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke) -> None:
+def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
     emu = host
     # ---- a fresh host: spawning before `bastille bootstrap` names the fix --------------------------
     ok(invoke("register-tenant", "acme", "--collection", ""))
@@ -105,7 +106,7 @@ def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke) ->
     assert code == 11 and f"run 'bastille bootstrap {REL}'" in err, err
     # the operator bootstraps and warms the release's package cache (install-freebsd-host.md)
     assert emu.run("bootstrap", REL).returncode == 0
-    warm_cache(emu.prefix / "releases" / REL / "var/cache/pkg")
+    first_party = warm_package_cache(emu.prefix / "releases" / REL, monkeypatch)
     for tenant in ("acme", "beta"):
         stage(tenant)
 
@@ -148,6 +149,8 @@ def test_the_whole_bastille_lifecycle(host: BastilleEmulator, invoke: Invoke) ->
 
     # ---- adopt a prepared jail, then release it --------------------------------------------------------
     assert emu.run("create", "gamma", REL, "10.17.90.201").returncode == 0
+    # the operator gives it the first-party pkg config (adopt-jail.md), then applies the template
+    pkgrepo.stage(emu.jail_root("gamma"), first_party, "paid")
     prepared = emu.run("template", "gamma", "colibri/agent")  # the operator prepares it with the template
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     gamma = emu.jail_root("gamma")

@@ -28,8 +28,9 @@ from colibri.services.lifecycle.operations import AgentService
 from colibri.services.lifecycle.pipeline import SpawnService
 from colibri.services.lifecycle.reconcile import Reconciler
 from tests.conftest import Invoke
+from tests.contract.conftest import MIRROR
 from tests.emulators.bastille.fixtures import BastilleEmulator, bastille_emulator_fixture  # noqa: F401
-from tests.emulators.bastille.packages import PKG_VERSION, warm_cache
+from tests.emulators.bastille.packages import PKG_VERSION, fingerprints_of, warm_cache
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,8 @@ def emu_fixture(bastille_emulator: BastilleEmulator, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("COLIBRI_BASTILLE_CONFIG", str(emu.conf_path))
     monkeypatch.setenv("COLIBRI_BASTILLE_RELEASE", emu.release)
     monkeypatch.setenv("COLIBRI_JAIL_IP_POOL", "10.17.89.0/24")
+    monkeypatch.setenv("COLIBRI_PKG_REPOSITORY_URL", f"file:///{MIRROR}")
+    monkeypatch.setenv("COLIBRI_PKG_FINGERPRINTS_DIR", str(fingerprints_of(cache(emu))))
     return emu
 
 
@@ -57,7 +60,8 @@ def ctx_fixture(emu: BastilleEmulator) -> Iterator[Context]:
 
 
 def cache(emu: BastilleEmulator) -> Path:
-    return emu.prefix / "releases" / emu.release / "var/cache/pkg"
+    """The first-party repository's offline mirror in the release (so in every new thin jail)."""
+    return emu.prefix / "releases" / emu.release / MIRROR
 
 
 def jails(emu: BastilleEmulator, ctx: Context) -> Bastille:
@@ -102,7 +106,7 @@ def test_pkg7_in_a_fresh_thin_jail_is_strict_like_freebsd(emu: BastilleEmulator)
     signature the repository config asks for (or SIGNATURE_TYPE=none)."""
     all_dir = warm_cache(cache(emu))
     create_plain(emu, "fresh", "10.17.89.30")
-    python = f"/var/cache/pkg/All/{all_dir.joinpath('python311-3.11.13.pkg').name}"
+    python = f"/{MIRROR}/All/{all_dir.joinpath('python311-3.11.13.pkg').name}"
     r = in_jail(emu, "fresh", "pkg", "add", python)
     assert r.returncode == 1
     assert r.stderr.startswith("The package management tool is not yet installed on your system.\n")
@@ -110,7 +114,7 @@ def test_pkg7_in_a_fresh_thin_jail_is_strict_like_freebsd(emu: BastilleEmulator)
     assert in_jail(emu, "fresh", "pkg", "-N").stderr == "pkg: pkg is not installed\n"
     assert in_jail(emu, "fresh", "pkg", "info", "-e", "python311").returncode == 1
 
-    local = f"/var/cache/pkg/All/pkg-{PKG_VERSION}.pkg"
+    local = f"/{MIRROR}/All/pkg-{PKG_VERSION}.pkg"
     r = in_jail(emu, "fresh", "pkg", "add", local)  # FreeBSD.conf: signature_type "fingerprints"
     assert (r.returncode, r.stderr) == (1, "Signature for pkg not available.\n")
     r = in_jail(emu, "fresh", "env", "SIGNATURE_TYPE=none", "pkg", "add", local)
@@ -123,15 +127,15 @@ def test_pkg7_in_a_fresh_thin_jail_is_strict_like_freebsd(emu: BastilleEmulator)
     assert in_jail(emu, "fresh", "pkg", "info", "-e", "python311-3.11.13").returncode == 0
     assert in_jail(emu, "fresh", "/usr/local/bin/python3.11", "-c", "print(6 * 7)").stdout == "42\n"
     # not a package at all
-    (emu.jail_root("fresh") / "var/cache/pkg/junk.pkg").write_bytes(b"not an archive\n")
-    r = in_jail(emu, "fresh", "pkg", "add", "/var/cache/pkg/junk.pkg")
+    (emu.jail_root("fresh") / MIRROR / "junk.pkg").write_bytes(b"not an archive\n")
+    r = in_jail(emu, "fresh", "pkg", "add", f"/{MIRROR}/junk.pkg")
     assert r.returncode == 1 and "Unrecognized archive format" in r.stderr
 
 
 def test_a_cold_cache_without_pkg_is_refused_before_anything_is_installed(emu: BastilleEmulator, ctx: Context) -> None:
     warm_cache(cache(emu), with_pkg=False)  # python311 only: pkg(8) cannot be bootstrapped
     backend = jails(emu, ctx)
-    cold = r"cold package cache: missing pkg in /var/cache/pkg; nothing was installed"
+    cold = r"cold package cache: missing pkg in /var/cache/colibri-pkg; nothing was installed"
     with pytest.raises(BastilleError, match=cold):
         backend.create("cold", ip="10.17.89.31", template=None)
     assert emu.run("list", "jails").stdout == ""

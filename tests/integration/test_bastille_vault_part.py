@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(name="ctx")
 def ctx_fixture(bastille_emulator: BastilleEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
     emu = bastille_emulator
-    warm_package_cache(emu.prefix / "releases" / emu.release)
+    warm_package_cache(emu.prefix / "releases" / emu.release, monkeypatch)
     monkeypatch.setenv("COLIBRI_JAIL_BACKEND", "bastille")
     monkeypatch.setenv("COLIBRI_BASTILLE_PREFIX", str(emu.prefix))
     monkeypatch.setenv("COLIBRI_BASTILLE_CONFIG", str(emu.conf_path))

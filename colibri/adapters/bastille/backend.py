@@ -25,6 +25,8 @@ from colibri.adapters.bastille import argv as bastille_argv
 from colibri.adapters.bastille.enforce import Hardening
 from colibri.adapters.bastille.hardening import Limits
 from colibri.adapters.bastille.mounts import Mounts
+from colibri.adapters.bastille.pkgrepo import FirstPartyRepo
+from colibri.adapters.bastille.prepare import Prepare
 from colibri.adapters.jail import UID_BLOCK, JailIds, JailInfo, JailState, env_list, read_jail_passwd
 from colibri.adapters.locks import host_lock
 from colibri.adapters.runner import CommandResult, CommandRunner, stderr_tail
@@ -35,7 +37,6 @@ from colibri.errors import (
     InvalidInput,
     JailExists,
     JailNotFound,
-    TemplateNotFound,
     ToolMissing,
 )
 
@@ -53,7 +54,7 @@ def _exact_target(name: str) -> str:
     return name
 
 
-class Bastille(Mounts, Hardening):
+class Bastille(Mounts, Hardening, Prepare):
     """JailBackend on bastille(8)."""
 
     name = "bastille"
@@ -73,6 +74,7 @@ class Bastille(Mounts, Hardening):
         templates_source: Path,
         limits: Limits | None = None,
         jail_user: str = "agent",
+        pkg_repo: FirstPartyRepo | None = None,
     ) -> None:
         self._run = runner
         self._limits = limits or Limits()
@@ -84,6 +86,7 @@ class Bastille(Mounts, Hardening):
         self._locks = locks_dir
         self._intents = intents_dir
         self._templates_source = templates_source
+        self._pkg_repo = pkg_repo or FirstPartyRepo(None, None)
         self._checked = False
 
     @classmethod
@@ -104,6 +107,7 @@ class Bastille(Mounts, Hardening):
                 cpu_percent=settings.jail_cpu_percent,
             ),
             jail_user=settings.jail_user,
+            pkg_repo=FirstPartyRepo(settings.pkg_repository_url, settings.pkg_fingerprints_dir),
         )
 
     # ---- running bastille ------------------------------------------------------------------------
@@ -192,10 +196,12 @@ class Bastille(Mounts, Hardening):
         return data if data.get("created_by") == "colibri" else None
 
     # ---- lifecycle --------------------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None) -> JailInfo:
+    def create(
+        self, name: str, *, ip: str | None, template: str | None, ids: JailIds | None = None, tier: str = "paid"
+    ) -> JailInfo:
         """``bastille create NAME RELEASE IP`` (thin), then the agent template; verified, and a
         partial jail left by a failed create is destroyed again (it was ours: we hold the lock and
-        checked the exact name was free)."""
+        checked the exact name was free).  ``tier``: the jail's pkg configuration (prepare.py)."""
         _exact_target(name)
         if ip is None:
             raise BastilleError(f"bastille jail {name} needs an IP address")
@@ -208,6 +214,7 @@ class Bastille(Mounts, Hardening):
             self.check_version()  # bastille itself first: a missing bastille is the first thing to say
             self._require_bootstrap()
             self._require_racct()  # before anything is made: a host without RACCT cannot hold agents
+            self._check_pkg(tier)  # and without its first-party pkg repository, no jail
             self._install_template(wanted)
             intent = self._intents / name
             home = self.jails_dir / name
@@ -227,7 +234,7 @@ class Bastille(Mounts, Hardening):
             except OSError as exc:
                 raise BastilleError(f"cannot record the intent to create {name}: {exc.strerror}") from None
             try:
-                self._create_locked(name, ip, wanted, ids)
+                self._create_locked(name, ip, wanted, ids, tier)
             except BaseException:
                 if self.info(name).state is not JailState.ABSENT:
                     self._destroy_locked(name)
@@ -241,7 +248,7 @@ class Bastille(Mounts, Hardening):
         and the marker): the intent file is there and the marker is not.  ``create`` then replaces it."""
         return (self._intents / name).is_file() and self._marker(name) is None
 
-    def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None) -> None:
+    def _create_locked(self, name: str, ip: str, template: str, ids: JailIds | None, tier: str) -> None:
         result = self._bastille_run(*bastille_argv.create(name, self._release, ip))
         if result.exit_code != 0 or not (self.jails_dir / name / "jail.conf").is_file():
             raise self._fail(f"create {name}", result)
@@ -250,6 +257,7 @@ class Bastille(Mounts, Hardening):
             if not self._running(name):
                 raise self._fail(f"start {name} after create", started)
         self._stage_ids(name, ids)
+        self._stage_pkg(name, tier)
         applied = self._bastille_run(*bastille_argv.template(name, template))
         if applied.exit_code != 0 or "Template applied" not in applied.err + applied.out:
             # bastille's own line only says which hook failed; the hook's last words say why
@@ -272,33 +280,6 @@ class Bastille(Mounts, Hardening):
             (self.jails_dir / name / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         except OSError as exc:
             raise BastilleError(f"cannot mark jail {name} as colibri's: {exc.strerror}") from None
-
-    def _require_bootstrap(self) -> None:
-        """``bastille bootstrap RELEASE`` makes the prefix's directories (templates, releases, jails...)
-        and extracts the release; bootstrap.sh calls a release complete when its COPYRIGHT is there
-        (bastille 1.4.4 bootstrap.sh: bootstrap_directories, "Bootstrap appears complete!")."""
-        missing = [
-            path
-            for path in (self._prefix / "templates", self._prefix / "releases" / self._release / "COPYRIGHT")
-            if not (path.is_dir() if path.name == "templates" else path.is_file())
-        ]
-        if missing:
-            raise BastilleError(
-                f"bastille is not bootstrapped for {self._release} on this host ({missing[0]} is missing): "
-                f"run 'bastille bootstrap {self._release}', then spawn again"
-            )
-
-    def _install_template(self, template: str) -> None:
-        """colibri's own templates (``colibri/NAME``) are copied from the package into bastille's
-        templates dir; any other name must already be there."""
-        namespace, _, short = template.partition("/")
-        target = self._prefix / "templates" / template
-        if namespace == "colibri" and (self._templates_source / short / "Bastillefile").is_file():
-            jailfs.copy_tree(self._templates_source / short, self._prefix / "templates", template)
-            bootstrap = self._templates_source / "agent-jail-bootstrap.sh"  # shared by colibri's templates
-            jailfs.copy_tree(bootstrap, self._prefix / "templates", f"{template}/{bootstrap.name}")
-        if not (target / "Bastillefile").is_file():
-            raise TemplateNotFound(f"template not found: {template} (looked for {target / 'Bastillefile'})")
 
     def start(self, name: str) -> JailInfo:
         with host_lock(self._locks, "bastille"):

@@ -95,7 +95,7 @@ class Sandbox(SandboxMounts):
         return False
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds) -> JailInfo:
+    def create(self, name: str, *, ip: str | None, template: str | None, ids: JailIds, tier: str = "paid") -> JailInfo:
         """Build the jail in a temp dir beside its final place and rename it in: never half-made.
         Its files are owned by ``ids``' block (jail root = ``ids.base``)."""
         if not ids.unprivileged:

@@ -245,7 +245,7 @@ class SpawnService:
         if info.state is JailState.ABSENT or (not info.managed and self._backend.interrupted(name)):
             ip = allocate_ip(self._store, self._paths, tenant.tenant_id) if self._backend.needs_ip else None
             ids = allocate_ids(self._store, self._paths, tenant.tenant_id)
-            return self._backend.create(name, ip=ip, template=tenant.template, ids=ids)
+            return self._backend.create(name, ip=ip, template=tenant.template, ids=ids, tier=tenant.tier)
         if not info.managed and not tenant.adopted:
             raise JailExists(
                 f"a jail named {name} exists and colibri did not create it; to use it, adopt it: "

@@ -351,7 +351,7 @@ def sysroot() -> Path:
     binds its release's file over it). Built once per machine (symlinks are slow on some disks)."""
     base = Path(os.environ.get("BASTILLE_EMU_SYSROOT") or "/tmp/bastille-emulator-sysroot")
     stamp = [os.stat(p).st_mtime_ns for p in ("/usr/bin", "/usr/sbin") if os.path.isdir(p)]
-    stamp += [(f, os.stat(JAILBIN_DIR / f).st_mtime_ns) for f in [*JAIL_FREEBSD_SHIMS, "_freebsd.py"]]
+    stamp += [(f, os.stat(JAILBIN_DIR / f).st_mtime_ns) for f in [*JAIL_FREEBSD_SHIMS, "_freebsd.py", "_pkg.py"]]
     key = hashlib.sha1(repr(stamp).encode()).hexdigest()[:12]
     root = base / key
     if (root / ".complete").exists():
@@ -364,7 +364,7 @@ def sysroot() -> Path:
         for n in os.listdir(real) if os.path.isdir(real) else []:
             os.symlink(f"{src}/{n}", tmp / farm / n)
     (tmp / "bin" / "freebsd-version").write_text("")
-    for n in [*JAIL_FREEBSD_SHIMS, "_freebsd.py"]:
+    for n in [*JAIL_FREEBSD_SHIMS, "_freebsd.py", "_pkg.py"]:
         dst = tmp / "sbin" / n
         if dst.is_symlink() or dst.exists():
             dst.unlink()
@@ -373,6 +373,7 @@ def sysroot() -> Path:
         import py_compile
 
         py_compile.compile(str(tmp / "sbin" / "_freebsd.py"), doraise=True)
+        py_compile.compile(str(tmp / "sbin" / "_pkg.py"), doraise=True)
     (tmp / ".complete").touch()
     try:
         os.rename(tmp, root)
