@@ -74,6 +74,7 @@ class Parts:
     metrics_text: Callable[[], Awaitable[str]]
     stopping: Callable[[], bool]
     outbox: Callable[[dict[str, Any]], None] | None = None  # a completion kept while the store is down
+    children: Any = None  # daemon/children.py Children: an agent's children (issue 14)
 
 
 def actor_of(scope: Scope) -> str:
@@ -118,6 +119,10 @@ class Api:
         self.agent.add("POST", "/v1/agent/deregister", self.deregister)
         self.agent.add("POST", "/v1/tasks/claim", self.claim)
         self.agent.add("POST", "/v1/tasks/{task_id}/result", self.result)
+        if parts.children is not None:  # an agent asks for children on its own socket only
+            self.agent.add("POST", "/v1/children", parts.children.ask)
+            self.agent.add("GET", "/v1/children", parts.children.list)
+            self.agent.add("GET", "/v1/children/{child}", parts.children.one)
         self.metrics_only.add("GET", "/metrics", self.metrics)
         self.metrics_only.add("GET", "/health", self.health)
 
