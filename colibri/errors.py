@@ -40,6 +40,7 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     ├── RepairFailed                    18  reconcile --apply: a repair failed (each one named)
     ├── AuditError                      21  the audit trail does not verify (the first bad entry or
     │                                       checkpoint is named), or cannot be signed or exported
+    ├── PolicyDenied                    23  a spawn request denied by the spawn policy (its rule named)
     ├── PartialFailure                      some items of a batch failed: the worst item's code
     └── Interrupted                    130  a batch stopped by Ctrl-C (what was done is reported)
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
@@ -283,6 +284,17 @@ class AuditError(ColibriError):
     exit_code = 21
 
 
+class PolicyDenied(ColibriError):
+    """A spawn request denied by the spawn policy (issue 14), or one whose decision could not be
+    recorded in the audit trail (denied: nothing was reserved).  ``rule`` names the rule."""
+
+    exit_code = 23
+
+    def __init__(self, message: str, rule: str = "audit-failed") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
 
@@ -353,6 +365,10 @@ EXIT_CODES: dict[int, str] = {
     21: (
         "the audit trail does not verify (the first bad entry, checkpoint or key is named with the reason), "
         "or a checkpoint, cosignature or export was refused (AuditError)"
+    ),
+    23: (
+        "a spawn request was denied by the spawn policy (the rule is named), or its decision could not be "
+        "recorded in the audit trail, so nothing was reserved (PolicyDenied)"
     ),
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",

@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     jail_ip_pool: str = "10.17.89.0/24"
     sandbox_dir: Path | None = None
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
+    spawn_reservation_ttl: float = Field(default=900.0, ge=1, le=WEEK, allow_inf_nan=False)
     skills_dir: Path | None = None
 
     # isolation (issue 8): each tenant's block of host ids, and every agent jail's resource limits

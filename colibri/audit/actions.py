@@ -73,6 +73,18 @@ ACTIONS: dict[str, str] = {
     "audit.key_create": "this host's first audit signing key was made (when it first signed a checkpoint): its key id",
     "audit.key_rotate": "this host's audit key was rotated (audit keys --rotate): the new key id, endorsed by the old",
     "audit.cosign": "this host's daemon refused to cosign another host's checkpoint: not an extension of one it signed",
+    # the spawn policy (issue 14, part A1): every decision recorded before it acts
+    "policy.decide": (
+        "an agent's request for a child was decided: allow (ok) or deny (refused), the rule that decided, "
+        "its reason and the inputs (agent, template, capabilities, skills, host, depth, children, rate count, "
+        "lineage, the global switch), and the reservation granted"
+    ),
+    "policy.bind": "a granted reservation was bound to the child tenant colibri chose for it",
+    "policy.use": "a granted reservation was used: its child was spawned",
+    "policy.release": "a reservation was released (the spawn failed, or its child was removed): its place is free",
+    "policy.sweep": "an expired reservation was settled: used (its child exists) or released (never spawned)",
+    "policy.set": "the operator set a tenant's spawn policy: the fields changed and their new values",
+    "policy.global": "the operator set the global switch: self-spawn forbidden (or allowed again) on every tenant",
 }
 
 
