@@ -90,9 +90,9 @@ class Daemon:
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
                              lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up,
                              self._fleet)  # fmt: skip
-        self.children = children.for_daemon(self, config_path)  # an agent's children (issue 14)
+        self.children = kids = children.for_daemon(self, config_path)  # an agent's children (issue 14)
         self.api = Api(Parts(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy, self.status.health,
-                             self.status.metrics_text, lambda: self.stopping, self.outbox.append, self.children))  # fmt: skip
+                             self.status.metrics_text, lambda: self.stopping, self.outbox.append, kids))  # fmt: skip
         self.sockets.handler_for = self.api.handler
         self.sockets.metrics_router = self.api.metrics_only
 

@@ -13,13 +13,15 @@ from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
 from colibri.domain import TenantStatus
-from colibri.store.models import Agent, Tenant
+from colibri.store.models import Tenant
 
 MAX_LINEAGE = 16  # deeper than any policy allows (policy.model.MAX_DEPTH): a longer chain is a cycle
 _RESERVATIONS = table("spawn_reservations", column("id"), column("parent"), column("child"), column("state"),
                       column("depth"), column("agent_id"))  # fmt: skip
 _POLICIES = table("spawn_policies", column("tenant_id"))
 _TASKS = table("tasks", column("tenant_id"))
+_AGENTS = table("agents", column("tenant_id"))
+_TENANT_ROWS = table("tenants", column("tenant_id"))
 
 
 class ChildRepo:
@@ -42,7 +44,8 @@ class ChildRepo:
         return current
 
     def children_of(self, parent: str, include_removed: bool = False) -> Sequence[Tenant]:
-        query = select_model(Tenant).where(Tenant.parent == parent).order_by(col(Tenant.created_at), col(Tenant.tenant_id))
+        query = select_model(Tenant).where(Tenant.parent == parent)
+        query = query.order_by(col(Tenant.created_at), col(Tenant.tenant_id))
         if not include_removed:
             query = query.where(Tenant.status != TenantStatus.REMOVED)
         return self._session.exec(query).all()
@@ -96,7 +99,7 @@ class ChildRepo:
         asked for, and its tenant row.  The counts deleted, by table (its audit entries stay)."""
         connection = self._session.connection()
         counts = {
-            "agents": connection.execute(delete(Agent.__table__).where(Agent.__table__.c.tenant_id == child)).rowcount,
+            "agents": connection.execute(delete(_AGENTS).where(_AGENTS.c.tenant_id == child)).rowcount,
             "tasks": connection.execute(delete(_TASKS).where(_TASKS.c.tenant_id == child)).rowcount,
             "spawn_policies": connection.execute(delete(_POLICIES).where(_POLICIES.c.tenant_id == child)).rowcount,
             "spawn_reservations": connection.execute(
@@ -104,7 +107,5 @@ class ChildRepo:
             ).rowcount,
         }
         self._session.expunge_all()
-        counts["tenants"] = connection.execute(
-            delete(Tenant.__table__).where(Tenant.__table__.c.tenant_id == child)  # type: ignore[attr-defined]
-        ).rowcount
+        counts["tenants"] = connection.execute(delete(_TENANT_ROWS).where(_TENANT_ROWS.c.tenant_id == child)).rowcount
         return counts

@@ -25,7 +25,7 @@ TENANT_COLUMNS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "created_at",
     "updated_at", "last_error", "backend", "jail_root", "ip_address", "template", "capabilities",
     "spawn_step", "adopted", "secrets_status", "secrets_error", "secrets_changed_at",
-    "secrets_checked_at", "uid_base",
+    "secrets_checked_at", "uid_base", "parent",
 )  # fmt: skip
 """The columns of ``models.Tenant``, in its order (a unit test keeps the two equal)."""
 
@@ -60,6 +60,7 @@ class TenantView(TypedDict):
     secrets_checked_at: str | None
     uid_base: int | None
     agent_uid: int | None
+    parent: str | None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -95,6 +96,7 @@ def tenant_public_row(row: Mapping[str, Any]) -> TenantView:
         "secrets_checked_at": iso(row["secrets_checked_at"]),
         "uid_base": row["uid_base"],
         "agent_uid": None if row["uid_base"] is None else row["uid_base"] + AGENT_ID,  # JailIds.agent_uid
+        "parent": row["parent"],
     }
 
 
@@ -110,7 +112,7 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
     for row in rows:
         (tenant_id, jail_name, collection_name, collection_id, host, status_, created_at, updated_at, last_error,
          backend, jail_root, ip_address, template, capabilities, spawn_step, adopted, secrets_status,
-         secrets_error, secrets_changed_at, secrets_checked_at, uid_base) = row  # fmt: skip
+         secrets_error, secrets_changed_at, secrets_checked_at, uid_base, parent) = row  # fmt: skip
         append({
             "tenant_id": tenant_id,
             "jail_name": jail_name,
@@ -134,6 +136,7 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
             "secrets_checked_at": stamp(secrets_checked_at),
             "uid_base": uid_base,
             "agent_uid": None if uid_base is None else uid_base + AGENT_ID,
+            "parent": parent,
         })  # fmt: skip
     return views
 

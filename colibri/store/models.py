@@ -47,6 +47,8 @@ class Tenant(SQLModel, table=True):
     secrets_checked_at: datetime | None = None
     # isolation (migration 0005): the first host uid/gid of the tenant's block (JailIds.base)
     uid_base: int | None = Field(default=None, unique=True)
+    # children (migration 0010, issue 14): the tenant whose agent asked for this one (None: an operator's)
+    parent: str | None = Field(default=None, max_length=64, index=True)
 
 
 TENANT_COLUMNS = tuple(Tenant.model_fields)

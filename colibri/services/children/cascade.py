@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colibri.domain import HAS_JAIL, TenantStatus
-from colibri.errors import StateConflict, TenantNotFound
+from colibri.errors import StateConflict
 from colibri.services.lifecycle.layout import agent_lock
 from colibri.services.tenants import TenantService
 from colibri.store.audit_hooks import record
@@ -51,18 +51,19 @@ class Cascade:
 
         with self._store.session() as session:
             parent = session.get(Tenant, tenant_id)
-            if parent is None or parent.status == TenantStatus.REMOVED:
-                raise TenantNotFound(tenant_id)
             repo = ChildRepo(session)
+            if parent is None or parent.status == TenantStatus.REMOVED:
+                parent = None  # the tenants service says so (TenantNotFound), as without children
             below = repo.children_of(tenant_id)
-            if below and not cascade:
+            if parent is not None and below and not cascade:
                 names = ", ".join(t.tenant_id for t in below[:10]) + (" ..." if len(below) > 10 else "")
                 raise StateConflict(
                     f"tenant {tenant_id} has {len(below)} child{'ren' if len(below) > 1 else ''} ({names}); "
                     f"remove them first, or all at once: colibri remove-tenant {tenant_id} --cascade"
                 )
-            order = [(t.tenant_id, TenantStatus(t.status)) for t in repo.descendants(tenant_id)]
-            if order and TenantStatus(parent.status) in HAS_JAIL and not destroy_jail:
+            below_all = [] if parent is None else repo.descendants(tenant_id)
+            order = [(t.tenant_id, TenantStatus(t.status)) for t in below_all]
+            if parent is not None and order and TenantStatus(parent.status) in HAS_JAIL and not destroy_jail:
                 raise StateConflict(
                     f"tenant {tenant_id} is {parent.status} and may still have a jail; "
                     f"colibri remove-tenant {tenant_id} --cascade --destroy-jail"
@@ -77,7 +78,7 @@ class Cascade:
             with agent_lock(self._locks, child), self._store.session() as session:
                 counts = ChildRepo(session).forget(child)
                 record(session, "child.forget", f"tenant:{child}", tenant=child, cascade_of=tenant_id,
-                       **{f"deleted_{table}": n for table, n in counts.items()})  # fmt: skip
+                       fields={f"deleted_{table}": n for table, n in counts.items()})  # fmt: skip
             folder = self._socket_dir(child)
             (folder / "agent.sock").unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):

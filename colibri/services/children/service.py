@@ -96,7 +96,7 @@ class ChildService:
         names = tuple(spec.partition("@")[0] for spec in capabilities)
         beyond = sorted(set(names) - {spec.partition("@")[0] for spec in held})
         if beyond:  # a child holds a subset of its parent's own: denied, and recorded as one
-            reason = f"the parent does not hold {', '.join(beyond)}: a child holds a subset of its parent's capabilities"
+            reason = f"the parent does not hold {', '.join(beyond)}: a child holds a subset of its parent's"
             self._deny(parent, ask, PARENT_CAPABILITIES, reason, actor)
             return Answer(False, PARENT_CAPABILITIES, reason)
         request = ChildRequest(parent, ask.agent_id, names, ask.template, ask.skills, ask.host)

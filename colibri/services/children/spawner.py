@@ -64,7 +64,7 @@ class ChildSpawner:
             return Outcome(child, "gone", "no such child")
         if state == "used":
             return Outcome(child, "used", f"child {child} is {row.status}")
-        if state != "reserved":
+        if held is None or state != "reserved":
             return self.discard(child, f"its reservation is {state or 'missing'}")
         caps = json.loads(row.capabilities or "[]")
         specs = [f"{c['name']}@{c['version']}" for c in caps]
