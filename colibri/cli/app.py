@@ -69,6 +69,9 @@ def _register() -> None:
     from colibri.cli import audit
 
     audit.register(app)
+    from colibri.cli import policy
+
+    policy.register(app)
 
 
 _register()

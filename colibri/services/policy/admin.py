@@ -4,10 +4,12 @@ and the decisions recorded in the audit trail."""
 from dataclasses import dataclass, replace
 from typing import Any
 
+from colibri.audit import origin
 from colibri.errors import InvalidInput, TenantNotFound
 from colibri.policy.model import KINDS, Effective, SpawnPolicy, checked, effective, parse_names, parse_rate, widened
 from colibri.store.audit_hooks import record
 from colibri.store.db import Store
+from colibri.store.listing import iso
 from colibri.store.policy import COUNTED, PolicyRepo
 
 DECISION_ACTIONS = ("policy.decide", "policy.bind", "policy.use", "policy.release", "policy.sweep", "policy.set")
@@ -82,14 +84,14 @@ class PolicyAdmin:
                         f"{tenant}'s policy would be wider than its parent {lineage[-2]}'s (a child's only narrows): "
                         + "; ".join(wider)
                     )
-            repo.put(policy, None, exists=before is not None)
+            repo.put(policy, origin.current().actor, exists=before is not None)
             record(session, "policy.set", f"tenant:{tenant}", tenant=tenant, fields=_diff(before, policy))
         return self.show(tenant)
 
     def set_global(self, forbid: bool) -> dict[str, Any]:
         with self._store.session() as session:
             repo = PolicyRepo(session)
-            repo.set_switch(forbid, None)
+            repo.set_switch(forbid, origin.current().actor)
             record(session, "policy.global", "policy:global", forbid=forbid)
         return self.global_state()
 
@@ -98,7 +100,7 @@ class PolicyAdmin:
             forbid, changed_at, changed_by = PolicyRepo(session).switch()
         return {
             "forbid": forbid,
-            "changed_at": changed_at.isoformat() if changed_at is not None else None,
+            "changed_at": iso(changed_at),
             "changed_by": changed_by,
         }
 

@@ -45,6 +45,8 @@ AUDITED: dict[str, tuple[list[str], list[str]]] = {
     "hosts check": (["hosts", "check", "osa"], ["host.check"]),
     "hosts remove": (["hosts", "remove", "osa"], ["host.remove"]),
     "audit keys": (["audit", "keys", "--rotate"], ["audit.key_rotate"]),  # alone it only shows them
+    "policy set": (["policy", "set", "acme", "--allow", "--max-children", "2"], ["policy.set"]),
+    "policy global": (["policy", "global", "--forbid"], ["policy.global"]),  # alone it only shows the switch
 }
 READ_ONLY: dict[str, list[str]] = {
     "version": ["version"],
@@ -66,6 +68,8 @@ READ_ONLY: dict[str, list[str]] = {
     "audit export": ["audit", "export", "{tmp}/bundle.jsonl"],
     "audit prove": ["audit", "prove", "1"],
     "audit verify": ["audit", "verify", "{tmp}/bundle.jsonl", "--key", "{tmp}/keys"],
+    "policy show": ["policy", "show", "acme"],
+    "policy decisions": ["policy", "decisions", "acme"],
 }
 NOT_YET: dict[str, str] = {
     "spawn-local": "records through the same pipeline (spawn.*) as spawn-agent; not run here: it needs a local home",
