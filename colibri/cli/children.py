@@ -56,6 +56,18 @@ def spawn_child(
         output.line(f"child {outcome.child}: {outcome.outcome}")
 
 
+def settle(cli: "Context") -> list[Any]:
+    """``reconcile --apply``'s part: the policy's sweep, then ``spawn-child``'s convergence for
+    every child whose reservation is neither used nor released (what the daemon's loop does)."""
+    from colibri.store.children import ChildRepo
+
+    spawn = spawner(cli)
+    policy_of(cli).sweep()
+    with cli.store.session() as session:
+        pending = ChildRepo(session).pending_children()
+    return [spawn.converge(child) for child, _, _ in pending]
+
+
 def family(cli: "Context", tenant: str) -> dict[str, Any]:
     """A tenant's parent and its children (their ids, the oldest first)."""
     from colibri.store.children import ChildRepo

@@ -93,3 +93,17 @@ def test_remove_tenant_refuses_a_parent_with_children_unless_cascade(
     assert fake.info(child).state.value == "absent"
     with pytest.raises(Exception, match="not found"):
         world[2].reservation(reservation)
+
+
+def test_reconcile_apply_settles_the_children_left_half_way(
+    world: tuple[Store, ChildService, SpawnPolicyService], cli: Cli, fake: FakeJails
+) -> None:
+    due, _ = child_of(world)  # reserved, its spawner never ran (the daemon killed before it started one)
+    dropped, reservation = child_of(world)
+    world[2].release(reservation, why="expired")
+    code, _, err = cli("reconcile", "--apply")
+    assert code == 0, err
+    assert f"child {due}: active" in err and f"child {dropped}: discarded" in err
+    assert show(cli, due)["status"] == "active" and show(cli, dropped)["status"] == "removed"
+    code, _, err = cli("reconcile", "--apply")
+    assert code == 0 and "child " not in err  # nothing left to settle
