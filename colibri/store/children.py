@@ -24,6 +24,13 @@ _AGENTS = table("agents", column("tenant_id"))
 _TENANT_ROWS = table("tenants", column("tenant_id"))
 
 
+def unfinished(tenant: Tenant) -> bool:
+    """A child whose first spawn never finished: cut short (spawning), or never begun (registered
+    without its block of host ids, which its first spawn takes and keeps)."""
+    status = TenantStatus(tenant.status)
+    return status == TenantStatus.SPAWNING or (status == TenantStatus.REGISTERED and tenant.uid_base is None)
+
+
 class ChildRepo:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -81,17 +88,16 @@ class ChildRepo:
 
     def pending_children(self) -> list[tuple[str, str | None, str | None]]:
         """(child, its reservation's id, its state) for every live child whose reservation is not
-        used (reserved: its spawn is due; released or none: it is to be discarded): what the
-        daemon's loop converges.  A used one is done, whatever its state since."""
-        query = select_model(Tenant.tenant_id).where(
-            col(Tenant.parent).is_not(None), Tenant.status != TenantStatus.REMOVED
-        )
+        used (reserved: its spawn is due; released or none: it is to be discarded), and every
+        child whose reservation is used but whose spawn never finished (``unfinished``: the sweep
+        settled it while no spawner ran): what the daemon's loop converges."""
+        query = select_model(Tenant).where(col(Tenant.parent).is_not(None), Tenant.status != TenantStatus.REMOVED)
         found = []
-        for tenant_id in self._session.exec(query).all():
-            held = self.reservation_of(tenant_id)
+        for tenant in self._session.exec(query).all():
+            held = self.reservation_of(tenant.tenant_id)
             state = None if held is None else held["state"]
-            if state != "used":
-                found.append((tenant_id, None if held is None else held["id"], state))
+            if state != "used" or unfinished(tenant):
+                found.append((tenant.tenant_id, None if held is None else held["id"], state))
         return found
 
     def forget(self, child: str) -> dict[str, int]:

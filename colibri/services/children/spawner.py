@@ -10,7 +10,9 @@ state:
   one that finds the child's lock held (another spawner, an operator's command) leaves it be;
 * ``released`` (the sweep let it expire, or a failure), or no reservation at all: discard the
   child (its jail destroyed, the tenant removed), so a released quota never leaves a child;
-* ``used``: nothing; the child is the operator's like any other tenant.
+* ``used``: nothing, the child is the operator's like any other tenant; unless its first spawn
+  never finished (the sweep settled its reservation while no spawner ran, e.g. a daemon down past
+  ``spawn_reservation_ttl``): then the spawn runs, and a failure gives the place back (retire).
 """
 
 import json
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from colibri.domain import HAS_JAIL, TenantStatus
 from colibri.errors import ColibriError, StateConflict
 from colibri.store.audit_hooks import record
-from colibri.store.children import ChildRepo
+from colibri.store.children import ChildRepo, unfinished
 from colibri.store.db import Store
 
 if TYPE_CHECKING:
@@ -62,9 +64,9 @@ class ChildSpawner:
             if held is not None and state == "reserved":
                 self._policy.release(held["id"], why="the child is gone")
             return Outcome(child, "gone", "no such child")
-        if state == "used":
+        if state == "used" and not unfinished(row):
             return Outcome(child, "used", f"child {child} is {row.status}")
-        if held is None or state != "reserved":
+        if held is None or state not in ("reserved", "used"):
             return self.discard(child, f"its reservation is {state or 'missing'}")
         caps = json.loads(row.capabilities or "[]")
         specs = [f"{c['name']}@{c['version']}" for c in caps]
@@ -73,8 +75,13 @@ class ChildSpawner:
         except StateConflict as exc:  # its lock is held: another spawner runs it (the loop comes back)
             return Outcome(child, "busy", exc.message)
         except ColibriError as exc:
-            self._policy.release(held["id"], why=f"spawn failed: {exc.message[:150]}")
+            if state == "used":  # settled by the sweep meanwhile: the child's place is given back
+                self._policy.retire(child, why=f"spawn failed: {exc.message[:150]}")
+            else:
+                self._policy.release(held["id"], why=f"spawn failed: {exc.message[:150]}")
             return self.discard(child, f"its spawn failed: {exc.message}")
+        if state == "used":
+            return Outcome(child, "active", f"child {child} is active")
         try:
             self._policy.use(held["id"])
         except ColibriError as exc:  # released meanwhile (expired while the spawn ran)

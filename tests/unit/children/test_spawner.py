@@ -107,3 +107,14 @@ def test_reconcile_apply_settles_the_children_left_half_way(
     assert show(cli, due)["status"] == "active" and show(cli, dropped)["status"] == "removed"
     code, _, err = cli("reconcile", "--apply")
     assert code == 0 and "child " not in err  # nothing left to settle
+
+
+def test_a_child_whose_reservation_the_sweep_settled_as_used_before_any_spawn_is_still_spawned(
+    world: tuple[Store, ChildService, SpawnPolicyService], cli: Cli, fake: FakeJails
+) -> None:
+    child, reservation = child_of(world)
+    world[2].use(reservation)  # what the sweep does with an expired reservation whose child exists
+    code, out, err = cli("spawn-child", child)
+    assert code == 0 and f"child {child}: active" in out, err
+    assert show(cli, child)["status"] == "active"
+    assert cli("spawn-child", child)[1] == f"child {child}: used\n"
