@@ -57,12 +57,13 @@ class ChildRepo:
             query = query.where(Tenant.status != TenantStatus.REMOVED)
         return self._session.exec(query).all()
 
-    def descendants(self, tenant_id: str) -> list[Tenant]:
-        """Every live descendant, the deepest first (a cascade destroys them in this order)."""
+    def descendants(self, tenant_id: str, include_removed: bool = False) -> list[Tenant]:
+        """Every live descendant (and removed ones: discarded children), the deepest first (a
+        cascade destroys them in this order)."""
         levels: list[list[Tenant]] = []
         frontier, seen = [tenant_id], {tenant_id}
         while frontier and len(levels) < MAX_LINEAGE:
-            level = [c for p in frontier for c in self.children_of(p) if c.tenant_id not in seen]
+            level = [c for p in frontier for c in self.children_of(p, include_removed) if c.tenant_id not in seen]
             seen.update(c.tenant_id for c in level)
             if level:
                 levels.append(level)

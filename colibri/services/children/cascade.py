@@ -61,7 +61,7 @@ class Cascade:
                     f"tenant {tenant_id} has {len(below)} child{'ren' if len(below) > 1 else ''} ({names}); "
                     f"remove them first, or all at once: colibri remove-tenant {tenant_id} --cascade"
                 )
-            below_all = [] if parent is None else repo.descendants(tenant_id)
+            below_all = [] if parent is None else repo.descendants(tenant_id, include_removed=cascade)
             order = [(t.tenant_id, TenantStatus(t.status)) for t in below_all]
             if parent is not None and order and TenantStatus(parent.status) in HAS_JAIL and not destroy_jail:
                 raise StateConflict(
@@ -74,7 +74,8 @@ class Cascade:
         for child, status in order:
             if status in HAS_JAIL:
                 self._destroy(child)
-            self._policy.retire(child, why=f"removed with {tenant_id} (--cascade)")
+            if status != TenantStatus.REMOVED:  # a discarded child gave its place back already
+                self._policy.retire(child, why=f"removed with {tenant_id} (--cascade)")
             with agent_lock(self._locks, child), self._store.session() as session:
                 counts = ChildRepo(session).forget(child)
                 record(session, "child.forget", f"tenant:{child}", tenant=child, cascade_of=tenant_id,
