@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from colibri.domain import TenantStatus, capabilities_from_specs
-from colibri.errors import ColibriError, InvalidInput, NotFound, StoreError, TenantExists
+from colibri.errors import ColibriError, InvalidInput, NotFound, PolicyDenied, StoreError, TenantExists
 from colibri.services.children.ids import ATTEMPTS, choose_child_id
 from colibri.store.audit_hooks import record
 from colibri.store.children import ChildRepo
@@ -100,7 +100,10 @@ class ChildService:
             self._deny(parent, ask, PARENT_CAPABILITIES, reason, actor)
             return Answer(False, PARENT_CAPABILITIES, reason)
         request = ChildRequest(parent, ask.agent_id, names, ask.template, ask.skills, ask.host)
-        decision = self._policy.decide(request, actor=actor)
+        try:
+            decision = self._policy.decide(request, actor=actor)
+        except PolicyDenied as exc:  # its entry could not be written: denied, nothing reserved
+            return Answer(False, exc.rule, exc.message)
         if not decision.allowed or decision.reservation is None:
             return Answer(False, decision.rule, decision.reason, depth=decision.depth)
         try:

@@ -118,3 +118,17 @@ def test_a_child_whose_reservation_the_sweep_settled_as_used_before_any_spawn_is
     assert code == 0 and f"child {child}: active" in out, err
     assert show(cli, child)["status"] == "active"
     assert cli("spawn-child", child)[1] == f"child {child}: used\n"
+
+
+def test_a_decision_that_cannot_be_recorded_is_a_denial_and_nothing_is_made(
+    world: tuple[Store, ChildService, SpawnPolicyService], cli: Cli
+) -> None:
+    from tests.unit.audit.test_audit_hooks import refuse_audit_writes
+
+    refuse_audit_writes(world[0])
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        answer = world[1].ask("queen", Ask("main", (), None, (), None), actor="agent:queen/main")
+    assert (answer.allowed, answer.rule, answer.child, answer.reservation) == (False, "audit-failed", None, None)
+    assert "could not be recorded" in answer.reason
+    assert json.loads(cli("show-tenant", "queen", "--json")[1])["data"]["children"] == []
