@@ -19,7 +19,7 @@ from typing import Any
 from colibri.daemon.requests import body_object
 from colibri.daemon.wire import Request, Response, json_response
 from colibri.domain import MAX_CAPABILITIES, capabilities_from_specs, validate_host_name, validate_name
-from colibri.errors import InvalidInput, NotFound, PermissionDenied
+from colibri.errors import InvalidInput, NotFound, PermissionDenied, PolicyDenied
 from colibri.services.children.service import Ask, ChildService
 from colibri.services.hive.rules import Scope
 from colibri.store.children import ChildRepo
@@ -28,7 +28,6 @@ log = logging.getLogger("colibri.daemon")
 MAX_SKILLS = 64
 MAX_SPAWNERS = 4  # spawners running at once; the loop starts the rest as these end
 CONVERGE_SECONDS = 2.0
-POLICY_DENIED_EXIT = 23  # errors.PolicyDenied's code (part A1's class)
 _SPEC = 64 + 1 + 32  # NAME@VERSION at its longest
 
 
@@ -105,7 +104,7 @@ class Children:
         answer = await self._db(lambda: service.ask(parent, ask, actor=f"agent:{parent}/{ask.agent_id}"))
         if not answer.allowed:
             log.info("child of %s denied (%s)", parent, answer.rule)
-            error = {"type": "PolicyDenied", "code": POLICY_DENIED_EXIT, "message": answer.reason}
+            error = {"type": "PolicyDenied", "code": PolicyDenied.exit_code, "message": answer.reason}
             return json_response(403, {"error": error, "rule": answer.rule})
         assert answer.child is not None
         log.info("child %s of %s allowed (%s); spawning", answer.child, parent, answer.rule)
