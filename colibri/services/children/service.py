@@ -91,6 +91,9 @@ class ChildService:
         releases its reservation at once (the sweep would, later)."""
         from colibri.services.policy.service import ChildRequest
 
+        if ask.host is not None and ask.host != self._host:  # before the policy: nothing to decide
+            raise InvalidInput(f"children are made on this daemon's host ({self._host}) only")
+        host = None  # the parent's own host: what the policy's host rule calls colibri's placement
         held = self._parent_capabilities(parent)
         capabilities = ask.capabilities or held
         names = tuple(spec.partition("@")[0] for spec in capabilities)
@@ -99,7 +102,7 @@ class ChildService:
             reason = f"the parent does not hold {', '.join(beyond)}: a child holds a subset of its parent's"
             self._deny(parent, ask, PARENT_CAPABILITIES, reason, actor)
             return Answer(False, PARENT_CAPABILITIES, reason)
-        request = ChildRequest(parent, ask.agent_id, names, ask.template, ask.skills, ask.host)
+        request = ChildRequest(parent, ask.agent_id, names, ask.template, ask.skills, host)
         try:
             decision = self._policy.decide(request, actor=actor)
         except PolicyDenied as exc:  # its entry could not be written: denied, nothing reserved
@@ -133,8 +136,6 @@ class ChildService:
         from colibri.store.models import Tenant
         from colibri.store.repos import TenantRepo
 
-        if ask.host is not None and ask.host != self._host:
-            raise InvalidInput(f"children are made on this daemon's host ({self._host}) only")
         caps = capabilities_from_specs(list(capabilities))
         assert decision.reservation is not None
         for _ in range(ATTEMPTS):

@@ -132,3 +132,18 @@ def test_a_decision_that_cannot_be_recorded_is_a_denial_and_nothing_is_made(
     assert (answer.allowed, answer.rule, answer.child, answer.reservation) == (False, "audit-failed", None, None)
     assert "could not be recorded" in answer.reason
     assert json.loads(cli("show-tenant", "queen", "--json")[1])["data"]["children"] == []
+
+
+def test_a_child_on_another_host_is_refused_before_the_policy_decides(
+    world: tuple[Store, ChildService, SpawnPolicyService], cli: Cli
+) -> None:
+    from colibri.errors import InvalidInput
+
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        with pytest.raises(InvalidInput, match="this daemon's host"):
+            world[1].ask("queen", Ask("main", (), None, (), "elsewhere"), actor="agent:queen/main")
+        same = world[1].ask("queen", Ask("main", (), None, (), settings.host), actor="agent:queen/main")
+    assert same.allowed, same
+    decided = PolicyAdmin(world[0]).decisions("queen")
+    assert [d["rule"] for d in decided if d["action"] == "policy.decide"] == ["allow"]
