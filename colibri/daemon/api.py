@@ -122,7 +122,7 @@ class Api:
         children = getattr(parts, "children", None)  # the daemon's; a test's parts may have none
         if children is not None:  # an agent asks for children on its own socket only
             self.agent.add("POST", "/v1/children", children.ask)
-            self.agent.add("GET", "/v1/children", children.list)
+            self.agent.add("GET", "/v1/children", children.listing)
             self.agent.add("GET", "/v1/children/{child}", children.one)
         self.metrics_only.add("GET", "/metrics", self.metrics)
         self.metrics_only.add("GET", "/health", self.health)

@@ -113,7 +113,7 @@ class Children:
                                    "reservation": answer.reservation, "rule": answer.rule, "depth": answer.depth,
                                    "poll": f"/v1/children/{answer.child}"})  # fmt: skip
 
-    async def list(self, request: Request, scope: Scope) -> Response:
+    async def listing(self, request: Request, scope: Scope) -> Response:
         parent, service = parent_of(scope), self._live()
         return json_response(200, {"children": await self._db(service.children, parent)})
 

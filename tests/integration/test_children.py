@@ -137,6 +137,12 @@ def test_a_child_runs_the_whole_chain_takes_a_task_and_cascade_removal_leaves_no
     assert f"└─ {child}" in text and key in text
     entries = decisions(hive, "queen")
     assert [(e["detail"]["decision"], e["detail"]["rule"]) for e in entries] == [("allow", "allow")]
+    for tenant, wanted in (("queen", [child]), ("other", [])):  # each parent sees its own children only
+        raw = Raw(hive.socket(tenant))
+        listed = raw("GET", "/v1/children")
+        assert listed[0] == 200 and [c["child"] for c in listed[1]["children"]] == wanted
+        assert raw("GET", f"/v1/children/{child}")[0] == (200 if wanted else 404)
+        raw.close()
 
     # removal: refused while it has children (exit 5, naming them), --cascade removes them all
     refused = hive.colibri("remove-tenant", "queen", check=False)

@@ -111,7 +111,7 @@ class ChildService:
             return Answer(False, decision.rule, decision.reason, depth=decision.depth)
         try:
             child = self._register(parent, ask, capabilities, decision)
-        except (ColibriError, Exception) as exc:
+        except Exception as exc:
             why = type(exc).__name__ if not isinstance(exc, ColibriError) else exc.message[:150]
             self._policy.release(decision.reservation, why=f"child not registered: {why}")
             raise
