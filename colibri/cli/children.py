@@ -79,13 +79,21 @@ def family(cli: "Context", tenant: str) -> dict[str, Any]:
 
 def tree(cli: "Context", tenant: str | None) -> list[dict[str, Any]]:
     """Every live tenant as a forest (roots: tenants without a parent; with ``tenant``: its
-    subtree), each with its agents and their states (the daemon's)."""
+    subtree), each with its agents and their states (the daemon's; none, and a note on stderr,
+    while the daemon does not answer: the lineage is the store's)."""
+    from colibri.errors import DaemonError, TenantNotFound
     from colibri.services.children.tree import forest
     from colibri.store.repos import TenantRepo
 
     with cli.store.session() as session:
         rows = [(t.tenant_id, t.parent, t.status) for t in TenantRepo(session).find()]
-    agents = cli.daemon_client().agents(None, None)
+    if tenant is not None and tenant not in {r[0] for r in rows}:
+        raise TenantNotFound(tenant)
+    try:
+        agents = cli.daemon_client().agents(None, None)
+    except DaemonError as exc:
+        output.note(f"agents not shown: {exc}")
+        agents = []
     return forest(rows, agents, tenant)
 
 

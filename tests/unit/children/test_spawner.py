@@ -147,3 +147,16 @@ def test_a_child_on_another_host_is_refused_before_the_policy_decides(
     assert same.allowed, same
     decided = PolicyAdmin(world[0]).decisions("queen")
     assert [d["rule"] for d in decided if d["action"] == "policy.decide"] == ["allow"]
+
+
+def test_agents_tree_shows_the_lineage_from_the_store_when_no_daemon_answers(
+    world: tuple[Store, ChildService, SpawnPolicyService], cli: Cli
+) -> None:
+    child, _ = child_of(world)
+    code, out, err = cli("agents", "--tree", "--json")
+    assert code == 0 and "agents not shown: the colibri daemon is not running" in err
+    queen = next(n for n in json.loads(out)["data"] if n["tenant"] == "queen")
+    assert [(c["tenant"], c["status"], c["agents"]) for c in queen["children"]] == [(child, "registered", [])]
+    code, out, _ = cli("agents", "--tree")
+    assert code == 0 and f"└─ {child}" in out
+    assert cli("agents", "--tree", "--tenant", "ghost")[0] == 4
