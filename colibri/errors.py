@@ -46,6 +46,7 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     │   ├── RollbackRefused                 a root or index older than one already seen
     │   ├── BundleRefused                   a bundle's bytes, files or paths do not match
     │   └── TierRefused                     not for this tenant's tier, or named like another tenant
+    ├── PolicyDenied                    23  a spawn request denied by the spawn policy (its rule named)
     ├── PartialFailure                      some items of a batch failed: the worst item's code
     └── Interrupted                    130  a batch stopped by Ctrl-C (what was done is reported)
 Messages never contain secrets: errors from tools whose output may hold secrets are raised
@@ -318,6 +319,17 @@ class TierRefused(SupplyError):
     """A skill this tenant may not have: community for a paid tenant, or named like another tenant."""
 
 
+class PolicyDenied(ColibriError):
+    """A spawn request denied by the spawn policy (issue 14), or one whose decision could not be
+    recorded in the audit trail (denied: nothing was reserved).  ``rule`` names the rule."""
+
+    exit_code = 23
+
+    def __init__(self, message: str, rule: str = "audit-failed") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
 INTERNAL_ERROR_EXIT = 1
 """An unexpected exception (a bug): one line, the traceback only with --debug."""
 
@@ -392,6 +404,10 @@ EXIT_CODES: dict[int, str] = {
     22: (
         "a skill or package refused by the supply chain: unsigned, unknown or revoked key, rollback, expired "
         "or unreachable index, a bundle that does not match, not for the tenant's tier; nothing installed (SupplyError)"
+    ),
+    23: (
+        "a spawn request was denied by the spawn policy (the rule is named), or its decision could not be "
+        "recorded in the audit trail, so nothing was reserved (PolicyDenied)"
     ),
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM)",

@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     jail_ip_pool: str = "10.17.89.0/24"
     sandbox_dir: Path | None = None
     spawn_parallelism: int = Field(default=4, ge=1, le=64)
+    spawn_reservation_ttl: float = Field(default=900.0, ge=1, le=WEEK, allow_inf_nan=False)
     skills_dir: Path | None = None
     skills_repository: str | None = None  # issue 13: a directory or an http(s) URL (adapters/skill_repo.py)
     skills_fetch_timeout: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)

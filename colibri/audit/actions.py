@@ -85,6 +85,26 @@ ACTIONS: dict[str, str] = {
     "skills.delegate": "a signing key was delegated in the skills repository's root.json: its key id, the root version",
     "skills.revoke": "a signing key was revoked in the skills repository's root.json: its key id, the root version",
     "skills.publish": "signed skills were published into the repository: the new index version, the skills added",
+    # the spawn policy (issue 14, part A1): every decision recorded before it acts
+    "policy.decide": (
+        "an agent's request for a child was decided: allow (ok) or deny (refused), the rule that decided, "
+        "its reason and the inputs (agent, template, capabilities, skills, host, depth, children, rate count, "
+        "lineage, the global switch), and the reservation granted"
+    ),
+    "policy.bind": "a granted reservation was bound to the child tenant colibri chose for it",
+    "policy.use": "a granted reservation was used: its child was spawned",
+    "policy.release": "a reservation was released (the spawn failed, or its child was removed): its place is free",
+    "policy.sweep": "an expired reservation was settled: used (its child exists) or released (never spawned)",
+    "policy.set": "the operator set a tenant's spawn policy: the fields changed and their new values",
+    "policy.global": "the operator set the global switch: self-spawn forbidden (or allowed again) on every tenant",
+    # children (issue 14, part A2): an agent's request made a tenant, its spawn, a cascade removal
+    "child.register": "a child tenant was registered for an allowed request: its id chosen by colibri, its host, "
+    "its lineage root's collection",
+    "child.bind": "a child tenant was linked to its parent and reservation: the root, the asking agent, its depth",
+    "child.deny": "a request for a child was refused before the policy: it asked for a capability its parent lacks",
+    "child.discard": "a child whose reservation was released (its spawn failed, or it expired) is being destroyed",
+    "child.forget": "a child destroyed by remove-tenant --cascade: its rows deleted (the count of each table's)",
+    "tenant.cascade": "remove-tenant --cascade began: the children it removes, the deepest first",
 }
 
 

@@ -72,6 +72,9 @@ def _register() -> None:
     from colibri.cli import skills
 
     skills.register(app)
+    from colibri.cli import policy
+
+    policy.register(app)
 
 
 _register()

@@ -21,9 +21,21 @@ def agents(
     ctx: typer.Context,
     tenant: TenantOption = None,
     state: Annotated[str | None, typer.Option(help="active, stale, lost or left.", show_default=False)] = None,
+    as_tree: Annotated[
+        bool, typer.Option("--tree", help="Parents and their children (agents that spawned agents), with their agents.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """List the agents the daemon knows, with their liveness."""
+    if as_tree:
+        from colibri.cli import children
+
+        nodes = children.tree(context.get(ctx), tenant)
+        if as_json:
+            output.emit_json(nodes)
+        else:
+            children.tree_lines(nodes)
+        return
     found = context.get(ctx).daemon_client().agents(tenant, state)
     if as_json:
         output.emit_json(found)
@@ -121,3 +133,6 @@ def register(app: typer.Typer) -> None:
     app.command("tasks")(tasks)
     app.command("task")(task)
     app.command("register-lane")(register_lane)
+    from colibri.cli import children
+
+    children.register(app)

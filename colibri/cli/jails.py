@@ -182,6 +182,11 @@ def reconcile(
     """
     from colibri.services.lifecycle.reconcile_hosts import describe, reconcile_failure
 
+    if apply:  # children left half-way (issue 14): expired reservations settled, each child converged
+        from colibri.cli import children
+
+        for settled in children.settle(context.get(ctx)):
+            output.note(f"child {settled.child}: {settled.outcome}")
     found = context.get(ctx).lifecycle().reconcile(apply=apply)
     drifts = describe(found)
     failure = reconcile_failure(found)

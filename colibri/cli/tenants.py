@@ -35,7 +35,7 @@ SHOW_KEYS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "spawn_step", "backend",
     "jail_root", "ip_address", "uid_base", "agent_uid", "adopted", "secrets_status", "secrets_error",
     "secrets_changed_at", "tier",
-    "created_at", "updated_at", "last_error",
+    "created_at", "updated_at", "last_error", "parent", "children",
 )  # fmt: skip
 TierOption = Annotated[
     Tier | None,
@@ -196,8 +196,11 @@ def _collector_paused() -> Iterator[None]:
 
 
 def show_tenant(ctx: typer.Context, tenant: TenantArg, as_json: JsonFlag = False) -> None:
-    """Show one tenant."""
-    record = context.get(ctx).tenants().show(tenant)
+    """Show one tenant, with its parent and children (agents that spawned agents)."""
+    from colibri.cli import children
+
+    cli = context.get(ctx)
+    record: dict[str, Any] = {**cli.tenants().show(tenant), **children.family(cli, tenant)}
     if as_json:
         output.emit_json(record)
         return
@@ -245,30 +248,38 @@ def remove_tenant(
         bool, typer.Option("--destroy-jail", help="Destroy the tenant's jail first (never an adopted one).")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying the jail.")] = False,
+    cascade: Annotated[
+        bool,
+        typer.Option("--cascade", help="Also destroy the tenant's children (deepest first) with their jails and rows."),
+    ] = False,
     from_file: FromFile = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Mark tenants removed. Refused while a tenant may still have a jail, unless --destroy-jail.
+    """Mark tenants removed. Refused while a tenant may still have a jail, unless --destroy-jail,
+    and while it has children (agents its agents spawned), unless --cascade.
 
     Several tenants (or --from-file) are each removed on their own, one failure does not stop the
     others; one summary line, each outcome in --json, the exit code of the worst failure.
     """
     ids = tenant_ids(tenants, from_file)
     batch = len(ids) > 1 or from_file is not None
-    if destroy_jail and not yes:
-        confirm_destroy(ids, from_file, "and remove the tenant", "and remove each tenant")
-    service = context.get(ctx).tenants()
+    if (destroy_jail or cascade) and not yes:
+        children_too = " with all its children and their jails" if cascade else ""
+        confirm_destroy(ids, from_file, "and remove the tenant" + children_too, "and remove each tenant" + children_too)
+    from colibri.cli import children
+
+    service = children.cascade(context.get(ctx))
     if not batch:
-        record = service.remove(ids[0], destroy_jail=destroy_jail)
+        record, removed = service.remove(ids[0], destroy_jail=destroy_jail, cascade=cascade)
         if as_json:
-            output.emit_json(record)
+            output.emit_json({**record, "children_removed": removed})
         else:
-            output.line(f"removed tenant {ids[0]}")
+            output.line(f"removed tenant {ids[0]}" + (f" and its children {' '.join(removed)}" if removed else ""))
         return
 
     def one(tenant: str) -> tuple[str, str]:
-        service.remove(tenant, destroy_jail=destroy_jail)
-        return "removed", ""
+        _, removed = service.remove(tenant, destroy_jail=destroy_jail, cascade=cascade)
+        return "removed", " ".join(removed)
 
     run_batch_command(ids, one, as_json, "removals")
 

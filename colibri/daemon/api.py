@@ -75,6 +75,7 @@ class Parts:
     metrics_text: Callable[[], Awaitable[str]]
     stopping: Callable[[], bool]
     outbox: Callable[[dict[str, Any]], None] | None = None  # a completion kept while the store is down
+    children: Any = None  # daemon/children.py Children: an agent's children (issue 14)
 
 
 def actor_of(scope: Scope) -> str:
@@ -119,6 +120,11 @@ class Api:
         self.agent.add("POST", "/v1/agent/deregister", self.deregister)
         self.agent.add("POST", "/v1/tasks/claim", self.claim)
         self.agent.add("POST", "/v1/tasks/{task_id}/result", self.result)
+        children = getattr(parts, "children", None)  # the daemon's; a test's parts may have none
+        if children is not None:  # an agent asks for children on its own socket only
+            self.agent.add("POST", "/v1/children", children.ask)
+            self.agent.add("GET", "/v1/children", children.listing)
+            self.agent.add("GET", "/v1/children/{child}", children.one)
         self.metrics_only.add("GET", "/metrics", self.metrics)
         self.metrics_only.add("GET", "/health", self.health)
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from colibri import __version__
 from colibri.adapters.audit_keys import KeyDir
 from colibri.audit import origin
-from colibri.daemon import audit_loop, signals
+from colibri.daemon import audit_loop, children, signals
 from colibri.daemon.api import Api, Parts
 from colibri.daemon.dispatcher import Dispatcher
 from colibri.daemon.hostlease import HostLease
@@ -90,8 +90,9 @@ class Daemon:
         self.status = Status(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy,
                              lambda: self.settings.jail_backend, self._store_check, lambda: self.store_up,
                              self._fleet)  # fmt: skip
+        self.children = kids = children.for_daemon(self, config_path)  # an agent's children (issue 14)
         self.api = Api(Parts(self.metrics, self.dispatcher, self.sockets, self.db, hive, policy, self.status.health,
-                             self.status.metrics_text, lambda: self.stopping, self.outbox.append))  # fmt: skip
+                             self.status.metrics_text, lambda: self.stopping, self.outbox.append, kids))  # fmt: skip
         self.sockets.handler_for = self.api.handler
         self.sockets.metrics_router = self.api.metrics_only
 
@@ -125,6 +126,7 @@ class Daemon:
                 asyncio.create_task(self._every(lambda: SOCKET_SCAN_SECONDS, self._scan_sockets, "sockets")),
                 asyncio.create_task(self._every(self._reconcile_tick, self._reconcile, "reconcile")),
                 asyncio.create_task(self._every(self._retention_tick, self._retention, "retention")),
+                asyncio.create_task(self._every(lambda: children.CONVERGE_SECONDS, self.children.converge, "children")),
                 asyncio.create_task(audit_loop.run(self)),  # sign this host's checkpoints, cosign the others'
             ]
             if self.wakeups is not None:  # several hosts' daemons: the fallback for a lost wake-up

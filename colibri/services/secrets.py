@@ -155,7 +155,13 @@ class SecretsService:
     # --- planning ------------------------------------------------------------------------------
 
     def _plan(self, tenant: Tenant) -> Plan:
-        return plan_of(tenant, self._config.staged_dir)
+        if tenant.parent is None:
+            return plan_of(tenant, self._config.staged_dir)
+        from colibri.store.children import ChildRepo
+
+        with self._store.session() as session:  # a child's secrets are its lineage root's (issue 14)
+            root = ChildRepo(session).root_of(tenant.tenant_id)
+        return plan_of(tenant, self._config.staged_dir, staged_for=root)
 
     def _run(self, plans: Sequence[Plan], *, rebind: bool, batch: bool) -> list[ProvisionResult]:
         try:

@@ -47,12 +47,13 @@ class Rendered:
     collection_id: str | None = None
 
 
-def plan_of(tenant: Tenant, staged_dir: Path) -> Plan:
+def plan_of(tenant: Tenant, staged_dir: Path, staged_for: str | None = None) -> Plan:
     """What rendering the tenant's ``.env`` needs, read now: the store's row and its staged
-    provider.env (or why that could not be read)."""
+    provider.env (or why that could not be read).  ``staged_for``: whose staged provider.env a
+    child's is, its lineage root's (its collection is the root's too: ``tenants.collection_name``)."""
     staged, staged_error = None, None
     try:
-        staged = read_staged(staged_dir, tenant.tenant_id)
+        staged = read_staged(staged_dir, staged_for or tenant.tenant_id)
     except ColibriError as exc:
         staged_error = exc
     return Plan(

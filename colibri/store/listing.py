@@ -25,7 +25,7 @@ TENANT_COLUMNS = (
     "tenant_id", "jail_name", "collection_name", "collection_id", "host", "status", "created_at",
     "updated_at", "last_error", "backend", "jail_root", "ip_address", "template", "capabilities",
     "spawn_step", "adopted", "secrets_status", "secrets_error", "secrets_changed_at",
-    "secrets_checked_at", "uid_base", "tier",
+    "secrets_checked_at", "uid_base", "tier", "parent",
 )  # fmt: skip
 """The columns of ``models.Tenant``, in its order (a unit test keeps the two equal)."""
 
@@ -88,6 +88,7 @@ class TenantView(TypedDict):
     agent_uid: int | None
     tier: str
     skills: list[SkillView]
+    parent: str | None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -126,6 +127,7 @@ def tenant_public_row(row: Mapping[str, Any], skills: list[SkillView] | None = N
         "agent_uid": None if row["uid_base"] is None else row["uid_base"] + AGENT_ID,  # JailIds.agent_uid
         "tier": row["tier"],
         "skills": list(skills or []),
+        "parent": row["parent"],
     }
 
 
@@ -142,7 +144,7 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
     for row in rows:
         (tenant_id, jail_name, collection_name, collection_id, host, status_, created_at, updated_at, last_error,
          backend, jail_root, ip_address, template, capabilities, spawn_step, adopted, secrets_status,
-         secrets_error, secrets_changed_at, secrets_checked_at, uid_base, tier) = row  # fmt: skip
+         secrets_error, secrets_changed_at, secrets_checked_at, uid_base, tier, parent) = row  # fmt: skip
         append({
             "tenant_id": tenant_id,
             "jail_name": jail_name,
@@ -168,6 +170,7 @@ def tenant_views(conn: Connection, status: str | None = None) -> list[TenantView
             "agent_uid": None if uid_base is None else uid_base + AGENT_ID,
             "tier": tier,
             "skills": installed.get(tenant_id, []),
+            "parent": parent,
         })  # fmt: skip
     return views
 

@@ -51,6 +51,8 @@ class Tenant(SQLModel, table=True):
     uid_base: int | None = Field(default=None, unique=True)
     # skills (migration 0009): paid | community (domain.Tier)
     tier: str = Field(default="paid", max_length=16, sa_column_kwargs={"server_default": "paid"})
+    # children (migration 0010, issue 14): the tenant whose agent asked for this one (None: an operator's)
+    parent: str | None = Field(default=None, max_length=64, index=True)
 
 
 TENANT_COLUMNS = tuple(Tenant.model_fields)

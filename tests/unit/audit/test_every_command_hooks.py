@@ -46,6 +46,8 @@ AUDITED: dict[str, tuple[list[str], list[str]]] = {
     "hosts check": (["hosts", "check", "osa"], ["host.check"]),
     "hosts remove": (["hosts", "remove", "osa"], ["host.remove"]),
     "audit keys": (["audit", "keys", "--rotate"], ["audit.key_rotate"]),  # alone it only shows them
+    "policy set": (["policy", "set", "acme", "--allow", "--max-children", "2"], ["policy.set"]),
+    "policy global": (["policy", "global", "--forbid"], ["policy.global"]),  # alone it only shows the switch
 }
 READ_ONLY: dict[str, list[str]] = {
     "version": ["version"],
@@ -71,6 +73,8 @@ READ_ONLY: dict[str, list[str]] = {
     "skills list": ["skills", "list"],
     "skills show": ["skills", "show", "mail"],
     "skills verify": ["skills", "verify", "mail"],
+    "policy show": ["policy", "show", "acme"],
+    "policy decisions": ["policy", "decisions", "acme"],
 }
 NOT_YET: dict[str, str] = {
     "spawn-local": "records through the same pipeline (spawn.*) as spawn-agent; not run here: it needs a local home",
@@ -90,6 +94,8 @@ NOT_YET: dict[str, str] = {
     "skills keygen": "writes a key pair on the offline signing machine: no host state",
     "skills build": "writes a bundle file on the signing machine: no host state",
     "skills sign": "writes a bundle's .sig on the signing machine: no host state",
+    "spawn-child": "the daemon runs it for a child (spawn.*, policy.use or child.discard): "
+    "tests/integration/test_children.py checks its entries",
 }
 
 
@@ -178,9 +184,17 @@ def test_every_command_writes_its_entries_or_is_read_only(cli: Callable[..., tup
 # route -> the hive service call its handler makes, and the actions it must record
 ROUTES_AUDITED = {
     "POST /v1/agent/register", "POST /v1/agent/deregister", "POST /v1/tasks", "POST /v1/tasks/claim",
-    "POST /v1/tasks/{task_id}/result", "POST /v1/lanes/{lane}",
+    "POST /v1/tasks/{task_id}/result", "POST /v1/lanes/{lane}", "POST /v1/children",
 }  # fmt: skip
-READS = ("/health", "/metrics", "/v1/tasks/{task_id}", "/v1/tasks", "/v1/agents")
+READS = (
+    "/health",
+    "/metrics",
+    "/v1/tasks/{task_id}",
+    "/v1/tasks",
+    "/v1/agents",
+    "/v1/children",
+    "/v1/children/{child}",
+)
 ROUTES_READ_ONLY = {f"{method} {path}" for method in ("GET", "HEAD") for path in READS}
 ROUTES_NOT_STORED = {
     "POST /v1/agent/heartbeat": "no state change (the issue: never each heartbeat); liveness changes are",
@@ -233,6 +247,20 @@ def test_every_route_writes_its_entries_or_changes_no_stored_state(db_url: str) 
         route(acme, lambda: hive.deregister("acme/a1"), ["agent.leave"])
         route(admin, lambda: hive.declare_lane("shared"), ["lane.declare"])
         assert rows()[-1]["actor"] == "operator:admin-socket"
+        from colibri.services.children.service import Ask, ChildService
+        from colibri.services.policy.admin import PolicyAdmin, PolicyChange
+        from colibri.services.policy.service import SpawnPolicyService
+
+        children = ChildService(store, SpawnPolicyService(store), "osa")
+        ask = Ask("a1", (), None, (), None)
+        denied = route(acme, lambda: children.ask("acme", ask, actor="agent:acme/a1"), ["policy.decide"])
+        assert denied.allowed is False  # type: ignore[attr-defined]
+        with origin.acting("operator:test", host="osa"):
+            PolicyAdmin(store).set("acme", PolicyChange(allowed=True))
+        made = ["policy.decide", "child.register", "child.bind", "policy.bind"]
+        child = route(acme, lambda: children.ask("acme", ask, actor="agent:acme/a1"), made)
+        route(acme, lambda: children.children("acme"), [])
+        route(acme, lambda: children.child("acme", child.child), [])  # type: ignore[attr-defined]
         assert [r["actor"] for r in rows() if r["action"] in ("task.claim", "task.complete")] == ["agent:acme/a1"] * 2
     finally:
         store.close()
