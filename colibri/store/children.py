@@ -17,11 +17,12 @@ from colibri.store.models import Tenant
 
 MAX_LINEAGE = 16  # deeper than any policy allows (policy.model.MAX_DEPTH): a longer chain is a cycle
 _RESERVATIONS = table("spawn_reservations", column("id"), column("parent"), column("child"), column("state"),
-                      column("depth"), column("agent_id"))  # fmt: skip
+                      column("depth"), column("agent_id"), column("request"))  # fmt: skip
 _POLICIES = table("spawn_policies", column("tenant_id"))
 _TASKS = table("tasks", column("tenant_id"))
 _AGENTS = table("agents", column("tenant_id"))
 _TENANT_ROWS = table("tenants", column("tenant_id"))
+_SKILLS = table("tenant_skills", column("tenant_id"))
 
 
 def unfinished(tenant: Tenant) -> bool:
@@ -103,11 +104,12 @@ class ChildRepo:
 
     def forget(self, child: str) -> dict[str, int]:
         """Delete a destroyed child's rows: its agents, tasks, policy, the reservations it holds or
-        asked for, and its tenant row.  The counts deleted, by table (its audit entries stay)."""
+        asked for, its installed skills, and its tenant row.  The counts deleted, by table (its audit entries stay)."""
         connection = self._session.connection()
         counts = {
             "agents": connection.execute(delete(_AGENTS).where(_AGENTS.c.tenant_id == child)).rowcount,
             "tasks": connection.execute(delete(_TASKS).where(_TASKS.c.tenant_id == child)).rowcount,
+            "tenant_skills": connection.execute(delete(_SKILLS).where(_SKILLS.c.tenant_id == child)).rowcount,
             "spawn_policies": connection.execute(delete(_POLICIES).where(_POLICIES.c.tenant_id == child)).rowcount,
             "spawn_reservations": connection.execute(
                 delete(_RESERVATIONS).where(or_(_RESERVATIONS.c.child == child, _RESERVATIONS.c.parent == child))

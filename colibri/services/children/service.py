@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from colibri.services.policy.service import Decision, SpawnPolicyService
 
 PARENT_CAPABILITIES = "parent-capabilities"
+PARENT_SKILLS = "parent-skills"
 MAX_LISTED = 1000  # children shown to a parent (a policy allows at most 1000)
 
 
@@ -68,15 +69,13 @@ class ChildView(TypedDict):
 
 
 def inherit(session: "Session", parent: str, child: str) -> None:
-    """Copy what the parent's lineage restricts onto the child: its tier and its installed-skill
-    restrictions (part S2's ``tenants.tier`` and installed-skills table).  The one place the
-    coordinator wires them on merge; on a tree without them there is nothing to copy."""
+    """Copy what the parent's lineage restricts onto the child: its tier (the child's skills are a
+    subset of the parent's installed ones, checked in ``ChildService.ask``)."""
     from colibri.store.models import Tenant
 
-    if "tier" in Tenant.model_fields:
-        source, target = session.get(Tenant, parent), session.get(Tenant, child)
-        if source is not None and target is not None:
-            target.tier = source.tier  # type: ignore[attr-defined,unused-ignore]
+    source, target = session.get(Tenant, parent), session.get(Tenant, child)
+    if source is not None and target is not None:
+        target.tier = source.tier
 
 
 class ChildService:
@@ -102,6 +101,12 @@ class ChildService:
             reason = f"the parent does not hold {', '.join(beyond)}: a child holds a subset of its parent's"
             self._deny(parent, ask, PARENT_CAPABILITIES, reason, actor)
             return Answer(False, PARENT_CAPABILITIES, reason)
+        installed = self._parent_skills(parent)
+        foreign = sorted({s.partition("@")[0] for s in ask.skills} - installed)
+        if foreign:  # a child's skills are a subset of those installed for its parent
+            reason = f"the parent has no skill {', '.join(foreign)} installed: a child gets a subset of its parent's"
+            self._deny(parent, ask, PARENT_SKILLS, reason, actor)
+            return Answer(False, PARENT_SKILLS, reason)
         request = ChildRequest(parent, ask.agent_id, names, ask.template, ask.skills, host)
         try:
             decision = self._policy.decide(request, actor=actor)
@@ -129,6 +134,12 @@ class ChildService:
             row = session.get(Tenant, parent)
             caps = json.loads(row.capabilities or "[]") if row is not None else []
         return tuple(f"{c['name']}@{c['version']}" for c in caps)
+
+    def _parent_skills(self, parent: str) -> set[str]:
+        from colibri.store.skills import SkillRepo
+
+        with self._store.session() as session:
+            return {skill.name for skill in SkillRepo(session).installed(parent)}
 
     def _register(self, parent: str, ask: Ask, capabilities: tuple[str, ...], decision: "Decision") -> str:
         """The child's tenant row, bound to the reservation, in one transaction; a drawn id that

@@ -70,8 +70,9 @@ class ChildSpawner:
             return self.discard(child, f"its reservation is {state or 'missing'}")
         caps = json.loads(row.capabilities or "[]")
         specs = [f"{c['name']}@{c['version']}" for c in caps]
+        skills = asked_skills(held)
         try:
-            self._spawn(child, template=row.template, capabilities=specs, on_step=on_step)
+            self._spawn(child, template=row.template, capabilities=specs, skills=skills or None, on_step=on_step)
         except StateConflict as exc:  # its lock is held: another spawner runs it (the loop comes back)
             return Outcome(child, "busy", exc.message)
         except ColibriError as exc:
@@ -104,3 +105,14 @@ class ChildSpawner:
         except StateConflict as exc:
             return Outcome(child, "busy", exc.message)
         return Outcome(child, "discarded", f"child {child} discarded: {why}")
+
+
+def asked_skills(held: dict[str, Any] | None) -> list[str]:
+    """The skills the child's request asked for (its reservation's recorded request): the ones its
+    spawn installs, each checked against the parent's installed set when it was asked for."""
+    if held is None:
+        return []
+    request = held.get("request") or "{}"
+    values = json.loads(request) if isinstance(request, str) else request
+    skills = values.get("skills", []) if isinstance(values, dict) else []
+    return [s for s in skills if isinstance(s, str)]
