@@ -39,7 +39,7 @@ def shown(value: object) -> str:
 def check_name(value: object) -> str:
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise SupplyError(
-            f"invalid skill name {shown(value)!r}: use 1-63 lowercase letters, digits and '-' (not at either end)"
+            f"invalid skill name '{shown(value)}': use 1-63 lowercase letters, digits and '-' (not at either end)"
         )
     return value
 
@@ -47,7 +47,7 @@ def check_name(value: object) -> str:
 def check_version(value: object, name: str = "") -> str:
     if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
         where = f"skill {name}: " if name else ""
-        raise SupplyError(f"{where}invalid version {shown(value)!r}: use MAJOR.MINOR.PATCH (digits)")
+        raise SupplyError(f"{where}invalid version '{shown(value)}': use MAJOR.MINOR.PATCH (digits)")
     return value
 
 

@@ -25,6 +25,8 @@ from colibri.supply.metadata import FIRST_PARTY
 COMMUNITY = "community"
 TIERS = ("paid", "community")
 MAX_REFS = 64
+MAX_TOTAL = 4 * bundle.MAX_UNPACKED
+"""The most bytes one resolve holds in memory and writes, all its skills together (128 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class SkillResolver:
     ) -> list[VerifiedSkill]:
         """All or nothing; SupplyError (exit 22) naming the skill and the reason on any refusal."""
         if tier not in TIERS:
-            raise SupplyError(f"unknown tenant tier {mf.shown(tier)!r}: paid or community")
+            raise SupplyError(f"unknown tenant tier '{mf.shown(tier)}': paid or community")
         if len(refs) > MAX_REFS:
             raise SupplyError(f"more than {MAX_REFS} skills asked for")
         names = [ref.name for ref in refs]
@@ -97,19 +99,29 @@ class SkillResolver:
                 "no skills repository is configured (skills_repository): new skills cannot be installed"
             )
         now = self.now()
+        asked = ", ".join(str(ref) for ref in refs)
         try:
             with self.trust.locked():
                 state = trusted.current(self.repository, self.trust, now)
         except SupplyUnavailable as exc:
             raise SupplyUnavailable(
-                f"{exc.message}: new skill installs are blocked (running agents are not touched)"
+                f"skill {asked}: {exc.message}: new skill installs are blocked (running agents are not touched)"
             ) from None
+        except SupplyError as exc:  # the same class (the reason), naming the skills asked for
+            raise type(exc)(f"skill {asked}: {exc.message}") from None
         if state.expired(now):
             raise SupplyUnavailable(
-                f"the skills index (version {state.index.version}) expired {docs.stamp(state.index.expires)}: "
+                f"skill {asked}: the skills index (version {state.index.version}) expired "
+                f"{docs.stamp(state.index.expires)}: "
                 "new skill installs are blocked until a fresh index is published"
             )
-        picked = [self._one(ref, tier, state, now) for ref in refs]
+        picked: list[tuple[SkillRef, bundle.Unpacked, str, str]] = []
+        total = 0
+        for ref in refs:
+            picked.append(self._one(ref, tier, state, now))
+            total += sum(len(body) for body in picked[-1][1].files.values())
+            if total > MAX_TOTAL:
+                raise BundleRefused(f"skill {ref}: the skills asked for hold more than {MAX_TOTAL} bytes together")
         return self._extract(picked, staging)
 
     def _one(

@@ -208,7 +208,7 @@ def test_an_index_signed_by_an_unknown_key_is_refused(forge: Forge) -> None:
     stranger = Ed25519PrivateKey.generate()
     forge.publish(forge.bundle("evil"))
     publish.reindex(forge.repo, stranger, [], 99, forge.now() + timedelta(days=1))
-    refused(forge, SignatureRefused, "index.json: signed by unknown key")
+    refused(forge, SignatureRefused, "^skill evil: index.json: signed by unknown key")
 
 
 def test_a_root_not_signed_by_the_pinned_key_is_refused(forge: Forge) -> None:
@@ -235,7 +235,7 @@ def test_an_older_index_is_a_rollback(forge: Forge) -> None:
     for child in forge.staging.iterdir():
         __import__("shutil").rmtree(child)
     (forge.repo.directory / "index.json").write_bytes(old)
-    refused(forge, RollbackRefused, "index.json version 1 is older than version 2 seen")
+    refused(forge, RollbackRefused, "^skill evil: index.json version 1 is older than version 2 seen")
 
 
 def test_the_same_index_version_with_other_bytes_is_refused(forge: Forge) -> None:
@@ -315,3 +315,11 @@ def test_an_index_digest_that_is_not_hex_is_refused(forge: Forge) -> None:
     signed["version"] += 1
     forge.repo.write("index.json", envelope(signed, [keys.sign(forge.signing_key, "index", docs.dump(signed))]))
     refused(forge, SupplyError, "a digest is not sha256:<64 hex digits>")
+
+
+def test_the_skills_asked_for_are_bounded_together(forge: Forge, monkeypatch: pytest.MonkeyPatch) -> None:
+    from colibri.services.skills import resolve as resolving
+
+    monkeypatch.setattr(resolving, "MAX_TOTAL", 40)
+    forge.publish(forge.bundle("mail"), forge.bundle("post"))
+    refused(forge, BundleRefused, "skill post: the skills asked for hold more than 40 bytes together", "mail", "post")
