@@ -190,6 +190,7 @@ def extract(unpacked: Unpacked, dest: Path) -> None:
             with_dir = dest / parent
             if not with_dir.is_dir():
                 os.mkdir(with_dir, 0o755)
+                os.chmod(with_dir, 0o755)  # noqa: S103 - whatever the umask: the jail's agent reads it
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, unpacked.files[entry.path])

@@ -45,8 +45,7 @@ class AgentRules:
         (PermissionDenied, its ``agent.refuse`` entry kept; services/hive/skillcheck.py)."""
         key = scope.agent_key(validate_name(agent_id, "agent id"))
         if scope.kind == "tenant":
-            with self._ledger.session() as session:
-                _check_owner(session, scope)
+            with self._ledger.store.session() as session:
                 why = check_register(session, str(scope.name), key, skills, [c["name"] for c in capabilities])
             if why is not None:
                 raise refused(key, why)

@@ -99,16 +99,20 @@ class SkillResolver:
                 "no skills repository is configured (skills_repository): new skills cannot be installed"
             )
         now = self.now()
+        asked = ", ".join(str(ref) for ref in refs)
         try:
             with self.trust.locked():
                 state = trusted.current(self.repository, self.trust, now)
         except SupplyUnavailable as exc:
             raise SupplyUnavailable(
-                f"{exc.message}: new skill installs are blocked (running agents are not touched)"
+                f"skill {asked}: {exc.message}: new skill installs are blocked (running agents are not touched)"
             ) from None
+        except SupplyError as exc:  # the same class (the reason), naming the skills asked for
+            raise type(exc)(f"skill {asked}: {exc.message}") from None
         if state.expired(now):
             raise SupplyUnavailable(
-                f"the skills index (version {state.index.version}) expired {docs.stamp(state.index.expires)}: "
+                f"skill {asked}: the skills index (version {state.index.version}) expired "
+                f"{docs.stamp(state.index.expires)}: "
                 "new skill installs are blocked until a fresh index is published"
             )
         picked: list[tuple[SkillRef, bundle.Unpacked, str, str]] = []

@@ -208,7 +208,7 @@ def test_an_index_signed_by_an_unknown_key_is_refused(forge: Forge) -> None:
     stranger = Ed25519PrivateKey.generate()
     forge.publish(forge.bundle("evil"))
     publish.reindex(forge.repo, stranger, [], 99, forge.now() + timedelta(days=1))
-    refused(forge, SignatureRefused, "index.json: signed by unknown key")
+    refused(forge, SignatureRefused, "^skill evil: index.json: signed by unknown key")
 
 
 def test_a_root_not_signed_by_the_pinned_key_is_refused(forge: Forge) -> None:
@@ -235,7 +235,7 @@ def test_an_older_index_is_a_rollback(forge: Forge) -> None:
     for child in forge.staging.iterdir():
         __import__("shutil").rmtree(child)
     (forge.repo.directory / "index.json").write_bytes(old)
-    refused(forge, RollbackRefused, "index.json version 1 is older than version 2 seen")
+    refused(forge, RollbackRefused, "^skill evil: index.json version 1 is older than version 2 seen")
 
 
 def test_the_same_index_version_with_other_bytes_is_refused(forge: Forge) -> None:

@@ -1,5 +1,6 @@
 """The resolver S2 calls: skill references → verified files in staging (issue 13)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,16 @@ def test_resolves_the_newest_version_into_staging(forge: Forge) -> None:
 
 def test_resolves_a_named_version_with_its_modes(forge: Forge) -> None:
     forge.publish(forge.bundle("mail", "1.0.0"), forge.bundle("mail", "2.0.0"))
-    [skill] = forge.resolver().resolve(
-        [SkillRef.parse("mail@1.0.0")], tier="paid", other_tenants=[], staging=forge.staging
-    )
+    old = os.umask(0o077)  # an operator's strict umask does not make the skill unreadable in the jail
+    try:
+        [skill] = forge.resolver().resolve(
+            [SkillRef.parse("mail@1.0.0")], tier="paid", other_tenants=[], staging=forge.staging
+        )
+    finally:
+        os.umask(old)
     assert skill.version == "1.0.0"
+    assert (skill.root / "handlers").stat().st_mode & 0o777 == 0o755
+    assert skill.root.stat().st_mode & 0o777 == 0o755
     assert (skill.root / "handlers/echo").stat().st_mode & 0o777 == 0o755
     assert (skill.root / "SKILL.md").stat().st_mode & 0o777 == 0o644
 
