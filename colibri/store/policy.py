@@ -10,6 +10,7 @@ ResourceQuota over-admission, kubernetes/kubernetes#24494).  A tenant with no ro
 it is denied, reserving nothing.
 """
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +27,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    case,
-    func,
     insert,
     select,
     update,
@@ -117,6 +116,37 @@ class Reservation:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Hot:
+    take: str
+    switch: str
+    parent: str
+    children: str
+    reserve: str
+
+
+@functools.cache
+def _hot(mark: str) -> _Hot:
+    """A decision's statements as the driver's SQL (positional parameters in its style; constants
+    only, no value is formatted in)."""
+    return _Hot(
+        take=(
+            "UPDATE spawn_policies SET "  # noqa: S608
+            f"window_start = CASE WHEN window_start <= {mark} - period THEN {mark} ELSE window_start END, "
+            f"window_count = CASE WHEN window_start <= {mark} - period THEN 1 ELSE window_count + 1 END "
+            f"WHERE tenant_id = {mark} RETURNING tenant_id, allowed, max_children, max_depth, rate, period, "
+            "templates, capabilities, skills, hosts, window_count"
+        ),
+        switch="SELECT forbid FROM spawn_switch WHERE name = 'global'",
+        parent=f"SELECT parent FROM tenants WHERE tenant_id = {mark}",  # noqa: S608
+        children=f"SELECT count(*) FROM spawn_reservations WHERE parent = {mark} AND state IN ('reserved', 'used')",  # noqa: S608
+        reserve=(
+            "INSERT INTO spawn_reservations (id, parent, agent_id, state, child, depth, request, created_at, "  # noqa: S608
+            f"expires_at, updated_at, why) VALUES ({', '.join([mark] * 11)})"
+        ),
+    )
+
+
 def _policy(row: Any) -> SpawnPolicy:
     lists = {kind: tuple(json.loads(getattr(row, kind))) for kind in _KINDS}
     return SpawnPolicy(
@@ -135,34 +165,36 @@ def _reservation(row: Any) -> Reservation:
 class PolicyRepo:
     def __init__(self, session: Session) -> None:
         self._session = session
+        self._raw: Any = None
 
     # ---- a decision ------------------------------------------------------------------------
 
     def take(self, tenant: str, now: float) -> tuple[SpawnPolicy, int] | None:
         """Lock ``tenant``'s policy row, count this request in its rate window (a new window when
-        the last began a period ago or more); its policy and the window's count.  None: no policy."""
-        fresh = POLICIES.c.window_start <= now - POLICIES.c.period
-        query = (
-            update(POLICIES)
-            .where(POLICIES.c.tenant_id == tenant)
-            .values(
-                window_start=case((fresh, now), else_=POLICIES.c.window_start),
-                window_count=case((fresh, 1), else_=POLICIES.c.window_count + 1),
-            )
-            .returning(*POLICIES.c)
-        )
-        row = self._session.execute(query).first()
-        return None if row is None else (_policy(row), int(row.window_count))
+        the last began a period ago or more); its policy and the window's count.  None: no policy.
+        (Both CASEs read the row as it was: SQL's SET sees the old values.)"""
+        cursor = self._cursor()
+        cursor.execute(_hot(self._mark).take, (now, now, now, tenant))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        lists = {kind: tuple(json.loads(value)) for kind, value in zip(_KINDS, row[6:10], strict=True)}
+        policy = SpawnPolicy(row[0], bool(row[1]), row[2], row[3], row[4], row[5], **lists)
+        return policy, int(row[10])
 
     def forbid_all(self) -> bool:
-        row = self._session.execute(select(SWITCH.c.forbid).where(SWITCH.c.name == "global")).first()
+        cursor = self._cursor()
+        cursor.execute(_hot(self._mark).switch)
+        row = cursor.fetchone()
         return bool(row and row[0])
 
     def lineage(self, tenant: str) -> tuple[tuple[str, ...], bool]:
         """The tenant ids from the root to ``tenant``; True when cut (deeper than MAX_DEPTH, or a loop)."""
+        cursor, query = self._cursor(), _hot(self._mark).parent
         chain = [tenant]
         while len(chain) <= MAX_DEPTH + 1:
-            row = self._session.execute(select(TENANTS.c.parent).where(TENANTS.c.tenant_id == chain[-1])).first()
+            cursor.execute(query, (chain[-1],))
+            row = cursor.fetchone()
             if row is None or row[0] is None:
                 return tuple(reversed(chain)), False
             if row[0] in chain:
@@ -177,12 +209,27 @@ class PolicyRepo:
         return {row.tenant_id: _policy(row) for row in rows}
 
     def children(self, parent: str) -> int:
-        query = select(func.count()).where(RESERVATIONS.c.parent == parent, RESERVATIONS.c.state.in_(COUNTED))
-        return int(self._session.execute(query).scalar_one())
+        cursor = self._cursor()
+        cursor.execute(_hot(self._mark).children, (parent,))
+        return int(cursor.fetchone()[0])
 
     def reserve(self, reservation: Reservation, now: float) -> None:
-        values = reservation.view() | {"request": json.dumps(reservation.request, sort_keys=True), "updated_at": now}
-        self._session.execute(insert(RESERVATIONS).values(**values))
+        r = reservation
+        row = (r.id, r.parent, r.agent_id, r.state, r.child, r.depth, json.dumps(r.request, sort_keys=True),
+               r.created_at, r.expires_at, now, r.why)  # fmt: skip
+        self._cursor().execute(_hot(self._mark).reserve, row)
+
+    @property
+    def _mark(self) -> str:
+        return "?" if self._session.get_bind().dialect.paramstyle == "qmark" else "%s"
+
+    def _cursor(self) -> Any:
+        """The driver's own cursor in this session's transaction: a decision's statements are on
+        the request path, and SQLAlchemy's statement machinery cost more than they do (as in
+        store/audit.py; bench/policy_decide.py)."""
+        if self._raw is None:
+            self._raw = self._session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        return self._raw
 
     # ---- a reservation's life --------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def test_set_show_global_and_decisions(invoke: Invoke) -> None:
     found = json.loads(out)["data"]
     assert [d["rule"] for d in found[1:]] == ["allow", "capability"] and found[1]["reservation"] == granted.reservation
     code, out, _ = invoke("policy", "show", "queen")
-    assert code == 0 and granted.reservation in out and "children       1" in out
+    assert code == 0 and str(granted.reservation) in out and "children       1" in out
     assert invoke("policy", "global", "--forbid")[1].startswith("self-spawn: FORBIDDEN")
     code, out, _ = invoke("policy", "global", "--json")
     assert json.loads(out)["data"]["forbid"] is True and json.loads(out)["data"]["changed_by"].startswith("operator:")
