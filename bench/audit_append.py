@@ -62,9 +62,10 @@ def main() -> None:
         store = Store(f"sqlite:///{Path(tmp) / 'colibri.db'}")
         with store.session() as session:
             session.connection().execute(text("CREATE TABLE bench_floor (n INTEGER)"))
-        signer = AuditSigner(store, KeyDir(Path(tmp) / "audit", "osa"), "osa")
+        keys = KeyDir(Path(tmp) / "audit", "osa")
+        signer = AuditSigner(store, keys, "osa")
         done = 0
-        with origin.acting("agent:acme/a1", host="osa"):
+        with origin.acting("agent:acme/a1", host="osa", vouch=keys.entry_key):  # each entry with its MAC
             for _ in range(args.rounds):
                 results["floor"].append(floor(store, args.count))
                 results["append"].append(appends(store, args.count, None, done))
