@@ -10,6 +10,7 @@ of the witness's own log (``audit.cosign`` refused), which ``audit verify`` repo
 """
 
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -71,6 +72,7 @@ class AuditSigner:
     # ---- keys ----------------------------------------------------------------------------------
     def _key(self) -> tuple[Ed25519PrivateKey, PublicKey]:
         """This host's key (made on first use, and then recorded); call with the lock held."""
+        self._settle()
         loaded = self.keys.load(create=True)
         assert loaded is not None
         private, _ = loaded
@@ -83,6 +85,25 @@ class AuditSigner:
                 repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
                 self._record(session, Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
         return private, public
+
+    def _settle(self) -> None:
+        """Finish or undo a rotation a crash interrupted (call with the lock held): a staged next
+        key the store records (its row, endorsed by the old key, committed) replaces the old one;
+        one the store does not know was never rotated to, and is removed (the old key stays)."""
+        staged = self.keys.staged()
+        if staged is None:
+            return
+        public = self.keys.public(staged)
+        with self.store.session() as session:
+            rows = [row for row in TrailRepo(session).public_keys() if row.host == self.host]
+        if any(row.key_id == public.key_id and row.endorsement for row in rows):
+            self.keys.promote()
+            log.warning("audit: finished the rotation to key %s (interrupted after the store recorded it)",
+                        public.key_id)  # fmt: skip
+        else:
+            self.keys.discard_staged()
+            log.warning("audit: undid an interrupted rotation to key %s (the store never recorded it)",
+                        public.key_id)  # fmt: skip
 
     def public_key(self) -> PublicKey:
         with self.keys.locked():
@@ -101,25 +122,37 @@ class AuditSigner:
                 "time": now,
                 "signature": base64.b64encode(private.sign(note.endorse_message(new, now))).decode(),
             }
-            with self.store.session() as session:
-                repo = TrailRepo(session)
-                repo.retire_key(self.host, old.key_id, now)
-                repo.add_key(
-                    AuditKey(
-                        host=self.host,
-                        key_id=new.key_id,
-                        public_key=new.vkey,
-                        created_at=now,
-                        endorsement=json.dumps(endorsement, sort_keys=True),
-                    )
-                )
-                self._record(
-                    session,
-                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id}),
-                )
-                self.keys.rotate_to(new_private)  # in the transaction: a key file not written is no rotation
+            # the new key staged beside the old one, then the store's rows committed, then the new key
+            # put in place: a crash before the commit leaves the old key in force and the staged one
+            # is removed; a crash after it, the staged one is put in place (``_settle``)
+            self.keys.stage(new_private)
+            try:
+                self._rotate_rows(old, new, now, endorsement)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the store decides (a commit may fail after it is made)
+                    self._settle()
+                raise
+            self.keys.promote()
             self._sign(new_private, new)
             return old, new
+
+    def _rotate_rows(self, old: PublicKey, new: PublicKey, now: str, endorsement: dict[str, str]) -> None:
+        with self.store.session() as session:
+            repo = TrailRepo(session)
+            repo.retire_key(self.host, old.key_id, now)
+            repo.add_key(
+                AuditKey(
+                    host=self.host,
+                    key_id=new.key_id,
+                    public_key=new.vkey,
+                    created_at=now,
+                    endorsement=json.dumps(endorsement, sort_keys=True),
+                )
+            )
+            self._record(
+                session,
+                Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id}),
+            )
 
     def sign_statement(self, message: bytes) -> tuple[str, bytes]:
         """(key id, signature) of ``message`` under this host's key (the export's statement)."""
