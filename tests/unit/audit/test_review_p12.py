@@ -156,3 +156,12 @@ def test_d_a_rotation_cut_after_its_commit_is_finished_by_the_next_signer(
     export.export(again, tmp_path / "b.jsonl")
     report = verify(tmp_path / "b.jsonl", [old])  # the old key's endorsement carries trust to the new one
     assert report.hosts["osa"].entries >= 4
+
+
+def test_verify_knows_the_outcomes_an_entry_may_have() -> None:
+    """verify's per-entry host check reads the top-level host and outcome as one suffix before prev
+    (verify.OUTCOMES, a copy: verify imports no encoder): it must be entry.OUTCOMES."""
+    from colibri.audit import entry
+    from colibri.audit import verify as verifier
+
+    assert verifier.OUTCOMES == entry.OUTCOMES
