@@ -35,7 +35,8 @@ def log(store: Store, tenant: str | None, since: str | None, host: str | None, l
     for found_host, seq, body in rows:
         value = _entry(body)
         if value is None:  # edited in the store: shown as what it is, never as an entry (or a traceback)
-            value = {"host": found_host, "seq": seq, "junk": "not an audit entry (edited in the store?)"}
+            value = dict.fromkeys(SHOWN) | {"host": found_host, "seq": seq, "outcome": "junk"}
+            value["junk"] = "not an audit entry (edited in the store?)"
         else:
             value["leaf"] = leaf_hash(body.encode()) if body is not None else None
         entries.append(value)
@@ -52,7 +53,11 @@ def _entry(body: str | None) -> dict[str, Any] | None:
         value = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) and all(name in value for name in SHOWN) else None
+
+
+SHOWN = ("ts", "host", "seq", "actor", "action", "subject", "outcome")
+"""What ``audit log`` shows of an entry: a body without any of them is not one."""
 
 
 def prove(store: Store, host: str, seq: int) -> dict[str, Any]:

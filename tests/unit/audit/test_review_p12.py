@@ -108,6 +108,7 @@ def test_c_junk_rows_are_reported_as_junk_not_as_entries_keys_or_a_traceback(wor
         conn.execute(text("UPDATE audit_entries SET body = '{not json' WHERE seq = 2"))
     entries = query.log(store, None, None, None, 10)
     assert [e.get("junk") is not None for e in entries] == [False, True, False, False], entries
+    assert entries[1]["outcome"] == "junk" and entries[1]["seq"] == 2 and "ts" in entries[1]  # what the table shows
 
 
 # (d) ---------------------------------------------------------------------------------------------
@@ -165,3 +166,28 @@ def test_verify_knows_the_outcomes_an_entry_may_have() -> None:
     from colibri.audit import verify as verifier
 
     assert verifier.OUTCOMES == entry.OUTCOMES
+
+
+def test_c_audit_log_and_keys_show_junk_rows_in_one_line_each(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, invoke: Any
+) -> None:
+    from tests.unit.audit.trail_helpers import record
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("COLIBRI_DATABASE_URL", url)
+    monkeypatch.setenv("COLIBRI_HOST", "osa")
+    record(url, "osa", 2)
+    store = Store(url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_entries SET body = '{}' WHERE seq = 1"))
+            conn.execute(text("INSERT INTO audit_keys (host, key_id, public_key, created_at, endorsement) "
+                              "VALUES ('evil', 'k', 'junk', 't', '[1]')"))  # fmt: skip
+    finally:
+        store.close()
+    code, out, err = invoke("audit", "log")
+    assert code == 0 and "junk" in out and "Traceback" not in out + err, out + err
+    code, out, err = invoke("audit", "keys", "--verifier-keys")
+    assert code == 0 and "junk" not in out, out + err
+    code, out, err = invoke("audit", "keys")
+    assert code == 0 and "evil (junk)" in out, out + err
