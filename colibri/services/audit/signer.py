@@ -20,11 +20,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.audit_keys import KeyDir
-from colibri.audit import keychain, note, origin
+from colibri.audit import note, origin
 from colibri.audit.entry import Event
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
 from colibri.errors import AuditError
 from colibri.services.audit.fold import _after, _fold, _range, _remembered
+from colibri.services.audit.peer_keys import _peer_chain, _peer_keys
 from colibri.store.audit import AuditRepo, timestamp
 from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKey, TrailRepo
 from colibri.store.db import Store
@@ -388,39 +389,3 @@ class AuditSigner:
         )
         remembered = _remembered(tree, leaf, now) | {"keys": sorted(k.vkey for k in trusted)}
         return Signed(host, checkpoint.size, row.root, public.key_id, now), remembered
-
-
-def _peer_keys(host: str, pinned: list[str] | None, rows: Iterable[AuditKey]) -> list[PublicKey]:
-    """The keys this witness trusts for ``host``: those it pinned, and those the store holds that
-    a trusted one endorsed; on first sight (nothing pinned), every key the store holds for it."""
-    return _peer_chain(host, pinned, rows)[0]
-
-
-def _peer_chain(
-    host: str, pinned: list[str] | None, rows: Iterable[AuditKey]
-) -> tuple[list[PublicKey], dict[str, str]]:
-    """``_peer_keys`` and, per retired key id, when its successor was endorsed (the chain walked
-    once, linear in the rows in any order; BadNote when a key endorses two successors)."""
-    found: dict[str, PublicKey] = {}
-    endorsements: list[keychain.Endorsement] = []
-    for row in rows:
-        if row.host != host:
-            continue
-        try:
-            key = note.parse_vkey(row.public_key)
-        except BadNote:
-            continue
-        found[key.key_id] = key
-        if row.endorsement:
-            try:
-                value = json.loads(row.endorsement)
-                endorsement = keychain.Endorsement(
-                    key, str(value["by"]), str(value["time"]), base64.b64decode(value["signature"])
-                )
-            except (ValueError, KeyError, TypeError):
-                continue
-            endorsements.append(endorsement)
-    roots = list(found.values()) if not pinned else [note.parse_vkey(v) for v in pinned]
-    trusted = {(k.name, k.key_id): k for k in roots}
-    successors = keychain.follow(trusted, endorsements)
-    return list(trusted.values()), {key_id: when for (_, key_id), (_, when) in successors.items()}
