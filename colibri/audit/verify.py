@@ -34,7 +34,6 @@ FOLD_BLOCK = 32 * 8192  # leaves sent to the folding process at a time
 FOLD_ASIDE_BYTES = 16 << 20  # bundles from this size on fold their trees in a second process
 PARALLEL_NOTES = 256  # from this many checkpoints on, their signatures are checked in a second process
 REFUSAL = b'{"action":"audit.cosign",'
-OUTCOMES = ("ok", "failed", "refused")  # audit.entry.OUTCOMES (not imported: verify needs no encoder)
 Progress = Callable[[int], None]
 
 
@@ -219,9 +218,6 @@ class _Verifier:
         prev = GENESIS
         seq = 0
         host_token = b',"host":"' + host.encode() + b'","outcome":"'
-        # the top-level host and outcome end right where prev begins: one suffix test, no search
-        # (an outcome is one of entry.OUTCOMES: colibri writes no other, so no signed entry has one)
-        own_host = tuple(host_token + outcome.encode() + b'"' for outcome in OUTCOMES)
         first_unsigned: bytes | None = None
         pending = b""
         folder = self.folder  # None: the tree is folded here; else by the second process
@@ -231,7 +227,7 @@ class _Verifier:
             folder.send_bytes(b"H" + host.encode())
         for body in itertools.chain((first,), lines):
             at = body.rfind(b',"prev":"')
-            if not body.startswith(prev, at + 9):  # the next host's first entry, a record, or a broken chain
+            if body[at + 9 : at + 73] != prev:  # the next host's first entry, a record, or a broken chain
                 if self._ends_chain(host, seq, body, at, host_token):
                     pending = body
                     break
@@ -239,7 +235,10 @@ class _Verifier:
             seq += 1
             # every entry says its own host and seq (the top-level host is the last one before prev:
             # detail sorts before it and outcome's string cannot hold a quote), not only at a mark
-            if not (body.startswith(b'","seq":%d,' % seq, at + 73) and body.endswith(own_host, 0, at)):
+            if not (
+                body.startswith(b'","seq":%d,' % seq, at + 73)
+                and body.startswith(host_token, body.rfind(b',"host":"', 0, at))
+            ):
                 raise self._misplaced(host, seq, body)
             digest = sha256(b"\x00" + body).digest()
             prev = hexlify(digest)

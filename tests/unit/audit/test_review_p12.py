@@ -159,15 +159,6 @@ def test_d_a_rotation_cut_after_its_commit_is_finished_by_the_next_signer(
     assert report.hosts["osa"].entries >= 4
 
 
-def test_verify_knows_the_outcomes_an_entry_may_have() -> None:
-    """verify's per-entry host check reads the top-level host and outcome as one suffix before prev
-    (verify.OUTCOMES, a copy: verify imports no encoder): it must be entry.OUTCOMES."""
-    from colibri.audit import entry
-    from colibri.audit import verify as verifier
-
-    assert verifier.OUTCOMES == entry.OUTCOMES
-
-
 def test_c_audit_log_and_keys_show_junk_rows_in_one_line_each(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, invoke: Any
 ) -> None:
