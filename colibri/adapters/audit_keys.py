@@ -4,7 +4,8 @@
 root's, 0400), ``memory.json`` (0600: the compact range of the newest tree this host signed, and
 per other host the newest tree it cosigned, with the key it pinned; what makes a truncated or
 rewritten store visible even when the store's own rows were edited), ``audit.lock`` (signers of
-one host take turns), ``entry.key`` (0400: 32 random bytes, the HMAC key every entry this host
+one host take turns), ``signing.key.next`` (a rotation's new key, from before the store records it
+until it replaces ``signing.key``), ``entry.key`` (0400: 32 random bytes, the HMAC key every entry this host
 writes carries a MAC under; its signer signs no entry without it, so another host's database
 credentials cannot write into this host's signed history).  The memory is written without
 fsync (it is on every checkpoint's path): a crash may leave an older one, or a cut one that
@@ -30,6 +31,7 @@ from colibri.audit.note import PublicKey, key_name
 from colibri.errors import NeedsRoot, PermissionDenied
 
 KEY = "signing.key"
+NEXT = "signing.key.next"
 ENTRY_KEY = "entry.key"
 MEMORY = "memory.json"
 MAX_MEMORY = 1 << 20
@@ -83,26 +85,26 @@ class KeyDir:
         finally:
             os.close(fd)
 
-    def _read_key(self) -> Ed25519PrivateKey | None:
+    def _read_key(self, name: str = KEY) -> Ed25519PrivateKey | None:
         try:
-            fd = self._open(KEY)
+            fd = self._open(name)
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "rb") as handle:
             st = os.fstat(handle.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise PermissionDenied(f"{self.directory / KEY} is not a regular file")
-            _check(st, self.directory / KEY, (0o400, 0o600))
+                raise PermissionDenied(f"{self.directory / name} is not a regular file")
+            _check(st, self.directory / name, (0o400, 0o600))
             data = handle.read(4096)
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
-            raise PermissionDenied(f"{self.directory / KEY} is not an Ed25519 private key") from None
+            raise PermissionDenied(f"{self.directory / name} is not an Ed25519 private key") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise PermissionDenied(f"{self.directory / KEY} is not an Ed25519 private key")
+            raise PermissionDenied(f"{self.directory / name} is not an Ed25519 private key")
         return key
 
-    def _write_key(self, key: Ed25519PrivateKey, replace: bool) -> None:
+    def _write_key(self, key: Ed25519PrivateKey, replace: bool, name: str = KEY) -> None:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -117,12 +119,15 @@ class KeyDir:
             os.close(fd)
         try:
             if replace:
-                os.replace(tmp, self.directory / KEY)
+                os.replace(tmp, self.directory / name)
             else:
-                os.link(tmp, self.directory / KEY)  # fails if another signer made one first
+                os.link(tmp, self.directory / name)  # fails if another signer made one first
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
         dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
@@ -182,10 +187,28 @@ class KeyDir:
             return found, False
         return key, True
 
-    def rotate_to(self, key: Ed25519PrivateKey) -> None:
-        """``key`` in place of the current one (the old private key is gone once this returns)."""
+    # ---- a rotation in two steps (the key file and the store's rows cannot change at once) ----
+    def stage(self, key: Ed25519PrivateKey) -> None:
+        """Write ``key`` as the next key (``signing.key.next``, fsync'ed) beside the current one,
+        which stays in force until ``promote``: a rotation stages, commits the store's rows, then
+        promotes; the signer settles a staged key left by a crash (services/audit/signer.py)."""
         self._ensure_dir()
-        self._write_key(key, replace=True)
+        self._write_key(key, replace=True, name=NEXT)
+
+    def staged(self) -> Ed25519PrivateKey | None:
+        """The next key a rotation staged and did not promote or discard (None: no rotation under way)."""
+        self._ensure_dir()
+        return self._read_key(NEXT)
+
+    def promote(self) -> None:
+        """The staged key in place of the current one (the old private key is gone once this returns)."""
+        os.replace(self.directory / NEXT, self.directory / KEY)
+        self._sync_dir()
+
+    def discard_staged(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / NEXT)
+            self._sync_dir()
 
     # ---- the signer's memory -------------------------------------------------------------------
     def memory(self) -> dict[str, Any]:

@@ -35,7 +35,8 @@ ACTIONS: dict[str, str] = {
     "agent.release": "an adopted jail was handed back (colibri's additions removed): the tenant is registered again",
     "reconcile.repair": "reconcile --apply repaired a drift (started/stopped a jail, marked a tenant failed) or failed",
     # secrets and the vault
-    "secrets.provision": "a tenant's .env was written on this host: its key names and keyed digest (HMAC-SHA256)",
+    "secrets.provision": "a tenant's .env was written on this host: its key names and keyed digest (HMAC-SHA256); "
+    "recorded just before the rename, so a rename that then fails is a second one, failed, installed false",
     "secrets.status": "a tenant's secrets status changed without a write (stale after a refusal, none: no collection)",
     "secrets.send": "the orchestrator sent a tenant's rendered .env to its host: key names, keyed digest, the answer",
     "vault.login": "the operator's vault credentials were proved and stored (or replaced): where, never the credential",

@@ -5,6 +5,7 @@ derived from it.  ``prev`` is the leaf of the host's previous entry (64 zeros fo
 an edit, a deletion, an insertion or a reordering anywhere breaks the chain at that point.
 """
 
+import functools
 import hashlib
 import hmac
 import re
@@ -85,4 +86,11 @@ MAC_CONTEXT = b"colibri-audit-entry-mac\n"
 def entry_mac(key: bytes, encoded: bytes) -> str:
     """The HMAC-SHA256 of an entry body under its host's entry key, hex: what its signer checks
     before signing an entry as its own (an entry another host wrote under its name has none)."""
-    return hmac.new(key, MAC_CONTEXT + encoded, hashlib.sha256).hexdigest()
+    mac = _keyed(key).copy()  # the key's HMAC state made once (the context absorbed), copied per entry
+    mac.update(encoded)
+    return mac.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> "hmac.HMAC":
+    return hmac.new(key, MAC_CONTEXT, hashlib.sha256)

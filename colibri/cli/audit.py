@@ -179,7 +179,8 @@ def keys(
     found = query.keys(ctxo.store, own)
     if verifier_keys:
         for row in found:
-            output.line(row["public_key"])
+            if row["problem"] is None:  # a junk row of the store is never handed on as a key to trust
+                output.line(row["public_key"])
         return
     if as_json:
         output.emit_json(found)
@@ -188,7 +189,7 @@ def keys(
         ("HOST", "KEY ID", "CREATED", "RETIRED", "ENDORSED BY", "PUBLIC KEY"),
         (
             (
-                k["host"] + (" (this)" if k["this_host"] else ""),
+                k["host"] + (" (this)" if k["this_host"] else "") + (" (junk)" if k["problem"] else ""),
                 k["key_id"],
                 k["created_at"],
                 k["retired_at"],

@@ -92,8 +92,14 @@ class EnvWriter:
             )
             if install is not None:
                 # A rename in the directory the staged file was made in: a failure (SecretsError)
-                # marks the tenant stale, another entry, and the old .env stays.
-                install()
+                # leaves the old .env, and the log says so right after the entry that announced the
+                # new one: ``secrets.provision`` failed, the same digest, ``installed: false``.
+                try:
+                    install()
+                except SecretsError as exc:
+                    undone = {**provisioned, "changed": False, "installed": False}
+                    self.mark(target.tenant_id, "stale", str(exc), provisioned=undone)
+                    raise
         if changed and self._secrets_changed is not None:
             self._secrets_changed(target.tenant_id)
         return path, changed

@@ -8,10 +8,11 @@ pages, so an export or a first signature over a million entries never holds them
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Text, and_, func, select, update
+from sqlalchemy import BigInteger, Column, Text, and_, case, func, select, update
 from sqlmodel import Field, Session, SQLModel, col
 from sqlmodel import select as orm_select
 
+from colibri.audit.note import MAX_NOTE
 from colibri.store.audit import AuditEntry, AuditHead
 
 PAGE = 5000
@@ -56,6 +57,7 @@ _H = AuditHead.__table__  # type: ignore[attr-defined]
 _C = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 _S = AuditCosignature.__table__  # type: ignore[attr-defined]
 _K = AuditKey.__table__  # type: ignore[attr-defined]
+_SANE_NOTE = func.length(_C.c.note) <= MAX_NOTE
 
 
 class TrailRepo:
@@ -103,9 +105,13 @@ class TrailRepo:
                 return
             after = int(page[-1][0])
 
-    def log(self, tenant: str | None, since: str | None, host: str | None, limit: int) -> list[str]:
-        """The newest ``limit`` entry bodies matching, oldest first."""
-        query = select(_E.c.body)
+    def log(
+        self, tenant: str | None, since: str | None, host: str | None, limit: int, max_body: int
+    ) -> list[tuple[str, int, str | None]]:
+        """The newest ``limit`` entries matching, oldest first: (host, seq, body), the body None when
+        longer than ``max_body`` (junk: no entry colibri writes is; never loaded)."""
+        shown = case((func.length(_E.c.body) <= max_body, _E.c.body), else_=None)
+        query = select(_E.c.host, _E.c.seq, shown)
         if tenant is not None:
             query = query.where(_E.c.tenant == tenant)
         if since is not None:
@@ -113,28 +119,47 @@ class TrailRepo:
         if host is not None:
             query = query.where(_E.c.host == host)
         rows = self._rows(query.order_by(_E.c.ts.desc(), _E.c.host, _E.c.seq.desc()).limit(limit))
-        return [str(body) for (body,) in reversed(rows)]
+        return [(str(h), int(seq), None if body is None else str(body)) for h, seq, body in reversed(rows)]
 
     # ---- checkpoints and cosignatures ------------------------------------------------------------
     def latest_checkpoint(self, host: str) -> AuditCheckpoint | None:
-        query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host)
+        query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host, _SANE_NOTE)
         return self._session.exec(query.order_by(col(AuditCheckpoint.size).desc()).limit(1)).first()
 
     def recent_checkpoints(self, host: str, limit: int) -> list[AuditCheckpoint]:
-        """``host``'s ``limit`` largest checkpoint rows, largest first."""
-        query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host)
+        """``host``'s ``limit`` largest checkpoint rows, largest first (a row whose note is longer than
+        any note is junk, never loaded)."""
+        query = orm_select(AuditCheckpoint).where(AuditCheckpoint.host == host, _SANE_NOTE)
         return list(self._session.exec(query.order_by(col(AuditCheckpoint.size).desc()).limit(limit)).all())
 
-    def checkpoints(self, host: str | None = None) -> list[AuditCheckpoint]:
+    def checkpoints(self, host: str | None = None, max_note: int | None = None) -> list[AuditCheckpoint]:
+        """Every checkpoint row (of ``host``), by host and size; with ``max_note``, only rows whose
+        note is at most that long (a longer one is no checkpoint colibri signed: never loaded)."""
         query = orm_select(AuditCheckpoint)
         if host is not None:
             query = query.where(AuditCheckpoint.host == host)
+        if max_note is not None:
+            query = query.where(func.length(_C.c.note) <= max_note)
         return list(self._session.exec(query.order_by(col(AuditCheckpoint.host), col(AuditCheckpoint.size))).all())
+
+    def oversized(self, limit: int) -> dict[str, int]:
+        """Per trail table, how many rows hold a text longer than ``limit`` (junk: colibri writes
+        none; counted, never read)."""
+        found = {
+            "audit_checkpoints": select(func.count()).where(func.length(_C.c.note) > limit),
+            "audit_cosignatures": select(func.count()).where(func.length(_S.c.signature) > limit),
+            "audit_keys": select(func.count()).where(
+                (func.length(_K.c.public_key) > limit) | (func.coalesce(func.length(_K.c.endorsement), 0) > limit)
+            ),
+        }
+        return {name: int(self._rows(query)[0][0]) for name, query in found.items()}
 
     def newest_checkpoints(self, other_than: str) -> list[AuditCheckpoint]:
         """Every other host's newest checkpoint (what a witness cosigns), one row per host."""
         newest = (
-            select(_C.c.host, func.max(_C.c.size).label("size")).where(_C.c.host != other_than).group_by(_C.c.host)
+            select(_C.c.host, func.max(_C.c.size).label("size"))
+            .where(_C.c.host != other_than, _SANE_NOTE)
+            .group_by(_C.c.host)
         ).subquery()
         on = and_(col(AuditCheckpoint.host) == newest.c.host, col(AuditCheckpoint.size) == newest.c.size)
         query = orm_select(AuditCheckpoint).join(newest, on)
@@ -144,10 +169,12 @@ class TrailRepo:
         self._session.add(row)
         self._session.flush()
 
-    def cosignatures(self) -> list[AuditCosignature]:
+    def cosignatures(self, max_text: int | None = None) -> list[AuditCosignature]:
         query = orm_select(AuditCosignature).order_by(
             col(AuditCosignature.host), col(AuditCosignature.size), col(AuditCosignature.witness)
         )
+        if max_text is not None:
+            query = query.where(func.length(_S.c.signature) <= max_text)
         return list(self._session.exec(query).all())
 
     def add_cosignature(self, row: AuditCosignature) -> None:
@@ -155,8 +182,12 @@ class TrailRepo:
         self._session.flush()
 
     # ---- keys ----------------------------------------------------------------------------------
-    def public_keys(self) -> list[AuditKey]:
+    def public_keys(self, max_text: int | None = None) -> list[AuditKey]:
         query = orm_select(AuditKey).order_by(col(AuditKey.host), col(AuditKey.created_at))
+        if max_text is not None:
+            query = query.where(
+                func.length(_K.c.public_key) <= max_text, func.coalesce(func.length(_K.c.endorsement), 0) <= max_text
+            )
         return list(self._session.exec(query).all())
 
     def add_key(self, row: AuditKey) -> None:

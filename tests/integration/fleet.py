@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from colibri.services.tenants import TenantService
 from colibri.store.db import Store
+from tests.integration.as_host import as_host
 from tests.integration.hive_harness import Hive, Raw
 
 FLEET_ENV = {"COLIBRI_TASK_POLL_INTERVAL": "0.2"}
@@ -54,7 +55,8 @@ class Fleet:
         would, and have that host's daemon open its socket now."""
         store = Store(self.url)
         try:
-            TenantService(store, host).register(name, None, None)
+            with as_host(self.hosts[host].root / "db", host):  # as that host's colibri, with its entry key
+                TenantService(store, host).register(name, None, None)
             with store.connect() as conn:
                 conn.execute(text("UPDATE tenants SET status = :s WHERE tenant_id = :t"), {"s": status, "t": name})
                 conn.commit()

@@ -18,6 +18,7 @@ from typing import Any
 from colibri.audit import bundle, note
 from colibri.audit.entry import leaf_hash
 from colibri.audit.merkle import CompactRange
+from colibri.audit.note import BadNote
 from colibri.errors import AuditError
 from colibri.services.audit.signer import AuditSigner
 from colibri.store.audit import timestamp
@@ -25,6 +26,47 @@ from colibri.store.audit_trail import TrailRepo
 
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 100_000
+MAX_ROW_TEXT = 8192
+"""The longest key, endorsement or cosignature text an export reads (colibri writes < 1 KiB)."""
+MAX_JUNK_WARNINGS = 20
+
+
+class _Junk:
+    """The rows an export left out, named in its warnings (the first MAX_JUNK_WARNINGS, then a count)."""
+
+    def __init__(self, warnings: list[str]) -> None:
+        self.warnings = warnings
+        self.count = 0
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if self.count <= MAX_JUNK_WARNINGS:
+            self.warnings.append(_shown(text, 300))
+
+    def close(self) -> None:
+        if self.count > MAX_JUNK_WARNINGS:
+            self.warnings.append(f"... and {self.count - MAX_JUNK_WARNINGS} more rows left out as junk")
+
+
+def _shown(text: str, most: int = 64) -> str:
+    """A row's text as a warning shows it: short, printable ASCII (a junk row's text is anyone's)."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in str(text)[:most])
+
+
+def _endorsement(text: str | None) -> dict[str, Any] | None:
+    """A key row's endorsement as colibri writes it (by, time, signature: short strings), else None."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    fields = ("by", "time", "signature")
+    if not isinstance(value, dict) or set(value) != set(fields):
+        return None
+    if not all(isinstance(value[name], str) and len(value[name]) <= 200 for name in fields):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -82,9 +124,16 @@ def _write(signer: AuditSigner, out: Any, progress: Progress | None) -> tuple[di
         repo = TrailRepo(session)
         # every signature first, then the entries: all a checkpoint covers was committed before it
         # was signed, so the entries read after it are there (unless deleted: the evidence stays in)
-        keys = repo.public_keys()
-        checkpoints = repo.checkpoints()
-        cosignatures = repo.cosignatures()
+        # each row bounded (a longer text is no row colibri wrote: counted, never loaded) and each
+        # one that is not what colibri writes (a note that does not parse, a root that is not hex)
+        # left out with a warning: anyone who can write the table could otherwise make every
+        # export too large to write, or unverifiable, with one junk row
+        for table, count in repo.oversized(MAX_ROW_TEXT).items():
+            if count:
+                warnings.append(f"{table}: {count} row(s) longer than {MAX_ROW_TEXT} characters left out (junk)")
+        keys = repo.public_keys(max_text=MAX_ROW_TEXT)
+        checkpoints = repo.checkpoints(max_note=note.MAX_NOTE)
+        cosignatures = repo.cosignatures(max_text=MAX_ROW_TEXT)
         heads = repo.heads()
         hosts = sorted(set(heads) | set(repo.hosts()))
         total = sum(seq for seq, _ in heads.values())
@@ -92,8 +141,17 @@ def _write(signer: AuditSigner, out: Any, progress: Progress | None) -> tuple[di
         out.write(
             _line({"t": "bundle", "format": bundle.FORMAT, "version": bundle.VERSION, "host": signer.host, "time": now})
         )
+        junk = _Junk(warnings)
+        written_keys = 0
         for key in keys:
-            endorsement = json.loads(key.endorsement) if key.endorsement else None
+            try:
+                note.parse_vkey(key.public_key)
+            except BadNote as exc:
+                junk.add(f"audit_keys: the key row {_shown(key.host)}/{_shown(key.key_id)} left out: {exc}")
+                continue
+            endorsement = _endorsement(key.endorsement)
+            if key.endorsement and endorsement is None:
+                junk.add(f"audit_keys: the endorsement of key {_shown(key.key_id)} is not one colibri writes: left out")
             out.write(
                 _line(
                     {
@@ -106,16 +164,32 @@ def _write(signer: AuditSigner, out: Any, progress: Progress | None) -> tuple[di
                     }
                 )
             )
+            written_keys += 1
+        written_checkpoints = 0
         for row in checkpoints:
+            try:
+                checkpoint, _ = note.parse(row.note)
+                if (checkpoint.host, checkpoint.size, checkpoint.root.hex()) != (row.host, row.size, row.root):
+                    raise BadNote("its columns are not what its note says")
+            except BadNote as exc:
+                junk.add(f"audit_checkpoints: the row {_shown(row.host)}@{row.size} left out: {exc}")
+                continue
             out.write(_line({"t": "checkpoint", "host": row.host, "size": row.size, "note": row.note}))
+            written_checkpoints += 1
+        written_cosignatures = 0
         for cosig in cosignatures:
+            try:
+                root = base64.b64encode(bytes.fromhex(cosig.root)).decode()
+            except ValueError:
+                junk.add(f"audit_cosignatures: the row {_shown(cosig.host)}@{cosig.size} left out: its root is not hex")
+                continue
             out.write(
                 _line(
                     {
                         "t": "cosignature",
                         "host": cosig.host,
                         "size": cosig.size,
-                        "root": base64.b64encode(bytes.fromhex(cosig.root)).decode(),
+                        "root": root,
                         "witness": cosig.witness,
                         "key_id": cosig.key_id,
                         "time": cosig.signed_at,
@@ -123,6 +197,8 @@ def _write(signer: AuditSigner, out: Any, progress: Progress | None) -> tuple[di
                     }
                 )
             )
+            written_cosignatures += 1
+        junk.close()
         written: dict[str, tuple[int, str]] = {}
         done = 0
         for host in hosts:
@@ -153,4 +229,5 @@ def _write(signer: AuditSigner, out: Any, progress: Progress | None) -> tuple[di
     )
     if progress is not None:
         progress(done, total)
-    return {h: n for h, (n, _) in written.items()}, len(checkpoints), len(cosignatures), len(keys), warnings
+    counts = written_checkpoints, written_cosignatures, written_keys
+    return {h: n for h, (n, _) in written.items()}, *counts, warnings

@@ -2,6 +2,7 @@
 entry checked against the tree it extends (its chain, its own host and seq, and for the host's own
 signer its MAC under the host's entry key) before it is signed over."""
 
+import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
@@ -64,21 +65,23 @@ def _fold(repo: TrailRepo, host: str, tree: CompactRange, leaf: str, upto: int,
     for seq, body, stored, mac in rows:
         if seq != tree.size + 1:
             raise AuditError(f"host {host}: entry {host}#{tree.size + 1} is missing from the store")
-        found = leaf_hash(body.encode())
+        raw = body.encode()
+        digest = hashlib.sha256(b"\x00" + raw).digest()  # its leaf hash (entry.leaf_hash), computed once
+        found = digest.hex()
         at = body.rfind(',"prev":"')  # the top-level prev: canonical keys are sorted, detail comes first
         if found != stored or body[at + 9 : at + 73] != leaf:
             raise AuditError(f"host {host}: entry {host}#{seq} does not chain to the tree signed before it")
         # the body says it is this host's entry at this seq (the row's columns are not the entry)
         if not (body.startswith(f'","seq":{seq},', at + 73) and body.startswith(token, body.rfind(',"host":"', 0, at))):
             raise AuditError(f"host {host}: entry {host}#{seq} says it is another host's or seq's entry")
-        if mac_key is not None and not hmac.compare_digest(mac, entry_mac(mac_key, body.encode())):
+        if mac_key is not None and not hmac.compare_digest(mac, entry_mac(mac_key, raw)):
             reason = (
                 f"entry {host}#{seq} was not written by this host (it lacks this host's MAC): written "
                 "under its name with another host's database credentials, or edited"
             )
             log.error("audit: refusing to sign: %s", reason)
             raise AuditError(f"refusing to sign a checkpoint: {reason}")
-        tree.append(bytes.fromhex(found))
+        tree.append(digest)
         leaf = found
         if signed is not None and tree.size == signed[0] and tree.root().hex() != signed[1]:
             raise AuditError(f"host {host}: its entries 1..{signed[0]} no longer hash to the checkpoint it signed")

@@ -10,6 +10,7 @@ of the witness's own log (``audit.cosign`` refused), which ``audit verify`` repo
 """
 
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -19,11 +20,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.audit_keys import KeyDir
-from colibri.audit import keychain, note, origin
+from colibri.audit import note, origin
 from colibri.audit.entry import Event
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
 from colibri.errors import AuditError
 from colibri.services.audit.fold import _after, _fold, _range, _remembered
+from colibri.services.audit.peer_keys import _peer_chain, _peer_keys
 from colibri.store.audit import AuditRepo, timestamp
 from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKey, TrailRepo
 from colibri.store.db import Store
@@ -71,6 +73,7 @@ class AuditSigner:
     # ---- keys ----------------------------------------------------------------------------------
     def _key(self) -> tuple[Ed25519PrivateKey, PublicKey]:
         """This host's key (made on first use, and then recorded); call with the lock held."""
+        self._settle()
         loaded = self.keys.load(create=True)
         assert loaded is not None
         private, _ = loaded
@@ -83,6 +86,25 @@ class AuditSigner:
                 repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
                 self._record(session, Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
         return private, public
+
+    def _settle(self) -> None:
+        """Finish or undo a rotation a crash interrupted (call with the lock held): a staged next
+        key the store records (its row, endorsed by the old key, committed) replaces the old one;
+        one the store does not know was never rotated to, and is removed (the old key stays)."""
+        staged = self.keys.staged()
+        if staged is None:
+            return
+        public = self.keys.public(staged)
+        with self.store.session() as session:
+            rows = [row for row in TrailRepo(session).public_keys() if row.host == self.host]
+        if any(row.key_id == public.key_id and row.endorsement for row in rows):
+            self.keys.promote()
+            log.warning("audit: finished the rotation to key %s (interrupted after the store recorded it)",
+                        public.key_id)  # fmt: skip
+        else:
+            self.keys.discard_staged()
+            log.warning("audit: undid an interrupted rotation to key %s (the store never recorded it)",
+                        public.key_id)  # fmt: skip
 
     def public_key(self) -> PublicKey:
         with self.keys.locked():
@@ -101,25 +123,37 @@ class AuditSigner:
                 "time": now,
                 "signature": base64.b64encode(private.sign(note.endorse_message(new, now))).decode(),
             }
-            with self.store.session() as session:
-                repo = TrailRepo(session)
-                repo.retire_key(self.host, old.key_id, now)
-                repo.add_key(
-                    AuditKey(
-                        host=self.host,
-                        key_id=new.key_id,
-                        public_key=new.vkey,
-                        created_at=now,
-                        endorsement=json.dumps(endorsement, sort_keys=True),
-                    )
-                )
-                self._record(
-                    session,
-                    Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id}),
-                )
-                self.keys.rotate_to(new_private)  # in the transaction: a key file not written is no rotation
+            # the new key staged beside the old one, then the store's rows committed, then the new key
+            # put in place: a crash before the commit leaves the old key in force and the staged one
+            # is removed; a crash after it, the staged one is put in place (``_settle``)
+            self.keys.stage(new_private)
+            try:
+                self._rotate_rows(old, new, now, endorsement)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the store decides (a commit may fail after it is made)
+                    self._settle()
+                raise
+            self.keys.promote()
             self._sign(new_private, new)
             return old, new
+
+    def _rotate_rows(self, old: PublicKey, new: PublicKey, now: str, endorsement: dict[str, str]) -> None:
+        with self.store.session() as session:
+            repo = TrailRepo(session)
+            repo.retire_key(self.host, old.key_id, now)
+            repo.add_key(
+                AuditKey(
+                    host=self.host,
+                    key_id=new.key_id,
+                    public_key=new.vkey,
+                    created_at=now,
+                    endorsement=json.dumps(endorsement, sort_keys=True),
+                )
+            )
+            self._record(
+                session,
+                Event("audit.key_rotate", f"host:{self.host}", detail={"old": old.key_id, "new": new.key_id}),
+            )
 
     def sign_statement(self, message: bytes) -> tuple[str, bytes]:
         """(key id, signature) of ``message`` under this host's key (the export's statement)."""
@@ -206,13 +240,14 @@ class AuditSigner:
         """The largest checkpoint row of this host that this host signed (its note opens under its
         key and says what the row says); a row under its name it did not sign (another host's
         database credentials, or an edit) is reported, and ignored: the signer goes by its memory."""
-        for row in repo.recent_checkpoints(self.host, OWN_ROWS):
-            try:
-                checkpoint, _ = note.open_note(row.note, [public])
-                if (checkpoint.host, checkpoint.size, checkpoint.root.hex()) == (self.host, row.size, row.root):
-                    return row
-            except BadNote:
-                pass
+        newest = repo.recent_checkpoints(self.host, 1)  # almost always its own: 64 rows only when not
+        if not newest:
+            return None
+        if self._signed_here(newest[0], public):
+            return newest[0]
+        for row in [newest[0], *repo.recent_checkpoints(self.host, OWN_ROWS)[1:]]:
+            if self._signed_here(row, public):
+                return row
             if (row.size, row.root) not in self._reported:
                 self._reported.add((row.size, row.root))
                 log.error(
@@ -223,6 +258,13 @@ class AuditSigner:
                     row.key_id[:16],
                 )
         return None
+
+    def _signed_here(self, row: AuditCheckpoint, public: PublicKey) -> bool:
+        try:
+            checkpoint, _ = note.open_note(row.note, [public])
+        except BadNote:
+            return False
+        return (checkpoint.host, checkpoint.size, checkpoint.root.hex()) == (self.host, row.size, row.root)
 
     # ---- cosigning -----------------------------------------------------------------------------
     def cosign(self) -> tuple[list[Signed], list[str]]:
@@ -347,39 +389,3 @@ class AuditSigner:
         )
         remembered = _remembered(tree, leaf, now) | {"keys": sorted(k.vkey for k in trusted)}
         return Signed(host, checkpoint.size, row.root, public.key_id, now), remembered
-
-
-def _peer_keys(host: str, pinned: list[str] | None, rows: Iterable[AuditKey]) -> list[PublicKey]:
-    """The keys this witness trusts for ``host``: those it pinned, and those the store holds that
-    a trusted one endorsed; on first sight (nothing pinned), every key the store holds for it."""
-    return _peer_chain(host, pinned, rows)[0]
-
-
-def _peer_chain(
-    host: str, pinned: list[str] | None, rows: Iterable[AuditKey]
-) -> tuple[list[PublicKey], dict[str, str]]:
-    """``_peer_keys`` and, per retired key id, when its successor was endorsed (the chain walked
-    once, linear in the rows in any order; BadNote when a key endorses two successors)."""
-    found: dict[str, PublicKey] = {}
-    endorsements: list[keychain.Endorsement] = []
-    for row in rows:
-        if row.host != host:
-            continue
-        try:
-            key = note.parse_vkey(row.public_key)
-        except BadNote:
-            continue
-        found[key.key_id] = key
-        if row.endorsement:
-            try:
-                value = json.loads(row.endorsement)
-                endorsement = keychain.Endorsement(
-                    key, str(value["by"]), str(value["time"]), base64.b64decode(value["signature"])
-                )
-            except (ValueError, KeyError, TypeError):
-                continue
-            endorsements.append(endorsement)
-    roots = list(found.values()) if not pinned else [note.parse_vkey(v) for v in pinned]
-    trusted = {(k.name, k.key_id): k for k in roots}
-    successors = keychain.follow(trusted, endorsements)
-    return list(trusted.values()), {key_id: when for (_, key_id), (_, when) in successors.items()}
