@@ -520,7 +520,7 @@ def start_sandbox(
             if fstype == "nullfs"
         ],
     }
-    (layout.run_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
+    write_record(layout, name, record)
     layout.jids_dir.mkdir(parents=True, exist_ok=True)
     (layout.jids_dir / name).write_text(f"{jid}\n")
     return record
@@ -724,4 +724,13 @@ def live_umount(info: dict, jail_path: str) -> bool:
 
 
 def update_table(layout: Layout, name: str, info: dict) -> None:
-    (layout.run_dir / f"{name}.json").write_text(json.dumps(info, indent=1))
+    write_record(layout, name, info)
+
+
+def write_record(layout: Layout, name: str, info: dict) -> None:
+    """Replace the running jail's record whole: every jls/mount/bastille process reads it, and
+    run_info takes a record it cannot parse for a dead jail's and deletes it."""
+    path = layout.run_dir / f"{name}.json"
+    tmp = path.with_name(f".{name}.json.{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, path)
