@@ -117,7 +117,7 @@ SLOWEST_FILES = (
     "tests/integration/test_cli_hostile.py",
 )
 """The files that take longest (``--durations``, docs/PERFORMANCE.md), longest first: collected
-first, so ``pytest -n N --dist loadfile --no-loadscope-reorder`` (tests/run.sh) starts them
+first, so ``pytest -n auto --dist loadfile --no-loadscope-reorder`` (tests/run.sh) starts them
 first and the short files fill in at the end, instead of a long file starting last."""
 
 
