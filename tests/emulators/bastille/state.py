@@ -16,7 +16,6 @@ fstab; its bookkeeping lives under ``${bastille_prefix}/.emulator/`` (see README
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -670,16 +669,25 @@ _OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_RECURSIVE, _AT_EMPTY_PATH = 1, 0o20000
 _MOVE_MOUNT_F_EMPTY_PATH, _MOUNT_ATTR_RDONLY, _MNT_DETACH = 4, 1, 2
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
+def _mount_attr(attr_set: int):  # type: ignore[no-untyped-def]
+    """struct mount_attr for mount_setattr(2).  ctypes is imported here, not with the module: only
+    a live (u)mount needs it, and every emulated bastille/jls/mount process imports this module."""
+    import ctypes
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [
+            ("attr_set", ctypes.c_uint64),
+            ("attr_clr", ctypes.c_uint64),
+            ("propagation", ctypes.c_uint64),
+            ("userns_fd", ctypes.c_uint64),
+        ]
+
+    return MountAttr(attr_set, 0, 0, 0)
 
 
 def _in_jail_mntns(pid: int, fn) -> bool:  # type: ignore[no-untyped-def]
+    import ctypes
+
     child = os.fork()
     if child == 0:
         try:
@@ -695,6 +703,8 @@ def _in_jail_mntns(pid: int, fn) -> bool:  # type: ignore[no-untyped-def]
 
 
 def live_mount(info: dict, host_src: str, jail_path: str, readonly: bool) -> bool:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     fd = libc.syscall(_SYS_OPEN_TREE, -100, host_src.encode(), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE)
@@ -702,7 +712,7 @@ def live_mount(info: dict, host_src: str, jail_path: str, readonly: bool) -> boo
         return False
     try:
         if readonly:
-            attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+            attr = _mount_attr(_MOUNT_ATTR_RDONLY)
             libc.syscall(
                 _SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | _AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
             )
