@@ -92,19 +92,29 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 SLOWEST_FILES = (
-    "tests/integration/test_provision_single.py",
-    "tests/integration/test_provision.py",
-    "tests/integration/test_chain.py",
-    "tests/integration/test_bw_answers.py",
-    "tests/integration/test_hive.py",
-    "tests/integration/test_bastille_lifecycle.py",
+    "tests/integration/test_hive_rig_faults.py",
+    "tests/integration/test_hive_limits.py",
+    "tests/integration/test_bastille_isolation.py",
+    "tests/integration/test_vaultwarden_server.py",
     "tests/integration/test_bastille_faults.py",
     "tests/integration/test_bastille_rc.py",
-    "tests/integration/test_runbooks.py",
+    "tests/integration/test_hive_rig.py",
     "tests/contract/test_jail_backends.py",
-    "tests/integration/test_vaultwarden_server.py",
-    "tests/integration/test_cli_hostile.py",
+    "tests/integration/test_provision_single.py",
+    "tests/integration/test_api_fuzz.py",
+    "tests/integration/test_hive.py",
+    "tests/integration/test_provision.py",
+    "tests/integration/test_audit_daemon.py",
+    "tests/integration/test_chain.py",
+    "tests/integration/test_bastille_lifecycle.py",
     "tests/integration/test_provision_local.py",
+    "tests/integration/test_bastille_adopt.py",
+    "tests/integration/test_runbooks.py",
+    "tests/integration/test_hosts_ssh.py",
+    "tests/integration/test_bw_answers.py",
+    "tests/integration/test_fleet_liveness.py",
+    "tests/integration/test_bastille_emulator.py",
+    "tests/integration/test_cli_hostile.py",
 )
 """The files that take longest (``--durations``, docs/PERFORMANCE.md), longest first: collected
 first, so ``pytest -n auto --dist loadfile --no-loadscope-reorder`` (tests/run.sh) starts them

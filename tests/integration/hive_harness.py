@@ -27,14 +27,19 @@ from tests.integration.as_host import as_host
 REPO = Path(__file__).resolve().parents[2]
 MOTHER = REPO / "skills" / "mother" / "mother.py"
 ECHO = REPO / "skills" / "mother" / "handlers" / "echo"
+# Short intervals, but liveness windows a busy machine cannot miss: a test that expects an agent
+# to stay active must not see it stale because the machine paused its mother for a second (they
+# did, with three test workers); a test that watches an agent go stale and lost asks for WATCHED.
 FAST = {
     "COLIBRI_HEARTBEAT_INTERVAL": "0.2",
-    "COLIBRI_AGENT_STALE_AFTER": "1.0",
-    "COLIBRI_AGENT_LOST_AFTER": "2.0",
+    "COLIBRI_AGENT_STALE_AFTER": "30",
+    "COLIBRI_AGENT_LOST_AFTER": "60",
     "COLIBRI_TASK_MAX_ATTEMPTS": "3",
     "COLIBRI_RECONCILE_INTERVAL": "0",
     "COLIBRI_DATABASE_TIMEOUT": "0.5",
 }
+WATCHED = {"COLIBRI_AGENT_STALE_AFTER": "1.0", "COLIBRI_AGENT_LOST_AFTER": "2.0"}
+"""The windows of a test that watches liveness happen: stale after 1 s without a heartbeat, lost after 2 s."""
 HANDLERS = {
     "hang": "#!/bin/sh\nsleep 60\n",
     "crash": "#!/bin/sh\necho 'handler exploded' >&2\nexit 3\n",

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.hive_harness import Hive, Raw, wait_until
+from tests.integration.hive_harness import WATCHED, Hive, Raw, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(name="hive")
 def hive_fixture() -> Iterator[Hive]:
-    hive = Hive()
+    hive = Hive(WATCHED)  # its test watches an agent go stale, then lost
     hive.tenant("demo")
     hive.tenant("other")
     hive.start()

@@ -1,7 +1,8 @@
 """The hive for real: the daemon process on Unix sockets, real mother.py agents, real faults.
 
-Intervals are short (heartbeat 0.2 s, stale 1 s, lost 2 s) so that liveness can be watched
-happening; nothing here asserts a duration (timings live in bench/).
+Intervals are short (heartbeat 0.2 s); the liveness windows are long (hive_harness.FAST) except in
+the test that watches an agent go stale (1 s) and lost (2 s); nothing here asserts a duration
+(timings live in bench/).
 """
 
 import json
@@ -13,14 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from colibri.errors import NotFound, StoreError, TaskNotFound
-from tests.integration.hive_harness import Hive, Raw, raw_exchange, wait_until
+from tests.integration.hive_harness import WATCHED, Hive, Raw, raw_exchange, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(name="hive")
-def hive_fixture() -> Iterator[Hive]:
-    hive = Hive()
+def _hive(env: dict[str, str] | None = None) -> Iterator[Hive]:
+    hive = Hive(env)
     hive.tenant("demo")
     hive.tenant("other")
     hive.start()
@@ -28,6 +28,17 @@ def hive_fixture() -> Iterator[Hive]:
         yield hive
     finally:
         hive.close()
+
+
+@pytest.fixture(name="hive")
+def hive_fixture() -> Iterator[Hive]:
+    yield from _hive()
+
+
+@pytest.fixture(name="watched")
+def watched_fixture() -> Iterator[Hive]:
+    """The hive with the short liveness windows (hive_harness.WATCHED), for a test that watches them."""
+    yield from _hive(WATCHED)
 
 
 def test_register_heartbeat_route_result_and_cli(hive: Hive) -> None:
@@ -58,7 +69,8 @@ def test_register_heartbeat_route_result_and_cli(hive: Hive) -> None:
     assert "deregistered" in hive.mother_log("demo", "demo-1")
 
 
-def test_a_stopped_agent_goes_stale_then_lost_and_its_task_is_requeued(hive: Hive) -> None:
+def test_a_stopped_agent_goes_stale_then_lost_and_its_task_is_requeued(watched: Hive) -> None:
+    hive = watched
     mother = hive.mother("demo", "demo-1", capabilities=("slow",))
     wait_until(lambda: hive.agent_state("demo/demo-1") == "active")
     task = hive.admin.submit("slow", {"n": 1}, tenant="demo")

@@ -171,14 +171,16 @@ def test_a_log_flood_is_rate_limited(make_hive: MakeHive) -> None:
                       "COLIBRI_LOG_RATE_LIMIT_INTERVAL": "1",
                       "COLIBRI_LOG_RATE_LIMIT_LINES": "10"})  # fmt: skip
     evil = Raw(hive.socket("evil"))
+    start = time.monotonic()
     try:
         for _ in range(1500):  # each registration logs one line
             assert evil("POST", "/v1/agent/register", {"agent_id": "e1", "capabilities": []})[0] == 200
     finally:
         evil.close()
     wait_until(lambda: "similar log lines suppressed" in hive.log(), 10)
+    seconds = time.monotonic() - start  # a busy machine takes longer for the 1500: more seconds' share
     lines = [line for line in hive.log().splitlines() if "agent evil/e1 registered" in line]
-    assert len(lines) < 200, len(lines)  # 10 per second at most (plus the summaries)
+    assert len(lines) <= 10 * (seconds + 2), (len(lines), seconds)  # 10 per second at most, not 1500
 
 
 def test_one_tenants_agents_do_not_stretch_another_tenants_heartbeat(make_hive: MakeHive) -> None:
@@ -371,7 +373,7 @@ def test_big_bodies_from_one_tenant_are_charged_by_their_bytes(make_hive: MakeHi
         thread.start()
     try:
         time.sleep(1.0)
-        worst = max(timed_health(hive) for _ in range(10))
+        worst = max(timed_health(hive, timeout=10) for _ in range(10))  # the bound is below, as its siblings do
         good = Raw(hive.socket("good"))
         try:
             assert good("POST", "/v1/tasks", {"capability": "echo", "payload": 1})[0] == 201

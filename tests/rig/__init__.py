@@ -154,7 +154,7 @@ class RigHost:
         )  # fmt: skip
         log.close()
         client = DaemonClient(self.admin_socket, timeout=5)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # only a hung daemon's bound: a busy machine took over 30 s
         while True:
             if self.daemon.poll() is not None:
                 raise RuntimeError(f"the daemon of rig host {self.name} exited; see {self.root / 'daemon.log'}")

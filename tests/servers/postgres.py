@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -48,6 +49,7 @@ class PostgresServer:
         self.hba = hba
         self.port = _free_port()
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self._head_template: str | None = None
 
     def _run(self, *argv: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -73,21 +75,34 @@ class PostgresServer:
         """The SQLAlchemy URL of ``database``, reached at ``address`` (one of ``listen``)."""
         return f"postgresql+psycopg://{self.user}@{address}:{self.port}/{database}"
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new, empty database (a copy of ``template`` when given), returning its URL."""
         import psycopg
 
         name = f"t_{uuid.uuid4().hex[:12]}"
+        copy = "" if template is None else f' TEMPLATE "{template}"'
         deadline = time.monotonic() + 10
         while True:
             try:
                 with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres",
                                      autocommit=True) as conn:  # fmt: skip
-                    conn.execute(f'CREATE DATABASE "{name}"')
+                    conn.execute(f'CREATE DATABASE "{name}"{copy}')
                 return self.url(name)
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def migrated_database(self) -> str:
+        """A new database already at colibri's schema HEAD: a copy of one this server migrated
+        once (with ``Store``, as colibri does), so a test does not pay Alembic's DDL again."""
+        if self._head_template is None:
+            from colibri.store.db import Store
+
+            url = self.create_database()
+            Store(url).close()  # migrates; closing leaves no connection, as CREATE ... TEMPLATE needs
+            self._head_template = url.rsplit("/", 1)[1]
+        return self.create_database(self._head_template)
 
 
 @pytest.fixture(name="postgres_server", scope="session")
@@ -108,10 +123,40 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(name="db_url", params=["sqlite", "postgres"])
-def db_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database URL: SQLite in tmp, or a new database on the real PostgreSQL server."""
+@pytest.fixture(name="empty_db_url", params=["sqlite", "postgres"])
+def empty_db_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: SQLite in tmp, or a new database on the real PostgreSQL server
+    (for the tests of the migrations themselves)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database()
+
+
+@pytest.fixture(name="sqlite_head", scope="session")
+def sqlite_head_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite database this worker migrated to HEAD once (with ``Store``, as colibri does)."""
+    from colibri.store.db import Store
+
+    path = tmp_path_factory.mktemp("sqlite-head") / "head.db"
+    Store(f"sqlite:///{path}").close()
+    return path
+
+
+@pytest.fixture(name="db_url", params=["sqlite", "postgres"])
+def db_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database URL at colibri's schema HEAD, with no rows: SQLite in tmp, or a new
+    database on the real PostgreSQL server.  Each is a copy of one migrated once per worker (the
+    migrations run on empty databases in tests/unit/store/test_store.py, ``empty_db_url``);
+    opening it with ``Store`` finds HEAD and migrates nothing."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        source, target = sqlite3.connect(request.getfixturevalue("sqlite_head")), sqlite3.connect(path)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        return f"sqlite:///{path}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.migrated_database()

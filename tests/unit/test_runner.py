@@ -114,14 +114,15 @@ def test_an_answer_that_never_completes_runs_to_its_end_or_its_timeout(tmp_path:
     runner = ShRunner({"PATH": os.environ["PATH"]})
     result = runner(["sh", "-c", "printf '[1, 2'"], complete=json_complete)
     assert (result.stopped, result.exit_code, result.stdout) == (False, 0, b"[1, 2")
-    marker = tmp_path / "left"
+    marker, pids = tmp_path / "left", tmp_path / "pids"
     with pytest.raises(CommandTimeout):
         runner(
-            ["sh", "-c", f"printf '[1'; (sleep 2; echo alive > {marker}) & sleep 30"],
+            ["sh", "-c", f"printf '[1'; (sleep 2; echo alive > {marker}) & echo $! > {pids}; sleep 30"],
             timeout=0.5,
             complete=json_complete,
         )
-    time.sleep(2.5)
+    child = int(pids.read_text())  # gone at once when killed; alive 2 s, then the marker, when not
+    assert _wait(lambda: _gone(child)), f"the child {child} of a timed-out command is still running"
     assert not marker.exists(), "a child of a timed-out command ran on"
 
 
@@ -161,9 +162,10 @@ def test_a_command_has_no_controlling_terminal() -> None:
 
 def test_a_timeout_kills_what_the_command_started(tmp_path: Path) -> None:
     """sh's timeout killed the command's pid only: a child it started ran on."""
-    marker = tmp_path / "left"
-    script = f"(sleep 2; echo alive > {marker}) & sleep 30"
+    marker, pids = tmp_path / "left", tmp_path / "pids"
+    script = f"(sleep 2; echo alive > {marker}) & echo $! > {pids}; sleep 30"
     with pytest.raises(CommandTimeout):
         _runner()(["sh", "-c", script], timeout=0.5)
-    time.sleep(2.5)
+    child = int(pids.read_text())  # gone at once when killed; alive 2 s, then the marker, when not
+    assert _wait(lambda: _gone(child)), f"the child {child} of a timed-out command is still running"
     assert not marker.exists(), "a child of a timed-out command ran on"

@@ -16,7 +16,6 @@ fstab; its bookkeeping lives under ``${bastille_prefix}/.emulator/`` (see README
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -521,7 +520,7 @@ def start_sandbox(
             if fstype == "nullfs"
         ],
     }
-    (layout.run_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
+    write_record(layout, name, record)
     layout.jids_dir.mkdir(parents=True, exist_ok=True)
     (layout.jids_dir / name).write_text(f"{jid}\n")
     return record
@@ -671,16 +670,25 @@ _OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC, _AT_RECURSIVE, _AT_EMPTY_PATH = 1, 0o20000
 _MOVE_MOUNT_F_EMPTY_PATH, _MOUNT_ATTR_RDONLY, _MNT_DETACH = 4, 1, 2
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
+def _mount_attr(attr_set: int):  # type: ignore[no-untyped-def]
+    """struct mount_attr for mount_setattr(2).  ctypes is imported here, not with the module: only
+    a live (u)mount needs it, and every emulated bastille/jls/mount process imports this module."""
+    import ctypes
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [
+            ("attr_set", ctypes.c_uint64),
+            ("attr_clr", ctypes.c_uint64),
+            ("propagation", ctypes.c_uint64),
+            ("userns_fd", ctypes.c_uint64),
+        ]
+
+    return MountAttr(attr_set, 0, 0, 0)
 
 
 def _in_jail_mntns(pid: int, fn) -> bool:  # type: ignore[no-untyped-def]
+    import ctypes
+
     child = os.fork()
     if child == 0:
         try:
@@ -696,6 +704,8 @@ def _in_jail_mntns(pid: int, fn) -> bool:  # type: ignore[no-untyped-def]
 
 
 def live_mount(info: dict, host_src: str, jail_path: str, readonly: bool) -> bool:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     fd = libc.syscall(_SYS_OPEN_TREE, -100, host_src.encode(), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE)
@@ -703,7 +713,7 @@ def live_mount(info: dict, host_src: str, jail_path: str, readonly: bool) -> boo
         return False
     try:
         if readonly:
-            attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+            attr = _mount_attr(_MOUNT_ATTR_RDONLY)
             libc.syscall(
                 _SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH | _AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
             )
@@ -725,4 +735,13 @@ def live_umount(info: dict, jail_path: str) -> bool:
 
 
 def update_table(layout: Layout, name: str, info: dict) -> None:
-    (layout.run_dir / f"{name}.json").write_text(json.dumps(info, indent=1))
+    write_record(layout, name, info)
+
+
+def write_record(layout: Layout, name: str, info: dict) -> None:
+    """Replace the running jail's record whole: every jls/mount/bastille process reads it, and
+    run_info takes a record it cannot parse for a dead jail's and deletes it."""
+    path = layout.run_dir / f"{name}.json"
+    tmp = path.with_name(f".{name}.json.{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, path)

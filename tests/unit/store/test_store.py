@@ -21,12 +21,12 @@ def test_head_constant_matches_the_migration_scripts() -> None:
     assert head() in known_revisions()
 
 
-def test_migrates_a_new_database_to_head(db_url: str) -> None:
-    store = Store(db_url)
+def test_migrates_a_new_database_to_head(empty_db_url: str) -> None:
+    store = Store(empty_db_url)
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
     store.close()
-    Store(db_url).close()  # opening again is a no-op
+    Store(empty_db_url).close()  # opening again is a no-op
 
 
 def test_register_list_show_remove(db_url: str) -> None:
