@@ -10,7 +10,6 @@ import ipaddress
 import os
 import re
 import stat
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +18,16 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from colibri.errors import ConfigError
+from colibri.settings_defaults import (
+    default_backend,
+    default_config_path,
+    default_credentials_dir,
+    default_log_dir,
+    default_run_dir,
+    default_ssh_key_file,
+    default_state_dir,
+)
 
-SYSTEM_CONFIG = Path("/usr/local/etc/colibri/colibri.toml")
 ENV_PREFIX = "COLIBRI_"
 WEEK = 7 * 86400.0
 MAX_CONFIG_BYTES = 1 << 20
@@ -53,67 +60,21 @@ def _check_text(value: str, *, empty_ok: bool) -> str:
     return value
 
 
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _xdg(var: str, fallback: str) -> Path:
-    value = os.environ.get(var)
-    return Path(value) if value else Path.home() / fallback
-
-
-def default_config_path() -> Path:
-    if _is_root():
-        return SYSTEM_CONFIG
-    return _xdg("XDG_CONFIG_HOME", ".config") / "colibri" / "colibri.toml"
-
-
-def _default_state_dir() -> Path:
-    return Path("/var/db/colibri") if _is_root() else _xdg("XDG_DATA_HOME", ".local/share") / "colibri"
-
-
-def _default_run_dir() -> Path:
-    if _is_root():
-        return Path("/var/run/colibri")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "colibri" if runtime else _default_state_dir() / "run"
-
-
-def _default_log_dir() -> Path:
-    return Path("/var/log/colibri") if _is_root() else _xdg("XDG_STATE_HOME", ".local/state") / "colibri"
-
-
-def _default_backend() -> Literal["bastille", "sandbox"]:
-    return "bastille" if sys.platform.startswith("freebsd") else "sandbox"
-
-
-def _default_credentials_dir() -> Path:
-    if _is_root():
-        return Path("/usr/local/etc/colibri/credentials")
-    return default_config_path().parent / "credentials"
-
-
-def _default_ssh_key_file() -> Path:
-    if _is_root():
-        return Path("/usr/local/etc/colibri/ssh/id_ed25519")
-    return default_config_path().parent / "ssh" / "id_ed25519"
-
-
 class Settings(BaseSettings):
     """Every colibri setting.  Environment variables are ``COLIBRI_`` + the upper-cased name."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     # where things live
-    state_dir: Path = Field(default_factory=_default_state_dir)
-    run_dir: Path = Field(default_factory=_default_run_dir)
-    log_dir: Path = Field(default_factory=_default_log_dir)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    run_dir: Path = Field(default_factory=default_run_dir)
+    log_dir: Path = Field(default_factory=default_log_dir)
     database_url: str | None = None
     database_timeout: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
     host: str = Field(default_factory=lambda: os.uname().nodename)
 
     # jails
-    jail_backend: Literal["bastille", "sandbox"] = Field(default_factory=_default_backend)
+    jail_backend: Literal["bastille", "sandbox"] = Field(default_factory=default_backend)
     jail_template: str = "colibri/agent"
     jail_user: str = "agent"
     bastille_path: str = "bastille"
@@ -141,7 +102,7 @@ class Settings(BaseSettings):
     # secrets
     vault_url: str | None = None
     vault_organization_id: str | None = None
-    vault_credentials_dir: Path = Field(default_factory=_default_credentials_dir)
+    vault_credentials_dir: Path = Field(default_factory=default_credentials_dir)
     bw_path: str = "bw"
     bw_timeout: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
     staged_secrets_dir: Path | None = None
@@ -149,7 +110,7 @@ class Settings(BaseSettings):
     secrets_allowed_roots: list[Path] | None = None
 
     # hosts of a hive, driven over SSH (issue 11)
-    ssh_key_file: Path = Field(default_factory=_default_ssh_key_file)
+    ssh_key_file: Path = Field(default_factory=default_ssh_key_file)
     ssh_connect_timeout: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
     ssh_op_timeout: float = Field(default=120.0, gt=0, le=3600, allow_inf_nan=False)
     ssh_channels: int = Field(default=4, ge=1, le=10)

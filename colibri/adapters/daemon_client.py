@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from colibri import errors
+from colibri.error_envelope import error_from_api
 from colibri.errors import ColibriError, DaemonError
 
 
@@ -49,7 +49,7 @@ def _error_from(envelope: Any, status: int) -> ColibriError:
     if not isinstance(detail, dict):
         return DaemonError(f"the daemon answered HTTP {status}")
     message = str(detail.get("message", f"HTTP {status}"))
-    return errors.error_from_api(detail.get("type"), detail.get("code"), message)
+    return error_from_api(detail.get("type"), detail.get("code"), message)
 
 
 class DaemonClient:

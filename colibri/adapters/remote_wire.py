@@ -8,7 +8,7 @@ One JSON object per line (UTF-8, ``\\n``-terminated, no raw newline inside since
     or       {"id": 7, "error": {"type": "TenantNotFound", "code": 4, "message": "..."}}
     progress {"id": 7, "progress": {...}}     (before the answer, only from an op that streams)
 
-The error object is the daemon API's envelope (``colibri.errors.error_from_api`` reads it).  A frame
+The error object is the daemon API's envelope (``colibri.error_envelope.error_from_api`` reads it).  A frame
 is at most ``MAX_FRAME`` bytes; a longer, non-JSON, non-object or malformed frame is a
 ``WireError`` and the reader closes the connection (it cannot know where the next frame starts).
 Args may carry a tenant's rendered ``.env``: nothing here puts a frame's content in a message.

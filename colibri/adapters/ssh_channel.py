@@ -22,7 +22,8 @@ import paramiko
 
 from colibri.adapters import remote_wire
 from colibri.adapters.ssh_transport import SshTarget
-from colibri.errors import CommandTimeout, RemoteError, error_from_api
+from colibri.error_envelope import error_from_api
+from colibri.errors import CommandTimeout, RemoteError
 
 MAX_OUTPUT = 1 << 20
 """The most a one-off exec (run_json) may print."""

@@ -22,7 +22,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from colibri.errors import ColibriError, InvalidInput, RemoteError, error_from_api
+from colibri.error_envelope import error_from_api
+from colibri.errors import ColibriError, InvalidInput, RemoteError
 from colibri.services.hosts.serve import NO_OP, progress_to
 
 Op = Callable[[Mapping[str, Any]], dict[str, Any]]

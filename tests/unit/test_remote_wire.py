@@ -9,7 +9,8 @@ import pytest
 
 from colibri.adapters import remote_wire
 from colibri.adapters.remote_wire import MAX_FRAME, WireError
-from colibri.errors import ColibriError, TenantNotFound, error_from_api
+from colibri.error_envelope import error_from_api
+from colibri.errors import ColibriError, TenantNotFound
 from colibri.services.hosts.serve import serve
 
 

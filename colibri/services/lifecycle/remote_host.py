@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from colibri.adapters.remote_wire import MAX_FRAME
-from colibri.errors import ColibriError, InvalidInput, RemoteError, SecretsError, StoreError, error_from_api
+from colibri.error_envelope import error_from_api
+from colibri.errors import ColibriError, InvalidInput, RemoteError, SecretsError, StoreError
 from colibri.services.hosts.remote_ops import MAX_BATCH, MAX_ENV_BYTES
 from colibri.services.hosts.serve import NO_OP
 from colibri.services.lifecycle.reconcile import Drift

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from colibri.errors import ColibriError, RemoteError, error_from_api
+from colibri.error_envelope import error_from_api
+from colibri.errors import ColibriError, RemoteError
 from colibri.services.lifecycle.placement import Placement
 from colibri.services.lifecycle.reconcile import Drift
 from colibri.services.lifecycle.reconcile_hosts import UNREACHABLE, HostDrift
