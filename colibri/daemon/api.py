@@ -9,7 +9,7 @@ Errors are ColibriErrors raised by the service, mapped here once to a status and
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from colibri import __version__
 from colibri.audit import origin
@@ -120,13 +120,26 @@ class Api:
         self.agent.add("POST", "/v1/agent/deregister", self.deregister)
         self.agent.add("POST", "/v1/tasks/claim", self.claim)
         self.agent.add("POST", "/v1/tasks/{task_id}/result", self.result)
-        children = getattr(parts, "children", None)  # the daemon's; a test's parts may have none
-        if children is not None:  # an agent asks for children on its own socket only
-            self.agent.add("POST", "/v1/children", children.ask)
-            self.agent.add("GET", "/v1/children", children.listing)
-            self.agent.add("GET", "/v1/children/{child}", children.one)
+        self.agent.add("POST", "/v1/children", self.child_ask)  # an agent's own socket only (issue 14)
+        self.agent.add("GET", "/v1/children", self.child_listing)
+        self.agent.add("GET", "/v1/children/{child}", self.child_one)
         self.metrics_only.add("GET", "/metrics", self.metrics)
         self.metrics_only.add("GET", "/health", self.health)
+
+    def _children(self) -> Any:
+        children = getattr(self.p, "children", None)  # the daemon's part (daemon/children.py)
+        if children is None:
+            raise NotFound("this daemon makes no children")
+        return children
+
+    async def child_ask(self, request: Request, scope: Scope) -> Response:
+        return cast(Response, await self._children().ask(request, scope))
+
+    async def child_listing(self, request: Request, scope: Scope) -> Response:
+        return cast(Response, await self._children().listing(request, scope))
+
+    async def child_one(self, request: Request, scope: Scope) -> Response:
+        return cast(Response, await self._children().one(request, scope))
 
     def handler(self, scope: Scope, router: Router | None = None) -> Callable[[Request], Any]:
         routes = router or (self.admin if scope.kind == "admin" else self.agent)
