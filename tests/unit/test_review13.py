@@ -2,19 +2,30 @@
 of the finding it names, and passes (so the xfail must be removed) once the finding is fixed."""
 
 import json
+import os
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from colibri.errors import SupplyError
 from colibri.services.children.service import Ask, ChildService
+from colibri.services.lifecycle.skills import SkillPlanner, install
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.services.policy.service import SpawnPolicyService
+from colibri.services.skills import publish
+from colibri.services.skills.resolve import SkillRef
 from colibri.settings import load_settings
 from colibri.store.db import Store
 from colibri.store.models import Tenant
+from colibri.supply import keys
+from tests.conftest import REPO
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
+from tests.unit.skills.forge import Forge
 
 __all__ = ["cli_fixture", "fake_fixture"]
 
@@ -81,3 +92,29 @@ def test_f2_a_child_cannot_ask_for_a_capability_version_its_parent_does_not_hold
             row = session.get(Tenant, answer.child)
             held = None if row is None else json.loads(row.capabilities or "[]")
     assert not answer.allowed, f"child {answer.child} granted {held} (its parent holds echo@1)"
+
+
+@pytest.mark.xfail(strict=True, reason="review13 F3: a skill signed by a revoked key is kept on every respawn")
+def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_path: Path) -> None:
+    forge = Forge(tmp_path)
+    forge.publish(forge.bundle("mother"), forge.bundle("mail"))
+    planner = SkillPlanner(forge.resolver(), REPO / "skills", tmp_path / "staging-area")
+    root = tmp_path / "jail"
+    root.mkdir()
+    first = planner.plan("acme", "paid", ["mail"], [], [], None)
+    install(root, first, (os.geteuid(), os.getegid()))
+    first.cleanup()
+    installed = [w.record for w in first.skills]
+    # the signing key leaked: the operator delegates a new one and revokes the old one
+    old = keys.key_id(keys.raw_public(forge.signing_key))
+    new = Ed25519PrivateKey.generate()
+    publish.delegate(forge.repo, forge.root_key, keys.raw_public(new), forge.now() + timedelta(days=90))
+    publish.revoke(forge.repo, forge.root_key, old)
+    forge.publish(key=new)  # the index re-signed; the bundles still carry the revoked key's signature
+    with pytest.raises(SupplyError):  # a fresh install of mail is refused: signed by the revoked key
+        forge.resolver().resolve([SkillRef("mail", None)], tier="paid", other_tenants=[], staging=forge.staging)
+    # the repository is reachable and says the key is revoked; a respawn must not keep what it signed
+    again = planner.plan("acme", "paid", None, installed, [], root)
+    kept = [w.record.name for w in again.skills if w.staged is None]
+    again.cleanup()
+    assert kept == [], f"{kept} kept on respawn though signed by revoked key {old}"
