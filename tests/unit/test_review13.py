@@ -118,3 +118,30 @@ def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_pa
     kept = [w.record.name for w in again.skills if w.staged is None]
     again.cleanup()
     assert kept == [], f"{kept} kept on respawn though signed by revoked key {old}"
+
+
+@pytest.mark.xfail(strict=True, reason="review13 F4: a removed child registered again is still its old parent's child")
+def test_f4_a_removed_child_registered_again_is_nobodys_child(world: World, cli: Cli, fake: FakeJails) -> None:
+    child, _ = _ask(world)
+    assert cli("spawn-child", child)[0] == 0
+    assert cli("remove-tenant", child, "--destroy-jail", "--yes")[0] == 0
+    # the id comes back as an operator's tenant of its own (another customer)
+    assert cli("register-tenant", child, "--collection", "")[0] == 0
+    with world[0].session() as session:
+        row = session.get(Tenant, child)
+        parent = None if row is None else row.parent
+    seen_by_queen = [c["child"] for c in world[1].children("queen") if c["status"] != "removed"]
+    # queen's agent would see it over GET /v1/children, and remove-tenant queen --cascade destroy it
+    assert parent is None and child not in seen_by_queen, f"{child} is still queen's child ({parent})"
+
+
+@pytest.mark.xfail(strict=True, reason="review13 F5: a removed tenant registered again keeps its spawn policy")
+def test_f5_a_tenant_registered_again_starts_with_self_spawn_off(world: World, cli: Cli, fake: FakeJails) -> None:
+    assert cli("remove-tenant", "queen", "--destroy-jail", "--yes")[0] == 0
+    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
+    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        answer = world[1].ask("queen", Ask("main", (), None, (), None), actor="agent:queen/main")
+    # self-spawn is off by default: the returning tenant's old policy must not grant it
+    assert not answer.allowed and answer.rule == "default-off", answer
