@@ -127,7 +127,11 @@ class TenantService:
                     host=wanted_host,
                     last_error=None,
                     tier=tier or DEFAULT_TIER,
+                    parent=None,  # a tenant that comes back is nobody's child (review13 F4)
                 )
+                from colibri.store.policy import PolicyRepo
+
+                PolicyRepo(session).forget(tenant_id)  # and starts with self-spawn off (F5)
                 return Registration(tenant_public(back), True)
             tenant = Tenant(
                 tenant_id=tenant_id,

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     insert,
     select,
     update,
@@ -298,6 +299,10 @@ class PolicyRepo:
         return bool(self._session.execute(query).rowcount)  # type: ignore[attr-defined]
 
     # ---- the operator's side ---------------------------------------------------------------
+
+    def forget(self, tenant: str) -> None:
+        """Drop a tenant's own policy (a removed tenant registered again starts with it off)."""
+        self._session.connection().execute(delete(POLICIES).where(POLICIES.c.tenant_id == tenant))
 
     def get(self, tenant: str) -> SpawnPolicy | None:
         row = self._session.execute(select(POLICIES).where(POLICIES.c.tenant_id == tenant)).first()

@@ -81,7 +81,6 @@ def test_f1_a_child_asked_for_during_the_cascade_is_not_left_behind(
     assert left is None or left[0] == "removed", f"child {late[0]} left {left} after its parent's cascade"
 
 
-@pytest.mark.xfail(strict=True, reason="review13 F2: a child may hold a capability version its parent does not")
 def test_f2_a_child_cannot_ask_for_a_capability_version_its_parent_does_not_hold(world: World) -> None:
     settings = load_settings(None)[0]
     with as_host(settings.state_dir, settings.host):  # queen holds echo@1 only
@@ -120,7 +119,6 @@ def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_pa
     assert kept == [], f"{kept} kept on respawn though signed by revoked key {old}"
 
 
-@pytest.mark.xfail(strict=True, reason="review13 F4: a removed child registered again is still its old parent's child")
 def test_f4_a_removed_child_registered_again_is_nobodys_child(world: World, cli: Cli, fake: FakeJails) -> None:
     child, _ = _ask(world)
     assert cli("spawn-child", child)[0] == 0
@@ -135,7 +133,6 @@ def test_f4_a_removed_child_registered_again_is_nobodys_child(world: World, cli:
     assert parent is None and child not in seen_by_queen, f"{child} is still queen's child ({parent})"
 
 
-@pytest.mark.xfail(strict=True, reason="review13 F5: a removed tenant registered again keeps its spawn policy")
 def test_f5_a_tenant_registered_again_starts_with_self_spawn_off(world: World, cli: Cli, fake: FakeJails) -> None:
     assert cli("remove-tenant", "queen", "--destroy-jail", "--yes")[0] == 0
     assert cli("register-tenant", "queen", "--collection", "")[0] == 0

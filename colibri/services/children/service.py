@@ -96,7 +96,8 @@ class ChildService:
         held = self._parent_capabilities(parent)
         capabilities = ask.capabilities or held
         names = tuple(spec.partition("@")[0] for spec in capabilities)
-        beyond = sorted(set(names) - {spec.partition("@")[0] for spec in held})
+        held_names = {spec.partition("@")[0] for spec in held}  # a version asked for must be the parent's own
+        beyond = sorted(spec for spec in capabilities if spec not in held and ("@" in spec or spec not in held_names))
         if beyond:  # a child holds a subset of its parent's own: denied, and recorded as one
             reason = f"the parent does not hold {', '.join(beyond)}: a child holds a subset of its parent's"
             self._deny(parent, ask, PARENT_CAPABILITIES, reason, actor)
