@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colibri.adapters import detached
 from colibri.daemon.requests import body_object
 from colibri.daemon.wire import Request, Response, json_response
 from colibri.domain import MAX_CAPABILITIES, capabilities_from_specs, validate_host_name, validate_name
@@ -131,12 +132,7 @@ class Children:
         MAX_SPAWNERS do (the loop starts it later)."""
         if child in self.running or len(self.running) >= MAX_SPAWNERS:
             return False
-        path = self._log_file()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with path.open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv(child), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-            )
+        proc = await detached.start(self._argv(child), self._log_file())
         self.running[child] = proc
         reaper = asyncio.ensure_future(self._reap(child, proc))
         self._reapers.add(reaper)
