@@ -155,9 +155,13 @@ def test_slowloris_headers_time_out_and_idle_connections_close(make_hive: MakeHi
                 time.sleep(0.25)
         except OSError:
             pass  # the daemon closed on us
-        while chunk := slow.recv(4096):
-            answer += chunk
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        reset = False
+        try:
+            while chunk := slow.recv(4096):
+                answer += chunk
+        except ConnectionResetError:  # closed with our late bytes unread: the kernel may drop its 408
+            reset = True
+        assert answer.startswith(b"HTTP/1.1 408") or (reset and answer == b""), answer[:80]
         assert time.monotonic() - start < 5.5
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
         idle.settimeout(8)

@@ -57,6 +57,7 @@ class Run:
 def private_env(home: Path) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("COLIBRI_", "BW_", "BITWARDENCLI_"))}
     (home / "colibri.toml").write_text("")
+    (home / "tmp").mkdir(exist_ok=True)  # the runbooks' ${TMPDIR:-/tmp} files: one run's own
     return {
         **keep,
         "PATH": f"{REPO / '.venv/bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -67,6 +68,7 @@ def private_env(home: Path) -> dict[str, str]:
         "COLIBRI_JAIL_BACKEND": "sandbox",
         "COLIBRI_HOST": "runbook-host",
         "NO_COLOR": "1",
+        "TMPDIR": str(home / "tmp"),
     }
 
 

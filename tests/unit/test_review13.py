@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from colibri.errors import SupplyError
+from colibri.errors import SignatureRefused, SupplyError
 from colibri.services.children.service import Ask, ChildService
-from colibri.services.lifecycle.skills import SkillPlanner, install
+from colibri.services.lifecycle.skills import JailTree, SkillPlanner, install
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.services.skills import publish
@@ -93,7 +93,10 @@ def test_f2_a_child_cannot_ask_for_a_capability_version_its_parent_does_not_hold
     assert not answer.allowed, f"child {answer.child} granted {held} (its parent holds echo@1)"
 
 
-@pytest.mark.xfail(strict=True, reason="review13 F3: a skill signed by a revoked key is kept on every respawn")
+def tree(root: Path) -> JailTree:
+    return JailTree(root, (os.geteuid(), os.getegid()))
+
+
 def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_path: Path) -> None:
     forge = Forge(tmp_path)
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))
@@ -112,11 +115,16 @@ def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_pa
     forge.publish(key=new)  # the index re-signed; the bundles still carry the revoked key's signature
     with pytest.raises(SupplyError):  # a fresh install of mail is refused: signed by the revoked key
         forge.resolver().resolve([SkillRef("mail", None)], tier="paid", other_tenants=[], staging=forge.staging)
-    # the repository is reachable and says the key is revoked; a respawn must not keep what it signed
-    again = planner.plan("acme", "paid", None, installed, [], root)
-    kept = [w.record.name for w in again.skills if w.staged is None]
+    # the repository is reachable and says the key is revoked: a respawn must not keep what it
+    # signed; fetched again, the same bundles are refused, so the respawn is (exit 22)
+    with pytest.raises(SignatureRefused, match="revoked"):
+        planner.plan("acme", "paid", None, installed, [], tree(root))
+    # once the same bundles are signed again by the new key, the respawn keeps them (same bytes)
+    forge.publish(forge.bundle("mother"), forge.bundle("mail"), key=new)
+    again = planner.plan("acme", "paid", None, installed, [], tree(root))
+    kept = sorted(w.record.name for w in again.skills if w.staged is None)
     again.cleanup()
-    assert kept == [], f"{kept} kept on respawn though signed by revoked key {old}"
+    assert kept == ["mail", "mother"]
 
 
 def test_f4_a_removed_child_registered_again_is_nobodys_child(world: World, cli: Cli, fake: FakeJails) -> None:

@@ -17,6 +17,8 @@ from colibri.domain import validate_name
 from colibri.errors import InvalidInput, PermissionDenied
 from colibri.store.audit_hooks import agent_actor, record
 from colibri.store.skills import Installed, SkillRepo
+from colibri.supply.manifest import VERSION_RE
+from colibri.supply.metadata import DIGEST
 
 MAX_SKILLS = 64
 
@@ -33,10 +35,12 @@ def parse_loaded(value: object) -> list[dict[str, str | None]] | None:
             raise InvalidInput('each skill is an object {"name", "version", "manifest"}')
         name = validate_name(item.get("name"), "skill name")
         version, manifest = item.get("version"), item.get("manifest")
-        if not isinstance(version, str) or len(version) > 64:
-            raise InvalidInput(f"skill {name}: version must be a string of at most 64 characters")
-        if manifest is not None and (not isinstance(manifest, str) or len(manifest) > 80):
-            raise InvalidInput(f"skill {name}: manifest must be a sha256 digest")
+        # Both are echoed in the refusal, the audit entry and the operator's terminal: only the
+        # shapes a host ever installs (X.Y.Z, sha256:<64 hex>) are taken, never raw tenant text.
+        if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+            raise InvalidInput(f"skill {name}: version must be MAJOR.MINOR.PATCH")
+        if manifest is not None and (not isinstance(manifest, str) or not DIGEST.fullmatch(manifest)):
+            raise InvalidInput(f"skill {name}: manifest must be sha256:<64 hex digits>")
         if any(f["name"] == name for f in found):
             raise InvalidInput(f"skill {name} is listed twice")
         found.append({"name": name, "version": version, "manifest": manifest})

@@ -1,12 +1,11 @@
 """The spawn pipeline's side of the skills (issue 13): what the store says before a plan is made,
 and the capabilities the plan must provide."""
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colibri.adapters.jail import JailBackend, JailState
-from colibri.errors import InvalidInput, SupplyError, TenantNotFound
-from colibri.services.lifecycle.skills import SkillPlan, SkillPlanner
+from colibri.errors import InvalidInput, JailError, SupplyError, TenantNotFound
+from colibri.services.lifecycle.skills import JailTree, SkillPlan, SkillPlanner
 from colibri.store.db import Store
 
 if TYPE_CHECKING:
@@ -30,17 +29,25 @@ def plan_for(
         tier, jail_name = tenant.tier, tenant.jail_name
         installed = SkillRepo(session).installed(tenant_id)
         others = [t for t in repo.ids() if t != tenant_id]
-    root: Path | None = None
-    if installed:
-        info = backend.info(jail_name)
-        root = info.root if info.state is not JailState.ABSENT else None
     try:
-        return planner.plan(tenant_id, tier, asked, installed, others, root)
+        return planner.plan(tenant_id, tier, asked, installed, others, _tree(backend, jail_name) if installed else None)
     except SupplyError as exc:
         with store.session() as session:
             record(session, "skill.refuse", f"tenant:{tenant_id}", tenant=tenant_id, outcome="refused",
                    asked=list(asked or []), tier=tier, error=exc.message)  # fmt: skip
         raise
+
+
+def _tree(backend: JailBackend, jail_name: str) -> JailTree | None:
+    """The jail's tree and root owner, to check its installed skills in (None: no jail, or one
+    whose root user cannot be read: everything is then fetched and installed again)."""
+    info = backend.info(jail_name)
+    if info.state is JailState.ABSENT:
+        return None
+    try:
+        return JailTree(info.root, backend.user_ids(jail_name, "root"))
+    except JailError:
+        return None
 
 
 def check_capabilities(caps: list[dict[str, str]], plan: SkillPlan | None, paths: "SpawnPaths") -> None:

@@ -40,6 +40,15 @@ MAX_SKILL_FILE = 16 << 20
 
 
 @dataclass(frozen=True)
+class JailTree:
+    """A jail's root directory and its root user's (uid, gid) as the host sees them: who owns an
+    installed skill (a sandbox jail's root is not the host's root)."""
+
+    root: Path
+    owner: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Wanted:
     """One skill of the tenant's set after this spawn: its record, and where its verified files are
     staged (None: already installed in the jail as recorded, and checked there)."""
@@ -95,7 +104,7 @@ class SkillPlanner:
         asked: Sequence[str] | None,
         installed: Sequence[Installed],
         other_tenants: Sequence[str],
-        jail_root: Path | None,
+        jail: JailTree | None,
     ) -> SkillPlan:
         """The tenant's skill set for this spawn, everything fetched verified and staged, or a
         SupplyError (exit 22) naming the skill and why.  ``asked``: the ``--skill`` values (None:
@@ -115,14 +124,22 @@ class SkillPlanner:
             mother = SkillRef(MOTHER_SKILL, kept.version if kept and kept.source != BUILTIN else None)
         plan = SkillPlan()
         fetch: list[SkillRef] = []
-        for ref in [mother, *refs] if mother is not None else refs:
+        keep: dict[str, Installed] = {}
+        wanted_refs = [mother, *refs] if mother is not None else refs
+        for ref in wanted_refs:  # installed as recorded, and intact in the jail: kept unless unvouched
             kept = recorded.get(ref.name)
             if kept is not None and kept.source != BUILTIN and ref.version in (None, kept.version):
                 _may_keep(tenant_id, tier, kept, other_tenants)
-                if jail_root is not None and intact(jail_root, kept):
-                    plan.skills.append(Wanted(kept, None))
-                    continue
-            fetch.append(ref)
+                if jail is not None and intact(jail, kept):
+                    keep[ref.name] = kept
+        if keep and self._resolver is not None:  # held to today's keys and allow-list (review13 F3)
+            for name in self._resolver.unvouched(list(keep.values())):
+                del keep[name]
+        for ref in wanted_refs:
+            if ref.name in keep:
+                plan.skills.append(Wanted(keep[ref.name], None))
+            else:
+                fetch.append(ref)
         try:
             if fetch or not use_repo:
                 plan.staging = Path(tempfile.mkdtemp(prefix=f"{tenant_id}.", dir=self._staging_dir()))
@@ -143,7 +160,7 @@ class SkillPlanner:
                                        manifest_digest(skill.root))  # fmt: skip
                     plan.skills.append(Wanted(record, skill.root))
             if not use_repo:
-                plan.skills.insert(0, self._builtin(recorded.get(MOTHER_SKILL), jail_root, plan.staging))
+                plan.skills.insert(0, self._builtin(recorded.get(MOTHER_SKILL), jail, plan.staging))
         except BaseException:
             plan.cleanup()
             raise
@@ -155,7 +172,7 @@ class SkillPlanner:
         self._staging_parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._staging_parent
 
-    def _builtin(self, kept: Installed | None, jail_root: Path | None, staging: Path | None) -> Wanted:
+    def _builtin(self, kept: Installed | None, jail: JailTree | None, staging: Path | None) -> Wanted:
         """colibri's shipped mother (no repository configured): bundled here as a build would,
         so it is recorded with its digests like any other skill, source ``builtin``."""
         assert staging is not None
@@ -173,7 +190,7 @@ class SkillPlanner:
         shutil.rmtree(clean)
         record = Installed(MOTHER_SKILL, __version__, bundle.digest(data), BUILTIN, caps,
                            "sha256:" + hashlib.sha256(unpacked.manifest_bytes).hexdigest())  # fmt: skip
-        if kept == record and jail_root is not None and intact(jail_root, kept):
+        if kept == record and jail is not None and intact(jail, kept):
             return Wanted(kept, None)
         bundle.extract(unpacked, staging / MOTHER_SKILL)
         return Wanted(record, staging / MOTHER_SKILL)
@@ -192,23 +209,25 @@ def manifest_digest(directory: Path) -> str:
     return "sha256:" + hashlib.sha256((directory / mf.MANIFEST).read_bytes()).hexdigest()
 
 
-def intact(jail_root: Path, kept: Installed) -> bool:
+def intact(jail: JailTree, kept: Installed) -> bool:
     """Is the skill in the jail exactly as recorded: its manifest's digest, every file it lists
-    (size, mode, sha256), root's, nothing else in its directory, no symlink anywhere?  Reads only."""
+    (size, mode, sha256), nothing else in its directory, no symlink anywhere, every directory and
+    file owned by the jail's root (one the jail's user owns it could change after this check)?
+    Reads only."""
     rel = f"{SKILLS_ROOT}/{kept.name}"
     try:
-        raw = jailfs.read_regular(jail_root, f"{rel}/{mf.MANIFEST}", mf.MAX_MANIFEST)
+        raw = jailfs.read_regular(jail.root, f"{rel}/{mf.MANIFEST}", mf.MAX_MANIFEST)
         if "sha256:" + hashlib.sha256(raw).hexdigest() != kept.manifest_digest:
             return False
         manifest = mf.parse(raw, f"skill {kept.name}")
         files = {f.path: f for f in manifest.files}
-        found = dict(_walk(jail_root, rel, ""))
+        found = dict(_walk(jail, rel, ""))
         if set(found) != set(files) | {mf.MANIFEST}:
             return False
         for path, entry in files.items():
             if found[path] != entry.mode:
                 return False
-            body = jailfs.read_regular(jail_root, f"{rel}/{path}", MAX_SKILL_FILE)
+            body = jailfs.read_regular(jail.root, f"{rel}/{path}", MAX_SKILL_FILE)
             if len(body) != entry.size or hashlib.sha256(body).hexdigest() != entry.sha256:
                 return False
     except (JailError, SupplyError, OSError):
@@ -216,24 +235,26 @@ def intact(jail_root: Path, kept: Installed) -> bool:
     return True
 
 
-def _walk(root: Path, rel: str, prefix: str) -> Iterator[tuple[str, int]]:
-    """(path, mode) of each regular file under ``root/rel``; JailError for anything else there
-    (a symlink, a device, a directory another user owns or can write)."""
-    with jailfs.open_dir(root, rel) as fd:
+def _walk(jail: JailTree, rel: str, prefix: str) -> Iterator[tuple[str, int]]:
+    """(path, mode) of each regular file under ``jail.root/rel``; JailError for anything else there
+    (a symlink, a device, a hard link, a directory others can write, anything not the jail root's)."""
+    with jailfs.open_dir(jail.root, rel) as fd:
         st = os.fstat(fd)
         if st.st_mode & 0o022:
             raise JailError(f"{rel} is writable by others")
+        if (st.st_uid, st.st_gid) != jail.owner:
+            raise JailError(f"{rel} is not owned by the jail's root")
         names = sorted(os.listdir(fd))
         kinds = {n: os.stat(n, dir_fd=fd, follow_symlinks=False) for n in names}
     for name in names:
         info = kinds[name]
         path = f"{prefix}{name}"
         if stat.S_ISDIR(info.st_mode):
-            yield from _walk(root, f"{rel}/{name}", f"{path}/")
-        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            yield from _walk(jail, f"{rel}/{name}", f"{path}/")
+        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and (info.st_uid, info.st_gid) == jail.owner:
             yield path, stat.S_IMODE(info.st_mode)
         else:
-            raise JailError(f"{rel}/{name} is not a regular file")
+            raise JailError(f"{rel}/{name} is not a regular file of the jail's root")
 
 
 def install(root: Path, plan: SkillPlan, owner: tuple[int, int]) -> None:

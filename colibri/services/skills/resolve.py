@@ -18,6 +18,7 @@ from colibri.adapters.skill_repo import SkillRepository
 from colibri.adapters.skill_trust import TrustStore
 from colibri.errors import BundleRefused, SupplyError, SupplyUnavailable, TierRefused
 from colibri.services.skills import trusted
+from colibri.store.skills import Installed
 from colibri.supply import bundle, chain, docs
 from colibri.supply import manifest as mf
 from colibri.supply.metadata import FIRST_PARTY
@@ -123,6 +124,47 @@ class SkillResolver:
             if total > MAX_TOTAL:
                 raise BundleRefused(f"skill {ref}: the skills asked for hold more than {MAX_TOTAL} bytes together")
         return self._extract(picked, staging)
+
+    def unvouched(self, kept: Sequence[Installed]) -> list[str]:
+        """The names among ``kept`` (skills installed in a jail, about to be kept on a respawn) that
+        today's trust no longer vouches for, so they must be fetched and verified again: a
+        first-party skill the fresh index does not list with its digests, or whose detached
+        signature no longer verifies (its key revoked, expired or no longer delegated); a community
+        skill the operator no longer allows with its digest.  With the repository unreachable, or
+        its index expired, first-party skills are kept as installed (last-known-good: an outage
+        never touches a running agent's skills).  A repository that answers but does not verify
+        (a rollback, a bad root) raises, as an install would."""
+        state: trusted.Trusted | None = None
+        now = self.now()
+        if self.repository is not None and any(k.source == FIRST_PARTY for k in kept):
+            try:
+                with self.trust.locked():
+                    state = trusted.current(self.repository, self.trust, now)
+            except SupplyUnavailable:
+                state = None
+            if state is not None and state.expired(now):
+                state = None
+        found: list[str] = []
+        for skill in kept:
+            if skill.source == COMMUNITY:
+                vouched = self._allowed(SkillRef(skill.name, skill.version)) == skill.digest
+            else:
+                vouched = state is None or skill.source != FIRST_PARTY or self._signed(skill, state, now)
+            if not vouched:
+                found.append(skill.name)
+        return found
+
+    def _signed(self, skill: Installed, state: trusted.Trusted, now: datetime) -> bool:
+        assert self.repository is not None
+        entry = (state.index.skills.get(skill.name) or {}).get(skill.version)
+        if entry is None or entry.digest != skill.digest or entry.manifest != skill.manifest_digest:
+            return False
+        try:  # the repository answered just now: a signature it cannot serve is not one
+            sig = self.repository.fetch(f"bundles/{entry.name}-{entry.version}.tar.sig", chain.MAX_SIG)
+            chain.check_signature(sig, entry.manifest, state.root, now, f"skill {skill.name}@{skill.version}")
+        except SupplyError:
+            return False
+        return True
 
     def _one(
         self, ref: SkillRef, tier: str, state: trusted.Trusted, now: datetime
