@@ -55,7 +55,6 @@ def _ask(world: World, capabilities: tuple[str, ...] = ()) -> tuple[str, str]:
     return answer.child, answer.reservation
 
 
-@pytest.mark.xfail(strict=True, reason="review13 F1: a child asked for while its parent is cascaded is left behind")
 def test_f1_a_child_asked_for_during_the_cascade_is_not_left_behind(
     world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,6 +78,37 @@ def test_f1_a_child_asked_for_during_the_cascade_is_not_left_behind(
         left = None if row is None else (row.status, row.parent)
     # the parent is removed; nothing of its lineage may be left (nor spawned from its collection)
     assert left is None or left[0] == "removed", f"child {late[0]} left {left} after its parent's cascade"
+
+
+def test_f1_a_grandchild_asked_for_while_its_parent_is_destroyed_is_not_orphaned(
+    world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    child, _ = _ask(world)
+    assert cli("spawn-child", child)[0] == 0
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):  # a child's policy may only narrow queen's
+        PolicyAdmin(world[0]).set("queen", PolicyChange(max_depth=2))
+        PolicyAdmin(world[0]).set(child, PolicyChange(allowed=True, max_children=1, max_depth=1, rate="100/h",
+                                                      capabilities="*"))  # fmt: skip
+    late: list[str] = []
+    destroy = fake.destroy
+
+    def racing_destroy(name: str) -> None:
+        if name == child and not late:  # the child's agent asks for a child of its own meanwhile
+            with as_host(settings.state_dir, settings.host):
+                answer = world[1].ask(child, Ask("main", (), None, (), None), actor=f"agent:{child}/main")
+            assert answer.allowed and answer.child is not None, answer
+            late.append(answer.child)
+        destroy(name)
+
+    monkeypatch.setattr(fake, "destroy", racing_destroy)
+    code, out, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes", "--json")
+    assert code == 0, err
+    assert late
+    with world[0].session() as session:
+        rows = {t: session.get(Tenant, t) for t in (child, late[0])}
+    assert rows == {child: None, late[0]: None}, f"left behind: {rows}"
+    assert json.loads(out)["data"]["children_removed"] == [late[0], child]  # the deepest first
 
 
 def test_f2_a_child_cannot_ask_for_a_capability_version_its_parent_does_not_hold(world: World) -> None:

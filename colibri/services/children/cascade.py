@@ -5,6 +5,14 @@ and the cascade stops there, to be run again), then its rows are deleted in one 
 its entry: agents, tasks, its policy, its reservations and the ones it asked for, its tenant row
 (its audit entries stay: they are the record).  The parent itself is then removed as
 ``remove-tenant`` removes any tenant (its jail only with ``--destroy-jail``).
+
+The lineage may still grow while this runs (an agent of it asks for a child, review13 F1), so the
+descendants are listed again until none is left, before and after the parent's removal: once the
+parent is removed no child can be registered under it (ChildService locks its row and refuses a
+removed one), and a descendant's rows are deleted only under its own row lock with no child of
+its own left, so none is orphaned.  A lineage that keeps growing for ``MAX_ROUNDS`` listings is
+refused (exit 5: run it again); a removed parent with descendants left behind by a cascade that
+stopped is drained by running the same command again.
 """
 
 import contextlib
@@ -23,6 +31,9 @@ from colibri.store.listing import TenantView
 
 if TYPE_CHECKING:
     from colibri.services.policy.service import SpawnPolicyService
+
+MAX_ROUNDS = 8
+"""The most times a cascade lists a lineage that grows while it runs before it gives up (exit 5)."""
 
 
 class Cascade:
@@ -61,7 +72,8 @@ class Cascade:
                     f"tenant {tenant_id} has {len(below)} child{'ren' if len(below) > 1 else ''} ({names}); "
                     f"remove them first, or all at once: colibri remove-tenant {tenant_id} --cascade"
                 )
-            below_all = [] if parent is None else repo.descendants(tenant_id, include_removed=cascade)
+            left = parent is None and cascade and self._leftovers(session, tenant_id)
+            below_all = [] if parent is None and not left else repo.descendants(tenant_id, include_removed=cascade)
             order = [(t.tenant_id, TenantStatus(t.status)) for t in below_all]
             if parent is not None and order and TenantStatus(parent.status) in HAS_JAIL and not destroy_jail:
                 raise StateConflict(
@@ -71,20 +83,63 @@ class Cascade:
             if order:
                 record(session, "tenant.cascade", f"tenant:{tenant_id}", tenant=tenant_id,
                        children=[c for c, _ in order])  # fmt: skip
-        for child, status in order:
-            if status in HAS_JAIL:
-                self._destroy(child)
-            if status != TenantStatus.REMOVED:  # a discarded child gave its place back already
-                self._policy.retire(child, why=f"removed with {tenant_id} (--cascade)")
-            with agent_lock(self._locks, child), self._store.session() as session:
-                counts = ChildRepo(session).forget(child)
-                record(session, "child.forget", f"tenant:{child}", tenant=child, cascade_of=tenant_id,
-                       fields={f"deleted_{table}": n for table, n in counts.items()})  # fmt: skip
-            folder = self._socket_dir(child)
-            (folder / "agent.sock").unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                folder.rmdir()
-        return self._removed(tenant_id, destroy_jail), [c for c, _ in order]
+        if not order:
+            return self._removed(tenant_id, destroy_jail), []
+        gone = self._drain(tenant_id)
+        if left:  # the parent was removed by an earlier cascade that stopped: its view as it is
+            return self._tenants.show(tenant_id), gone
+        removed = self._removed(tenant_id, destroy_jail)
+        return removed, gone + self._drain(tenant_id)  # asked for while the parent was being removed
+
+    @staticmethod
+    def _leftovers(session: Any, tenant_id: str) -> bool:
+        from colibri.store.models import Tenant
+
+        row = session.get(Tenant, tenant_id)
+        return row is not None and bool(ChildRepo(session).children_of(tenant_id, include_removed=True))
+
+    def _drain(self, tenant_id: str) -> list[str]:
+        """Every descendant of ``tenant_id`` destroyed and forgotten, the deepest first, listed again
+        until none is left; the ones removed, in order (StateConflict: it keeps growing)."""
+        gone: list[str] = []
+        for _ in range(MAX_ROUNDS):
+            with self._store.session() as session:
+                order = [(t.tenant_id, TenantStatus(t.status)) for t in
+                         ChildRepo(session).descendants(tenant_id, include_removed=True)]  # fmt: skip
+            if not order:
+                return gone
+            for child, status in order:
+                if not self._forget(tenant_id, child, status):
+                    break  # it got a child meanwhile: list the lineage again, that one first
+                gone.append(child)
+        raise StateConflict(
+            f"tenant {tenant_id}'s lineage kept growing while it was removed ({len(gone)} removed); "
+            f"run colibri remove-tenant {tenant_id} --cascade again"
+        )
+
+    def _forget(self, tenant_id: str, child: str, status: TenantStatus) -> bool:
+        """Destroy one descendant's jail and delete its rows; False (nothing deleted) when it has a
+        child of its own now (registered since the listing)."""
+        from colibri.store.repos import TenantRepo
+
+        if status in HAS_JAIL:
+            self._destroy(child)
+        if status != TenantStatus.REMOVED:  # a discarded child gave its place back already
+            self._policy.retire(child, why=f"removed with {tenant_id} (--cascade)")
+        with agent_lock(self._locks, child), self._store.session() as session:
+            if TenantRepo(session).get_for_update(child) is None:
+                return True  # forgotten meanwhile (another cascade)
+            children = ChildRepo(session)
+            if children.children_of(child, include_removed=True):
+                return False
+            counts = children.forget(child)
+            record(session, "child.forget", f"tenant:{child}", tenant=child, cascade_of=tenant_id,
+                   fields={f"deleted_{table}": n for table, n in counts.items()})  # fmt: skip
+        folder = self._socket_dir(child)
+        (folder / "agent.sock").unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            folder.rmdir()
+        return True
 
     def _removed(self, tenant_id: str, destroy_jail: bool) -> TenantView:
         removed = self._tenants.remove(tenant_id, destroy_jail=destroy_jail)
