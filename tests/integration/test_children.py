@@ -105,6 +105,7 @@ def test_a_child_runs_the_whole_chain_takes_a_task_and_cascade_removal_leaves_no
     policy = PolicyChange(allowed=True, max_children=2, max_depth=1, rate="100/h", capabilities="echo")
     parent(hive, "queen", policy)
     hive.tenant("other")
+    wait_until(lambda: hive.socket("other").is_socket())  # the daemon's socket scan opened it
     # a spoofed parent in the body is ignored: the socket decides
     status, answer = ask(hive, "queen", {"agent_id": "main", "parent": "other", "tenant": "other"})
     assert status == 202, answer
