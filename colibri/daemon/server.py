@@ -150,7 +150,9 @@ class Daemon:
         keys = KeyDir(settings.state_dir / "audit", settings.host)  # its entries carry this host's MAC
         origin.set_origin(settings.host, "daemon", keys.entry_key)  # requests record under their socket's actor
         idle = max(10.0, settings.host_lease_seconds)  # a frozen daemon's open transaction ends by then
-        self._store = await self._call(Store, settings.database, settings.database_timeout, idle)
+        # SQLite's WAL checkpoints on a thread of their own, not in a request's commit (store/walcheckpoint.py)
+        opened = functools.partial(Store, settings.database, settings.database_timeout, idle, wal_checkpoints=1.0)
+        self._store = await self._call(opened)
         self._hive = HiveService(self._store, self.policy, host=settings.host,
                                  host_lease=(settings.host_lease_seconds, settings.host_lease_grace))  # fmt: skip
         await self.lease.start()

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from colibri.errors import ConfigError, SchemaTooNew, StateConflict, StoreError
+from colibri.store import walcheckpoint
 from colibri.store.clock import DatabaseClock
 from colibri.store.migrations import head
 
@@ -31,15 +32,18 @@ if TYPE_CHECKING:
 _PG_MIGRATION_LOCK = 0x636F6C6962  # "colib": the advisory-lock key for migrations
 
 
-def make_engine(url: str, timeout: float = 5.0, idle_in_transaction: float | None = None) -> Engine:
-    """Create the engine for ``url``; for SQLite, create its directory and set the pragmas.
+def make_engine(
+    url: str, timeout: float = 5.0, idle_in_transaction: float | None = None, autocheckpoint: int | None = None
+) -> Engine:
+    """Create the engine for ``url``; for SQLite, create its directory and set the pragmas
+    (``autocheckpoint``: its connections' ``wal_autocheckpoint``, None: SQLite's default).
 
     A URL SQLAlchemy cannot read, or whose dialect or driver is not installed, is a ConfigError
     that says what works (nothing is connected yet: this is the operator's database_url)."""
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            return _sqlite_engine(url, parsed.database, timeout)
+            return _sqlite_engine(url, parsed.database, timeout, autocheckpoint)
         args = _pg_connect_args(parsed, timeout, idle_in_transaction)
         return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as exc:
@@ -78,7 +82,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "
 """A silent peer is dropped after about 5 + 3 x 2 = 11 seconds."""
 
 
-def _sqlite_engine(url: str, database: str | None, timeout: float) -> Engine:
+def _sqlite_engine(url: str, database: str | None, timeout: float, autocheckpoint: int | None = None) -> Engine:
     if database and database != ":memory:":
         folder = Path(database).parent
         try:
@@ -96,6 +100,8 @@ def _sqlite_engine(url: str, database: str | None, timeout: float) -> Engine:
         if database and database != ":memory:":
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        if autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint)}")
         cursor.close()
 
     return engine
@@ -238,9 +244,11 @@ def _run_alembic(conn: Connection) -> None:
     command.upgrade(config, "head")
 
 
-def open_engine(url: str, timeout: float = 5.0, idle_in_transaction: float | None = None) -> Engine:
+def open_engine(
+    url: str, timeout: float = 5.0, idle_in_transaction: float | None = None, autocheckpoint: int | None = None
+) -> Engine:
     """Create the engine and migrate the schema: what every command does first."""
-    engine = make_engine(url, timeout, idle_in_transaction)
+    engine = make_engine(url, timeout, idle_in_transaction, autocheckpoint)
     try:
         migrate(engine, url)
     except BaseException:
@@ -266,9 +274,24 @@ def session_scope(engine: Engine, url: str) -> Iterator["Session"]:
 class Store:
     """An opened, migrated store; services open short sessions from it."""
 
-    def __init__(self, url: str, timeout: float = 5.0, idle_in_transaction: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 5.0,
+        idle_in_transaction: float | None = None,
+        *,
+        wal_checkpoints: float | None = None,
+    ) -> None:
+        """``wal_checkpoints``: on an SQLite file, checkpoint its WAL from a thread every this many
+        seconds instead of in a commit (the daemon: store/walcheckpoint.py)."""
         self.url = url
-        self.engine = open_engine(url, timeout, idle_in_transaction)
+        database = _sqlite_file(url) if wal_checkpoints else None
+        backstop = walcheckpoint.BACKSTOP_PAGES if database else None
+        self.engine = open_engine(url, timeout, idle_in_transaction, backstop)
+        self.checkpointer: walcheckpoint.WalCheckpointer | None = None
+        if database and wal_checkpoints:
+            self.checkpointer = walcheckpoint.WalCheckpointer(database, wal_checkpoints, timeout)
+            self.checkpointer.start()
         # leases are written and judged on the database's clock, one for every host (review R3);
         # a unit test may put its own clock here
         self.clock: Callable[[], float] = DatabaseClock(self.engine)
@@ -294,4 +317,14 @@ class Store:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         self.engine.dispose()
+
+
+def _sqlite_file(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return str(parsed.database)

@@ -120,9 +120,8 @@ class Reservation:
 @dataclass(frozen=True)
 class _Hot:
     take: str
-    switch: str
+    facts: str
     parent: str
-    children: str
     reserve: str
 
 
@@ -138,9 +137,12 @@ def _hot(mark: str) -> _Hot:
             f"WHERE tenant_id = {mark} RETURNING tenant_id, allowed, max_children, max_depth, rate, period, "
             "templates, capabilities, skills, hosts, window_count"
         ),
-        switch="SELECT forbid FROM spawn_switch WHERE name = 'global'",
+        facts=(  # one round trip for three reads (on PostgreSQL each is one: bench/policy_decide.py)
+            "SELECT (SELECT forbid FROM spawn_switch WHERE name = 'global'), "  # noqa: S608
+            f"(SELECT parent FROM tenants WHERE tenant_id = {mark}), "
+            f"(SELECT count(*) FROM spawn_reservations WHERE parent = {mark} AND state IN ('reserved', 'used'))"
+        ),
         parent=f"SELECT parent FROM tenants WHERE tenant_id = {mark}",  # noqa: S608
-        children=f"SELECT count(*) FROM spawn_reservations WHERE parent = {mark} AND state IN ('reserved', 'used')",  # noqa: S608
         reserve=(
             "INSERT INTO spawn_reservations (id, parent, agent_id, state, child, depth, request, created_at, "  # noqa: S608
             f"expires_at, updated_at, why) VALUES ({', '.join([mark] * 11)})"
@@ -183,19 +185,25 @@ class PolicyRepo:
         policy = SpawnPolicy(row[0], bool(row[1]), row[2], row[3], row[4], row[5], **lists)
         return policy, int(row[10])
 
-    def forbid_all(self) -> bool:
+    def facts(self, tenant: str) -> tuple[bool, str | None, int]:
+        """What a decision reads besides the policies, in one statement: the global switch,
+        ``tenant``'s parent (None: none, or no such tenant) and its children (reserved or used)."""
         cursor = self._cursor()
-        cursor.execute(_hot(self._mark).switch)
-        row = cursor.fetchone()
-        return bool(row and row[0])
+        cursor.execute(_hot(self._mark).facts, (tenant, tenant))
+        forbid, parent, children = cursor.fetchone()
+        return bool(forbid), None if parent is None else str(parent), int(children)
 
-    def lineage(self, tenant: str) -> tuple[tuple[str, ...], bool]:
-        """The tenant ids from the root to ``tenant``; True when cut (deeper than MAX_DEPTH, or a loop)."""
+    def lineage(self, tenant: str, parent: tuple[str | None] | None = None) -> tuple[tuple[str, ...], bool]:
+        """The tenant ids from the root to ``tenant``; True when cut (deeper than MAX_DEPTH, or a loop).
+        ``parent``: ``tenant``'s parent, when read already (``facts``)."""
         cursor, query = self._cursor(), _hot(self._mark).parent
         chain = [tenant]
         while len(chain) <= MAX_DEPTH + 1:
-            cursor.execute(query, (chain[-1],))
-            row = cursor.fetchone()
+            if parent is not None and len(chain) == 1:
+                row: Any = parent
+            else:
+                cursor.execute(query, (chain[-1],))
+                row = cursor.fetchone()
             if row is None or row[0] is None:
                 return tuple(reversed(chain)), False
             if row[0] in chain:
@@ -208,11 +216,6 @@ class PolicyRepo:
             return {}
         rows = self._session.execute(select(POLICIES).where(POLICIES.c.tenant_id.in_(list(tenants)))).all()
         return {row.tenant_id: _policy(row) for row in rows}
-
-    def children(self, parent: str) -> int:
-        cursor = self._cursor()
-        cursor.execute(_hot(self._mark).children, (parent,))
-        return int(cursor.fetchone()[0])
 
     def reserve(self, reservation: Reservation, now: float) -> None:
         r = reservation

@@ -79,12 +79,12 @@ class SpawnPolicyService:
         repo = PolicyRepo(session)
         taken = repo.take(request.parent, now)  # first: the row lock (see store/policy.py)
         policy, recent = taken if taken is not None else (None, 0)
-        forbid = repo.forbid_all()
-        lineage, broken = repo.lineage(request.parent)
+        forbid, parent, counted = repo.facts(request.parent)
+        lineage, broken = repo.lineage(request.parent, (parent,))
         policies = repo.policies(lineage[:-1]) if policy is not None and len(lineage) > 1 else {}
         if policy is not None:
             policies[request.parent] = policy
-        children = repo.children(request.parent) if policy is not None else 0
+        children = counted if policy is not None else 0
         inputs = Inputs(
             forbid_all=forbid, lineage=lineage, policies=policies, children=children, recent=recent,
             template=request.template, capabilities=tuple(request.capabilities), skills=tuple(request.skills),
