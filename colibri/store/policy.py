@@ -245,13 +245,14 @@ class PolicyRepo:
         query = select(RESERVATIONS).where(RESERVATIONS.c.parent == parent).order_by(RESERVATIONS.c.created_at)
         return [_reservation(row) for row in self._session.execute(query).all()]
 
-    def bind(self, id_: str, child: str, now: float) -> bool:
-        """Name the child of a reserved reservation (again with the same name: True, nothing changes)."""
+    def bind(self, id_: str, child: str, now: float, expires: float) -> bool:
+        """Name the child of a reserved reservation, which then expires at ``expires`` (again
+        with the same name: True, only the expiry moves)."""
         query = (
             update(RESERVATIONS)
             .where(RESERVATIONS.c.id == id_, RESERVATIONS.c.state == "reserved")
             .where((RESERVATIONS.c.child.is_(None)) | (RESERVATIONS.c.child == child))
-            .values(child=child, updated_at=now)
+            .values(child=child, updated_at=now, expires_at=expires)
         )
         return bool(self._session.execute(query).rowcount)  # type: ignore[attr-defined]
 

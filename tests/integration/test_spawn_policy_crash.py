@@ -1,6 +1,7 @@
 """The daemon killed between the decision and the spawn (issue 14): a real process decides (and
 binds one of its two grants to a child tenant that exists), is SIGKILLed before ``use``, and the
-sweep of another process converges: the bound grant used, the other released, nothing leaked."""
+sweep of another process converges: the unbound grant released a minute later, the bound one
+used once its spawn's time is over, nothing leaked."""
 
 import os
 import signal
@@ -12,13 +13,13 @@ import pytest
 
 from colibri.audit import origin
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
-from colibri.services.policy.service import SpawnPolicyService
+from colibri.services.policy.service import BIND_TTL, SpawnPolicyService
 from tests.conftest import REPO
 from tests.unit.daemon.hive_world import active_tenants
 
 pytestmark = pytest.mark.integration
 
-TTL = 60.0
+TTL = 300.0
 SPAWNER = """
 import os
 import signal
@@ -52,8 +53,11 @@ def test_a_spawner_killed_before_use_converges(db_url: str) -> None:
         with origin.acting("daemon", host="h"):
             now = SpawnPolicyService(store)
             assert now.sweep() == 0  # not expired yet: a live spawn keeps its place
+            soon = SpawnPolicyService(store, clock=lambda: time.time() + BIND_TTL + 5)
+            assert soon.sweep() == 1  # never bound: its place is free a minute after the kill
+            assert soon.reservation(lone).state == "released" and soon.reservation(bound).state == "reserved"
             later = SpawnPolicyService(store, clock=lambda: time.time() + TTL + 5)
-            assert later.sweep() == 2 and later.sweep() == 0
+            assert later.sweep() == 1 and later.sweep() == 0
             assert later.reservation(bound).state == "used" and later.reservation(bound).child == "worker"
             assert later.reservation(lone).state == "released"
         shown = PolicyAdmin(store).show("queen")

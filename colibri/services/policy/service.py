@@ -9,9 +9,11 @@ PolicyDenied, nothing reserved.  A denial is committed (its entry, and its count
 window) and returned, not raised.
 
 A reservation is ``reserved`` until the spawn ends: ``use`` (the child exists) or ``release`` (the
-spawn failed).  One whose spawner died (the daemon killed between the decision and the spawn)
-expires after ``reservation_ttl`` seconds on the database's clock; ``sweep`` settles it: ``used``
-when the child it was bound to exists, else ``released``.  Never leaked, never counted twice.
+spawn failed).  One whose spawner died expires on the database's clock and ``sweep`` settles it:
+``used`` when the child it was bound to exists, else ``released``.  Never leaked, never counted
+twice.  A reservation not yet bound to a child expires ``BIND_TTL`` seconds after the decision
+(binding follows it within the same request: one still unbound that long is a daemon killed
+between the two), a bound one ``reservation_ttl`` seconds after its bind (the spawn's time).
 """
 
 import secrets
@@ -27,6 +29,8 @@ from colibri.store.db import Store
 from colibri.store.policy import PolicyRepo, Reservation
 
 DEFAULT_TTL = 900.0
+BIND_TTL = 60.0
+"""How long a reservation may stay unbound to a child (the decision and the bind are one request)."""
 SWEEP_BATCH = 500
 
 
@@ -100,7 +104,7 @@ class SpawnPolicyService:
             }  # fmt: skip
             held = Reservation(
                 reservation, request.parent, request.agent_id[:64], "reserved", None, verdict.depth, asked,
-                now, now + self._ttl, None,
+                now, now + min(BIND_TTL, self._ttl), None,
             )  # fmt: skip
             repo.reserve(held, now)
         record(
@@ -128,7 +132,8 @@ class SpawnPolicyService:
         with self._store.session() as session:
             repo = PolicyRepo(session)
             found = self._held(repo, reservation)
-            if not repo.bind(reservation, child, self._clock()):
+            now = self._clock()
+            if not repo.bind(reservation, child, now, expires=now + self._ttl):
                 raise StateConflict(
                     f"spawn reservation {reservation} is {found.state}"
                     + (f", bound to {found.child}" if found.child and found.child != child else "")

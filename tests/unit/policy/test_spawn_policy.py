@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from colibri.errors import InvalidInput, PolicyDenied, StateConflict
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
-from colibri.services.policy.service import ChildRequest, SpawnPolicyService
+from colibri.services.policy.service import BIND_TTL, ChildRequest, SpawnPolicyService
 from colibri.store.db import Store
 from tests.unit.audit.test_audit_hooks import refuse_audit_writes
 
@@ -178,6 +178,24 @@ def test_an_audit_write_failure_denies_and_reserves_nothing(world: Store) -> Non
         ask(SpawnPolicyService(world))
     assert denied.value.exit_code == 23 and denied.value.rule == "audit-failed"
     assert reservations(world) == {}
+
+
+def test_a_reservation_never_bound_is_released_after_the_bind_window_a_bound_one_keeps_the_spawns(
+    world: Store,
+) -> None:
+    PolicyAdmin(world).set("queen", PolicyChange(allowed=True, max_children=2))
+    now = [2_000_000.0]
+    service = SpawnPolicyService(world, reservation_ttl=900, clock=lambda: now[0])
+    lone, bound = ask(service), ask(service)  # the daemon killed after deciding lone, before its bind
+    now[0] += 10
+    service.bind(bound.reservation, "worker")  # type: ignore[attr-defined]
+    now[0] += BIND_TTL - 5  # lone: the window is over; bound: 900 s from its bind
+    assert service.sweep() == 1
+    assert service.reservation(lone.reservation).state == "released"  # type: ignore[attr-defined]
+    assert service.reservation(bound.reservation).state == "reserved"  # type: ignore[attr-defined]
+    assert ask(service).allowed  # the place the killed daemon held is free again, 15 minutes early
+    now[0] += 900
+    assert service.sweep() == 2  # bound: its child exists, used; the new one never bound, released
 
 
 def test_sweep_settles_expired_reservations_and_never_a_live_one(world: Store) -> None:
