@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.errors import SignatureRefused, SupplyError
 from colibri.services.children.service import Ask, ChildService
-from colibri.services.lifecycle.skills import JailTree, SkillPlanner, install
+from colibri.services.lifecycle.skills import JailTree
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.services.skills import publish
@@ -21,11 +21,10 @@ from colibri.settings import load_settings
 from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.supply import keys
-from tests.conftest import REPO
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
-from tests.unit.skills.forge import Forge
+from tests.unit.skills.forge import Forge, installed_jail
 
 __all__ = ["cli_fixture", "fake_fixture"]
 
@@ -130,13 +129,7 @@ def tree(root: Path) -> JailTree:
 def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_path: Path) -> None:
     forge = Forge(tmp_path)
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))
-    planner = SkillPlanner(forge.resolver(), REPO / "skills", tmp_path / "staging-area")
-    root = tmp_path / "jail"
-    root.mkdir()
-    first = planner.plan("acme", "paid", ["mail"], [], [], None)
-    install(root, first, (os.geteuid(), os.getegid()))
-    first.cleanup()
-    installed = [w.record for w in first.skills]
+    planner, root, installed = installed_jail(forge, tmp_path)
     # the signing key leaked: the operator delegates a new one and revokes the old one
     old = keys.key_id(keys.raw_public(forge.signing_key))
     new = Ed25519PrivateKey.generate()

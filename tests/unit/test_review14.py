@@ -13,11 +13,11 @@ from colibri import __version__
 from colibri.adapters.skill_trust import COMMUNITY
 from colibri.errors import InvalidInput, SupplyError
 from colibri.services.hive.skillcheck import parse_loaded
-from colibri.services.lifecycle.skills import SKILLS_ROOT, JailTree, SkillPlanner, install
+from colibri.services.lifecycle.skills import SKILLS_ROOT, JailTree, SkillPlanner
 from colibri.store.skills import Installed
 from colibri.supply import docs
 from tests.conftest import REPO
-from tests.unit.skills.forge import Forge
+from tests.unit.skills.forge import Forge, installed_jail
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -54,18 +54,8 @@ def forge_fixture(tmp_path: Path) -> Forge:
     return forge
 
 
-def _installed(forge: Forge, tmp_path: Path) -> tuple[SkillPlanner, Path, list[Installed]]:
-    planner = SkillPlanner(forge.resolver(), REPO / "skills", tmp_path / "staging-area")
-    root = tmp_path / "jail"
-    root.mkdir()
-    first = planner.plan("acme", "paid", ["mail"], [], [], None)
-    install(root, first, (os.geteuid(), os.getegid()))
-    first.cleanup()
-    return planner, root, [w.record for w in first.skills]
-
-
 def test_f2_a_skill_the_jail_root_does_not_own_is_installed_again(forge: Forge, tmp_path: Path) -> None:
-    planner, root, installed = _installed(forge, tmp_path)
+    planner, root, installed = installed_jail(forge, tmp_path)
     mine = (os.geteuid(), os.getegid())
     again = planner.plan("acme", "paid", None, installed, [], JailTree(root, mine))
     assert [w.staged for w in again.skills] == [None, None]  # the jail root's, as recorded: kept
@@ -80,7 +70,7 @@ def test_f2_a_skill_the_jail_root_does_not_own_is_installed_again(forge: Forge, 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 def test_f2_one_file_handed_to_the_jail_user_is_caught(forge: Forge, tmp_path: Path) -> None:
-    planner, root, installed = _installed(forge, tmp_path)
+    planner, root, installed = installed_jail(forge, tmp_path)
     handler = root / SKILLS_ROOT.lstrip("/") / "mail/handlers/echo"
     os.chown(handler, 1001, -1)  # same bytes and mode: only its owner changed
     again = planner.plan("acme", "paid", None, installed, [], JailTree(root, (0, os.getegid())))

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -55,6 +56,24 @@ class Forge:
 
     def resolver(self) -> SkillResolver:
         return SkillResolver(self.repo, self.trust, self.now)
+
+
+def installed_jail(forge: "Forge", base: Path) -> tuple[Any, Path, list[Any]]:
+    """A planner on ``forge``'s repository, and a jail root under ``base`` into which it installed
+    mother and mail (owned by this process, as the jail's root): what a respawn then plans
+    against.  (planner, the jail root, the installed records.)"""
+    import os
+
+    from colibri.services.lifecycle.skills import SkillPlanner, install
+    from tests.conftest import REPO
+
+    planner = SkillPlanner(forge.resolver(), REPO / "skills", base / "staging-area")
+    root = base / "jail"
+    root.mkdir()
+    first = planner.plan("acme", "paid", ["mail"], [], [], None)
+    install(root, first, (os.geteuid(), os.getegid()))
+    first.cleanup()
+    return planner, root, [w.record for w in first.skills]
 
 
 def tar_of(members: list[tuple[str, bytes | None, dict[str, object]]], gz: bool = False) -> bytes:
