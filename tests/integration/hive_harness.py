@@ -47,7 +47,7 @@ HANDLERS = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, step: float = 0.05) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, step: float = 0.05, what: str = "condition") -> Any:
     """Poll until ``predicate()`` is truthy (no timing assertion: only a bound to fail a hung test)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -55,8 +55,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, step: float 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout} s")
+            raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(step)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """``wait_until`` for the chain tests: ``what`` names the wait in its failure."""
+    return wait_until(check, timeout, 0.25, what)
 
 
 class Raw:

@@ -13,8 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, require
+from tests.integration.hive_harness import wait_for
 from tests.servers.vaultwarden import start
 from tests.servers.vaultwarden.bwcli import find_bw
 
@@ -47,16 +47,6 @@ class Chain:
         done = self.colibri(*args, "--json", stdin=stdin)
         assert done.returncode == 0, f"{args}: rc {done.returncode}\n{done.stdout}\n{done.stderr}"
         return json.loads(done.stdout)["data"]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(name="chain")

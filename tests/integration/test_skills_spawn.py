@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, require
+from tests.integration.hive_harness import wait_for
 from tests.integration.skills_repo import SignedRepo, build_signed_repo
 
 pytestmark = pytest.mark.integration
@@ -47,16 +47,6 @@ class Host:
 
     def jail(self, tenant: str) -> Path:
         return self.base / "state" / "sandbox" / tenant
-
-
-def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(name="host")
