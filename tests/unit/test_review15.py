@@ -1,0 +1,203 @@
+"""review15: hostile review of review13 F1/F3, review14 F1/F2 and issue 14's WAL and BIND_TTL.
+Each test is a STRICT xfail: it fails because of the finding it names, and passes (so the
+xfail must be removed) once the finding is fixed."""
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlmodel import col, select
+
+from colibri.adapters.jail import JailState
+from colibri.errors import ColibriError, SupplyError
+from colibri.services.children.service import Ask, ChildService
+from colibri.services.lifecycle.skills import JailTree, SkillPlanner, install
+from colibri.services.policy.admin import PolicyAdmin, PolicyChange
+from colibri.services.policy.service import SpawnPolicyService
+from colibri.services.skills import publish
+from colibri.settings import load_settings
+from colibri.store.db import Store
+from colibri.store.models import Tenant
+from colibri.supply import keys
+from colibri.supply.metadata import MAX_INDEX, parse_index
+from tests.conftest import REPO
+from tests.fakes.jail import FakeJails
+from tests.integration.as_host import as_host
+from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
+from tests.unit.skills.forge import Forge
+
+__all__ = ["cli_fixture", "fake_fixture"]
+
+World = tuple[Store, ChildService, SpawnPolicyService]
+
+
+@pytest.fixture(name="world")
+def world_fixture(cli: Cli) -> Iterator[World]:
+    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
+    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
+    settings = load_settings(None)[0]
+    store = Store(settings.database)
+    policy = SpawnPolicyService(store)
+    with as_host(settings.state_dir, settings.host):
+        PolicyAdmin(store).set("queen", PolicyChange(allowed=True, max_children=3, rate="100/h", capabilities="*"))
+    try:
+        yield store, ChildService(store, policy, settings.host), policy
+    finally:
+        store.close()
+
+
+def _try_ask(world: World) -> str | None:
+    """queen's agent asks for a child over its socket: the child's id, or None (refused)."""
+    settings = load_settings(None)[0]
+    try:
+        with as_host(settings.state_dir, settings.host):
+            answer = world[1].ask("queen", Ask("main", (), None, (), None), actor="agent:queen/main")
+    except ColibriError:
+        return None
+    return answer.child if answer.allowed else None
+
+
+def _ask(world: World) -> str:
+    child = _try_ask(world)
+    assert child is not None
+    return child
+
+
+def _lineage_left(world: World) -> list[tuple[str, str]]:
+    with world[0].session() as session:
+        rows = session.exec(select(Tenant).where(col(Tenant.parent).is_not(None))).all()
+        return [(t.tenant_id, t.status) for t in rows if t.status != "removed"]
+
+
+# ---- F1: a hostile parent keeps its own cascade from ever finishing --------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="review15 F1: the parent's agent, still running, regrows its lineage "
+                                       "faster than the cascade drains it: exit 5 every time")  # fmt: skip
+def test_f1_a_parent_asking_for_children_all_along_cannot_stop_its_own_removal(
+    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ask(world)
+    asked: list[str | None] = []
+    retire = SpawnPolicyService.retire
+
+    def hostile_retire(self: SpawnPolicyService, child: str, *, why: str) -> bool:
+        if "--cascade" in why and len(asked) < 40:  # queen's agent asks again each time one goes
+            asked.append(_try_ask(world))
+        return retire(self, child, why=why)
+
+    monkeypatch.setattr(SpawnPolicyService, "retire", hostile_retire)
+    code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes")
+    # the operator removes a tenant; its own agent must not be able to refuse that (exit 5, "run again")
+    assert code == 0, f"exit {code}: {err.strip()[:300]} (queen's agent got {sum(1 for a in asked if a)} children)"
+    assert _lineage_left(world) == []
+
+
+# ---- F2: a descendant spawned after the listing keeps its jail, its rows deleted ---------------------
+
+
+@pytest.mark.xfail(strict=True, reason="review15 F2: _forget trusts the listing's status: a child spawned "
+                                       "since is forgotten without its jail being destroyed")  # fmt: skip
+def test_f2_a_child_spawned_while_the_cascade_runs_has_its_jail_destroyed(
+    world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _ask(world)
+    assert cli("spawn-child", first)[0] == 0
+    second = _ask(world)  # registered; the daemon's children loop is about to spawn it
+    spawned: list[int] = []
+    destroy = fake.destroy
+
+    def racing_destroy(name: str) -> None:
+        if name == first and not spawned:  # the loop's spawn-child of the second finishes meanwhile
+            spawned.append(cli("spawn-child", second)[0])
+        destroy(name)
+
+    monkeypatch.setattr(fake, "destroy", racing_destroy)
+    code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes")
+    assert spawned == [0]
+    with world[0].session() as session:
+        row = session.get(Tenant, second)
+    state = fake.info(second).state
+    # its rows are gone (nothing will ever look for it again) while its jail, holding the lineage's
+    # collection secrets in its .env, still runs
+    assert row is None or row.status == "removed"
+    assert state is JailState.ABSENT, f"exit {code} {err.strip()[:200]}: {second}'s jail is {state}, its row {row}"
+
+
+# ---- F3: two cascades at once: the second fails on a descendant the first forgot -------------------
+
+
+@pytest.mark.xfail(strict=True, reason="review15 F3: _forget destroys before it checks the row: a descendant "
+                                       "another cascade forgot meanwhile is TenantNotFound")  # fmt: skip
+def test_f3_a_cascade_racing_another_one_succeeds(world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(2):
+        assert cli("spawn-child", _ask(world))[0] == 0
+    other: list[tuple[int, str]] = []
+    retire = SpawnPolicyService.retire
+
+    def racing_retire(self: SpawnPolicyService, child: str, *, why: str) -> bool:
+        if "--cascade" in why and not other:  # an operator (or a script) runs the same command meanwhile
+            other.append(("running", ""))
+            code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes")
+            other[0] = (code, err.strip()[:200])
+        return retire(self, child, why=why)
+
+    monkeypatch.setattr(SpawnPolicyService, "retire", racing_retire)
+    code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes")
+    # the second may finish the job (0) or be told another cascade runs (5), never half of it
+    assert other and other[0][0] in (0, 5), other
+    # the first was asked to remove the lineage and it is gone: not "tenant not found" (exit 4)
+    assert code == 0, f"exit {code}: {err.strip()[:300]} (the other cascade: {other[0]})"
+    assert _lineage_left(world) == []
+
+
+# ---- F4, F5: a kept skill held to the trust this host already has ----------------------------------
+
+
+def _installed(forge: Forge, tmp_path: Path) -> tuple[SkillPlanner, JailTree, list[Any]]:
+    planner = SkillPlanner(forge.resolver(), REPO / "skills", tmp_path / "staging-area")
+    root = tmp_path / "jail"
+    root.mkdir()
+    first = planner.plan("acme", "paid", ["mail"], [], [], None)
+    install(root, first, (os.geteuid(), os.getegid()))
+    first.cleanup()
+    return planner, JailTree(root, (os.geteuid(), os.getegid())), [w.record for w in first.skills]
+
+
+@pytest.mark.xfail(strict=True, reason="review15 F4: offline, unvouched() keeps every first-party skill and "
+                                       "ignores the verified last-known-good index it calls its fallback")  # fmt: skip
+def test_f4_offline_a_respawn_does_not_keep_a_skill_this_host_knows_was_withdrawn(tmp_path: Path) -> None:
+    forge = Forge(tmp_path)
+    forge.publish(forge.bundle("mother"), forge.bundle("mail"))
+    planner, tree, installed = _installed(forge, tmp_path)
+    # mail@1.0.0 turns out to be malicious: the publisher withdraws it (a new index without it)
+    index = parse_index(forge.repo.fetch("index.json", MAX_INDEX), None, forge.now())
+    entries = [e for versions in index.skills.values() for e in versions.values() if e.name != "mail"]
+    publish.reindex(forge.repo, forge.signing_key, entries, index.version + 1, forge.now() + timedelta(days=30))
+    assert forge.resolver().unvouched(installed) == ["mail"]  # online: refused, and this host remembers it
+    # the repository is now unreachable (an outage, or whoever wants mail kept cuts it off)
+    (tmp_path / "repo").rename(tmp_path / "repo-away")
+    with pytest.raises(SupplyError):  # this host's own verified index says mail is gone: not kept
+        planner.plan("acme", "paid", None, installed, [], tree).cleanup()
+
+
+@pytest.mark.xfail(strict=True, reason="review15 F5: with the index expired unvouched() skips the signature "
+                                       "check, so the fresh root's revocation is ignored")  # fmt: skip
+def test_f5_an_expired_index_does_not_keep_a_revoked_keys_skills(tmp_path: Path) -> None:
+    forge = Forge(tmp_path)
+    forge.publish(forge.bundle("mother"), forge.bundle("mail"))
+    planner, tree, installed = _installed(forge, tmp_path)
+    old = keys.key_id(keys.raw_public(forge.signing_key))
+    new = Ed25519PrivateKey.generate()
+    publish.delegate(forge.repo, forge.root_key, keys.raw_public(new), forge.now() + timedelta(days=400))
+    publish.revoke(forge.repo, forge.root_key, old)
+    forge.publish(key=new)  # re-signed by the new key; the bundles still carry the revoked key's signature
+    forge.clock[0] += timedelta(days=31)  # the index lapses (nobody re-signed it in time)
+    # the repository answers: its root (verified now) revokes the key that signed mail and mother;
+    # the signatures are fetchable and check_signature would refuse them
+    with pytest.raises(SupplyError):
+        planner.plan("acme", "paid", None, installed, [], tree).cleanup()
