@@ -164,3 +164,11 @@ class TrustStore:
 
     def community_bundle(self, digest: str) -> bytes | None:
         return self.read(f"community/{digest.removeprefix('sha256:')}.tar")
+
+    def keep_signature(self, digest: str, sig: bytes) -> None:
+        """The detached signature a first-party bundle was installed with, kept so a respawn
+        while the repository is unreachable still checks it against the last-known-good root."""
+        self.write(f"sigs/{digest.removeprefix('sha256:')}.sig", sig)
+
+    def signature(self, digest: str, limit: int) -> bytes | None:
+        return self.read(f"sigs/{digest.removeprefix('sha256:')}.sig", limit)

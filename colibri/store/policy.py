@@ -312,6 +312,11 @@ class PolicyRepo:
         row = self._session.execute(select(POLICIES).where(POLICIES.c.tenant_id == tenant)).first()
         return None if row is None else _policy(row)
 
+    def deny(self, tenant: str, by: str | None) -> bool:
+        """Turn ``tenant``'s self-spawn off (its policy kept, ``allowed`` false); False: it had none."""
+        query = update(POLICIES).where(POLICIES.c.tenant_id == tenant, POLICIES.c.allowed.is_(True))
+        return bool(self._session.execute(query.values(allowed=False, updated_at=utcnow(), updated_by=by)).rowcount)  # type: ignore[attr-defined]
+
     def put(self, policy: SpawnPolicy, by: str | None, exists: bool) -> None:
         values: dict[str, Any] = {
             "allowed": policy.allowed, "max_children": policy.max_children, "max_depth": policy.max_depth,

@@ -14,7 +14,7 @@ from colibri.errors import SignatureRefused, SupplyError
 from colibri.services.children.service import Ask, ChildService
 from colibri.services.lifecycle.skills import JailTree
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
-from colibri.services.policy.service import SpawnPolicyService
+from colibri.services.policy.service import ChildRequest, Decision, SpawnPolicyService
 from colibri.services.skills import publish
 from colibri.services.skills.resolve import SkillRef
 from colibri.settings import load_settings
@@ -54,23 +54,45 @@ def _ask(world: World, capabilities: tuple[str, ...] = ()) -> tuple[str, str]:
     return answer.child, answer.reservation
 
 
+def _granted(world: World, parent: str) -> Decision:
+    """A decision the policy granted ``parent``'s agent before a cascade fenced the lineage."""
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        decision = world[2].decide(ChildRequest(parent, "main"), actor=f"agent:{parent}/main")
+    assert decision.allowed, decision
+    return decision
+
+
+def _register(world: World, parent: str, decision: Decision) -> str:
+    """That grant's child registered (ChildService.ask's second step), late."""
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        return world[1]._register(parent, Ask("main", (), None, (), None), (), decision)
+
+
 def test_f1_a_child_asked_for_during_the_cascade_is_not_left_behind(
     world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     child, _ = _ask(world)
     assert cli("spawn-child", child)[0] == 0
+    before = _granted(world, "queen")  # granted just before the cascade, registered during it
     late: list[str] = []
+    asked: list[str] = []
     destroy = fake.destroy
 
     def racing_destroy(name: str) -> None:
         if name == child and not late:  # the parent's agent, still running, asks again meanwhile
-            late.append(_ask(world)[0])
+            late.append(_register(world, "queen", before))
+            settings = load_settings(None)[0]
+            with as_host(settings.state_dir, settings.host):
+                answer = world[1].ask("queen", Ask("main", (), None, (), None), actor="agent:queen/main")
+            asked.append(answer.rule)
         destroy(name)
 
     monkeypatch.setattr(fake, "destroy", racing_destroy)
     code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes", "--json")
     assert code == 0, err
-    assert late
+    assert late and asked == ["tenant-off"]  # the cascade turned queen's self-spawn off first
     cli("spawn-child", late[0])  # what the daemon's children loop runs for a pending child
     with world[0].session() as session:
         row = session.get(Tenant, late[0])
@@ -87,23 +109,25 @@ def test_f1_a_grandchild_asked_for_while_its_parent_is_destroyed_is_not_orphaned
     settings = load_settings(None)[0]
     with as_host(settings.state_dir, settings.host):  # a child's policy may only narrow queen's
         PolicyAdmin(world[0]).set("queen", PolicyChange(max_depth=2))
-        PolicyAdmin(world[0]).set(child, PolicyChange(allowed=True, max_children=1, max_depth=1, rate="100/h",
+        PolicyAdmin(world[0]).set(child, PolicyChange(allowed=True, max_children=2, max_depth=1, rate="100/h",
                                                       capabilities="*"))  # fmt: skip
+    before = _granted(world, child)
     late: list[str] = []
+    asked: list[str] = []
     destroy = fake.destroy
 
     def racing_destroy(name: str) -> None:
         if name == child and not late:  # the child's agent asks for a child of its own meanwhile
+            late.append(_register(world, child, before))
             with as_host(settings.state_dir, settings.host):
                 answer = world[1].ask(child, Ask("main", (), None, (), None), actor=f"agent:{child}/main")
-            assert answer.allowed and answer.child is not None, answer
-            late.append(answer.child)
+            asked.append(answer.rule)
         destroy(name)
 
     monkeypatch.setattr(fake, "destroy", racing_destroy)
     code, out, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes", "--json")
     assert code == 0, err
-    assert late
+    assert late and asked == ["ancestor-off"]  # queen's self-spawn is off: so is its lineage's
     with world[0].session() as session:
         rows = {t: session.get(Tenant, t) for t in (child, late[0])}
     assert rows == {child: None, late[0]: None}, f"left behind: {rows}"

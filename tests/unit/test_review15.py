@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import col, select
 
 from colibri.adapters.jail import JailState
+from colibri.domain import TenantStatus
 from colibri.errors import ColibriError, SupplyError
+from colibri.services.children.cascade import Cascade
 from colibri.services.children.service import Ask, ChildService
 from colibri.services.lifecycle.skills import JailTree, SkillPlanner, install
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
@@ -76,8 +78,6 @@ def _lineage_left(world: World) -> list[tuple[str, str]]:
 # ---- F1: a hostile parent keeps its own cascade from ever finishing --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review15 F1: the parent's agent, still running, regrows its lineage "
-                                       "faster than the cascade drains it: exit 5 every time")  # fmt: skip
 def test_f1_a_parent_asking_for_children_all_along_cannot_stop_its_own_removal(
     world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,8 +100,6 @@ def test_f1_a_parent_asking_for_children_all_along_cannot_stop_its_own_removal(
 # ---- F2: a descendant spawned after the listing keeps its jail, its rows deleted ---------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review15 F2: _forget trusts the listing's status: a child spawned "
-                                       "since is forgotten without its jail being destroyed")  # fmt: skip
 def test_f2_a_child_spawned_while_the_cascade_runs_has_its_jail_destroyed(
     world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,21 +107,21 @@ def test_f2_a_child_spawned_while_the_cascade_runs_has_its_jail_destroyed(
     assert cli("spawn-child", first)[0] == 0
     second = _ask(world)  # registered; the daemon's children loop is about to spawn it
     spawned: list[int] = []
-    destroy = fake.destroy
+    forget = Cascade._forget
 
-    def racing_destroy(name: str) -> None:
-        if name == first and not spawned:  # the loop's spawn-child of the second finishes meanwhile
+    def racing_forget(self: Cascade, tenant_id: str, child: str, status: TenantStatus) -> bool:
+        if not spawned:  # the loop's spawn-child of the second finishes after the cascade's listing
             spawned.append(cli("spawn-child", second)[0])
-        destroy(name)
+        return forget(self, tenant_id, child, status)
 
-    monkeypatch.setattr(fake, "destroy", racing_destroy)
+    monkeypatch.setattr(Cascade, "_forget", racing_forget)
     code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes")
     assert spawned == [0]
     with world[0].session() as session:
         row = session.get(Tenant, second)
     state = fake.info(second).state
-    # its rows are gone (nothing will ever look for it again) while its jail, holding the lineage's
-    # collection secrets in its .env, still runs
+    # its rows must not be gone (nothing would ever look for it again) while its jail, holding the
+    # lineage's collection secrets in its .env, still runs
     assert row is None or row.status == "removed"
     assert state is JailState.ABSENT, f"exit {code} {err.strip()[:200]}: {second}'s jail is {state}, its row {row}"
 
@@ -131,8 +129,6 @@ def test_f2_a_child_spawned_while_the_cascade_runs_has_its_jail_destroyed(
 # ---- F3: two cascades at once: the second fails on a descendant the first forgot -------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review15 F3: _forget destroys before it checks the row: a descendant "
-                                       "another cascade forgot meanwhile is TenantNotFound")  # fmt: skip
 def test_f3_a_cascade_racing_another_one_succeeds(world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(2):
         assert cli("spawn-child", _ask(world))[0] == 0
@@ -168,8 +164,6 @@ def _installed(forge: Forge, tmp_path: Path) -> tuple[SkillPlanner, JailTree, li
     return planner, JailTree(root, (os.geteuid(), os.getegid())), [w.record for w in first.skills]
 
 
-@pytest.mark.xfail(strict=True, reason="review15 F4: offline, unvouched() keeps every first-party skill and "
-                                       "ignores the verified last-known-good index it calls its fallback")  # fmt: skip
 def test_f4_offline_a_respawn_does_not_keep_a_skill_this_host_knows_was_withdrawn(tmp_path: Path) -> None:
     forge = Forge(tmp_path)
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))
@@ -185,8 +179,6 @@ def test_f4_offline_a_respawn_does_not_keep_a_skill_this_host_knows_was_withdraw
         planner.plan("acme", "paid", None, installed, [], tree).cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="review15 F5: with the index expired unvouched() skips the signature "
-                                       "check, so the fresh root's revocation is ignored")  # fmt: skip
 def test_f5_an_expired_index_does_not_keep_a_revoked_keys_skills(tmp_path: Path) -> None:
     forge = Forge(tmp_path)
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colibri.domain import HAS_JAIL, TenantStatus
-from colibri.errors import StateConflict
+from colibri.errors import StateConflict, TenantNotFound
 from colibri.services.lifecycle.layout import agent_lock
 from colibri.services.tenants import TenantService
 from colibri.store.audit_hooks import record
 from colibri.store.children import ChildRepo
 from colibri.store.db import Store
 from colibri.store.listing import TenantView
+from colibri.store.policy import PolicyRepo
 
 if TYPE_CHECKING:
     from colibri.services.policy.service import SpawnPolicyService
@@ -81,15 +82,21 @@ class Cascade:
                     f"colibri remove-tenant {tenant_id} --cascade --destroy-jail"
                 )
             if order:
+                # the fence first: the parent's self-spawn off, so no agent of the lineage (the
+                # parent's own, still running, included) gets a child while it is drained
+                fenced = PolicyRepo(session).deny(tenant_id, by="cascade")
                 record(session, "tenant.cascade", f"tenant:{tenant_id}", tenant=tenant_id,
-                       children=[c for c, _ in order])  # fmt: skip
+                       children=[c for c, _ in order], self_spawn_turned_off=fenced)  # fmt: skip
         if not order:
             return self._removed(tenant_id, destroy_jail), []
         gone = self._drain(tenant_id)
         if left:  # the parent was removed by an earlier cascade that stopped: its view as it is
             return self._tenants.show(tenant_id), gone
-        removed = self._removed(tenant_id, destroy_jail)
-        return removed, gone + self._drain(tenant_id)  # asked for while the parent was being removed
+        try:
+            removed = self._removed(tenant_id, destroy_jail)
+        except TenantNotFound:  # another cascade of the same tenant removed it meanwhile
+            removed = self._tenants.show(tenant_id)
+        return removed, gone + self._drain(tenant_id)  # granted before the fence, registered since
 
     @staticmethod
     def _leftovers(session: Any, tenant_id: str) -> bool:
@@ -118,19 +125,29 @@ class Cascade:
         )
 
     def _forget(self, tenant_id: str, child: str, status: TenantStatus) -> bool:
-        """Destroy one descendant's jail and delete its rows; False (nothing deleted) when it has a
-        child of its own now (registered since the listing)."""
+        """Destroy one descendant's jail and delete its rows; False (nothing deleted) when, under
+        its lock, it has a jail again (spawned since the listing: the next listing destroys it) or
+        a child of its own (registered since the listing)."""
         from colibri.store.repos import TenantRepo
 
+        why = f"removed with {tenant_id} (--cascade)"
+        with self._store.session() as session:
+            held = ChildRepo(session).reservation_of(child)
+        if held is not None and held["state"] == "reserved":  # its spawn is due: discarded, not run
+            self._policy.release(str(held["id"]), why=why)
+        elif status != TenantStatus.REMOVED:  # a discarded child gave its place back already
+            self._policy.retire(child, why=why)
         if status in HAS_JAIL:
-            self._destroy(child)
-        if status != TenantStatus.REMOVED:  # a discarded child gave its place back already
-            self._policy.retire(child, why=f"removed with {tenant_id} (--cascade)")
+            try:
+                self._destroy(child)
+            except TenantNotFound:
+                return True  # forgotten meanwhile (another cascade)
         with agent_lock(self._locks, child), self._store.session() as session:
-            if TenantRepo(session).get_for_update(child) is None:
+            row = TenantRepo(session).get_for_update(child)
+            if row is None:
                 return True  # forgotten meanwhile (another cascade)
             children = ChildRepo(session)
-            if children.children_of(child, include_removed=True):
+            if TenantStatus(row.status) in HAS_JAIL or children.children_of(child, include_removed=True):
                 return False
             counts = children.forget(child)
             record(session, "child.forget", f"tenant:{child}", tenant=child, cascade_of=tenant_id,

@@ -127,41 +127,60 @@ class SkillResolver:
 
     def unvouched(self, kept: Sequence[Installed]) -> list[str]:
         """The names among ``kept`` (skills installed in a jail, about to be kept on a respawn) that
-        today's trust no longer vouches for, so they must be fetched and verified again: a
-        first-party skill the fresh index does not list with its digests, or whose detached
-        signature no longer verifies (its key revoked, expired or no longer delegated); a community
-        skill the operator no longer allows with its digest.  With the repository unreachable, or
-        its index expired, first-party skills are kept as installed (last-known-good: an outage
-        never touches a running agent's skills).  A repository that answers but does not verify
-        (a rollback, a bad root) raises, as an install would."""
-        state: trusted.Trusted | None = None
+        this host's trust no longer vouches for, so they must be fetched and verified again.
+
+        First-party: the index must list the skill with its recorded digests, and its detached
+        signature must verify under the root (a key it delegates, unrevoked and unexpired).  With
+        the repository answering, that is the fresh root and index (expired or not: an expired
+        index blocks new installs, not this check) and the signature fetched now.  With it
+        unreachable, the last-known-good pair this host verified (a skill it has seen withdrawn
+        or a key it has seen revoked is not kept) and the signature kept at install, when there is
+        one; no last-known-good pair at all vouches for nothing.  A repository that answers but
+        does not verify (a rollback, a bad root) raises, as an install would.  Community: still
+        allowed with its digest."""
         now = self.now()
-        if self.repository is not None and any(k.source == FIRST_PARTY for k in kept):
-            try:
-                with self.trust.locked():
-                    state = trusted.current(self.repository, self.trust, now)
-            except SupplyUnavailable:
-                state = None
-            if state is not None and state.expired(now):
-                state = None
+        state, fresh = self._state(now) if any(k.source == FIRST_PARTY for k in kept) else (None, False)
         found: list[str] = []
         for skill in kept:
             if skill.source == COMMUNITY:
                 vouched = self._allowed(SkillRef(skill.name, skill.version)) == skill.digest
+            elif skill.source != FIRST_PARTY:
+                vouched = True  # builtin: colibri's own mother, checked against the shipped files
             else:
-                vouched = state is None or skill.source != FIRST_PARTY or self._signed(skill, state, now)
+                vouched = state is not None and self._signed(skill, state, fresh, now)
             if not vouched:
                 found.append(skill.name)
         return found
 
-    def _signed(self, skill: Installed, state: trusted.Trusted, now: datetime) -> bool:
-        assert self.repository is not None
+    def _state(self, now: datetime) -> tuple[trusted.Trusted | None, bool]:
+        """The root and index to judge kept skills by, and whether they were fetched now."""
+        if self.repository is not None:
+            try:
+                with self.trust.locked():
+                    return trusted.current(self.repository, self.trust, now), True
+            except SupplyUnavailable:
+                pass
+        try:
+            return trusted.last_known_good(self.trust, now), False
+        except SupplyError:  # it does not verify any more (its key's delegation expired): nothing vouched
+            return None, False
+
+    def _signed(self, skill: Installed, state: trusted.Trusted, fresh: bool, now: datetime) -> bool:
         entry = (state.index.skills.get(skill.name) or {}).get(skill.version)
         if entry is None or entry.digest != skill.digest or entry.manifest != skill.manifest_digest:
             return False
-        try:  # the repository answered just now: a signature it cannot serve is not one
-            sig = self.repository.fetch(f"bundles/{entry.name}-{entry.version}.tar.sig", chain.MAX_SIG)
-            chain.check_signature(sig, entry.manifest, state.root, now, f"skill {skill.name}@{skill.version}")
+        what = f"skill {skill.name}@{skill.version}"
+        try:
+            if fresh:  # the repository answered just now: a signature it cannot serve is not one
+                assert self.repository is not None
+                sig = self.repository.fetch(f"bundles/{entry.name}-{entry.version}.tar.sig", chain.MAX_SIG)
+                chain.check_signature(sig, entry.manifest, state.root, now, what)
+                if self.trust.signature(entry.digest, chain.MAX_SIG) != sig:
+                    self.trust.keep_signature(entry.digest, sig)
+                return True
+            kept_sig = self.trust.signature(entry.digest, chain.MAX_SIG)
+            if kept_sig is not None:
+                chain.check_signature(kept_sig, entry.manifest, state.root, now, what)
         except SupplyError:
             return False
         return True
@@ -180,7 +199,9 @@ class SkillResolver:
             path = f"bundles/{entry.name}-{entry.version}.tar"
             data = self.repository.fetch(path, entry.size)
             sig = self.repository.fetch(path + ".sig", chain.MAX_SIG)
-            return ref, chain.verify_bundle(entry, data, sig, state.root, now), entry.digest, FIRST_PARTY
+            unpacked = chain.verify_bundle(entry, data, sig, state.root, now)
+            self.trust.keep_signature(entry.digest, sig)  # for a respawn while the repository is away
+            return ref, unpacked, entry.digest, FIRST_PARTY
         allowed = self._allowed(ref)
         if allowed is None:
             raise SupplyError(f"skill {ref} is not in the first-party index")
