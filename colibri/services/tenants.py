@@ -132,6 +132,9 @@ class TenantService:
                 from colibri.store.policy import PolicyRepo
 
                 PolicyRepo(session).forget(tenant_id)  # and starts with self-spawn off (F5)
+                from colibri.store.children import ChildRepo
+
+                ChildRepo(session).detach(tenant_id)  # and with none of its old children (review15)
                 return Registration(tenant_public(back), True)
             tenant = Tenant(
                 tenant_id=tenant_id,

@@ -8,7 +8,7 @@ the one delete of a destroyed child's rows.
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import column, delete, or_, select, table
+from sqlalchemy import column, delete, or_, select, table, update
 from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
@@ -21,7 +21,7 @@ _RESERVATIONS = table("spawn_reservations", column("id"), column("parent"), colu
 _POLICIES = table("spawn_policies", column("tenant_id"))
 _TASKS = table("tasks", column("tenant_id"))
 _AGENTS = table("agents", column("tenant_id"))
-_TENANT_ROWS = table("tenants", column("tenant_id"))
+_TENANT_ROWS = table("tenants", column("tenant_id"), column("parent"), column("status"))
 _SKILLS = table("tenant_skills", column("tenant_id"))
 
 
@@ -101,6 +101,16 @@ class ChildRepo:
             if state != "used" or unfinished(tenant):
                 found.append((tenant.tenant_id, None if held is None else held["id"], state))
         return found
+
+    def detach(self, parent: str) -> int:
+        """A removed tenant registered again (another customer, perhaps): its old incarnation's
+        discarded children are no longer its children, and its old reservations are gone, so
+        nothing of them shows over its socket or in ``policy show``.  How many children were
+        detached (their rows and audit entries stay)."""
+        connection = self._session.connection()
+        connection.execute(delete(_RESERVATIONS).where(_RESERVATIONS.c.parent == parent))
+        query = update(_TENANT_ROWS).where(_TENANT_ROWS.c.parent == parent, _TENANT_ROWS.c.status == "removed")
+        return int(connection.execute(query.values(parent=None)).rowcount)
 
     def forget(self, child: str) -> dict[str, int]:
         """Delete a destroyed child's rows: its agents, tasks, policy, the reservations it holds or

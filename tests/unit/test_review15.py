@@ -193,3 +193,22 @@ def test_f5_an_expired_index_does_not_keep_a_revoked_keys_skills(tmp_path: Path)
     # the signatures are fetchable and check_signature would refuse them
     with pytest.raises(SupplyError):
         planner.plan("acme", "paid", None, installed, [], tree).cleanup()
+
+
+# ---- F6: a removed tenant registered again inherits its old incarnation's discarded children -------
+
+
+def test_f6_a_tenant_registered_again_sees_none_of_its_old_childrens_rows(world: World, cli: Cli) -> None:
+    settings = load_settings(None)[0]
+    child = _ask(world)
+    with as_host(settings.state_dir, settings.host):
+        held = [r for r in PolicyAdmin(world[0]).show("queen")["reservations"] if r["child"] == child]
+        world[2].release(held[0]["id"], why="test: the spawn failed")
+    assert cli("spawn-child", child)[0] == 0  # discarded: its place released
+    assert [c["status"] for c in world[1].children("queen")] == ["removed"]
+    assert cli("remove-tenant", "queen", "--destroy-jail", "--yes")[0] == 0  # no live child: allowed
+    assert cli("register-tenant", "queen", "--collection", "")[0] == 0  # the id comes back (another customer)
+    # the new queen's agent would list these over GET /v1/children, and policy show its old grants
+    assert world[1].children("queen") == []
+    with as_host(settings.state_dir, settings.host):
+        assert PolicyAdmin(world[0]).show("queen")["reservations"] == []
