@@ -1,0 +1,163 @@
+"""review16: hostile review of review15's fixes (3f42c60, 1437fd3).  Each test is a STRICT xfail:
+it fails because of the finding it names, and passes (so the xfail must be removed) once the
+finding is fixed."""
+
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from colibri.adapters.jail import JailState
+from colibri.errors import SupplyError
+from colibri.services.children.service import Ask, ChildService
+from colibri.services.lifecycle.skills import JailTree
+from colibri.services.policy.admin import PolicyAdmin, PolicyChange
+from colibri.services.policy.service import SpawnPolicyService
+from colibri.services.skills import publish
+from colibri.settings import load_settings
+from colibri.store.db import Store
+from colibri.store.models import Tenant
+from colibri.supply import keys
+from tests.fakes.jail import FakeJails
+from tests.integration.as_host import as_host
+from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
+from tests.unit.skills.forge import Forge, installed_jail
+
+__all__ = ["cli_fixture", "fake_fixture"]
+
+World = tuple[Store, ChildService, SpawnPolicyService]
+
+
+@pytest.fixture(name="world")
+def world_fixture(cli: Cli) -> Iterator[World]:
+    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
+    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
+    settings = load_settings(None)[0]
+    store = Store(settings.database)
+    policy = SpawnPolicyService(store)
+    with as_host(settings.state_dir, settings.host):
+        PolicyAdmin(store).set("queen", PolicyChange(allowed=True, max_children=3, rate="100/h", capabilities="*"))
+    try:
+        yield store, ChildService(store, policy, settings.host), policy
+    finally:
+        store.close()
+
+
+def _ask(world: World, parent: str = "queen") -> str | None:
+    """``parent``'s agent asks for a child over its socket: the child's id, or None (refused)."""
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        answer = world[1].ask(parent, Ask("main", (), None, (), None), actor=f"agent:{parent}/main")
+    return answer.child if answer.allowed else None
+
+
+def _row(world: World, tenant: str) -> tuple[str, str | None] | None:
+    with world[0].session() as session:
+        row = session.get(Tenant, tenant)
+        return None if row is None else (row.status, row.parent)
+
+
+# ---- F1: a parent with no child at the listing is neither fenced nor drained -----------------------
+
+
+@pytest.mark.xfail(strict=True, reason="review16 F1: no fence or drain when the parent has no child yet")
+def test_f1_a_child_asked_for_while_a_childless_parent_is_removed_does_not_outlive_it(
+    world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    late: list[str | None] = []
+    destroy = fake.destroy
+
+    def racing_destroy(name: str) -> None:
+        if name == "queen" and not late:  # queen's agent, still running, asks while its jail goes
+            late.append(_ask(world))
+        destroy(name)
+
+    monkeypatch.setattr(fake, "destroy", racing_destroy)
+    code, _, err = cli("remove-tenant", "queen", "--cascade", "--destroy-jail", "--yes")
+    assert code == 0, err
+    assert late  # queen's agent asked while its jail was destroyed
+    if late[0] is None:
+        return  # refused (queen's self-spawn fenced first): nothing to outlive it
+    cli("spawn-child", late[0])  # what the daemon's children loop runs for a pending child
+    left, state = _row(world, late[0]), fake.info(late[0]).state
+    # queen is removed and the command said no child went with it; its collection must not live on
+    assert (left is None or left[0] == "removed") and state is JailState.ABSENT, (
+        f"child {late[0]} of removed queen: row {left}, jail {state}"
+    )
+
+
+# ---- F2: a removed id registered again inherits its old incarnation's LIVE children ----------------
+
+
+@pytest.mark.xfail(strict=True, reason="review16 F2: register-tenant/detach leave a live old child linked")
+def test_f2_a_tenant_registered_again_is_not_shown_its_old_incarnations_live_children(
+    world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    late: list[str | None] = []
+    destroy = fake.destroy
+
+    def racing_destroy(name: str) -> None:
+        if name == "queen" and not late:  # F1's path: a child of queen outlives queen's removal
+            late.append(_ask(world))
+        destroy(name)
+
+    monkeypatch.setattr(fake, "destroy", racing_destroy)
+    assert cli("remove-tenant", "queen", "--destroy-jail", "--yes")[0] == 0
+    if not late or late[0] is None:
+        return  # no live child left behind (F1 fixed): nothing to inherit
+    assert cli("spawn-child", late[0])[0] == 0
+    code, _, _ = cli("register-tenant", "queen", "--collection", "")  # the id comes back (another customer)
+    if code != 0:
+        return  # refused while the old lineage lives: the new customer sees none of it
+    shown = [(c["child"], c["status"]) for c in world[1].children("queen")]
+    # the new queen's agent lists its children over GET /v1/children: the old customer's live
+    # child (its id, state, capabilities) is not one of them
+    assert shown == [], f"the new queen is shown {shown}; the child's row is {_row(world, late[0])}"
+
+
+# ---- F3: an unbound-by-retire reservation re-links a removed child registered again ----------------
+
+
+@pytest.mark.xfail(strict=True, reason="review16 F3: the sweep re-parents an id registered again")
+def test_f3_a_child_removed_before_its_spawn_and_registered_again_stays_nobodys_child(world: World, cli: Cli) -> None:
+    child = _ask(world)
+    assert child is not None
+    # the operator removes the child before the daemon's loop spawned it (retire: nothing used)
+    assert cli("remove-tenant", child, "--yes")[0] == 0
+    assert cli("register-tenant", child, "--collection", "")[0] == 0  # the id comes back (another customer)
+    later = world[2]._clock() + 100_000.0
+    SpawnPolicyService(world[0], clock=lambda: later).sweep()  # its old reservation expires
+    left = _row(world, child)
+    seen_by_queen = [c["child"] for c in world[1].children("queen") if c["status"] != "removed"]
+    # review13 F4 / review15 F6: the returning id is an operator's tenant, nobody's child
+    assert left is not None and left[1] is None and child not in seen_by_queen, f"{child}: {left}"
+
+
+# ---- F4: offline, a skill with no kept .sig is kept whatever this host knows of its key ------------
+
+
+@pytest.mark.xfail(strict=True, reason="review16 F4: no kept .sig offline vouches for a revoked key's skill")
+def test_f4_offline_a_skill_installed_before_the_sig_cache_is_not_kept_once_its_key_is_seen_revoked(
+    tmp_path: Path,
+) -> None:
+    forge = Forge(tmp_path)
+    forge.publish(forge.bundle("mother"), forge.bundle("mail"))
+    planner, root, installed = installed_jail(forge, tmp_path)
+    # installed by the colibri before 3f42c60 (or its sigs/ lost): no .sig kept for it
+    shutil.rmtree(tmp_path / "state" / "supply" / "sigs")
+    # the signing key leaked: revoked, the index re-signed, the bundles not signed again yet
+    old = keys.key_id(keys.raw_public(forge.signing_key))
+    new = Ed25519PrivateKey.generate()
+    publish.delegate(forge.repo, forge.root_key, keys.raw_public(new), forge.now() + timedelta(days=90))
+    publish.revoke(forge.repo, forge.root_key, old)
+    forge.publish(key=new)
+    assert sorted(forge.resolver().unvouched(installed)) == ["mail", "mother"]  # online: this host saw it
+    (tmp_path / "repo").rename(tmp_path / "repo-away")  # then the repository is cut off
+    jail = JailTree(root, (root.stat().st_uid, root.stat().st_gid))
+    # the last-known-good root this host verified revokes the key that signed them (runbooks/skills.md:
+    # "signed by a key it has seen revoked, is not kept"): the respawn must not keep them
+    with pytest.raises(SupplyError):
+        planner.plan("acme", "paid", None, installed, [], jail).cleanup()
