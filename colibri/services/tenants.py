@@ -118,6 +118,7 @@ class TenantService:
                     "as a prefix of the other; choose another id"
                 )
             if existing is not None:  # a removed tenant comes back
+                _no_live_children(session, tenant_id)  # its old lineage is not the new customer's
                 back = repo.change(
                     tenant_id,
                     TenantStatus.REGISTERED,
@@ -239,9 +240,23 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
+            _no_live_children(session, tenant_id)  # under the row lock a child's registration takes
             if draft is not None:
                 draft.forget(tenant_id)
             return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED, audit="tenant.remove"))
+
+
+def _no_live_children(session: Any, tenant_id: str) -> None:
+    """StateConflict (exit 5) while ``tenant_id`` has children that are not removed."""
+    from colibri.store.children import ChildRepo
+
+    live = ChildRepo(session).children_of(tenant_id)
+    if live:
+        names = ", ".join(t.tenant_id for t in live[:10]) + (" ..." if len(live) > 10 else "")
+        raise StateConflict(
+            f"tenant {tenant_id} has {len(live)} child{'ren' if len(live) > 1 else ''} ({names}); "
+            f"remove them first, or all at once: colibri remove-tenant {tenant_id} --cascade --destroy-jail"
+        )
 
 
 # --- batches: several tenants in one command ---------------------------------------------------

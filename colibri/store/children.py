@@ -103,12 +103,16 @@ class ChildRepo:
         return found
 
     def detach(self, parent: str) -> int:
-        """A removed tenant registered again (another customer, perhaps): its old incarnation's
-        discarded children are no longer its children, and its old reservations are gone, so
-        nothing of them shows over its socket or in ``policy show``.  How many children were
+        """A removed tenant registered again (another customer, perhaps; refused while it has live
+        children): its old incarnation's discarded children are no longer its children, and the
+        reservations it made or was made by are gone, so nothing of them shows over its socket or
+        in ``policy show``, and no sweep makes it anybody's child again.  How many children were
         detached (their rows and audit entries stay)."""
         connection = self._session.connection()
-        connection.execute(delete(_RESERVATIONS).where(_RESERVATIONS.c.parent == parent))
+        # its old grants, and any reservation naming it as a child (so no sweep re-parents it)
+        connection.execute(
+            delete(_RESERVATIONS).where(or_(_RESERVATIONS.c.parent == parent, _RESERVATIONS.c.child == parent))
+        )
         query = update(_TENANT_ROWS).where(_TENANT_ROWS.c.parent == parent, _TENANT_ROWS.c.status == "removed")
         return int(connection.execute(query.values(parent=None)).rowcount)
 

@@ -278,7 +278,8 @@ class PolicyRepo:
         return [_reservation(row) for row in self._session.execute(query).all()]
 
     def used_by(self, child: str) -> Reservation | None:
-        query = select(RESERVATIONS).where(RESERVATIONS.c.child == child, RESERVATIONS.c.state == "used")
+        """The reservation ``child`` holds its parent's place by: used, or reserved for its spawn."""
+        query = select(RESERVATIONS).where(RESERVATIONS.c.child == child, RESERVATIONS.c.state.in_(COUNTED))
         row = self._session.execute(query).first()
         return None if row is None else _reservation(row)
 

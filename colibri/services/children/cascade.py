@@ -81,22 +81,35 @@ class Cascade:
                     f"tenant {tenant_id} is {parent.status} and may still have a jail; "
                     f"colibri remove-tenant {tenant_id} --cascade --destroy-jail"
                 )
-            if order:
-                # the fence first: the parent's self-spawn off, so no agent of the lineage (the
-                # parent's own, still running, included) gets a child while it is drained
+            fenced = False
+            if cascade and parent is not None:
+                # the fence first, with or without children yet: the parent's self-spawn off, so no
+                # agent of the lineage (the parent's own, still running, included) gets a child now
                 fenced = PolicyRepo(session).deny(tenant_id, by="cascade")
+            if order or fenced:
                 record(session, "tenant.cascade", f"tenant:{tenant_id}", tenant=tenant_id,
                        children=[c for c, _ in order], self_spawn_turned_off=fenced)  # fmt: skip
-        if not order:
-            return self._removed(tenant_id, destroy_jail), []
+        if not cascade or (parent is None and not left):
+            return self._removed(tenant_id, destroy_jail), []  # TenantNotFound, or no lineage to drain
         gone = self._drain(tenant_id)
         if left:  # the parent was removed by an earlier cascade that stopped: its view as it is
             return self._tenants.show(tenant_id), gone
-        try:
-            removed = self._removed(tenant_id, destroy_jail)
-        except TenantNotFound:  # another cascade of the same tenant removed it meanwhile
-            removed = self._tenants.show(tenant_id)
-        return removed, gone + self._drain(tenant_id)  # granted before the fence, registered since
+        for _ in range(MAX_ROUNDS):
+            try:
+                removed = self._removed(tenant_id, destroy_jail)
+            except TenantNotFound:  # another cascade of the same tenant removed it meanwhile
+                removed = self._tenants.show(tenant_id)
+            except StateConflict:  # a child granted before the fence registered since: drain it too
+                more = self._drain(tenant_id)
+                if not more:
+                    raise
+                gone += more
+                continue
+            return removed, gone + self._drain(tenant_id)
+        raise StateConflict(
+            f"tenant {tenant_id}'s lineage kept growing while it was removed ({len(gone)} removed); "
+            f"run colibri remove-tenant {tenant_id} --cascade again"
+        )
 
     @staticmethod
     def _leftovers(session: Any, tenant_id: str) -> bool:

@@ -57,6 +57,8 @@ class ChildSpawner:
         with self._store.session() as session:
             row = session.get(Tenant, child)
             held = ChildRepo(session).reservation_of(child)
+            mother = session.get(Tenant, row.parent) if row is not None and row.parent is not None else None
+            orphan = mother is None or mother.status == TenantStatus.REMOVED
             if row is not None:
                 session.expunge(row)
         state = None if held is None else held["state"]
@@ -64,6 +66,8 @@ class ChildSpawner:
             if held is not None and state == "reserved":
                 self._policy.release(held["id"], why="the child is gone")
             return Outcome(child, "gone", "no such child")
+        if orphan:  # never spawned, nor kept, from a removed parent's collection
+            return self.discard(child, f"its parent {row.parent} is removed")
         if state == "used" and not unfinished(row):
             return Outcome(child, "used", f"child {child} is {row.status}")
         if held is None or state not in ("reserved", "used"):

@@ -179,14 +179,15 @@ class SpawnPolicyService:
             )  # fmt: skip
 
     def retire(self, child: str, *, why: str) -> bool:
-        """A child tenant was removed: its used reservation released (its parent's place free).
-        False: it held none (an operator's tenant, or retired already)."""
+        """A child tenant was removed: its reservation (used, or reserved for a spawn not yet run)
+        released, its parent's place free at once.  False: it held none (an operator's tenant, or
+        retired already)."""
         with self._store.session() as session:
             repo = PolicyRepo(session)
             found = repo.used_by(child)
             if found is None:
                 return False
-            moved = repo.move(found.id, "used", "released", self._clock(), why[:200])
+            moved = repo.move(found.id, found.state, "released", self._clock(), why[:200])
             if moved is None:
                 return False
             record(

@@ -134,8 +134,9 @@ class SkillResolver:
         the repository answering, that is the fresh root and index (expired or not: an expired
         index blocks new installs, not this check) and the signature fetched now.  With it
         unreachable, the last-known-good pair this host verified (a skill it has seen withdrawn
-        or a key it has seen revoked is not kept) and the signature kept at install, when there is
-        one; no last-known-good pair at all vouches for nothing.  A repository that answers but
+        or a key it has seen revoked is not kept) and the signature kept when the skill was last
+        verified online (trust store ``sigs/``); without such a signature, or without a
+        last-known-good pair, nothing is vouched for.  A repository that answers but
         does not verify (a rollback, a bad root) raises, as an install would.  Community: still
         allowed with its digest."""
         now = self.now()
@@ -179,8 +180,9 @@ class SkillResolver:
                     self.trust.keep_signature(entry.digest, sig)
                 return True
             kept_sig = self.trust.signature(entry.digest, chain.MAX_SIG)
-            if kept_sig is not None:
-                chain.check_signature(kept_sig, entry.manifest, state.root, now, what)
+            if kept_sig is None:  # nothing to say which key signed it: it may be one this host saw revoked
+                return False
+            chain.check_signature(kept_sig, entry.manifest, state.root, now, what)
         except SupplyError:
             return False
         return True
