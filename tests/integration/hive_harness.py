@@ -59,6 +59,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, step: float 
         time.sleep(step)
 
 
+def listening(path: Path) -> bool:
+    """Does a daemon accept on this Unix socket now?  (Its file alone may be a killed daemon's.)"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     """``wait_until`` for the chain tests: ``what`` names the wait in its failure."""
     return wait_until(check, timeout, 0.25, what)

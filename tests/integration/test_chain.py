@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, require
-from tests.integration.hive_harness import wait_for
+from tests.integration.hive_harness import listening, wait_for
 from tests.servers.vaultwarden import start
 from tests.servers.vaultwarden.bwcli import find_bw
 
@@ -91,7 +91,7 @@ def chain_fixture(tmp_path: Path) -> Iterator[Chain]:
         [sys.executable, "-m", "colibri", "daemon"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log
     )
     try:
-        wait_for("the admin socket", lambda: (tmp_path / "run" / "admin.sock").exists(), 30)
+        wait_for("the admin socket", lambda: listening(tmp_path / "run" / "admin.sock"), 30)
         yield chain
     finally:
         chain.colibri("destroy-agent", "acme", "--yes")

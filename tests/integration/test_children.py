@@ -19,7 +19,7 @@ from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.store.db import Store
 from tests.conftest import require
 from tests.integration.as_host import as_host
-from tests.integration.hive_harness import Hive, Raw, wait_until
+from tests.integration.hive_harness import Hive, Raw, listening, wait_until
 
 pytestmark = pytest.mark.integration
 ECHO = '[{"name": "echo", "version": "1"}]'
@@ -63,7 +63,7 @@ def parent(hive: Hive, name: str, policy: PolicyChange | None = None, staged: bo
         (folder / "provider.env").chmod(0o600)
     if policy is not None:
         set_policy(hive, name, policy)
-    wait_until(lambda: hive.socket(name).is_socket())  # the daemon's socket scan opened it
+    wait_until(lambda: listening(hive.socket(name)))  # the daemon's socket scan opened it
 
 
 def set_policy(hive: Hive, name: str, policy: PolicyChange) -> None:
@@ -105,7 +105,7 @@ def test_a_child_runs_the_whole_chain_takes_a_task_and_cascade_removal_leaves_no
     policy = PolicyChange(allowed=True, max_children=2, max_depth=1, rate="100/h", capabilities="echo")
     parent(hive, "queen", policy)
     hive.tenant("other")
-    wait_until(lambda: hive.socket("other").is_socket())  # the daemon's socket scan opened it
+    wait_until(lambda: listening(hive.socket("other")))  # the daemon's socket scan opened it
     # a spoofed parent in the body is ignored: the socket decides
     status, answer = ask(hive, "queen", {"agent_id": "main", "parent": "other", "tenant": "other"})
     assert status == 202, answer
@@ -205,7 +205,7 @@ def test_denials_answer_403_with_the_rule_and_are_logged(hive: Hive) -> None:
                      (now, now + 900, now))  # fmt: skip
     conn.close()
     set_policy(hive, "young", PolicyChange(allowed=True, max_children=1, max_depth=0, rate="100/h"))
-    wait_until(lambda: hive.socket("young").is_socket())
+    wait_until(lambda: listening(hive.socket("young")))
     status, answer = ask(hive, "young", {"agent_id": "main"})
     assert status == 403 and answer["rule"] == "max-depth", answer
     # a body that is not a request: 400, nothing decided, nothing echoed raw
@@ -221,7 +221,7 @@ def test_denials_answer_403_with_the_rule_and_are_logged(hive: Hive) -> None:
 def test_a_flood_from_one_agent_leaves_the_daemon_and_another_tenants_agent_working(hive: Hive) -> None:
     parent(hive, "flooder", staged=False)
     hive.tenant("calm")
-    wait_until(lambda: hive.socket("calm").is_socket())
+    wait_until(lambda: listening(hive.socket("calm")))
     mother = hive.mother("calm", "calm-1")
     wait_until(lambda: hive.agent_state("calm/calm-1") == "active")
     statuses: dict[int, int] = {}
@@ -276,7 +276,7 @@ def test_a_killed_spawner_or_daemon_converges_the_child_is_spawned_or_its_place_
     second = answer["child"]
     assert hive.stop(signal.SIGKILL) == -signal.SIGKILL
     hive.start()
-    wait_until(lambda: hive.socket("phoenix").is_socket())
+    wait_until(lambda: listening(hive.socket("phoenix")))
     wait_until(lambda: child_state(hive, "phoenix", second)["reservation_state"] in ("used", "released"), 180, 0.5)
     view = child_state(hive, "phoenix", second)
     assert (view["status"], view["reservation_state"]) in (("active", "used"), ("removed", "released")), view

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.integration.fleet import Agent
-from tests.integration.hive_harness import wait_until
+from tests.integration.hive_harness import listening, wait_until
 from tests.rig import Rig, RigHost
 from tests.rig.orchestrator import FAST, OPERATOR, SECRETS, Orchestrator, files_holding, jail_processes, on, on_json
 
@@ -84,7 +84,7 @@ def test_three_hosts_from_the_orchestrator(rig: Rig, orch: Orchestrator) -> None
     # a lane on host c takes t-alpha's task for a capability t-alpha's own agent lacks
     on(c, "register-lane", "build")
     lane = lambda host: host.root / "run" / "lanes" / "build" / "agent.sock"  # noqa: E731
-    wait_until(lambda: lane(b).exists() and lane(c).exists(), 30)
+    wait_until(lambda: listening(lane(b)) and listening(lane(c)), 30)
     c1 = Agent(lane(c), "c1", ("build",))
     c1.register()
     submitted = on_json(a, "submit-task", "build", "--payload", '{"n": 1}', "--tenant", "t-alpha")

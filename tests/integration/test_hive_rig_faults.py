@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.fleet import Agent
-from tests.integration.hive_harness import Raw, wait_until
+from tests.integration.hive_harness import Raw, listening, wait_until
 from tests.rig import Rig, RigHost
 from tests.rig.orchestrator import FAST, Orchestrator, files_holding, jail_dirs, jail_processes, on, on_json
 
@@ -98,7 +98,7 @@ def test_a_host_cut_off_while_its_lane_holds_a_task(rig: Rig, orch: Orchestrator
         host.start_daemon(**FAST)
     on(c, "register-lane", "build")
     lane = lambda host: host.root / "run" / "lanes" / "build" / "agent.sock"  # noqa: E731
-    wait_until(lambda: lane(b).exists() and lane(c).exists(), 30)
+    wait_until(lambda: listening(lane(b)) and listening(lane(c)), 30)
     b1 = Agent(lane(b), "b1", ("slow",))
     b1.register()
     task = on_json(c, "submit-task", "slow", "--payload", '{"n": 2}')

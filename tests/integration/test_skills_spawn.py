@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, require
-from tests.integration.hive_harness import wait_for
+from tests.integration.hive_harness import listening, wait_for
 from tests.integration.skills_repo import SignedRepo, build_signed_repo
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def test_a_paid_tenant_spawns_with_signed_first_party_skills_and_its_mother_regi
     daemon = subprocess.Popen([sys.executable, "-m", "colibri", "daemon"], env=host.env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     try:
-        wait_for("the admin socket", lambda: (host.base / "run" / "admin.sock").exists(), 30)
+        wait_for("the admin socket", lambda: listening(host.base / "run" / "admin.sock"), 30)
         host.ok("spawn-agent", "acme", "--skill", "mail", "--capability", "mail.send", "--capability", "echo")
         shown = host.ok("show-tenant", "acme")
         assert [(s["name"], s["version"], s["source"]) for s in shown["skills"]] == [
