@@ -4,46 +4,30 @@ of the finding it names, and passes (so the xfail must be removed) once the find
 import json
 import os
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.errors import SignatureRefused, SupplyError
-from colibri.services.children.service import Ask, ChildService
+from colibri.services.children.service import Ask
 from colibri.services.lifecycle.skills import JailTree
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
-from colibri.services.policy.service import ChildRequest, Decision, SpawnPolicyService
-from colibri.services.skills import publish
+from colibri.services.policy.service import ChildRequest, Decision
 from colibri.services.skills.resolve import SkillRef
 from colibri.settings import load_settings
-from colibri.store.db import Store
 from colibri.store.models import Tenant
-from colibri.supply import keys
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
+from tests.unit.children.queen import World, queen_world
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
 from tests.unit.skills.forge import Forge, installed_jail
 
 __all__ = ["cli_fixture", "fake_fixture"]
 
-World = tuple[Store, ChildService, SpawnPolicyService]
-
 
 @pytest.fixture(name="world")
 def world_fixture(cli: Cli) -> Iterator[World]:
-    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
-    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
-    settings = load_settings(None)[0]
-    store = Store(settings.database)
-    policy = SpawnPolicyService(store)
-    with as_host(settings.state_dir, settings.host):
-        PolicyAdmin(store).set("queen", PolicyChange(allowed=True, max_children=3, rate="100/h", capabilities="*"))
-    try:
-        yield store, ChildService(store, policy, settings.host), policy
-    finally:
-        store.close()
+    yield from queen_world(cli, "*")
 
 
 def _ask(world: World, capabilities: tuple[str, ...] = ()) -> tuple[str, str]:
@@ -155,11 +139,7 @@ def test_f3_a_respawn_does_not_keep_a_skill_whose_signing_key_was_revoked(tmp_pa
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))
     planner, root, installed = installed_jail(forge, tmp_path)
     # the signing key leaked: the operator delegates a new one and revokes the old one
-    old = keys.key_id(keys.raw_public(forge.signing_key))
-    new = Ed25519PrivateKey.generate()
-    publish.delegate(forge.repo, forge.root_key, keys.raw_public(new), forge.now() + timedelta(days=90))
-    publish.revoke(forge.repo, forge.root_key, old)
-    forge.publish(key=new)  # the index re-signed; the bundles still carry the revoked key's signature
+    _, new = forge.rotate(days=90)  # the index re-signed; the bundles keep the revoked key's signatures
     with pytest.raises(SupplyError):  # a fresh install of mail is refused: signed by the revoked key
         forge.resolver().resolve([SkillRef("mail", None)], tier="paid", other_tenants=[], staging=forge.staging)
     # the repository is reachable and says the key is revoked: a respawn must not keep what it

@@ -9,47 +9,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import col, select
 
 from colibri.adapters.jail import JailState
 from colibri.domain import TenantStatus
 from colibri.errors import ColibriError, SupplyError
 from colibri.services.children.cascade import Cascade
-from colibri.services.children.service import Ask, ChildService
-from colibri.services.lifecycle.skills import JailTree, SkillPlanner, install
-from colibri.services.policy.admin import PolicyAdmin, PolicyChange
+from colibri.services.children.service import Ask
+from colibri.services.lifecycle.skills import JailTree, SkillPlanner
+from colibri.services.policy.admin import PolicyAdmin
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.services.skills import publish
 from colibri.settings import load_settings
-from colibri.store.db import Store
 from colibri.store.models import Tenant
-from colibri.supply import keys
 from colibri.supply.metadata import MAX_INDEX, parse_index
-from tests.conftest import REPO
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
+from tests.unit.children.queen import World, queen_world
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
-from tests.unit.skills.forge import Forge
+from tests.unit.skills.forge import Forge, installed_jail
 
 __all__ = ["cli_fixture", "fake_fixture"]
-
-World = tuple[Store, ChildService, SpawnPolicyService]
 
 
 @pytest.fixture(name="world")
 def world_fixture(cli: Cli) -> Iterator[World]:
-    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
-    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
-    settings = load_settings(None)[0]
-    store = Store(settings.database)
-    policy = SpawnPolicyService(store)
-    with as_host(settings.state_dir, settings.host):
-        PolicyAdmin(store).set("queen", PolicyChange(allowed=True, max_children=3, rate="100/h", capabilities="*"))
-    try:
-        yield store, ChildService(store, policy, settings.host), policy
-    finally:
-        store.close()
+    yield from queen_world(cli, "*")
 
 
 def _try_ask(world: World) -> str | None:
@@ -155,13 +140,8 @@ def test_f3_a_cascade_racing_another_one_succeeds(world: World, cli: Cli, monkey
 
 
 def _installed(forge: Forge, tmp_path: Path) -> tuple[SkillPlanner, JailTree, list[Any]]:
-    planner = SkillPlanner(forge.resolver(), REPO / "skills", tmp_path / "staging-area")
-    root = tmp_path / "jail"
-    root.mkdir()
-    first = planner.plan("acme", "paid", ["mail"], [], [], None)
-    install(root, first, (os.geteuid(), os.getegid()))
-    first.cleanup()
-    return planner, JailTree(root, (os.geteuid(), os.getegid())), [w.record for w in first.skills]
+    planner, root, installed = installed_jail(forge, tmp_path)
+    return planner, JailTree(root, (os.geteuid(), os.getegid())), installed
 
 
 def test_f4_offline_a_respawn_does_not_keep_a_skill_this_host_knows_was_withdrawn(tmp_path: Path) -> None:
@@ -183,11 +163,7 @@ def test_f5_an_expired_index_does_not_keep_a_revoked_keys_skills(tmp_path: Path)
     forge = Forge(tmp_path)
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))
     planner, tree, installed = _installed(forge, tmp_path)
-    old = keys.key_id(keys.raw_public(forge.signing_key))
-    new = Ed25519PrivateKey.generate()
-    publish.delegate(forge.repo, forge.root_key, keys.raw_public(new), forge.now() + timedelta(days=400))
-    publish.revoke(forge.repo, forge.root_key, old)
-    forge.publish(key=new)  # re-signed by the new key; the bundles still carry the revoked key's signature
+    forge.rotate(days=400)  # the index re-signed; the bundles keep the revoked key's signatures
     forge.clock[0] += timedelta(days=31)  # the index lapses (nobody re-signed it in time)
     # the repository answers: its root (verified now) revokes the key that signed mail and mother;
     # the signatures are fetchable and check_signature would refuse them

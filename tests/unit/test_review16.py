@@ -12,38 +12,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.jail import JailState
 from colibri.errors import SupplyError
-from colibri.services.children.service import Ask, ChildService
+from colibri.services.children.service import Ask
 from colibri.services.lifecycle.skills import JailTree
-from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.services.skills import publish
 from colibri.settings import load_settings
-from colibri.store.db import Store
 from colibri.store.models import Tenant
 from colibri.supply import keys
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
+from tests.unit.children.queen import World, queen_world
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
 from tests.unit.skills.forge import Forge, installed_jail
 
 __all__ = ["cli_fixture", "fake_fixture"]
 
-World = tuple[Store, ChildService, SpawnPolicyService]
-
 
 @pytest.fixture(name="world")
 def world_fixture(cli: Cli) -> Iterator[World]:
-    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
-    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
-    settings = load_settings(None)[0]
-    store = Store(settings.database)
-    policy = SpawnPolicyService(store)
-    with as_host(settings.state_dir, settings.host):
-        PolicyAdmin(store).set("queen", PolicyChange(allowed=True, max_children=3, rate="100/h", capabilities="*"))
-    try:
-        yield store, ChildService(store, policy, settings.host), policy
-    finally:
-        store.close()
+    yield from queen_world(cli, "*")
 
 
 def _ask(world: World, parent: str = "queen") -> str | None:

@@ -8,30 +8,21 @@ import pytest
 
 from colibri.errors import JailError
 from colibri.services.children.service import Ask, ChildService
-from colibri.services.policy.admin import PolicyAdmin, PolicyChange
+from colibri.services.policy.admin import PolicyAdmin
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.settings import load_settings
 from colibri.store.db import Store
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
+from tests.unit.children.queen import World, queen_world
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture, show
 
 __all__ = ["cli_fixture", "fake_fixture"]  # the lifecycle tests' fixtures, used here too
 
 
 @pytest.fixture(name="world")
-def world_fixture(cli: Cli) -> Iterator[tuple[Store, ChildService, SpawnPolicyService]]:
-    assert cli("register-tenant", "queen", "--collection", "")[0] == 0
-    assert cli("spawn-agent", "queen", "--capability", "echo")[0] == 0
-    settings = load_settings(None)[0]
-    store = Store(settings.database)
-    policy = SpawnPolicyService(store)
-    with as_host(settings.state_dir, settings.host):
-        PolicyAdmin(store).set("queen", PolicyChange(allowed=True, max_children=3, rate="100/h", capabilities="echo"))
-    try:
-        yield store, ChildService(store, policy, settings.host), policy
-    finally:
-        store.close()
+def world_fixture(cli: Cli) -> Iterator[World]:
+    yield from queen_world(cli, "echo")
 
 
 def child_of(world: tuple[Store, ChildService, SpawnPolicyService]) -> tuple[str, str]:

@@ -54,6 +54,16 @@ class Forge:
         pairs = [(data, publish.sign(data, signer)[0]) for data in bundles]
         return publish.publish(self.repo, pairs, signer, self.now(), self.now() + timedelta(days=days))[1]
 
+    def rotate(self, days: int = 90) -> tuple[str, Ed25519PrivateKey]:
+        """The signing key leaked: a new one delegated, the old one revoked, the index re-signed by
+        the new one (the bundles still carry the old key's signatures).  (old key id, new key)."""
+        old = keys.key_id(keys.raw_public(self.signing_key))
+        new = Ed25519PrivateKey.generate()
+        publish.delegate(self.repo, self.root_key, keys.raw_public(new), self.now() + timedelta(days=days))
+        publish.revoke(self.repo, self.root_key, old)
+        self.publish(key=new)
+        return old, new
+
     def resolver(self) -> SkillResolver:
         return SkillResolver(self.repo, self.trust, self.now)
 
