@@ -142,7 +142,8 @@ class SkillPlanner:
                 fetch.append(ref)
         try:
             if fetch or not use_repo:
-                plan.staging = Path(tempfile.mkdtemp(prefix=f"{tenant_id}.", dir=self._staging_dir()))
+                parent = self._staging_dir(tenant_id)
+                plan.staging = Path(tempfile.mkdtemp(prefix=f"{tenant_id}.", dir=parent))
             if fetch:
                 assert plan.staging is not None
                 if self._resolver is None:
@@ -168,8 +169,13 @@ class SkillPlanner:
         plan.remove = sorted(name for name in recorded if name not in wanted)
         return plan
 
-    def _staging_dir(self) -> Path:
+    def _staging_dir(self, tenant_id: str) -> Path:
+        """The staging parent, without what a killed spawn of this tenant left there: a plan is made
+        under the tenant's agent lock (pipeline.py), so no other spawn of it is using one (a tenant
+        id holds no '.', so ``<tenant>.`` is this tenant's prefix alone)."""
         self._staging_parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for left in self._staging_parent.glob(f"{tenant_id}.*"):
+            shutil.rmtree(left, ignore_errors=True)
         return self._staging_parent
 
     def _builtin(self, kept: Installed | None, jail: JailTree | None, staging: Path | None) -> Wanted:

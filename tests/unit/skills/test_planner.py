@@ -72,3 +72,14 @@ def test_without_a_repository_the_shipped_mother_is_builtin_and_skills_are_refus
     with pytest.raises(SupplyUnavailable, match="no skills repository is configured"):
         planner.plan("acme", "paid", ["mail"], [], [], None)
     assert list((tmp_path / "staging-area").iterdir()) == []  # a refusal leaves no staging behind
+
+
+def test_a_killed_spawns_staging_is_cleared_by_the_tenants_next_plan_and_no_one_elses(tmp_path: Path) -> None:
+    planner = SkillPlanner(None, REPO / "skills", tmp_path / "staging-area")
+    for left in ("acme.k1ll3d", "globex.runs"):  # a spawn of acme killed -9; one of globex running
+        (tmp_path / "staging-area" / left / "mother").mkdir(parents=True)
+    plan = planner.plan("acme", "paid", [], [], [], None)
+    assert plan.staging is not None and plan.staging.name.startswith("acme.")
+    left = sorted(p.name for p in (tmp_path / "staging-area").iterdir())
+    assert left == sorted([plan.staging.name, "globex.runs"])
+    plan.cleanup()
