@@ -226,8 +226,10 @@ class TenantService:
         if destroy_jail and self._destroy_jail is not None:
             with self._store.session() as session:
                 tenant = TenantRepo(session).get(tenant_id)
-                if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
-                    self._destroy_jail(tenant_id)
+                if tenant is not None and tenant.status != TenantStatus.REMOVED:
+                    _no_live_children(session, tenant_id)  # before its jail goes (checked again below)
+            if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
+                self._destroy_jail(tenant_id)
         lock = agent_lock(self._locks, tenant_id) if self._locks else contextlib.nullcontext()
         # not while a spawn of it is in flight
         with lock, self._changing(False) as draft, self._store.session() as session:

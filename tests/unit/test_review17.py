@@ -40,7 +40,6 @@ def _live(world: World, parent: str) -> list[str]:
 # ---- F1: a refused cascade of a childless tenant turns its self-spawn off --------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review17 F1: a refused --cascade (no --destroy-jail) fences a childless tenant")
 def test_f1_a_refused_cascade_of_a_childless_tenant_leaves_its_policy_alone(world: World, cli: Cli) -> None:
     code, _, err = cli("remove-tenant", "queen", "--cascade", "--yes")  # queen is active: needs --destroy-jail
     assert code == 5, err
@@ -53,7 +52,6 @@ def test_f1_a_refused_cascade_of_a_childless_tenant_leaves_its_policy_alone(worl
 # ---- F2: spawn-child's discard of a child that has children of its own --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review17 F2: discard of a child with children frees its place, keeps it")
 def test_f2_a_discarded_child_with_children_of_its_own_does_not_free_its_parents_place(
     world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -76,7 +76,12 @@ class Cascade:
             left = parent is None and cascade and self._leftovers(session, tenant_id)
             below_all = [] if parent is None and not left else repo.descendants(tenant_id, include_removed=cascade)
             order = [(t.tenant_id, TenantStatus(t.status)) for t in below_all]
-            if parent is not None and order and TenantStatus(parent.status) in HAS_JAIL and not destroy_jail:
+            if (
+                parent is not None
+                and (order or cascade)
+                and TenantStatus(parent.status) in HAS_JAIL
+                and not destroy_jail
+            ):
                 raise StateConflict(
                     f"tenant {tenant_id} is {parent.status} and may still have a jail; "
                     f"colibri remove-tenant {tenant_id} --cascade --destroy-jail"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from colibri.domain import HAS_JAIL, TenantStatus
-from colibri.errors import ColibriError, StateConflict
+from colibri.errors import ColibriError, StateConflict, TenantNotFound
 from colibri.store.audit_hooks import record
 from colibri.store.children import ChildRepo, unfinished
 from colibri.store.db import Store
@@ -80,6 +80,11 @@ class ChildSpawner:
         except StateConflict as exc:  # its lock is held: another spawner runs it (the loop comes back)
             return Outcome(child, "busy", exc.message)
         except ColibriError as exc:
+            if self._has_children(child):  # it cannot go alone: kept, its place held (review17 F2)
+                kept = f"(colibri remove-tenant {child} --cascade --destroy-jail removes them all)"
+                return Outcome(
+                    child, "failed", f"its spawn failed and it has children of its own: {exc.message} {kept}"
+                )
             if state == "used":  # settled by the sweep meanwhile: the child's place is given back
                 self._policy.retire(child, why=f"spawn failed: {exc.message[:150]}")
             else:
@@ -92,6 +97,10 @@ class ChildSpawner:
         except ColibriError as exc:  # released meanwhile (expired while the spawn ran)
             return self.discard(child, f"its reservation could not be used: {exc.message}")
         return Outcome(child, "active", f"child {child} is active")
+
+    def _has_children(self, child: str) -> bool:
+        with self._store.session() as session:
+            return bool(ChildRepo(session).children_of(child))
 
     def discard(self, child: str, why: str) -> Outcome:
         """Destroy the child's jail and remove its tenant: a child without a live reservation."""
@@ -108,6 +117,8 @@ class ChildSpawner:
             self._tenants.remove(child, destroy_jail=status in HAS_JAIL)
         except StateConflict as exc:
             return Outcome(child, "busy", exc.message)
+        except TenantNotFound:  # a cascade forgot it meanwhile
+            return Outcome(child, "gone", why)
         return Outcome(child, "discarded", f"child {child} discarded: {why}")
 
 
