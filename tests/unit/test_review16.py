@@ -12,16 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.adapters.jail import JailState
 from colibri.errors import SupplyError
-from colibri.services.children.service import Ask
 from colibri.services.lifecycle.skills import JailTree
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.services.skills import publish
-from colibri.settings import load_settings
 from colibri.store.models import Tenant
 from colibri.supply import keys
 from tests.fakes.jail import FakeJails
-from tests.integration.as_host import as_host
-from tests.unit.children.queen import World, queen_world
+from tests.unit.children.queen import World, ask_child, queen_world
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
 from tests.unit.skills.forge import Forge, installed_jail
 
@@ -31,14 +28,6 @@ __all__ = ["cli_fixture", "fake_fixture"]
 @pytest.fixture(name="world")
 def world_fixture(cli: Cli) -> Iterator[World]:
     yield from queen_world(cli, "*")
-
-
-def _ask(world: World, parent: str = "queen") -> str | None:
-    """``parent``'s agent asks for a child over its socket: the child's id, or None (refused)."""
-    settings = load_settings(None)[0]
-    with as_host(settings.state_dir, settings.host):
-        answer = world[1].ask(parent, Ask("main", (), None, (), None), actor=f"agent:{parent}/main")
-    return answer.child if answer.allowed else None
 
 
 def _row(world: World, tenant: str) -> tuple[str, str | None] | None:
@@ -58,7 +47,7 @@ def test_f1_a_child_asked_for_while_a_childless_parent_is_removed_does_not_outli
 
     def racing_destroy(name: str) -> None:
         if name == "queen" and not late:  # queen's agent, still running, asks while its jail goes
-            late.append(_ask(world))
+            late.append(ask_child(world))
         destroy(name)
 
     monkeypatch.setattr(fake, "destroy", racing_destroy)
@@ -86,7 +75,7 @@ def test_f2_a_tenant_registered_again_is_not_shown_its_old_incarnations_live_chi
 
     def racing_destroy(name: str) -> None:
         if name == "queen" and not late:  # F1's path: a child of queen outlives queen's removal
-            late.append(_ask(world))
+            late.append(ask_child(world))
         destroy(name)
 
     monkeypatch.setattr(fake, "destroy", racing_destroy)
@@ -111,7 +100,7 @@ def test_f2_a_tenant_registered_again_is_not_shown_its_old_incarnations_live_chi
 
 
 def test_f3_a_child_removed_before_its_spawn_and_registered_again_stays_nobodys_child(world: World, cli: Cli) -> None:
-    child = _ask(world)
+    child = ask_child(world)
     assert child is not None
     # the operator removes the child before the daemon's loop spawned it (retire: nothing used)
     assert cli("remove-tenant", child, "--yes")[0] == 0

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 
 from colibri.errors import JailError
-from colibri.services.children.service import Ask
 from colibri.services.lifecycle.pipeline import SpawnService
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.settings import load_settings
@@ -15,7 +14,7 @@ from colibri.store.models import Tenant
 from colibri.store.policy import PolicyRepo
 from tests.fakes.jail import FakeJails
 from tests.integration.as_host import as_host
-from tests.unit.children.queen import World, queen_world
+from tests.unit.children.queen import World, ask_child, queen_world
 from tests.unit.lifecycle.conftest import Cli, cli_fixture, fake_fixture
 
 __all__ = ["cli_fixture", "fake_fixture"]
@@ -24,13 +23,6 @@ __all__ = ["cli_fixture", "fake_fixture"]
 @pytest.fixture(name="world")
 def world_fixture(cli: Cli) -> Iterator[World]:
     yield from queen_world(cli, "*")
-
-
-def _ask(world: World, parent: str = "queen") -> str | None:
-    settings = load_settings(None)[0]
-    with as_host(settings.state_dir, settings.host):
-        answer = world[1].ask(parent, Ask("main", (), None, (), None), actor=f"agent:{parent}/main")
-    return answer.child if answer.allowed else None
 
 
 def _live(world: World, parent: str) -> list[str]:
@@ -55,13 +47,13 @@ def test_f1_a_refused_cascade_of_a_childless_tenant_leaves_its_policy_alone(worl
 def test_f2_a_discarded_child_with_children_of_its_own_does_not_free_its_parents_place(
     world: World, cli: Cli, fake: FakeJails, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    child = _ask(world)
+    child = ask_child(world)
     assert child is not None and cli("spawn-child", child)[0] == 0
     settings = load_settings(None)[0]
     with as_host(settings.state_dir, settings.host):
         PolicyAdmin(world[0]).set("queen", PolicyChange(allowed=True, max_depth=2))
         PolicyAdmin(world[0]).set(child, PolicyChange(allowed=True, max_children=1, rate="100/h", capabilities="*"))
-    grandchild = _ask(world, child)
+    grandchild = ask_child(world, child)
     assert grandchild is not None and cli("spawn-child", grandchild)[0] == 0
     # the operator's spawn-agent of the child is killed -9 (left spawning): the daemon's loop converges it
     with world[0].session() as session:

@@ -3,7 +3,7 @@ store, its ChildService and its SpawnPolicyService (one copy for the reviews' te
 
 from collections.abc import Iterator
 
-from colibri.services.children.service import ChildService
+from colibri.services.children.service import Ask, ChildService
 from colibri.services.policy.admin import PolicyAdmin, PolicyChange
 from colibri.services.policy.service import SpawnPolicyService
 from colibri.settings import load_settings
@@ -29,3 +29,11 @@ def queen_world(cli: Cli, capabilities: str = "*") -> Iterator[World]:
         yield store, ChildService(store, policy, settings.host), policy
     finally:
         store.close()
+
+
+def ask_child(world: World, parent: str = "queen") -> str | None:
+    """``parent``'s agent asks for a child over its socket: the child's id, or None (refused)."""
+    settings = load_settings(None)[0]
+    with as_host(settings.state_dir, settings.host):
+        answer = world[1].ask(parent, Ask("main", (), None, (), None), actor=f"agent:{parent}/main")
+    return answer.child if answer.allowed else None
