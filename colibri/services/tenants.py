@@ -118,7 +118,7 @@ class TenantService:
                     "as a prefix of the other; choose another id"
                 )
             if existing is not None:  # a removed tenant comes back
-                _no_live_children(session, tenant_id)  # its old lineage is not the new customer's
+                refuse_live_children(session, tenant_id)  # its old lineage is not the new customer's
                 back = repo.change(
                     tenant_id,
                     TenantStatus.REGISTERED,
@@ -227,7 +227,7 @@ class TenantService:
             with self._store.session() as session:
                 tenant = TenantRepo(session).get(tenant_id)
                 if tenant is not None and tenant.status != TenantStatus.REMOVED:
-                    _no_live_children(session, tenant_id)  # before its jail goes (checked again below)
+                    refuse_live_children(session, tenant_id)  # before its jail goes (checked again below)
             if tenant is not None and TenantStatus(tenant.status) in HAS_JAIL:
                 self._destroy_jail(tenant_id)
         lock = agent_lock(self._locks, tenant_id) if self._locks else contextlib.nullcontext()
@@ -242,14 +242,15 @@ class TenantService:
                     f"tenant {tenant_id} is {status} and may still have a jail; "
                     f"destroy it first: colibri remove-tenant {tenant_id} --destroy-jail"
                 )
-            _no_live_children(session, tenant_id)  # under the row lock a child's registration takes
+            refuse_live_children(session, tenant_id)  # under the row lock a child's registration takes
             if draft is not None:
                 draft.forget(tenant_id)
             return tenant_public(TenantRepo(session).change(tenant_id, TenantStatus.REMOVED, audit="tenant.remove"))
 
 
-def _no_live_children(session: Any, tenant_id: str) -> None:
-    """StateConflict (exit 5) while ``tenant_id`` has children that are not removed."""
+def refuse_live_children(session: Any, tenant_id: str) -> None:
+    """StateConflict (exit 5) while ``tenant_id`` has children that are not removed (the one
+    refusal remove-tenant, register-tenant and the cascade share)."""
     from colibri.store.children import ChildRepo
 
     live = ChildRepo(session).children_of(tenant_id)

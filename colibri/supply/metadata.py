@@ -64,6 +64,11 @@ class Entry:
     tier: str
     capabilities: tuple[str, ...]
 
+    @property
+    def bundle_path(self) -> str:
+        """Where the repository holds this version's bundle (its detached signature: ``+ ".sig"``)."""
+        return f"bundles/{self.name}-{self.version}.tar"
+
     def document(self) -> dict[str, Any]:
         return {
             "digest": self.digest,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from colibri.domain import HAS_JAIL, TenantStatus
 from colibri.errors import StateConflict, TenantNotFound
 from colibri.services.lifecycle.layout import agent_lock
-from colibri.services.tenants import TenantService
+from colibri.services.tenants import TenantService, refuse_live_children
 from colibri.store.audit_hooks import record
 from colibri.store.children import ChildRepo
 from colibri.store.db import Store
@@ -66,13 +66,8 @@ class Cascade:
             repo = ChildRepo(session)
             if parent is None or parent.status == TenantStatus.REMOVED:
                 parent = None  # the tenants service says so (TenantNotFound), as without children
-            below = repo.children_of(tenant_id)
-            if parent is not None and below and not cascade:
-                names = ", ".join(t.tenant_id for t in below[:10]) + (" ..." if len(below) > 10 else "")
-                raise StateConflict(
-                    f"tenant {tenant_id} has {len(below)} child{'ren' if len(below) > 1 else ''} ({names}); "
-                    f"remove them first, or all at once: colibri remove-tenant {tenant_id} --cascade"
-                )
+            if parent is not None and not cascade:
+                refuse_live_children(session, tenant_id)  # before anything is destroyed
             left = parent is None and cascade and self._leftovers(session, tenant_id)
             below_all = [] if parent is None and not left else repo.descendants(tenant_id, include_removed=cascade)
             order = [(t.tenant_id, TenantStatus(t.status)) for t in below_all]
@@ -111,10 +106,7 @@ class Cascade:
                 gone += more
                 continue
             return removed, gone + self._drain(tenant_id)
-        raise StateConflict(
-            f"tenant {tenant_id}'s lineage kept growing while it was removed ({len(gone)} removed); "
-            f"run colibri remove-tenant {tenant_id} --cascade again"
-        )
+        raise _growing(tenant_id, gone)
 
     @staticmethod
     def _leftovers(session: Any, tenant_id: str) -> bool:
@@ -137,10 +129,7 @@ class Cascade:
                 if not self._forget(tenant_id, child, status):
                     break  # it got a child meanwhile: list the lineage again, that one first
                 gone.append(child)
-        raise StateConflict(
-            f"tenant {tenant_id}'s lineage kept growing while it was removed ({len(gone)} removed); "
-            f"run colibri remove-tenant {tenant_id} --cascade again"
-        )
+        raise _growing(tenant_id, gone)
 
     def _forget(self, tenant_id: str, child: str, status: TenantStatus) -> bool:
         """Destroy one descendant's jail and delete its rows; False (nothing deleted) when, under
@@ -180,3 +169,10 @@ class Cascade:
         removed = self._tenants.remove(tenant_id, destroy_jail=destroy_jail)
         self._policy.retire(tenant_id, why="removed")  # a child removed on its own frees its parent's place
         return removed
+
+
+def _growing(tenant_id: str, gone: list[str]) -> StateConflict:
+    return StateConflict(
+        f"tenant {tenant_id}'s lineage kept growing while it was removed ({len(gone)} removed); "
+        f"run colibri remove-tenant {tenant_id} --cascade again"
+    )

@@ -57,8 +57,8 @@ class ChildSpawner:
         with self._store.session() as session:
             row = session.get(Tenant, child)
             held = ChildRepo(session).reservation_of(child)
-            mother = session.get(Tenant, row.parent) if row is not None and row.parent is not None else None
-            orphan = mother is None or mother.status == TenantStatus.REMOVED
+            above = session.get(Tenant, row.parent) if row is not None and row.parent is not None else None
+            orphan = above is None or above.status == TenantStatus.REMOVED
             if row is not None:
                 session.expunge(row)
         state = None if held is None else held["state"]

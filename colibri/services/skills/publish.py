@@ -122,7 +122,7 @@ def publish(
     for data, sig in bundles:
         entry, added = _add(entries, data, sig, root, now)
         entries = [e for e in entries if (e.name, e.version) != (entry.name, entry.version)] + [entry]
-        path = f"bundles/{entry.name}-{entry.version}.tar"
+        path = entry.bundle_path
         staged += [(path, data), (path + ".sig", sig)]
         done.append(Published(entry.name, entry.version, entry.digest, old_version + 1, added))
     for path, body in staged:  # every bundle checked before any is written

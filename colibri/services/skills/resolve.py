@@ -174,7 +174,7 @@ class SkillResolver:
         try:
             if fresh:  # the repository answered just now: a signature it cannot serve is not one
                 assert self.repository is not None
-                sig = self.repository.fetch(f"bundles/{entry.name}-{entry.version}.tar.sig", chain.MAX_SIG)
+                sig = self.repository.fetch(entry.bundle_path + ".sig", chain.MAX_SIG)
                 chain.check_signature(sig, entry.manifest, state.root, now, what)
                 if self.trust.signature(entry.digest, chain.MAX_SIG) != sig:
                     self.trust.keep_signature(entry.digest, sig)
@@ -198,7 +198,7 @@ class SkillResolver:
                 raise SupplyError(f"skill {ref}: the index has no such version ({', '.join(sorted(versions))})")
             if entry.size > bundle.MAX_BUNDLE:
                 raise BundleRefused(f"skill {ref}: the bundle is larger than {bundle.MAX_BUNDLE} bytes (a huge bundle)")
-            path = f"bundles/{entry.name}-{entry.version}.tar"
+            path = entry.bundle_path
             data = self.repository.fetch(path, entry.size)
             sig = self.repository.fetch(path + ".sig", chain.MAX_SIG)
             unpacked = chain.verify_bundle(entry, data, sig, state.root, now)
