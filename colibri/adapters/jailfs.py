@@ -261,7 +261,14 @@ def remove(root: Path, rel: str, *, tree: bool = False) -> bool:
         raise
 
 
-def _remove_at(dirfd: int, name: str, *, tree: bool, where: str) -> bool:
+MAX_REMOVE_DEPTH = 256
+"""The deepest tree ``remove(tree=True)`` descends (one descriptor a level): a deeper one, which a
+jail's root can plant, is refused with JailError rather than exhausting the stack or descriptors."""
+
+
+def _remove_at(dirfd: int, name: str, *, tree: bool, where: str, depth: int = 0) -> bool:
+    if depth > MAX_REMOVE_DEPTH:
+        raise JailError(f"cannot remove {where}: deeper than {MAX_REMOVE_DEPTH} directories")
     try:
         st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
@@ -276,7 +283,7 @@ def _remove_at(dirfd: int, name: str, *, tree: bool, where: str) -> bool:
             fd = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
             try:
                 for child in os.listdir(fd):
-                    _remove_at(fd, child, tree=True, where=f"{where}/{child}")
+                    _remove_at(fd, child, tree=True, where=f"{where}/{child}", depth=depth + 1)
             finally:
                 os.close(fd)
         os.rmdir(name, dir_fd=dirfd)

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from colibri.adapters import jailfs
+from colibri.errors import JailError
 from colibri.services.lifecycle.skills import SKILLS_ROOT, JailTree, intact
 from tests.unit.skills.forge import Forge, installed_jail
 
 # ---- F1: a deep directory tree in an installed skill makes intact() raise RecursionError ----------
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="review18 F1: _walk recurses per level, uncaught")
 def test_f1_a_deep_tree_planted_in_an_installed_skill_is_not_intact_rather_than_a_crash(tmp_path: Path) -> None:
     forge = Forge(tmp_path)
     forge.publish(forge.bundle("mother"), forge.bundle("mail"))
@@ -31,3 +32,11 @@ def test_f1_a_deep_tree_planted_in_an_installed_skill_is_not_intact_rather_than_
         assert any(w.record.name == "mail" and w.staged is not None for w in plan.skills)
     finally:
         plan.cleanup()
+    # and the planted tree cannot crash its removal either (reinstalling removes the old directory)
+    try:
+        with pytest.raises(JailError, match="deeper than"):
+            jailfs.remove(root, f"{SKILLS_ROOT}/mail", tree=True)
+    finally:  # the deepest first: pytest's own clean-up of tmp_path recurses too
+        base = root / SKILLS_ROOT.lstrip("/") / "mail"
+        for depth in range(1200, 0, -1):
+            os.rmdir(base / "/".join(["a"] * depth))

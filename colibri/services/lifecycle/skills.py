@@ -241,26 +241,40 @@ def intact(jail: JailTree, kept: Installed) -> bool:
     return True
 
 
+MAX_SKILL_DEPTH = 64
+"""The deepest directory an installed skill may hold (a manifest path is at most 1,024 bytes)."""
+
+
 def _walk(jail: JailTree, rel: str, prefix: str) -> Iterator[tuple[str, int]]:
     """(path, mode) of each regular file under ``jail.root/rel``; JailError for anything else there
-    (a symlink, a device, a hard link, a directory others can write, anything not the jail root's)."""
-    with jailfs.open_dir(jail.root, rel) as fd:
-        st = os.fstat(fd)
-        if st.st_mode & 0o022:
-            raise JailError(f"{rel} is writable by others")
-        if (st.st_uid, st.st_gid) != jail.owner:
-            raise JailError(f"{rel} is not owned by the jail's root")
-        names = sorted(os.listdir(fd))
-        kinds = {n: os.stat(n, dir_fd=fd, follow_symlinks=False) for n in names}
-    for name in names:
-        info = kinds[name]
-        path = f"{prefix}{name}"
-        if stat.S_ISDIR(info.st_mode):
-            yield from _walk(jail, f"{rel}/{name}", f"{path}/")
-        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and (info.st_uid, info.st_gid) == jail.owner:
-            yield path, stat.S_IMODE(info.st_mode)
-        else:
-            raise JailError(f"{rel}/{name} is not a regular file of the jail's root")
+    (a symlink, a device, a hard link, a directory others can write, anything not the jail root's,
+    a tree deeper than MAX_SKILL_DEPTH or holding more than the manifest's most files).  A loop,
+    not a recursion: the jail's root decides how deep the tree is."""
+    pending, seen = [(rel, prefix, 0)], 0
+    while pending:
+        here, under, depth = pending.pop()
+        if depth > MAX_SKILL_DEPTH:
+            raise JailError(f"{rel} is deeper than {MAX_SKILL_DEPTH} directories")
+        with jailfs.open_dir(jail.root, here) as fd:
+            st = os.fstat(fd)
+            if st.st_mode & 0o022:
+                raise JailError(f"{here} is writable by others")
+            if (st.st_uid, st.st_gid) != jail.owner:
+                raise JailError(f"{here} is not owned by the jail's root")
+            names = sorted(os.listdir(fd))
+            seen += len(names)
+            if seen > mf.MAX_FILES + MAX_SKILL_DEPTH:
+                raise JailError(f"{rel} holds more entries than a skill may")
+            kinds = {n: os.stat(n, dir_fd=fd, follow_symlinks=False) for n in names}
+        for name in names:
+            info = kinds[name]
+            path = f"{under}{name}"
+            if stat.S_ISDIR(info.st_mode):
+                pending.append((f"{here}/{name}", f"{path}/", depth + 1))
+            elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and (info.st_uid, info.st_gid) == jail.owner:
+                yield path, stat.S_IMODE(info.st_mode)
+            else:
+                raise JailError(f"{here}/{name} is not a regular file of the jail's root")
 
 
 def install(root: Path, plan: SkillPlan, owner: tuple[int, int]) -> None:
