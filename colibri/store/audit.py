@@ -5,10 +5,18 @@ on PostgreSQL, the database's write lock taken on SQLite, before the head is rea
 entries of one host get consecutive ``seq`` and each names its predecessor's leaf.  The state
 change and its entry commit together or not at all: if the entry cannot be written, the
 caller's transaction fails and the change does not happen.
+
+A process remembers the head it last wrote per store and host (``_SEEN``), and its next append
+advances the row only where the row still holds exactly that head (one ``UPDATE ... WHERE seq =
+? AND leaf = ?``: the same lock, one statement fewer on the daemon's hot paths).  Where the row
+moved (another process appended, or the transaction that wrote the remembered head rolled back)
+nothing matched, and the append takes the head as above.  A wrong memory costs a statement,
+never a fork: the row decides.
 """
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,59 +77,106 @@ class AuditRepo:
         where = origin.current()
         conn = self._session.connection()
         dialect = conn.dialect
-        take, start, add, advance = _statements(dialect.paramstyle)
+        statements = _statements(dialect.paramstyle)
         raw = conn.connection.driver_connection  # the driver's own connection, in this transaction
+        seen = (id(conn.engine), where.host)
         try:
-            return self._append(raw, where, events, take, start, add, advance)
+            return self._append(raw, where, events, statements, seen)
         except dialect.loaded_dbapi.Error as exc:  # the driver's: no SQLAlchemy wrapper to map it
+            _SEEN.pop(seen, None)
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"the audit entry could not be written, so nothing was changed: {first}") from None
 
     @staticmethod
     def _append(
-        raw: Any, where: origin.Origin, events: Sequence[Event], take: str, start: str, add: str, advance: str
+        raw: Any, where: origin.Origin, events: Sequence[Event], statements: "_Statements", seen: tuple[int, str]
     ) -> list[int]:
         cursor = raw.cursor()
+        ts = timestamp()
+        key = where.vouch() if where.vouch is not None else None  # this host's entry key, if it is ours
+        remembered = _SEEN.get(seen)
+        if remembered is not None:  # the head this process wrote last: advanced only if the row holds it
+            seq0, prev0 = remembered
+            rows, seqs, leaf = _rows(where, events, ts, key, seq0, prev0)
+            cursor.execute(statements.swap, (seqs[-1], leaf, where.host, seq0, prev0))
+            if cursor.rowcount == 1:  # the row locked (or the write lock held) and it was that head
+                _finish(cursor, statements, rows, seen, seqs[-1], leaf)
+                return seqs
         # the head taken as it is advanced, in one write: the row is locked (PostgreSQL) or the
         # database's write lock held (SQLite) before its values are read, so two appends of a
         # host never read the same head
-        cursor.execute(take, (len(events), where.host))
+        cursor.execute(statements.take, (len(events), where.host))
         row = cursor.fetchone()
         if row is None:  # a host's first entry: its head row made (once, whoever races), then taken
-            cursor.execute(start, (where.host, GENESIS))
-            cursor.execute(take, (len(events), where.host))
+            cursor.execute(statements.start, (where.host, GENESIS))
+            cursor.execute(statements.take, (len(events), where.host))
             row = cursor.fetchone()
-        seq, prev = int(row[0]) - len(events), str(row[1])
-        ts = timestamp()
-        key = where.vouch() if where.vouch is not None else None  # this host's entry key, if it is ours
-        rows, seqs = [], []
-        for event in events:
-            seq += 1
-            encoded = body(seq, ts, where.host, where.actor, event, prev)
-            prev = leaf_hash(encoded)
-            mac = entry_mac(key, encoded) if key is not None else None
-            rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev, mac))
-            seqs.append(seq)
-        if len(rows) == 1:
-            cursor.execute(add, rows[0])
-        else:
-            cursor.executemany(add, rows)
-        cursor.execute(advance, (prev, where.host))
-        cursor.close()
+        rows, seqs, leaf = _rows(where, events, ts, key, int(row[0]) - len(events), str(row[1]))
+        cursor.execute(statements.advance, (leaf, where.host))
+        _finish(cursor, statements, rows, seen, seqs[-1], leaf)
         return seqs
 
 
+_SEEN: dict[tuple[int, str], tuple[int, str]] = {}
+"""(engine, host) -> the (seq, leaf) this process last advanced that host's head to (a hint: the
+head row decides, see the module's text); one entry per store and host this process wrote."""
+
+
+def _rows(
+    where: origin.Origin, events: Sequence[Event], ts: str, key: bytes | None, seq: int, prev: str
+) -> tuple[list[tuple[Any, ...]], list[int], str]:
+    """The entry rows after the head (seq, prev): rows, their seqs, the last one's leaf."""
+    rows, seqs = [], []
+    for event in events:
+        seq += 1
+        encoded = body(seq, ts, where.host, where.actor, event, prev)
+        prev = leaf_hash(encoded)
+        mac = entry_mac(key, encoded) if key is not None else None
+        rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev, mac))
+        seqs.append(seq)
+    return rows, seqs, prev
+
+
+def _finish(
+    cursor: Any, statements: "_Statements", rows: list[tuple[Any, ...]], seen: tuple[int, str], seq: int, leaf: str
+) -> None:
+    if len(rows) == 1:
+        cursor.execute(statements.add, rows[0])
+    else:
+        cursor.executemany(statements.add, rows)
+    cursor.close()
+    _SEEN[seen] = (seq, leaf)  # one dict store: atomic between the daemon's threads
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The append's statements as the driver's own SQL (an append is on the daemon's hot paths:
+    SQLAlchemy's statement machinery cost more than the statements).  Positional parameters in
+    the driver's style; constants only, no value is formatted in."""
+
+    take: str
+    """The host's head: its seq advanced, the row locked, the old leaf returned."""
+    start: str
+    """Make the head row (a host's first entry; two racing first appends both try, one inserts)."""
+    add: str
+    """Add the entries."""
+    advance: str
+    """Set the head's new leaf (after ``take``)."""
+    swap: str
+    """Advance the head to (seq, leaf) where it is still the remembered (seq, leaf)."""
+
+
 @functools.cache
-def _statements(paramstyle: str) -> tuple[str, str, str, str]:
-    """The append's four statements as the driver's own SQL (an append is on the daemon's hot
-    paths: SQLAlchemy's statement machinery cost more than the statements): take the host's head
-    (its seq advanced, the row locked, the old leaf returned), make it (a host's first entry;
-    two racing first appends both try, one inserts), add the entries, set the head's new leaf.
-    Positional parameters in the driver's style; constants only, no value is formatted in."""
+def _statements(paramstyle: str) -> _Statements:
     mark = "?" if paramstyle == "qmark" else "%s"
-    take = f"UPDATE audit_heads SET seq = seq + {mark} WHERE host = {mark} RETURNING seq, leaf"  # noqa: S608
-    start = f"INSERT INTO audit_heads (host, seq, leaf) VALUES ({mark}, 0, {mark}) ON CONFLICT DO NOTHING"  # noqa: S608
     marks = ", ".join([mark] * 8)
-    add = f"INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf, mac) VALUES ({marks})"  # noqa: S608
-    advance = f"UPDATE audit_heads SET leaf = {mark} WHERE host = {mark}"  # noqa: S608
-    return take, start, add, advance
+    return _Statements(
+        take=f"UPDATE audit_heads SET seq = seq + {mark} WHERE host = {mark} RETURNING seq, leaf",  # noqa: S608
+        start=f"INSERT INTO audit_heads (host, seq, leaf) VALUES ({mark}, 0, {mark}) ON CONFLICT DO NOTHING",  # noqa: S608
+        add=f"INSERT INTO audit_entries (host, seq, ts, tenant, action, body, leaf, mac) VALUES ({marks})",  # noqa: S608
+        advance=f"UPDATE audit_heads SET leaf = {mark} WHERE host = {mark}",  # noqa: S608
+        swap=(
+            f"UPDATE audit_heads SET seq = {mark}, leaf = {mark} "  # noqa: S608
+            f"WHERE host = {mark} AND seq = {mark} AND leaf = {mark}"
+        ),
+    )

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -132,3 +133,59 @@ def test_the_fast_canonical_path_is_byte_for_byte_rfc8785() -> None:
     for _ in range(3000):
         sample = {text(): value() for _ in range(rng.randrange(1, 5))}
         assert canonical(sample) == rfc8785.dumps(sample), sample
+
+
+def test_two_writers_interleaved_with_rollbacks_keep_one_chain(db_url: str) -> None:
+    """Each store (a process's engine) remembers the head it wrote last and advances the row only
+    where it still holds that head: after the other writer appended, or after its own transaction
+    rolled back, the remembered head is stale and the append takes the row's."""
+    one, two = Store(db_url), Store(db_url)
+    try:
+        with origin.acting("operator:uid=0", host="osa"):
+            for n, store, keep in [(0, one, True), (1, one, True), (2, two, True), (3, one, False),
+                                   (4, one, True), (5, two, False), (6, two, True), (7, one, True)]:  # fmt: skip
+                with Session(store.engine) as session:
+                    AuditRepo(session).append(Event("tenant.register", f"tenant:t{n}", tenant=f"t{n}"))
+                    session.commit() if keep else session.rollback()
+        entries = chain(one, "osa")
+        assert [e["subject"] for e in entries] == [f"tenant:t{n}" for n in (0, 1, 2, 4, 6, 7)]
+        assert [e["seq"] for e in entries] == list(range(1, 7))
+        assert entries[0]["prev"] == GENESIS
+        assert [e["prev"] for e in entries[1:]] == [e["leaf"] for e in entries[:-1]]
+        with one.engine.connect() as conn:
+            head = conn.execute(text("SELECT seq, leaf FROM audit_heads WHERE host = 'osa'")).one()
+        assert tuple(head) == (6, entries[-1]["leaf"])
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_append_after_this_process_s_own_takes_one_statement_on_the_head(tmp_path: Path) -> None:
+    """The daemon's hot paths: a host's next append advances the head it remembers in one UPDATE
+    (no ``UPDATE ... RETURNING`` to take it first, no second UPDATE to set its leaf)."""
+    store = Store(f"sqlite:///{tmp_path / 'colibri.db'}")
+    seen: list[str] = []
+    try:
+        with origin.acting("daemon", host="osa"):
+            for n in range(3):
+                with Session(store.engine) as session:
+                    raw = session.connection().connection.driver_connection
+                    raw.set_trace_callback(seen.append)
+                    AuditRepo(session).append(Event("task.claim", f"task:{n}"))
+                    raw.set_trace_callback(None)
+                    session.commit()
+        kinds = [_kind(statement) for statement in seen if "audit_heads" in statement]
+        # the store's first append takes the head (made first: the host's first entry) and sets
+        # its leaf; the next two swap the remembered head for the new one in one statement each
+        assert kinds == ["take", "start", "take", "advance", "swap", "swap"]
+        assert [e["seq"] for e in chain(store, "osa")] == [1, 2, 3]
+    finally:
+        store.close()
+
+
+def _kind(statement: str) -> str:
+    if "RETURNING" in statement:
+        return "take"
+    if statement.startswith("INSERT"):
+        return "start"
+    return "swap" if " AND seq = " in statement else "advance"
