@@ -10,7 +10,10 @@ then reports its result: three appends with the audit on).  Besides wall-clock f
 daemon's own CPU time (utime + stime from /proc) per heartbeat and per task cycle: on this shared
 machine it moves far less with the load than rates and latencies do.
 
-    .venv/bin/python bench/audit_hot_paths.py [--rounds 2] [--agents 500] [--seconds 3] [--tasks 200]
+Then --rounds pairs of daemons, one each way, alive at once: --paired submit -> claimed cycles on
+each, alternating between the two, so the two sides share the machine's moment.
+
+    .venv/bin/python bench/audit_hot_paths.py [--rounds 2] [--agents 500] [--seconds 3] [--tasks 200] [--paired 1000]
 """
 
 import argparse
@@ -42,17 +45,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-async def one(audit: bool, args: argparse.Namespace, off_dir: str) -> dict[str, float]:
+def started(audit: bool, off_dir: str) -> hb.Daemon:
     saved = os.environ.get("PYTHONPATH")
     if not audit:
         os.environ["PYTHONPATH"] = off_dir + (os.pathsep + saved if saved else "")
     try:
-        daemon = hb.Daemon(100)  # its environment is taken from ours now
+        return hb.Daemon(100)  # its environment is taken from ours now
     finally:
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+async def paired(args: argparse.Namespace, off_dir: str) -> tuple[list[float], list[float]]:
+    """Submit -> claimed on two daemons alive at once, one with the audit and one without, the
+    cycles alternating (on, off, off, on, ...): each pair of samples shares the machine's moment,
+    which a daemon after a daemon does not."""
+    on, off = started(True, off_dir), started(False, off_dir)
+    try:
+        await on.ready()
+        await off.ready()
+        routers = {True: await hb.Router(on).open(), False: await hb.Router(off).open()}
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        for flag in (True, False) * 20:  # warm both (first claims, caches, the first checkpoint's key)
+            await routers[flag].cycle()
+        for n in range(args.paired):
+            for flag in (True, False) if n % 2 == 0 else (False, True):
+                samples[flag].append(await routers[flag].cycle())
+        for router in routers.values():
+            router.close()
+    finally:
+        on.close()
+        off.close()
+    return samples[True], samples[False]
+
+
+async def one(audit: bool, args: argparse.Namespace, off_dir: str) -> dict[str, float]:
+    daemon = started(audit, off_dir)
     try:
         await daemon.ready()
         clients = await hb.register(daemon, args.agents)
@@ -97,6 +127,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--paired", type=int, default=1000, help="submit -> claimed cycles per side, paired")
     args = parser.parse_args()
     start_load = os.getloadavg()
     results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
@@ -105,6 +136,7 @@ async def main() -> None:
         order = [flag for n in range(args.rounds) for flag in ((True, False) if n % 2 == 0 else (False, True))]
         for audit in order:
             results[audit].append(await one(audit, args, off_dir))
+        pairs = [await paired(args, off_dir) for _ in range(args.rounds)] if args.paired else []
     end_load = os.getloadavg()
     print("### The audit on the daemon's hot paths, on and off (`bench/audit_hot_paths.py`)\n")
     print(
@@ -131,6 +163,27 @@ async def main() -> None:
         print(
             f"| {label} | {form.format(pick(on))} ({', '.join(form.format(v) for v in on)}) | "
             f"{form.format(pick(off))} ({', '.join(form.format(v) for v in off)}) | {ratio:.3f} |"
+        )
+    if pairs:
+        print(
+            f"\nSubmit -> claimed, paired: both daemons alive at once, {args.paired} cycles each, alternating, "
+            f"{len(pairs)} runs (a fresh pair of daemons each):\n"
+        )
+        print("| run | on p50 (ms) | off p50 (ms) | p50 on / off | on p99 (ms) | off p99 (ms) | p99 on / off |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for n, (on, off) in enumerate(pairs, 1):
+            p50 = hb.pct(on, 0.5), hb.pct(off, 0.5)
+            p99 = hb.pct(on, 0.99), hb.pct(off, 0.99)
+            print(
+                f"| {n} | {p50[0]:.2f} | {p50[1]:.2f} | {p50[0] / p50[1]:.3f} | "
+                f"{p99[0]:.2f} | {p99[1]:.2f} | {p99[0] / p99[1]:.3f} |"
+            )
+        every_on = [x for on, _ in pairs for x in on]
+        every_off = [x for _, off in pairs for x in off]
+        print(
+            f"| all | {hb.pct(every_on, 0.5):.2f} | {hb.pct(every_off, 0.5):.2f} | "
+            f"{hb.pct(every_on, 0.5) / hb.pct(every_off, 0.5):.3f} | {hb.pct(every_on, 0.99):.2f} | "
+            f"{hb.pct(every_off, 0.99):.2f} | {hb.pct(every_on, 0.99) / hb.pct(every_off, 0.99):.3f} |"
         )
     on_cpu = statistics.median(r["cpu_task_us"] for r in results[True])
     off_cpu = statistics.median(r["cpu_task_us"] for r in results[False])

@@ -208,23 +208,43 @@ async def register(daemon: Daemon, count: int, keep: bool = True) -> list[tuple[
     return clients
 
 
-async def routing(daemon: Daemon, rounds: int) -> list[float]:
-    agent = await connect(daemon.socket(daemon.tenants[0]))
-    admin = await connect(daemon.admin)
-    await agent.request(http("/v1/agent/register", {"agent_id": "router", "capabilities": [{"name": "route"}]}))
-    samples = []
-    for _ in range(rounds):
-        claim = agent.request(http("/v1/tasks/claim", {"agent_id": "router", "wait": 30}))
+class Router:
+    """One agent long-polling for ``route`` tasks on a tenant's socket and the admin submitting them."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def open(self) -> "Router":
+        self.agent = await connect(self.daemon.socket(self.daemon.tenants[0]))
+        self.admin = await connect(self.daemon.admin)
+        register = {"agent_id": "router", "capabilities": [{"name": "route"}]}
+        await self.agent.request(http("/v1/agent/register", register))
+        return self
+
+    async def cycle(self) -> float:
+        """One submit -> claimed on an idle hive (the claim parked first); the agent then reports."""
+        claim = self.agent.request(http("/v1/tasks/claim", {"agent_id": "router", "wait": 30}))
         await asyncio.sleep(0.01)  # the claim is parked: the hive is idle and waiting
         start = time.perf_counter()
-        await admin.request(http("/v1/tasks", {"capability": "route", "payload": 1, "tenant": daemon.tenants[0]}))
+        await self.admin.request(
+            http("/v1/tasks", {"capability": "route", "payload": 1, "tenant": self.daemon.tenants[0]})
+        )
         await claim
-        samples.append(time.perf_counter() - start)
-        task = json.loads(agent.body)
+        taken = time.perf_counter() - start
+        task = json.loads(self.agent.body)
         done = {"agent_id": "router", "lease": task["lease"], "ok": True, "result": 1}
-        await agent.request(http(f"/v1/tasks/{task['id']}/result", done))
-    agent.transport.close()  # type: ignore[attr-defined]
-    admin.transport.close()  # type: ignore[attr-defined]
+        await self.agent.request(http(f"/v1/tasks/{task['id']}/result", done))
+        return taken
+
+    def close(self) -> None:
+        self.agent.transport.close()  # type: ignore[attr-defined]
+        self.admin.transport.close()  # type: ignore[attr-defined]
+
+
+async def routing(daemon: Daemon, rounds: int) -> list[float]:
+    router = await Router(daemon).open()
+    samples = [await router.cycle() for _ in range(rounds)]
+    router.close()
     return samples
 
 

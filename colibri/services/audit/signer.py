@@ -27,6 +27,7 @@ from colibri.errors import AuditError
 from colibri.services.audit.fold import _after, _fold, _range, _remembered
 from colibri.services.audit.peer_keys import _peer_chain, _peer_keys
 from colibri.store.audit import AuditRepo, timestamp
+from colibri.store.audit_head import head_seq
 from colibri.store.audit_trail import AuditCheckpoint, AuditCosignature, AuditKey, TrailRepo
 from colibri.store.db import Store
 
@@ -63,6 +64,8 @@ class AuditSigner:
         self.host = host
         self._reported: set[tuple[int, str]] = set()  # rows under this host's name it did not sign
         self._reported_peers: set[tuple[str, int, str]] = set()  # other hosts' rows they did not sign
+        self._signed_size: int | None = None  # the size this signer last knew it signed (``pending``)
+        self._recorded: str | None = None  # the key id this signer saw recorded in the store
 
     def _record(self, session: Any, event: Event) -> None:
         """An entry of the signer's own (a key made or rotated, a refusal), in this host's log with
@@ -78,6 +81,8 @@ class AuditSigner:
         assert loaded is not None
         private, _ = loaded
         public = self.keys.public(private)
+        if self._recorded == public.key_id:  # seen in the store by this signer: a key row is never removed
+            return private, public
         with self.store.session() as session:
             repo = TrailRepo(session)
             known = {(row.host, row.key_id) for row in repo.public_keys()}
@@ -85,6 +90,7 @@ class AuditSigner:
                 now = timestamp()
                 repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
                 self._record(session, Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
+        self._recorded = public.key_id
         return private, public
 
     def _settle(self) -> None:
@@ -177,12 +183,16 @@ class AuditSigner:
         """How many of this host's entries its newest checkpoint does not cover (no key needed): the
         size it remembers signing, not the store's rows (one under its name it never signed,
         however large, does not stop it signing); without a memory, the largest row not above the head."""
+        if self._signed_size is not None:  # the daemon's loop, every tick: one read of the head row
+            with self.store.connect() as conn:
+                return max(0, head_seq(conn, self.host) - self._signed_size)
         mine = self.keys.memory().get("self")
         with self.store.session() as session:
             repo = TrailRepo(session)
             head = repo.heads().get(self.host, (0, ""))[0]
             if mine:
-                return max(0, head - int(mine["size"]))
+                self._signed_size = int(mine["size"])
+                return max(0, head - self._signed_size)
             rows = [row.size for row in repo.recent_checkpoints(self.host, OWN_ROWS) if row.size <= head]
         return head - max(rows, default=0)
 
@@ -190,6 +200,9 @@ class AuditSigner:
         memory = self.keys.memory()
         mine = memory.get("self")
         tree, leaf, last_time = _range(mine)
+        # what ``pending`` counts from: what the memory says now (another signer of this host, a
+        # command, may have signed since), then what this run signs
+        self._signed_size = tree.size if mine else None
         with self.store.session() as session:
             repo = TrailRepo(session)
             head = repo.heads().get(self.host, (0, "0" * 64))[0]
@@ -210,6 +223,7 @@ class AuditSigner:
                 if latest.size == head and latest.root == root.hex():  # signed, then the memory write failed
                     memory["self"] = _remembered(tree, leaf, latest.signed_at)
                     self.keys.remember(memory)
+                    self._signed_size = tree.size
                     return None
                 raise AuditError(
                     f"host {self.host}: the store's checkpoint at size {latest.size} is not this "
@@ -234,6 +248,7 @@ class AuditSigner:
             )
         memory["self"] = _remembered(tree, leaf, checkpoint.time)
         self.keys.remember(memory)
+        self._signed_size = tree.size
         return Signed(self.host, head, root.hex(), public.key_id, checkpoint.time)
 
     def _own_latest(self, repo: TrailRepo, public: PublicKey) -> AuditCheckpoint | None:
