@@ -92,12 +92,13 @@ class AuditRepo:
         raw: Any, where: origin.Origin, events: Sequence[Event], statements: "_Statements", seen: tuple[int, str]
     ) -> list[int]:
         cursor = raw.cursor()
-        ts = timestamp()
         key = where.vouch() if where.vouch is not None else None  # this host's entry key, if it is ours
         remembered = _SEEN.get(seen)
+        # the swap's time is read before it takes the head; if another append came first, the swap
+        # matches nothing and the time is read again once the head is held
         if remembered is not None:  # the head this process wrote last: advanced only if the row holds it
             seq0, prev0 = remembered
-            rows, seqs, leaf = _rows(where, events, ts, key, seq0, prev0)
+            rows, seqs, leaf = _rows(where, events, timestamp(), key, seq0, prev0)
             cursor.execute(statements.swap, (seqs[-1], leaf, where.host, seq0, prev0))
             if cursor.rowcount == 1:  # the row locked (or the write lock held) and it was that head
                 _finish(cursor, statements, rows, seen, seqs[-1], leaf)
@@ -111,7 +112,8 @@ class AuditRepo:
             cursor.execute(statements.start, (where.host, GENESIS))
             cursor.execute(statements.take, (len(events), where.host))
             row = cursor.fetchone()
-        rows, seqs, leaf = _rows(where, events, ts, key, int(row[0]) - len(events), str(row[1]))
+        # the time read with the head held: a host's entries are in time order as in seq order
+        rows, seqs, leaf = _rows(where, events, timestamp(), key, int(row[0]) - len(events), str(row[1]))
         cursor.execute(statements.advance, (leaf, where.host))
         _finish(cursor, statements, rows, seen, seqs[-1], leaf)
         return seqs
