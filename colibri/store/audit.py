@@ -119,6 +119,7 @@ class AuditRepo:
         return seqs
 
 
+MAX_SEEN = 64
 _SEEN: dict[tuple[int, str], tuple[int, str]] = {}
 """(engine, host) -> the (seq, leaf) this process last advanced that host's head to (a hint: the
 head row decides, see the module's text); one entry per store and host this process wrote."""
@@ -147,6 +148,8 @@ def _finish(
     else:
         cursor.executemany(statements.add, rows)
     cursor.close()
+    if len(_SEEN) >= MAX_SEEN and seen not in _SEEN:  # a process that opened many stores (tests)
+        _SEEN.clear()
     _SEEN[seen] = (seq, leaf)  # one dict store: atomic between the daemon's threads
 
 
