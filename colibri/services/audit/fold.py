@@ -18,6 +18,14 @@ from colibri.store.audit_trail import TrailRepo
 log = logging.getLogger("colibri.audit")
 
 
+class _Partial(Exception):
+    """A fold not finished in this run (a cosigner's step): the peer's memory with how far it got."""
+
+    def __init__(self, peer: dict[str, Any]) -> None:
+        super().__init__("partial")
+        self.peer = peer
+
+
 def _after(previous: str | None) -> str:
     """Now, or just after ``previous`` if the clock went back (checkpoint times only increase)."""
     now = timestamp()

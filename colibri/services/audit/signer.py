@@ -24,7 +24,7 @@ from colibri.audit import note, origin
 from colibri.audit.entry import Event
 from colibri.audit.note import BadNote, Checkpoint, PublicKey
 from colibri.errors import AuditError
-from colibri.services.audit.fold import _after, _fold, _range, _remembered
+from colibri.services.audit.fold import _after, _fold, _Partial, _range, _remembered
 from colibri.services.audit.peer_keys import _peer_chain, _peer_keys
 from colibri.store.audit import AuditRepo, timestamp
 from colibri.store.audit_head import head_seq
@@ -38,14 +38,6 @@ of a long log takes several runs, each a second or two on the database thread)."
 OWN_ROWS = 64
 """How many of a host's largest checkpoint rows its signer reads for the newest one it signed
 (rows under its name it did not sign are reported and skipped)."""
-
-
-class _Partial(Exception):
-    """A fold not finished in this run: the peer's memory with how far it got."""
-
-    def __init__(self, peer: dict[str, Any]) -> None:
-        super().__init__("partial")
-        self.peer = peer
 
 
 @dataclass(frozen=True)
