@@ -57,7 +57,6 @@ class AuditSigner:
         self._reported: set[tuple[int, str]] = set()  # rows under this host's name it did not sign
         self._reported_peers: set[tuple[str, int, str]] = set()  # other hosts' rows they did not sign
         self._signed_size: int | None = None  # the size this signer last knew it signed (``pending``)
-        self._recorded: str | None = None  # the key id this signer saw recorded in the store
 
     def _record(self, session: Any, event: Event) -> None:
         """An entry of the signer's own (a key made or rotated, a refusal), in this host's log with
@@ -73,8 +72,6 @@ class AuditSigner:
         assert loaded is not None
         private, _ = loaded
         public = self.keys.public(private)
-        if self._recorded == public.key_id:  # seen in the store by this signer: a key row is never removed
-            return private, public
         with self.store.session() as session:
             repo = TrailRepo(session)
             known = {(row.host, row.key_id) for row in repo.public_keys()}
@@ -82,7 +79,6 @@ class AuditSigner:
                 now = timestamp()
                 repo.add_key(AuditKey(host=self.host, key_id=public.key_id, public_key=public.vkey, created_at=now))
                 self._record(session, Event("audit.key_create", f"host:{self.host}", detail={"key": public.key_id}))
-        self._recorded = public.key_id
         return private, public
 
     def _settle(self) -> None:
@@ -177,7 +173,10 @@ class AuditSigner:
         however large, does not stop it signing); without a memory, the largest row not above the head."""
         if self._signed_size is not None:  # the daemon's loop, every tick: one read of the head row
             with self.store.connect() as conn:
-                return max(0, head_seq(conn, self.host) - self._signed_size)
+                head = head_seq(conn, self.host)
+            if head >= self._signed_size:
+                return head - self._signed_size
+            self._signed_size = None  # fewer entries than it signed: counted again from the memory
         mine = self.keys.memory().get("self")
         with self.store.session() as session:
             repo = TrailRepo(session)

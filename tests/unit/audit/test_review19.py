@@ -13,11 +13,13 @@ F2: ``AuditSigner._key`` skips the key table once it has seen its key id there (
 to an asynchronous replica that had not received it, runbooks/postgres-replica.md; a restore)
 no longer holds the key.  A fresh signer records it again; the long-lived one signs checkpoints
 under a key the store does not hold, and verify and the witnesses cannot open them.
+
+Fixed: ``pending`` drops its cached size when the head is below it and counts from the memory
+again; the signer reads the key table before every checkpoint, as it did before the cache.
 """
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from colibri.adapters.audit_keys import KeyDir
@@ -50,11 +52,6 @@ def _truncate(store: Store, host: str, keep: int) -> None:
         conn.commit()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review19 F1: pending() counts from the signer's cached _signed_size, never reading the memory "
-    "again; after a truncation with the memory gone the daemon's signer says 0 where a fresh one says 35",
-)
 def test_f1_pending_after_a_truncation_with_the_memory_gone_is_what_a_fresh_signer_counts(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     try:
@@ -76,11 +73,6 @@ def test_f1_pending_after_a_truncation_with_the_memory_gone_is_what_a_fresh_sign
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review19 F2: _key() trusts _recorded ('a key row is never removed'); after the store lost "
-    "the commit recording the key, the long-lived signer signs under a key the store does not hold",
-)
 def test_f2_a_key_the_store_lost_is_recorded_again_before_it_signs(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     try:
