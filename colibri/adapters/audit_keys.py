@@ -1,7 +1,9 @@
-"""This host's audit signing key and the signer's memory, in a root-only directory.
+"""This host's audit signing key and the signer's memory, in a directory only its owner reads.
 
-``<state_dir>/audit/`` (0700, root's): ``signing.key`` (the Ed25519 private key, PKCS#8 PEM,
-root's, 0400), ``memory.json`` (0600: the compact range of the newest tree this host signed, and
+``<state_dir>/audit/`` (0700, owned by the user colibri runs as: root on a host, whose
+``state_dir`` is /var/db/colibri; an operator trying colibri without root has their own under
+XDG paths): ``signing.key`` (the Ed25519 private key, PKCS#8 PEM, 0400), ``memory.json``
+(0600: the compact range of the newest tree this host signed, and
 per other host the newest tree it cosigned, with the key it pinned; what makes a truncated or
 rewritten store visible even when the store's own rows were edited), ``audit.lock`` (signers of
 one host take turns), ``signing.key.next`` (a rotation's new key, from before the store records it
@@ -11,7 +13,7 @@ credentials cannot write into this host's signed history).  The memory is writte
 fsync (it is on every checkpoint's path): a crash may leave an older one, or a cut one that
 reads as none; either way the signer folds again from it (or from entry 1) and checks the last
 checkpoint it signed on the way.  Every file is
-opened without following symlinks and refused unless it is root's and not readable by others; a
+opened without following symlinks and refused unless it is that user's and not readable by others; a
 new key is written to a temporary file and linked into place, so a crash never leaves half a key.
 """
 
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from colibri.audit.note import PublicKey, key_name
-from colibri.errors import NeedsRoot, PermissionDenied
+from colibri.errors import PermissionDenied
 
 KEY = "signing.key"
 NEXT = "signing.key.next"
@@ -38,8 +40,8 @@ MAX_MEMORY = 1 << 20
 
 
 def _check(st: os.stat_result, path: Path, modes: tuple[int, ...]) -> None:
-    if st.st_uid != 0:
-        raise PermissionDenied(f"{path} is not root's (uid {st.st_uid}): refusing it")
+    if st.st_uid != os.geteuid():
+        raise PermissionDenied(f"{path} is not owned by uid {os.geteuid()} (it is uid {st.st_uid}): refusing it")
     if stat.S_IMODE(st.st_mode) not in modes:
         raise PermissionDenied(
             f"{path} has mode {stat.S_IMODE(st.st_mode):o}: it must be one of " + ", ".join(f"{m:o}" for m in modes)
@@ -56,8 +58,6 @@ class KeyDir:
         self._entry_key: bytes | None = None
 
     def _ensure_dir(self) -> None:
-        if os.geteuid() != 0:
-            raise NeedsRoot("the audit signing key is root's: run this as root")
         with contextlib.suppress(FileExistsError):
             self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
             self.directory.mkdir(mode=0o700)

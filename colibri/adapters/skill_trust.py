@@ -1,13 +1,14 @@
-"""This host's skills trust store (issue 13), in a root-only directory.
+"""This host's skills trust store (issue 13), in a directory only its owner reads.
 
-``<state_dir>/supply/`` (0700, root's): ``root.pub`` (the ONE pinned root public key),
+``<state_dir>/supply/`` (0700, owned by the user colibri runs as: root on a host): ``root.pub``
+(the ONE pinned root public key),
 ``seen.json`` (the highest root and index versions accepted, with their documents' digests: what
 refuses a rollback), ``lkg/root.json`` and ``lkg/index.json`` (the last-known-good pair, kept
 after a successful verification: what ``skills list`` shows offline), ``community.json`` (the
 operator's allowed community skills, each pinned by its bundle digest) and ``community/<hex>.tar``
 (the allowed bundles themselves).  Every file is 0600, written to a temporary file and renamed
 into place; every file and directory is opened without following symlinks and refused unless it
-is root's and not readable by others (as store/orchestrator.py refuses its record).
+is that user's and not readable by others (as store/orchestrator.py refuses its record).
 """
 
 import contextlib
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from colibri.errors import NeedsRoot, PermissionDenied, SupplyError
+from colibri.errors import PermissionDenied, SupplyError
 from colibri.supply import docs
 from colibri.supply.chain import Seen
 
@@ -34,8 +35,6 @@ class TrustStore:
 
     # ---- files -----------------------------------------------------------------------------------
     def _dir(self, sub: str = "", create: bool = True) -> Path:
-        if os.geteuid() != 0:
-            raise NeedsRoot("the skills trust store is root's: run this as root")
         path = self.directory / sub if sub else self.directory
         for step in (self.directory, path) if sub else (self.directory,):
             if create:
@@ -48,9 +47,10 @@ class TrustStore:
                 return path
             if not stat.S_ISDIR(st.st_mode):
                 raise PermissionDenied(f"{step} is not a directory (a symlink?): refusing it")
-            if st.st_uid != 0 or st.st_mode & 0o077:
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
                 raise PermissionDenied(
-                    f"{step} must be root's and mode 0700 (it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+                    f"{step} must be owned by uid {os.geteuid()} and mode 0700 "
+                    f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
                 )
         return path
 
@@ -67,9 +67,9 @@ class TrustStore:
             raise
         with os.fdopen(fd, "rb") as handle:
             st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
                 raise PermissionDenied(
-                    f"{path} must be a regular file, root's, mode 0600 "
+                    f"{path} must be a regular file owned by uid {os.geteuid()}, mode 0600 "
                     f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
                 )
             data = handle.read(limit + 1)

@@ -358,7 +358,7 @@ class Context:
         )
 
     def audit_signer(self) -> "AuditSigner":
-        """This host's audit signer: its key and memory in ``state_dir/audit`` (root's, 0700)."""
+        """This host's audit signer: its key and memory in ``state_dir/audit`` (0700, the user's colibri runs as)."""
         from colibri.adapters.audit_keys import KeyDir
         from colibri.services.audit.signer import AuditSigner
 
