@@ -51,6 +51,10 @@ def test_the_daemon_records_routes_and_loops_with_the_actor_it_knows(hive: Hive)
     mother.send_signal(signal.SIGSTOP)  # frozen: the daemon's liveness loop declares it stale, then lost
     wait_until(lambda: hive.agent_state("demo/demo-1") == "lost")
     mother.kill()
+    # the listing can show "lost" a moment before the liveness loop's transaction (the change and
+    # its entry) commits: the entry is waited for, and must come
+    lost = ("agent.lost", "agent:demo/demo-1", "daemon")
+    wait_until(lambda: lost in [(e["action"], e["subject"], e["actor"]) for e in entries(hive)])
     found = entries(hive)[start:]
     got = [(e["action"], e["subject"], e["actor"]) for e in found]
     tid = f"task:{task['id']}"
