@@ -17,7 +17,6 @@ Services and adapters raise these; only ``colibri.cli.app.main`` turns them into
     │   ├── JailExists
     │   └── StateConflict
     ├── PermissionDenied                 6  insufficient privilege or unsafe permissions
-    │   └── NeedsRoot
     ├── InvalidInput                     7  a value given on the command line or in a request is invalid
     │   └── InvalidTenantId
     ├── ExternalError                   10  an external command failed
@@ -131,10 +130,6 @@ class PermissionDenied(ColibriError):
     """Insufficient privilege, or a file or directory with unsafe permissions."""
 
     exit_code = 6
-
-
-class NeedsRoot(PermissionDenied):
-    """The operation must run as root."""
 
 
 class InvalidInput(ColibriError):

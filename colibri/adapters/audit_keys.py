@@ -57,6 +57,15 @@ class KeyDir:
         self.name = key_name(host)
         self._entry_key: bytes | None = None
 
+    def owned(self) -> bool:
+        """Whether this process may use this host's key: the directory is its user's, or not made yet
+        where this user may make it.  Another user's (root's /var/db/colibri read by an operator
+        without root, say) is read, never signed over."""
+        try:
+            return os.lstat(self.directory).st_uid == os.geteuid()
+        except FileNotFoundError:
+            return os.geteuid() == 0 or os.access(self.directory.parent, os.W_OK)
+
     def _ensure_dir(self) -> None:
         with contextlib.suppress(FileExistsError):
             self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -5,7 +5,6 @@ the keys given with ``--key``.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -144,8 +143,9 @@ def prove(
 
     ctxo = context.get(ctx)
     name = host or ctxo.settings.host
-    if name == ctxo.settings.host and _own_keys(ctxo.settings.state_dir):
-        ctxo.audit_signer().checkpoint()  # the newest entries are covered
+    signer = ctxo.audit_signer()
+    if name == ctxo.settings.host and signer.keys.owned():
+        signer.checkpoint()  # the newest entries are covered
     found = query.prove(ctxo.store, name, seq)
     if as_json:
         output.emit_json(found)
@@ -174,7 +174,7 @@ def keys(
     if rotate:
         old, own = signer.rotate()
         output.note(f"audit key of {ctxo.settings.host} rotated: {old.key_id} retired, {own.key_id} endorsed by it")
-    elif _own_keys(ctxo.settings.state_dir):
+    elif signer.keys.owned():
         own = signer.public_key()
     found = query.keys(ctxo.store, own)
     if verifier_keys:
@@ -203,13 +203,3 @@ def keys(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
-
-
-def _own_keys(state_dir: Path) -> bool:
-    """Whether this process holds this host's audit key: its directory (``state_dir/audit``) is this
-    user's, or not made yet where this user may make it.  Another user's state is read, never
-    signed over (root's /var/db/colibri by an operator without root, say)."""
-    try:
-        return os.lstat(state_dir / "audit").st_uid == os.geteuid()
-    except FileNotFoundError:
-        return os.geteuid() == 0 or os.access(state_dir, os.W_OK)

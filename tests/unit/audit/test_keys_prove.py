@@ -56,6 +56,7 @@ def test_a_key_dir_is_taken_only_as_the_running_user_s(tmp_path: Path, monkeypat
     require_root("chown to another uid")
     directory = tmp_path / "state" / "audit"
     keys = KeyDir(directory, "osa")
+    assert keys.owned()  # not made yet, where this user may make it
     made = keys.load()
     assert made is not None
     key = keys.entry_key()
@@ -63,7 +64,9 @@ def test_a_key_dir_is_taken_only_as_the_running_user_s(tmp_path: Path, monkeypat
         os.chown(path, 1000, 1000)
     with pytest.raises(PermissionDenied, match="is not owned by uid 0"):
         KeyDir(directory, "osa").load()
+    assert not keys.owned()  # audit prove/keys read another user's state, never sign over it
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert keys.owned()
     again = KeyDir(directory, "osa")
     found = again.load()
     assert found is not None and again.public(found[0]) == keys.public(made[0])
