@@ -48,7 +48,7 @@ def _check(value: Any, depth: int = 0) -> bool:
     if value is None or isinstance(value, (bool, str)):
         return True
     if isinstance(value, int):
-        if abs(value) > _MAX_INT:  # beyond what every JSON reader holds exactly
+        if abs(value) > MAX_INT:  # beyond what every JSON reader holds exactly
             raise NotCanonical(f"integer out of range: {value}")
         return True
     shallow = depth < 8  # a scalar one level down is still within the depth
@@ -57,7 +57,7 @@ def _check(value: Any, depth: int = 0) -> bool:
         for item in value:
             kind = type(item)
             if shallow and (
-                kind is str or item is None or kind is bool or (kind is int and -_MAX_INT <= item <= _MAX_INT)
+                kind is str or item is None or kind is bool or (kind is int and -MAX_INT <= item <= MAX_INT)
             ):
                 continue
             bmp = _check(item, depth + 1) and bmp
@@ -71,7 +71,7 @@ def _check(value: Any, depth: int = 0) -> bool:
                 bmp = False
             kind = type(item)
             if shallow and (
-                kind is str or item is None or kind is bool or (kind is int and -_MAX_INT <= item <= _MAX_INT)
+                kind is str or item is None or kind is bool or (kind is int and -MAX_INT <= item <= MAX_INT)
             ):
                 continue
             bmp = _check(item, depth + 1) and bmp
@@ -79,7 +79,19 @@ def _check(value: Any, depth: int = 0) -> bool:
     raise NotCanonical(f"{type(value).__name__} is not an audit value")
 
 
-_MAX_INT = 2**53 - 1
+MAX_INT = 2**53 - 1
+"""The largest integer an entry holds (beyond it not every JSON reader holds it exactly)."""
+
+
+def stdlib_text(value: Mapping[str, Any], depth: int = 0) -> str | None:
+    """``value`` as RFC 8785 text where the stdlib's encoding of it is that (every key in the
+    BMP), else None (only rfc8785 orders such keys).  Raises NotCanonical as ``canonical`` does.
+    The text is RFC 8785 once it encodes to UTF-8 (a lone surrogate does not)."""
+    return _encode(value) if _check(value, depth) else None
+
+
+quote = json.encoder.encode_basestring
+"""A string as JSON text with only what RFC 8785 escapes escaped (the stdlib's C encoder)."""
 
 
 def canonical(value: Mapping[str, Any], depth: int = 0) -> bytes:

@@ -15,6 +15,7 @@ never a fork: the row decides.
 """
 
 import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +59,19 @@ class AuditHead(SQLModel, table=True):
 
 def timestamp(now: datetime | None = None) -> str:
     """An entry's time: UTC, microseconds, ``2026-12-01T17:40:00.123456Z`` (sorts as text)."""
-    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if now is not None:
+        return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    micros = time.time_ns() // 1000  # the clock datetime.now reads
+    second, fraction = divmod(micros, 1_000_000)
+    last = _SECOND[0]
+    if last[0] != second:  # the date and time to the second formatted once a second: every append reads one
+        last = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _SECOND[0] = last
+    return f"{last[1]}.{fraction:06d}Z"
+
+
+_SECOND: list[tuple[int, str]] = [(-1, "")]
+"""The last second ``timestamp`` formatted, and its text (one tuple, swapped whole: threads share it)."""
 
 
 class AuditRepo:
