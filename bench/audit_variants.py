@@ -1,0 +1,140 @@
+"""Issue 12: where the audit's share of submit -> claimed goes, by taking its parts away one at a time.
+
+Fresh sets of daemons (bench/heartbeats.py's, 100 tenants, SQLite), all alive at once, their
+submit -> claimed cycles alternating; each daemon a variant made by a ``sitecustomize`` of this
+run (bench-only: no product setting turns any of this off):
+
+- ``on``: the audit as it is; ``off``: ``append_many`` writes nothing (bench/audit_hot_paths.py's);
+- ``sqlonly``: the append's statements as they are, its Python (time, body, leaf hash, MAC)
+  replaced by constants;
+- ``noinsert``: as ``sqlonly`` without the entry's INSERT (the head row still swapped);
+- ``noidx``, ``nots``, ``notenant``: the audit as it is on a store without both of the entry
+  table's secondary indexes, without ``ix_audit_entries_ts``, without ``ix_audit_entries_tenant``.
+
+Per set, each variant's p50 over the off daemon's; printed: every set, the median of the sets and
+the p50 ratio over every cycle (a set's ratios move with its processes: read the median).
+
+    .venv/bin/python bench/audit_variants.py [--sets 6] [--cycles 300] on off sqlonly noinsert noidx
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import heartbeats as hb
+from audit_hot_paths import OFF
+
+SQL_ONLY = """
+import colibri.store.audit as _a
+
+_BODY = '{"action":"task.claim","actor":"agent:t000x/router","detail":{"agent":"t000x/router","fence":1},' \\
+    '"host":"bench","outcome":"ok","prev":"' + "0" * 64 + '","seq":1,"subject":"task:1","tenant":"t000x",' \\
+    '"ts":"2026-12-02T13:00:00.000000Z","v":1}'
+
+def _rows(where, events, ts, key, seq, prev):  # the rows the append writes, of constants
+    rows, seqs = [], []
+    for event in events:
+        seq += 1
+        rows.append((where.host, seq, ts, event.tenant, event.action, _BODY, "%064x" % seq, "1" * 64))
+        seqs.append(seq)
+    return rows, seqs, "%064x" % seq
+
+_a._rows = _rows
+_a.timestamp = lambda now=None: "2026-12-02T13:00:00.000000Z"
+"""
+NO_INSERT = """
+def _finish(cursor, statements, rows, seen, seq, leaf):  # the head swapped, no entry written
+    cursor.close()
+    _a._SEEN[seen] = (seq, leaf)
+
+_a._finish = _finish
+"""
+
+
+def dropping(*indexes: str) -> str:
+    drops = "".join(f'_c.execute("DROP INDEX IF EXISTS {name}")\n' for name in indexes)
+    opened = 'import os, sqlite3\n_c = sqlite3.connect(os.environ["COLIBRI_STATE_DIR"] + "/colibri.db")\n'
+    return f"{opened}{drops}_c.commit()\n_c.close()\n"
+
+
+VARIANTS = {
+    "on": "",
+    "off": OFF,
+    "sqlonly": SQL_ONLY,
+    "noinsert": SQL_ONLY + NO_INSERT,
+    "noidx": dropping("ix_audit_entries_tenant", "ix_audit_entries_ts"),
+    "nots": dropping("ix_audit_entries_ts"),
+    "notenant": dropping("ix_audit_entries_tenant"),
+}
+
+
+def started(code: str, folder: Path) -> hb.Daemon:
+    saved = os.environ.get("PYTHONPATH")
+    if code:
+        folder.mkdir()
+        (folder / "sitecustomize.py").write_text(code)
+        os.environ["PYTHONPATH"] = str(folder)
+    try:
+        return hb.Daemon(100)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+async def one_set(names: list[str], cycles: int, scratch: Path) -> dict[str, list[float]]:
+    daemons = {name: started(VARIANTS[name], scratch / name) for name in names}
+    try:
+        for daemon in daemons.values():
+            await daemon.ready()
+        routers = {name: await hb.Router(daemon).open() for name, daemon in daemons.items()}
+        for _ in range(20):  # warm each
+            for router in routers.values():
+                await router.cycle()
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for n in range(cycles):
+            for name in names if n % 2 == 0 else names[::-1]:
+                samples[name].append(await routers[name].cycle())
+        for router in routers.values():
+            router.close()
+        return samples
+    finally:
+        for daemon in daemons.values():
+            daemon.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", type=int, default=6)
+    parser.add_argument("--cycles", type=int, default=300)
+    parser.add_argument("variants", nargs="*", default=["on", "off", "sqlonly", "noinsert", "noidx"])
+    args = parser.parse_args()
+    names = list(dict.fromkeys(["off", *args.variants]))
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        parser.error(f"no such variant: {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    every: dict[str, list[float]] = {name: [] for name in names}
+    print(f"| set | {' | '.join(names)} |\n|---|{'---:|' * len(names)}")
+    for n in range(args.sets):
+        with tempfile.TemporaryDirectory(prefix="colibri-bench-variants-") as scratch:
+            samples = await one_set(names, args.cycles, Path(scratch))
+        base = hb.pct(samples["off"], 0.5)
+        for name in names:
+            ratios[name].append(hb.pct(samples[name], 0.5) / base)
+            every[name] += samples[name]
+        print(f"| {n + 1} | {' | '.join(f'{ratios[name][-1]:.3f}' for name in names)} |", flush=True)
+    base = hb.pct(every["off"], 0.5)
+    print(f"| median of sets | {' | '.join(f'**{statistics.median(ratios[name]):.3f}**' for name in names)} |")
+    print(f"| every cycle | {' | '.join(f'{hb.pct(every[name], 0.5) / base:.3f}' for name in names)} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
