@@ -30,12 +30,10 @@ from colibri.errors import StoreError
 
 
 class AuditEntry(SQLModel, table=True):
-    """One entry (migration 0007); ``body`` is the entry, the other columns index it.  No index on
-    ``ts`` (migration 0011): a host's entries are in time order along its chain, which the
-    primary key (host, seq) already orders."""
+    """One entry (migration 0007); ``body`` is the entry, the other columns index it."""
 
     __tablename__ = "audit_entries"
-    __table_args__ = (Index("ix_audit_entries_tenant", "tenant", "seq"),)
+    __table_args__ = (Index("ix_audit_entries_tenant", "tenant", "seq"), Index("ix_audit_entries_ts", "ts"))
 
     host: str = Field(primary_key=True, max_length=64)
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
