@@ -96,7 +96,7 @@ def body(seq: int, ts: str, host: str, actor: str, event: Event, prev: str) -> b
 
 
 def _plain(seq: int, ts: str, host: str, who: str, event: Event, prev: str) -> bool:
-    """Every field of the entry's own of the type the hand-written order is for."""
+    """Whether the entry's own fields are all of the types ``body`` writes by hand (else ``canonical``)."""
     return (
         type(seq) is int
         and -MAX_INT <= seq <= MAX_INT
