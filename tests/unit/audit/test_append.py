@@ -98,6 +98,13 @@ def test_a_malformed_event_is_refused_before_anything_is_written(db_url: str) ->
                 AuditRepo(session).append(Event("Tenant Register", "tenant:x"))
             with pytest.raises(BadEntry):
                 AuditRepo(session).append(Event("tenant.register", "tenant:x", outcome="maybe"))
+            with pytest.raises(BadEntry):  # ``$`` matched before a final newline: the whole name must match
+                AuditRepo(session).append(Event("tenant.register\n", "tenant:x"))
+            AuditRepo(session).append(Event("tenant.register", "tenant:x"))  # a good pair remembered as good...
+            for refused in (Event("tenant.register", "tenant:x", outcome="maybe"), Event("tenant.register", "")):
+                with pytest.raises(BadEntry):  # ...and what is wrong beside it still refused
+                    AuditRepo(session).append(refused)
+            session.rollback()
         with store.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM audit_entries")).scalar() == 0
     finally:

@@ -266,3 +266,38 @@ def test_gone_agents_pruned_past_the_cap_are_recorded(db_url: str) -> None:
     (entry,) = pruned  # a1 and a2 left within one second: either is the older one
     (gone,) = entry["detail"]["agents"]  # type: ignore[index]
     assert entry["subject"] == "tenant:acme" and gone in ("acme/a1", "acme/a2") and gone not in kept
+
+
+def test_a_detail_is_cut_to_names_exactly_when_its_encoding_would_pass_the_limit() -> None:
+    """``bounded`` skips encoding a detail that is surely small (six bytes a character): that bound
+    must never pass one whose JSON is over the limit (control characters escape to six bytes,
+    characters beyond the BMP take four), and a detail over it is still cut to its names."""
+    import random
+
+    from colibri.audit.entry import MAX_DETAIL_BYTES
+    from colibri.store.audit_hooks import bounded, shown
+
+    rng = random.Random(12)
+    alphabet = ["a", "\x00", "\x1f", '"', "\\", "é", "\u2028", "\U0001f600", "\ud800"]
+    limit = MAX_DETAIL_BYTES - 512
+    kept = cut = 0
+    for _ in range(3000):
+        detail = {}
+        for n in range(rng.randint(0, 14)):
+            kind = rng.random()
+            if kind < 0.6:
+                value: object = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 220)))
+            elif kind < 0.8:
+                value = rng.choice([None, True, False, 0, -(2**60), 2**53 - 1])
+            else:
+                value = [rng.choice(alphabet) * rng.randint(0, 150) for _ in range(rng.randint(0, 5))]
+            detail["k" * rng.randint(1, 40) + str(n)] = shown(value)
+        found = bounded(detail)
+        size = len(json.dumps(detail, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size <= limit:
+            assert found is detail
+            kept += 1
+        else:
+            assert found == {"truncated": True, "fields": list(detail)[:32]}
+            cut += 1
+    assert kept > 500 and cut > 500  # both sides of the limit were reached
