@@ -9,7 +9,9 @@ run (bench-only: no product setting turns any of this off):
   replaced by constants;
 - ``noinsert``: as ``sqlonly`` without the entry's INSERT (the head row still swapped);
 - ``noidx``, ``nots``, ``notenant``: the audit as it is on a store without both of the entry
-  table's secondary indexes, without ``ix_audit_entries_ts``, without ``ix_audit_entries_tenant``.
+  table's secondary indexes, without ``ix_audit_entries_ts``, without ``ix_audit_entries_tenant``
+  (since migration 0011 there is no ``ix_audit_entries_ts``: ``nots`` is ``on``, ``noidx`` is
+  ``notenant``).
 
 Per set, each variant's p50 over the off daemon's; printed: every set, the median of the sets and
 the p50 ratio over every cycle (a set's ratios move with its processes: read the median).

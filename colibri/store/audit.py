@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, String, Text
+from sqlalchemy import BigInteger, Column, String, Text
 from sqlmodel import Field, Session, SQLModel
 
 from colibri.audit import origin
@@ -30,10 +30,11 @@ from colibri.errors import StoreError
 
 
 class AuditEntry(SQLModel, table=True):
-    """One entry (migration 0007); ``body`` is the entry, the other columns index it."""
+    """One entry (migration 0007); ``body`` is the entry, the other columns say what it holds.  The
+    primary key (host, seq) is its one index (migration 0011): a host's entries are in time order
+    along its chain, and ``audit log`` picks a tenant's out as it reads a chain newest first."""
 
     __tablename__ = "audit_entries"
-    __table_args__ = (Index("ix_audit_entries_tenant", "tenant", "seq"), Index("ix_audit_entries_ts", "ts"))
 
     host: str = Field(primary_key=True, max_length=64)
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
