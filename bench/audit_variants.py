@@ -10,8 +10,10 @@ run (bench-only: no product setting turns any of this off):
 - ``noinsert``: as ``sqlonly`` without the entry's INSERT (the head row still swapped);
 - ``noidx``, ``nots``, ``notenant``: the audit as it is on a store without both of the entry
   table's secondary indexes, without ``ix_audit_entries_ts``, without ``ix_audit_entries_tenant``
-  (since migration 0011 there is no ``ix_audit_entries_ts``: ``nots`` is ``on``, ``noidx`` is
-  ``notenant``).
+  (since migration 0011 the table has neither: these three are ``on``);
+- ``noswap``: the remembered head's swap not sent, as if it always matched (an upper bound only);
+- ``worowid``: the entries a WITHOUT ROWID table (SQLite: the key is the table);
+- ``at:DIR``: a daemon running the colibri of the checkout DIR (an A/B of a change in one run).
 
 Per set, each variant's p50 over the off daemon's; printed: every set, the median of the sets and
 the p50 ratio over every cycle (a set's ratios move with its processes: read the median).
@@ -96,8 +98,6 @@ CREATE TABLE audit_entries_w (host VARCHAR(64) NOT NULL, seq BIGINT NOT NULL, ts
 INSERT INTO audit_entries_w SELECT host, seq, ts, tenant, action, body, leaf, mac FROM audit_entries;
 DROP TABLE audit_entries;
 ALTER TABLE audit_entries_w RENAME TO audit_entries;
-CREATE INDEX ix_audit_entries_tenant ON audit_entries (tenant, seq);
-CREATE INDEX ix_audit_entries_ts ON audit_entries (ts);
 COMMIT;
 \""")
 _c.close()

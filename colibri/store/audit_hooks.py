@@ -75,25 +75,9 @@ def shown(value: Any) -> Any:
 def bounded(detail: dict[str, Any]) -> dict[str, Any]:
     """``detail``, or, when it would pass the entry's size limit, its names only: what a peer
     sent (a long list of key names, say) can make an entry shorter, never make a change fail."""
-    if _surely_small(detail) or len(json.dumps(detail, ensure_ascii=False).encode()) <= MAX_DETAIL_BYTES - 512:
+    if len(json.dumps(detail, ensure_ascii=False).encode()) <= MAX_DETAIL_BYTES - 512:
         return detail
     return {"truncated": True, "fields": [str(name)[:64] for name in list(detail)[:32]]}
-
-
-def _surely_small(detail: dict[str, Any]) -> bool:
-    """Whether ``detail`` fits without encoding it (most entries: a few scalars and short names):
-    a bound that counts six bytes a character, what JSON's longest escape takes (``\\u001f``)."""
-    room = MAX_DETAIL_BYTES - 512 - 2
-    for name, value in detail.items():
-        if isinstance(value, str):
-            room -= 6 * (len(name) + len(value)) + 6
-        elif value is None or isinstance(value, (bool, int)):
-            room -= 6 * len(name) + 32
-        else:
-            return False  # a list or a mapping: encoded to be sure
-        if room < 0:
-            return False
-    return True
 
 
 def agent_actor(key: str) -> str:

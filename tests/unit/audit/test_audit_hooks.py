@@ -269,9 +269,8 @@ def test_gone_agents_pruned_past_the_cap_are_recorded(db_url: str) -> None:
 
 
 def test_a_detail_is_cut_to_names_exactly_when_its_encoding_would_pass_the_limit() -> None:
-    """``bounded`` skips encoding a detail that is surely small (six bytes a character): that bound
-    must never pass one whose JSON is over the limit (control characters escape to six bytes,
-    characters beyond the BMP take four), and a detail over it is still cut to its names."""
+    """``bounded`` keeps a detail whose JSON fits (control characters escape to six bytes,
+    characters beyond the BMP take four) and cuts one over the limit to its names."""
     import random
 
     from colibri.audit.entry import MAX_DETAIL_BYTES
