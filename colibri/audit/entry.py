@@ -5,12 +5,10 @@ derived from it.  ``prev`` is the leaf of the host's previous entry (64 zeros fo
 an edit, a deletion, an insertion or a reordering anywhere breaks the chain at that point.
 """
 
-import contextlib
 import hashlib
 import hmac
-import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,47 +113,10 @@ def leaf_hash(encoded: bytes) -> str:
     return hashlib.sha256(b"\x00" + encoded).hexdigest()
 
 
-def _own_sha256() -> Callable[[bytes], Any]:
-    """CPython's own SHA-256 (3.11: ``_sha256``, 3.12 on: ``_sha2``), else hashlib's (OpenSSL)."""
-    for name in ("_sha256", "_sha2"):
-        with contextlib.suppress(ImportError, AttributeError):
-            found: Callable[[bytes], Any] = importlib.import_module(name).sha256
-            return found
-    return hashlib.sha256
-
-
-_SHA256 = _own_sha256()
-
-
-def appended_leaf(encoded: bytes) -> str:
-    """``leaf_hash`` of the one entry an append writes, by CPython's own SHA-256: OpenSSL's starts
-    each digest with a lookup that ran cold between two appends in the daemon (about 27 us an
-    entry against 12 us, docs/PERFORMANCE.md session 11); in a loop over many entries OpenSSL's
-    is the faster, and ``leaf_hash`` stays it (export, query, the signer's fold)."""
-    return str(_SHA256(b"\x00" + encoded).hexdigest())
-
-
 MAC_CONTEXT = b"colibri-audit-entry-mac\n"
 
 
 def entry_mac(key: bytes, encoded: bytes) -> str:
     """The HMAC-SHA256 of an entry body under its host's entry key, hex: what its signer checks
-    before signing an entry as its own (an entry another host wrote under its name has none).
-
-    The keyed state after ``MAC_CONTEXT`` is made once per key and copied for each entry: in the
-    daemon, between two appends, OpenSSL's one-shot HMAC looked its digest up again cold (about
-    47 us an entry against 16 us for a copy, docs/PERFORMANCE.md session 11)."""
-    keyed = _KEYED.get(key)
-    if keyed is None:
-        if len(_KEYED) >= MAX_KEYED:  # a process that opened many stores' keys (tests)
-            _KEYED.clear()
-        keyed = _KEYED[key] = hmac.new(key, MAC_CONTEXT, "sha256")
-    mac = keyed.copy()
-    mac.update(encoded)
-    return mac.hexdigest()
-
-
-MAX_KEYED = 16
-_KEYED: dict[bytes, "hmac.HMAC"] = {}
-"""Entry key -> its HMAC state after ``MAC_CONTEXT``, never updated itself (only its copies): one
-dict read and store, atomic between the daemon's threads."""
+    before signing an entry as its own (an entry another host wrote under its name has none)."""
+    return hmac.digest(key, MAC_CONTEXT + encoded, "sha256").hex()  # one call into OpenSSL's HMAC

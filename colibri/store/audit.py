@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Column, String, Text
 from sqlmodel import Field, Session, SQLModel
 
 from colibri.audit import origin
-from colibri.audit.entry import GENESIS, Event, appended_leaf, body, entry_mac
+from colibri.audit.entry import GENESIS, Event, body, entry_mac, leaf_hash
 from colibri.errors import StoreError
 
 
@@ -147,7 +147,7 @@ def _rows(
     for event in events:
         seq += 1
         encoded = body(seq, ts, where.host, where.actor, event, prev)
-        prev = appended_leaf(encoded)
+        prev = leaf_hash(encoded)
         mac = entry_mac(key, encoded) if key is not None else None
         rows.append((where.host, seq, ts, event.tenant, event.action, encoded.decode(), prev, mac))
         seqs.append(seq)
