@@ -1,5 +1,7 @@
 """Appending audit entries (issue 12): one chain per host, in the caller's transaction."""
 
+import hashlib
+import hmac
 import json
 import threading
 from pathlib import Path
@@ -10,7 +12,7 @@ from sqlmodel import Session
 
 from colibri.audit import origin
 from colibri.audit.canonical import NotCanonical, canonical
-from colibri.audit.entry import GENESIS, BadEntry, Event, leaf_hash
+from colibri.audit.entry import GENESIS, MAC_CONTEXT, BadEntry, Event, entry_mac, leaf_hash
 from colibri.store.audit import AuditRepo
 from colibri.store.db import Store
 
@@ -200,14 +202,9 @@ def _kind(statement: str) -> str:
 
 def test_entry_mac_is_hmac_sha256_of_context_and_body_under_each_key() -> None:
     """An entry's MAC is HMAC-SHA256 over the context line and the body, under each key."""
-    import hashlib
-    import hmac
-
-    from colibri.audit import entry
-
     bodies = [b"", b'{"seq":1}', "ü".encode() * 700]
     keys = [bytes([n]) * 32 for n in range(5)]
     for key in keys:
         for encoded in bodies:
-            want = hmac.new(key, entry.MAC_CONTEXT + encoded, hashlib.sha256).hexdigest()
-            assert entry.entry_mac(key, encoded) == want
+            want = hmac.new(key, MAC_CONTEXT + encoded, hashlib.sha256).hexdigest()
+            assert entry_mac(key, encoded) == want
