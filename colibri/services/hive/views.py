@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from colibri.store.models import Agent, Task
+from colibri.strictjson import load_checked
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -50,8 +51,8 @@ def task_public(task: Task, full: bool = True) -> dict[str, Any]:
         "finished_at": _iso(task.finished_at),
     }
     if full:
-        shown["payload"] = json.loads(task.payload)
-        shown["result"] = None if task.result is None else json.loads(task.result)
+        shown["payload"] = load_checked(task.payload)
+        shown["result"] = None if task.result is None else load_checked(task.result)
         shown["submitted_by"] = task.submitted_by
         shown["claimed_at"] = _iso(task.claimed_at)
         shown["lease_expires_at"] = _epoch_iso(task.lease_expires_at)
