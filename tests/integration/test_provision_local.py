@@ -227,13 +227,13 @@ def test_hostile_etc_passwd_fails_fast_and_provision_all_goes_on(tmp_path: Path)
     def colibri(*args: str) -> subprocess.CompletedProcess[str]:
         full = {k: v for k, v in os.environ.items() if not k.startswith(("COLIBRI_", "BW_"))} | env
         cmd = [sys.executable, "-m", "colibri", *args]
-        return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=30, cwd=REPO)
+        # A hang (the FIFO's open blocked for good) is this timeout's TimeoutExpired; no seconds
+        # bound of its own: a provision takes 2 s here idle, and one took 23 s in CI under its load.
+        return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=120, cwd=REPO)
 
     for tenant, what in hostile.items():
-        started = time.monotonic()
         run = colibri("provision", tenant)
         assert run.returncode == 12, (what, run.stdout, run.stderr)
-        assert time.monotonic() - started < 10, what
         assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, (what, run.stderr)
         assert "/etc/passwd" in run.stderr, (what, run.stderr)
     run = colibri("provision", "--all", "--json")
