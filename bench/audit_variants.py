@@ -13,7 +13,8 @@ made by a ``sitecustomize`` of this run (bench-only: no product setting turns an
   (since migration 0011 the table has neither: these three are ``on``);
 - ``noswap``: the remembered head's swap not sent, as if it always matched (an upper bound only);
 - ``worowid``: the entries a WITHOUT ROWID table (SQLite: the key is the table);
-- ``at:DIR``: a daemon running the colibri of the checkout DIR (an A/B of a change in one run).
+- ``at:DIR``: a daemon running the colibri of the checkout DIR (an A/B of a change in one run);
+  ``atoff:DIR``: the same with the audit off (with both, DIR's own on / off is printed too).
 
 Per set, each variant's p50 over the off daemon's; printed: every set, the median of the sets and
 the p50 ratio over every cycle (a set's ratios move with its processes: read the median).
@@ -127,6 +128,10 @@ def started(code: str, folder: Path) -> hb.Daemon:
     saved = os.environ.get("PYTHONPATH")
     if code.startswith("at:"):  # another checkout's colibri (an A/B of a change in one run)
         os.environ["PYTHONPATH"] = str(Path(code[3:]).resolve())
+    elif code.startswith("atoff:"):  # that checkout's colibri with the audit off (its own ratio's base)
+        folder.mkdir()
+        (folder / "sitecustomize.py").write_text(OFF)
+        os.environ["PYTHONPATH"] = f"{folder}:{Path(code[6:]).resolve()}"
     elif code:
         folder.mkdir()
         (folder / "sitecustomize.py").write_text(code)
@@ -179,7 +184,7 @@ async def main() -> None:
     args = parser.parse_args()
     names = list(dict.fromkeys(["off", *args.variants]))
     for name in names:
-        if name.startswith("at:"):
+        if name.startswith(("at:", "atoff:")):
             VARIANTS[name] = name
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
@@ -198,6 +203,11 @@ async def main() -> None:
     base = hb.pct(every["off"], 0.5)
     print(f"| median of sets | {' | '.join(f'**{statistics.median(ratios[name]):.3f}**' for name in names)} |")
     print(f"| every cycle | {' | '.join(f'{hb.pct(every[name], 0.5) / base:.3f}' for name in names)} |")
+    for name in names:  # another checkout's own ratio: its audit on over its audit off, set by set
+        if name.startswith("at:") and (off := f"atoff:{name[3:]}") in names:
+            own = [a / b for a, b in zip(ratios[name], ratios[off], strict=True)]
+            whole = hb.pct(every[name], 0.5) / hb.pct(every[off], 0.5)
+            print(f"{name} over {off}: median of sets **{statistics.median(own):.3f}**, every cycle {whole:.3f}")
 
 
 if __name__ == "__main__":

@@ -275,11 +275,10 @@ class Api:
         tenant = body.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             raise InvalidInput("tenant must be a string")
-        submit, key = self.p.hive().submit, body.get("idempotency_key")
-        task = await self.p.db(submit, scope, body.get("capability"), body["payload"], tenant, key)
+        key = body.get("idempotency_key")
+        task = await self.p.dispatcher.submit(scope, body.get("capability"), body["payload"], tenant, key)
         if task["created"]:
             self.p.metrics.inc("colibri_tasks_submitted_total")
-            self.p.dispatcher.notify(task["tenant"], task["capability"])
         if task["state"] == TaskState.QUEUED:
             task["waiting"] = self.p.dispatcher.registry.waiting_reason(task["tenant"], task["capability"])
         return json_response(201 if task["created"] else 200, task)

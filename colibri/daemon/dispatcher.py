@@ -27,10 +27,10 @@ from colibri.daemon.logfilter import about
 from colibri.daemon.metrics import Metrics
 from colibri.daemon.wire import Connection
 from colibri.domain import AgentState, TaskState
-from colibri.errors import AgentNotFound
-from colibri.services.hive.rules import AgentRef, Requeued
+from colibri.errors import AgentNotFound, ColibriError
+from colibri.services.hive.rules import AgentRef, Requeued, Scope
 from colibri.services.hive.service import HiveService
-from colibri.services.hive.tasks import Finish
+from colibri.services.hive.tasks import Finish, task_tenant
 
 log = logging.getLogger("colibri.daemon")
 T = TypeVar("T")
@@ -48,6 +48,8 @@ class Waiter:
     key: str
     event: asyncio.Event = field(default_factory=asyncio.Event)
     gone: Callable[[], bool] = lambda: False
+    handed: "asyncio.Future[dict[str, Any] | None] | None" = None
+    """A submit is claiming a task for it in the submit's own transaction (``Dispatcher.submit``)."""
 
 
 class Dispatcher:
@@ -104,14 +106,81 @@ class Dispatcher:
             self.waiters.append(waiter)
             unwatch = conn.watch(waiter.event.set) if conn is not None else None
             try:
-                await asyncio.wait_for(waiter.event.wait(), remaining)
-            except TimeoutError:
-                pass
-            finally:
-                if unwatch is not None:
-                    unwatch()
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(waiter)
+                try:
+                    await asyncio.wait_for(waiter.event.wait(), remaining)
+                except TimeoutError:
+                    pass
+                finally:
+                    if unwatch is not None:
+                        unwatch()
+                    with contextlib.suppress(ValueError):
+                        self.waiters.remove(waiter)
+                handed = await asyncio.shield(waiter.handed) if waiter.handed is not None else None
+            except asyncio.CancelledError:  # the daemon stops, or the connection's handler went
+                if waiter.handed is not None:  # a task a submit claims for it is given back, not lost
+                    self._collect(waiter.handed, contextvars.copy_context())
+                raise
+            if handed is not None:  # a submit claimed it a task in the submit's transaction
+                if gone():
+                    await self.give_back(handed)
+                    return None
+                return handed
+
+    def _collect(self, handed: "asyncio.Future[dict[str, Any] | None]", context: contextvars.Context) -> None:
+        """A task a submit claims for a waiting agent whose claim call ended before it took it:
+        given back once the submit's transaction is done (recorded as its own claimer's act)."""
+
+        def settle(done: "asyncio.Future[dict[str, Any] | None]") -> None:
+            if not done.cancelled() and done.exception() is None and (task := done.result()) is not None:
+                context.run(self.give_back_later, task)
+
+        handed.add_done_callback(settle)
+
+    async def submit(self, scope: Scope, capability: Any, payload: Any, tenant: Any, key: Any) -> dict[str, Any]:
+        """Queue a task (``HiveService.submit``'s arguments), and when an agent of this host that
+        may take it is waiting, claim it for that agent in the same transaction
+        (``submit_handing``: one commit, one audit append, no wake-up and second turn on the
+        database thread); otherwise wake one, and tell the other hosts."""
+        waiter = self._waiting_for(scope, capability, tenant)
+        if waiter is None:
+            task = await self._db(self._hive().submit, scope, capability, payload, tenant, key)
+            if task["created"]:
+                self.notify(task["tenant"], task["capability"])
+            return cast(dict[str, Any], task)
+        handed: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        waiter.handed = handed
+        agent = self.registry.get(waiter.key)
+        assert agent is not None  # _waiting_for found it
+        try:
+            task, claimed = await self._db(
+                self._hive().submit_handing, scope, capability, payload, tenant, key, agent.ref()
+            )
+        except BaseException:
+            handed.set_result(None)  # nothing was written: the agent looks at the queue itself
+            waiter.event.set()
+            raise
+        handed.set_result(claimed)
+        waiter.event.set()
+        if task["created"] and (claimed is None or claimed["id"] != task["id"]):
+            self.notify(task["tenant"], task["capability"])  # it is still queued: as any submit
+        return cast(dict[str, Any], task)
+
+    def _waiting_for(self, scope: Scope, capability: Any, tenant: Any) -> Waiter | None:
+        """The longest-waiting agent here that may take a task of this submit, whose client is
+        there and whose old leases were looked at (``_undelivered``), or None."""
+        if not isinstance(capability, str) or (tenant is not None and not isinstance(tenant, str)):
+            return None  # the submit refuses it
+        try:
+            owner = task_tenant(scope, tenant)
+        except ColibriError:
+            return None
+        for waiter in self.waiters:
+            if waiter.event.is_set() or waiter.handed is not None or waiter.key not in self._checked or waiter.gone():
+                continue
+            agent = self.registry.get(waiter.key)
+            if agent is not None and self.registry.may_take(agent, owner, capability):
+                return waiter
+        return None
 
     async def _claim(self, ref: AgentRef) -> dict[str, Any] | None:
         """One claim, batched with those that arrive while the database thread is busy."""
@@ -229,8 +298,8 @@ class Dispatcher:
         for waiter in self.waiters:
             if woken >= count:
                 break
-            if waiter.event.is_set() or waiter.gone():
-                continue
+            if waiter.event.is_set() or waiter.handed is not None or waiter.gone():
+                continue  # (one a submit is claiming for wakes after it, and looks at the queue then)
             agent = self.registry.get(waiter.key)
             if agent is not None and self.registry.may_take(agent, tenant, capability):
                 waiter.event.set()

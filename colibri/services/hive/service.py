@@ -15,6 +15,7 @@ public JSON), ``ledger`` (each tenant's usage, retention), ``tasks``, ``agents``
 ``HiveService`` is the one object the daemon holds.
 """
 
+import functools
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +54,12 @@ class HiveService:
             tasks.claim if host is None else self.hosts.gate(tasks.claim)
         )
         self.release_undelivered, self.expire_leases = tasks.release_undelivered, tasks.expire_leases
+        # a submit handed to a waiting agent: its claim held to the same lease as every claim
+        self.submit_handing: Callable[..., tuple[dict[str, Any], dict[str, Any] | None]] = (
+            tasks.submit_handing
+            if host is None
+            else functools.partial(tasks.submit_handing, may_claim=self.hosts.trusted)
+        )
         self.queued_kinds = tasks.queued_kinds
         self.claim_many: Callable[[Sequence[AgentRef]], list[dict[str, Any] | None]] = (
             tasks.claim_many if host is None else self.hosts.gate_many(tasks.claim_many)

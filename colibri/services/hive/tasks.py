@@ -25,6 +25,7 @@ from colibri.errors import (
     TaskNotFound,
     TenantNotFound,
 )
+from colibri.services.hive.claims import lease_next
 from colibri.services.hive.ledger import SYNC_SECONDS, Ledger
 from colibri.services.hive.rules import (
     FINISHED,
@@ -37,10 +38,10 @@ from colibri.services.hive.rules import (
     validate_idempotency_key,
     validate_name,
 )
-from colibri.services.hive.task_audit import append_finished, claim_event, requeued
+from colibri.services.hive.task_audit import append_finished, requeued
 from colibri.services.hive.views import task_public
 from colibri.store.audit import AuditRepo
-from colibri.store.audit_hooks import record
+from colibri.store.audit_hooks import event
 from colibri.store.models import Task, utcnow
 from colibri.store.owners import OwnerRepo
 from colibri.store.tasks import TaskRepo
@@ -66,9 +67,20 @@ class TaskRules:
         created (``"created": false``); the same key with another capability, tenant or payload is a
         Conflict.  A tenant has at most ``max_queued_tasks`` unfinished tasks holding at most
         ``max_queued_bytes`` of payload (LimitExceeded beyond)."""
+        return self.submit_handing(scope, capability, payload, tenant, idempotency_key)[0]
+
+    def submit_handing(
+        self, scope: Scope, capability: str, payload: Any, tenant: str | None = None,
+        idempotency_key: str | None = None, agent: AgentRef | None = None, may_claim: Callable[[], bool] = lambda: True,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+        """``submit``, and with ``agent`` (one waiting for work) its claim in the same transaction:
+        one commit and one audit append where a submit and the claim it wakes took two each.  The
+        claim is the one ``claim`` would make (the agent's next task by turn: this one, or an older
+        one it may take); none for a repeat of an idempotency key or while ``may_claim`` says no
+        (this daemon's host lease).  The task as submitted, and the claim's answer or None."""
         ledger = self._ledger
         validate_name(capability, "capability")
-        tenant = _task_tenant(scope, tenant)
+        tenant = task_tenant(scope, tenant)
         idempotency_key = validate_idempotency_key(idempotency_key)
         text = encode_json(payload, MAX_PAYLOAD_BYTES, "the payload")
         submitted_by = "operator" if scope.kind == "admin" else f"{scope.kind}:{scope.name}"
@@ -84,7 +96,7 @@ class TaskRules:
                         raise Conflict(
                             f"idempotency key {idempotency_key!r} was used for task {earlier.id} with another body"
                         )
-                    return {**task_public(earlier), "created": False}
+                    return {**task_public(earlier), "created": False}, None
             if tenant is not None:
                 found = OwnerRepo(session).tenant(tenant)
                 if found is None or found.status == TenantStatus.REMOVED:
@@ -102,9 +114,14 @@ class TaskRules:
             )
             tasks.add(task)
             ledger.note(tenant, 1, len(text), 0, 0)
-            record(session, "task.submit", f"task:{task.id}", tenant=tenant, capability=capability,
-                   payload_bytes=len(text), idempotency_key=idempotency_key)  # fmt: skip
-            return {**task_public(task), "created": True}
+            shown = {**task_public(task), "created": True}
+            entries = [event("task.submit", f"task:{task.id}", tenant=tenant, capability=capability,
+                             payload_bytes=len(text), idempotency_key=idempotency_key)]  # fmt: skip
+            answer = None
+            if agent is not None and may_claim():
+                answer = lease_next(session, self._ledger, self._token, self._host, [agent], entries)[0]
+            AuditRepo(session).append_many(entries)  # one append: the submit's entry, and the claim's
+            return shown, answer
 
     def _check_queue_room(self, session: Session, tenant: str, size: int) -> None:
         """A tenant has at most ``max_queued_tasks`` unfinished tasks holding ``max_queued_bytes``
@@ -131,37 +148,9 @@ class TaskRules:
         each one statement (``TaskRepo.claim_next``: the row picked, locked, fenced and leased at
         once, no ORM load and flush); on PostgreSQL the agents of one kind (capabilities, tenant)
         take theirs in one statement (``claim_several``), the oldest task to the first agent."""
-        policy = self._ledger.policy
-        answers: list[dict[str, Any] | None] = [None] * len(agents)
-        kinds: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
-        for index, agent in enumerate(agents):
-            if agent.capabilities:
-                kinds.setdefault((tuple(sorted(agent.capabilities)), agent.tenant), []).append(index)
         with self._ledger.store.session() as session:
-            tasks = TaskRepo(session)
             claimed: list[Event] = []  # their audit entries: one append for the turn
-            for (capabilities, tenant), indexes in kinds.items():
-                now, stamp = self._ledger.now(), utcnow()
-                leases = [(agents[i].key, self._token(), now + policy.lease_seconds) for i in indexes]
-                if len(indexes) > 1 and tasks.many_at_once():
-                    rows = tasks.claim_several(capabilities, tenant, leases, self._host, stamp)
-                else:
-                    rows = []
-                    for key, token, ends in leases:
-                        values = {"agent_key": key, "lease_token": token, "lease_expires_at": ends,
-                                  "host": self._host, "claimed_at": stamp, "updated_at": stamp}  # fmt: skip
-                        row = tasks.claim_next(capabilities, tenant, values)
-                        if row is None:
-                            break
-                        rows.append(row)
-                for index, (_, token, _), row in zip(indexes, leases, rows, strict=False):
-                    shown = task_public(cast(Task, row))
-                    host, fence = shown.pop("host"), shown.pop("fence")
-                    shown["lease"] = token
-                    shown["lease_seconds"] = policy.lease_seconds
-                    shown["host"], shown["fence"] = host, fence
-                    answers[index] = shown
-                    claimed.append(claim_event(shown, agents[index].key))
+            answers = lease_next(session, self._ledger, self._token, self._host, agents, claimed)
             AuditRepo(session).append_many(claimed)
         return answers
 
@@ -374,7 +363,8 @@ def unclaim(task: Task) -> str | None:
     return agent
 
 
-def _task_tenant(scope: Scope, tenant: str | None) -> str | None:
+def task_tenant(scope: Scope, tenant: str | None) -> str | None:
+    """The tenant of a task submitted on ``scope`` naming ``tenant``: an agent's socket submits for its own."""
     if scope.kind == "admin":
         return None if tenant is None else validate_tenant_id(tenant)
     if tenant is not None and tenant != scope.tenant:
